@@ -1,0 +1,44 @@
+// Dispatch between the multi-call personalities and run the chosen one; returns the exit code.
+import { buildProgram, CommanderError, type Registrar } from "./program.ts";
+import { ExitCode, reportError } from "./run.ts";
+import { registerRepoCommands } from "./cmd_repo.ts";
+
+const PERSONALITIES = ["mkcomposefs", "composefs-info", "mount.composefs"] as const;
+type Personality = typeof PERSONALITIES[number];
+
+async function runPersonality(p: Personality, args: string[]): Promise<number> {
+  switch (p) {
+    case "mkcomposefs":
+      return (await import("./mkcomposefs.ts")).mkcomposefsMain(args);
+    case "composefs-info":
+      return (await import("./composefs_info.ts")).composefsInfoMain(args);
+    case "mount.composefs":
+      return (await import("./mount_composefs.ts")).mountComposefsMain(args);
+  }
+}
+
+export const REGISTRARS: Registrar[] = [registerRepoCommands];
+
+export async function cliMain(invokedAs: string, args: string[]): Promise<number> {
+  const asP = PERSONALITIES.find((p) => p === invokedAs);
+  if (asP) return await runPersonality(asP, args);
+  const first = PERSONALITIES.find((p) => p === args[0]);
+  if (first) return await runPersonality(first, args.slice(1));
+
+  const program = buildProgram(REGISTRARS);
+  try {
+    await program.parseAsync(args, { from: "user" });
+    return 0;
+  } catch (e) {
+    if (e instanceof ExitCode) return e.code;
+    if (e instanceof CommanderError) {
+      if (
+        e.code === "commander.helpDisplayed" || e.code === "commander.version" || e.code === "commander.help"
+      ) {
+        return 0;
+      }
+      return e.exitCode === 0 ? 0 : 2;
+    }
+    return reportError(e);
+  }
+}

@@ -1,0 +1,68 @@
+// Typed errors shared by every room of the library. The CLI maps them to messages and exit codes;
+// the library itself never prints and never exits.
+
+/** Base class: `context` is a chain of "where" strings (file, digest, layer, URL), outermost first. */
+export class CfsError extends Error {
+  context: string[];
+  constructor(message: string, options?: { cause?: unknown; context?: string[] }) {
+    super(message, options?.cause !== undefined ? { cause: options.cause } : undefined);
+    this.name = new.target.name;
+    this.context = options?.context ?? [];
+  }
+  /** Returns this error with `where` prepended to its context chain. */
+  within(where: string): this {
+    this.context.unshift(where);
+    return this;
+  }
+}
+
+/** Wrong command-line usage: exit code 2. */
+export class UsageError extends CfsError {}
+/** Malformed input data (dumpfile, EROFS image, splitstream, tar, JSON…). */
+export class FormatError extends CfsError {}
+/** A digest that does not match what was expected. */
+export class IntegrityError extends CfsError {}
+/** A named thing (image, stream, ref, object, tag) does not exist. */
+export class NotFoundError extends CfsError {}
+/** Missing privilege (not root, read-only repository…). */
+export class PermissionError extends CfsError {}
+/** A repository that cannot be opened as asked (bad meta.json, algorithm mismatch, needs init…). */
+export class RepositoryError extends CfsError {}
+/** A network/transport failure (registry, proxy). */
+export class TransportError extends CfsError {}
+
+/** A failed system call, carrying errno and the syscall's name. */
+export class KernelError extends CfsError {
+  errno: number;
+  code: string;
+  syscall: string;
+  constructor(syscall: string, errno: number, code: string, message?: string, context?: string[]) {
+    super(message ?? `${syscall} failed: ${code} (errno ${errno})`, { context });
+    this.errno = errno;
+    this.code = code;
+    this.syscall = syscall;
+  }
+}
+
+/** Renders `WHAT: WHY` with the context chain, as the CLI prints it. */
+export function describeError(e: unknown): string {
+  if (e instanceof CfsError) {
+    const parts = [...e.context, e.message];
+    let cause = e.cause;
+    while (cause !== undefined) {
+      if (cause instanceof CfsError) {
+        parts.push(...cause.context, cause.message);
+        cause = cause.cause;
+      } else if (cause instanceof Error) {
+        parts.push(cause.message);
+        cause = (cause as Error).cause;
+      } else {
+        parts.push(String(cause));
+        break;
+      }
+    }
+    return parts.join(": ");
+  }
+  if (e instanceof Error) return e.message;
+  return String(e);
+}

@@ -1,0 +1,125 @@
+// The in-memory composefs file tree (spec §6.4): a root directory owning subdirectories, and leaves
+// that may be shared by several directory entries (hard links = the same Leaf object twice).
+// Names, symlink targets and xattr names are byte strings (see lib/util/bytes.ts); xattr values are bytes.
+import type { ObjectId } from "../fsverity/object_id.ts";
+
+export interface Stat {
+  /** Permission bits only: st_mode & 0o7777. The file type lives in the node's kind/content. */
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Seconds since the epoch; may be negative. */
+  mtimeSec: number;
+  /** 0..999999999 */
+  mtimeNsec: number;
+  /** xattr name (byte string) → value. Order of insertion is not significant: writers sort. */
+  xattrs: Map<string, Uint8Array>;
+}
+
+export type LeafContent =
+  | { type: "inline"; data: Uint8Array } // regular file stored in the image (may be empty)
+  | { type: "external"; id: ObjectId; size: number } // regular file stored as an object
+  | { type: "symlink"; target: string }
+  | { type: "chardev"; rdev: number }
+  | { type: "blockdev"; rdev: number }
+  | { type: "fifo" }
+  | { type: "socket" };
+
+export interface Leaf {
+  kind: "leaf";
+  stat: Stat;
+  content: LeafContent;
+}
+
+export interface Directory {
+  kind: "dir";
+  stat: Stat;
+  entries: Map<string, Inode>;
+}
+
+export type Inode = Leaf | Directory;
+
+export const S_IFMT = 0o170000;
+export const S_IFSOCK = 0o140000;
+export const S_IFLNK = 0o120000;
+export const S_IFREG = 0o100000;
+export const S_IFBLK = 0o060000;
+export const S_IFDIR = 0o040000;
+export const S_IFCHR = 0o020000;
+export const S_IFIFO = 0o010000;
+
+export function newStat(partial: Partial<Stat> = {}): Stat {
+  return {
+    mode: partial.mode ?? 0,
+    uid: partial.uid ?? 0,
+    gid: partial.gid ?? 0,
+    mtimeSec: partial.mtimeSec ?? 0,
+    mtimeNsec: partial.mtimeNsec ?? 0,
+    xattrs: partial.xattrs ?? new Map(),
+  };
+}
+
+export function newDirectory(stat: Stat = newStat({ mode: 0o755 })): Directory {
+  return { kind: "dir", stat, entries: new Map() };
+}
+
+export function newLeaf(stat: Stat, content: LeafContent): Leaf {
+  return { kind: "leaf", stat, content };
+}
+
+/** File-type bits (S_IF*) of a node. */
+export function fileTypeBits(node: Inode): number {
+  if (node.kind === "dir") return S_IFDIR;
+  switch (node.content.type) {
+    case "inline":
+    case "external":
+      return S_IFREG;
+    case "symlink":
+      return S_IFLNK;
+    case "chardev":
+      return S_IFCHR;
+    case "blockdev":
+      return S_IFBLK;
+    case "fifo":
+      return S_IFIFO;
+    case "socket":
+      return S_IFSOCK;
+  }
+}
+
+/** Full st_mode (type | permissions). */
+export function fullMode(node: Inode): number {
+  return fileTypeBits(node) | node.stat.mode;
+}
+
+/** Size as stat() reports it for leaves (regular: byte size, symlink: target length, others 0). */
+export function leafSize(leaf: Leaf): number {
+  const c = leaf.content;
+  if (c.type === "inline") return c.data.length;
+  if (c.type === "external") return c.size;
+  if (c.type === "symlink") return c.target.length;
+  return 0;
+}
+
+/** Entries of a directory sorted by name in byte order. */
+export function sortedEntries(dir: Directory): [string, Inode][] {
+  return [...dir.entries].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+}
+
+/** The root of a tree. A FileSystem is just its root directory. */
+export interface FileSystem {
+  root: Directory;
+}
+
+/** Looks up a path of byte-string components ("/" separated, leading "/" optional). */
+export function lookup(root: Directory, path: string): Inode | undefined {
+  let node: Inode = root;
+  for (const part of path.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (node.kind !== "dir") return undefined;
+    const next: Inode | undefined = node.entries.get(part);
+    if (!next) return undefined;
+    node = next;
+  }
+  return node;
+}

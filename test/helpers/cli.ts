@@ -1,0 +1,54 @@
+// Runs the CLI as a child process (`deno run -A main.ts ...`), the way users do.
+const ROOT = new URL("../../", import.meta.url).pathname;
+export const DENO = Deno.execPath();
+export const MAIN = ROOT + "main.ts";
+export const PROJECT_ROOT = ROOT;
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+  stdoutBytes: Uint8Array;
+}
+
+export async function runCli(
+  args: string[],
+  opts: { stdin?: Uint8Array | string; env?: Record<string, string>; invokedAs?: string; cwd?: string } = {},
+): Promise<CliResult> {
+  const env: Record<string, string> = { ...opts.env };
+  if (opts.invokedAs) env.CFSCTL_INVOKED_AS = opts.invokedAs;
+  const cmd = new Deno.Command(DENO, {
+    args: ["run", "-A", "--no-check", MAIN, ...args],
+    stdin: opts.stdin !== undefined ? "piped" : "null",
+    stdout: "piped",
+    stderr: "piped",
+    env,
+    cwd: opts.cwd,
+  });
+  const child = cmd.spawn();
+  if (opts.stdin !== undefined) {
+    const w = child.stdin.getWriter();
+    await w.write(typeof opts.stdin === "string" ? new TextEncoder().encode(opts.stdin) : opts.stdin);
+    await w.close();
+  }
+  const o = await child.output();
+  return {
+    code: o.code,
+    stdout: new TextDecoder().decode(o.stdout),
+    stderr: new TextDecoder().decode(o.stderr),
+    stdoutBytes: o.stdout,
+  };
+}
+
+/** A fresh temporary directory, removed by the returned dispose function. */
+export async function tempDir(
+  prefix = "cfsctl-test-",
+): Promise<{ path: string; [Symbol.asyncDispose](): Promise<void> }> {
+  const path = await Deno.makeTempDir({ prefix });
+  return {
+    path,
+    async [Symbol.asyncDispose]() {
+      await Deno.remove(path, { recursive: true }).catch(() => {});
+    },
+  };
+}
