@@ -29,6 +29,12 @@ export interface Leaf {
   kind: "leaf";
   stat: Stat;
   content: LeafContent;
+  /**
+   * For hard-linked leaves read from a dumpfile: the absolute path (byte string) of the full,
+   * non-`@` line. The C mkcomposefs assigns the inode where that path is met; writers that must be
+   * C-identical use it, otherwise the first occurrence in a name-ordered DFS walk is canonical.
+   */
+  canonicalPath?: string;
 }
 
 export interface Directory {

@@ -1,0 +1,19 @@
+// The contract between code that produces objects (layer splitting, directory scanning, image
+// commits) and the repository that stores them. Repository implements it; tests may use any store.
+import type { HashAlgorithm, ObjectId } from "../fsverity/object_id.ts";
+
+/** Streams one object into the store; its id (fs-verity digest) is computed while bytes flow past. */
+export interface ObjectWriter {
+  write(chunk: Uint8Array): Promise<void>;
+  /** Makes the object visible under its final name (atomically) and returns its id. */
+  finish(): Promise<{ id: ObjectId; size: number; alreadyPresent: boolean }>;
+  /** Discards everything written; nothing becomes visible. */
+  abort(): Promise<void>;
+}
+
+export interface ObjectStore {
+  readonly alg: HashAlgorithm;
+  /** Stores in-memory bytes (deduplicated) and returns the object id. */
+  ensureObject(data: Uint8Array): Promise<ObjectId>;
+  createObjectWriter(): ObjectWriter;
+}
