@@ -19,6 +19,9 @@ export interface Stat {
 export type LeafContent =
   | { type: "inline"; data: Uint8Array } // regular file stored in the image (may be empty)
   | { type: "external"; id: ObjectId; size: number } // regular file stored as an object
+  // Regular file outside the image without a known fs-verity digest (C mkcomposefs accepts these from
+  // dumpfiles): `payload` = the dumpfile PAYLOAD (backing path, redirect target); none = sparse (size only).
+  | { type: "external-noverity"; size: number; payload?: string }
   | { type: "symlink"; target: string }
   | { type: "chardev"; rdev: number }
   | { type: "blockdev"; rdev: number }
@@ -79,6 +82,7 @@ export function fileTypeBits(node: Inode): number {
   switch (node.content.type) {
     case "inline":
     case "external":
+    case "external-noverity":
       return S_IFREG;
     case "symlink":
       return S_IFLNK;
@@ -102,7 +106,7 @@ export function fullMode(node: Inode): number {
 export function leafSize(leaf: Leaf): number {
   const c = leaf.content;
   if (c.type === "inline") return c.data.length;
-  if (c.type === "external") return c.size;
+  if (c.type === "external" || c.type === "external-noverity") return c.size;
   if (c.type === "symlink") return c.target.length;
   return 0;
 }
