@@ -18,7 +18,9 @@ export interface Stat {
 
 export type LeafContent =
   | { type: "inline"; data: Uint8Array } // regular file stored in the image (may be empty)
-  | { type: "external"; id: ObjectId; size: number } // regular file stored as an object
+  // Regular file stored as an object. `payload` (dumpfiles only): a backing path that differs from
+  // id.objectPath() (C images keep it verbatim in trusted.overlay.redirect); absent = id.objectPath().
+  | { type: "external"; id: ObjectId; size: number; payload?: string }
   // Regular file outside the image without a known fs-verity digest (C mkcomposefs accepts these from
   // dumpfiles): `payload` = the dumpfile PAYLOAD (backing path, redirect target); none = sparse (size only).
   | { type: "external-noverity"; size: number; payload?: string }
