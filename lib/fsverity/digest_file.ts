@@ -1,0 +1,37 @@
+// fs-verity digest of a file, streamed with bounded memory (two read buffers + one block per level).
+// Reads are double-buffered: Deno performs file reads on a worker thread, so the next chunk is read
+// while the current one is hashed on this thread.
+import { FsVerityHasher } from "./hasher.ts";
+import type { HashAlgorithm, ObjectId } from "./object_id.ts";
+
+const CHUNK = 1 << 20;
+
+/** Anything with Deno.FsFile's `read`. */
+export interface ChunkReader {
+  read(buf: Uint8Array): Promise<number | null>;
+}
+
+/** Hashes everything `reader` yields until EOF. */
+export async function fsverityDigestReader(reader: ChunkReader, alg: HashAlgorithm): Promise<ObjectId> {
+  const h = new FsVerityHasher(alg);
+  let cur = new Uint8Array(CHUNK);
+  let next = new Uint8Array(CHUNK);
+  let pending = reader.read(cur);
+  for (;;) {
+    const n = await pending;
+    if (n === null) break;
+    const filled = cur;
+    // Start the next read before hashing so the two overlap.
+    pending = reader.read(next);
+    h.update(n === CHUNK ? filled : filled.subarray(0, n));
+    cur = next;
+    next = filled;
+  }
+  return h.digest();
+}
+
+/** fs-verity digest of the file at `path` (a normal Unicode path, as Deno.open takes it). */
+export async function fsverityDigestFile(path: string, alg: HashAlgorithm): Promise<ObjectId> {
+  using file = await Deno.open(path, { read: true });
+  return await fsverityDigestReader(file, alg);
+}
