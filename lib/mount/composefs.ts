@@ -1,0 +1,190 @@
+// Mounting a composefs image (spec §9): EROFS image (detached, read-only) + objects directory as a
+// data-only layer, joined by overlayfs with metacopy/redirect_dir, then attached at the mountpoint.
+// Nothing is left behind on failure: every fd, temporary mount and loop device is registered in a
+// Cleanup as soon as it exists, and released in `finally` on every path.
+import { CfsError, KernelError, NotFoundError, UsageError } from "../errors.ts";
+import type { ObjectId } from "../fsverity/object_id.ts";
+import {
+  AT_FDCWD,
+  closeFd,
+  MOVE_MOUNT_F_EMPTY_PATH,
+  moveMount,
+  O_DIRECTORY,
+  O_PATH,
+  O_RDONLY,
+  openFd,
+} from "../linux/mount_api.ts";
+import { Cleanup } from "./cleanup.ts";
+import { mountErofsDetached } from "./erofs.ts";
+import { checkErofsMagic, checkImageDigest, type DigestSource } from "./image_check.ts";
+import { type LayerMode, mountOverlayDetached } from "./overlay.ts";
+
+export interface MountComposefsOptions {
+  /** The EROFS image, by path or by an open fd (the fd stays the caller's). Exactly one. */
+  imagePath?: string;
+  imageFd?: number;
+  /** Directory holding the content objects as `XX/rest` (a repository's `objects/`, a basedir). */
+  objectsDir: string;
+  mountpoint: string;
+  /** Shown as the mount source `composefs:NAME`; without it the source is `composefs`. */
+  name?: string;
+  /** `require`: overlayfs checks every object's fs-verity digest against the image. */
+  verity: "require" | "none";
+  /**
+   * Expected fs-verity digest of the image file, checked before mounting. When the kernel measured it
+   * (fs-verity on the image), overlay verity is required too, like C mount.composefs.
+   */
+  digest?: ObjectId;
+  upperdir?: string;
+  workdir?: string;
+  /** Writable mount (needs upperdir/workdir); otherwise the mount is MOUNT_ATTR_RDONLY. */
+  readWrite?: boolean;
+  /** Use a loop device even when EROFS could mount the file directly. */
+  forceLoop?: boolean;
+  /** How layers are passed to overlayfs; "auto" (default) = fds if the kernel takes them. */
+  layerMode?: LayerMode | "auto";
+}
+
+export interface MountedComposefs {
+  /** Canonical path the overlay was attached to. */
+  mountpoint: string;
+  source: string;
+  layerMode: LayerMode;
+  loopDevice?: string;
+  verity: "require" | "none";
+  /** Set when a digest was checked: "userspace" means the image itself has no fs-verity protection. */
+  digestCheckedBy?: DigestSource;
+  /** Warnings from the kernel's fs context logs. */
+  warnings: string[];
+}
+
+/** Test and debugging switches from the environment: CFSCTL_MOUNT_FORCE_LOOP=1, CFSCTL_MOUNT_LAYERS. */
+export function mountTweaksFromEnv(): Pick<MountComposefsOptions, "forceLoop" | "layerMode"> {
+  const get = (k: string) => {
+    try {
+      return Deno.env.get(k);
+    } catch {
+      return undefined;
+    }
+  };
+  const layers = get("CFSCTL_MOUNT_LAYERS");
+  return {
+    forceLoop: get("CFSCTL_MOUNT_FORCE_LOOP") === "1",
+    layerMode: layers === "fd" || layers === "string" ? layers : "auto",
+  };
+}
+
+function validate(o: MountComposefsOptions): void {
+  if ((o.imagePath === undefined) === (o.imageFd === undefined)) {
+    throw new UsageError("exactly one of imagePath and imageFd must be given");
+  }
+  if ((o.upperdir === undefined) !== (o.workdir === undefined)) {
+    throw new UsageError("upperdir and workdir must be given together");
+  }
+  if (o.readWrite && o.upperdir === undefined) {
+    throw new UsageError("a read-write mount needs an upperdir and a workdir");
+  }
+}
+
+/** Checks that `path` is an existing directory; returns its canonical path. */
+function existingDir(path: string, what: string): string {
+  let st: Deno.FileInfo;
+  try {
+    st = Deno.statSync(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new NotFoundError(`${what} ${path} does not exist`);
+    throw e;
+  }
+  if (!st.isDirectory) throw new UsageError(`${what} ${path} is not a directory`);
+  return Deno.realPathSync(path);
+}
+
+function openDir(path: string, what: string, cleanup: Cleanup): number {
+  existingDir(path, what);
+  const fd = openFd(path, O_PATH | O_DIRECTORY);
+  cleanup.defer(() => closeFd(fd));
+  return fd;
+}
+
+function openImage(path: string, cleanup: Cleanup): number {
+  let st: Deno.FileInfo;
+  try {
+    st = Deno.statSync(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new NotFoundError(`image ${path} not found`);
+    throw e;
+  }
+  if (!st.isFile) throw new UsageError(`image ${path} is not a regular file`);
+  const fd = openFd(path, O_RDONLY);
+  cleanup.defer(() => closeFd(fd));
+  return fd;
+}
+
+function attach(mountFd: number, mountpoint: string): void {
+  try {
+    moveMount(mountFd, "", AT_FDCWD, mountpoint, MOVE_MOUNT_F_EMPTY_PATH);
+  } catch (e) {
+    if (e instanceof KernelError) {
+      if (e.errno === 2) throw new NotFoundError(`mountpoint ${mountpoint} does not exist`, { cause: e });
+      if (e.errno === 16) {
+        throw new KernelError(e.syscall, e.errno, e.code, `mountpoint ${mountpoint} is busy`);
+      }
+    }
+    throw e;
+  }
+}
+
+/** Mounts a composefs image at `opts.mountpoint`; throws typed errors and leaves nothing behind on failure. */
+export async function mountComposefs(opts: MountComposefsOptions): Promise<MountedComposefs> {
+  validate(opts);
+  const mountpoint = existingDir(opts.mountpoint, "mountpoint");
+  const label = opts.imagePath !== undefined ? `image ${opts.imagePath}` : `image fd ${opts.imageFd}`;
+  const source = opts.name !== undefined ? `composefs:${opts.name}` : "composefs";
+  const warnings: string[] = [];
+  const cleanup = new Cleanup();
+  try {
+    const imageFd = opts.imagePath !== undefined ? openImage(opts.imagePath, cleanup) : opts.imageFd!;
+    checkErofsMagic(imageFd, label);
+    let verity = opts.verity;
+    let digestCheckedBy: DigestSource | undefined;
+    if (opts.digest) {
+      digestCheckedBy = await checkImageDigest(imageFd, label, opts.digest);
+      if (digestCheckedBy === "kernel") verity = "require";
+    }
+    const objectsFd = openDir(opts.objectsDir, "objects directory", cleanup);
+    const upperFd = opts.upperdir !== undefined ? openDir(opts.upperdir, "upperdir", cleanup) : undefined;
+    const workFd = opts.workdir !== undefined ? openDir(opts.workdir, "workdir", cleanup) : undefined;
+
+    const erofs = mountErofsDetached(imageFd, label, cleanup, { forceLoop: opts.forceLoop });
+    warnings.push(...erofs.warnings);
+    const overlay = mountOverlayDetached(
+      {
+        source,
+        erofsMountFd: erofs.mountFd,
+        objectsFd,
+        verity,
+        upperFd,
+        workFd,
+        readWrite: Boolean(opts.readWrite),
+      },
+      cleanup,
+      opts.layerMode ?? "auto",
+      warnings,
+    );
+    attach(overlay.mountFd, mountpoint);
+    return {
+      mountpoint,
+      source,
+      layerMode: overlay.layerMode,
+      loopDevice: erofs.loopDevice,
+      verity,
+      digestCheckedBy,
+      warnings,
+    };
+  } catch (e) {
+    if (e instanceof CfsError && !(e instanceof UsageError)) e.within(`mounting ${label} on ${mountpoint}`);
+    throw e;
+  } finally {
+    cleanup.run();
+  }
+}
