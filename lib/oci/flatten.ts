@@ -1,0 +1,160 @@
+// Flattening the layers of an image into one file tree (spec §7.3), following the OCI image spec
+// for whiteouts: `.wh.NAME` and `.wh..wh..opq` hide what *lower* layers put there; entries of the
+// same layer survive whatever their order in the tar ("Read first" item 2).
+import { FormatError } from "../errors.ts";
+import type { ObjectId } from "../fsverity/object_id.ts";
+import {
+  type Directory,
+  type Inode,
+  type Leaf,
+  type LeafContent,
+  lookup,
+  newDirectory,
+  newStat,
+  type Stat,
+} from "../tree/tree.ts";
+import type { TarEntry } from "./tar/entry.ts";
+
+/** What a layer yields per tar entry: the entry and, for regular files, where its bytes are. */
+export interface LayerItem {
+  entry: TarEntry;
+  content?: { type: "inline"; data: Uint8Array } | { type: "external"; id: ObjectId; size: number };
+}
+
+const WHITEOUT_PREFIX = ".wh.";
+const OPAQUE_MARKER = ".wh..wh..opq";
+
+function statOf(e: TarEntry): Stat {
+  return newStat({
+    mode: e.mode & 0o7777,
+    uid: e.uid,
+    gid: e.gid,
+    mtimeSec: e.mtimeSec,
+    mtimeNsec: e.mtimeNsec,
+    xattrs: new Map(e.xattrs),
+  });
+}
+
+function splitPath(path: string): { parent: string; name: string } {
+  const i = path.lastIndexOf("/");
+  return { parent: path.slice(0, i) || "/", name: path.slice(i + 1) };
+}
+
+function leafContent(item: LayerItem): LeafContent {
+  const e = item.entry;
+  switch (e.kind) {
+    case "file":
+      if (item.content?.type === "external") {
+        return { type: "external", id: item.content.id, size: item.content.size };
+      }
+      return { type: "inline", data: item.content?.type === "inline" ? item.content.data : new Uint8Array() };
+    case "symlink":
+      return { type: "symlink", target: e.linkTarget };
+    case "chardev":
+      return { type: "chardev", rdev: e.rdev };
+    case "blockdev":
+      return { type: "blockdev", rdev: e.rdev };
+    case "fifo":
+      return { type: "fifo" };
+    default:
+      throw new FormatError(`unsupported tar entry type ${JSON.stringify(e.typeflag)} for ${e.path}`);
+  }
+}
+
+/** Accumulates layers, lowest first, into one tree. */
+export class Flattener {
+  readonly root: Directory = newDirectory(newStat({ mode: 0 }));
+  /** Paths created or replaced by the layer being applied (whiteouts spare them). */
+  #thisLayer = new Set<string>();
+
+  beginLayer(): void {
+    this.#thisLayer = new Set();
+  }
+
+  #dir(path: string, forWhat: string): Directory {
+    const node = lookup(this.root, path);
+    if (!node) throw new FormatError(`${forWhat}: parent directory ${path} does not exist`);
+    if (node.kind !== "dir") throw new FormatError(`${forWhat}: parent ${path} is not a directory`);
+    return node;
+  }
+
+  /** Removes what lower layers put below `dir` (recursively through dirs this layer re-declared). */
+  #hideLower(dir: Directory, path: string): void {
+    for (const [name, child] of [...dir.entries]) {
+      const childPath = path === "/" ? `/${name}` : `${path}/${name}`;
+      if (!this.#thisLayer.has(childPath)) dir.entries.delete(name);
+      else if (child.kind === "dir") this.#hideLower(child, childPath);
+    }
+  }
+
+  #markSubtree(node: Inode, path: string): void {
+    this.#thisLayer.add(path);
+    if (node.kind === "dir") {
+      for (const [name, child] of node.entries) {
+        this.#markSubtree(child, path === "/" ? `/${name}` : `${path}/${name}`);
+      }
+    }
+  }
+
+  apply(item: LayerItem): void {
+    const e = item.entry;
+    if (e.path === "/") {
+      if (e.kind !== "dir") throw new FormatError(`layer entry for the root is not a directory`);
+      this.root.stat = statOf(e);
+      return;
+    }
+    const { parent, name } = splitPath(e.path);
+    if (name.startsWith(WHITEOUT_PREFIX) && e.kind === "file") {
+      const dir = this.#dir(parent, e.path);
+      if (name === OPAQUE_MARKER) {
+        this.#hideLower(dir, parent);
+        return;
+      }
+      const target = name.slice(WHITEOUT_PREFIX.length);
+      if (target === "" || target === "." || target === "..") {
+        throw new FormatError(`hostile whiteout ${JSON.stringify(e.path)}: it names no sibling entry`);
+      }
+      const targetPath = parent === "/" ? `/${target}` : `${parent}/${target}`;
+      if (!this.#thisLayer.has(targetPath)) dir.entries.delete(target);
+      return;
+    }
+    const dir = this.#dir(parent, e.path);
+    const existing = dir.entries.get(name);
+    if (e.kind === "dir") {
+      if (existing?.kind === "dir") existing.stat = statOf(e); // most derived layer's metadata, children kept
+      else dir.entries.set(name, newDirectory(statOf(e)));
+      this.#thisLayer.add(e.path);
+      return;
+    }
+    let leaf: Leaf;
+    if (e.kind === "hardlink") {
+      const target = lookup(this.root, e.linkTarget);
+      if (!target) throw new FormatError(`hard link ${e.path} → ${e.linkTarget}: target does not exist`);
+      if (target.kind !== "leaf") {
+        throw new FormatError(`hard link ${e.path} → ${e.linkTarget}: target is a directory`);
+      }
+      leaf = target;
+    } else {
+      leaf = { kind: "leaf", stat: statOf(e), content: leafContent(item) };
+    }
+    dir.entries.set(name, leaf);
+    this.#markSubtree(leaf, e.path);
+  }
+
+  /**
+   * The final touches of §7.3: `/usr` must exist; the root takes `/usr`'s mode, owner, mtime and
+   * xattrs; `/run`, if present, is emptied and takes `/usr`'s mtime.
+   */
+  finish(): Directory {
+    const usr = this.root.entries.get("usr");
+    if (!usr || usr.kind !== "dir") throw new FormatError("image has no /usr directory");
+    const u = usr.stat;
+    this.root.stat = { ...u, xattrs: new Map(u.xattrs) };
+    const run = this.root.entries.get("run");
+    if (run?.kind === "dir") {
+      run.entries.clear();
+      run.stat = { ...run.stat, mtimeSec: u.mtimeSec, mtimeNsec: u.mtimeNsec };
+    }
+    return this.root;
+  }
+}

@@ -1,0 +1,53 @@
+// From stored layer streams to the image's file tree and its committed EROFS images (§7.3, §7.7).
+import { FormatError, NotFoundError } from "../errors.ts";
+import type { ObjectId } from "../fsverity/object_id.ts";
+import type { Repository } from "../repository/repository.ts";
+import { CONTENT_TYPE } from "../splitstream/mod.ts";
+import type { Directory } from "../tree/tree.ts";
+import { writeErofs } from "../erofs/writer.ts";
+import { Flattener } from "./flatten.ts";
+import { type SplitChunk, tarEntriesFromSplitstream } from "./layer_split.ts";
+import { layerStreamId } from "./tags.ts";
+
+/** The chunks of a stored layer stream in the shape the tar code reads. */
+export async function* layerChunks(
+  repo: Repository,
+  diffId: string,
+  verity?: ObjectId,
+): AsyncGenerator<SplitChunk> {
+  const id = layerStreamId(diffId);
+  const v = verity ?? await repo.hasStream(id);
+  if (!v) throw new NotFoundError(`layer ${diffId} is not in the repository`);
+  const reader = await repo.openStream(id, v, CONTENT_TYPE.OCI_LAYER);
+  for await (const c of reader.chunks()) yield c.kind === "inline" ? { inline: c.data } : { external: c.id };
+}
+
+/** Flattens the layers (config order) into one tree, with the OCI root transform applied. */
+export async function buildImageTree(
+  repo: Repository,
+  diffIds: string[],
+  verities?: Map<string, ObjectId>,
+): Promise<Directory> {
+  const f = new Flattener();
+  for (const diffId of diffIds) {
+    f.beginLayer();
+    try {
+      for await (const e of tarEntriesFromSplitstream(layerChunks(repo, diffId, verities?.get(diffId)))) {
+        f.apply({ entry: e, content: e.content });
+      }
+    } catch (err) {
+      if (err instanceof FormatError || err instanceof NotFoundError) err.within(`layer ${diffId}`);
+      throw err;
+    }
+  }
+  return f.finish();
+}
+
+/** Writes one EROFS image per configured format; returns [version, image id] pairs, default first. */
+export async function commitImages(repo: Repository, tree: Directory): Promise<[0 | 1 | 2, ObjectId][]> {
+  const out: [0 | 1 | 2, ObjectId][] = [];
+  for (const version of repo.erofsVersions()) {
+    out.push([version, await repo.writeImage(writeErofs(tree, { version }))]);
+  }
+  return out;
+}
