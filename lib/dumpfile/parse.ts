@@ -1,0 +1,481 @@
+// Dumpfile parser (spec §6, composefs-dump(5)) building the file tree of lib/tree/tree.ts.
+// Acceptance follows C mkcomposefs 1.0.8 (the authority for what a dumpfile may hold), with stricter
+// path rules: paths must be canonical. Notable C-compatible rules:
+// - a hard link (`@` MODE) names its target in PAYLOAD; targets are resolved after all lines are read,
+//   may be hard-link lines themselves (chains are followed), never directories, never the link itself;
+// - the inode of a hard-linked file belongs to its full (non-`@`) line: leaf.canonicalPath = that path;
+// - regular files: CONTENT (≤ 5000 bytes, length = SIZE) → inline; SIZE 0 → empty inline; else external
+//   (DIGEST + PAYLOAD), or "external-noverity" (PAYLOAD only, or neither = sparse); SIZE ≤ 2^53
+//   (C caps the chunk index of a non-inline file at 1024 chunks of 2^43 bytes);
+// - NLINK and directory SIZE are ignored; RDEV is ignored for non-devices (rejected in strict mode);
+//   symlink SIZE is ignored (must equal the target length in strict mode);
+// - xattrs: key 1..255 bytes, value ≤ 65535 bytes, per-inode budget as C (Σ(7 + key + value) + 12 ≤
+//   32767, counting every occurrence), whole xattr section ≤ 65535 bytes; a repeated key replaces.
+// Errors are FormatError with "line N" in their context.
+import { FormatError } from "../errors.ts";
+import { type HashAlgorithm, ObjectId } from "../fsverity/object_id.ts";
+import {
+  type Directory,
+  type Inode,
+  type Leaf,
+  type LeafContent,
+  newDirectory,
+  newLeaf,
+  newStat,
+  S_IFBLK,
+  S_IFCHR,
+  S_IFDIR,
+  S_IFIFO,
+  S_IFLNK,
+  S_IFMT,
+  S_IFREG,
+  S_IFSOCK,
+  type Stat,
+} from "../tree/tree.ts";
+import { unescapeField, unescapeOptional } from "./escape.ts";
+import { Buffer } from "node:buffer";
+
+export interface ParseOptions {
+  /** C `CFS_PARSE_STRICT`: also reject RDEV ≠ 0 on non-devices, symlink SIZE ≠ target length,
+   *  symlink CONTENT, and a last line without a newline. */
+  strict?: boolean;
+  /** Digest algorithm DIGEST fields must use; default: inferred from each digest's length. */
+  alg?: HashAlgorithm;
+  /** Longest accepted line in bytes (hostile input guard); default 1 MiB. */
+  maxLineLength?: number;
+}
+
+/** Largest inline content C mkcomposefs accepts. */
+export const INLINE_CONTENT_MAX = 5000;
+/** Largest non-inline regular file: 1024 chunk indexes of 2^43 bytes (C's one-block chunk table). */
+export const MAX_EXTERNAL_SIZE = 2 ** 53;
+export const PATH_MAX_BYTES = 4096;
+export const NAME_MAX_BYTES = 255;
+/** Symlink targets: < PATH_MAX like C (`longlink.dump` has 4095). */
+export const SYMLINK_MAX_BYTES = 4095;
+export const XATTR_NAME_MAX = 255;
+export const XATTR_VALUE_MAX = 65535;
+/** C's budget for xattrs read from external input (LCFS_INODE_EXTERNAL_XATTR_MAX). */
+const XATTR_BUDGET = 32767;
+const XATTR_SECTION_MAX = 65535;
+const DEFAULT_MAX_LINE = 1 << 20;
+const U32_MAX = 0xffffffff;
+
+interface PendingLink {
+  lineNo: number;
+  parent: Directory;
+  name: string;
+  target: string;
+  placeholder: Leaf;
+  resolved?: { leaf: Leaf; path: string };
+}
+
+function lineError(lineNo: number, msg: string): FormatError {
+  return new FormatError(msg, { context: [`line ${lineNo}`] });
+}
+
+const DIGITS = /^[0-9]+$/;
+const OCTAL = /^[0-7]+$/;
+const MTIME = /^(-?[0-9]+)\.([0-9]+)$/;
+
+/** Unsigned decimal within `max` (≤ 2^53); throws a plain message string on error. */
+function parseUnsigned(s: string, what: string, max: number): number {
+  if (!DIGITS.test(s) || s.length > 16) throw `invalid ${what} ${JSON.stringify(s)}`;
+  const v = Number(s);
+  if (v > max) throw `${what} ${s} out of range (max ${max})`;
+  return v;
+}
+
+/** SIZE: any u64; values above 2^53 come back as Infinity (only non-inline files care). */
+function parseSize(s: string): number {
+  if (!DIGITS.test(s)) throw `invalid SIZE ${JSON.stringify(s)}`;
+  if (s.length <= 15) return Number(s);
+  const b = BigInt(s);
+  if (b > 0xffffffffffffffffn) throw `SIZE ${s} out of range`;
+  return b > BigInt(MAX_EXTERNAL_SIZE) ? Infinity : Number(b);
+}
+
+/** Checks a canonical absolute path (byte string); returns its components ([] for "/"). */
+function checkPath(p: string): string[] {
+  if (p.length === 0) throw "empty path";
+  if (p.length > PATH_MAX_BYTES) throw `path longer than ${PATH_MAX_BYTES} bytes`;
+  if (p.charCodeAt(0) !== 0x2f) throw `path ${JSON.stringify(p)} is not absolute`;
+  if (p.includes("\0")) throw "NUL byte in path";
+  if (p === "/") return [];
+  const parts = p.slice(1).split("/");
+  for (const c of parts) {
+    if (c === "") throw `path ${JSON.stringify(p)} has an empty component (not canonical)`;
+    if (c === "." || c === "..") throw `invalid "." or ".." in path ${JSON.stringify(p)}`;
+    if (c.length > NAME_MAX_BYTES) throw `file name longer than ${NAME_MAX_BYTES} bytes in path`;
+  }
+  return parts;
+}
+
+/** Splits `line` at single spaces into the 11 fixed fields (missing ones are "", as C does) and the
+ *  rest (xattrs). */
+function splitFields(line: string): { f: string[]; rest: string } {
+  const f: string[] = new Array(11);
+  let pos = 0;
+  const n = line.length;
+  for (let i = 0; i < 11; i++) {
+    if (pos > n) {
+      f[i] = "";
+      continue;
+    }
+    let sp = line.indexOf(" ", pos);
+    if (sp < 0) sp = n;
+    f[i] = line.slice(pos, sp);
+    pos = sp + 1;
+  }
+  return { f, rest: pos > n ? "" : line.slice(pos) };
+}
+
+/** Builds a tree from dumpfile lines fed one at a time. */
+export class DumpfileParser {
+  #opts: ParseOptions;
+  #root?: Directory;
+  #dirs = new Map<string, Directory>();
+  #links: PendingLink[] = [];
+  #placeholders = new Map<Leaf, PendingLink>();
+  #lineNo = 0;
+  #entries = 0;
+
+  constructor(opts: ParseOptions = {}) {
+    this.#opts = opts;
+  }
+
+  /** Number of entries (lines) added so far. */
+  get entries(): number {
+    return this.#entries;
+  }
+
+  /** Adds one line (byte string, without its newline). Blank lines are skipped. */
+  addLine(line: string, lineNo = this.#lineNo + 1): void {
+    this.#lineNo = lineNo;
+    if (line.length === 0) return;
+    try {
+      this.#addLine(line, lineNo);
+    } catch (e) {
+      if (typeof e === "string") throw lineError(lineNo, e);
+      if (e instanceof FormatError && e.context.length === 0) throw e.within(`line ${lineNo}`);
+      throw e;
+    }
+    this.#entries++;
+  }
+
+  #addLine(line: string, lineNo: number): void {
+    const nul = line.indexOf("\0");
+    if (nul >= 0) throw `NUL byte at position ${nul}`;
+    const { f, rest } = splitFields(line);
+    const path = unescapeField(f[0], "PATH");
+    const parts = checkPath(path);
+
+    let modeField = f[2];
+    const isLink = modeField.startsWith("@");
+    if (isLink) modeField = modeField.slice(1);
+    if (!OCTAL.test(modeField) || modeField.length > 11) throw `invalid MODE ${JSON.stringify(f[2])}`;
+    const mode = parseInt(modeField, 8);
+    if (mode > U32_MAX) throw `MODE ${f[2]} out of range`;
+    const type = mode & S_IFMT;
+    if (!isValidType(type)) throw `invalid file type in MODE ${f[2]}`;
+
+    if (parts.length === 0) {
+      if (this.#root) throw "more than one root (/) line";
+      if (type !== S_IFDIR || isLink) throw "the root must be a directory";
+    } else if (!this.#root) {
+      throw "the first line must be the root directory /";
+    }
+
+    if (isLink) {
+      if (type === S_IFDIR) throw "directories can't be hard links";
+      const target = unescapeOptional(f[8], "PAYLOAD");
+      if (!target) throw "hard link without a target path";
+      if (target.includes("\0")) throw "NUL byte in hard link target";
+      const placeholder = newLeaf(newStat(), { type: "fifo" });
+      const parent = this.#parentOf(path, parts);
+      const name = parts[parts.length - 1];
+      if (parent.entries.has(name)) throw `path ${JSON.stringify(path)} already exists`;
+      parent.entries.set(name, placeholder);
+      const link: PendingLink = { lineNo, parent, name, target, placeholder };
+      this.#links.push(link);
+      this.#placeholders.set(placeholder, link);
+      return;
+    }
+
+    const strict = this.#opts.strict === true;
+    const size = parseSize(f[1]);
+    parseUnsigned(f[3], "NLINK", U32_MAX);
+    const uid = parseUnsigned(f[4], "UID", U32_MAX);
+    const gid = parseUnsigned(f[5], "GID", U32_MAX);
+    const rdev = parseUnsigned(f[6], "RDEV", Number.MAX_SAFE_INTEGER);
+    const m = MTIME.exec(f[7]);
+    if (!m) throw `invalid MTIME ${JSON.stringify(f[7])} (expected SECONDS.NANOSECONDS)`;
+    const mtimeSec = Number(m[1]);
+    if (!Number.isSafeInteger(mtimeSec)) throw `MTIME seconds ${m[1]} out of range`;
+    if (m[2].length > 10 || Number(m[2]) >= 1e9) throw `MTIME nanoseconds ${m[2]} not below 10^9`;
+    const mtimeNsec = Number(m[2]);
+    const payload = unescapeOptional(f[8], "PAYLOAD");
+    const content = unescapeOptional(f[9], "CONTENT");
+    const digestHex = f[10] === "-" || f[10] === "" ? null : f[10];
+
+    if (type !== S_IFCHR && type !== S_IFBLK && rdev !== 0 && strict) throw "non-zero RDEV on a non-device";
+    if (type !== S_IFREG) {
+      if (content !== null && content.length > 0 && (type !== S_IFLNK || strict)) {
+        throw "CONTENT is only allowed for regular files";
+      }
+      if (digestHex !== null) throw "DIGEST is only allowed for regular files";
+    }
+
+    const stat: Stat = newStat({ mode: mode & 0o7777, uid, gid, mtimeSec, mtimeNsec });
+    this.#parseXattrs(rest, stat.xattrs);
+
+    let node: Inode;
+    if (type === S_IFDIR) {
+      node = newDirectory(stat);
+    } else {
+      node = newLeaf(stat, this.#leafContent(type, size, rdev, payload, content, digestHex, strict));
+    }
+
+    if (parts.length === 0) {
+      this.#root = node as Directory;
+      this.#dirs.set("/", this.#root);
+      return;
+    }
+    const parent = this.#parentOf(path, parts);
+    const name = parts[parts.length - 1];
+    if (parent.entries.has(name)) throw `path ${JSON.stringify(path)} already exists`;
+    parent.entries.set(name, node);
+    if (node.kind === "dir") this.#dirs.set(path, node);
+  }
+
+  #leafContent(
+    type: number,
+    size: number,
+    rdev: number,
+    payload: string | null,
+    content: string | null,
+    digestHex: string | null,
+    strict: boolean,
+  ): LeafContent {
+    switch (type) {
+      case S_IFREG: {
+        if (content !== null) {
+          if (content.length !== size) {
+            throw `CONTENT length ${content.length} does not match SIZE ${size}`;
+          }
+          if (content.length > INLINE_CONTENT_MAX) {
+            throw `inline CONTENT of ${content.length} bytes exceeds the maximum of ${INLINE_CONTENT_MAX}`;
+          }
+          return { type: "inline", data: Buffer.from(content, "latin1") };
+        }
+        if (size === 0) return { type: "inline", data: new Uint8Array(0) };
+        if (size > MAX_EXTERNAL_SIZE) throw `file too big: SIZE exceeds 2^53 bytes (C mkcomposefs limit)`;
+        const backing = payload === null || payload === "" ? undefined : payload;
+        if (backing !== undefined) checkPayload(backing);
+        if (digestHex !== null) {
+          if (backing === undefined) throw "DIGEST without a PAYLOAD (backing path)";
+          const id = parseDigest(digestHex, this.#opts.alg);
+          return backing === id.objectPath()
+            ? { type: "external", id, size }
+            : { type: "external", id, size, payload: backing };
+        }
+        return backing === undefined
+          ? { type: "external-noverity", size }
+          : { type: "external-noverity", size, payload: backing };
+      }
+      case S_IFLNK: {
+        if (payload === null || payload === "") throw "symlink without a target (PAYLOAD)";
+        if (payload.length > SYMLINK_MAX_BYTES) {
+          throw `symlink target of ${payload.length} bytes exceeds the maximum of ${SYMLINK_MAX_BYTES}`;
+        }
+        if (payload.includes("\0")) throw "NUL byte in symlink target";
+        if (strict && size !== payload.length) {
+          throw `symlink SIZE ${size} does not match the target length ${payload.length}`;
+        }
+        return { type: "symlink", target: payload };
+      }
+      case S_IFCHR:
+        return { type: "chardev", rdev };
+      case S_IFBLK:
+        return { type: "blockdev", rdev };
+      case S_IFIFO:
+        return { type: "fifo" };
+      default:
+        return { type: "socket" };
+    }
+  }
+
+  #parseXattrs(rest: string, into: Map<string, Uint8Array>): void {
+    if (rest.length === 0) return;
+    if (rest.length > XATTR_SECTION_MAX) throw `too many xattrs (${rest.length} bytes of xattr text)`;
+    const items = rest.split(" ");
+    // One trailing space is tolerated (C does), other empty items are malformed.
+    if (items[items.length - 1] === "") items.pop();
+    let budget = 12;
+    for (const item of items) {
+      const eq = item.indexOf("=");
+      if (eq < 0) throw `missing '=' in xattr ${JSON.stringify(item.slice(0, 64))}`;
+      const key = unescapeField(item.slice(0, eq), "xattr name");
+      const value = unescapeField(item.slice(eq + 1), "xattr value");
+      if (key.length === 0) throw "empty xattr name";
+      if (key.length > XATTR_NAME_MAX) throw `xattr name longer than ${XATTR_NAME_MAX} bytes`;
+      if (key.includes("\0")) throw "NUL byte in xattr name";
+      if (value.length > XATTR_VALUE_MAX) throw `xattr value longer than ${XATTR_VALUE_MAX} bytes`;
+      budget += 7 + key.length + value.length;
+      if (budget > XATTR_BUDGET) throw `xattrs too large (more than ${XATTR_BUDGET} bytes)`;
+      into.delete(key);
+      into.set(key, Buffer.from(value, "latin1"));
+    }
+  }
+
+  #parentOf(path: string, parts: string[]): Directory {
+    const cut = path.lastIndexOf("/");
+    const parentPath = cut === 0 ? "/" : path.slice(0, cut);
+    const dir = this.#dirs.get(parentPath);
+    if (dir) return dir;
+    // Not a known directory: tell "missing" from "not a directory".
+    let node: Inode | undefined = this.#root;
+    for (let i = 0; i < parts.length - 1 && node; i++) {
+      node = node.kind === "dir" ? node.entries.get(parts[i]) : undefined;
+    }
+    if (node) throw `parent of ${JSON.stringify(path)} is not a directory`;
+    throw `parent directory of ${JSON.stringify(path)} is missing`;
+  }
+
+  /** Resolves hard links and returns the root. Call once, after the last line. */
+  finish(): Directory {
+    if (!this.#root) throw new FormatError("dumpfile has no root (/) entry");
+    const root = this.#root;
+    for (const link of this.#links) this.#resolve(link, root);
+    for (const link of this.#links) {
+      const { leaf, path } = link.resolved!;
+      link.parent.entries.set(link.name, leaf);
+      leaf.canonicalPath = path;
+    }
+    this.#links = [];
+    this.#placeholders.clear();
+    return root;
+  }
+
+  #resolve(link: PendingLink, root: Directory): { leaf: Leaf; path: string } {
+    if (link.resolved) return link.resolved;
+    const seen = new Set<PendingLink>([link]);
+    let cur = link;
+    for (;;) {
+      const comps = cur.target.split("/").filter((c) => c !== "");
+      let node: Inode | undefined = root;
+      for (const c of comps) {
+        node = node.kind === "dir" ? node.entries.get(c) : undefined;
+        if (!node) break;
+      }
+      if (!node) throw lineError(link.lineNo, `hard link target ${JSON.stringify(cur.target)} not found`);
+      if (node.kind === "dir") {
+        throw lineError(link.lineNo, `hard link target ${JSON.stringify(cur.target)} is a directory`);
+      }
+      const next = this.#placeholders.get(node);
+      if (!next) {
+        link.resolved = { leaf: node, path: "/" + comps.join("/") };
+        return link.resolved;
+      }
+      if (next.resolved) {
+        link.resolved = next.resolved;
+        return link.resolved;
+      }
+      if (seen.has(next)) {
+        throw lineError(
+          link.lineNo,
+          next === link && cur === link
+            ? `self-referential hard link ${JSON.stringify(link.target)}`
+            : `hard link loop through ${JSON.stringify(cur.target)}`,
+        );
+      }
+      seen.add(next);
+      cur = next;
+    }
+  }
+}
+
+function isValidType(t: number): boolean {
+  return t === S_IFREG || t === S_IFDIR || t === S_IFLNK || t === S_IFCHR || t === S_IFBLK ||
+    t === S_IFIFO || t === S_IFSOCK;
+}
+
+function checkPayload(p: string): void {
+  if (p.length >= PATH_MAX_BYTES) throw `PAYLOAD longer than ${PATH_MAX_BYTES - 1} bytes`;
+  if (p.includes("\0")) throw "NUL byte in PAYLOAD";
+}
+
+function parseDigest(hex: string, alg?: HashAlgorithm): ObjectId {
+  const h = hex.toLowerCase();
+  if (!/^[0-9a-f]+$/.test(h) || (h.length !== 64 && h.length !== 128)) {
+    throw `invalid DIGEST ${JSON.stringify(hex.slice(0, 140))}`;
+  }
+  const a: HashAlgorithm = h.length === 64 ? "sha256" : "sha512";
+  if (alg && a !== alg) throw `DIGEST is ${a}, expected ${alg}`;
+  return ObjectId.fromHex(h, a);
+}
+
+/** Splits byte chunks into lines (byte strings), enforcing a line length limit. */
+export async function* splitDumpfileLines(
+  input: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  opts: { maxLineLength?: number; strict?: boolean } = {},
+): AsyncGenerator<{ line: string; lineNo: number }> {
+  const max = opts.maxLineLength ?? DEFAULT_MAX_LINE;
+  let carry = "";
+  let lineNo = 0;
+  for await (const chunk of input) {
+    if (chunk.length === 0) continue;
+    const text = carry + latin1(chunk);
+    let start = 0;
+    let from = carry.length; // the carried part holds no newline
+    for (;;) {
+      const nl = text.indexOf("\n", from);
+      if (nl < 0) break;
+      if (nl - start > max) throw lineError(lineNo + 1, `line longer than ${max} bytes`);
+      yield { line: text.slice(start, nl), lineNo: ++lineNo };
+      start = from = nl + 1;
+    }
+    carry = text.slice(start);
+    if (carry.length > max) throw lineError(lineNo + 1, `line longer than ${max} bytes`);
+  }
+  if (carry.length > 0) {
+    if (opts.strict) throw lineError(lineNo + 1, "missing trailing newline");
+    yield { line: carry, lineNo: ++lineNo };
+  }
+}
+
+function latin1(b: Uint8Array): string {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("latin1");
+}
+
+/** Parses a whole dumpfile held in memory. */
+export function parseDumpfileSync(data: Uint8Array | string, opts: ParseOptions = {}): Directory {
+  const text = typeof data === "string" ? data : latin1(data);
+  const max = opts.maxLineLength ?? DEFAULT_MAX_LINE;
+  const p = new DumpfileParser(opts);
+  let start = 0;
+  let lineNo = 0;
+  const n = text.length;
+  while (start < n) {
+    let nl = text.indexOf("\n", start);
+    if (nl < 0) {
+      if (opts.strict) throw lineError(lineNo + 1, "missing trailing newline");
+      nl = n;
+    }
+    if (nl - start > max) throw lineError(lineNo + 1, `line longer than ${max} bytes`);
+    p.addLine(text.slice(start, nl), ++lineNo);
+    start = nl + 1;
+  }
+  return p.finish();
+}
+
+/** Parses a dumpfile from bytes or a stream of chunks (bounded by the line length limit). */
+export async function parseDumpfile(
+  input: Uint8Array | string | AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  opts: ParseOptions = {},
+): Promise<Directory> {
+  if (input instanceof Uint8Array || typeof input === "string") return parseDumpfileSync(input, opts);
+  const p = new DumpfileParser(opts);
+  for await (const { line, lineNo } of splitDumpfileLines(input, opts)) p.addLine(line, lineNo);
+  return p.finish();
+}
