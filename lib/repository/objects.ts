@@ -1,0 +1,300 @@
+// objects/XX/<rest>: the content-addressed store (spec §2.4). An object becomes visible only
+// complete and under its final name: data goes to an anonymous O_TMPFILE (or, where that is not
+// supported, a `.tmp-…` file renamed without replacing), is hashed while it is written, and is
+// linked into place at the end. A killed writer therefore leaves nothing behind.
+import { NotFoundError } from "../errors.ts";
+import { fsverityDigest, FsVerityHasher } from "../fsverity/hasher.ts";
+import type { HashAlgorithm, ObjectId } from "../fsverity/object_id.ts";
+import {
+  closeFd,
+  linkTmpfile,
+  O_RDONLY,
+  openPath,
+  openTmpfile,
+  renameNoReplace,
+  writeAll,
+} from "../linux/fs.ts";
+import { enableVerityOnTmpfile } from "../linux/fsverity_ioctl.ts";
+import type { ObjectStore, ObjectWriter } from "./object_store.ts";
+import { Semaphore } from "./semaphore.ts";
+import { checkMeasured, enableOrTolerate, noVerityError } from "./verity.ts";
+
+export interface ObjectDirOptions {
+  /** Whether the repository is insecure (read at each write: it can be switched after opening). */
+  insecure: () => boolean;
+  /** Called once before the first write (writability pre-check). */
+  beforeWrite?: () => Promise<void>;
+  permits?: number;
+}
+
+export class ObjectDir implements ObjectStore {
+  readonly alg: HashAlgorithm;
+  readonly dir: string;
+  readonly semaphore: Semaphore;
+  #opts: ObjectDirOptions;
+  #madeDirs = new Set<string>();
+  #ready?: Promise<void>;
+  /** Set after the filesystem said "no fs-verity here" (insecure repos only): skips further attempts. */
+  #noVerityFs = false;
+
+  constructor(repoPath: string, alg: HashAlgorithm, opts: ObjectDirOptions) {
+    this.alg = alg;
+    this.dir = `${repoPath}/objects`;
+    this.#opts = opts;
+    this.semaphore = new Semaphore(opts.permits);
+  }
+
+  pathOf(id: ObjectId): string {
+    return `${this.dir}/${id.objectPath()}`;
+  }
+
+  async has(id: ObjectId): Promise<boolean> {
+    try {
+      return (await Deno.stat(this.pathOf(id))).isFile;
+    } catch {
+      return false;
+    }
+  }
+
+  async open(id: ObjectId): Promise<Deno.FsFile> {
+    try {
+      return await Deno.open(this.pathOf(id), { read: true });
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) throw new NotFoundError(`object ${id.toId()} not found`);
+      throw e;
+    }
+  }
+
+  async read(id: ObjectId): Promise<Uint8Array> {
+    try {
+      return await Deno.readFile(this.pathOf(id));
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) throw new NotFoundError(`object ${id.toId()} not found`);
+      throw e;
+    }
+  }
+
+  /** Runs the writability check and creates objects/ once. */
+  prepare(): Promise<void> {
+    return this.#ready ??= (async () => {
+      await this.#opts.beforeWrite?.();
+      await Deno.mkdir(this.dir, { recursive: true, mode: 0o755 });
+    })();
+  }
+
+  async ensureSubdir(id: ObjectId): Promise<void> {
+    const xx = id.hex().slice(0, 2);
+    if (this.#madeDirs.has(xx)) return;
+    try {
+      await Deno.mkdir(`${this.dir}/${xx}`, { mode: 0o755 });
+    } catch (e) {
+      if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+    }
+    this.#madeDirs.add(xx);
+  }
+
+  /**
+   * Takes a finished O_TMPFILE's writable fd and returns the fd to link (the caller closes it):
+   * verity is enabled where the repository wants it (spec §4.3 procedure) and the kernel digest
+   * checked. A filesystem without verity (insecure repos) is remembered so later objects skip it.
+   */
+  sealTmpfile(writeFd: number, dir: string, id: ObjectId): number {
+    const insecure = this.#opts.insecure();
+    if (insecure && this.#noVerityFs) return writeFd;
+    const { fd, enabled } = enableVerityOnTmpfile(writeFd, dir, id.alg);
+    if (!enabled) {
+      if (!insecure) {
+        closeFd(fd);
+        throw noVerityError(`object ${id.objectPath()}`);
+      }
+      this.#noVerityFs = true;
+      return fd;
+    }
+    try {
+      checkMeasured(fd, id, insecure, `object ${id.objectPath()}`);
+    } catch (e) {
+      closeFd(fd);
+      throw e;
+    }
+    return fd;
+  }
+
+  /** Like sealTmpfile for a named file (no-O_TMPFILE fallback). */
+  sealNamed(path: string, id: ObjectId): void {
+    const insecure = this.#opts.insecure();
+    if (insecure && this.#noVerityFs) return;
+    const fd = openPath(path, O_RDONLY);
+    try {
+      const what = `object ${id.objectPath()}`;
+      if (enableOrTolerate(fd, id.alg, insecure, what)) checkMeasured(fd, id, insecure, what);
+      else this.#noVerityFs = true;
+    } finally {
+      closeFd(fd);
+    }
+  }
+
+  /** Stores in-memory data (spec §2.4 path 1) and returns its id; an existing object is kept. */
+  async ensureObject(data: Uint8Array): Promise<ObjectId> {
+    const id = fsverityDigest(data, this.alg);
+    if (await this.has(id)) return id;
+    await this.prepare();
+    await this.semaphore.run(async () => {
+      await this.ensureSubdir(id);
+      const finalPath = this.pathOf(id);
+      const fd = openTmpfile(`${this.dir}/${id.hex().slice(0, 2)}`, 0o644);
+      if (fd === null) {
+        await this.#storeViaRename(finalPath, id, async (f) => {
+          await writeFileAll(f, data);
+        });
+        return;
+      }
+      try {
+        writeAll(fd, data);
+      } catch (e) {
+        closeFd(fd);
+        throw e;
+      }
+      const sealed = this.sealTmpfile(fd, `${this.dir}/${id.hex().slice(0, 2)}`, id);
+      try {
+        linkTmpfile(sealed, finalPath); // false = someone else stored it first: fine
+      } finally {
+        closeFd(sealed);
+      }
+    });
+    return id;
+  }
+
+  /** Fallback for filesystems without O_TMPFILE: a named temporary renamed without replacing. */
+  async #storeViaRename(
+    finalPath: string,
+    id: ObjectId | null,
+    fill: (f: Deno.FsFile) => Promise<void>,
+  ): Promise<boolean> {
+    const tmp = `${this.dir}/.tmp-${crypto.randomUUID()}`;
+    try {
+      {
+        using f = await Deno.open(tmp, { write: true, createNew: true, mode: 0o644 });
+        await fill(f);
+      }
+      if (id) this.sealNamed(tmp, id);
+      return renameNoReplace(tmp, finalPath);
+    } finally {
+      await Deno.remove(tmp).catch(() => {});
+    }
+  }
+
+  createObjectWriter(): ObjectWriter {
+    return new TmpfileObjectWriter(this);
+  }
+}
+
+async function writeFileAll(f: Deno.FsFile, data: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < data.length) off += await f.write(data.subarray(off));
+}
+
+/** Streamed object (spec §2.4 path 2): hashed while written, linked under its id at finish(). */
+class TmpfileObjectWriter implements ObjectWriter {
+  #store: ObjectDir;
+  #hasher: FsVerityHasher;
+  #fd = -1;
+  #tmpPath?: string; // fallback without O_TMPFILE
+  #tmpFile?: Deno.FsFile;
+  #state: "new" | "open" | "done" = "new";
+  #opening?: Promise<void>;
+
+  constructor(store: ObjectDir) {
+    this.#store = store;
+    this.#hasher = new FsVerityHasher(store.alg);
+  }
+
+  #open(): Promise<void> {
+    return this.#opening ??= (async () => {
+      await this.#store.prepare();
+      await this.#store.semaphore.acquire();
+      try {
+        const fd = openTmpfile(this.#store.dir, 0o644);
+        if (fd !== null) this.#fd = fd;
+        else {
+          this.#tmpPath = `${this.#store.dir}/.tmp-${crypto.randomUUID()}`;
+          this.#tmpFile = await Deno.open(this.#tmpPath, { write: true, createNew: true, mode: 0o644 });
+        }
+        this.#state = "open";
+      } catch (e) {
+        this.#store.semaphore.release();
+        this.#state = "done";
+        throw e;
+      }
+    })();
+  }
+
+  async write(chunk: Uint8Array): Promise<void> {
+    if (this.#state === "done") throw new Error("object writer already finished");
+    if (this.#state === "new") await this.#open();
+    if (chunk.length === 0) return;
+    if (this.#fd >= 0) writeAll(this.#fd, chunk);
+    else await writeFileAll(this.#tmpFile!, chunk);
+    this.#hasher.update(chunk);
+  }
+
+  async finish(): Promise<{ id: ObjectId; size: number; alreadyPresent: boolean }> {
+    if (this.#state === "done") throw new Error("object writer already finished");
+    if (this.#state === "new") await this.#open();
+    const store = this.#store;
+    const id = this.#hasher.digest();
+    const size = this.#hasher.size;
+    const finalPath = store.pathOf(id);
+    try {
+      if (this.#fd < 0) {
+        this.#tmpFile!.close();
+        this.#tmpFile = undefined;
+        const existing = await statSize(finalPath);
+        if (existing === size) return { id, size, alreadyPresent: true };
+        await store.ensureSubdir(id);
+        store.sealNamed(this.#tmpPath!, id);
+        const placed = renameNoReplace(this.#tmpPath!, finalPath);
+        if (placed) this.#tmpPath = undefined;
+        return { id, size, alreadyPresent: !placed };
+      }
+      // Same size under the final name = the same object (names are digests); no content compare.
+      const existing = await statSize(finalPath);
+      if (existing === size) return { id, size, alreadyPresent: true };
+      const fd = this.#fd;
+      this.#fd = -1; // sealTmpfile owns it now
+      this.#fd = store.sealTmpfile(fd, store.dir, id);
+      await store.ensureSubdir(id);
+      const linked = linkTmpfile(this.#fd, finalPath);
+      return { id, size, alreadyPresent: !linked };
+    } finally {
+      this.#cleanup();
+    }
+  }
+
+  abort(): Promise<void> {
+    if (this.#state === "open") this.#cleanup();
+    this.#state = "done";
+    return Promise.resolve();
+  }
+
+  #cleanup(): void {
+    if (this.#state !== "open") return;
+    this.#state = "done";
+    if (this.#fd >= 0) closeFd(this.#fd); // the anonymous tmpfile vanishes with its last fd
+    this.#fd = -1;
+    if (this.#tmpFile) this.#tmpFile.close();
+    if (this.#tmpPath) {
+      try {
+        Deno.removeSync(this.#tmpPath);
+      } catch { /* already gone */ }
+    }
+    this.#store.semaphore.release();
+  }
+}
+
+async function statSize(path: string): Promise<number | null> {
+  try {
+    return (await Deno.stat(path)).size;
+  } catch {
+    return null;
+  }
+}

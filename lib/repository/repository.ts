@@ -1,0 +1,267 @@
+// A composefs repository (spec §2): opening and initialising, the shared lock, meta.json policy,
+// and the object store. Streams, images, gc and fsck live in their own files and work on this.
+import { NotFoundError, PermissionError, RepositoryError } from "../errors.ts";
+import type { HashAlgorithm, ObjectId } from "../fsverity/object_id.ts";
+import { isWritableFs, syncfs } from "../linux/fs.ts";
+import { RepoLock } from "./lock.ts";
+import {
+  algorithmName,
+  checkMeta,
+  describeMeta,
+  effectiveErofsFormats,
+  type ErofsFormats,
+  type ErofsVersion,
+  META_FILENAME,
+  newMeta,
+  parseAlgorithm,
+  type RepoMeta,
+  sameMeta,
+} from "./meta.ts";
+import { metaHasVerity, readMetaFile, writeMetaFile } from "./meta_file.ts";
+import type { ObjectStore, ObjectWriter } from "./object_store.ts";
+import { ObjectDir } from "./objects.ts";
+import { hasObjectsDir, inferFromObjects } from "./old_format.ts";
+
+export interface InitOptions {
+  /** `fsverity-sha256-12` or `fsverity-sha512-12` (default). */
+  algorithm?: string;
+  /** Create without fs-verity on meta.json (objects still get verity where the filesystem has it). */
+  insecure?: boolean;
+  /** Default EROFS format (default V2). */
+  erofsVersion?: ErofsVersion;
+  /** Delete streams/, images/ and meta.json first (objects/ is kept). */
+  resetMetadata?: boolean;
+}
+
+export interface InitResult {
+  path: string;
+  /** false when an identical meta.json was already there. */
+  created: boolean;
+  meta: RepoMeta;
+  insecure: boolean;
+}
+
+export interface OpenOptions {
+  /** `--hash`: used when there is no meta.json; must agree with it when there is. */
+  hash?: HashAlgorithm;
+  /** Refuse (instead of upgrade) old-format repositories without meta.json. */
+  noUpgrade?: boolean;
+  /** Fail when the repository is insecure. */
+  requireVerity?: boolean;
+  /** Force insecure mode (deprecated `--insecure`). */
+  insecure?: boolean;
+  /** Narrow the EROFS formats to this one for this process (meta.json is not rewritten). */
+  erofsVersion?: ErofsVersion;
+  /** Permits of the object-write semaphore (default: number of cores). */
+  writePermits?: number;
+}
+
+async function removeIfExists(path: string, recursive: boolean): Promise<void> {
+  try {
+    await Deno.remove(path, { recursive });
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+}
+
+async function isDir(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isDirectory;
+  } catch {
+    return false;
+  }
+}
+
+export class Repository implements ObjectStore {
+  readonly path: string;
+  readonly alg: HashAlgorithm;
+  readonly meta: RepoMeta;
+  /** Formats committed by this process: the repository's, or the single `--erofs-version` one. */
+  readonly erofsFormats: ErofsFormats;
+  /** Unknown read-only-compatible features (reported only, like the reference tool). */
+  readonly readOnlyReasons: string[];
+  readonly objects: ObjectDir;
+  #insecure: boolean;
+  #lock: RepoLock;
+  #writable?: Promise<void>;
+
+  private constructor(
+    path: string,
+    meta: RepoMeta,
+    alg: HashAlgorithm,
+    insecure: boolean,
+    lock: RepoLock,
+    opts: OpenOptions,
+    readOnlyReasons: string[],
+  ) {
+    this.path = path;
+    this.meta = meta;
+    this.alg = alg;
+    this.#insecure = insecure;
+    this.#lock = lock;
+    this.readOnlyReasons = readOnlyReasons;
+    const formats = effectiveErofsFormats(meta);
+    this.erofsFormats = opts.erofsVersion !== undefined ? { default: opts.erofsVersion, extra: [] } : formats;
+    this.objects = new ObjectDir(path, alg, {
+      insecure: () => this.#insecure,
+      beforeWrite: () => this.ensureWritable(),
+      permits: opts.writePermits,
+    });
+  }
+
+  // ---- creating and opening ------------------------------------------------------------------------
+
+  /** `cfsctl init`: creates the directory (0700, parents as needed) and writes meta.json. */
+  static async init(path: string, opts: InitOptions = {}): Promise<InitResult> {
+    const alg = parseAlgorithm(opts.algorithm ?? "fsverity-sha512-12");
+    const meta = newMeta(alg, opts.erofsVersion ?? 2);
+    const insecure = opts.insecure ?? false;
+    if (opts.resetMetadata) {
+      await removeIfExists(`${path}/streams`, true);
+      await removeIfExists(`${path}/images`, true);
+      await removeIfExists(`${path}/${META_FILENAME}`, false);
+    }
+    const parent = path.replace(/\/+$/, "").replace(/\/[^/]*$/, "");
+    if (parent && parent !== path) await Deno.mkdir(parent, { recursive: true });
+    try {
+      await Deno.mkdir(path, { mode: 0o700 });
+    } catch (e) {
+      if (!(e instanceof Deno.errors.AlreadyExists)) {
+        throw new RepositoryError(`creating repository directory ${path}`, { cause: e });
+      }
+    }
+    const existing = await readMetaFile(path);
+    if (existing === null) {
+      if (!isWritableFs(path)) throw new PermissionError(`repository directory ${path} is not writable`);
+      if (await writeMetaFile(path, meta, !insecure)) return { path, created: true, meta, insecure };
+    }
+    // Already there (or another init won the race): identical config is fine, anything else is not.
+    const now = existing ?? await readMetaFile(path);
+    if (now && sameMeta(now.meta, meta)) {
+      return { path, created: false, meta: now.meta, insecure: !metaHasVerity(path, alg) };
+    }
+    throw new RepositoryError(
+      `repository already initialized with ${now ? describeMeta(now.meta) : "a different configuration"}; ` +
+        `cannot re-initialize with ${describeMeta(meta)} (use --reset-metadata to start over)`,
+      { context: [`initializing repository at ${path}`] },
+    );
+  }
+
+  /** Opens an existing repository, taking the shared lock (held until close()). */
+  static async open(path: string, opts: OpenOptions = {}): Promise<Repository> {
+    if (!(await isDir(path))) {
+      throw new NotFoundError(
+        `repository ${path} does not exist; it must be initialized with \`cfsctl init\``,
+      );
+    }
+    const lock = RepoLock.acquireShared(path);
+    try {
+      let onDisk = await readMetaFile(path);
+      if (onDisk === null) {
+        if (opts.noUpgrade || !(await hasObjectsDir(path))) {
+          throw new RepositoryError(
+            `${META_FILENAME} not found in ${path}; this repository must be initialized with \`cfsctl init\``,
+          );
+        }
+        // Old-format repository: write the meta.json it would have had.
+        const inferred = await inferFromObjects(path).catch((e) => {
+          throw new RepositoryError(
+            `no ${META_FILENAME} in ${path}; tried to infer algorithm from objects`,
+            { cause: e },
+          );
+        });
+        if (opts.hash && opts.hash !== inferred.alg) {
+          throw new RepositoryError(
+            `repository is configured for ${algorithmName(inferred.alg)} (inferred from objects) ` +
+              `but --hash ${opts.hash} was specified`,
+          );
+        }
+        await writeMetaFile(path, newMeta(inferred.alg), inferred.hasVerity);
+        onDisk = await readMetaFile(path);
+        if (onDisk === null) {
+          throw new RepositoryError(`${META_FILENAME} vanished after writing it in ${path}`);
+        }
+      }
+      const { meta } = onDisk;
+      const check = checkMeta(meta);
+      if (opts.hash && opts.hash !== check.alg) {
+        throw new RepositoryError(
+          `repository is configured for ${meta.algorithm} (from ${META_FILENAME}) but --hash ${opts.hash} was specified`,
+        );
+      }
+      const insecure = (opts.insecure ?? false) || !metaHasVerity(path, check.alg);
+      if (opts.requireVerity && insecure) {
+        throw new RepositoryError(
+          "repository was not initialized with fs-verity " +
+            "(hint: re-create with `cfsctl init` on a verity-capable filesystem)",
+        );
+      }
+      return new Repository(path, meta, check.alg, insecure, lock, opts, check.readOnlyReasons);
+    } catch (e) {
+      lock.release();
+      throw e;
+    }
+  }
+
+  /** Releases the shared lock. */
+  close(): void {
+    this.#lock.release();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  // ---- state ------------------------------------------------------------------------------------------
+
+  get insecure(): boolean {
+    return this.#insecure;
+  }
+
+  /** Deprecated `--insecure`: stop requiring verity on this open repository. */
+  setInsecure(): void {
+    this.#insecure = true;
+  }
+
+  get lock(): RepoLock {
+    return this.#lock;
+  }
+
+  /** Writability pre-check (spec §2.3): read-only mounts and unwritable directories fail early. */
+  ensureWritable(): Promise<void> {
+    return this.#writable ??= isWritableFs(this.path) ? Promise.resolve() : Promise.reject(
+      new PermissionError(`repository ${this.path} is read-only (read-only filesystem or no write access)`),
+    );
+  }
+
+  /** Flushes the repository's filesystem (before publishing a stream that references new objects). */
+  sync(): void {
+    syncfs(this.#lock.fd);
+  }
+
+  // ---- objects (ObjectStore) --------------------------------------------------------------------------
+
+  ensureObject(data: Uint8Array): Promise<ObjectId> {
+    return this.objects.ensureObject(data);
+  }
+
+  createObjectWriter(): ObjectWriter {
+    return this.objects.createObjectWriter();
+  }
+
+  objectPath(id: ObjectId): string {
+    return this.objects.pathOf(id);
+  }
+
+  hasObject(id: ObjectId): Promise<boolean> {
+    return this.objects.has(id);
+  }
+
+  openObject(id: ObjectId): Promise<Deno.FsFile> {
+    return this.objects.open(id);
+  }
+
+  readObject(id: ObjectId): Promise<Uint8Array> {
+    return this.objects.read(id);
+  }
+}
