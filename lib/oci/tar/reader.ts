@@ -1,0 +1,273 @@
+// Streaming tar reader. For each entry it hands out the exact header bytes it consumed (stray zero
+// blocks, PAX `g`/`x` and GNU `L`/`K` extension headers with their padded payloads, the main
+// header), then the content as a stream, then the padding; after the last entry, the end blocks
+// and everything after them (GNU record padding). Concatenating all of it reproduces the input.
+// Memory: one header block, extension payloads (≤ 1 MiB each, ≤ 16 per entry) and a source chunk.
+import { FormatError } from "../../errors.ts";
+import type { ByteSource, ExternalPart } from "./byte_source.ts";
+import { kindOfTypeflag, MAX_PATH, normalizeTarPath, type TarEntry } from "./entry.ts";
+import { BLOCK, decodeHeader, isZeroBlock, makedev, paddingOf, verifyChecksum } from "./header.ts";
+import { applyPaxRecords, emptyOverrides, parsePaxRecords } from "./pax.ts";
+
+export const MAX_PAX_SIZE = 1024 * 1024;
+export const MAX_LONG_NAME = MAX_PATH;
+export const MAX_PENDING_EXTENSIONS = 16;
+
+export interface TarReaderOptions {
+  /** Honour libarchive's `LIBARCHIVE.xattr.<url-encoded name>=<base64 value>` records (default true). */
+  libarchiveXattrs?: boolean;
+}
+
+export interface TarHeaderRead {
+  entry: TarEntry;
+  /** Every byte consumed from the end of the previous entry's padding to the end of the main header. */
+  header: Uint8Array;
+}
+
+type State = "header" | "content" | "padding" | "end";
+
+export class TarReader<T = unknown> {
+  #src: ByteSource<T>;
+  #libarchive: boolean;
+  #state: State = "header";
+  #entry: TarEntry | null = null;
+  /** Global PAX records seen so far; they apply to every later entry (except path/linkpath/size). */
+  #global: [string, Uint8Array][] = [];
+  #endBytes: Uint8Array = new Uint8Array(0);
+  entries = 0;
+
+  constructor(source: ByteSource<T>, opts: TarReaderOptions = {}) {
+    this.#src = source;
+    this.#libarchive = opts.libarchiveXattrs ?? true;
+  }
+
+  /** Bytes consumed from the source so far. */
+  get offset(): number {
+    return this.#src.consumed;
+  }
+
+  /** Reads the next entry's headers; null at the end of the archive. Skips unread content. */
+  async next(): Promise<TarHeaderRead | null> {
+    if (this.#state === "end") return null;
+    if (this.#state === "content") { for await (const _ of this.content()); }
+    if (this.#state === "padding") await this.padding();
+
+    const raw: Uint8Array[] = [];
+    const localRecords: [string, Uint8Array][] = [];
+    let localCount = 0; // x / L / K headers waiting for their entry
+    let pending = 0;
+    let longName: string | undefined;
+    let longLink: string | undefined;
+    let block: Uint8Array | null = null;
+    for (;;) {
+      const start = this.#src.consumed;
+      if (!block) {
+        block = await this.#src.read(BLOCK);
+        if (block.length === 0) {
+          // Clean EOF at a header boundary: accepted as the end (no end blocks written).
+          if (localCount > 0) {
+            throw this.#err("archive ends after an extension header, before its entry", start);
+          }
+          return this.#finish(raw);
+        }
+        if (block.length < BLOCK) throw this.#err(`truncated header block (${block.length} bytes)`, start);
+      }
+      if (isZeroBlock(block)) {
+        const zero = block;
+        const after = await this.#src.read(BLOCK);
+        if (after.length === 0 || (after.length === BLOCK && isZeroBlock(after))) {
+          if (localCount > 0) {
+            throw this.#err("end of archive after an extension header, before its entry", start);
+          }
+          raw.push(zero);
+          if (after.length) raw.push(after);
+          return this.#finish(raw);
+        }
+        if (after.length < BLOCK) {
+          throw this.#err(`truncated header block (${after.length} bytes)`, start + BLOCK);
+        }
+        // A stray single zero block: kept in the raw bytes, then the next block is the header.
+        raw.push(zero);
+        block = after;
+        continue;
+      }
+      const hdrStart = this.#src.consumed - BLOCK;
+      try {
+        verifyChecksum(block);
+      } catch (e) {
+        throw (e as FormatError).within(`tar header at offset ${hdrStart}`);
+      }
+      let h;
+      try {
+        h = decodeHeader(block);
+      } catch (e) {
+        throw (e as FormatError).within(`tar header at offset ${hdrStart}`);
+      }
+      raw.push(block);
+      block = null;
+      const t = h.typeflag;
+      if (t === "x" || t === "g" || t === "L" || t === "K") {
+        if (++pending > MAX_PENDING_EXTENSIONS) {
+          throw this.#err(`more than ${MAX_PENDING_EXTENSIONS} extension headers before one entry`, hdrStart);
+        }
+        const limit = t === "x" || t === "g" ? MAX_PAX_SIZE : MAX_LONG_NAME + 1;
+        if (h.size > limit) {
+          throw this.#err(`'${t}' extension header of ${h.size} bytes exceeds ${limit}`, hdrStart);
+        }
+        const padded = h.size + paddingOf(h.size);
+        const body = await this.#src.readExact(padded, `'${t}' extension header payload`);
+        raw.push(body);
+        const payload = body.subarray(0, h.size);
+        if (t === "g") {
+          const recs = parsePaxRecords(payload);
+          for (const r of recs) this.#global.push(r);
+          // A global header counts toward the limit but does not need an entry after it.
+          continue;
+        }
+        localCount++;
+        if (t === "x") {
+          try {
+            for (const r of parsePaxRecords(payload)) localRecords.push(r);
+          } catch (e) {
+            throw (e as FormatError).within(`PAX header at offset ${hdrStart}`);
+          }
+        } else {
+          let n = payload.indexOf(0);
+          if (n < 0) n = payload.length;
+          let s = "";
+          for (let i = 0; i < n; i++) s += String.fromCharCode(payload[i]);
+          if (s.length > MAX_LONG_NAME) {
+            throw this.#err(`GNU long name longer than ${MAX_LONG_NAME}`, hdrStart);
+          }
+          if (t === "L") longName = s;
+          else longLink = s;
+        }
+        continue;
+      }
+      if (t === "S") throw this.#err("sparse files (typeflag 'S') are not supported", hdrStart);
+
+      // The main header: global records first, then local ones on top.
+      const local = emptyOverrides();
+      const globals = this.#global.filter(([k]) => k !== "path" && k !== "linkpath" && k !== "size");
+      try {
+        applyPaxRecords(local, globals, { libarchiveXattrs: this.#libarchive });
+        applyPaxRecords(local, localRecords, { libarchiveXattrs: this.#libarchive });
+      } catch (e) {
+        throw (e as FormatError).within(`PAX header before offset ${hdrStart}`);
+      }
+      if (local.sparse) throw this.#err("GNU sparse files (PAX GNU.sparse.*) are not supported", hdrStart);
+
+      const rawPath = local.path ?? longName ?? h.name;
+      const rawLink = local.linkpath ?? longLink ?? h.linkname;
+      const kind = kindOfTypeflag(t);
+      let path: string;
+      let linkTarget = "";
+      try {
+        path = normalizeTarPath(rawPath);
+        if (kind === "hardlink") linkTarget = normalizeTarPath(rawLink, "hard link target");
+        else if (kind === "symlink") {
+          if (rawLink.length > MAX_PATH) throw new FormatError(`symlink target longer than ${MAX_PATH}`);
+          linkTarget = rawLink;
+        }
+      } catch (e) {
+        throw (e as FormatError).within(`tar header at offset ${hdrStart}`);
+      }
+      const isDev = kind === "chardev" || kind === "blockdev";
+      const entry: TarEntry = {
+        path,
+        kind,
+        typeflag: t,
+        mode: h.mode,
+        uid: local.uid ?? h.uid,
+        gid: local.gid ?? h.gid,
+        mtimeSec: local.mtime ? local.mtime.sec : h.mtime,
+        mtimeNsec: local.mtime ? local.mtime.nsec : 0,
+        size: local.size ?? h.size,
+        linkTarget,
+        rdev: isDev ? makedev(h.devmajor, h.devminor) : 0,
+        devMajor: isDev ? h.devmajor : 0,
+        devMinor: isDev ? h.devminor : 0,
+        xattrs: local.xattrs,
+      };
+      if (entry.size < 0) throw this.#err(`negative size ${entry.size}`, hdrStart);
+      this.#entry = entry;
+      this.#state = "content";
+      this.#contentLeft = entry.size;
+      this.entries++;
+      return { entry, header: raw.length === 1 ? raw[0] : concat(raw) };
+    }
+  }
+
+  #contentLeft = 0;
+
+  /** The current entry's content bytes (views valid until the next call). */
+  async *content(): AsyncGenerator<Uint8Array> {
+    if (this.#state !== "content") return;
+    const what = `content of ${JSON.stringify(this.#entry!.path)}`;
+    while (this.#contentLeft > 0) {
+      const n = this.#contentLeft;
+      for await (const c of this.#src.stream(n, what)) {
+        this.#contentLeft -= c.length;
+        yield c;
+      }
+    }
+    this.#state = "padding";
+  }
+
+  /**
+   * For reading a tar back from a splitstream: when the current entry's content is one external
+   * part (an object reference), takes it and returns it; the padding then follows as bytes.
+   */
+  async takeExternalContent(): Promise<ExternalPart<T> | null> {
+    if (this.#state !== "content" || this.#contentLeft === 0) return null;
+    if (this.#contentLeft !== this.#entry!.size) return null;
+    const e = await this.#src.takeExternal();
+    if (e) {
+      this.#contentLeft = 0;
+      this.#state = "padding";
+    }
+    return e;
+  }
+
+  /** The padding after the current entry's content (0..511 bytes). */
+  async padding(): Promise<Uint8Array> {
+    if (this.#state === "content") { for await (const _ of this.content()); }
+    if (this.#state !== "padding") return new Uint8Array(0);
+    this.#state = "header";
+    const n = paddingOf(this.#entry!.size);
+    return n === 0
+      ? new Uint8Array(0)
+      : await this.#src.readExact(n, `padding of ${JSON.stringify(this.#entry!.path)}`);
+  }
+
+  /** After next() returned null: the end blocks (if any) and every byte after them, to EOF. */
+  async *trailer(): AsyncGenerator<Uint8Array> {
+    if (this.#state !== "end") throw new Error("TarReader.trailer() before the end of the archive");
+    if (this.#endBytes.length) yield this.#endBytes;
+    this.#endBytes = new Uint8Array(0);
+    yield* this.#src.rest();
+  }
+
+  #finish(raw: Uint8Array[]): null {
+    this.#state = "end";
+    this.#entry = null;
+    this.#endBytes = concat(raw);
+    return null;
+  }
+
+  #err(msg: string, offset: number): FormatError {
+    return new FormatError(msg).within(`tar header at offset ${offset}`);
+  }
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  let n = 0;
+  for (const p of parts) n += p.length;
+  const out = new Uint8Array(n);
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
