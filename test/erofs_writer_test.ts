@@ -1,6 +1,9 @@
 // EROFS writer: pinned composefs-rs image digests (spec §10.3), C mkcomposefs test vectors
 // (byte-identical images), and fsck.erofs acceptance.
+import { createHash } from "node:crypto";
+import { gunzipSync } from "node:zlib";
 import { assertEquals } from "./helpers/assert.ts";
+import { parseDumpfileSync } from "../lib/dumpfile/parse.ts";
 import { writeErofs } from "../lib/erofs/writer.ts";
 import { fsverityDigest } from "../lib/fsverity/hasher.ts";
 import { ObjectId } from "../lib/fsverity/object_id.ts";
@@ -91,3 +94,45 @@ Deno.test("erofs writer: special_v1 V2 (spec prototype value)", () => {
   const img = writeErofs(specialV1Root(), { version: 2 });
   assertEquals(verity(img), "1fdf4ddd0a17123449feb902b32594f30fa121b81735c4540db0d556c9af8c8c");
 });
+
+// ---- C mkcomposefs 1.0.8 test vectors: sha256 of our image = ASSET.sha256
+
+const VECTORS = new URL("../../shared/vectors/composefs-c/", import.meta.url);
+
+async function readVector(name: string): Promise<Uint8Array> {
+  const raw = await Deno.readFile(new URL(name, VECTORS));
+  return name.endsWith(".gz") ? gunzipSync(raw) : raw;
+}
+
+async function vectorOptions(name: string): Promise<{ version: 0 | 1; maxVersion: 0 | 1 }> {
+  try {
+    const n = Number((await Deno.readTextFile(new URL(name + ".version", VECTORS))).trim());
+    if (n !== 0 && n !== 1) throw new Error(`bad version file for ${name}`);
+    return { version: n, maxVersion: n }; // --min-version=N --max-version=N
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return { version: 0, maxVersion: 1 }; // C defaults
+    throw e;
+  }
+}
+
+function sha256Hex(b: Uint8Array): string {
+  return createHash("sha256").update(b).digest("hex");
+}
+
+const vectorNames = [...Deno.readDirSync(VECTORS)]
+  .map((e) => e.name)
+  .filter((n) => n.endsWith(".sha256"))
+  .map((n) => n.slice(0, -".sha256".length))
+  .sort();
+
+for (const name of vectorNames) {
+  Deno.test(`erofs writer: C vector ${name} is byte-identical`, async () => {
+    const expected = (await Deno.readTextFile(new URL(name + ".sha256", VECTORS))).trim().split(/\s+/)[0];
+    const strict = !["no-newline.dump", "longlink.dump", "honggfuzz-longlink-unterminated.dump"].includes(
+      name,
+    );
+    const root = parseDumpfileSync(await readVector(name), { strict });
+    const img = writeErofs(root, await vectorOptions(name));
+    assertEquals(sha256Hex(img), expected);
+  });
+}
