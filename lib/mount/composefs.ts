@@ -23,8 +23,11 @@ export interface MountComposefsOptions {
   /** The EROFS image, by path or by an open fd (the fd stays the caller's). Exactly one. */
   imagePath?: string;
   imageFd?: number;
-  /** Directory holding the content objects as `XX/rest` (a repository's `objects/`, a basedir). */
-  objectsDir: string;
+  /**
+   * Directory holding the content objects as `XX/rest` (a repository's `objects/`, a basedir), or
+   * several, searched in order (C mount.composefs `basedir=A:B`).
+   */
+  objectsDir: string | string[];
   mountpoint: string;
   /** Shown as the mount source `composefs:NAME`; without it the source is `composefs`. */
   name?: string;
@@ -151,7 +154,9 @@ export async function mountComposefs(opts: MountComposefsOptions): Promise<Mount
       digestCheckedBy = await checkImageDigest(imageFd, label, opts.digest);
       if (digestCheckedBy === "kernel") verity = "require";
     }
-    const objectsFd = openDir(opts.objectsDir, "objects directory", cleanup);
+    const objectsDirs = typeof opts.objectsDir === "string" ? [opts.objectsDir] : opts.objectsDir;
+    if (objectsDirs.length === 0) throw new UsageError("at least one objects directory is needed");
+    const objectsFds = objectsDirs.map((d) => openDir(d, "objects directory", cleanup));
     const upperFd = opts.upperdir !== undefined ? openDir(opts.upperdir, "upperdir", cleanup) : undefined;
     const workFd = opts.workdir !== undefined ? openDir(opts.workdir, "workdir", cleanup) : undefined;
 
@@ -161,7 +166,7 @@ export async function mountComposefs(opts: MountComposefsOptions): Promise<Mount
       {
         source,
         erofsMountFd: erofs.mountFd,
-        objectsFd,
+        objectsFds,
         verity,
         upperFd,
         workFd,

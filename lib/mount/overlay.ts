@@ -35,8 +35,8 @@ export interface OverlaySpec {
   source: string;
   /** Detached EROFS mount fd. */
   erofsMountFd: number;
-  /** Directory fd (O_PATH) of the objects directory. */
-  objectsFd: number;
+  /** Directory fds (O_PATH) of the objects directories (data-only layers, searched in order). */
+  objectsFds: number[];
   verity: "require" | "none";
   /** Directory fds (O_PATH) of upper and work dirs, both or neither. */
   upperFd?: number;
@@ -127,7 +127,7 @@ function overlayWithFds(spec: OverlaySpec, warnings: string[]): number {
   try {
     commonOptions(fsfd, spec);
     setLayerFd(fsfd, "lowerdir+", spec.erofsMountFd);
-    setLayerFd(fsfd, "datadir+", spec.objectsFd);
+    for (const fd of spec.objectsFds) setLayerFd(fsfd, "datadir+", fd);
     if (spec.upperFd !== undefined) setLayerFd(fsfd, "upperdir", spec.upperFd);
     if (spec.workFd !== undefined) setLayerFd(fsfd, "workdir", spec.workFd);
     return createAndMount(fsfd, spec, warnings, false);
@@ -176,7 +176,8 @@ function overlayWithStrings(spec: OverlaySpec, warnings: string[]): number {
   try {
     fsfd = openFsContext("overlay", "composefs mounts are overlayfs mounts");
     commonOptions(fsfd, spec);
-    setOption(fsfd, "lowerdir", `/proc/self/fd/${erofs.fd}::/proc/self/fd/${spec.objectsFd}`);
+    const layers = [erofs.fd, ...spec.objectsFds].map((fd) => `/proc/self/fd/${fd}`);
+    setOption(fsfd, "lowerdir", `${layers[0]}::${layers.slice(1).join("::")}`);
     if (spec.upperFd !== undefined) setOption(fsfd, "upperdir", `/proc/self/fd/${spec.upperFd}`);
     if (spec.workFd !== undefined) setOption(fsfd, "workdir", `/proc/self/fd/${spec.workFd}`);
     return createAndMount(fsfd, spec, warnings, true);
