@@ -1,0 +1,31 @@
+// Rebuilds the original byte stream from a splitstream (`cat`): inline data and the contents of
+// the referenced objects, in order.
+import type { ObjectId } from "../fsverity/object_id.ts";
+import type { SplitStreamReader } from "./reader.ts";
+
+const PIECE_MAX = 1 << 20;
+
+export type ObjectOpener = (
+  id: ObjectId,
+) =>
+  | AsyncIterable<Uint8Array>
+  | ReadableStream<Uint8Array>
+  | Promise<AsyncIterable<Uint8Array> | ReadableStream<Uint8Array>>;
+
+/** Yields the reassembled stream; object contents come in pieces of at most 1 MiB. */
+export async function* reassemble(
+  reader: SplitStreamReader,
+  openObject: ObjectOpener,
+): AsyncGenerator<Uint8Array> {
+  for await (const c of reader.chunks()) {
+    if (c.kind === "inline") {
+      yield c.data;
+      continue;
+    }
+    const src = await openObject(c.id);
+    for await (const piece of src as AsyncIterable<Uint8Array>) {
+      if (piece.length <= PIECE_MAX) yield piece;
+      else for (let o = 0; o < piece.length; o += PIECE_MAX) yield piece.subarray(o, o + PIECE_MAX);
+    }
+  }
+}

@@ -1,0 +1,212 @@
+// Builds a splitstream file (spec §3) in memory. The chunk stream is compressed as it is written,
+// so only the compressed form and the current run of inline data are held.
+import { FormatError } from "../errors.ts";
+import { DIGEST_SIZE, type HashAlgorithm, KERNEL_ALG_ID, type ObjectId } from "../fsverity/object_id.ts";
+import { compareBytes } from "../util/bytes.ts";
+import { ZstdStreamCompressor } from "../util/zstd.ts";
+import {
+  type FileRange,
+  HEADER,
+  HEADER_SIZE,
+  INFO,
+  INFO_SIZE,
+  LG_BLOCKSIZE,
+  MAGIC,
+  VERSION,
+  writeRange,
+} from "./format.ts";
+
+/** libzstd's default level, which the Rust writer asks for as "level 0". */
+const ZSTD_LEVEL = 3;
+/** Small writes are gathered into pieces of this size before they reach the encoder. */
+const STAGE_SIZE = 128 * 1024;
+
+/** Digests in first-appearance order, each once. */
+class UniqueIds {
+  readonly list: ObjectId[] = [];
+  #index = new Map<string, number>();
+  ensure(id: ObjectId): number {
+    const key = id.hex();
+    let i = this.#index.get(key);
+    if (i === undefined) {
+      i = this.list.length;
+      this.#index.set(key, i);
+      this.list.push(id);
+    }
+    return i;
+  }
+  bytes(size: number): Uint8Array {
+    const out = new Uint8Array(this.list.length * size);
+    this.list.forEach((id, i) => out.set(id.bytes, i * size));
+    return out;
+  }
+}
+
+export class SplitStreamWriter {
+  readonly alg: HashAlgorithm;
+  readonly contentType: bigint;
+  #stream = new ZstdStreamCompressor(ZSTD_LEVEL);
+  #stage = new Uint8Array(STAGE_SIZE);
+  #staged = 0;
+  /** The current run of inline data (copies), written as one record when it ends. */
+  #inline: Uint8Array[] = [];
+  #inlineLen = 0;
+  #objectRefs = new UniqueIds();
+  #streamRefs = new UniqueIds();
+  /** name → index into stream refs; a later ref with the same name replaces the earlier one. */
+  #named = new Map<string, number>();
+  #streamSize = 0;
+  #inlineBytes = 0;
+  #externalBytes = 0;
+  #finished = false;
+
+  constructor(alg: HashAlgorithm, contentType: bigint) {
+    this.alg = alg;
+    this.contentType = BigInt.asUintN(64, contentType);
+  }
+
+  /** Total length of the stream written so far (inline + external bytes). */
+  get streamSize(): number {
+    return this.#streamSize;
+  }
+  get inlineBytes(): number {
+    return this.#inlineBytes;
+  }
+  get externalBytes(): number {
+    return this.#externalBytes;
+  }
+  get objectRefs(): readonly ObjectId[] {
+    return this.#objectRefs.list;
+  }
+
+  /** Appends inline bytes (copied; consecutive writes become one record). */
+  writeInline(data: Uint8Array): void {
+    this.#open();
+    if (data.length === 0) return;
+    this.#inline.push(data.slice());
+    this.#inlineLen += data.length;
+    this.#streamSize += data.length;
+    this.#inlineBytes += data.length;
+  }
+
+  /** Appends a reference to a stored object of `size` bytes. */
+  writeExternal(id: ObjectId, size: number): void {
+    this.#open();
+    this.#checkAlg(id);
+    if (!Number.isSafeInteger(size) || size < 0) throw new RangeError(`invalid external object size ${size}`);
+    this.#flushInline();
+    const rec = new Uint8Array(8);
+    new DataView(rec.buffer).setBigInt64(0, BigInt(this.#objectRefs.ensure(id)), true);
+    this.#emit(rec);
+    this.#streamSize += size;
+    this.#externalBytes += size;
+  }
+
+  /** Names another stream (by its object id); a name given twice keeps the last id. */
+  addNamedRef(name: string, id: ObjectId): void {
+    this.#open();
+    this.#checkAlg(id);
+    if (name.includes("\0")) {
+      throw new FormatError(`splitstream named ref contains NUL: ${JSON.stringify(name)}`);
+    }
+    this.#named.set(name, this.#streamRefs.ensure(id));
+  }
+
+  /** Waits until the encoder has consumed what was handed to it (bounds memory for big streams). */
+  async drain(): Promise<void> {
+    await this.#stream.drain();
+  }
+
+  /** Ends the stream and returns the complete splitstream file. */
+  async finish(): Promise<Uint8Array> {
+    this.#open();
+    this.#finished = true;
+    this.#flushInline();
+    this.#flushStage();
+    const stream = await this.#stream.finish();
+    const named = await this.#namedRefsSection();
+    const ds = DIGEST_SIZE[this.alg];
+    const streamRefs = this.#streamRefs.bytes(ds);
+    const objectRefs = this.#objectRefs.bytes(ds);
+
+    // Physical order: header, info, stream refs, object refs, named refs, stream; no padding.
+    const info: FileRange = { start: HEADER_SIZE, end: HEADER_SIZE + INFO_SIZE };
+    const sr: FileRange = { start: info.end, end: info.end + streamRefs.length };
+    const or: FileRange = { start: sr.end, end: sr.end + objectRefs.length };
+    const nr: FileRange = { start: or.end, end: or.end + named.length };
+    const st: FileRange = { start: nr.end, end: nr.end + stream.length };
+
+    const file = new Uint8Array(st.end);
+    const v = new DataView(file.buffer);
+    file.set(MAGIC, HEADER.magic);
+    file[HEADER.version] = VERSION;
+    v.setUint16(HEADER.flags, 0, true);
+    file[HEADER.algorithm] = KERNEL_ALG_ID[this.alg];
+    file[HEADER.lgBlocksize] = LG_BLOCKSIZE;
+    writeRange(v, HEADER.info, info);
+    writeRange(v, info.start + INFO.streamRefs, sr);
+    writeRange(v, info.start + INFO.objectRefs, or);
+    writeRange(v, info.start + INFO.stream, st);
+    writeRange(v, info.start + INFO.namedRefs, nr);
+    v.setBigUint64(info.start + INFO.contentType, this.contentType, true);
+    v.setBigUint64(info.start + INFO.streamSize, BigInt(this.#streamSize), true);
+    file.set(streamRefs, sr.start);
+    file.set(objectRefs, or.start);
+    file.set(named, nr.start);
+    file.set(stream, st.start);
+    return file;
+  }
+
+  /** `<index>:<name>\0` records sorted by the names' UTF-8 bytes, as one zstd frame. */
+  async #namedRefsSection(): Promise<Uint8Array> {
+    const enc = new TextEncoder();
+    const entries = [...this.#named].map(([name, idx]) => ({ key: enc.encode(name), idx }));
+    entries.sort((a, b) => compareBytes(a.key, b.key));
+    const z = new ZstdStreamCompressor(ZSTD_LEVEL);
+    for (const e of entries) {
+      z.write(enc.encode(`${e.idx}:`));
+      z.write(e.key);
+      z.write(Uint8Array.of(0));
+    }
+    return await z.finish();
+  }
+
+  #flushInline(): void {
+    if (this.#inlineLen === 0) return;
+    const rec = new Uint8Array(8);
+    new DataView(rec.buffer).setBigInt64(0, -BigInt(this.#inlineLen), true);
+    this.#emit(rec);
+    for (const piece of this.#inline) this.#emit(piece);
+    this.#inline = [];
+    this.#inlineLen = 0;
+  }
+
+  /** Hands bytes we own to the encoder, gathering small ones (the output does not depend on it). */
+  #emit(b: Uint8Array): void {
+    if (b.length >= STAGE_SIZE / 2) {
+      this.#flushStage();
+      this.#stream.write(b);
+      return;
+    }
+    if (this.#staged + b.length > STAGE_SIZE) this.#flushStage();
+    this.#stage.set(b, this.#staged);
+    this.#staged += b.length;
+  }
+
+  #flushStage(): void {
+    if (this.#staged === 0) return;
+    this.#stream.write(this.#stage.subarray(0, this.#staged));
+    this.#stage = new Uint8Array(STAGE_SIZE);
+    this.#staged = 0;
+  }
+
+  #open(): void {
+    if (this.#finished) throw new Error("splitstream writer already finished");
+  }
+
+  #checkAlg(id: ObjectId): void {
+    if (id.alg !== this.alg) {
+      throw new FormatError(`object id ${id.toId()} does not match the splitstream's algorithm ${this.alg}`);
+    }
+  }
+}
