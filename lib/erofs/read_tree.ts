@@ -1,0 +1,460 @@
+// Composefs EROFS image → file tree (spec §5.12): walks the directories from the root with an explicit
+// stack, validates the structure (dot entries, sort order, nlink counts, file types, depth, cycles) and
+// undoes the writer's encodings (escaped xattrs, V1 escaped whiteouts, whiteout stub table, metacopy).
+// With `fsck`, also checks the invariants of the layout epoch (fsck_metadata).
+import { FormatError } from "../errors.ts";
+import { algorithmFromKernelId, DIGEST_SIZE, type HashAlgorithm, ObjectId } from "../fsverity/object_id.ts";
+import {
+  type Directory,
+  type Leaf,
+  type LeafContent,
+  newDirectory,
+  newLeaf,
+  S_IFBLK,
+  S_IFCHR,
+  S_IFDIR,
+  S_IFIFO,
+  S_IFLNK,
+  S_IFREG,
+  S_IFSOCK,
+  type Stat,
+} from "../tree/tree.ts";
+import {
+  BLOCK_SIZE,
+  DATALAYOUT_CHUNK_BASED,
+  DATALAYOUT_FLAT_INLINE,
+  FEATURE_COMPAT_XATTR_FILTER,
+  FT_BLKDEV,
+  FT_CHRDEV,
+  FT_DIR,
+  FT_FIFO,
+  FT_REG_FILE,
+  FT_SOCK,
+  FT_SYMLINK,
+  MAX_INLINE_CONTENT_C,
+  METACOPY,
+  METACOPY_HEADER_SIZE,
+  METACOPY_VERSION,
+  OVERLAY_ESCAPED_PREFIX,
+  OVERLAY_XATTR_PREFIX,
+  XATTR_BLOOM_SEED,
+  XATTR_ESCAPED_OPAQUE,
+  XATTR_ESCAPED_WHITEOUT,
+  XATTR_ESCAPED_WHITEOUTS,
+  XATTR_FILTER_BITS,
+  XATTR_METACOPY,
+  XATTR_REDIRECT,
+  XATTR_USER_OPAQUE,
+  XATTR_USER_WHITEOUT,
+  XATTR_USER_WHITEOUTS,
+} from "./format.ts";
+import { ErofsImage, imageError, inodeTypeName, type RawInode, type RawXattr } from "./read_image.ts";
+import { xxh32Bstr } from "./xxh32.ts";
+
+/** PATH_MAX / 2: each level needs at least one name byte and a '/'. */
+export const MAX_DIRECTORY_DEPTH = 2048;
+/** Longest symlink target accepted (PATH_MAX − 1, what C mkcomposefs accepts). */
+export const MAX_SYMLINK_TARGET_READ = 4095;
+
+export interface ReadOptions {
+  /** Digest algorithm expected in metacopy xattrs; default: whatever the image uses (consistently). */
+  alg?: HashAlgorithm;
+  /** Also check the layout-epoch invariants (fsck_metadata). */
+  fsck?: boolean;
+}
+
+/** Xattrs the writer adds for overlayfs bookkeeping: never part of the user's tree. */
+const DROPPED_XATTRS = new Set([
+  XATTR_METACOPY,
+  XATTR_REDIRECT,
+  XATTR_ESCAPED_WHITEOUT,
+  XATTR_ESCAPED_WHITEOUTS,
+  XATTR_ESCAPED_OPAQUE,
+  XATTR_USER_WHITEOUT,
+  XATTR_USER_WHITEOUTS,
+  XATTR_USER_OPAQUE,
+]);
+
+const FILE_TYPE_OF: Record<number, number> = {
+  [S_IFREG]: FT_REG_FILE,
+  [S_IFDIR]: FT_DIR,
+  [S_IFCHR]: FT_CHRDEV,
+  [S_IFBLK]: FT_BLKDEV,
+  [S_IFIFO]: FT_FIFO,
+  [S_IFSOCK]: FT_SOCK,
+  [S_IFLNK]: FT_SYMLINK,
+};
+
+const HEX2_ANY_CASE = /^[0-9a-fA-F]{2}$/;
+const HEX2_LOWER = /^[0-9a-f]{2}$/;
+
+type Whiteout = "none" | "native" | "escaped";
+
+/** A directory waiting to be read; `parent` and `name` rebuild its path for error messages. */
+interface Frame {
+  nid: number;
+  parentNid: number;
+  inode: RawInode;
+  dir: Directory;
+  depth: number;
+  name: string;
+  parent?: Frame;
+}
+
+function framePath(f: Frame): string {
+  const parts: string[] = [];
+  for (let p: Frame | undefined = f; p && p.parent; p = p.parent) parts.push(p.name);
+  return "/" + parts.reverse().join("/");
+}
+
+function childPath(f: Frame, name: string): string {
+  const p = framePath(f);
+  return (p === "/" ? "" : p) + "/" + name;
+}
+
+/** Reverses the writer's xattr escaping and drops its bookkeeping xattrs (§5.12). */
+function userXattrs(raw: RawXattr[]): Map<string, Uint8Array> {
+  const out = new Map<string, Uint8Array>();
+  for (const x of raw) {
+    if (DROPPED_XATTRS.has(x.name)) continue;
+    if (x.name.startsWith(OVERLAY_ESCAPED_PREFIX)) {
+      out.set(OVERLAY_XATTR_PREFIX + x.name.slice(OVERLAY_ESCAPED_PREFIX.length), x.value);
+    } else if (!x.name.startsWith(OVERLAY_XATTR_PREFIX)) {
+      out.set(x.name, x.value);
+    }
+  }
+  return out;
+}
+
+function statOf(inode: RawInode, raw: RawXattr[]): Stat {
+  return {
+    mode: inode.mode & 0o7777,
+    uid: inode.uid,
+    gid: inode.gid,
+    mtimeSec: inode.mtimeSec,
+    mtimeNsec: inode.mtimeNsec,
+    xattrs: userXattrs(raw),
+  };
+}
+
+function find(raw: RawXattr[], name: string): RawXattr | undefined {
+  for (const x of raw) if (x.name === name) return x;
+  return undefined;
+}
+
+function whiteoutKind(inode: RawInode, raw: RawXattr[]): Whiteout {
+  if (inode.type === S_IFCHR && inode.iU === 0) return "native";
+  if (inode.type === S_IFREG && find(raw, XATTR_ESCAPED_WHITEOUT)) return "escaped";
+  return "none";
+}
+
+/** Walks an image and builds its tree; one instance per read. */
+export class TreeReader {
+  readonly img: ErofsImage;
+  readonly opts: ReadOptions;
+  #alg: HashAlgorithm | undefined;
+  /** nid → leaf built for it (undefined for skipped whiteout stubs) and the references seen. */
+  #leaves = new Map<number, { leaf?: Leaf; nlink: number; refs: number; path: string }>();
+  #dirs = new Set<number>();
+  #rootHexSlots = new Set<string>();
+
+  constructor(img: ErofsImage, opts: ReadOptions = {}) {
+    this.img = img;
+    this.opts = opts;
+    this.#alg = opts.alg;
+  }
+
+  read(): Directory {
+    const img = this.img;
+    const rootNid = img.header.rootNid;
+    const rootInode = img.inode(rootNid);
+    if (rootInode.type !== S_IFDIR) {
+      throw imageError(`root inode is a ${inodeTypeName(rootInode.type)}`, { nid: rootNid });
+    }
+    const rootRaw = img.xattrs(rootInode);
+    if (this.opts.fsck) this.#fsckInode(rootInode, rootRaw, "/");
+    const root = newDirectory(statOf(rootInode, rootRaw));
+    this.#dirs.add(rootNid);
+    const stack: Frame[] = [{
+      nid: rootNid,
+      parentNid: rootNid,
+      inode: rootInode,
+      dir: root,
+      depth: 0,
+      name: "",
+    }];
+    while (stack.length > 0) {
+      const f = stack.pop()!;
+      try {
+        this.#readDirectory(f, stack);
+      } catch (e) {
+        if (e instanceof FormatError && !e.context.length) {
+          e.within(`directory ${JSON.stringify(framePath(f))}`);
+        }
+        throw e;
+      }
+    }
+    for (const [nid, rec] of this.#leaves) {
+      if (rec.refs !== rec.nlink) {
+        throw imageError(
+          `${JSON.stringify(rec.path)} has nlink ${rec.nlink} but ${rec.refs} directory entries`,
+          { nid },
+        );
+      }
+    }
+    if (this.opts.fsck) this.#fsckEnd();
+    return root;
+  }
+
+  #readDirectory(f: Frame, stack: Frame[]): void {
+    const img = this.img;
+    if (f.depth >= MAX_DIRECTORY_DEPTH) {
+      throw imageError(`directories nested deeper than ${MAX_DIRECTORY_DEPTH}`, { nid: f.nid });
+    }
+    const isRoot = f.nid === img.header.rootNid;
+    let prev: string | undefined;
+    let dots = 0;
+    let subdirs = 0;
+    for (const e of img.dirents(f.inode)) {
+      if (prev !== undefined && !(prev < e.name)) {
+        throw imageError(
+          prev === e.name
+            ? `duplicate name ${JSON.stringify(e.name)}`
+            : `names not sorted (${JSON.stringify(e.name)} after ${JSON.stringify(prev)})`,
+          { nid: f.nid, offset: e.at },
+        );
+      }
+      prev = e.name;
+      if (e.name === "." || e.name === "..") {
+        const want = e.name === "." ? f.nid : f.parentNid;
+        if (e.nid !== want) {
+          throw imageError(`'${e.name}' points to nid ${e.nid}, expected ${want}`, {
+            nid: f.nid,
+            offset: e.at,
+          });
+        }
+        if (e.fileType !== FT_DIR) {
+          throw imageError(`'${e.name}' has file type ${e.fileType}`, { nid: f.nid, offset: e.at });
+        }
+        dots++;
+        continue;
+      }
+      const child = img.inode(e.nid);
+      if (FILE_TYPE_OF[child.type] !== e.fileType) {
+        throw imageError(
+          `dirent ${JSON.stringify(e.name)} has file type ${e.fileType} but the inode is a ${
+            inodeTypeName(child.type)
+          }`,
+          {
+            nid: f.nid,
+            offset: e.at,
+          },
+        );
+      }
+      if (isRoot && HEX2_LOWER.test(e.name)) this.#rootHexSlots.add(e.name);
+      if (child.type === S_IFDIR) {
+        subdirs++;
+        if (this.#dirs.has(e.nid)) {
+          throw imageError(
+            `directory ${JSON.stringify(childPath(f, e.name))} is linked more than once (cycle?)`,
+            {
+              nid: e.nid,
+            },
+          );
+        }
+        this.#dirs.add(e.nid);
+        const raw = img.xattrs(child);
+        if (this.opts.fsck) this.#fsckInode(child, raw, childPath(f, e.name));
+        const dir = newDirectory(statOf(child, raw));
+        f.dir.entries.set(e.name, dir);
+        stack.push({
+          nid: e.nid,
+          parentNid: f.nid,
+          inode: child,
+          dir,
+          depth: f.depth + 1,
+          name: e.name,
+          parent: f,
+        });
+        continue;
+      }
+      let rec = this.#leaves.get(e.nid);
+      if (!rec) {
+        const path = childPath(f, e.name);
+        const raw = img.xattrs(child);
+        const wo = whiteoutKind(child, raw);
+        if (wo !== "none" && child.nlink !== 1) {
+          throw imageError(
+            `whiteout ${JSON.stringify(path)} has nlink ${child.nlink} (hard-linked whiteout)`,
+            { nid: e.nid },
+          );
+        }
+        if (this.opts.fsck) this.#fsckInode(child, raw, path, wo, isRoot);
+        // Root entries named like a stub slot that are whiteouts form the overlay stub table.
+        const skip = isRoot && wo !== "none" && HEX2_ANY_CASE.test(e.name);
+        rec = {
+          leaf: skip ? undefined : this.#leaf(child, raw, wo, path),
+          nlink: child.nlink,
+          refs: 0,
+          path,
+        };
+        this.#leaves.set(e.nid, rec);
+      }
+      rec.refs++;
+      if (rec.leaf) f.dir.entries.set(e.name, rec.leaf);
+    }
+    if (dots !== 2) throw imageError(`directory lacks '.' or '..'`, { nid: f.nid });
+    if (f.inode.nlink !== 2 + subdirs) {
+      throw imageError(
+        `directory nlink ${f.inode.nlink}, expected ${2 + subdirs} (2 + ${subdirs} subdirectories)`,
+        {
+          nid: f.nid,
+        },
+      );
+    }
+  }
+
+  #leaf(inode: RawInode, raw: RawXattr[], wo: Whiteout, path: string): Leaf {
+    const nid = inode.nid;
+    let content: LeafContent;
+    switch (inode.type) {
+      case S_IFREG:
+        content = wo === "escaped" ? { type: "chardev", rdev: 0 } : this.#regular(inode, raw, path);
+        break;
+      case S_IFLNK: {
+        if (inode.size === 0 || inode.size > MAX_SYMLINK_TARGET_READ) {
+          throw imageError(`symlink ${JSON.stringify(path)} has a target of ${inode.size} bytes`, { nid });
+        }
+        const data = this.img.data(inode);
+        if (data.includes(0)) {
+          throw imageError(`symlink ${JSON.stringify(path)} target contains a NUL byte`, { nid });
+        }
+        content = { type: "symlink", target: String.fromCharCode.apply(null, data as unknown as number[]) };
+        break;
+      }
+      case S_IFCHR:
+        content = { type: "chardev", rdev: inode.iU };
+        break;
+      case S_IFBLK:
+        content = { type: "blockdev", rdev: inode.iU };
+        break;
+      case S_IFIFO:
+        content = { type: "fifo" };
+        break;
+      default:
+        content = { type: "socket" };
+    }
+    return newLeaf(statOf(inode, raw), content);
+  }
+
+  #regular(inode: RawInode, raw: RawXattr[], path: string): LeafContent {
+    const nid = inode.nid;
+    const meta = find(raw, XATTR_METACOPY);
+    const redirect = find(raw, XATTR_REDIRECT);
+    let payload: string | undefined;
+    if (redirect) {
+      const v = redirect.value;
+      const from = v.length > 0 && v[0] === 0x2f ? 1 : 0;
+      if (v.length <= from || v.includes(0)) {
+        throw imageError(`${JSON.stringify(path)} has an empty or NUL-containing overlay redirect`, { nid });
+      }
+      payload = String.fromCharCode.apply(null, v.subarray(from) as unknown as number[]);
+    }
+    if (meta || inode.layout === DATALAYOUT_CHUNK_BASED) {
+      // Stored outside the image: a metacopy digest makes it an object; without one (C mkcomposefs
+      // accepts dumpfiles without digests) only the size and the redirect target are known.
+      if (meta && meta.value.length > 0) {
+        const id = this.#metacopy(meta.value, path, nid);
+        return payload !== undefined && payload !== id.objectPath()
+          ? { type: "external", id, size: inode.size, payload }
+          : { type: "external", id, size: inode.size };
+      }
+      return payload !== undefined
+        ? { type: "external-noverity", size: inode.size, payload }
+        : { type: "external-noverity", size: inode.size };
+    }
+    if (redirect) {
+      throw imageError(`${JSON.stringify(path)} has an overlay redirect but inline data`, { nid });
+    }
+    if (inode.size > MAX_INLINE_CONTENT_C) {
+      throw imageError(
+        `inline file ${JSON.stringify(path)} is ${inode.size} bytes (max ${MAX_INLINE_CONTENT_C})`,
+        {
+          nid,
+        },
+      );
+    }
+    return { type: "inline", data: this.img.data(inode) };
+  }
+
+  #metacopy(v: Uint8Array, path: string, nid: number): ObjectId {
+    const bad = (why: string) =>
+      imageError(`malformed trusted.overlay.metacopy on ${JSON.stringify(path)}: ${why}`, { nid });
+    if (v.length < METACOPY_HEADER_SIZE) throw bad(`${v.length} bytes`);
+    if (v[METACOPY.version] !== METACOPY_VERSION) throw bad(`version ${v[METACOPY.version]}`);
+    if (v[METACOPY.flags] !== 0) throw bad(`flags ${v[METACOPY.flags]}`);
+    let alg: HashAlgorithm;
+    try {
+      alg = algorithmFromKernelId(v[METACOPY.digestAlgo]);
+    } catch {
+      throw bad(`digest algorithm ${v[METACOPY.digestAlgo]}`);
+    }
+    const len = METACOPY_HEADER_SIZE + DIGEST_SIZE[alg];
+    if (v[METACOPY.len] !== len || v.length !== len) {
+      throw bad(`length ${v[METACOPY.len]}/${v.length}, expected ${len}`);
+    }
+    if (this.#alg === undefined) this.#alg = alg;
+    else if (alg !== this.#alg) throw bad(`${alg} digest where ${this.#alg} is expected`);
+    return new ObjectId(alg, v.slice(METACOPY.digest));
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // fsck_metadata: layout-epoch invariants
+
+  #fsckInode(inode: RawInode, raw: RawXattr[], path: string, wo: Whiteout = "none", inRoot = false): void {
+    const img = this.img;
+    const nid = inode.nid;
+    const epoch = img.header.epoch;
+    if (epoch === 1 && wo === "native" && !inRoot) {
+      throw imageError(
+        `epoch 1 image has a native whiteout outside the root stub table: ${JSON.stringify(path)}`,
+        { nid },
+      );
+    }
+    if (epoch === 2 && wo === "escaped") {
+      throw imageError(`V2 image has an escaped (V1-style) whiteout: ${JSON.stringify(path)}`, { nid });
+    }
+    // Kernels before 6.12 refuse a fast symlink whose inode, xattrs and target cross a block.
+    if (epoch === 1 && inode.type === S_IFLNK && inode.layout === DATALAYOUT_FLAT_INLINE) {
+      const tail = inode.size % BLOCK_SIZE;
+      const end = (inode.offset % BLOCK_SIZE) + inode.headerSize + inode.xattrSize + tail;
+      if (tail > 0 && end > BLOCK_SIZE) {
+        throw imageError(
+          `symlink ${JSON.stringify(path)} inode and target cross a block boundary (${end} > ${BLOCK_SIZE})`,
+          {
+            nid,
+            offset: inode.offset,
+          },
+        );
+      }
+    }
+    // The xattr bloom filter: a set bit promises the kernel the xattr is absent.
+    if ((img.header.featureCompat & FEATURE_COMPAT_XATTR_FILTER) !== 0 && inode.xattrSize > 0) {
+      const filter = img.nameFilter(inode);
+      for (const x of raw) {
+        const bit = xxh32Bstr(x.suffix, (XATTR_BLOOM_SEED + x.index) >>> 0) % XATTR_FILTER_BITS;
+        if ((filter >>> bit) & 1) {
+          throw imageError(`xattr bloom filter of ${JSON.stringify(path)} hides ${JSON.stringify(x.name)}`, {
+            nid,
+          });
+        }
+      }
+    }
+  }
+
+  #fsckEnd(): void {
+    if (this.img.header.epoch === 1 && this.#rootHexSlots.size !== 256) {
+      throw imageError(`epoch 1 root has ${this.#rootHexSlots.size} of the 256 whiteout stub slots 00..ff`);
+    }
+  }
+}
