@@ -2,8 +2,9 @@
 // EINVAL (its reason only goes to dmesg), and a digest mismatch must stop the mount, not follow it.
 import { FormatError, IntegrityError } from "../errors.ts";
 import { EROFS_MAGIC, SUPERBLOCK_OFFSET } from "../erofs/format.ts";
-import { fsverityDigestFile } from "../fsverity/digest_file.ts";
+import { fsverityDigestFd } from "../fsverity/digest_fd.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
+import { measureVerity, VerityError } from "../linux/fsverity_ioctl.ts";
 import { preadFd } from "../linux/mount_api.ts";
 
 /** Throws FormatError unless the file behind `fd` has the EROFS superblock magic at offset 1024. */
@@ -28,11 +29,21 @@ export type DigestSource = "kernel" | "userspace";
  * is computed in userspace, which checks the bytes now but cannot protect later reads.
  */
 export async function checkImageDigest(fd: number, label: string, expected: ObjectId): Promise<DigestSource> {
-  const actual = await fsverityDigestFile(`/proc/self/fd/${fd}`, expected.alg);
+  let actual: ObjectId;
+  let source: DigestSource = "kernel";
+  try {
+    actual = measureVerity(fd, expected.alg);
+  } catch (e) {
+    if (!(e instanceof VerityError && (e.kind === "missing" || e.kind === "unsupported"))) {
+      throw e instanceof VerityError ? e.within(label) : e;
+    }
+    actual = await fsverityDigestFd(fd, expected.alg);
+    source = "userspace";
+  }
   if (!actual.equals(expected)) {
     throw new IntegrityError(
       `${label} has fs-verity digest ${actual.hex()}, expected ${expected.hex()} (the digest option cannot be satisfied)`,
     );
   }
-  return "userspace";
+  return source;
 }
