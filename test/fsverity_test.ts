@@ -209,3 +209,30 @@ Deno.test("fsverity: digest of a reader with short reads", async () => {
 Deno.test("fsverity: forcing an unknown state is rejected", () => {
   assertThrows(() => setHashBackend("bogus" as unknown as "auto"));
 });
+
+Deno.test("fsverity: without FFI permission the node:crypto backend is chosen, without prompting", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "fsverity-test-" });
+  try {
+    const script = `${dir}/probe.ts`;
+    const hasherUrl = new URL("../lib/fsverity/hasher.ts", import.meta.url).href;
+    const backendUrl = new URL("../lib/fsverity/backend.ts", import.meta.url).href;
+    Deno.writeTextFileSync(
+      script,
+      `import { fsverityDigest } from ${JSON.stringify(hasherUrl)};
+       import { hashBackendName } from ${JSON.stringify(backendUrl)};
+       const id = fsverityDigest(new TextEncoder().encode("hello world"), "sha256");
+       console.log(hashBackendName(), id.hex());`,
+    );
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--no-prompt", "--no-check", `--allow-read=${dir}`, script],
+      stdin: "null",
+    }).output();
+    assert(out.success, new TextDecoder().decode(out.stderr));
+    assertEquals(
+      new TextDecoder().decode(out.stdout).trim(),
+      "node:crypto 1e2eaa4202d750a41174ee454970b92c1bc2f925b1e35076d8c7d5f56362ba64",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
