@@ -9,24 +9,9 @@ import type { Directory, Inode, Leaf } from "../tree/tree.ts";
 import { fullMode, leafSize, sortedEntries } from "../tree/tree.ts";
 import { escapeField, escapeXattrPart } from "./escape.ts";
 import { bytesToBstr, compareBstr } from "../util/bytes.ts";
+import { countLeafLinks, joinPath } from "../tree/walk.ts";
 
-/** Number of directory entries referencing each leaf. */
-export function countLeafLinks(root: Directory): Map<Leaf, number> {
-  const counts = new Map<Leaf, number>();
-  const stack: Directory[] = [root];
-  while (stack.length > 0) {
-    const dir = stack.pop()!;
-    for (const child of dir.entries.values()) {
-      if (child.kind === "dir") stack.push(child);
-      else counts.set(child, (counts.get(child) ?? 0) + 1);
-    }
-  }
-  return counts;
-}
-
-function joinPath(parent: string, name: string): string {
-  return parent === "/" ? "/" + name : parent + "/" + name;
-}
+export { countLeafLinks };
 
 function xattrText(node: Inode): string {
   const x = node.stat.xattrs;
