@@ -1,5 +1,167 @@
-// Repository commands: init, cat, gc, fsck, import-image, transaction.
-import type { Command } from "commander";
+// Repository commands (spec §1.3): init, cat, gc, fsck, import-image, transaction.
+import { type Command, Option } from "commander";
+import { UsageError } from "../errors.ts";
+import type { FsckReport } from "../repository/fsck.ts";
+import type { GcResult } from "../repository/gc.ts";
+import { Repository } from "../repository/repository.ts";
+import { reassemble } from "../splitstream/mod.ts";
+import { outBytes, outJson, outln } from "./output.ts";
+import { globalsOf, parseErofsVersion } from "./program.ts";
+import { openRepoFromGlobals, repoPathFromGlobals } from "./repo_open.ts";
+import { ExitCode } from "./run.ts";
 
-export function registerRepoCommands(_program: Command): void {
+export function registerRepoCommands(program: Command): void {
+  program
+    .command("init")
+    .description("create a repository (writes meta.json)")
+    .argument("[PATH]", "repository path (default: from --repo/--user/--system)")
+    .addOption(
+      new Option("--algorithm <ALG>", "fs-verity algorithm").choices([
+        "fsverity-sha256-12",
+        "fsverity-sha512-12",
+      ])
+        .default("fsverity-sha512-12"),
+    )
+    .option("--insecure", "do not require fs-verity (meta.json without verity)")
+    .option("--reset-metadata", "delete streams/, images/ and meta.json first (objects/ is kept)")
+    .addOption(
+      new Option("--erofs-version <N>", "default EROFS format (0, 1 or 2; default 2)").argParser(
+        parseErofsVersion,
+      ),
+    )
+    .action(async (path: string | undefined, opts, cmd: Command) => {
+      const g = globalsOf(cmd);
+      const repoPath = path ?? repoPathFromGlobals(g);
+      const insecure = Boolean(opts.insecure || g.insecure);
+      const r = await Repository.init(repoPath, {
+        algorithm: opts.algorithm,
+        insecure,
+        resetMetadata: Boolean(opts.resetMetadata),
+        erofsVersion: opts.erofsVersion ?? g.erofsVersion,
+      });
+      if (!r.created) {
+        outln(`Repository already initialized at ${repoPath}`);
+        return;
+      }
+      outln(`Initialized composefs repository at ${repoPath}`);
+      outln(`  algorithm: ${r.meta.algorithm}`);
+      outln(insecure ? "  verity:    not required (insecure)" : "  verity:    required");
+    });
+
+  program
+    .command("cat")
+    .description("write the reassembled content of a stream to stdout")
+    .argument("<NAME>", "stream content id (e.g. oci-layer-sha256:…) or refs/<ref>")
+    .action(async (name: string, _opts, cmd: Command) => {
+      using repo = await openRepoFromGlobals(globalsOf(cmd));
+      const reader = await repo.openStream(name);
+      for await (const piece of reassemble(reader, (id) => repo.openObjectStream(id))) outBytes(piece);
+    });
+
+  program
+    .command("gc")
+    .description("remove objects not reachable from any ref (or --root)")
+    .option("-r, --root <NAME>", "additional root (image or stream name); repeatable", collect, [])
+    .option("-n, --dry-run", "only report what would be removed")
+    .option("--json", "JSON output")
+    .action(async (opts, cmd: Command) => {
+      using repo = await openRepoFromGlobals(globalsOf(cmd));
+      const dryRun = Boolean(opts.dryRun);
+      const r = await repo.gc({ roots: opts.root, dryRun });
+      if (opts.json) outJson(gcJson(r, dryRun));
+      else printGc(r, dryRun);
+    });
+
+  program
+    .command("fsck")
+    .description("check the repository's consistency")
+    .option("--json", "JSON output (exit status 0 even when errors are found)")
+    .option("--metadata-only", "skip the object digest check")
+    .action(async (opts, cmd: Command) => {
+      using repo = await openRepoFromGlobals(globalsOf(cmd), { lenientMeta: true });
+      const report = await repo.fsck({ metadataOnly: Boolean(opts.metadataOnly) });
+      if (opts.json) {
+        outJson(fsckJson(report));
+        return;
+      }
+      printFsck(report);
+      if (!report.ok) throw new ExitCode(1);
+    });
+
+  program
+    .command("import-image")
+    .description("store an EROFS image read from stdin (not validated) and name it")
+    .argument("<REF>", "name for images/refs/<REF>")
+    .action(async (ref: string, _opts, cmd: Command) => {
+      using repo = await openRepoFromGlobals(globalsOf(cmd));
+      await repo.ensureWritable();
+      const bytes = new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer());
+      const id = await repo.writeImage(bytes, ref);
+      outln(id.toId());
+    });
+
+  program
+    .command("transaction")
+    .description("hold the repository open (shared lock) until killed: blocks gc meanwhile")
+    .action(async (_opts, cmd: Command) => {
+      const repo = await openRepoFromGlobals(globalsOf(cmd));
+      // A pending timer keeps the process alive; the lock goes with the process.
+      await new Promise<void>(() => setInterval(() => repo.path, 1 << 30));
+    });
+}
+
+function collect(v: string, prev: string[]): string[] {
+  if (v === "") throw new UsageError("--root needs a name");
+  return [...prev, v];
+}
+
+function gcJson(r: GcResult, dryRun: boolean) {
+  return {
+    result: {
+      objects_removed: r.objectsRemoved,
+      objects_bytes: r.bytesRemoved,
+      images_pruned: r.imagesPruned,
+      streams_pruned: r.streamsPruned,
+    },
+    dry_run: dryRun,
+  };
+}
+
+function printGc(r: GcResult, dryRun: boolean): void {
+  if (dryRun) outln("Dry run (no files deleted):");
+  outln(`Objects: ${r.objectsRemoved} removed (${r.bytesRemoved} bytes)`);
+  if (r.imagesPruned > 0 || r.streamsPruned > 0) {
+    outln(`Pruned symlinks: ${r.imagesPruned} images, ${r.streamsPruned} streams`);
+  }
+}
+
+export function fsckJson(r: FsckReport) {
+  return {
+    ok: r.ok,
+    has_metadata: r.hasMetadata,
+    objects_checked: r.objectsChecked,
+    objects_corrupted: r.objectsCorrupted,
+    streams_checked: r.streamsChecked,
+    streams_corrupted: r.streamsCorrupted,
+    images_checked: r.imagesChecked,
+    images_corrupted: r.imagesCorrupted,
+    broken_links: r.brokenLinks,
+    missing_objects: r.missingObjects,
+    errors: r.errors,
+  };
+}
+
+export function printFsck(r: FsckReport): void {
+  outln(`meta.json: ${r.metadata}`);
+  outln(`objects: ${r.objectsChecked - r.objectsCorrupted}/${r.objectsChecked} ok`);
+  outln(`streams: ${r.streamsChecked - r.streamsCorrupted}/${r.streamsChecked} ok`);
+  outln(`images: ${r.imagesChecked - r.imagesCorrupted}/${r.imagesChecked} ok`);
+  if (r.brokenLinks > 0) outln(`broken symlinks: ${r.brokenLinks}`);
+  if (r.missingObjects > 0) outln(`missing objects: ${r.missingObjects}`);
+  if (r.ok) {
+    outln("status: ok");
+    return;
+  }
+  outln(`status: ${r.errors.length} error(s)`);
+  for (const e of r.errors) outln(`  - ${e}`);
 }

@@ -21,6 +21,12 @@ import { metaHasVerity, readMetaFile, writeMetaFile } from "./meta_file.ts";
 import type { ObjectStore, ObjectWriter } from "./object_store.ts";
 import { ObjectDir } from "./objects.ts";
 import { hasObjectsDir, inferFromObjects } from "./old_format.ts";
+import type { SplitStreamReader, SplitStreamWriter } from "../splitstream/mod.ts";
+import * as streams from "./streams.ts";
+import * as images from "./images.ts";
+import { gc, type GcOptions, type GcResult } from "./gc.ts";
+import { fsck, type FsckOptions, type FsckReport } from "./fsck.ts";
+import { ObjectId as ObjectIdClass } from "../fsverity/object_id.ts";
 
 export interface InitOptions {
   /** `fsverity-sha256-12` or `fsverity-sha512-12` (default). */
@@ -54,6 +60,11 @@ export interface OpenOptions {
   erofsVersion?: ErofsVersion;
   /** Permits of the object-write semaphore (default: number of cores). */
   writePermits?: number;
+  /**
+   * For fsck: open even when meta.json is missing, unparsable or conflicting, with the algorithm
+   * from `hash`, else inferred from objects, else SHA-512 (fsck then reports the problem).
+   */
+  lenientMeta?: boolean;
 }
 
 async function removeIfExists(path: string, recursive: boolean): Promise<void> {
@@ -70,6 +81,47 @@ async function isDir(path: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+interface LoadedMeta {
+  meta: RepoMeta;
+  alg: HashAlgorithm;
+  readOnlyReasons: string[];
+}
+
+/** Reads meta.json (upgrading an old-format repository unless told not to) and validates it. */
+async function loadMeta(path: string, opts: OpenOptions): Promise<LoadedMeta> {
+  let onDisk = await readMetaFile(path);
+  if (onDisk === null) {
+    if (opts.noUpgrade || !(await hasObjectsDir(path))) {
+      throw new RepositoryError(
+        `${META_FILENAME} not found in ${path}; this repository must be initialized with \`cfsctl init\``,
+      );
+    }
+    // Old-format repository: write the meta.json it would have had.
+    const inferred = await inferFromObjects(path).catch((e) => {
+      throw new RepositoryError(`no ${META_FILENAME} in ${path}; tried to infer algorithm from objects`, {
+        cause: e,
+      });
+    });
+    if (opts.hash && opts.hash !== inferred.alg) {
+      throw new RepositoryError(
+        `repository is configured for ${algorithmName(inferred.alg)} (inferred from objects) ` +
+          `but --hash ${opts.hash} was specified`,
+      );
+    }
+    await writeMetaFile(path, newMeta(inferred.alg), inferred.hasVerity);
+    onDisk = await readMetaFile(path);
+    if (onDisk === null) throw new RepositoryError(`${META_FILENAME} vanished after writing it in ${path}`);
+  }
+  const { meta } = onDisk;
+  const check = checkMeta(meta);
+  if (opts.hash && opts.hash !== check.alg) {
+    throw new RepositoryError(
+      `repository is configured for ${meta.algorithm} (from ${META_FILENAME}) but --hash ${opts.hash} was specified`,
+    );
+  }
+  return { meta, alg: check.alg, readOnlyReasons: check.readOnlyReasons };
 }
 
 export class Repository implements ObjectStore {
@@ -133,7 +185,13 @@ export class Repository implements ObjectStore {
     const existing = await readMetaFile(path);
     if (existing === null) {
       if (!isWritableFs(path)) throw new PermissionError(`repository directory ${path} is not writable`);
-      if (await writeMetaFile(path, meta, !insecure)) return { path, created: true, meta, insecure };
+      let written: boolean;
+      try {
+        written = await writeMetaFile(path, meta, !insecure);
+      } catch (e) {
+        throw e instanceof RepositoryError ? e.within(`initializing repository at ${path}`) : e;
+      }
+      if (written) return { path, created: true, meta, insecure };
     }
     // Already there (or another init won the race): identical config is fine, anything else is not.
     const now = existing ?? await readMetaFile(path);
@@ -156,47 +214,28 @@ export class Repository implements ObjectStore {
     }
     const lock = RepoLock.acquireShared(path);
     try {
-      let onDisk = await readMetaFile(path);
-      if (onDisk === null) {
-        if (opts.noUpgrade || !(await hasObjectsDir(path))) {
-          throw new RepositoryError(
-            `${META_FILENAME} not found in ${path}; this repository must be initialized with \`cfsctl init\``,
-          );
-        }
-        // Old-format repository: write the meta.json it would have had.
-        const inferred = await inferFromObjects(path).catch((e) => {
-          throw new RepositoryError(
-            `no ${META_FILENAME} in ${path}; tried to infer algorithm from objects`,
-            { cause: e },
-          );
-        });
-        if (opts.hash && opts.hash !== inferred.alg) {
-          throw new RepositoryError(
-            `repository is configured for ${algorithmName(inferred.alg)} (inferred from objects) ` +
-              `but --hash ${opts.hash} was specified`,
-          );
-        }
-        await writeMetaFile(path, newMeta(inferred.alg), inferred.hasVerity);
-        onDisk = await readMetaFile(path);
-        if (onDisk === null) {
-          throw new RepositoryError(`${META_FILENAME} vanished after writing it in ${path}`);
-        }
+      let loaded: LoadedMeta;
+      try {
+        loaded = await loadMeta(path, opts);
+      } catch (e) {
+        if (!opts.lenientMeta) throw e;
+        const alg = opts.hash ?? (await inferFromObjects(path).then((r) => r.alg, () => "sha512" as const));
+        loaded = { meta: newMeta(alg), alg, readOnlyReasons: [] };
       }
-      const { meta } = onDisk;
-      const check = checkMeta(meta);
-      if (opts.hash && opts.hash !== check.alg) {
-        throw new RepositoryError(
-          `repository is configured for ${meta.algorithm} (from ${META_FILENAME}) but --hash ${opts.hash} was specified`,
-        );
+      let insecure = opts.insecure ?? false;
+      try {
+        insecure ||= !metaHasVerity(path, loaded.alg);
+      } catch (e) {
+        if (!opts.lenientMeta) throw e;
+        insecure = true;
       }
-      const insecure = (opts.insecure ?? false) || !metaHasVerity(path, check.alg);
       if (opts.requireVerity && insecure) {
         throw new RepositoryError(
           "repository was not initialized with fs-verity " +
             "(hint: re-create with `cfsctl init` on a verity-capable filesystem)",
         );
       }
-      return new Repository(path, meta, check.alg, insecure, lock, opts, check.readOnlyReasons);
+      return new Repository(path, loaded.meta, loaded.alg, insecure, lock, opts, loaded.readOnlyReasons);
     } catch (e) {
       lock.release();
       throw e;
@@ -263,5 +302,73 @@ export class Repository implements ObjectStore {
 
   readObject(id: ObjectId): Promise<Uint8Array> {
     return this.objects.read(id);
+  }
+
+  /** The object's content as a web stream (closes the file at the end). */
+  async openObjectStream(id: ObjectId): Promise<ReadableStream<Uint8Array>> {
+    return (await this.objects.open(id)).readable;
+  }
+
+  /** Parses `<hex>` or `sha256:<hex>`/`sha512:<hex>` as an object id of this repository's algorithm. */
+  parseObjectId(s: string): ObjectId {
+    const id = s.includes(":") ? ObjectIdClass.fromId(s) : ObjectIdClass.fromHex(s, this.alg);
+    if (id.alg !== this.alg) {
+      throw new RepositoryError(`object id ${s} is ${id.alg}, the repository uses ${this.alg}`);
+    }
+    return id;
+  }
+
+  /** Alias of ensureWritable (the writability pre-check before a pull or import). */
+  checkWritable(): Promise<void> {
+    return this.ensureWritable();
+  }
+
+  // ---- streams and images -----------------------------------------------------------------------------
+
+  hasStream(contentId: string): Promise<ObjectId | null> {
+    return streams.hasStream(this, contentId);
+  }
+
+  writeStream(contentId: string, writer: SplitStreamWriter, refName?: string): Promise<ObjectId> {
+    return streams.writeStream(this, contentId, writer, refName);
+  }
+
+  nameStream(contentId: string, name: string): Promise<void> {
+    return streams.nameStream(this, contentId, name);
+  }
+
+  openStream(name: string, verity?: ObjectId | null, contentType?: bigint): Promise<SplitStreamReader> {
+    return streams.openStream(this, name, verity, contentType);
+  }
+
+  writeImage(bytes: Uint8Array, name?: string): Promise<ObjectId> {
+    return images.writeImage(this, bytes, name);
+  }
+
+  openImage(name: string): Promise<images.OpenedImage> {
+    return images.openImage(this, name);
+  }
+
+  readImage(name: string): Promise<{ image: images.OpenedImage; bytes: Uint8Array }> {
+    return images.readImage(this, name);
+  }
+
+  listImages(): Promise<images.ImageEntry[]> {
+    return images.listImages(this);
+  }
+
+  /** EROFS formats to commit, the default first. */
+  erofsVersions(): ErofsVersion[] {
+    return [this.erofsFormats.default, ...this.erofsFormats.extra];
+  }
+
+  // ---- maintenance ------------------------------------------------------------------------------------
+
+  gc(opts?: GcOptions): Promise<GcResult> {
+    return gc(this, opts);
+  }
+
+  fsck(opts?: FsckOptions): Promise<FsckReport> {
+    return fsck(this, opts);
   }
 }

@@ -1,0 +1,117 @@
+// images/<hex> and images/refs/<name> (spec §2.1, §2.5): EROFS images the repository made or
+// imported — the only things it mounts. A hex name is the image's fs-verity digest and is checked
+// on open (kernel measurement, or a userspace digest where the file has no verity).
+import { IntegrityError, NotFoundError } from "../errors.ts";
+import { fsverityDigestFile } from "../fsverity/digest_file.ts";
+import type { ObjectId } from "../fsverity/object_id.ts";
+import { closeFd, O_RDONLY, openPath } from "../linux/fs.ts";
+import type { Repository } from "./repository.ts";
+import { objectIdOfTarget } from "./streams.ts";
+import { checkLinkName, linkRelative } from "./symlinks.ts";
+import { measureOrNull } from "./verity.ts";
+
+const HEX_NAME = /^[0-9a-f]+$/;
+
+/** Stores image bytes as an object, links `images/<hex>` and, with `name`, `images/refs/<name>`. */
+export async function writeImage(repo: Repository, bytes: Uint8Array, name?: string): Promise<ObjectId> {
+  if (name !== undefined) checkLinkName(name, "image ref");
+  const id = await repo.ensureObject(bytes);
+  await linkRelative(repo.path, `images/${id.hex()}`, `objects/${id.objectPath()}`);
+  if (name !== undefined) await linkRelative(repo.path, `images/refs/${name}`, `images/${id.hex()}`);
+  return id;
+}
+
+export interface OpenedImage {
+  /** The name asked for (`<hex>` or `refs/<name>`). */
+  name: string;
+  /** The image's object id (its fs-verity digest). */
+  id: ObjectId;
+  /** Absolute path of the image's object file. */
+  path: string;
+  /** True when the mount must require fs-verity on the overlay (the image itself carries verity). */
+  overlayVerity: boolean;
+}
+
+/**
+ * Resolves and verifies `images/<name>`. A hex name must equal the image's digest; a `refs/…`
+ * name is resolved to its image, which is checked the same way. Missing → NotFoundError.
+ */
+export async function openImage(repo: Repository, name: string): Promise<OpenedImage> {
+  checkLinkName(name, "image");
+  let real: string;
+  try {
+    real = await Deno.realPath(`${repo.path}/images/${name}`);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new NotFoundError(`image ${name} not found`);
+    throw e;
+  }
+  const id = objectIdOfTarget(real, repo.alg);
+  if (!id) throw new IntegrityError(`image ${name} does not resolve to an object (${real})`);
+  const expected = name.includes("/") ? id : nameAsId(repo, name);
+  const fd = openPath(real, O_RDONLY);
+  let measured: ObjectId | null;
+  try {
+    measured = measureOrNull(fd, repo.alg);
+  } finally {
+    closeFd(fd);
+  }
+  if (measured === null && !repo.insecure) {
+    throw new IntegrityError(`image ${name} has no fs-verity in a repository that requires it`);
+  }
+  const actual = measured ?? await fsverityDigestFile(real, repo.alg);
+  if (!actual.equals(expected)) {
+    throw new IntegrityError(
+      `image ${name}: fs-verity digest is ${actual.hex()}, expected ${expected.hex()}`,
+    );
+  }
+  return { name, id: actual, path: real, overlayVerity: measured !== null };
+}
+
+function nameAsId(repo: Repository, name: string): ObjectId {
+  if (!HEX_NAME.test(name)) throw new NotFoundError(`image ${name} not found (not a digest nor refs/<name>)`);
+  const id = objectIdOfTarget(`objects/${name.slice(0, 2)}/${name.slice(2)}`, repo.alg);
+  if (!id) throw new NotFoundError(`image ${name} not found (not a ${repo.alg} digest)`);
+  return id;
+}
+
+/** Reads a verified image's bytes. */
+export async function readImage(
+  repo: Repository,
+  name: string,
+): Promise<{ image: OpenedImage; bytes: Uint8Array }> {
+  const image = await openImage(repo, name);
+  return { image, bytes: await Deno.readFile(image.path) };
+}
+
+export interface ImageEntry {
+  /** `<hex>` for top-level images, `refs/<name>` for named refs. */
+  name: string;
+  /** Object the link points to (null for broken or foreign links). */
+  id: ObjectId | null;
+}
+
+/** Top-level `images/<hex>` links and, recursively, `images/refs/…`, sorted by name. */
+export async function listImages(repo: Repository): Promise<ImageEntry[]> {
+  const out: ImageEntry[] = [];
+  const walk = async (rel: string) => {
+    let entries: Deno.DirEntry[];
+    try {
+      entries = await Array.fromAsync(Deno.readDir(`${repo.path}/images${rel ? "/" + rel : ""}`));
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const name = rel ? `${rel}/${e.name}` : e.name;
+      if (e.isDirectory && (rel !== "" || e.name === "refs")) await walk(name);
+      else if (e.isSymlink) {
+        let id: ObjectId | null = null;
+        try {
+          id = objectIdOfTarget(await Deno.realPath(`${repo.path}/images/${name}`), repo.alg);
+        } catch { /* broken link */ }
+        out.push({ name, id });
+      }
+    }
+  };
+  await walk("");
+  return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
