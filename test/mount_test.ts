@@ -18,6 +18,21 @@ import { mountComposefs, type MountComposefsOptions } from "../lib/mount/compose
 import { openFsContext } from "../lib/mount/open_context.ts";
 import { unmountComposefs } from "../lib/mount/unmount.ts";
 import { parseMountComposefsArgs } from "../lib/cli/mount_composefs.ts";
+import { writeErofs } from "../lib/erofs/writer.ts";
+import type { ObjectId } from "../lib/fsverity/object_id.ts";
+import { readXattrs } from "../lib/linux/xattr.ts";
+import { writeImage } from "../lib/repository/images.ts";
+import { Repository } from "../lib/repository/repository.ts";
+import {
+  type Directory,
+  type Inode,
+  type Leaf,
+  newDirectory,
+  newLeaf,
+  newStat,
+  type Stat,
+} from "../lib/tree/tree.ts";
+import { mountRepositoryImage } from "../lib/mount/repository_image.ts";
 
 const INLINE_MAX = 64;
 
@@ -667,5 +682,155 @@ Deno.test({
     assertEquals(o.code, 1, stderr);
     assertMatch(stderr, /needs CAP_SYS_ADMIN \(run as root\)/);
     assert(!isMounted(f.mnt));
+  },
+});
+
+// ---- images from our own writer, through a repository -------------------------------------------
+
+function statOf(path: string, st: Deno.FileInfo): Stat {
+  const ms = st.mtime!.getTime();
+  return newStat({
+    mode: st.mode! & 0o7777,
+    uid: st.uid!,
+    gid: st.gid!,
+    mtimeSec: Math.floor(ms / 1000),
+    mtimeNsec: (ms % 1000) * 1_000_000,
+    xattrs: readXattrs(new TextEncoder().encode(path)),
+  });
+}
+
+/** Reads a real directory into a composefs tree, storing files > 64 bytes with `store`. */
+async function scanTree(src: string, store: (data: Uint8Array) => Promise<ObjectId>): Promise<Directory> {
+  const byIno = new Map<number, Leaf>();
+  const scanDir = async (path: string, dir: Directory) => {
+    for (const e of Deno.readDirSync(path)) {
+      const p = `${path}/${e.name}`;
+      const st = Deno.lstatSync(p);
+      let node: Inode;
+      if (st.isDirectory) {
+        node = newDirectory(statOf(p, st));
+        await scanDir(p, node);
+      } else if (st.nlink! > 1 && byIno.has(st.ino!)) {
+        node = byIno.get(st.ino!)!;
+      } else {
+        const stat = statOf(p, st);
+        const fmt = st.mode! & 0o170000;
+        if (st.isFile) {
+          const data = Deno.readFileSync(p);
+          node = newLeaf(
+            stat,
+            data.length > INLINE_MAX
+              ? { type: "external", id: await store(data), size: data.length }
+              : { type: "inline", data },
+          );
+        } else if (st.isSymlink) node = newLeaf(stat, { type: "symlink", target: Deno.readLinkSync(p) });
+        else if (fmt === 0o020000) node = newLeaf(stat, { type: "chardev", rdev: st.rdev! });
+        else if (fmt === 0o060000) node = newLeaf(stat, { type: "blockdev", rdev: st.rdev! });
+        else if (fmt === 0o010000) node = newLeaf(stat, { type: "fifo" });
+        else node = newLeaf(stat, { type: "socket" });
+        if (st.nlink! > 1) byIno.set(st.ino!, node);
+      }
+      // Tree names are byte strings.
+      dir.entries.set(String.fromCharCode(...new TextEncoder().encode(e.name)), node);
+    }
+  };
+  const root = newDirectory(statOf(src, Deno.lstatSync(src)));
+  await scanDir(src, root);
+  return root;
+}
+
+/** V2 images store whole seconds only (mtime_nsec is always 0, spec §5.5). */
+function wholeSeconds(entries: Record<string, Entry>): Record<string, Entry> {
+  return Object.fromEntries(
+    Object.entries(entries).map(([p, e]) => [p, { ...e, mtime: Math.floor(e.mtime / 1000) * 1000 }]),
+  );
+}
+
+Deno.test({
+  name: "cfsctl mount: images of our writer (V0, V1, V2) from a repository reproduce the source tree",
+  ignore: !isRoot,
+  async fn() {
+    await using f = await fixture();
+    const repoPath = `${f.dir}/repo`;
+    await Repository.init(repoPath, { algorithm: "fsverity-sha256-12", insecure: true });
+    const ids: Record<number, string> = {};
+    {
+      using repo = await Repository.open(repoPath);
+      const tree = await scanTree(f.src, (d) => repo.ensureObject(d));
+      for (const version of [0, 1, 2] as const) {
+        ids[version] = (await writeImage(repo, writeErofs(tree, { version }), `v${version}`)).hex();
+      }
+      // in-process library call, as `oci mount` will use it
+      const r = await mountRepositoryImage(repo, ids[2], f.mnt);
+      try {
+        assertEquals(r.verity, "none"); // insecure repository, image without fs-verity
+        assertMatch(mountinfoLine(f.mnt)!, new RegExp(` - overlay composefs:${ids[2]} ro,`));
+        assertEquals((await snapshot(f.mnt)).entries, wholeSeconds(f.expected.entries));
+      } finally {
+        unmountComposefs(f.mnt);
+      }
+    }
+    for (const version of [0, 1, 2]) {
+      for (const name of [ids[version], `refs/v${version}`]) {
+        const r = await runCli(["--repo", repoPath, "mount", name, f.mnt]);
+        assertEquals(r.code, 0, r.stderr);
+        try {
+          assertMatch(
+            mountinfoLine(f.mnt)!,
+            new RegExp(` - overlay composefs:${name.replace("/", "\\/")} ro,`),
+          );
+          const got = await snapshot(f.mnt);
+          const expected = version === 2 ? wholeSeconds(f.expected.entries) : f.expected.entries;
+          assertEquals(got.entries, expected, `V${version} ${name}`);
+          assertEquals(got.xattrs, f.expected.xattrs, `V${version} ${name}`);
+          assertWriteFails(f.mnt);
+        } finally {
+          unmountComposefs(f.mnt);
+        }
+      }
+    }
+    // read-write with an upper dir
+    const upper = `${f.dir}/upper`, work = `${f.dir}/work`;
+    Deno.mkdirSync(upper);
+    Deno.mkdirSync(work);
+    let r = await runCli([
+      "--repo",
+      repoPath,
+      "mount",
+      "refs/v2",
+      f.mnt,
+      "--upperdir",
+      upper,
+      "--workdir",
+      work,
+      "--read-write",
+    ]);
+    assertEquals(r.code, 0, r.stderr);
+    try {
+      Deno.writeTextFileSync(`${f.mnt}/sub/added`, "upper");
+    } finally {
+      unmountComposefs(f.mnt);
+    }
+    assertEquals(Deno.readTextFileSync(`${upper}/sub/added`), "upper");
+    // errors: usage, unknown image, an image whose content no longer matches its name
+    r = await runCli(["--repo", repoPath, "mount", "refs/v2", f.mnt, "--read-write"]);
+    assertEquals(r.code, 2);
+    assertMatch(r.stderr, /--read-write requires --upperdir/);
+    r = await runCli(["--repo", repoPath, "mount", "refs/nope", f.mnt]);
+    assertEquals(r.code, 1);
+    assertMatch(r.stderr, /image refs\/nope not found/);
+    const imagePath = Deno.realPathSync(`${repoPath}/images/${ids[1]}`);
+    const bytes = Deno.readFileSync(imagePath);
+    bytes[bytes.length - 1] ^= 1;
+    Deno.chmodSync(imagePath, 0o644);
+    Deno.writeFileSync(imagePath, bytes);
+    await assertNothingLeft("tampered image", async () => {
+      const r2 = await runCli(["--repo", repoPath, "mount", ids[1], f.mnt]);
+      assertEquals(r2.code, 1);
+      assertMatch(
+        r2.stderr,
+        new RegExp(`image ${ids[1]}: fs-verity digest is [0-9a-f]{64}, expected ${ids[1]}`),
+      );
+    });
   },
 });

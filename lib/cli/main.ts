@@ -2,6 +2,7 @@
 import { buildProgram, CommanderError, type Registrar } from "./program.ts";
 import { ExitCode, reportError } from "./run.ts";
 import { registerRepoCommands } from "./cmd_repo.ts";
+import { registerMountCommands } from "./cmd_mount.ts";
 
 const PERSONALITIES = ["mkcomposefs", "composefs-info", "mount.composefs"] as const;
 type Personality = typeof PERSONALITIES[number];
@@ -17,7 +18,7 @@ async function runPersonality(p: Personality, args: string[]): Promise<number> {
   }
 }
 
-export const REGISTRARS: Registrar[] = [registerRepoCommands];
+export const REGISTRARS: Registrar[] = [registerRepoCommands, registerMountCommands];
 
 export async function cliMain(invokedAs: string, args: string[]): Promise<number> {
   const asP = PERSONALITIES.find((p) => p === invokedAs);

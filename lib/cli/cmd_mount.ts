@@ -1,0 +1,44 @@
+// `cfsctl mount NAME MOUNTPOINT` (spec §1.3, §9): mounts a repository image.
+import { type Command, Option } from "commander";
+import { UsageError } from "../errors.ts";
+import { mountTweaksFromEnv } from "../mount/composefs.ts";
+import { mountRepositoryImage } from "../mount/repository_image.ts";
+import { errln } from "./output.ts";
+import { globalsOf } from "./program.ts";
+import { openRepoFromGlobals } from "./repo_open.ts";
+
+interface MountFlags {
+  upperdir?: string;
+  workdir?: string;
+  readWrite?: boolean;
+}
+
+/** Checks the flag combinations the reference tool enforces before touching anything. */
+export function checkMountFlags(f: MountFlags): void {
+  if ((f.upperdir === undefined) !== (f.workdir === undefined)) {
+    throw new UsageError("--upperdir and --workdir must be given together");
+  }
+  if (f.readWrite && f.upperdir === undefined) throw new UsageError("--read-write requires --upperdir");
+}
+
+export function registerMountCommands(program: Command): void {
+  program
+    .command("mount")
+    .description("mount a composefs image of the repository")
+    .argument("<NAME>", "image id (hex digest, verified) or refs/<name>")
+    .argument("<MOUNTPOINT>", "where to mount it")
+    .addOption(new Option("--upperdir <DIR>", "overlay upper directory (writable layer)"))
+    .addOption(new Option("--workdir <DIR>", "overlay work directory (same file system as --upperdir)"))
+    .option("--read-write", "mount read-write (needs --upperdir)")
+    .action(async (name: string, mountpoint: string, flags: MountFlags, cmd: Command) => {
+      checkMountFlags(flags);
+      using repo = await openRepoFromGlobals(globalsOf(cmd));
+      const r = await mountRepositoryImage(repo, name, mountpoint, {
+        upperdir: flags.upperdir,
+        workdir: flags.workdir,
+        readWrite: Boolean(flags.readWrite),
+        ...mountTweaksFromEnv(),
+      });
+      for (const w of r.warnings) errln(`kernel: ${w}`);
+    });
+}
