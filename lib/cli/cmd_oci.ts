@@ -3,7 +3,7 @@ import type { Command } from "commander";
 import { NotFoundError, UsageError } from "../errors.ts";
 import { fsverityDigest } from "../fsverity/hasher.ts";
 import { writeErofs } from "../erofs/writer.ts";
-import { parseDigest, sha256Digest } from "../oci/digest.ts";
+import { parseDigest } from "../oci/digest.ts";
 import {
   imageRefKey,
   listImages,
@@ -20,23 +20,27 @@ import { parseImageReference } from "../oci/reference.ts";
 import { openImageSource } from "../oci/transport/open_source.ts";
 import type { Repository } from "../repository/repository.ts";
 import { globalsOf } from "./program.ts";
-import { out, outJson, outln } from "./output.ts";
+import { out, outBytes, outJson, outln } from "./output.ts";
 import { openRepoFromGlobals } from "./repo_open.ts";
 import { createReporter } from "./progress_render.ts";
 import { writeDumpfile } from "../dumpfile/write.ts";
-import { configStreamId } from "../oci/tags.ts";
+import { layerStreamId } from "../oci/tags.ts";
+import { ociFsck } from "../oci/fsck.ts";
+import { type SplitTarEntry, splitTarInto, tarEntriesFromSplitstream } from "../oci/layer_split.ts";
+import { CONTENT_TYPE, SplitStreamWriter } from "../splitstream/mod.ts";
+import { entryLine, hardlinkLine } from "../dumpfile/write.ts";
+import { type LeafContent, newDirectory, newLeaf, newStat } from "../tree/tree.ts";
+import { bstrToBytes } from "../util/bytes.ts";
+import { ExitCode } from "./run.ts";
+import { fsckJson, printFsck } from "./cmd_repo.ts";
 import { layerChunks } from "../oci/image_tree.ts";
 import { createHash } from "node:crypto";
 import { IntegrityError } from "../errors.ts";
 import { reassembleSplitstream } from "../oci/layer_split.ts";
 
 async function withRepo<T>(cmd: Command, fn: (repo: Repository) => Promise<T>): Promise<T> {
-  const repo = await openRepoFromGlobals(globalsOf(cmd));
-  try {
-    return await fn(repo);
-  } finally {
-    repo.close();
-  }
+  using repo = await openRepoFromGlobals(globalsOf(cmd));
+  return await fn(repo);
 }
 
 /**
@@ -238,9 +242,125 @@ export function registerOciCommands(program: Command): void {
       });
     });
 
-  void configStreamId;
-  void sha256Digest;
-  void NotFoundError;
+  oci.command("layer")
+    .description("show a stored layer: the original tar (default), its entries, or a summary")
+    .argument("<DIFF_ID>", "sha256:<hex> (the layer's diff_id, or an artifact layer digest)")
+    .option("--dumpfile", "one dumpfile line per tar entry")
+    .option("--json", "summary as JSON")
+    .action(async (diffId: string, opts, cmd: Command) => {
+      if (opts.dumpfile && opts.json) throw new UsageError("--dumpfile and --json are mutually exclusive");
+      parseDigest(diffId, "diff_id");
+      await withRepo(cmd, async (repo) => {
+        const verity = await repo.hasStream(layerStreamId(diffId));
+        if (!verity) throw new NotFoundError(`layer ${diffId} is not in the repository`);
+        if (opts.json) {
+          const reader = await repo.openStream(layerStreamId(diffId), verity);
+          let externalSize = 0;
+          let inlineSize = 0;
+          const sizes = new Map<string, number>();
+          for await (const c of reader.chunks()) {
+            if (c.kind === "inline") inlineSize += c.data.length;
+            else {
+              const hex = c.id.hex();
+              if (!sizes.has(hex)) {
+                sizes.set(hex, (await Deno.stat(`${repo.path}/objects/${c.id.objectPath()}`)).size);
+              }
+              externalSize += sizes.get(hex)!;
+            }
+          }
+          let entryCount = 0;
+          for await (const _ of tarEntriesFromSplitstream(layerChunks(repo, diffId, verity))) entryCount++;
+          outJson({
+            diffId,
+            verity: verity.hex(),
+            size: inlineSize + externalSize,
+            entryCount,
+            splitstream: { externalObjects: reader.objectRefs.length, externalSize, inlineSize },
+          });
+          return;
+        }
+        if (opts.dumpfile) {
+          for await (const e of tarEntriesFromSplitstream(layerChunks(repo, diffId, verity))) {
+            outBytes(bstrToBytes(tarEntryDumpLine(e) + "\n"));
+          }
+          return;
+        }
+        if (Deno.stdout.isTerminal()) {
+          throw new UsageError("refusing to write a tar archive to a terminal; redirect stdout");
+        }
+        const tar = reassembleSplitstream(
+          layerChunks(repo, diffId, verity),
+          (id) => repo.openObjectStream(id),
+        );
+        for await (const chunk of tar) outBytes(chunk);
+      });
+    });
+
+  oci.command("import-layer")
+    .description("import an uncompressed tar layer from stdin (its sha256 must equal DIGEST)")
+    .argument("<DIGEST>", "sha256:<hex> diff_id of the tar")
+    .argument("[NAME]", "also name the stream streams/refs/NAME")
+    .action(async (digest: string, name: string | undefined, _opts, cmd: Command) => {
+      parseDigest(digest, "diff_id");
+      await withRepo(cmd, async (repo) => {
+        await repo.checkWritable();
+        const w = new SplitStreamWriter(repo.alg, CONTENT_TYPE.OCI_LAYER);
+        await splitTarInto(Deno.stdin.readable, repo, w, { expectedDiffId: digest });
+        const id = await repo.writeStream(layerStreamId(digest), w, name);
+        outln(id.toId());
+      });
+    });
+
+  oci.command("fsck")
+    .description("check the repository and every tagged image (or only IMAGE)")
+    .argument("[IMAGE]", "tag to check")
+    .option("--json", "print the report as JSON (exit status 0)")
+    .option("--metadata-only", "skip re-hashing every object")
+    .action(async (image: string | undefined, opts, cmd: Command) => {
+      await withRepo(cmd, async (repo) => {
+        const base = await repo.fsck({ metadataOnly: Boolean(opts.metadataOnly) });
+        const oci = await ociFsck(repo, image);
+        if (opts.json) {
+          outJson({
+            ok: base.ok && oci.ok,
+            images_checked: oci.imagesChecked,
+            images_corrupted: oci.imagesCorrupted,
+            errors: oci.errors,
+            repo: fsckJson(base),
+          });
+          return;
+        }
+        printFsck(base);
+        outln(`oci images: ${oci.imagesChecked - oci.imagesCorrupted}/${oci.imagesChecked} ok`);
+        outln(`oci errors: ${oci.errors.length}`);
+        for (const e of oci.errors) outln(`  - ${e}`);
+        if (!base.ok || !oci.ok) throw new ExitCode(1);
+      });
+    });
+}
+
+/** One dumpfile line for a tar entry as `oci layer --dumpfile` prints it (nlink always 1). */
+function tarEntryDumpLine(e: SplitTarEntry): string {
+  if (e.kind === "hardlink") return hardlinkLine(e.path, e.linkTarget);
+  const stat = newStat({
+    mode: e.mode & 0o7777,
+    uid: e.uid,
+    gid: e.gid,
+    mtimeSec: e.mtimeSec,
+    mtimeNsec: e.mtimeNsec,
+    xattrs: e.xattrs,
+  });
+  if (e.kind === "dir") return entryLine(e.path, newDirectory(stat), 1);
+  const content: LeafContent = e.kind === "file"
+    ? (e.content ?? { type: "inline", data: new Uint8Array() })
+    : e.kind === "symlink"
+    ? { type: "symlink", target: e.linkTarget }
+    : e.kind === "chardev"
+    ? { type: "chardev", rdev: e.rdev }
+    : e.kind === "blockdev"
+    ? { type: "blockdev", rdev: e.rdev }
+    : { type: "fifo" };
+  return entryLine(e.path, newLeaf(stat, content), 1);
 }
 
 /** A table with UTF-8 box drawing, as cfsctl prints it. */

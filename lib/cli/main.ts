@@ -3,6 +3,7 @@ import { buildProgram, CommanderError, type Registrar } from "./program.ts";
 import { ExitCode, reportError } from "./run.ts";
 import { registerRepoCommands } from "./cmd_repo.ts";
 import { registerMountCommands } from "./cmd_mount.ts";
+import { registerOciCommands } from "./cmd_oci.ts";
 
 const PERSONALITIES = ["mkcomposefs", "composefs-info", "mount.composefs"] as const;
 type Personality = typeof PERSONALITIES[number];
@@ -18,7 +19,7 @@ async function runPersonality(p: Personality, args: string[]): Promise<number> {
   }
 }
 
-export const REGISTRARS: Registrar[] = [registerRepoCommands, registerMountCommands];
+export const REGISTRARS: Registrar[] = [registerRepoCommands, registerMountCommands, registerOciCommands];
 
 export async function cliMain(invokedAs: string, args: string[]): Promise<number> {
   const asP = PERSONALITIES.find((p) => p === invokedAs);

@@ -14,6 +14,7 @@ import {
   type Stat,
 } from "../tree/tree.ts";
 import type { TarEntry } from "./tar/entry.ts";
+import { propagateUsrToRoot } from "../tree/transform.ts";
 
 /** What a layer yields per tar entry: the entry and, for regular files, where its bytes are. */
 export interface LayerItem {
@@ -141,20 +142,9 @@ export class Flattener {
     this.#markSubtree(leaf, e.path);
   }
 
-  /**
-   * The final touches of §7.3: `/usr` must exist; the root takes `/usr`'s mode, owner, mtime and
-   * xattrs; `/run`, if present, is emptied and takes `/usr`'s mtime.
-   */
+  /** The final touches of §7.3: the root takes /usr's metadata, /run is emptied (see propagateUsrToRoot). */
   finish(): Directory {
-    const usr = this.root.entries.get("usr");
-    if (!usr || usr.kind !== "dir") throw new FormatError("image has no /usr directory");
-    const u = usr.stat;
-    this.root.stat = { ...u, xattrs: new Map(u.xattrs) };
-    const run = this.root.entries.get("run");
-    if (run?.kind === "dir") {
-      run.entries.clear();
-      run.stat = { ...run.stat, mtimeSec: u.mtimeSec, mtimeNsec: u.mtimeNsec };
-    }
+    propagateUsrToRoot(this.root);
     return this.root;
   }
 }
