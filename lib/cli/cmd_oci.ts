@@ -32,6 +32,10 @@ import { entryLine, hardlinkLine } from "../dumpfile/write.ts";
 import { type LeafContent, newDirectory, newLeaf, newStat } from "../tree/tree.ts";
 import { bstrToBytes } from "../util/bytes.ts";
 import { ExitCode } from "./run.ts";
+import { checkMountFlags } from "./cmd_mount.ts";
+import { mountRepositoryImage } from "../mount/repository_image.ts";
+import { mountTweaksFromEnv } from "../mount/composefs.ts";
+import { errln } from "./output.ts";
 import { fsckJson, printFsck } from "./cmd_repo.ts";
 import { layerChunks } from "../oci/image_tree.ts";
 import { createHash } from "node:crypto";
@@ -239,6 +243,34 @@ export function registerOciCommands(program: Command): void {
         const id = fsverityDigest(writeErofs(tree, { version }), repo.alg);
         if (opts.json) outJson({ image_id: id.hex(), algorithm: repo.alg, erofs_version: version });
         else outln(id.hex());
+      });
+    });
+
+  oci.command("mount")
+    .description("mount the composefs image of a pulled image")
+    .argument("<IMAGE>", "tag, or sha256:<manifest digest>")
+    .argument("<MOUNTPOINT>")
+    .option("--bootable", "mount the boot image (not supported yet)")
+    .option("--upperdir <DIR>", "overlay upper directory (writable layer)")
+    .option("--workdir <DIR>", "overlay work directory")
+    .option("--read-write", "mount read-write (needs --upperdir)")
+    .addHelpText("after", "\nExample:\n  cfsctl oci mount myimage /mnt")
+    .action(async (image: string, mountpoint: string, opts, cmd: Command) => {
+      if (opts.bootable) throw new UsageError("No boot EROFS image linked — --bootable is not supported yet");
+      checkMountFlags(opts);
+      await withRepo(cmd, async (repo) => {
+        const digest = await resolveManifestDigest(repo, image);
+        const m = await openManifest(repo, digest);
+        const c = await openConfig(repo, m.configDigest, m.refs.get(`config:${m.configDigest}`), m);
+        const id = c.refs.get(imageRefKey(repo.erofsVersions()[0]));
+        if (!id) throw new NotFoundError("No composefs EROFS image linked — try re-pulling the image");
+        const r = await mountRepositoryImage(repo, id.hex(), mountpoint, {
+          upperdir: opts.upperdir,
+          workdir: opts.workdir,
+          readWrite: Boolean(opts.readWrite),
+          ...mountTweaksFromEnv(),
+        });
+        for (const w of r.warnings) errln(`kernel: ${w}`);
       });
     });
 
