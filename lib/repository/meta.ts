@@ -121,6 +121,7 @@ export function parseMeta(data: Uint8Array): RepoMeta {
     throw new FormatError("missing or invalid field `version`");
   }
   if (typeof o.algorithm !== "string") throw new FormatError("missing or invalid field `algorithm`");
+  parseAlgorithm(o.algorithm); // an unknown algorithm is a parse error, as for the reference tool
   const feats = (o.features ?? {}) as Record<string, unknown>;
   if (typeof feats !== "object" || Array.isArray(feats)) {
     throw new FormatError("`features` must be an object");
