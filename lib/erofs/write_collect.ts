@@ -1,12 +1,11 @@
 // Turns a file tree into the EROFS inode table (spec §5.10): one record per inode in table order,
-// with the xattrs the image will carry (overlay escaping, metacopy/redirect, whiteout handling) and
-// directory entries. The caller's tree is never modified: stubs and escapes live in the records.
+// with the synthetic xattrs the image adds (metacopy/redirect, whiteout markers, root opaque) and
+// the directory entries. The caller's tree is never modified: stubs and escapes live in records.
 //
 // Epoch 1 (V0/V1) reproduces C mkcomposefs 1.0.8: BFS order, whiteout stubs 00..ff in the root,
 // user whiteouts escaped; hard-linked leaves get their inode where the canonical occurrence is.
 // V2 reproduces composefs-rs: DFS pre-order, no stubs, whiteouts stay character devices.
 import { FormatError } from "../errors.ts";
-import { KERNEL_ALG_ID } from "../fsverity/object_id.ts";
 import { bstrToBytes } from "../util/bytes.ts";
 import type { Directory, Inode, Leaf, LeafContent, Stat } from "../tree/tree.ts";
 import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, S_IFSOCK } from "../tree/tree.ts";
@@ -18,43 +17,55 @@ import {
   FT_REG_FILE,
   FT_SOCK,
   FT_SYMLINK,
-  METACOPY_HEADER_SIZE,
-  METACOPY_VERSION,
   OPAQUE_ROOT_VALUE,
   OPAQUE_WHITEOUTS_VALUE,
-  OVERLAY_ESCAPED_PREFIX,
-  OVERLAY_XATTR_PREFIX,
   XATTR_ESCAPED_OPAQUE,
   XATTR_ESCAPED_WHITEOUT,
   XATTR_ESCAPED_WHITEOUTS,
-  XATTR_METACOPY,
   XATTR_OPAQUE,
-  XATTR_REDIRECT,
   XATTR_SELINUX,
   XATTR_USER_OPAQUE,
   XATTR_USER_WHITEOUT,
   XATTR_USER_WHITEOUTS,
 } from "./format.ts";
+import type { XattrEntry, XattrValue } from "./write_xattrs.ts";
 
-/** A directory entry of the image: target is resolved to a record once every inode exists. */
-export interface WDirent {
-  name: string;
-  target: WInode | Leaf;
-}
-
-/** One inode of the image, in table order. */
+/** One inode of the image, in table order, with the writer's layout results. */
 export interface WInode {
   /** S_IF* file-type bits as written (an escaped whiteout is S_IFREG). */
   type: number;
+  /** stat.xattrs are the node's own xattrs (escaped when written). */
   stat: Stat;
   nlink: number;
-  /** xattrs by name (escaped), as they will be stored; turned into a list by the writer. */
-  xattrs: Map<string, Uint8Array>;
-  /** V2 only: the insertion order of `xattrs` is the on-disk local order. */
   content: LeafContent | null; // null for directories
-  dirents: WDirent[] | null; // directories only, sorted by name, with "." and ".."
-  /** Filled by the writer's layout pass. */
+  /** Synthetic xattrs (final names) other than an external file's metacopy/redirect (the writer
+   *  derives those from `content`); they replace own xattrs of the same escaped name. */
+  extra: [string, XattrValue][] | null;
+  /** Directories: entry names sorted bytewise (with "." and "..") and their targets; a Leaf
+   *  target is a hard link whose inode is resolved once the table is complete. */
+  names: string[] | null;
+  targets: (WInode | Leaf)[] | null;
+
+  // ---- filled by the writer's layout pass
+  xattrs: XattrEntry[];
+  xattrSize: number;
+  nShared: number;
+  compact: boolean;
+  layout: number;
+  /** i_size */
+  size: number;
+  /** Full data blocks in the data area, and bytes stored inline after the xattrs. */
+  nBlocks: number;
+  tail: number;
+  /** Directories: index of the first dirent of the inline tail. */
+  tailFrom: number;
+  /** Chunk-based files: chunkbits − 12 and number of chunk entries. */
+  chunkFormat: number;
+  chunkCount: number;
+  /** Zero bytes before the inode, its nid, its first data block (if nBlocks > 0). */
+  pad: number;
   nid: number;
+  blkaddr: number;
 }
 
 export interface Collected {
@@ -63,13 +74,36 @@ export interface Collected {
   hasWhiteout: boolean;
 }
 
-const EMPTY = new Uint8Array(0);
 const HEX = "0123456789abcdef";
+// Synthetic values that may meet equal user values under the same escaped name: always bytes.
+const EMPTY = new Uint8Array(0);
+const OPAQUE_Y = bstrToBytes(OPAQUE_ROOT_VALUE);
+const OPAQUE_X = bstrToBytes(OPAQUE_WHITEOUTS_VALUE);
 
-function escapeName(name: string): string {
-  return name.startsWith(OVERLAY_XATTR_PREFIX)
-    ? OVERLAY_ESCAPED_PREFIX + name.slice(OVERLAY_XATTR_PREFIX.length)
-    : name;
+function newInode(type: number, stat: Stat, nlink: number, content: LeafContent | null): WInode {
+  return {
+    type,
+    stat,
+    nlink,
+    content,
+    extra: null,
+    names: null,
+    targets: null,
+    xattrs: [],
+    xattrSize: 0,
+    nShared: 0,
+    compact: false,
+    layout: 0,
+    size: 0,
+    nBlocks: 0,
+    tail: 0,
+    tailFrom: 0,
+    chunkFormat: 0,
+    chunkCount: 0,
+    pad: 0,
+    nid: 0,
+    blkaddr: 0,
+  };
 }
 
 function isWhiteout(c: LeafContent): boolean {
@@ -116,109 +150,142 @@ export function direntFileType(type: number): number {
   return 0;
 }
 
-/** Size of an external regular file, or -1 when the leaf is not external. */
+/** Size of an external regular file, or -1 when the content is not external. */
 export function externalSize(c: LeafContent): number {
   return c.type === "external" || c.type === "external-noverity" ? c.size : -1;
 }
 
-/** Synthetic overlay xattrs of an external file: metacopy (digest, or empty without one), redirect. */
-function overlayDataXattrs(c: LeafContent): [string, Uint8Array][] {
-  if (c.type === "external") {
-    const d = c.id.bytes;
-    const v = new Uint8Array(METACOPY_HEADER_SIZE + d.length);
-    v[0] = METACOPY_VERSION;
-    v[1] = v.length;
-    v[2] = 0;
-    v[3] = KERNEL_ALG_ID[c.id.alg];
-    v.set(d, METACOPY_HEADER_SIZE);
-    const path = c.payload ?? c.id.objectPath();
-    const out: [string, Uint8Array][] = [[XATTR_METACOPY, v]];
-    if (path.length > 0) out.push([XATTR_REDIRECT, bstrToBytes("/" + path)]);
-    return out;
+/** Sets a synthetic xattr, replacing an earlier one of the same name. */
+function setExtra(ino: WInode, name: string, value: XattrValue): void {
+  const x = ino.extra ??= [];
+  for (const kv of x) {
+    if (kv[0] === name) {
+      kv[1] = value;
+      return;
+    }
   }
-  if (c.type === "external-noverity") {
-    const out: [string, Uint8Array][] = [[XATTR_METACOPY, EMPTY]];
-    if (c.payload) out.push([XATTR_REDIRECT, bstrToBytes("/" + c.payload)]);
-    return out;
+  x.push([name, value]);
+}
+
+/** A directory's entries in byte order of their names, as parallel arrays. */
+interface Sorted {
+  names: string[];
+  nodes: Inode[];
+}
+
+function sortedEntries(dir: Directory): Sorted {
+  const names = [...dir.entries.keys()];
+  for (let i = 1; i < names.length; i++) {
+    if (names[i - 1] > names[i]) {
+      names.sort();
+      return { names, nodes: names.map((n) => dir.entries.get(n)!) };
+    }
   }
-  return [];
+  return { names, nodes: [...dir.entries.values()] };
 }
 
 interface Prepass {
-  /** Number of directory entries referencing each leaf that is referenced more than once. */
+  /** Number of directory entries referencing each leaf referenced more than once. */
   refs: Map<Leaf, number>;
-  /** Where the inode of a multi-referenced leaf is created (epoch 1): its canonical entry. */
-  canonical: Map<Leaf, { dir: Directory; name: string }>;
-  /** Each directory's entries sorted by name (computed once). */
-  sorted: Map<Directory, [string, Inode][]>;
+  /** Each directory's sorted entries (computed once). */
+  sorted: Map<Directory, Sorted>;
   hasWhiteout: boolean;
 }
 
-function byName(a: [string, unknown], b: [string, unknown]): number {
-  return a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0;
+/** Walk over the tree: sorted entries, leaves referenced more than once, whiteouts. */
+function prepass(root: Directory): Prepass {
+  const seen = new Set<Leaf>();
+  const refs = new Map<Leaf, number>();
+  const sorted = new Map<Directory, Sorted>();
+  let hasWhiteout = false;
+  const stack: Directory[] = [root];
+  while (stack.length > 0) {
+    const dir = stack.pop()!;
+    const entries = sortedEntries(dir);
+    sorted.set(dir, entries);
+    const nodes = entries.nodes;
+    for (let i = 0; i < nodes.length; i++) {
+      const node = nodes[i];
+      if (node.kind === "dir") {
+        stack.push(node);
+      } else if (!seen.has(node)) {
+        seen.add(node);
+        if (isWhiteout(node.content)) hasWhiteout = true;
+      } else {
+        refs.set(node, (refs.get(node) ?? 1) + 1);
+      }
+    }
+  }
+  for (const leaf of refs.keys()) {
+    if (isWhiteout(leaf.content)) {
+      throw new FormatError("invalid composefs filesystem: a whiteout (char device 0:0) is hard-linked");
+    }
+  }
+  return { refs, sorted, hasWhiteout };
 }
 
 /**
- * Name-ordered DFS over the tree: reference counts, the canonical occurrence of hard-linked
- * leaves (the entry at `leaf.canonicalPath` when given, else the first in DFS order), whiteouts.
+ * The canonical entry of each hard-linked leaf: the one at `leaf.canonicalPath` when given, else
+ * the first in a name-ordered depth-first walk.
  */
-function prepass(root: Directory): Prepass {
-  const seen = new Map<Leaf, number>();
+function canonicalEntries(root: Directory, pre: Prepass): Map<Leaf, { dir: Directory; name: string }> {
   const first = new Map<Leaf, { dir: Directory; name: string }>();
   const byPath = new Map<Leaf, { dir: Directory; name: string }>();
-  const sorted = new Map<Directory, [string, Inode][]>();
-  let hasWhiteout = false;
   const walk = (dir: Directory, path: string): void => {
-    const entries = [...dir.entries].sort(byName);
-    sorted.set(dir, entries);
-    for (const [name, node] of entries) {
+    const { names, nodes } = pre.sorted.get(dir)!;
+    for (let i = 0; i < nodes.length; i++) {
+      const node = nodes[i], name = names[i];
       if (node.kind === "dir") {
         walk(node, path + "/" + name);
-        continue;
-      }
-      const n = seen.get(node);
-      if (n === undefined) {
-        seen.set(node, 1);
-        first.set(node, { dir, name });
-        if (isWhiteout(node.content)) hasWhiteout = true;
-      } else {
-        seen.set(node, n + 1);
-      }
-      if (node.canonicalPath !== undefined && node.canonicalPath === path + "/" + name) {
-        byPath.set(node, { dir, name });
+      } else if (pre.refs.has(node)) {
+        if (!first.has(node)) first.set(node, { dir, name });
+        if (node.canonicalPath !== undefined && node.canonicalPath === path + "/" + name) {
+          byPath.set(node, { dir, name });
+        }
       }
     }
   };
   walk(root, "");
-  const refs = new Map<Leaf, number>();
-  const canonical = new Map<Leaf, { dir: Directory; name: string }>();
-  for (const [leaf, n] of seen) {
-    if (n < 2) continue;
-    if (isWhiteout(leaf.content)) {
-      throw new FormatError("invalid composefs filesystem: a whiteout (char device 0:0) is hard-linked");
+  for (const [leaf, loc] of byPath) first.set(leaf, loc);
+  return first;
+}
+
+/** Inserts "." and ".." into a sorted name list at their byte-order positions. */
+function withDots(
+  entryNames: string[],
+  me: WInode,
+  parent: WInode,
+  children: (WInode | Leaf)[],
+): [string[], (WInode | Leaf)[]] {
+  const n = entryNames.length;
+  const names: string[] = new Array(n + 2);
+  const targets: (WInode | Leaf)[] = new Array(n + 2);
+  let o = 0;
+  let dot = false, dotdot = false;
+  for (let i = 0; i < n; i++) {
+    const name = entryNames[i];
+    if (!dot && name > ".") {
+      names[o] = ".";
+      targets[o++] = me;
+      dot = true;
     }
-    refs.set(leaf, n);
-    canonical.set(leaf, byPath.get(leaf) ?? first.get(leaf)!);
+    if (!dotdot && name > "..") {
+      names[o] = "..";
+      targets[o++] = parent;
+      dotdot = true;
+    }
+    names[o] = name;
+    targets[o++] = children[i];
   }
-  return { refs, canonical, sorted, hasWhiteout };
-}
-
-function dirInode(stat: Stat, xattrs: Map<string, Uint8Array>): WInode {
-  return { type: S_IFDIR, stat, nlink: 2, xattrs, content: null, dirents: null, nid: 0 };
-}
-
-function sortDirents(d: WDirent[]): WDirent[] {
-  return d.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-}
-
-/** Epoch 1 xattrs of a node: own xattrs escaped, then the synthetic ones (they win on a clash). */
-function epoch1Xattrs(stat: Stat, content: LeafContent | null): Map<string, Uint8Array> {
-  const m = new Map<string, Uint8Array>();
-  for (const [k, v] of stat.xattrs) m.set(escapeName(k), v);
-  if (content !== null && externalSize(content) > 0) {
-    for (const [k, v] of overlayDataXattrs(content)) m.set(k, v);
+  if (!dot) {
+    names[o] = ".";
+    targets[o++] = me;
   }
-  return m;
+  if (!dotdot) {
+    names[o] = "..";
+    targets[o++] = parent;
+  }
+  return [names, targets];
 }
 
 /**
@@ -227,16 +294,19 @@ function epoch1Xattrs(stat: Stat, content: LeafContent | null): Map<string, Uint
  */
 export function collectEpoch1(root: Directory, composefsVersion: number): Collected {
   const pre = prepass(root);
+  const canonical = pre.refs.size > 0 ? canonicalEntries(root, pre) : new Map();
   const inodes: WInode[] = [];
   const leafInode = new Map<Leaf, WInode>();
   let deferred = false;
 
-  const rootInode = dirInode(root.stat, epoch1Xattrs(root.stat, null));
-  rootInode.xattrs.set(XATTR_OPAQUE, bstrToBytes(OPAQUE_ROOT_VALUE));
+  const rootInode = newInode(S_IFDIR, root.stat, 2, null);
+  setExtra(rootInode, XATTR_OPAQUE, OPAQUE_Y);
   inodes.push(rootInode);
 
   // Whiteout stubs 00..ff for names the root does not already use (never escaped).
-  const stubs: [string, Inode][] = [];
+  const stubs = new Set<Leaf>();
+  const stubByName = new Map<string, Leaf>();
+  const stubNames: string[] = [];
   const selinux = root.stat.xattrs.get(XATTR_SELINUX);
   for (let i = 0; i < 256; i++) {
     const name = HEX[i >> 4] + HEX[i & 15];
@@ -252,67 +322,65 @@ export function collectEpoch1(root: Directory, composefsVersion: number): Collec
       mtimeNsec: s.mtimeNsec,
       xattrs,
     };
-    stubs.push([name, { kind: "leaf", stat, content: { type: "chardev", rdev: 0 } }]);
+    const stub: Leaf = { kind: "leaf", stat, content: { type: "chardev", rdev: 0 } };
+    stubs.add(stub);
+    stubNames.push(name);
+    stubByName.set(name, stub);
   }
-  const stubSet = new Set(stubs.map((s) => s[1]));
 
   const queue: [Directory, WInode, WInode][] = [[root, rootInode, rootInode]];
   for (let qi = 0; qi < queue.length; qi++) {
     const [dir, me, parent] = queue[qi];
-    let entries = pre.sorted.get(dir)!;
-    if (dir === root && stubs.length > 0) entries = [...entries, ...stubs].sort(byName);
-    const dirents: WDirent[] = [{ name: ".", target: me }, { name: "..", target: parent }];
+    let { names, nodes } = pre.sorted.get(dir)!;
+    if (dir === root && stubNames.length > 0) {
+      names = [...names, ...stubNames].sort();
+      nodes = names.map((n) => root.entries.get(n) ?? stubByName.get(n)!);
+    }
+    const children: (WInode | Leaf)[] = new Array(names.length);
     let hasWhiteoutChild = false;
-    for (const [name, node] of entries) {
+    for (let i = 0; i < names.length; i++) {
+      const name = names[i], node = nodes[i];
       if (node.kind === "dir") {
-        const child = dirInode(node.stat, epoch1Xattrs(node.stat, null));
+        const child = newInode(S_IFDIR, node.stat, 2, null);
         inodes.push(child);
         me.nlink++;
         queue.push([node, child, me]);
-        dirents.push({ name, target: child });
+        children[i] = child;
         continue;
       }
       const refs = pre.refs.get(node);
       if (refs !== undefined) {
-        const canon = pre.canonical.get(node)!;
+        const canon = canonical.get(node)!;
         if (canon.dir !== dir || canon.name !== name) {
           const known = leafInode.get(node);
           if (known === undefined) deferred = true;
-          dirents.push({ name, target: known ?? node });
+          children[i] = known ?? node;
           continue;
         }
       }
-      let type = leafType(node.content);
-      const xattrs = stubSet.has(node) ? new Map(node.stat.xattrs) : epoch1Xattrs(node.stat, node.content);
-      if (type === S_IFCHR && isWhiteout(node.content) && !stubSet.has(node)) {
-        type = S_IFREG;
-        xattrs.set(XATTR_ESCAPED_WHITEOUT, EMPTY);
-        xattrs.set(XATTR_USER_WHITEOUT, EMPTY);
-        hasWhiteoutChild = true;
+      const content = node.content;
+      const child = newInode(leafType(content), node.stat, refs ?? 1, content);
+      if (!stubs.has(node)) {
+        if (isWhiteout(content)) {
+          child.type = S_IFREG;
+          setExtra(child, XATTR_ESCAPED_WHITEOUT, EMPTY);
+          setExtra(child, XATTR_USER_WHITEOUT, EMPTY);
+          hasWhiteoutChild = true;
+        }
       }
-      const child: WInode = {
-        type,
-        stat: node.stat,
-        nlink: refs ?? 1,
-        xattrs,
-        content: node.content,
-        dirents: null,
-        nid: 0,
-      };
       inodes.push(child);
       if (refs !== undefined) leafInode.set(node, child);
-      dirents.push({ name, target: child });
+      children[i] = child;
     }
     if (hasWhiteoutChild) {
-      me.xattrs.set(XATTR_ESCAPED_WHITEOUTS, EMPTY);
-      me.xattrs.set(XATTR_USER_WHITEOUTS, EMPTY);
+      setExtra(me, XATTR_ESCAPED_WHITEOUTS, EMPTY);
+      setExtra(me, XATTR_USER_WHITEOUTS, EMPTY);
       if (composefsVersion >= 1) {
-        const x = bstrToBytes(OPAQUE_WHITEOUTS_VALUE);
-        me.xattrs.set(XATTR_ESCAPED_OPAQUE, x);
-        me.xattrs.set(XATTR_USER_OPAQUE, x);
+        setExtra(me, XATTR_ESCAPED_OPAQUE, OPAQUE_X);
+        setExtra(me, XATTR_USER_OPAQUE, OPAQUE_X);
       }
     }
-    me.dirents = sortDirents(dirents);
+    [me.names, me.targets] = withDots(names, me, parent, children);
   }
   if (deferred) resolveDeferred(inodes, leafInode);
   return { inodes, hasWhiteout: pre.hasWhiteout };
@@ -324,42 +392,28 @@ export function collectV2(root: Directory): Collected {
   const inodes: WInode[] = [];
   const leafInode = new Map<Leaf, WInode>();
 
-  const v2Xattrs = (stat: Stat, content: LeafContent | null): Map<string, Uint8Array> => {
-    const m = new Map<string, Uint8Array>();
-    if (content !== null) { for (const [k, v] of overlayDataXattrs(content)) m.set(k, v); }
-    const own = [...stat.xattrs].sort(byName);
-    for (const [k, v] of own) m.set(escapeName(k), v);
-    return m;
-  };
-
   const visit = (dir: Directory, parent: WInode | null): WInode => {
-    const me = dirInode(dir.stat, v2Xattrs(dir.stat, null));
+    const me = newInode(S_IFDIR, dir.stat, 2, null);
     inodes.push(me);
-    const dirents: WDirent[] = [{ name: ".", target: me }, { name: "..", target: parent ?? me }];
-    for (const [name, node] of pre.sorted.get(dir)!) {
+    const { names, nodes } = pre.sorted.get(dir)!;
+    const children: WInode[] = new Array(nodes.length);
+    for (let i = 0; i < nodes.length; i++) {
+      const node = nodes[i];
       if (node.kind === "dir") {
         me.nlink++;
-        dirents.push({ name, target: visit(node, me) });
+        children[i] = visit(node, me);
         continue;
       }
       let child = leafInode.get(node);
       if (child === undefined) {
         const refs = pre.refs.get(node) ?? 1;
-        child = {
-          type: leafType(node.content),
-          stat: node.stat,
-          nlink: refs,
-          xattrs: v2Xattrs(node.stat, node.content),
-          content: node.content,
-          dirents: null,
-          nid: 0,
-        };
+        child = newInode(leafType(node.content), node.stat, refs, node.content);
         inodes.push(child);
         if (refs > 1) leafInode.set(node, child);
       }
-      dirents.push({ name, target: child });
+      children[i] = child;
     }
-    me.dirents = sortDirents(dirents);
+    [me.names, me.targets] = withDots(names, me, parent ?? me, children);
     return me;
   };
   visit(root, null);
@@ -368,12 +422,14 @@ export function collectV2(root: Directory): Collected {
 
 function resolveDeferred(inodes: WInode[], leafInode: Map<Leaf, WInode>): void {
   for (const ino of inodes) {
-    if (ino.dirents === null) continue;
-    for (const d of ino.dirents) {
-      if ("kind" in d.target) {
-        const t = leafInode.get(d.target);
-        if (t === undefined) throw new FormatError(`hard link ${JSON.stringify(d.name)} has no inode`);
-        d.target = t;
+    const t = ino.targets;
+    if (t === null) continue;
+    for (let i = 0; i < t.length; i++) {
+      const x = t[i];
+      if ("kind" in x) {
+        const r = leafInode.get(x);
+        if (r === undefined) throw new FormatError(`hard link ${JSON.stringify(ino.names![i])} has no inode`);
+        t[i] = r;
       }
     }
   }

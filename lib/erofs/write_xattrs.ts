@@ -1,6 +1,7 @@
 // Extended attributes for the EROFS writer (spec §5.6): name-prefix encoding, the per-inode bloom
-// filter, and the shared xattr table. Every distinct (name, value) pair is interned once, so
-// counting, hashing and sizing happen per distinct pair, not per inode.
+// filter, and the shared xattr table. Names are interned once (prefix split and filter hash per
+// distinct name); (name, value) pairs are interned through a numeric value hash, so large trees
+// do not build a string key per xattr.
 import {
   XATTR_BLOOM_SEED,
   XATTR_ENTRY_ALIGN,
@@ -13,16 +14,31 @@ import {
 } from "./format.ts";
 import { xxh32Bstr } from "./xxh32.ts";
 
-/** One distinct (name, value) pair. */
-export interface XattrEntry {
-  /** Full name as stored in the tree after overlay escaping (byte string). */
+/**
+ * An xattr value: bytes, or a byte string (one char per byte) for values the writer makes. A given
+ * name always gets values of one kind (redirect targets are strings, everything else bytes).
+ */
+export type XattrValue = Uint8Array | string;
+
+/** One distinct xattr name. */
+export interface XattrName {
+  /** Full name as stored (after overlay escaping), byte string. */
   name: string;
-  value: Uint8Array;
   /** Prefix index and the name suffix after it. */
   index: number;
   suffix: string;
   /** Bit set in the inode's (uninverted) name filter. */
   filterBit: number;
+  /** byte values: value hash → entry, or entries when hashes collide */
+  byValue: Map<number, XattrEntry | XattrEntry[]>;
+  /** string values: the engine's own string hashing */
+  byString: Map<string, XattrEntry>;
+}
+
+/** One distinct (name, value) pair. */
+export interface XattrEntry {
+  xname: XattrName;
+  value: XattrValue;
   /** Bytes of the on-disk entry, padded to 4. */
   entrySize: number;
   /** Number of inodes carrying this pair. */
@@ -31,9 +47,41 @@ export interface XattrEntry {
   sharedOffset: number;
 }
 
-/** Interns (name, value) pairs for one image. `epoch1` selects the C prefix table (no `lustre.`). */
+function hashValue(v: Uint8Array): number {
+  let h = 0x811c9dc5 ^ v.length;
+  for (let i = 0; i < v.length; i++) h = Math.imul(h ^ v[i], 0x01000193);
+  return h;
+}
+
+function valueAt(v: XattrValue, i: number): number {
+  return typeof v === "string" ? v.charCodeAt(i) : v[i];
+}
+
+function equalValues(a: XattrValue, b: XattrValue): boolean {
+  if (a.length !== b.length) return false;
+  if (typeof a === "string" && typeof b === "string") return a === b;
+  for (let i = 0; i < a.length; i++) if (valueAt(a, i) !== valueAt(b, i)) return false;
+  return true;
+}
+
+/** Byte-order comparison of two values (shorter prefix first). */
+function compareValues(a: XattrValue, b: XattrValue): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const d = valueAt(a, i) - valueAt(b, i);
+    if (d !== 0) return d;
+  }
+  return a.length - b.length;
+}
+
+function align4(n: number): number {
+  return (n + XATTR_ENTRY_ALIGN - 1) & ~(XATTR_ENTRY_ALIGN - 1);
+}
+
+/** Interns xattrs for one image. `epoch1` selects the C prefix table (no `lustre.`). */
 export class XattrTable {
-  #byKey = new Map<string, XattrEntry>();
+  #names = new Map<string, XattrName>();
+  #all: XattrEntry[] = [];
   readonly #epoch1: boolean;
   /** Shared entries in on-disk order, and the table's byte size. */
   shared: XattrEntry[] = [];
@@ -43,26 +91,69 @@ export class XattrTable {
     this.#epoch1 = epoch1;
   }
 
-  /** Returns the interned entry for (name, value), counting one more user. */
-  intern(name: string, value: Uint8Array): XattrEntry {
-    const key = name + "\0" + valueKey(value);
-    let e = this.#byKey.get(key);
-    if (e === undefined) {
+  /** The interned name record (created on first use). */
+  name(name: string): XattrName {
+    let xn = this.#names.get(name);
+    if (xn === undefined) {
       const index = this.#prefixIndex(name);
       const suffix = name.slice(XATTR_PREFIXES[index].length);
-      e = {
+      xn = {
         name,
-        value,
         index,
         suffix,
         filterBit: xxh32Bstr(suffix, (XATTR_BLOOM_SEED + index) >>> 0) % XATTR_FILTER_BITS,
-        entrySize: align4(XATTR_ENTRY_HEADER_SIZE + suffix.length + value.length),
-        count: 0,
-        sharedOffset: -1,
+        byValue: new Map(),
+        byString: new Map(),
       };
-      this.#byKey.set(key, e);
+      this.#names.set(name, xn);
+    }
+    return xn;
+  }
+
+  /** Returns the interned entry for (name, value), counting one more user. */
+  intern(xn: XattrName, value: XattrValue): XattrEntry {
+    if (typeof value === "string") {
+      let e = xn.byString.get(value);
+      if (e === undefined) {
+        e = this.#newEntry(xn, value);
+        xn.byString.set(value, e);
+      }
+      e.count++;
+      return e;
+    }
+    const h = hashValue(value);
+    const found = xn.byValue.get(h);
+    let e: XattrEntry | undefined;
+    if (found === undefined) {
+      e = this.#newEntry(xn, value);
+      xn.byValue.set(h, e);
+    } else if (!Array.isArray(found)) {
+      if (equalValues(found.value, value)) {
+        e = found;
+      } else {
+        e = this.#newEntry(xn, value);
+        xn.byValue.set(h, [found, e]);
+      }
+    } else {
+      e = found.find((x) => equalValues(x.value, value));
+      if (e === undefined) {
+        e = this.#newEntry(xn, value);
+        found.push(e);
+      }
     }
     e.count++;
+    return e;
+  }
+
+  #newEntry(xn: XattrName, value: XattrValue): XattrEntry {
+    const e: XattrEntry = {
+      xname: xn,
+      value,
+      entrySize: align4(XATTR_ENTRY_HEADER_SIZE + xn.suffix.length + value.length),
+      count: 0,
+      sharedOffset: -1,
+    };
+    this.#all.push(e);
     return e;
   }
 
@@ -81,8 +172,7 @@ export class XattrTable {
    * (prefix index, suffix bytes, value bytes).
    */
   buildShared(): void {
-    const shared: XattrEntry[] = [];
-    for (const e of this.#byKey.values()) if (e.count > 1) shared.push(e);
+    const shared = this.#all.filter((e) => e.count > 1);
     shared.sort(this.#epoch1 ? compareEpoch1Desc : compareV2);
     let off = 0;
     for (const e of shared) {
@@ -94,35 +184,19 @@ export class XattrTable {
   }
 }
 
-function align4(n: number): number {
-  return (n + XATTR_ENTRY_ALIGN - 1) & ~(XATTR_ENTRY_ALIGN - 1);
-}
-
-function valueKey(v: Uint8Array): string {
-  if (v.length < 4096) return String.fromCharCode.apply(null, v as unknown as number[]);
-  let s = "";
-  for (let i = 0; i < v.length; i += 4096) {
-    s += String.fromCharCode.apply(null, v.subarray(i, i + 4096) as unknown as number[]);
-  }
-  return s;
-}
-
-function compareBytesLex(a: Uint8Array, b: Uint8Array): number {
-  const n = Math.min(a.length, b.length);
-  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i] - b[i];
-  return a.length - b.length;
-}
-
 function compareEpoch1Desc(a: XattrEntry, b: XattrEntry): number {
-  if (a.name !== b.name) return a.name < b.name ? 1 : -1;
+  const an = a.xname.name, bn = b.xname.name;
+  if (an !== bn) return an < bn ? 1 : -1;
   if (a.value.length !== b.value.length) return b.value.length - a.value.length;
-  return -compareBytesLex(a.value, b.value);
+  return -compareValues(a.value, b.value);
 }
 
 function compareV2(a: XattrEntry, b: XattrEntry): number {
-  if (a.index !== b.index) return a.index - b.index;
-  if (a.suffix !== b.suffix) return a.suffix < b.suffix ? -1 : 1;
-  return compareBytesLex(a.value, b.value);
+  const ai = a.xname.index, bi = b.xname.index;
+  if (ai !== bi) return ai - bi;
+  const as = a.xname.suffix, bs = b.xname.suffix;
+  if (as !== bs) return as < bs ? -1 : 1;
+  return compareValues(a.value, b.value);
 }
 
 /** C mkcomposefs stores at most this many shared references per inode; the rest stay local. */
@@ -130,9 +204,9 @@ export const MAX_SHARED_REFS_EPOCH1 = 128;
 /** h_shared_count is a u8. */
 export const MAX_SHARED_REFS = 255;
 
-/** Size in bytes of an inode's xattr ibody (0 without xattrs). */
-export function ibodySize(xattrs: readonly XattrEntry[], maxShared: number): number {
-  if (xattrs.length === 0) return 0;
+/** Size in bytes of an inode's xattr ibody (0 without xattrs) and its number of shared refs. */
+export function ibodySize(xattrs: readonly XattrEntry[], maxShared: number): [number, number] {
+  if (xattrs.length === 0) return [0, 0];
   let size = XATTR_IBODY_HEADER_SIZE;
   let nShared = 0;
   for (const e of xattrs) {
@@ -143,12 +217,30 @@ export function ibodySize(xattrs: readonly XattrEntry[], maxShared: number): num
       size += e.entrySize;
     }
   }
-  return size;
+  return [size, nShared];
 }
 
-/** The stored name filter: bit set per xattr, inverted. */
+/** The stored name filter: one bit per xattr, inverted. */
 export function nameFilter(xattrs: readonly XattrEntry[]): number {
   let bits = 0;
-  for (const e of xattrs) bits |= 1 << e.filterBit;
+  for (const e of xattrs) bits |= 1 << e.xname.filterBit;
   return ~bits >>> 0;
+}
+
+/** Writes one xattr entry at `off`; returns the offset after its padding. */
+export function emitXattr(out: Uint8Array, off: number, e: XattrEntry): number {
+  const suffix = e.xname.suffix;
+  const v = e.value;
+  out[off] = suffix.length;
+  out[off + 1] = e.xname.index;
+  out[off + 2] = v.length & 0xff;
+  out[off + 3] = v.length >>> 8;
+  let o = off + XATTR_ENTRY_HEADER_SIZE;
+  for (let i = 0; i < suffix.length; i++) out[o++] = suffix.charCodeAt(i);
+  if (typeof v === "string") {
+    for (let i = 0; i < v.length; i++) out[o++] = v.charCodeAt(i);
+  } else {
+    out.set(v, o);
+  }
+  return off + e.entrySize;
 }
