@@ -2,7 +2,9 @@
 // (byte-identical images), and fsck.erofs acceptance.
 import { createHash } from "node:crypto";
 import { gunzipSync } from "node:zlib";
-import { assertEquals } from "./helpers/assert.ts";
+import { assertEquals, assertThrows } from "./helpers/assert.ts";
+import { dumpfileBytes } from "../lib/dumpfile/write.ts";
+import { FormatError } from "../lib/errors.ts";
 import { parseDumpfileSync } from "../lib/dumpfile/parse.ts";
 import { writeErofs } from "../lib/erofs/writer.ts";
 import { fsverityDigest } from "../lib/fsverity/hasher.ts";
@@ -136,3 +138,74 @@ for (const name of vectorNames) {
     assertEquals(sha256Hex(img), expected);
   });
 }
+
+// ---- what the writer rejects, and that it leaves the caller's tree alone
+
+function oneLeaf(content: LeafContent): Directory {
+  const root = emptyRoot();
+  root.entries.set("x", newLeaf(newStat({ mode: 0o644 }), content));
+  return root;
+}
+
+for (const version of [0, 1, 2] as const) {
+  Deno.test(`erofs writer: V${version} rejects what cannot be encoded`, () => {
+    const id = new ObjectId("sha256", new Uint8Array(32));
+    const cases: [string, Directory][] = [
+      ["rdev beyond 32 bits", oneLeaf({ type: "chardev", rdev: 2 ** 32 })],
+      ["negative rdev", oneLeaf({ type: "blockdev", rdev: -1 })],
+      [
+        "external file needing more than 1024 chunks",
+        oneLeaf({ type: "external", id, size: 2 ** 53 + 2 ** 44 }),
+      ],
+      ["inline content over 5000 bytes", oneLeaf({ type: "inline", data: new Uint8Array(5001) })],
+      ["empty symlink", oneLeaf({ type: "symlink", target: "" })],
+      ["symlink over 4095 bytes", oneLeaf({ type: "symlink", target: "a".repeat(4096) })],
+      [
+        "xattr value over 65535 bytes",
+        (() => {
+          const r = emptyRoot();
+          r.stat.xattrs.set("user.big", new Uint8Array(65536));
+          return r;
+        })(),
+      ],
+    ];
+    const wh = newLeaf(newStat(), { type: "chardev", rdev: 0 });
+    const hl = emptyRoot();
+    hl.entries.set("a", wh);
+    hl.entries.set("b", wh);
+    cases.push(["hard-linked whiteout", hl]);
+    for (const [what, tree] of cases) {
+      const e = assertThrows(() => writeErofs(tree, { version }));
+      assertEquals(e instanceof FormatError, true, `${what}: ${e}`);
+    }
+  });
+}
+
+Deno.test("erofs writer: the caller's tree is not modified and output is deterministic", () => {
+  for (const version of [0, 1, 2] as const) {
+    const tree = specialV1Root();
+    tree.entries.set("sub", newDirectory(newStat({ mode: 0o700 })));
+    (tree.entries.get("sub") as Directory).entries.set(
+      "wh",
+      newLeaf(newStat(), { type: "chardev", rdev: 0 }),
+    );
+    const before = dumpfileBytes(tree);
+    const a = writeErofs(tree, { version });
+    assertEquals(dumpfileBytes(tree), before);
+    assertEquals(writeErofs(tree, { version }), a);
+  }
+});
+
+Deno.test("erofs writer: V0 with maxVersion 0 keeps composefs_version 0 and omits opaque markers", () => {
+  const promoted = writeErofs(specialV1Root(), { version: 0 });
+  const kept = writeErofs(specialV1Root(), { version: 0, maxVersion: 0 });
+  const ver = (img: Uint8Array) => new DataView(img.buffer).getUint32(12, true);
+  assertEquals([ver(promoted), ver(kept)], [1, 0]);
+  const has = (img: Uint8Array, s: string) => new TextDecoder("latin1").decode(img).includes(s);
+  // trusted.overlay.overlay.opaque=x is stored as prefix "trusted." + "overlay.overlay.opaque"
+  assertEquals([has(promoted, "overlay.overlay.opaque"), has(kept, "overlay.overlay.opaque")], [true, false]);
+  assertEquals([has(promoted, "overlay.overlay.whiteouts"), has(kept, "overlay.overlay.whiteouts")], [
+    true,
+    true,
+  ]);
+});
