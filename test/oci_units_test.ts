@@ -50,7 +50,8 @@ Deno.test("platform: parse and select (variants, missing platforms, clear error)
   ];
   assertEquals(selectPlatformEntry(entries, parsePlatform("linux/amd64"), "x").d, "amd");
   assertEquals(selectPlatformEntry(entries, parsePlatform("linux/arm/v6"), "x").d, "arm6");
-  assertEquals(selectPlatformEntry([{ d: "only" }], parsePlatform("linux/s390x"), "x").d, "only");
+  const only: { d: string; platform?: { os: string; architecture: string } }[] = [{ d: "only" }];
+  assertEquals(selectPlatformEntry(only, parsePlatform("linux/s390x"), "x").d, "only");
   const e = assertThrows(
     () => selectPlatformEntry(entries, parsePlatform("linux/s390x"), "idx"),
     NotFoundError,
