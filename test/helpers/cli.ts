@@ -1,7 +1,10 @@
 // Runs the CLI as a child process (`deno run -A main.ts ...`), the way users do.
 const ROOT = new URL("../../", import.meta.url).pathname;
 export const DENO = Deno.execPath();
-export const MAIN = ROOT + "main.ts";
+/** The program under test: the bundle when CFSCTL_TEST_BUNDLE names one (CI), else main.ts. */
+const BUNDLE = Deno.env.get("CFSCTL_TEST_BUNDLE");
+export const MAIN = BUNDLE ? (BUNDLE.startsWith("/") ? BUNDLE : ROOT + BUNDLE) : ROOT + "main.ts";
+const RUN_FLAGS = MAIN.endsWith(".js") ? ["run", "-A", "--no-config"] : ["run", "-A", "--no-check"];
 export const PROJECT_ROOT = ROOT;
 
 export interface CliResult {
@@ -18,7 +21,7 @@ export async function runCli(
   const env: Record<string, string> = { ...opts.env };
   if (opts.invokedAs) env.CFSCTL_INVOKED_AS = opts.invokedAs;
   const cmd = new Deno.Command(DENO, {
-    args: ["run", "-A", "--no-check", MAIN, ...args],
+    args: [...RUN_FLAGS, MAIN, ...args],
     stdin: opts.stdin !== undefined ? "piped" : "null",
     stdout: "piped",
     stderr: "piped",
