@@ -1,7 +1,220 @@
-// Placeholder until this personality is implemented.
-import { errln } from "./output.ts";
+// `composefs-info`: the C-compatible image inspector (spec §1.6): ls, dump, objects, missing-objects,
+// measure-file. Images are read with the strict reader; output formats follow the C tool.
+import { Command, CommanderError } from "commander";
+import { CfsError, UsageError } from "../errors.ts";
+import { readErofs } from "../erofs/reader.ts";
+import { dumpfileEntryLines } from "../dumpfile/write.ts";
+import { measureFileWithFallback } from "../linux/fsverity_ioctl.ts";
+import type { Directory, Leaf } from "../tree/tree.ts";
+import { walkTree } from "../tree/walk.ts";
+import { err, outBytes, outln } from "./output.ts";
+import { reportError } from "./run.ts";
+import { Buffer } from "node:buffer";
 
-export function composefsInfoMain(_args: string[]): Promise<number> {
-  errln("error: composefs-info is not implemented yet");
-  return Promise.resolve(1);
+/** Accumulates byte-string output and flushes it in large writes. */
+class ByteOut {
+  #buf = "";
+  write(s: string): void {
+    this.#buf += s;
+    if (this.#buf.length >= 65536) this.flush();
+  }
+  flush(): void {
+    if (this.#buf.length > 0) outBytes(Buffer.from(this.#buf, "latin1"));
+    this.#buf = "";
+  }
+}
+
+/** C composefs-info escaping: \\ \n \r \t, other bytes outside printable ASCII as \xHH; space is
+ *  kept in `ls` paths (keepSpace) and escaped elsewhere. */
+function lsEscape(s: string, keepSpace: boolean): string {
+  let out = "";
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 0x5c) out += "\\\\";
+    else if (c === 0x0a) out += "\\n";
+    else if (c === 0x0d) out += "\\r";
+    else if (c === 0x09) out += "\\t";
+    else if ((c === 0x20 && keepSpace) || (c > 0x20 && c < 0x7f)) out += s[i];
+    else out += "\\x" + c.toString(16).padStart(2, "0");
+  }
+  return out;
+}
+
+/** The backing path of a regular file stored outside the image, if any. */
+function backingPath(leaf: Leaf): string | undefined {
+  const c = leaf.content;
+  if (c.type === "external") return c.payload ?? c.id.objectPath();
+  if (c.type === "external-noverity") return c.payload;
+  return undefined;
+}
+
+async function loadImage(path: string): Promise<Directory> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (e) {
+    throw new CfsError(`failed to open: ${(e as Error).message}`, { context: [path] });
+  }
+  try {
+    return readErofs(bytes);
+  } catch (e) {
+    if (e instanceof CfsError) throw e.within(path);
+    throw e;
+  }
+}
+
+function printLs(root: Directory, filters: string[], out: ByteOut): void {
+  const seen = new Set<Leaf>();
+  for (const { path, node } of walkTree(root)) {
+    if (path === "/") continue;
+    if (filters.length > 0) {
+      const top = path.slice(1).split("/", 1)[0];
+      if (!filters.includes(top)) continue;
+    }
+    let line = lsEscape(path, true);
+    if (node.kind === "dir") {
+      line += "/\t";
+    } else if (node.content.type === "symlink") {
+      line += "\t-> " + lsEscape(node.content.target, false);
+    } else {
+      const backing = backingPath(node);
+      if (backing !== undefined && !seen.has(node)) line += "\t@ " + lsEscape(backing, false);
+      seen.add(node);
+    }
+    out.write(line + "\n");
+  }
+}
+
+/** Sorted unique backing paths of an image's external files. */
+function objectPaths(root: Directory): string[] {
+  const set = new Set<string>();
+  for (const { node } of walkTree(root)) {
+    if (node.kind === "leaf") {
+      const b = backingPath(node);
+      if (b !== undefined) set.add(b);
+    }
+  }
+  return [...set].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function addFilter(v: string, prev: string[]): string[] {
+  if (v.includes("/")) throw new UsageError(`filter must be a single name: ${v}`);
+  return [...prev, v];
+}
+
+function buildCommand(): Command {
+  const program = new Command("composefs-info")
+    .description("inspect composefs images")
+    .configureOutput({ writeOut: (s) => outBytes(new TextEncoder().encode(s)), writeErr: err })
+    .exitOverride()
+    .showHelpAfterError(false)
+    // The C tool takes its options before the command: accept them there too.
+    .option("--filter <NAME>", "only these top-level entries (ls; repeatable)", addFilter, [] as string[])
+    .option("--basedir <DIR>", "object directory (missing-objects)");
+  const globals = () => program.opts<{ filter: string[]; basedir?: string }>();
+
+  program
+    .command("ls")
+    .description("list the files of the images")
+    .argument("<IMAGE...>")
+    .option("--filter <NAME>", "only these top-level entries (repeatable)", addFilter, [] as string[])
+    .action(async (images: string[], opts: { filter: string[] }) => {
+      const out = new ByteOut();
+      const filters = [...globals().filter, ...opts.filter];
+      for (const image of images) printLs(await loadImage(image), filters, out);
+      out.flush();
+    });
+
+  program
+    .command("dump")
+    .description("print the images as dumpfiles")
+    .argument("<IMAGE...>")
+    .option(
+      "--filter <NAME>",
+      "accepted for compatibility; ignored",
+      (v: string, p: string[]) => [...p, v],
+      [],
+    )
+    .action(async (images: string[]) => {
+      const out = new ByteOut();
+      for (const image of images) {
+        for (const line of dumpfileEntryLines(await loadImage(image))) out.write(line + "\n");
+      }
+      out.flush();
+    });
+
+  program
+    .command("objects")
+    .description("list the backing objects the images refer to")
+    .argument("<IMAGE...>")
+    .action(async (images: string[]) => {
+      for (const image of images) {
+        for (const p of objectPaths(await loadImage(image))) outBytes(Buffer.from(p + "\n", "latin1"));
+      }
+    });
+
+  program
+    .command("missing-objects")
+    .description("list the backing objects missing under --basedir")
+    .argument("<IMAGE...>")
+    .option("--basedir <DIR>", "object directory to look in")
+    .action(async (images: string[], opts: { basedir?: string }) => {
+      const basedir = opts.basedir ?? globals().basedir;
+      if (basedir === undefined) throw new UsageError("missing-objects needs --basedir DIR");
+      try {
+        if (!(await Deno.stat(basedir)).isDirectory) throw new Error("not a directory");
+      } catch (e) {
+        throw new CfsError(`can't open basedir: ${(e as Error).message}`, { context: [basedir] });
+      }
+      for (const image of images) {
+        for (const p of objectPaths(await loadImage(image))) {
+          const rel = p.replace(/^\/+/, "");
+          const utf8Path = new TextDecoder().decode(Buffer.from(rel, "latin1"));
+          if (!(await exists(`${basedir}/${utf8Path}`))) outBytes(Buffer.from(p + "\n", "latin1"));
+        }
+      }
+    });
+
+  program
+    .command("measure-file")
+    .description("print the fs-verity (SHA-256) digest of files")
+    .argument("<FILE...>")
+    .action(async (files: string[]) => {
+      for (const f of files) {
+        try {
+          outln((await measureFileWithFallback(f, "sha256")).hex());
+        } catch (e) {
+          if (e instanceof CfsError) throw e;
+          throw new CfsError(`failed to measure: ${(e as Error).message}`, { context: [f] });
+        }
+      }
+    });
+  return program;
+}
+
+export async function composefsInfoMain(args: string[]): Promise<number> {
+  const program = buildCommand();
+  try {
+    await program.parseAsync(args, { from: "user" });
+    return 0;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (
+        e.code === "commander.helpDisplayed" || e.code === "commander.help" || e.code === "commander.version"
+      ) {
+        return 0;
+      }
+      return e.exitCode === 0 ? 0 : 2;
+    }
+    return reportError(e);
+  }
 }

@@ -4,6 +4,7 @@ import { ExitCode, reportError } from "./run.ts";
 import { registerRepoCommands } from "./cmd_repo.ts";
 import { registerMountCommands } from "./cmd_mount.ts";
 import { registerOciCommands } from "./cmd_oci.ts";
+import { registerImageCommands } from "./cmd_image.ts";
 
 const PERSONALITIES = ["mkcomposefs", "composefs-info", "mount.composefs"] as const;
 type Personality = typeof PERSONALITIES[number];
@@ -19,7 +20,12 @@ async function runPersonality(p: Personality, args: string[]): Promise<number> {
   }
 }
 
-export const REGISTRARS: Registrar[] = [registerRepoCommands, registerMountCommands, registerOciCommands];
+export const REGISTRARS: Registrar[] = [
+  registerRepoCommands,
+  registerMountCommands,
+  registerOciCommands,
+  registerImageCommands,
+];
 
 export async function cliMain(invokedAs: string, args: string[]): Promise<number> {
   const asP = PERSONALITIES.find((p) => p === invokedAs);

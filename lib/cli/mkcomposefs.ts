@@ -1,7 +1,184 @@
-// Placeholder until this personality is implemented.
-import { errln } from "./output.ts";
+// `mkcomposefs`: the C-compatible image builder (spec §1.5). SOURCE is a directory, or a dumpfile with
+// --from-file (`-` = stdin). IMAGE `-` = stdout (never a terminal). Always SHA-256. The image file is
+// written to a temporary name beside IMAGE and renamed into place: no output file on any error.
+import { Command, CommanderError, Option } from "commander";
+import { CfsError, UsageError } from "../errors.ts";
+import { parseErofsVersion } from "./program.ts";
+import { writeErofs } from "../erofs/writer.ts";
+import { fsverityDigest } from "../fsverity/hasher.ts";
+import { parseDumpfile } from "../dumpfile/parse.ts";
+import { scanDirectory } from "../tree/scan.ts";
+import { FlatDigestStore } from "../tree/digest_store.ts";
+import { filterXattrs, removeDevices, zeroMtimes } from "../tree/transform.ts";
+import type { Directory } from "../tree/tree.ts";
+import { err, errln, outBytes, outln } from "./output.ts";
+import { reportError } from "./run.ts";
 
-export function mkcomposefsMain(_args: string[]): Promise<number> {
-  errln("error: mkcomposefs is not implemented yet");
-  return Promise.resolve(1);
+interface MkcomposefsOptions {
+  fromFile?: boolean;
+  digestStore?: string;
+  printDigest?: boolean;
+  printDigestOnly?: boolean;
+  useEpoch?: boolean;
+  skipDevices?: boolean;
+  skipXattrs?: boolean;
+  userXattrs?: boolean;
+  minVersion?: number;
+  maxVersion?: number;
+  erofsVersion?: 0 | 1 | 2;
+  threads?: number;
+  hardlinks?: boolean;
+}
+
+function intArg(name: string, min: number) {
+  return (v: string): number => {
+    if (!/^[0-9]+$/.test(v) || Number(v) < min) throw new UsageError(`invalid ${name} ${JSON.stringify(v)}`);
+    return Number(v);
+  };
+}
+
+function buildCommand(): Command {
+  return new Command("mkcomposefs")
+    .description("create a composefs EROFS image from a directory or a dumpfile")
+    .argument("<SOURCE>", "directory, or dumpfile with --from-file (- = stdin)")
+    .argument("[IMAGE]", "output image (- = stdout)")
+    .option("--from-file", "SOURCE is a dumpfile")
+    .option("--digest-store <DIR>", "copy regular files over 64 bytes to DIR/XX/<rest>")
+    .option("--print-digest", "print the image's fs-verity digest after writing it")
+    .option("--print-digest-only", "print the digest; do not write an image (no IMAGE)")
+    .option("--use-epoch", "set every mtime to 0")
+    .option("--skip-devices", "leave out block and character devices")
+    .option("--skip-xattrs", "leave out all xattrs")
+    .option("--user-xattrs", "keep only user.* xattrs")
+    .addOption(
+      new Option("--min-version <N>", "lowest format version (default 0)").argParser(
+        intArg("min version", 0),
+      ),
+    )
+    .addOption(
+      new Option("--max-version <N>", "highest format version (default 1)").argParser(
+        intArg("max version", 0),
+      ),
+    )
+    .addOption(
+      new Option(
+        "--erofs-version <N>",
+        "image format 0, 1 or 2 (overrides --min/--max-version; 2 = composefs-rs V2)",
+      )
+        .argParser(parseErofsVersion),
+    )
+    .addOption(
+      new Option("--threads <N>", "files read at once (default: CPU count)").argParser(
+        intArg("threads count", 1),
+      ),
+    )
+    .option("--hardlinks", "keep hard links found on disk as one inode (default: one inode per path, like C)")
+    .configureOutput({ writeOut: (s) => outBytes(new TextEncoder().encode(s)), writeErr: err })
+    .exitOverride()
+    .showHelpAfterError(false);
+}
+
+/** Format version and V0 promotion limit from the C version flags. */
+function chooseFormat(o: MkcomposefsOptions): { version: 0 | 1 | 2; maxVersion: 0 | 1 } {
+  if (o.erofsVersion !== undefined) return { version: o.erofsVersion, maxVersion: 1 };
+  const given = o.minVersion !== undefined || o.maxVersion !== undefined;
+  // C: without either flag min 0 / max 1; giving only one makes the other 0.
+  const min = given ? o.minVersion ?? 0 : 0;
+  const max = given ? o.maxVersion ?? 0 : 1;
+  if (min > max) throw new UsageError(`--min-version ${min} is greater than --max-version ${max}`);
+  if (min > 1) {
+    throw new UsageError(`format version ${min} is not supported (0 or 1; --erofs-version 2 for V2)`);
+  }
+  return { version: min as 0 | 1, maxVersion: Math.min(max, 1) as 0 | 1 };
+}
+
+async function readSource(source: string, o: MkcomposefsOptions): Promise<Directory> {
+  if (o.fromFile) {
+    if (o.digestStore) errln("mkcomposefs: warning: --digest-store is ignored with --from-file");
+    const strict = (() => {
+      try {
+        return Deno.env.get("CFS_PARSE_STRICT") !== undefined;
+      } catch {
+        return false;
+      }
+    })();
+    let root: Directory;
+    if (source === "-") {
+      root = await parseDumpfile(Deno.stdin.readable, { strict, alg: "sha256" });
+    } else {
+      const f = await Deno.open(source, { read: true });
+      try {
+        root = await parseDumpfile(f.readable, { strict, alg: "sha256" });
+      } catch (e) {
+        if (e instanceof CfsError) e.within(source);
+        throw e;
+      }
+    }
+    // The C tool ignores these with --from-file; applying them is what a user asking for them means.
+    if (o.skipXattrs) filterXattrs(root, () => false);
+    else if (o.userXattrs) filterXattrs(root, (n) => n.startsWith("user."));
+    if (o.skipDevices) removeDevices(root);
+    if (o.useEpoch) zeroMtimes(root);
+    return root;
+  }
+  const root = await scanDirectory(source, {
+    alg: "sha256",
+    store: o.digestStore ? new FlatDigestStore(o.digestStore, "sha256") : undefined,
+    hardlinks: Boolean(o.hardlinks),
+    concurrency: o.threads,
+    skipXattrs: Boolean(o.skipXattrs),
+    xattrFilter: o.userXattrs ? (n) => n.startsWith("user.") : undefined,
+    skipDevices: Boolean(o.skipDevices),
+  });
+  if (o.useEpoch) zeroMtimes(root);
+  return root;
+}
+
+/** Writes `data` to `path` through a temporary file in the same directory and a rename. */
+async function writeAtomically(path: string, data: Uint8Array): Promise<void> {
+  const slash = path.lastIndexOf("/");
+  const dir = slash < 0 ? "." : slash === 0 ? "/" : path.slice(0, slash);
+  const tmp = `${dir}/.${path.slice(slash + 1)}.tmp-${crypto.randomUUID().slice(0, 8)}`;
+  try {
+    await Deno.writeFile(tmp, data, { createNew: true, mode: 0o644 });
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+}
+
+export async function mkcomposefsMain(args: string[]): Promise<number> {
+  const cmd = buildCommand();
+  try {
+    cmd.parse(args, { from: "user" });
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      return e.code === "commander.helpDisplayed" || e.code === "commander.help" ? 0 : 2;
+    }
+    return reportError(e);
+  }
+  try {
+    const o = cmd.opts<MkcomposefsOptions>();
+    const [source, image] = cmd.args as [string, string | undefined];
+    if (o.printDigestOnly) o.printDigest = true;
+    if (source === "") throw new UsageError("empty source path");
+    if (image === undefined && !o.printDigestOnly) throw new UsageError("no destination IMAGE given");
+    if (image !== undefined && o.printDigestOnly) {
+      throw new UsageError("cannot give a destination IMAGE with --print-digest-only");
+    }
+    if (image === "-" && Deno.stdout.isTerminal()) {
+      throw new UsageError("stdout is a terminal: refusing to write an image to it");
+    }
+    const format = chooseFormat(o);
+
+    const root = await readSource(source, o);
+    const bytes = writeErofs(root, format);
+    if (image === "-") outBytes(bytes);
+    else if (image !== undefined) await writeAtomically(image, bytes);
+    if (o.printDigest) outln(fsverityDigest(bytes, "sha256").hex());
+    return 0;
+  } catch (e) {
+    return reportError(e);
+  }
 }

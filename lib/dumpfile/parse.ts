@@ -415,32 +415,61 @@ function parseDigest(hex: string, alg?: HashAlgorithm): ObjectId {
   return ObjectId.fromHex(h, a);
 }
 
-/** Splits byte chunks into lines (byte strings), enforcing a line length limit. */
-export async function* splitDumpfileLines(
-  input: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
-  opts: { maxLineLength?: number; strict?: boolean } = {},
-): AsyncGenerator<{ line: string; lineNo: number }> {
-  const max = opts.maxLineLength ?? DEFAULT_MAX_LINE;
-  let carry = "";
-  let lineNo = 0;
-  for await (const chunk of input) {
-    if (chunk.length === 0) continue;
-    const text = carry + latin1(chunk);
-    let start = 0;
-    let from = carry.length; // the carried part holds no newline
-    for (;;) {
-      const nl = text.indexOf("\n", from);
-      if (nl < 0) break;
-      if (nl - start > max) throw lineError(lineNo + 1, `line longer than ${max} bytes`);
-      yield { line: text.slice(start, nl), lineNo: ++lineNo };
-      start = from = nl + 1;
-    }
-    carry = text.slice(start);
-    if (carry.length > max) throw lineError(lineNo + 1, `line longer than ${max} bytes`);
+/**
+ * Splits byte chunks into lines (byte strings) with a line length limit. Only the unfinished last
+ * line is carried between chunks, as bytes, so memory stays bounded by the limit.
+ */
+export class LineSplitter {
+  #max: number;
+  #strict: boolean;
+  #pending: Uint8Array[] = [];
+  #pendingLen = 0;
+  #lineNo = 0;
+
+  constructor(opts: { maxLineLength?: number; strict?: boolean } = {}) {
+    this.#max = opts.maxLineLength ?? DEFAULT_MAX_LINE;
+    this.#strict = opts.strict === true;
   }
-  if (carry.length > 0) {
-    if (opts.strict) throw lineError(lineNo + 1, "missing trailing newline");
-    yield { line: carry, lineNo: ++lineNo };
+
+  #tooLong(): FormatError {
+    return lineError(this.#lineNo + 1, `line longer than ${this.#max} bytes`);
+  }
+
+  /** Feeds a chunk; calls `onLine` for every line it completes. */
+  push(chunk: Uint8Array, onLine: (line: string, lineNo: number) => void): void {
+    let start = 0;
+    for (;;) {
+      const nl = chunk.indexOf(10, start);
+      if (nl < 0) break;
+      let line: string;
+      if (this.#pendingLen > 0) {
+        if (this.#pendingLen + nl - start > this.#max) throw this.#tooLong();
+        this.#pending.push(chunk.subarray(start, nl));
+        line = latin1(Buffer.concat(this.#pending));
+        this.#pending = [];
+        this.#pendingLen = 0;
+      } else {
+        if (nl - start > this.#max) throw this.#tooLong();
+        line = latin1(chunk.subarray(start, nl));
+      }
+      onLine(line, ++this.#lineNo);
+      start = nl + 1;
+    }
+    if (start < chunk.length) {
+      this.#pendingLen += chunk.length - start;
+      if (this.#pendingLen > this.#max) throw this.#tooLong();
+      this.#pending.push(chunk.slice(start));
+    }
+  }
+
+  /** Ends the input: a last line without newline is passed on (rejected in strict mode). */
+  end(onLine: (line: string, lineNo: number) => void): void {
+    if (this.#pendingLen === 0) return;
+    if (this.#strict) throw lineError(this.#lineNo + 1, "missing trailing newline");
+    const line = latin1(Buffer.concat(this.#pending));
+    this.#pending = [];
+    this.#pendingLen = 0;
+    onLine(line, ++this.#lineNo);
   }
 }
 
@@ -476,6 +505,9 @@ export async function parseDumpfile(
 ): Promise<Directory> {
   if (input instanceof Uint8Array || typeof input === "string") return parseDumpfileSync(input, opts);
   const p = new DumpfileParser(opts);
-  for await (const { line, lineNo } of splitDumpfileLines(input, opts)) p.addLine(line, lineNo);
+  const lines = new LineSplitter(opts);
+  const add = (line: string, lineNo: number) => p.addLine(line, lineNo);
+  for await (const chunk of input) lines.push(chunk, add);
+  lines.end(add);
   return p.finish();
 }

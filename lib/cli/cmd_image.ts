@@ -1,0 +1,152 @@
+// Image commands (spec §1.3): create-image, compute-id, create-dumpfile, image-objects, dump-files.
+import type { Command } from "commander";
+import { Buffer } from "node:buffer";
+import { CfsError, NotFoundError, UsageError } from "../errors.ts";
+import { collectObjects, readErofs } from "../erofs/reader.ts";
+import { writeErofs } from "../erofs/writer.ts";
+import { fsverityDigest } from "../fsverity/hasher.ts";
+import type { HashAlgorithm } from "../fsverity/object_id.ts";
+import { dumpfileEntryLines, writeDumpfile } from "../dumpfile/write.ts";
+import type { ObjectStore } from "../repository/object_store.ts";
+import { scanDirectory } from "../tree/scan.ts";
+import { CONTAINER_XATTR_ALLOWLIST, propagateUsrToRoot } from "../tree/transform.ts";
+import { type Directory, type Inode, lookup } from "../tree/tree.ts";
+import { countLeafLinks } from "../tree/walk.ts";
+import { utf8ToBstr } from "../util/bytes.ts";
+import { outBytes, outln } from "./output.ts";
+import { globalsOf } from "./program.ts";
+import { hashForRepoless, openRepoFromGlobals } from "./repo_open.ts";
+
+interface ReadFlags {
+  bootable?: boolean;
+  propagateUsrToRoot?: boolean; // commander: --no-propagate-usr-to-root sets false
+}
+
+/** Reads PATH the way create-image / compute-id / create-dumpfile do (spec §1.3 FsReadOptions). */
+export async function readFsTree(
+  path: string,
+  flags: ReadFlags,
+  alg: HashAlgorithm,
+  store?: ObjectStore,
+): Promise<Directory> {
+  if (flags.bootable) {
+    throw new UsageError("--bootable is not supported yet (the boot transform is not implemented)");
+  }
+  const containerRoot = flags.propagateUsrToRoot !== false;
+  const root = await scanDirectory(path, {
+    alg,
+    store,
+    // composefs-rs keeps hard links found on disk (mkcomposefs breaks them, like C).
+    hardlinks: true,
+    // The container-root reading keeps only allowlisted xattrs; filtering while reading is the same.
+    xattrFilter: containerRoot ? (n) => CONTAINER_XATTR_ALLOWLIST.includes(n) : undefined,
+  });
+  if (containerRoot) propagateUsrToRoot(root);
+  return root;
+}
+
+function addReadFlags(cmd: Command): Command {
+  return cmd
+    .option("--bootable", "apply the boot transform (not supported yet)")
+    .option("--no-propagate-usr-to-root", "read the directory as is (all xattrs, no /usr → root metadata)");
+}
+
+function writeBytesOut(chunks: Iterable<Uint8Array>): void {
+  for (const c of chunks) outBytes(c);
+}
+
+export function registerImageCommands(program: Command): void {
+  addReadFlags(
+    program
+      .command("create-image")
+      .description("store a directory's files and commit its EROFS image(s); prints the image id")
+      .argument("<PATH>", "directory to read")
+      .argument("[NAME]", "image ref to create (images/refs/NAME)"),
+  ).action(async (path: string, name: string | undefined, flags: ReadFlags, cmd: Command) => {
+    using repo = await openRepoFromGlobals(globalsOf(cmd));
+    const root = await readFsTree(path, flags, repo.alg, repo);
+    const versions = repo.erofsVersions();
+    let defaultId;
+    for (const [i, version] of versions.entries()) {
+      const id = await repo.writeImage(writeErofs(root, { version }), i === 0 ? name : undefined);
+      if (i === 0) defaultId = id;
+    }
+    outln(defaultId!.toId());
+  });
+
+  addReadFlags(
+    program
+      .command("compute-id")
+      .description("print the image id a directory would get (stores nothing; V2 unless --erofs-version)")
+      .argument("<PATH>", "directory to read"),
+  ).action(async (path: string, flags: ReadFlags, cmd: Command) => {
+    const g = globalsOf(cmd);
+    const alg = await hashForRepoless(g);
+    const root = await readFsTree(path, flags, alg);
+    outln(fsverityDigest(writeErofs(root, { version: g.erofsVersion ?? 2 }), alg).hex());
+  });
+
+  addReadFlags(
+    program
+      .command("create-dumpfile")
+      .description("print the dumpfile of a directory as create-image would read it")
+      .argument("<PATH>", "directory to read"),
+  ).action(async (path: string, flags: ReadFlags, cmd: Command) => {
+    const alg = await hashForRepoless(globalsOf(cmd));
+    writeBytesOut(writeDumpfile(await readFsTree(path, flags, alg)));
+  });
+
+  program
+    .command("image-objects")
+    .description("list the objects an image refers to (one sha256:/sha512: id per line)")
+    .argument("<NAME>", "image digest or refs/<name>")
+    .action(async (name: string, _opts: unknown, cmd: Command) => {
+      using repo = await openRepoFromGlobals(globalsOf(cmd));
+      const { bytes } = await repo.readImage(name);
+      let text = "";
+      for (const id of collectObjects(bytes, repo.alg)) text += id.toId() + "\n";
+      outBytes(new TextEncoder().encode(text));
+    });
+
+  program
+    .command("dump-files")
+    .description("print dumpfile lines for paths inside an image (a directory with its subtree)")
+    .argument("<IMAGE>", "image digest or refs/<name>")
+    .argument("<PATH...>", "paths inside the image")
+    .option("--backing-path-only", "print only `PATH inline` or `PATH XX/rest`")
+    .action(async (image: string, paths: string[], opts: { backingPathOnly?: boolean }, cmd: Command) => {
+      using repo = await openRepoFromGlobals(globalsOf(cmd));
+      const { bytes } = await repo.readImage(image);
+      let root: Directory;
+      try {
+        root = readErofs(bytes, { alg: repo.alg });
+      } catch (e) {
+        if (e instanceof CfsError) throw e.within(`image ${image}`);
+        throw e;
+      }
+      const counts = countLeafLinks(root);
+      let text = "";
+      for (const p of paths) {
+        const bpath = utf8ToBstr(p);
+        const node: Inode | undefined = lookup(root, bpath);
+        if (!node) throw new NotFoundError(`${p}: no such file in image ${image}`);
+        const canonical = "/" + bpath.split("/").filter((c) => c !== "" && c !== ".").join("/");
+        if (opts.backingPathOnly) {
+          if (node.kind === "dir") throw new UsageError(`${p} is a directory (no backing path)`);
+          const c = node.content;
+          const backing = c.type === "external"
+            ? c.payload ?? c.id.objectPath()
+            : c.type === "external-noverity" && c.payload !== undefined
+            ? c.payload
+            : "inline";
+          text += `${bpath} ${backing}\n`;
+          continue;
+        }
+        for (const line of dumpfileEntryLines(node, canonical, { counts, canonical: new Set() })) {
+          text += line + "\n";
+        }
+      }
+      text += "\n";
+      outBytes(Buffer.from(text, "latin1"));
+    });
+}
