@@ -18,6 +18,8 @@ import { formatStats, pullImage } from "../oci/pull.ts";
 import { parsePlatform } from "../oci/platform.ts";
 import { parseImageReference } from "../oci/reference.ts";
 import { openImageSource } from "../oci/transport/open_source.ts";
+import { remoteSourceFactory } from "../oci/transport/registry/open_remote.ts";
+import { addRemoteOptions, remoteOptionsFrom } from "./remote_options.ts";
 import type { Repository } from "../repository/repository.ts";
 import { globalsOf } from "./program.ts";
 import { out, outBytes, outJson, outln } from "./output.ts";
@@ -77,7 +79,7 @@ async function resolveConfig(repo: Repository, name: string, configVerity?: stri
 export function registerOciCommands(program: Command): void {
   const oci = program.command("oci").description("OCI container images in the repository");
 
-  oci.command("pull")
+  const pull = oci.command("pull")
     .description("pull an image into the repository and build its composefs image")
     .argument(
       "<IMAGE>",
@@ -98,7 +100,7 @@ export function registerOciCommands(program: Command): void {
       const ref = parseImageReference(image);
       const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
       await withRepo(cmd, async (repo) => {
-        const source = await openImageSource(ref);
+        const source = await openImageSource(ref, { remote: remoteSourceFactory(remoteOptionsFrom(opts)) });
         const reporter = createReporter(opts.progress, opts.progressFd);
         try {
           const r = await pullImage(repo, source, { name: name ?? image, platform, reporter });
@@ -127,6 +129,7 @@ export function registerOciCommands(program: Command): void {
         }
       });
     });
+  addRemoteOptions(pull);
 
   oci.command("images")
     .description("list tagged images")

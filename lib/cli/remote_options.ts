@@ -1,0 +1,55 @@
+// Command-line options for pulling from registries and through skopeo (same names as skopeo's).
+import { type Command, Option } from "commander";
+import { UsageError } from "../errors.ts";
+import type { RemoteOptions } from "../oci/transport/registry/remote_options.ts";
+
+function parseBool(v: string | boolean | undefined, flag: string): boolean | undefined {
+  if (v === undefined) return undefined;
+  if (v === true || v === "true") return true;
+  if (v === false || v === "false") return false;
+  throw new UsageError(`${flag} takes true or false, not ${JSON.stringify(v)}`);
+}
+
+export function addRemoteOptions(cmd: Command): void {
+  cmd
+    .option(
+      "--authfile <PATH>",
+      "registry credentials file (default: $REGISTRY_AUTH_FILE, then the containers/docker files)",
+    )
+    .option("--creds <USER:PASS>", "registry credentials")
+    .option("--cert-dir <DIR>", "TLS certificates (*.crt CAs, *.cert/*.key client pair) instead of certs.d")
+    .option(
+      "--tls-verify [BOOL]",
+      "require HTTPS with verified certificates (false: allow plain HTTP and unverified certificates)",
+    )
+    .option(
+      "--registries-conf <PATH>",
+      "registries.conf to use (default: $CONTAINERS_REGISTRIES_CONF or the system one)",
+    )
+    .option("--retries <N>", "retries for failed registry requests and interrupted downloads (default 4)")
+    .addOption(
+      new Option("--transport-backend <BACKEND>", "what serves docker:// references: native or skopeo")
+        .choices(["native", "skopeo"]),
+    );
+}
+
+export function remoteOptionsFrom(opts: Record<string, unknown>): RemoteOptions {
+  let retries: number | undefined;
+  if (opts.retries !== undefined) {
+    retries = Number(opts.retries);
+    if (!Number.isInteger(retries) || retries < 0 || retries > 100) {
+      throw new UsageError(
+        `--retries takes a whole number from 0 to 100, not ${JSON.stringify(opts.retries)}`,
+      );
+    }
+  }
+  return {
+    authfile: opts.authfile as string | undefined,
+    creds: opts.creds as string | undefined,
+    certDir: opts.certDir as string | undefined,
+    tlsVerify: parseBool(opts.tlsVerify as string | boolean | undefined, "--tls-verify"),
+    registriesConf: opts.registriesConf as string | undefined,
+    retries,
+    backend: opts.transportBackend as "native" | "skopeo" | undefined,
+  };
+}

@@ -1,0 +1,29 @@
+// The `remote` hook of openImageSource: docker:// goes to the native registry client (or to skopeo
+// with backend "skopeo"); every other transport skopeo knows (containers-storage:, docker-daemon:, …)
+// goes through `skopeo experimental-image-proxy`. An explicit `skopeo:` prefix (`skopeo:docker://…`)
+// sends any reference through skopeo.
+import type { ImageReference } from "../../reference.ts";
+import { SkopeoProxySource } from "../skopeo_proxy.ts";
+import type { ImageSource } from "../source.ts";
+import { parseDockerReference } from "./docker_reference.ts";
+import { loadRegistriesConf } from "./registries_conf.ts";
+import { RegistrySource } from "./registry_source.ts";
+import type { RemoteOptions } from "./remote_options.ts";
+
+export const SKOPEO_PREFIX = "skopeo:";
+
+export function remoteSourceFactory(opts: RemoteOptions = {}): (ref: ImageReference) => Promise<ImageSource> {
+  return async (ref) => {
+    if (ref.transport === "docker") {
+      if (opts.backend === "skopeo") return new SkopeoProxySource(`docker://${ref.ref}`, opts);
+      const dref = parseDockerReference(ref.ref);
+      const conf = await loadRegistriesConf(opts.registriesConf);
+      return new RegistrySource(dref, opts, conf);
+    }
+    if (ref.transport === "skopeo") {
+      const inner = ref.ref.startsWith(SKOPEO_PREFIX) ? ref.ref.slice(SKOPEO_PREFIX.length) : ref.ref;
+      return new SkopeoProxySource(inner, opts);
+    }
+    throw new Error(`remoteSourceFactory: transport ${ref.transport} is local`);
+  };
+}

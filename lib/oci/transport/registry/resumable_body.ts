@@ -1,0 +1,83 @@
+// A blob body that survives connection drops: when the stream breaks (or ends short of the expected
+// size) it is re-requested from the byte already received (HTTP Range), and the bytes a server that
+// ignores Range sends again are skipped. The consumer sees one uninterrupted stream.
+import { CfsError, TransportError } from "../../../errors.ts";
+import { backoffDelay, type RetryPolicy, sleep } from "./retry_policy.ts";
+
+export interface OpenedBody {
+  body: ReadableStream<Uint8Array>;
+  /** Offset of the first byte of `body` in the blob (0 when the server ignored Range). */
+  offset: number;
+}
+
+/** Progress after which a connection counts as healthy again (the failure count restarts). */
+const HEALTHY_BYTES = 1 << 20;
+
+/**
+ * `open(offset)` performs the (re)request; errors it throws are final (it retries on its own).
+ * `expectedSize`, when known, lets a short body be recognised as a cut.
+ */
+export function resumableBody(
+  open: (offset: number) => Promise<OpenedBody>,
+  expectedSize: number | undefined,
+  policy: RetryPolicy,
+  what: string,
+): ReadableStream<Uint8Array> {
+  let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  let received = 0;
+  let skip = 0;
+  let failures = 0;
+  let sinceFailure = 0;
+  return new ReadableStream<Uint8Array>({
+    async pull(ctl) {
+      for (;;) {
+        if (!reader) {
+          const opened = await open(received);
+          if (opened.offset > received) {
+            await opened.body.cancel().catch(() => {});
+            throw new TransportError(`${what}: server resumed at byte ${opened.offset}, wanted ${received}`);
+          }
+          reader = opened.body.getReader();
+          skip = received - opened.offset;
+        }
+        let problem: string;
+        try {
+          const { done, value } = await reader.read();
+          if (!done) {
+            let chunk = value;
+            if (skip > 0) {
+              const n = Math.min(skip, chunk.length);
+              skip -= n;
+              chunk = chunk.subarray(n);
+              if (chunk.length === 0) continue;
+            }
+            received += chunk.length;
+            sinceFailure += chunk.length;
+            if (sinceFailure >= HEALTHY_BYTES) failures = 0;
+            ctl.enqueue(chunk);
+            return;
+          }
+          if (expectedSize === undefined || received >= expectedSize) {
+            ctl.close();
+            return;
+          }
+          problem = `connection ended after ${received} of ${expectedSize} bytes`;
+        } catch (e) {
+          if (e instanceof CfsError) throw e;
+          problem = `connection lost after ${received} bytes: ${e instanceof Error ? e.message : String(e)}`;
+        }
+        reader.cancel().catch(() => {});
+        reader = undefined;
+        failures++;
+        sinceFailure = 0;
+        if (failures >= policy.tries) {
+          throw new TransportError(`${what}: ${problem} (gave up after ${failures} tries)`);
+        }
+        await sleep(backoffDelay(policy, failures));
+      }
+    },
+    cancel(reason) {
+      return reader?.cancel(reason);
+    },
+  }, { highWaterMark: 0 });
+}
