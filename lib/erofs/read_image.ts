@@ -104,13 +104,18 @@ export interface RawInode {
   inlineSize: number;
 }
 
-/** A decoded xattr: full name as a byte string, value bytes (a copy, not a view of the image). */
+/** A decoded xattr: full name as a byte string and its value. */
 export interface RawXattr {
   name: string;
+  /** A view into the image (no copy: most values are only inspected, see userValue). */
   value: Uint8Array;
+  /** The copy handed to the tree, made once even when the xattr is shared by many inodes. */
+  copy?: Uint8Array;
   /** As stored: prefix index and name suffix (the bloom filter hashes these). */
   index: number;
   suffix: string;
+  /** fsck: the xattr's bit in the bloom filter, computed once (shared xattrs recur on many inodes). */
+  bloomBit?: number;
 }
 
 export interface RawDirent {
@@ -543,7 +548,7 @@ export class ErofsImage {
       throw imageError(`xattr name longer than 255 bytes`, { nid, offset: at });
     }
     if (name.includes("\0")) throw imageError(`xattr name contains a NUL byte`, { nid, offset: at });
-    return { x: { name, value: this.bytes.slice(valueStart, valueEnd), index, suffix }, end };
+    return { x: { name, value: this.bytes.subarray(valueStart, valueEnd), index, suffix }, end };
   }
 
   #sharedXattr(ref: number, nid: number): RawXattr {
@@ -589,12 +594,23 @@ export class ErofsImage {
         out.push(x);
         at = end;
       }
-      const seen = new Set<string>();
-      for (const x of out) {
-        if (seen.has(x.name)) {
-          throw imageError(`duplicate xattr ${JSON.stringify(x.name)}`, { nid, offset: base });
+      // Few xattrs per inode: pairwise is cheaper than a Set; many (hostile) are bounded by the budget.
+      if (out.length > 16) {
+        const seen = new Set<string>();
+        for (const x of out) {
+          if (seen.has(x.name)) {
+            throw imageError(`duplicate xattr ${JSON.stringify(x.name)}`, { nid, offset: base });
+          }
+          seen.add(x.name);
         }
-        seen.add(x.name);
+      } else {
+        for (let i = 1; i < out.length; i++) {
+          for (let j = 0; j < i; j++) {
+            if (out[i].name === out[j].name) {
+              throw imageError(`duplicate xattr ${JSON.stringify(out[i].name)}`, { nid, offset: base });
+            }
+          }
+        }
       }
     }
     this.#xattrs.set(inode.nid, out);

@@ -112,15 +112,20 @@ function childPath(f: Frame, name: string): string {
   return (p === "/" ? "" : p) + "/" + name;
 }
 
+/** Quoted path of entry `name` of the directory of frame `f` (built only for error messages). */
+function q(f: Frame, name: string): string {
+  return JSON.stringify(childPath(f, name));
+}
+
 /** Reverses the writer's xattr escaping and drops its bookkeeping xattrs (§5.12). */
 function userXattrs(raw: RawXattr[]): Map<string, Uint8Array> {
   const out = new Map<string, Uint8Array>();
   for (const x of raw) {
     if (DROPPED_XATTRS.has(x.name)) continue;
     if (x.name.startsWith(OVERLAY_ESCAPED_PREFIX)) {
-      out.set(OVERLAY_XATTR_PREFIX + x.name.slice(OVERLAY_ESCAPED_PREFIX.length), x.value);
+      out.set(OVERLAY_XATTR_PREFIX + x.name.slice(OVERLAY_ESCAPED_PREFIX.length), x.copy ??= x.value.slice());
     } else if (!x.name.startsWith(OVERLAY_XATTR_PREFIX)) {
-      out.set(x.name, x.value);
+      out.set(x.name, x.copy ??= x.value.slice());
     }
   }
   return out;
@@ -148,13 +153,34 @@ function whiteoutKind(inode: RawInode, raw: RawXattr[]): Whiteout {
   return "none";
 }
 
+const HEX_DIGITS = "0123456789abcdef";
+
+/** Whether a redirect value is exactly `/XX/rest` for the digest (the writer's default payload). */
+function isObjectRedirect(v: Uint8Array, digest: Uint8Array): boolean {
+  if (v.length !== 2 + 2 * digest.length || v[0] !== 0x2f || v[3] !== 0x2f) return false;
+  for (let i = 0, o = 1; i < digest.length; i++) {
+    if (o === 3) o++;
+    if (
+      v[o++] !== HEX_DIGITS.charCodeAt(digest[i] >> 4) || v[o++] !== HEX_DIGITS.charCodeAt(digest[i] & 15)
+    ) {
+      return false;
+    }
+  }
+  return true;
+}
+
+/** The dumpfile payload of a redirect: its value without the leading '/'. */
+function redirectPayload(v: Uint8Array): string {
+  return String.fromCharCode.apply(null, v.subarray(v[0] === 0x2f ? 1 : 0) as unknown as number[]);
+}
+
 /** Walks an image and builds its tree; one instance per read. */
 export class TreeReader {
   readonly img: ErofsImage;
   readonly opts: ReadOptions;
   #alg: HashAlgorithm | undefined;
   /** nid → leaf built for it (undefined for skipped whiteout stubs) and the references seen. */
-  #leaves = new Map<number, { leaf?: Leaf; nlink: number; refs: number; path: string }>();
+  #leaves = new Map<number, { leaf?: Leaf; nlink: number; refs: number; f: Frame; name: string }>();
   #dirs = new Set<number>();
   #rootHexSlots = new Set<string>();
 
@@ -172,7 +198,7 @@ export class TreeReader {
       throw imageError(`root inode is a ${inodeTypeName(rootInode.type)}`, { nid: rootNid });
     }
     const rootRaw = img.xattrs(rootInode);
-    if (this.opts.fsck) this.#fsckInode(rootInode, rootRaw, "/");
+    if (this.opts.fsck) this.#fsckInode(rootInode, rootRaw, undefined, "");
     const root = newDirectory(statOf(rootInode, rootRaw));
     this.#dirs.add(rootNid);
     const stack: Frame[] = [{
@@ -197,7 +223,7 @@ export class TreeReader {
     for (const [nid, rec] of this.#leaves) {
       if (rec.refs !== rec.nlink) {
         throw imageError(
-          `${JSON.stringify(rec.path)} has nlink ${rec.nlink} but ${rec.refs} directory entries`,
+          `${q(rec.f, rec.name)} has nlink ${rec.nlink} but ${rec.refs} directory entries`,
           { nid },
         );
       }
@@ -256,7 +282,7 @@ export class TreeReader {
         subdirs++;
         if (this.#dirs.has(e.nid)) {
           throw imageError(
-            `directory ${JSON.stringify(childPath(f, e.name))} is linked more than once (cycle?)`,
+            `directory ${q(f, e.name)} is linked more than once (cycle?)`,
             {
               nid: e.nid,
             },
@@ -264,7 +290,7 @@ export class TreeReader {
         }
         this.#dirs.add(e.nid);
         const raw = img.xattrs(child);
-        if (this.opts.fsck) this.#fsckInode(child, raw, childPath(f, e.name));
+        if (this.opts.fsck) this.#fsckInode(child, raw, f, e.name);
         const dir = newDirectory(statOf(child, raw));
         f.dir.entries.set(e.name, dir);
         stack.push({
@@ -280,23 +306,23 @@ export class TreeReader {
       }
       let rec = this.#leaves.get(e.nid);
       if (!rec) {
-        const path = childPath(f, e.name);
         const raw = img.xattrs(child);
         const wo = whiteoutKind(child, raw);
         if (wo !== "none" && child.nlink !== 1) {
           throw imageError(
-            `whiteout ${JSON.stringify(path)} has nlink ${child.nlink} (hard-linked whiteout)`,
+            `whiteout ${q(f, e.name)} has nlink ${child.nlink} (hard-linked whiteout)`,
             { nid: e.nid },
           );
         }
-        if (this.opts.fsck) this.#fsckInode(child, raw, path, wo, isRoot);
+        if (this.opts.fsck) this.#fsckInode(child, raw, f, e.name, wo, isRoot);
         // Root entries named like a stub slot that are whiteouts form the overlay stub table.
         const skip = isRoot && wo !== "none" && HEX2_ANY_CASE.test(e.name);
         rec = {
-          leaf: skip ? undefined : this.#leaf(child, raw, wo, path),
+          leaf: skip ? undefined : this.#leaf(child, raw, wo, f, e.name),
           nlink: child.nlink,
           refs: 0,
-          path,
+          f,
+          name: e.name,
         };
         this.#leaves.set(e.nid, rec);
       }
@@ -314,20 +340,20 @@ export class TreeReader {
     }
   }
 
-  #leaf(inode: RawInode, raw: RawXattr[], wo: Whiteout, path: string): Leaf {
+  #leaf(inode: RawInode, raw: RawXattr[], wo: Whiteout, f: Frame, name: string): Leaf {
     const nid = inode.nid;
     let content: LeafContent;
     switch (inode.type) {
       case S_IFREG:
-        content = wo === "escaped" ? { type: "chardev", rdev: 0 } : this.#regular(inode, raw, path);
+        content = wo === "escaped" ? { type: "chardev", rdev: 0 } : this.#regular(inode, raw, f, name);
         break;
       case S_IFLNK: {
         if (inode.size === 0 || inode.size > MAX_SYMLINK_TARGET_READ) {
-          throw imageError(`symlink ${JSON.stringify(path)} has a target of ${inode.size} bytes`, { nid });
+          throw imageError(`symlink ${q(f, name)} has a target of ${inode.size} bytes`, { nid });
         }
         const data = this.img.data(inode);
         if (data.includes(0)) {
-          throw imageError(`symlink ${JSON.stringify(path)} target contains a NUL byte`, { nid });
+          throw imageError(`symlink ${q(f, name)} target contains a NUL byte`, { nid });
         }
         content = { type: "symlink", target: String.fromCharCode.apply(null, data as unknown as number[]) };
         break;
@@ -347,38 +373,33 @@ export class TreeReader {
     return newLeaf(statOf(inode, raw), content);
   }
 
-  #regular(inode: RawInode, raw: RawXattr[], path: string): LeafContent {
+  #regular(inode: RawInode, raw: RawXattr[], f: Frame, name: string): LeafContent {
     const nid = inode.nid;
     const meta = find(raw, XATTR_METACOPY);
     const redirect = find(raw, XATTR_REDIRECT);
-    let payload: string | undefined;
-    if (redirect) {
-      const v = redirect.value;
-      const from = v.length > 0 && v[0] === 0x2f ? 1 : 0;
-      if (v.length <= from || v.includes(0)) {
-        throw imageError(`${JSON.stringify(path)} has an empty or NUL-containing overlay redirect`, { nid });
-      }
-      payload = String.fromCharCode.apply(null, v.subarray(from) as unknown as number[]);
+    const v = redirect?.value;
+    if (v && (v.length <= (v[0] === 0x2f ? 1 : 0) || v.includes(0))) {
+      throw imageError(`${q(f, name)} has an empty or NUL-containing overlay redirect`, { nid });
     }
     if (meta || inode.layout === DATALAYOUT_CHUNK_BASED) {
       // Stored outside the image: a metacopy digest makes it an object; without one (C mkcomposefs
       // accepts dumpfiles without digests) only the size and the redirect target are known.
       if (meta && meta.value.length > 0) {
-        const id = this.#metacopy(meta.value, path, nid);
-        return payload !== undefined && payload !== id.objectPath()
-          ? { type: "external", id, size: inode.size, payload }
+        const id = this.#metacopy(meta.value, f, name, nid);
+        return v && !isObjectRedirect(v, id.bytes)
+          ? { type: "external", id, size: inode.size, payload: redirectPayload(v) }
           : { type: "external", id, size: inode.size };
       }
-      return payload !== undefined
-        ? { type: "external-noverity", size: inode.size, payload }
+      return v
+        ? { type: "external-noverity", size: inode.size, payload: redirectPayload(v) }
         : { type: "external-noverity", size: inode.size };
     }
     if (redirect) {
-      throw imageError(`${JSON.stringify(path)} has an overlay redirect but inline data`, { nid });
+      throw imageError(`${q(f, name)} has an overlay redirect but inline data`, { nid });
     }
     if (inode.size > MAX_INLINE_CONTENT_C) {
       throw imageError(
-        `inline file ${JSON.stringify(path)} is ${inode.size} bytes (max ${MAX_INLINE_CONTENT_C})`,
+        `inline file ${q(f, name)} is ${inode.size} bytes (max ${MAX_INLINE_CONTENT_C})`,
         {
           nid,
         },
@@ -387,9 +408,9 @@ export class TreeReader {
     return { type: "inline", data: this.img.data(inode) };
   }
 
-  #metacopy(v: Uint8Array, path: string, nid: number): ObjectId {
+  #metacopy(v: Uint8Array, f: Frame, name: string, nid: number): ObjectId {
     const bad = (why: string) =>
-      imageError(`malformed trusted.overlay.metacopy on ${JSON.stringify(path)}: ${why}`, { nid });
+      imageError(`malformed trusted.overlay.metacopy on ${q(f, name)}: ${why}`, { nid });
     if (v.length < METACOPY_HEADER_SIZE) throw bad(`${v.length} bytes`);
     if (v[METACOPY.version] !== METACOPY_VERSION) throw bad(`version ${v[METACOPY.version]}`);
     if (v[METACOPY.flags] !== 0) throw bad(`flags ${v[METACOPY.flags]}`);
@@ -411,18 +432,26 @@ export class TreeReader {
   // -------------------------------------------------------------------------------------------
   // fsck_metadata: layout-epoch invariants
 
-  #fsckInode(inode: RawInode, raw: RawXattr[], path: string, wo: Whiteout = "none", inRoot = false): void {
+  #fsckInode(
+    inode: RawInode,
+    raw: RawXattr[],
+    f: Frame | undefined,
+    name: string,
+    wo: Whiteout = "none",
+    inRoot = false,
+  ): void {
+    const path = () => (f ? q(f, name) : '"/"');
     const img = this.img;
     const nid = inode.nid;
     const epoch = img.header.epoch;
     if (epoch === 1 && wo === "native" && !inRoot) {
       throw imageError(
-        `epoch 1 image has a native whiteout outside the root stub table: ${JSON.stringify(path)}`,
+        `epoch 1 image has a native whiteout outside the root stub table: ${path()}`,
         { nid },
       );
     }
     if (epoch === 2 && wo === "escaped") {
-      throw imageError(`V2 image has an escaped (V1-style) whiteout: ${JSON.stringify(path)}`, { nid });
+      throw imageError(`V2 image has an escaped (V1-style) whiteout: ${path()}`, { nid });
     }
     // Kernels before 6.12 refuse a fast symlink whose inode, xattrs and target cross a block.
     if (epoch === 1 && inode.type === S_IFLNK && inode.layout === DATALAYOUT_FLAT_INLINE) {
@@ -430,7 +459,7 @@ export class TreeReader {
       const end = (inode.offset % BLOCK_SIZE) + inode.headerSize + inode.xattrSize + tail;
       if (tail > 0 && end > BLOCK_SIZE) {
         throw imageError(
-          `symlink ${JSON.stringify(path)} inode and target cross a block boundary (${end} > ${BLOCK_SIZE})`,
+          `symlink ${path()} inode and target cross a block boundary (${end} > ${BLOCK_SIZE})`,
           {
             nid,
             offset: inode.offset,
@@ -442,9 +471,10 @@ export class TreeReader {
     if ((img.header.featureCompat & FEATURE_COMPAT_XATTR_FILTER) !== 0 && inode.xattrSize > 0) {
       const filter = img.nameFilter(inode);
       for (const x of raw) {
-        const bit = xxh32Bstr(x.suffix, (XATTR_BLOOM_SEED + x.index) >>> 0) % XATTR_FILTER_BITS;
+        const bit = x.bloomBit ??= xxh32Bstr(x.suffix, (XATTR_BLOOM_SEED + x.index) >>> 0) %
+          XATTR_FILTER_BITS;
         if ((filter >>> bit) & 1) {
-          throw imageError(`xattr bloom filter of ${JSON.stringify(path)} hides ${JSON.stringify(x.name)}`, {
+          throw imageError(`xattr bloom filter of ${path()} hides ${JSON.stringify(x.name)}`, {
             nid,
           });
         }

@@ -86,5 +86,5 @@ export function objectsOfTree(root: Directory, alg?: HashAlgorithm): ObjectId[] 
       }
     }
   }
-  return [...found.values()].sort((a, b) => (a.toId() < b.toId() ? -1 : a.toId() > b.toId() ? 1 : 0));
+  return [...found.keys()].sort().map((k) => found.get(k)!);
 }
