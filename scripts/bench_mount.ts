@@ -57,8 +57,9 @@ function materialize(root: Directory, objects: string, plain: string): { files: 
       const c = node.content;
       if (c.type === "inline") {
         Deno.writeFileSync(plain + p, c.data);
-      } else if (c.type === "external") {
-        const backing = (c as { payload?: string }).payload ?? c.id.objectPath();
+      } else if (c.type === "external" || (c.type === "external-noverity" && c.payload !== undefined)) {
+        // C dumpfiles may give a backing path (PAYLOAD) and no digest: the redirect follows the path.
+        const backing = c.payload ?? (c.type === "external" ? c.id.objectPath() : "");
         const obj = `${objects}/${pathOf(backing)}`;
         if (!made.has(obj)) {
           made.add(obj);

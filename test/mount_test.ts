@@ -245,6 +245,18 @@ async function objectsDigest(objects: string): Promise<string> {
   return h.digest("hex");
 }
 
+/** Whether the file system holding `dir` supports fs-verity (enabling it on a scratch file works). */
+async function hasFsVerity(dir: string): Promise<boolean> {
+  const probe = `${dir}/.verity-probe`;
+  Deno.writeTextFileSync(probe, "probe");
+  try {
+    const o = await new Deno.Command("fsverity", { args: ["enable", probe], stderr: "null" }).output();
+    return o.success;
+  } finally {
+    Deno.removeSync(probe);
+  }
+}
+
 function assertWriteFails(mnt: string): void {
   for (
     const attempt of [
@@ -474,6 +486,24 @@ Deno.test({
       unmountComposefs(f.mnt);
     }
     assertEquals(await leftovers(), before);
+    // `verity`: overlay verity=require; without fs-verity on the objects (this kernel has none) every
+    // external file read fails with EIO while inline files still read
+    r = await runCli([f.image, f.mnt, "-o", `basedir=${f.objects},verity`], { invokedAs: "mount.composefs" });
+    assertEquals(r.code, 0, r.stderr);
+    try {
+      assertMatch(mountinfoLine(f.mnt)!, /,verity=require/);
+      assertEquals(Deno.readTextFileSync(`${f.mnt}/small.txt`), "hello\n");
+      let code: string | undefined;
+      try {
+        Deno.readFileSync(`${f.mnt}/big.bin`);
+      } catch (e) {
+        code = (e as { code?: string }).code;
+      }
+      const verityAvailable = await hasFsVerity(f.objects);
+      if (!verityAvailable) assertEquals(code, "EIO");
+    } finally {
+      unmountComposefs(f.mnt);
+    }
     // wrong digest: refused, nothing mounted
     await assertNothingLeft("digest mismatch (CLI)", async () => {
       const bad = (digest[0] === "0" ? "1" : "0") + digest.slice(1);
