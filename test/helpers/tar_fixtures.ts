@@ -16,12 +16,15 @@ export async function run(cmd: string, args: string[], opts: { cwd?: string; std
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  if (opts.stdin) {
-    const w = p.stdin.getWriter();
-    await w.write(opts.stdin);
-    await w.close();
-  }
-  const out = await p.output();
+  // Feed stdin while output is read, or a large input deadlocks on full pipes.
+  const feeding = opts.stdin
+    ? (async () => {
+      const w = p.stdin.getWriter();
+      await w.write(opts.stdin!);
+      await w.close();
+    })()
+    : Promise.resolve();
+  const [out] = await Promise.all([p.output(), feeding]);
   if (!out.success) {
     throw new Error(`${cmd} ${args.join(" ")} failed: ${new TextDecoder().decode(out.stderr)}`);
   }

@@ -1,0 +1,143 @@
+// Layer decompression: every gzip member and every zstd frame (skippable frames skipped), with the
+// compressed data made by the gzip and zstd command-line tools.
+import { FormatError } from "../lib/errors.ts";
+import { decompressLayer, isTarLayerMediaType, layerCompressionOf } from "../lib/oci/decompress.ts";
+import { concatBytes } from "../lib/util/bytes.ts";
+import { assert, assertEquals, assertRejects, assertThrows } from "./helpers/assert.ts";
+import { run, sha256Hex } from "./helpers/tar_fixtures.ts";
+
+/** The data in `chunk`-sized pieces; `tiny` first pieces of one byte (to split magic numbers). */
+function streamOf(data: Uint8Array, chunk = 7000, tiny = 0): ReadableStream<Uint8Array> {
+  let o = 0;
+  let n = 0;
+  return new ReadableStream({
+    pull(ctl) {
+      if (o >= data.length) return ctl.close();
+      const len = n++ < tiny ? 1 : chunk;
+      ctl.enqueue(data.slice(o, o + len));
+      o += len;
+    },
+  });
+}
+
+async function collect(s: ReadableStream<Uint8Array>): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  for await (const c of s) parts.push(c);
+  return concatBytes(parts);
+}
+
+/** Some compressible, some random bytes (a few MiB), cut into three unequal parts. */
+function sample(): { whole: Uint8Array; parts: Uint8Array[] } {
+  const text = new TextEncoder().encode("usr/share/doc/some/file.txt\n".repeat(60000));
+  const rnd = new Uint8Array(700_000);
+  for (let o = 0; o < rnd.length; o += 65536) crypto.getRandomValues(rnd.subarray(o, o + 65536));
+  const whole = concatBytes([text, rnd, text.subarray(0, 12345)]);
+  return {
+    whole,
+    parts: [whole.subarray(0, 100), whole.subarray(100, 1_500_001), whole.subarray(1_500_001)],
+  };
+}
+
+function skippable(n: number, payloadLen: number): Uint8Array {
+  const b = new Uint8Array(8 + payloadLen).fill(0xab);
+  new DataView(b.buffer).setUint32(0, 0x184d2a50 + n, true);
+  new DataView(b.buffer).setUint32(4, payloadLen, true);
+  return b;
+}
+
+const GZ = "application/vnd.oci.image.layer.v1.tar+gzip";
+const ZST = "application/vnd.oci.image.layer.v1.tar+zstd";
+const TAR = "application/vnd.oci.image.layer.v1.tar";
+
+Deno.test("gzip: every member of a multi-member file is decoded (gzip CLI)", async () => {
+  const { whole, parts } = sample();
+  const members = await Promise.all(parts.map((p) => run("gzip", ["-c", "-6"], { stdin: p })));
+  const gz = concatBytes(members);
+  for (const mt of [GZ, "application/vnd.docker.image.rootfs.diff.tar.gzip"]) {
+    const out = await collect(decompressLayer(streamOf(gz), mt));
+    assertEquals(sha256Hex(out), sha256Hex(whole), mt);
+  }
+  // Independent check: the CLI decodes the same bytes.
+  assertEquals(sha256Hex(await run("gzip", ["-dc"], { stdin: gz })), sha256Hex(whole));
+});
+
+Deno.test("zstd: every frame is decoded, skippable frames skipped (zstd CLI + cat)", async () => {
+  const { whole, parts } = sample();
+  const frames = [
+    await run("zstd", ["-q", "-c", "-3"], { stdin: parts[0] }),
+    await run("zstd", ["-q", "-c", "-19", "--no-check"], { stdin: parts[1] }),
+    // Streamed from a pipe: no content size in the frame header.
+    await run("sh", ["-c", "cat | zstd -q -c --no-content-size -1"], { stdin: parts[2] }),
+  ];
+  const zst = concatBytes([
+    skippable(0, 16),
+    frames[0],
+    skippable(15, 0),
+    frames[1],
+    skippable(3, 100),
+    frames[2],
+  ]);
+  assertEquals(sha256Hex(await run("zstd", ["-dc"], { stdin: zst })), sha256Hex(whole)); // the CLI agrees
+  for (const chunk of [1 << 16, 999]) {
+    const out = await collect(decompressLayer(streamOf(zst, chunk), ZST));
+    assertEquals(sha256Hex(out), sha256Hex(whole), `chunk ${chunk}`);
+  }
+  const nd = "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd";
+  assertEquals(sha256Hex(await collect(decompressLayer(streamOf(zst), nd))), sha256Hex(whole));
+});
+
+Deno.test("uncompressed: passed through; compressed bytes under the plain tar type are sniffed", async () => {
+  const { whole } = sample();
+  assertEquals(sha256Hex(await collect(decompressLayer(streamOf(whole), TAR))), sha256Hex(whole));
+  const gz = await run("gzip", ["-c"], { stdin: whole });
+  const zst = await run("zstd", ["-q", "-c"], { stdin: whole });
+  assertEquals(sha256Hex(await collect(decompressLayer(streamOf(gz, 65536, 3), TAR))), sha256Hex(whole));
+  assertEquals(sha256Hex(await collect(decompressLayer(streamOf(zst, 65536, 5), TAR))), sha256Hex(whole));
+  const raw = await collect(decompressLayer(streamOf(gz), TAR, { sniff: false }));
+  assertEquals(sha256Hex(raw), sha256Hex(gz));
+  assertEquals((await collect(decompressLayer(streamOf(new Uint8Array(0)), TAR))).length, 0);
+});
+
+Deno.test("media types: the nine tar layer types, artifacts are not layers", () => {
+  const want: [string, string][] = [
+    [TAR, "none"],
+    [GZ, "gzip"],
+    [ZST, "zstd"],
+    ["application/vnd.oci.image.layer.nondistributable.v1.tar", "none"],
+    ["application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", "gzip"],
+    ["application/vnd.oci.image.layer.nondistributable.v1.tar+zstd", "zstd"],
+    ["application/vnd.docker.image.rootfs.diff.tar.gzip", "gzip"],
+    ["application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", "gzip"],
+  ];
+  for (const [mt, c] of want) {
+    assert(isTarLayerMediaType(mt), mt);
+    assertEquals(layerCompressionOf(mt), c);
+  }
+  for (
+    const mt of ["application/octet-stream", "application/vnd.oci.image.config.v1+json", "text/plain", ""]
+  ) {
+    assert(!isTarLayerMediaType(mt), mt);
+  }
+  assertThrows(() => decompressLayer(streamOf(new Uint8Array(1)), "application/x-thing"), FormatError);
+});
+
+Deno.test("corrupt and truncated compressed data → FormatError", async () => {
+  const { whole } = sample();
+  const gz = await run("gzip", ["-c"], { stdin: whole });
+  const zst = await run("zstd", ["-q", "-c"], { stdin: whole });
+  const badGz = gz.slice();
+  badGz.fill(0x55, 1000, 1100);
+  await assertRejects(() => collect(decompressLayer(streamOf(badGz), GZ)), FormatError);
+  await assertRejects(
+    () => collect(decompressLayer(streamOf(gz.subarray(0, gz.length - 100)), GZ)),
+    FormatError,
+  );
+  await assertRejects(
+    () => collect(decompressLayer(streamOf(zst.subarray(0, zst.length - 100)), ZST)),
+    FormatError,
+  );
+  await assertRejects(
+    () => collect(decompressLayer(streamOf(new Uint8Array([1, 2, 3, 4, 5])), ZST)),
+    FormatError,
+  );
+});
