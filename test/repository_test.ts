@@ -259,6 +259,23 @@ Deno.test("objects: ids are fs-verity digests (spec vector and C fsverity), stor
   }
 });
 
+Deno.test("objects without O_TMPFILE: named temporaries renamed into place, nothing left behind", async () => {
+  await using t = await tempDir();
+  (await newRepo(t.path, "sha256")).close();
+  using repo = await Repository.open(`${t.path}/repo`, { noTmpfile: true });
+  const hw = await repo.ensureObject(enc.encode("hello world"));
+  assertEquals(hw.hex(), "1e2eaa4202d750a41174ee454970b92c1bc2f925b1e35076d8c7d5f56362ba64");
+  const big = bytesOf(5, 1_000_003);
+  const r = await storeStreamed(repo, big);
+  assertEquals(await cDigest(repo.objectPath(r), "sha256"), r.hex());
+  assertEquals(await storeStreamed(repo, big), r);
+  const w = repo.createObjectWriter();
+  await w.write(bytesOf(6, 5000));
+  await w.abort();
+  assertEquals(await listObjects(repo.path), [hw.objectPath(), r.objectPath()].sort());
+  assertEquals((await repo.fsck()).errors, []);
+});
+
 Deno.test("objects: empty object has the kernel's empty-file digest", async () => {
   await using t = await tempDir();
   using repo = await newRepo(t.path, "sha256");

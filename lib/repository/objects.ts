@@ -25,6 +25,8 @@ export interface ObjectDirOptions {
   /** Called once before the first write (writability pre-check). */
   beforeWrite?: () => Promise<void>;
   permits?: number;
+  /** Use named temporaries even where O_TMPFILE works (exercises the fallback in tests). */
+  noTmpfile?: boolean;
 }
 
 export class ObjectDir implements ObjectStore {
@@ -42,6 +44,11 @@ export class ObjectDir implements ObjectStore {
     this.dir = `${repoPath}/objects`;
     this.#opts = opts;
     this.semaphore = new Semaphore(opts.permits);
+  }
+
+  /** An O_TMPFILE in `dir`, or null where the filesystem has none (then named temporaries are used). */
+  tmpfile(dir: string): number | null {
+    return this.#opts.noTmpfile ? null : openTmpfile(dir, 0o644);
   }
 
   pathOf(id: ObjectId): string {
@@ -141,7 +148,7 @@ export class ObjectDir implements ObjectStore {
     await this.semaphore.run(async () => {
       await this.ensureSubdir(id);
       const finalPath = this.pathOf(id);
-      const fd = openTmpfile(`${this.dir}/${id.hex().slice(0, 2)}`, 0o644);
+      const fd = this.tmpfile(`${this.dir}/${id.hex().slice(0, 2)}`);
       if (fd === null) {
         await this.#storeViaRename(finalPath, id, async (f) => {
           await writeFileAll(f, data);
@@ -213,7 +220,7 @@ class TmpfileObjectWriter implements ObjectWriter {
       await this.#store.prepare();
       await this.#store.semaphore.acquire();
       try {
-        const fd = openTmpfile(this.#store.dir, 0o644);
+        const fd = this.#store.tmpfile(this.#store.dir);
         if (fd !== null) this.#fd = fd;
         else {
           this.#tmpPath = `${this.#store.dir}/.tmp-${crypto.randomUUID()}`;

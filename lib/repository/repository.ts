@@ -65,6 +65,8 @@ export interface OpenOptions {
    * from `hash`, else inferred from objects, else SHA-512 (fsck then reports the problem).
    */
   lenientMeta?: boolean;
+  /** Store objects through named temporaries instead of O_TMPFILE (tests of that fallback). */
+  noTmpfile?: boolean;
 }
 
 async function removeIfExists(path: string, recursive: boolean): Promise<void> {
@@ -158,6 +160,7 @@ export class Repository implements ObjectStore {
       insecure: () => this.#insecure,
       beforeWrite: () => this.ensureWritable(),
       permits: opts.writePermits,
+      noTmpfile: opts.noTmpfile,
     });
   }
 
