@@ -16,6 +16,7 @@ import {
 import { closeFd, fsconfigSetString } from "../lib/linux/mount_api.ts";
 import { mountComposefs, type MountComposefsOptions } from "../lib/mount/composefs.ts";
 import { openFsContext } from "../lib/mount/open_context.ts";
+import { explainOverlayCreateError, explainOverlayOptionError } from "../lib/mount/overlay.ts";
 import { unmountComposefs } from "../lib/mount/unmount.ts";
 import { parseMountComposefsArgs } from "../lib/cli/mount_composefs.ts";
 import { writeErofs } from "../lib/erofs/writer.ts";
@@ -297,6 +298,28 @@ Deno.test("struct loop_config layout matches <linux/loop.h> (x86_64, offsets fro
   const long = buildLoopConfig(3, { fileName: new Uint8Array(100).fill(0x61) });
   assertEquals(long[8 + 56 + 62], 0x61);
   assertEquals(long[8 + 56 + 63], 0, "lo_file_name must stay NUL-terminated");
+});
+
+Deno.test("overlay errors on older kernels name the missing feature (data-only layers, verity=)", () => {
+  const einval = () =>
+    new KernelError("fsconfig", 22, "EINVAL", "fsconfig(create) failed: EINVAL (errno 22)");
+  assertMatch(
+    explainOverlayCreateError(einval(), true, [6, 1]).message,
+    /data-only lower layer .* Linux 6\.5\+/,
+  );
+  // a new enough kernel, or the fd form, keeps the kernel's own error
+  assertEquals(explainOverlayCreateError(einval(), true, [6, 5]).message, einval().message);
+  assertEquals(explainOverlayCreateError(einval(), false, [5, 15]).message, einval().message);
+  assertMatch(
+    explainOverlayOptionError("verity", "require", einval()).message,
+    /verity=require \(needs Linux 6\.6\+\)/,
+  );
+  assertMatch(
+    explainOverlayOptionError("metacopy", "on", einval()).message,
+    /refused metacopy=on, which composefs needs/,
+  );
+  const eperm = new KernelError("fsconfig", 1, "EPERM");
+  assertEquals(explainOverlayOptionError("verity", "require", eperm), eperm);
 });
 
 Deno.test("mount.composefs option parsing (C-compatible, mount(8) argument order)", () => {

@@ -23,7 +23,7 @@ import {
   umount2,
 } from "../linux/mount_api.ts";
 import type { Cleanup } from "./cleanup.ts";
-import { kernelAtLeast } from "./kernel_features.ts";
+import { kernelVersion } from "./kernel_features.ts";
 import { openFsContext } from "./open_context.ts";
 
 const EINVAL = 22;
@@ -51,30 +51,55 @@ class LayerFdUnsupported extends Error {
   }
 }
 
+/**
+ * The error for a refused overlay option: options composefs depends on get a message naming the
+ * missing kernel feature (pure, so it can be tested on kernels that have every feature).
+ */
+export function explainOverlayOptionError(key: string, value: string, e: KernelError): KernelError {
+  if (e.errno !== EINVAL) return e;
+  if (key === "verity") {
+    return new KernelError(
+      "fsconfig",
+      e.errno,
+      e.code,
+      `overlayfs does not support verity=${value} (needs Linux 6.6+): ${e.message}`,
+    );
+  }
+  if (key === "metacopy" || key === "redirect_dir") {
+    return new KernelError(
+      "fsconfig",
+      e.errno,
+      e.code,
+      `overlayfs refused ${key}=${value}, which composefs needs (check CONFIG_OVERLAY_FS_* and the ` +
+        `overlay module parameters): ${e.message}`,
+    );
+  }
+  return e;
+}
+
+/** The error for a failed overlay create; `kernel` = [major, minor] of the running kernel. */
+export function explainOverlayCreateError(
+  e: KernelError,
+  dataOnlyViaString: boolean,
+  kernel: [number, number] | undefined,
+): KernelError {
+  const old = kernel !== undefined && (kernel[0] < 6 || (kernel[0] === 6 && kernel[1] < 5));
+  if (e.errno === EINVAL && dataOnlyViaString && old) {
+    return new KernelError(
+      "fsconfig",
+      e.errno,
+      e.code,
+      `overlayfs refused the data-only lower layer ("::"), which needs Linux 6.5+: ${e.message}`,
+    );
+  }
+  return e;
+}
+
 function setOption(fsfd: number, key: string, value: string): void {
   try {
     fsconfigSetString(fsfd, key, value);
   } catch (e) {
-    if (e instanceof KernelError && e.errno === EINVAL) {
-      if (key === "verity") {
-        throw new KernelError(
-          "fsconfig",
-          e.errno,
-          e.code,
-          `overlayfs does not support verity=${value} (needs Linux 6.6+): ${e.message}`,
-        );
-      }
-      if (key === "metacopy" || key === "redirect_dir") {
-        throw new KernelError(
-          "fsconfig",
-          e.errno,
-          e.code,
-          `overlayfs refused ${key}=${value}, which composefs needs (check CONFIG_OVERLAY_FS_* and the ` +
-            `overlay module parameters): ${e.message}`,
-        );
-      }
-    }
-    throw e;
+    throw e instanceof KernelError ? explainOverlayOptionError(key, value, e) : e;
   }
 }
 
@@ -98,17 +123,7 @@ function createAndMount(
   try {
     fsconfigCreate(fsfd);
   } catch (e) {
-    if (
-      e instanceof KernelError && e.errno === EINVAL && dataOnlyViaString && kernelAtLeast(6, 5) === false
-    ) {
-      throw new KernelError(
-        "fsconfig",
-        e.errno,
-        e.code,
-        `overlayfs refused the data-only lower layer ("::"), which needs Linux 6.5+: ${e.message}`,
-      );
-    }
-    throw e;
+    throw e instanceof KernelError ? explainOverlayCreateError(e, dataOnlyViaString, kernelVersion()) : e;
   }
   const mnt = fsmount(fsfd, FSMOUNT_CLOEXEC, spec.readWrite ? 0 : MOUNT_ATTR_RDONLY);
   for (const m of readFsLog(fsfd)) if (m.level === "w") warnings.push(`overlay: ${m.text}`);
