@@ -15,6 +15,7 @@ const HEX_NAME = /^[0-9a-f]+$/;
 /** Stores image bytes as an object, links `images/<hex>` and, with `name`, `images/refs/<name>`. */
 export async function writeImage(repo: Repository, bytes: Uint8Array, name?: string): Promise<ObjectId> {
   if (name !== undefined) checkLinkName(name, "image ref");
+  await repo.ensureWritable();
   const id = await repo.ensureObject(bytes);
   await linkRelative(repo.path, `images/${id.hex()}`, `objects/${id.objectPath()}`);
   if (name !== undefined) await linkRelative(repo.path, `images/refs/${name}`, `images/${id.hex()}`);

@@ -143,7 +143,10 @@ export class ObjectDir implements ObjectStore {
   /** Stores in-memory data (spec §2.4 path 1) and returns its id; an existing object is kept. */
   async ensureObject(data: Uint8Array): Promise<ObjectId> {
     const id = fsverityDigest(data, this.alg);
-    if (await this.has(id)) return id;
+    if (await this.has(id)) {
+      if (!this.#opts.insecure()) this.#checkExisting(id);
+      return id;
+    }
     await this.prepare();
     await this.semaphore.run(async () => {
       await this.ensureSubdir(id);
@@ -169,6 +172,17 @@ export class ObjectDir implements ObjectStore {
       }
     });
     return id;
+  }
+
+  /** Secure repositories: an object already present must carry verity with the digest of its name. */
+  #checkExisting(id: ObjectId): void {
+    const fd = openPath(this.pathOf(id), O_RDONLY);
+    try {
+      const what = `object ${id.objectPath()}`;
+      if (enableOrTolerate(fd, id.alg, false, what)) checkMeasured(fd, id, false, what);
+    } finally {
+      closeFd(fd);
+    }
   }
 
   /** Fallback for filesystems without O_TMPFILE: a named temporary renamed without replacing. */

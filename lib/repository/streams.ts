@@ -42,6 +42,7 @@ export async function writeStream(
 ): Promise<ObjectId> {
   checkLinkName(contentId, "stream");
   if (refName !== undefined) checkLinkName(refName, "stream ref");
+  await repo.ensureWritable();
   const bytes = await writer.finish();
   const id = await repo.ensureObject(bytes);
   repo.sync();
