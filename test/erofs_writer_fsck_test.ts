@@ -109,6 +109,8 @@ function edgeTree(): Directory {
   const shared = leaf(a, "orig", { type: "inline", data: bstrToBytes("hard link body\n") });
   b.entries.set("link", shared);
   a.entries.set("link2", shared);
+  root.entries.set("top-link", shared); // met by the BFS before the canonical entry: resolved later
+  shared.canonicalPath = "/b/deep/link";
   leaf(root, "chr", { type: "chardev", rdev: (8 << 8) | 1 });
   leaf(root, "blk", { type: "blockdev", rdev: 0xfff00 | 3 });
   const id = new ObjectId("sha256", bytesOf(rng, 32));

@@ -1,14 +1,17 @@
-// Turns a file tree into the EROFS inode table (spec §5.10): one record per inode in table order,
-// with the synthetic xattrs the image adds (metacopy/redirect, whiteout markers, root opaque) and
-// the directory entries. The caller's tree is never modified: stubs and escapes live in records.
+// Turns a file tree into the EROFS inode table (spec §5.10): inodes in table order with their file
+// type, link count, synthetic xattrs (whiteout markers, root opaque) and directory entries. The
+// caller's tree is never modified: stubs and escapes live in the table.
 //
 // Epoch 1 (V0/V1) reproduces C mkcomposefs 1.0.8: BFS order, whiteout stubs 00..ff in the root,
 // user whiteouts escaped; hard-linked leaves get their inode where the canonical occurrence is.
 // V2 reproduces composefs-rs: DFS pre-order, no stubs, whiteouts stay character devices.
+//
+// The table is column-oriented (typed arrays indexed by inode number) so that trees with hundreds
+// of thousands of inodes cost a few arrays, not an object per inode.
 import { FormatError } from "../errors.ts";
-import { bstrToBytes } from "../util/bytes.ts";
 import type { Directory, Inode, Leaf, LeafContent, Stat } from "../tree/tree.ts";
 import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, S_IFSOCK } from "../tree/tree.ts";
+import { bstrToBytes } from "../util/bytes.ts";
 import {
   FT_BLKDEV,
   FT_CHRDEV,
@@ -28,48 +31,55 @@ import {
   XATTR_USER_WHITEOUT,
   XATTR_USER_WHITEOUTS,
 } from "./format.ts";
-import type { XattrEntry, XattrValue } from "./write_xattrs.ts";
 
-/** One inode of the image, in table order, with the writer's layout results. */
-export interface WInode {
+/** The inode table: one slot per inode, in table order (slot 0 = root). */
+export class InodeTable {
+  count = 0;
   /** S_IF* file-type bits as written (an escaped whiteout is S_IFREG). */
-  type: number;
-  /** stat.xattrs are the node's own xattrs (escaped when written). */
-  stat: Stat;
-  nlink: number;
-  content: LeafContent | null; // null for directories
-  /** Synthetic xattrs (final names) other than an external file's metacopy/redirect (the writer
-   *  derives those from `content`); they replace own xattrs of the same escaped name. */
-  extra: [string, XattrValue][] | null;
-  /** Directories: entry names sorted bytewise (with "." and "..") and their targets; a Leaf
-   *  target is a hard link whose inode is resolved once the table is complete. */
-  names: string[] | null;
-  targets: (WInode | Leaf)[] | null;
+  readonly type: Uint16Array;
+  readonly nlink: Uint32Array;
+  /** stat.xattrs are the inode's own xattrs (escaped when written). */
+  readonly stat: Stat[];
+  readonly content: (LeafContent | null)[];
+  /** Synthetic xattrs other than an external file's metacopy/redirect (derived from `content`):
+   *  final names; they replace own xattrs of the same escaped name. */
+  readonly extra = new Map<number, [string, Uint8Array][]>();
+  /** Directories: entry names sorted bytewise (with "." and "..") and the inode of each. */
+  readonly dirNames = new Map<number, string[]>();
+  readonly dirTargets = new Map<number, Int32Array>();
 
-  // ---- filled by the writer's layout pass
-  xattrs: XattrEntry[];
-  xattrSize: number;
-  nShared: number;
-  compact: boolean;
-  layout: number;
-  /** i_size */
-  size: number;
-  /** Full data blocks in the data area, and bytes stored inline after the xattrs. */
-  nBlocks: number;
-  tail: number;
-  /** Directories: index of the first dirent of the inline tail. */
-  tailFrom: number;
-  /** Chunk-based files: chunkbits − 12 and number of chunk entries. */
-  chunkFormat: number;
-  chunkCount: number;
-  /** Zero bytes before the inode, its nid, its first data block (if nBlocks > 0). */
-  pad: number;
-  nid: number;
-  blkaddr: number;
+  constructor(capacity: number) {
+    this.type = new Uint16Array(capacity);
+    this.nlink = new Uint32Array(capacity);
+    this.stat = new Array(capacity);
+    this.content = new Array(capacity);
+  }
+
+  add(type: number, stat: Stat, nlink: number, content: LeafContent | null): number {
+    const i = this.count++;
+    this.type[i] = type;
+    this.nlink[i] = nlink;
+    this.stat[i] = stat;
+    this.content[i] = content;
+    return i;
+  }
+
+  /** Sets a synthetic xattr, replacing an earlier one of the same name. */
+  setExtra(i: number, name: string, value: Uint8Array): void {
+    let x = this.extra.get(i);
+    if (x === undefined) this.extra.set(i, x = []);
+    for (const kv of x) {
+      if (kv[0] === name) {
+        kv[1] = value;
+        return;
+      }
+    }
+    x.push([name, value]);
+  }
 }
 
 export interface Collected {
-  inodes: WInode[];
+  table: InodeTable;
   /** Some user whiteout (chr 0:0) exists (drives the V0 → 1 version bump). */
   hasWhiteout: boolean;
 }
@@ -79,32 +89,6 @@ const HEX = "0123456789abcdef";
 const EMPTY = new Uint8Array(0);
 const OPAQUE_Y = bstrToBytes(OPAQUE_ROOT_VALUE);
 const OPAQUE_X = bstrToBytes(OPAQUE_WHITEOUTS_VALUE);
-
-function newInode(type: number, stat: Stat, nlink: number, content: LeafContent | null): WInode {
-  return {
-    type,
-    stat,
-    nlink,
-    content,
-    extra: null,
-    names: null,
-    targets: null,
-    xattrs: [],
-    xattrSize: 0,
-    nShared: 0,
-    compact: false,
-    layout: 0,
-    size: 0,
-    nBlocks: 0,
-    tail: 0,
-    tailFrom: 0,
-    chunkFormat: 0,
-    chunkCount: 0,
-    pad: 0,
-    nid: 0,
-    blkaddr: 0,
-  };
-}
 
 function isWhiteout(c: LeafContent): boolean {
   return c.type === "chardev" && c.rdev === 0;
@@ -155,57 +139,34 @@ export function externalSize(c: LeafContent): number {
   return c.type === "external" || c.type === "external-noverity" ? c.size : -1;
 }
 
-/** Sets a synthetic xattr, replacing an earlier one of the same name. */
-function setExtra(ino: WInode, name: string, value: XattrValue): void {
-  const x = ino.extra ??= [];
-  for (const kv of x) {
-    if (kv[0] === name) {
-      kv[1] = value;
-      return;
-    }
-  }
-  x.push([name, value]);
-}
-
-/** A directory's entries in byte order of their names, as parallel arrays. */
-interface Sorted {
-  names: string[];
-  nodes: Inode[];
-}
-
-function sortedEntries(dir: Directory): Sorted {
+/** Names of a directory in byte order (sorted only when the tree did not already keep them so). */
+function sortedNames(dir: Directory): string[] {
   const names = [...dir.entries.keys()];
   for (let i = 1; i < names.length; i++) {
-    if (names[i - 1] > names[i]) {
-      names.sort();
-      return { names, nodes: names.map((n) => dir.entries.get(n)!) };
-    }
+    if (names[i - 1] > names[i]) return names.sort();
   }
-  return { names, nodes: [...dir.entries.values()] };
+  return names;
 }
 
 interface Prepass {
   /** Number of directory entries referencing each leaf referenced more than once. */
   refs: Map<Leaf, number>;
-  /** Each directory's sorted entries (computed once). */
-  sorted: Map<Directory, Sorted>;
+  /** Inodes the table will hold (without epoch 1 stubs). */
+  inodes: number;
   hasWhiteout: boolean;
 }
 
-/** Walk over the tree: sorted entries, leaves referenced more than once, whiteouts. */
+/** Walk over the tree: inode count, leaves referenced more than once, whiteouts. */
 function prepass(root: Directory): Prepass {
   const seen = new Set<Leaf>();
   const refs = new Map<Leaf, number>();
-  const sorted = new Map<Directory, Sorted>();
+  let dirs = 0;
   let hasWhiteout = false;
   const stack: Directory[] = [root];
   while (stack.length > 0) {
     const dir = stack.pop()!;
-    const entries = sortedEntries(dir);
-    sorted.set(dir, entries);
-    const nodes = entries.nodes;
-    for (let i = 0; i < nodes.length; i++) {
-      const node = nodes[i];
+    dirs++;
+    for (const node of dir.entries.values()) {
       if (node.kind === "dir") {
         stack.push(node);
       } else if (!seen.has(node)) {
@@ -221,23 +182,25 @@ function prepass(root: Directory): Prepass {
       throw new FormatError("invalid composefs filesystem: a whiteout (char device 0:0) is hard-linked");
     }
   }
-  return { refs, sorted, hasWhiteout };
+  return { refs, inodes: dirs + seen.size, hasWhiteout };
 }
 
 /**
  * The canonical entry of each hard-linked leaf: the one at `leaf.canonicalPath` when given, else
  * the first in a name-ordered depth-first walk.
  */
-function canonicalEntries(root: Directory, pre: Prepass): Map<Leaf, { dir: Directory; name: string }> {
+function canonicalEntries(
+  root: Directory,
+  refs: Map<Leaf, number>,
+): Map<Leaf, { dir: Directory; name: string }> {
   const first = new Map<Leaf, { dir: Directory; name: string }>();
   const byPath = new Map<Leaf, { dir: Directory; name: string }>();
   const walk = (dir: Directory, path: string): void => {
-    const { names, nodes } = pre.sorted.get(dir)!;
-    for (let i = 0; i < nodes.length; i++) {
-      const node = nodes[i], name = names[i];
+    for (const name of sortedNames(dir)) {
+      const node = dir.entries.get(name)!;
       if (node.kind === "dir") {
         walk(node, path + "/" + name);
-      } else if (pre.refs.has(node)) {
+      } else if (refs.has(node)) {
         if (!first.has(node)) first.set(node, { dir, name });
         if (node.canonicalPath !== undefined && node.canonicalPath === path + "/" + name) {
           byPath.set(node, { dir, name });
@@ -250,42 +213,44 @@ function canonicalEntries(root: Directory, pre: Prepass): Map<Leaf, { dir: Direc
   return first;
 }
 
-/** Inserts "." and ".." into a sorted name list at their byte-order positions. */
-function withDots(
-  entryNames: string[],
-  me: WInode,
-  parent: WInode,
-  children: (WInode | Leaf)[],
-): [string[], (WInode | Leaf)[]] {
-  const n = entryNames.length;
-  const names: string[] = new Array(n + 2);
-  const targets: (WInode | Leaf)[] = new Array(n + 2);
+/** Stores a directory's entries with "." and ".." inserted at their byte-order positions. */
+function setDirents(
+  table: InodeTable,
+  me: number,
+  parent: number,
+  names: string[],
+  targets: Int32Array,
+): void {
+  const n = names.length;
+  const allNames: string[] = new Array(n + 2);
+  const all = new Int32Array(n + 2);
   let o = 0;
   let dot = false, dotdot = false;
   for (let i = 0; i < n; i++) {
-    const name = entryNames[i];
+    const name = names[i];
     if (!dot && name > ".") {
-      names[o] = ".";
-      targets[o++] = me;
+      allNames[o] = ".";
+      all[o++] = me;
       dot = true;
     }
     if (!dotdot && name > "..") {
-      names[o] = "..";
-      targets[o++] = parent;
+      allNames[o] = "..";
+      all[o++] = parent;
       dotdot = true;
     }
-    names[o] = name;
-    targets[o++] = children[i];
+    allNames[o] = name;
+    all[o++] = targets[i];
   }
   if (!dot) {
-    names[o] = ".";
-    targets[o++] = me;
+    allNames[o] = ".";
+    all[o++] = me;
   }
   if (!dotdot) {
-    names[o] = "..";
-    targets[o++] = parent;
+    allNames[o] = "..";
+    all[o++] = parent;
   }
-  return [names, targets];
+  table.dirNames.set(me, allNames);
+  table.dirTargets.set(me, all);
 }
 
 /**
@@ -294,19 +259,17 @@ function withDots(
  */
 export function collectEpoch1(root: Directory, composefsVersion: number): Collected {
   const pre = prepass(root);
-  const canonical = pre.refs.size > 0 ? canonicalEntries(root, pre) : new Map();
-  const inodes: WInode[] = [];
-  const leafInode = new Map<Leaf, WInode>();
-  let deferred = false;
+  const canonical = pre.refs.size > 0 ? canonicalEntries(root, pre.refs) : null;
+  const table = new InodeTable(pre.inodes + 256);
+  /** Inode of each hard-linked leaf once created; entries met earlier wait in `deferred`. */
+  const leafInode = new Map<Leaf, number>();
+  const deferred: { dir: number; name: string; leaf: Leaf }[] = [];
 
-  const rootInode = newInode(S_IFDIR, root.stat, 2, null);
-  setExtra(rootInode, XATTR_OPAQUE, OPAQUE_Y);
-  inodes.push(rootInode);
+  const rootIno = table.add(S_IFDIR, root.stat, 2, null);
+  table.setExtra(rootIno, XATTR_OPAQUE, OPAQUE_Y);
 
   // Whiteout stubs 00..ff for names the root does not already use (never escaped).
-  const stubs = new Set<Leaf>();
-  const stubByName = new Map<string, Leaf>();
-  const stubNames: string[] = [];
+  const stubs = new Map<string, Leaf>();
   const selinux = root.stat.xattrs.get(XATTR_SELINUX);
   for (let i = 0; i < 256; i++) {
     const name = HEX[i >> 4] + HEX[i & 15];
@@ -322,115 +285,105 @@ export function collectEpoch1(root: Directory, composefsVersion: number): Collec
       mtimeNsec: s.mtimeNsec,
       xattrs,
     };
-    const stub: Leaf = { kind: "leaf", stat, content: { type: "chardev", rdev: 0 } };
-    stubs.add(stub);
-    stubNames.push(name);
-    stubByName.set(name, stub);
+    stubs.set(name, { kind: "leaf", stat, content: { type: "chardev", rdev: 0 } });
   }
 
-  const queue: [Directory, WInode, WInode][] = [[root, rootInode, rootInode]];
-  for (let qi = 0; qi < queue.length; qi++) {
-    const [dir, me, parent] = queue[qi];
-    let { names, nodes } = pre.sorted.get(dir)!;
-    if (dir === root && stubNames.length > 0) {
-      names = [...names, ...stubNames].sort();
-      nodes = names.map((n) => root.entries.get(n) ?? stubByName.get(n)!);
-    }
-    const children: (WInode | Leaf)[] = new Array(names.length);
+  const queueDirs: Directory[] = [root];
+  const queueIno: number[] = [rootIno];
+  const queueParent: number[] = [rootIno];
+  for (let qi = 0; qi < queueDirs.length; qi++) {
+    const dir = queueDirs[qi], me = queueIno[qi];
+    let names = sortedNames(dir);
+    if (dir === root && stubs.size > 0) names = [...names, ...stubs.keys()].sort();
+    const targets = new Int32Array(names.length);
     let hasWhiteoutChild = false;
     for (let i = 0; i < names.length; i++) {
-      const name = names[i], node = nodes[i];
+      const name = names[i];
+      const node: Inode = dir.entries.get(name) ?? stubs.get(name)!;
       if (node.kind === "dir") {
-        const child = newInode(S_IFDIR, node.stat, 2, null);
-        inodes.push(child);
-        me.nlink++;
-        queue.push([node, child, me]);
-        children[i] = child;
+        const child = table.add(S_IFDIR, node.stat, 2, null);
+        table.nlink[me]++;
+        queueDirs.push(node);
+        queueIno.push(child);
+        queueParent.push(me);
+        targets[i] = child;
         continue;
       }
       const refs = pre.refs.get(node);
       if (refs !== undefined) {
-        const canon = canonical.get(node)!;
+        const canon = canonical!.get(node)!;
         if (canon.dir !== dir || canon.name !== name) {
           const known = leafInode.get(node);
-          if (known === undefined) deferred = true;
-          children[i] = known ?? node;
+          if (known === undefined) deferred.push({ dir: me, name, leaf: node });
+          targets[i] = known ?? -1;
           continue;
         }
       }
       const content = node.content;
-      const child = newInode(leafType(content), node.stat, refs ?? 1, content);
-      if (!stubs.has(node)) {
-        if (isWhiteout(content)) {
-          child.type = S_IFREG;
-          setExtra(child, XATTR_ESCAPED_WHITEOUT, EMPTY);
-          setExtra(child, XATTR_USER_WHITEOUT, EMPTY);
-          hasWhiteoutChild = true;
-        }
+      const child = table.add(leafType(content), node.stat, refs ?? 1, content);
+      if (isWhiteout(content) && !(dir === root && stubs.get(name) === node)) {
+        table.type[child] = S_IFREG;
+        table.setExtra(child, XATTR_ESCAPED_WHITEOUT, EMPTY);
+        table.setExtra(child, XATTR_USER_WHITEOUT, EMPTY);
+        hasWhiteoutChild = true;
       }
-      inodes.push(child);
       if (refs !== undefined) leafInode.set(node, child);
-      children[i] = child;
+      targets[i] = child;
     }
     if (hasWhiteoutChild) {
-      setExtra(me, XATTR_ESCAPED_WHITEOUTS, EMPTY);
-      setExtra(me, XATTR_USER_WHITEOUTS, EMPTY);
+      table.setExtra(me, XATTR_ESCAPED_WHITEOUTS, EMPTY);
+      table.setExtra(me, XATTR_USER_WHITEOUTS, EMPTY);
       if (composefsVersion >= 1) {
-        setExtra(me, XATTR_ESCAPED_OPAQUE, OPAQUE_X);
-        setExtra(me, XATTR_USER_OPAQUE, OPAQUE_X);
+        table.setExtra(me, XATTR_ESCAPED_OPAQUE, OPAQUE_X);
+        table.setExtra(me, XATTR_USER_OPAQUE, OPAQUE_X);
       }
     }
-    [me.names, me.targets] = withDots(names, me, parent, children);
+    setDirents(table, me, queueParent[qi], names, targets);
   }
-  if (deferred) resolveDeferred(inodes, leafInode);
-  return { inodes, hasWhiteout: pre.hasWhiteout };
+  // Entries met before their canonical occurrence were stored as -1: patch them now.
+  for (const d of deferred) {
+    const ino = leafInode.get(d.leaf);
+    if (ino === undefined) throw new FormatError("hard link to a file that is not in the tree");
+    const names = table.dirNames.get(d.dir)!;
+    let lo = 0, hi = names.length - 1;
+    while (names[lo + ((hi - lo) >> 1)] !== d.name) {
+      const mid = lo + ((hi - lo) >> 1);
+      if (names[mid] < d.name) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    table.dirTargets.get(d.dir)![lo + ((hi - lo) >> 1)] = ino;
+  }
+  return { table, hasWhiteout: pre.hasWhiteout };
 }
 
 /** V2 collection (composefs-rs): DFS pre-order; a hard-linked leaf's inode comes at first sight. */
 export function collectV2(root: Directory): Collected {
   const pre = prepass(root);
-  const inodes: WInode[] = [];
-  const leafInode = new Map<Leaf, WInode>();
+  const table = new InodeTable(pre.inodes);
+  const leafInode = new Map<Leaf, number>();
 
-  const visit = (dir: Directory, parent: WInode | null): WInode => {
-    const me = newInode(S_IFDIR, dir.stat, 2, null);
-    inodes.push(me);
-    const { names, nodes } = pre.sorted.get(dir)!;
-    const children: WInode[] = new Array(nodes.length);
-    for (let i = 0; i < nodes.length; i++) {
-      const node = nodes[i];
+  const visit = (dir: Directory, parent: number): number => {
+    const me = table.add(S_IFDIR, dir.stat, 2, null);
+    const names = sortedNames(dir);
+    const targets = new Int32Array(names.length);
+    for (let i = 0; i < names.length; i++) {
+      const node = dir.entries.get(names[i])!;
       if (node.kind === "dir") {
-        me.nlink++;
-        children[i] = visit(node, me);
+        table.nlink[me]++;
+        targets[i] = visit(node, me);
         continue;
       }
       let child = leafInode.get(node);
       if (child === undefined) {
         const refs = pre.refs.get(node) ?? 1;
-        child = newInode(leafType(node.content), node.stat, refs, node.content);
-        inodes.push(child);
+        child = table.add(leafType(node.content), node.stat, refs, node.content);
         if (refs > 1) leafInode.set(node, child);
       }
-      children[i] = child;
+      targets[i] = child;
     }
-    [me.names, me.targets] = withDots(names, me, parent ?? me, children);
+    setDirents(table, me, parent < 0 ? me : parent, names, targets);
     return me;
   };
-  visit(root, null);
-  return { inodes, hasWhiteout: pre.hasWhiteout };
-}
-
-function resolveDeferred(inodes: WInode[], leafInode: Map<Leaf, WInode>): void {
-  for (const ino of inodes) {
-    const t = ino.targets;
-    if (t === null) continue;
-    for (let i = 0; i < t.length; i++) {
-      const x = t[i];
-      if ("kind" in x) {
-        const r = leafInode.get(x);
-        if (r === undefined) throw new FormatError(`hard link ${JSON.stringify(ino.names![i])} has no inode`);
-        t[i] = r;
-      }
-    }
-  }
+  visit(root, -1);
+  return { table, hasWhiteout: pre.hasWhiteout };
 }

@@ -7,10 +7,8 @@ import {
   XATTR_ENTRY_ALIGN,
   XATTR_ENTRY_HEADER_SIZE,
   XATTR_FILTER_BITS,
-  XATTR_IBODY_HEADER_SIZE,
   XATTR_INDEX_LUSTRE,
   XATTR_PREFIXES,
-  XATTR_SHARED_REF_SIZE,
 } from "./format.ts";
 import { xxh32Bstr } from "./xxh32.ts";
 
@@ -38,6 +36,8 @@ export interface XattrName {
 /** One distinct (name, value) pair. */
 export interface XattrEntry {
   xname: XattrName;
+  /** The value is `lead` followed by `value` (lead lets a redirect "/" + path skip a concatenation). */
+  lead: string;
   value: XattrValue;
   /** Bytes of the on-disk entry, padded to 4. */
   entrySize: number;
@@ -53,25 +53,32 @@ function hashValue(v: Uint8Array): number {
   return h;
 }
 
-function valueAt(v: XattrValue, i: number): number {
-  return typeof v === "string" ? v.charCodeAt(i) : v[i];
-}
-
-function equalValues(a: XattrValue, b: XattrValue): boolean {
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
-  if (typeof a === "string" && typeof b === "string") return a === b;
-  for (let i = 0; i < a.length; i++) if (valueAt(a, i) !== valueAt(b, i)) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
 }
 
+function valueLength(e: XattrEntry): number {
+  return e.lead.length + e.value.length;
+}
+
+/** Byte i of an entry's value (lead included). */
+function valueByte(e: XattrEntry, i: number): number {
+  if (i < e.lead.length) return e.lead.charCodeAt(i);
+  const v = e.value, j = i - e.lead.length;
+  return typeof v === "string" ? v.charCodeAt(j) : v[j];
+}
+
 /** Byte-order comparison of two values (shorter prefix first). */
-function compareValues(a: XattrValue, b: XattrValue): number {
-  const n = Math.min(a.length, b.length);
+function compareValues(a: XattrEntry, b: XattrEntry): number {
+  const al = valueLength(a), bl = valueLength(b);
+  const n = Math.min(al, bl);
   for (let i = 0; i < n; i++) {
-    const d = valueAt(a, i) - valueAt(b, i);
+    const d = valueByte(a, i) - valueByte(b, i);
     if (d !== 0) return d;
   }
-  return a.length - b.length;
+  return al - bl;
 }
 
 function align4(n: number): number {
@@ -111,16 +118,7 @@ export class XattrTable {
   }
 
   /** Returns the interned entry for (name, value), counting one more user. */
-  intern(xn: XattrName, value: XattrValue): XattrEntry {
-    if (typeof value === "string") {
-      let e = xn.byString.get(value);
-      if (e === undefined) {
-        e = this.#newEntry(xn, value);
-        xn.byString.set(value, e);
-      }
-      e.count++;
-      return e;
-    }
+  intern(xn: XattrName, value: Uint8Array): XattrEntry {
     const h = hashValue(value);
     const found = xn.byValue.get(h);
     let e: XattrEntry | undefined;
@@ -128,14 +126,14 @@ export class XattrTable {
       e = this.#newEntry(xn, value);
       xn.byValue.set(h, e);
     } else if (!Array.isArray(found)) {
-      if (equalValues(found.value, value)) {
+      if (equalBytes(found.value as Uint8Array, value)) {
         e = found;
       } else {
         e = this.#newEntry(xn, value);
         xn.byValue.set(h, [found, e]);
       }
     } else {
-      e = found.find((x) => equalValues(x.value, value));
+      e = found.find((x) => equalBytes(x.value as Uint8Array, value));
       if (e === undefined) {
         e = this.#newEntry(xn, value);
         found.push(e);
@@ -145,11 +143,26 @@ export class XattrTable {
     return e;
   }
 
-  #newEntry(xn: XattrName, value: XattrValue): XattrEntry {
+  /**
+   * Interns a value given as a byte string preceded by `lead`. A name must always be given values
+   * the same way (by bytes or by lead + string) and with the same lead: redirect targets only.
+   */
+  internString(xn: XattrName, lead: string, value: string): XattrEntry {
+    let e = xn.byString.get(value);
+    if (e === undefined) {
+      e = this.#newEntry(xn, value, lead);
+      xn.byString.set(value, e);
+    }
+    e.count++;
+    return e;
+  }
+
+  #newEntry(xn: XattrName, value: XattrValue, lead = ""): XattrEntry {
     const e: XattrEntry = {
       xname: xn,
+      lead,
       value,
-      entrySize: align4(XATTR_ENTRY_HEADER_SIZE + xn.suffix.length + value.length),
+      entrySize: align4(XATTR_ENTRY_HEADER_SIZE + xn.suffix.length + lead.length + value.length),
       count: 0,
       sharedOffset: -1,
     };
@@ -187,8 +200,9 @@ export class XattrTable {
 function compareEpoch1Desc(a: XattrEntry, b: XattrEntry): number {
   const an = a.xname.name, bn = b.xname.name;
   if (an !== bn) return an < bn ? 1 : -1;
-  if (a.value.length !== b.value.length) return b.value.length - a.value.length;
-  return -compareValues(a.value, b.value);
+  const al = valueLength(a), bl = valueLength(b);
+  if (al !== bl) return bl - al;
+  return -compareValues(a, b);
 }
 
 function compareV2(a: XattrEntry, b: XattrEntry): number {
@@ -196,7 +210,7 @@ function compareV2(a: XattrEntry, b: XattrEntry): number {
   if (ai !== bi) return ai - bi;
   const as = a.xname.suffix, bs = b.xname.suffix;
   if (as !== bs) return as < bs ? -1 : 1;
-  return compareValues(a.value, b.value);
+  return compareValues(a, b);
 }
 
 /** C mkcomposefs stores at most this many shared references per inode; the rest stay local. */
@@ -204,39 +218,18 @@ export const MAX_SHARED_REFS_EPOCH1 = 128;
 /** h_shared_count is a u8. */
 export const MAX_SHARED_REFS = 255;
 
-/** Size in bytes of an inode's xattr ibody (0 without xattrs) and its number of shared refs. */
-export function ibodySize(xattrs: readonly XattrEntry[], maxShared: number): [number, number] {
-  if (xattrs.length === 0) return [0, 0];
-  let size = XATTR_IBODY_HEADER_SIZE;
-  let nShared = 0;
-  for (const e of xattrs) {
-    if (e.sharedOffset >= 0 && nShared < maxShared) {
-      nShared++;
-      size += XATTR_SHARED_REF_SIZE;
-    } else {
-      size += e.entrySize;
-    }
-  }
-  return [size, nShared];
-}
-
-/** The stored name filter: one bit per xattr, inverted. */
-export function nameFilter(xattrs: readonly XattrEntry[]): number {
-  let bits = 0;
-  for (const e of xattrs) bits |= 1 << e.xname.filterBit;
-  return ~bits >>> 0;
-}
-
 /** Writes one xattr entry at `off`; returns the offset after its padding. */
 export function emitXattr(out: Uint8Array, off: number, e: XattrEntry): number {
   const suffix = e.xname.suffix;
-  const v = e.value;
+  const v = e.value, lead = e.lead;
+  const len = lead.length + v.length;
   out[off] = suffix.length;
   out[off + 1] = e.xname.index;
-  out[off + 2] = v.length & 0xff;
-  out[off + 3] = v.length >>> 8;
+  out[off + 2] = len & 0xff;
+  out[off + 3] = len >>> 8;
   let o = off + XATTR_ENTRY_HEADER_SIZE;
   for (let i = 0; i < suffix.length; i++) out[o++] = suffix.charCodeAt(i);
+  for (let i = 0; i < lead.length; i++) out[o++] = lead.charCodeAt(i);
   if (typeof v === "string") {
     for (let i = 0; i < v.length; i++) out[o++] = v.charCodeAt(i);
   } else {

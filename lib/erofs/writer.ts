@@ -1,6 +1,7 @@
 // composefs EROFS image writer, formats V0, V1 (byte-identical to C mkcomposefs 1.0.8) and V2
 // (byte-identical to composefs-rs 0.7.0). Spec §5. Two passes over the inode table: a layout pass
 // fixes every size, padding, nid and block address; the emit pass fills one preallocated buffer.
+// Per-inode results live in typed arrays (see write_collect.ts) to keep big trees cheap.
 import { FormatError } from "../errors.ts";
 import { KERNEL_ALG_ID } from "../fsverity/object_id.ts";
 import type { Directory, LeafContent } from "../tree/tree.ts";
@@ -44,18 +45,16 @@ import {
   XATTR_POSIX_ACL_ACCESS,
   XATTR_POSIX_ACL_DEFAULT,
   XATTR_REDIRECT,
+  XATTR_SHARED_REF_SIZE,
   xattrIcount,
 } from "./format.ts";
-import { collectEpoch1, collectV2, direntFileType, externalSize, type WInode } from "./write_collect.ts";
+import { collectEpoch1, collectV2, direntFileType, externalSize, type InodeTable } from "./write_collect.ts";
 import {
   emitXattr,
-  ibodySize,
   MAX_SHARED_REFS,
   MAX_SHARED_REFS_EPOCH1,
-  nameFilter,
   type XattrEntry,
   XattrTable,
-  type XattrValue,
 } from "./write_xattrs.ts";
 
 export interface WriteOptions {
@@ -90,112 +89,6 @@ function chunkBits(size: number): number {
   return bits;
 }
 
-/** Writes `root` as a composefs EROFS image. The tree is not modified. */
-export function writeErofs(root: Directory, opts: WriteOptions): Uint8Array {
-  const version = opts.version;
-  if (version !== 0 && version !== 1 && version !== 2) {
-    throw new FormatError(`unsupported composefs image format version ${version}`);
-  }
-  const epoch1 = version !== 2;
-
-  // composefs_version: V0 is promoted to 1 by a user whiteout unless maxVersion forbids it.
-  let cfsVersion: number = version;
-  if (version === 0 && (opts.maxVersion ?? 1) >= 1 && treeHasWhiteout(root)) cfsVersion = 1;
-  const inodes = (epoch1 ? collectEpoch1(root, cfsVersion) : collectV2(root)).inodes;
-
-  const table = new XattrTable(epoch1);
-  let hasAcl = false;
-  for (const ino of inodes) {
-    ino.xattrs = xattrList(ino, table, epoch1);
-    if (epoch1 && !hasAcl) {
-      for (const e of ino.xattrs) {
-        const n = e.xname.name;
-        if (n === XATTR_POSIX_ACL_ACCESS || n === XATTR_POSIX_ACL_DEFAULT) hasAcl = true;
-      }
-    }
-  }
-  table.buildShared();
-
-  // Smallest mtime, compared as signed numbers (C mkcomposefs); compact inodes inherit it.
-  let minSec = inodes[0].stat.mtimeSec;
-  let minNsec = inodes[0].stat.mtimeNsec;
-  if (epoch1) {
-    for (const ino of inodes) {
-      const s = ino.stat.mtimeSec, n = ino.stat.mtimeNsec;
-      if (s < minSec || (s === minSec && n < minNsec)) {
-        minSec = s;
-        minNsec = n;
-      }
-    }
-  }
-
-  // ---- layout pass
-  const maxShared = epoch1 ? MAX_SHARED_REFS_EPOCH1 : MAX_SHARED_REFS + 1;
-  let pos = INODE_TABLE_START;
-  let nDataBlocks = 0;
-  for (const ino of inodes) {
-    layoutInode(ino, maxShared, epoch1, minSec, minNsec);
-    if (ino.nShared > MAX_SHARED_REFS) {
-      throw new FormatError(`an inode has more than ${MAX_SHARED_REFS} shared xattrs`);
-    }
-    const start = roundUp(pos, INODE_SLOT_SIZE);
-    const headerSize = (ino.compact ? INODE_COMPACT_SIZE : INODE_EXTENDED_SIZE) + ino.xattrSize;
-    const at = epoch1 ? padEpoch1(ino, start, headerSize) : padV2(ino, start, headerSize);
-    ino.pad = at - pos;
-    ino.nid = at / INODE_SLOT_SIZE;
-    pos = at + headerSize + ino.tail;
-    nDataBlocks += ino.nBlocks;
-  }
-  const inodesEnd = roundUp(pos, INODE_SLOT_SIZE);
-  const dataStart = roundUp(inodesEnd + table.sharedSize, BLOCK_SIZE);
-  const total = dataStart + nDataBlocks * BLOCK_SIZE;
-  if (inodes[0].nid > U16_MAX) throw new FormatError("root inode does not fit a 16-bit nid");
-  if (total / BLOCK_SIZE > U32_MAX) throw new FormatError("image too large");
-  let blk = dataStart / BLOCK_SIZE;
-  for (const ino of inodes) {
-    if (ino.nBlocks > 0) {
-      ino.blkaddr = blk;
-      blk += ino.nBlocks;
-    }
-  }
-
-  // ---- emit pass
-  const out = new Uint8Array(total);
-  const dv = new DataView(out.buffer);
-  dv.setUint32(CFS_HDR.magic, COMPOSEFS_MAGIC, true);
-  dv.setUint32(CFS_HDR.version, COMPOSEFS_HEADER_VERSION, true);
-  dv.setUint32(CFS_HDR.flags, epoch1 && hasAcl ? COMPOSEFS_FLAGS_HAS_ACL : 0, true);
-  dv.setUint32(CFS_HDR.composefsVersion, cfsVersion, true);
-
-  const sb = SUPERBLOCK_OFFSET;
-  dv.setUint32(sb + SB.magic, EROFS_MAGIC, true);
-  dv.setUint32(sb + SB.featureCompat, COMPOSEFS_FEATURE_COMPAT, true);
-  out[sb + SB.blkszbits] = BLOCK_SIZE_BITS;
-  dv.setUint16(sb + SB.rootNid, inodes[0].nid, true);
-  setU64(dv, sb + SB.inos, inodes.length);
-  if (epoch1) {
-    setI64(dv, sb + SB.buildTime, minSec);
-    dv.setUint32(sb + SB.buildTimeNsec, minNsec, true);
-    dv.setUint32(sb + SB.xattrBlkaddr, Math.floor(inodesEnd / BLOCK_SIZE), true);
-  }
-  dv.setUint32(sb + SB.blocks, total / BLOCK_SIZE, true);
-
-  // Shared xattr references count 4-byte words from xattr_blkaddr (0 for V2).
-  const sharedBase = epoch1 ? inodesEnd % BLOCK_SIZE : inodesEnd;
-  let off = INODE_TABLE_START;
-  for (let i = 0; i < inodes.length; i++) {
-    off = emitInode(out, dv, off + inodes[i].pad, inodes[i], i, epoch1, sharedBase, maxShared);
-  }
-  off = inodesEnd;
-  for (const e of table.shared) off = emitXattr(out, off, e);
-  off = dataStart;
-  for (const ino of inodes) {
-    if (ino.nBlocks > 0) off = emitBlocks(out, dv, off, ino);
-  }
-  if (off !== total) throw new Error(`erofs writer: layout mismatch (${off} != ${total})`);
-  return out;
-}
-
 function setU64(dv: DataView, off: number, v: number): void {
   dv.setUint32(off, v % TWO32, true);
   dv.setUint32(off + 4, Math.floor(v / TWO32), true);
@@ -205,6 +98,11 @@ function setU64(dv: DataView, off: number, v: number): void {
 function setI64(dv: DataView, off: number, v: number): void {
   if (v >= 0) setU64(dv, off, v);
   else dv.setBigInt64(off, BigInt(v), true);
+}
+
+function writeBstr(out: Uint8Array, off: number, s: string): number {
+  for (let i = 0; i < s.length; i++) out[off + i] = s.charCodeAt(i);
+  return off + s.length;
 }
 
 function treeHasWhiteout(dir: Directory): boolean {
@@ -224,13 +122,13 @@ function escapeName(name: string): string {
     : name;
 }
 
-function hasExtra(extra: [string, XattrValue][] | null, name: string): boolean {
-  if (extra === null) return false;
+function hasExtra(extra: [string, Uint8Array][] | undefined, name: string): boolean {
+  if (extra === undefined) return false;
   for (const kv of extra) if (kv[0] === name) return true;
   return false;
 }
 
-function checkXattr(name: string, value: XattrValue): void {
+function checkXattr(name: string, value: Uint8Array): void {
   if (name.length > MAX_XATTR_NAME || value.length > MAX_XATTR_VALUE) {
     throw new FormatError(
       `xattr ${
@@ -240,261 +138,460 @@ function checkXattr(name: string, value: XattrValue): void {
   }
 }
 
-/**
- * The inode's xattrs in on-disk order: own xattrs with trusted.overlay.* escaped plus the synthetic
- * ones. Epoch 1 sorts them by full name (C); V2 lists synthetic ones first, then own ones sorted by
- * their original name (composefs-rs).
- */
-function xattrList(ino: WInode, table: XattrTable, epoch1: boolean): XattrEntry[] {
-  const own = ino.stat.xattrs;
-  const extra = ino.extra;
-  if (own.size === 0 && extra === null && (ino.content === null || externalSize(ino.content) < 0)) return [];
-  const list: XattrEntry[] = [];
-  const c = ino.content;
-  const ext = c === null ? -1 : externalSize(c);
-  if (epoch1) {
-    // Escaped own names never equal the metacopy/redirect names: no clash to resolve there.
-    if (ext > 0) internOverlayData(list, table, c!);
-    for (const [k, v] of own) {
-      const name = escapeName(k);
-      if (hasExtra(extra, name)) continue;
-      checkXattr(name, v);
-      list.push(table.intern(table.name(name), v));
-    }
-    if (extra !== null) { for (const [k, v] of extra) list.push(table.intern(table.name(k), v)); }
-    for (let i = 1; i < list.length; i++) {
-      if (list[i - 1].xname.name > list[i].xname.name) {
-        list.sort((a, b) => (a.xname.name < b.xname.name ? -1 : 1));
-        break;
-      }
-    }
-  } else {
-    if (ext >= 0) internOverlayData(list, table, c!);
-    if (extra !== null) { for (const [k, v] of extra) list.push(table.intern(table.name(k), v)); }
-    let keys = [...own.keys()];
-    if (keys.length > 1) keys = keys.sort();
-    for (const k of keys) {
-      const name = escapeName(k);
-      const v = own.get(k)!;
-      checkXattr(name, v);
-      list.push(table.intern(table.name(name), v));
-    }
+/** Writes `root` as a composefs EROFS image. The tree is not modified. */
+export function writeErofs(root: Directory, opts: WriteOptions): Uint8Array {
+  const version = opts.version;
+  if (version !== 0 && version !== 1 && version !== 2) {
+    throw new FormatError(`unsupported composefs image format version ${version}`);
   }
-  return list;
+  // composefs_version: V0 is promoted to 1 by a user whiteout unless maxVersion forbids it.
+  let cfsVersion: number = version;
+  if (version === 0 && (opts.maxVersion ?? 1) >= 1 && treeHasWhiteout(root)) cfsVersion = 1;
+  const epoch1 = version !== 2;
+  const table = epoch1 ? collectEpoch1(root, cfsVersion).table : collectV2(root).table;
+  return new ImageBuilder(table, epoch1, cfsVersion).build();
 }
 
-/**
- * Synthetic overlay xattrs of an external file: metacopy (4-byte header + digest, or empty without
- * a digest), then redirect to the backing path ("/" + object path or the dumpfile payload).
- */
-function internOverlayData(list: XattrEntry[], table: XattrTable, c: LeafContent): void {
-  let metacopy = EMPTY;
-  let path: string | undefined;
-  if (c.type === "external") {
-    const d = c.id.bytes;
-    metacopy = new Uint8Array(METACOPY_HEADER_SIZE + d.length);
-    metacopy[METACOPY.version] = METACOPY_VERSION;
-    metacopy[METACOPY.len] = metacopy.length;
-    metacopy[METACOPY.digestAlgo] = KERNEL_ALG_ID[c.id.alg];
-    metacopy.set(d, METACOPY.digest);
-    path = c.payload ?? c.id.objectPath();
-  } else if (c.type === "external-noverity") {
-    path = c.payload;
-  }
-  list.push(table.intern(table.name(XATTR_METACOPY), metacopy));
-  if (path) list.push(table.intern(table.name(XATTR_REDIRECT), "/" + path));
-}
+/** Layout and emission of one image from its inode table. */
+class ImageBuilder {
+  readonly t: InodeTable;
+  readonly n: number;
+  readonly epoch1: boolean;
+  readonly cfsVersion: number;
+  readonly xt: XattrTable;
+  /** Each inode's xattrs, in on-disk order: xattrs[xStart[i] .. xStart[i + 1]). */
+  readonly xattrs: XattrEntry[] = [];
+  readonly xStart: Uint32Array;
+  readonly maxShared: number;
+  hasAcl = false;
+  minSec = 0;
+  minNsec = 0;
 
-/** Sizes and data layout of one inode (before padding). */
-function layoutInode(ino: WInode, maxShared: number, epoch1: boolean, minSec: number, minNsec: number): void {
-  const [xattrSize, nShared] = ibodySize(ino.xattrs, maxShared);
-  ino.xattrSize = xattrSize;
-  ino.nShared = nShared;
-  let chunked = false;
-  const c = ino.content;
-  if (ino.type === S_IFDIR) {
-    // Pack "." ".." and the entries into 4 KiB blocks; a tail over 2 KiB becomes a block too.
-    let blocks = 0;
-    let used = 0;
-    const names = ino.names!;
-    for (let i = 0; i < names.length; i++) {
-      const len = DIRENT_SIZE + names[i].length;
-      if (used + len > BLOCK_SIZE) {
-        blocks++;
-        used = 0;
-        ino.tailFrom = i;
+  // layout results per inode
+  readonly xattrSize: Uint32Array;
+  readonly nShared: Uint16Array;
+  readonly compact: Uint8Array;
+  readonly layout: Uint8Array;
+  readonly size: Float64Array; // i_size (up to 2^53)
+  readonly nBlocks: Uint32Array; // full data blocks
+  readonly tail: Uint32Array; // bytes stored inline after the xattrs
+  readonly tailFrom: Uint32Array; // directories: first dirent of the inline tail
+  readonly chunkFormat: Uint8Array;
+  readonly pad: Uint32Array; // zero bytes before the inode
+  readonly nid: Uint32Array;
+  readonly blkaddr: Uint32Array;
+
+  constructor(t: InodeTable, epoch1: boolean, cfsVersion: number) {
+    this.t = t;
+    this.n = t.count;
+    this.epoch1 = epoch1;
+    this.cfsVersion = cfsVersion;
+    this.xt = new XattrTable(epoch1);
+    const n = this.n;
+    this.xStart = new Uint32Array(n + 1);
+    this.maxShared = epoch1 ? MAX_SHARED_REFS_EPOCH1 : MAX_SHARED_REFS + 1;
+    this.xattrSize = new Uint32Array(n);
+    this.nShared = new Uint16Array(n);
+    this.compact = new Uint8Array(n);
+    this.layout = new Uint8Array(n);
+    this.size = new Float64Array(n);
+    this.nBlocks = new Uint32Array(n);
+    this.tail = new Uint32Array(n);
+    this.tailFrom = new Uint32Array(n);
+    this.chunkFormat = new Uint8Array(n);
+    this.pad = new Uint32Array(n);
+    this.nid = new Uint32Array(n);
+    this.blkaddr = new Uint32Array(n);
+  }
+
+  build(): Uint8Array {
+    const n = this.n;
+    for (let i = 0; i < n; i++) {
+      this.xStart[i] = this.xattrs.length;
+      this.collectXattrs(i);
+    }
+    this.xStart[n] = this.xattrs.length;
+    this.xt.buildShared();
+    this.findMinMtime();
+
+    // ---- layout pass
+    let pos = INODE_TABLE_START;
+    let nDataBlocks = 0;
+    for (let i = 0; i < n; i++) {
+      this.layoutInode(i);
+      const start = roundUp(pos, INODE_SLOT_SIZE);
+      const headerSize = (this.compact[i] ? INODE_COMPACT_SIZE : INODE_EXTENDED_SIZE) + this.xattrSize[i];
+      const at = this.epoch1 ? this.padEpoch1(i, start, headerSize) : this.padV2(i, start, headerSize);
+      this.pad[i] = at - pos;
+      this.nid[i] = at / INODE_SLOT_SIZE;
+      pos = at + headerSize + this.tail[i];
+      nDataBlocks += this.nBlocks[i];
+    }
+    const inodesEnd = roundUp(pos, INODE_SLOT_SIZE);
+    const dataStart = roundUp(inodesEnd + this.xt.sharedSize, BLOCK_SIZE);
+    const total = dataStart + nDataBlocks * BLOCK_SIZE;
+    if (this.nid[0] > U16_MAX) throw new FormatError("root inode does not fit a 16-bit nid");
+    if (total / BLOCK_SIZE > U32_MAX) throw new FormatError("image too large");
+    let blk = dataStart / BLOCK_SIZE;
+    for (let i = 0; i < n; i++) {
+      if (this.nBlocks[i] > 0) {
+        this.blkaddr[i] = blk;
+        blk += this.nBlocks[i];
       }
-      used += len;
     }
-    if (used > MAX_INLINE_TAIL) {
-      blocks++;
-      used = 0;
+
+    // ---- emit pass
+    const out = new Uint8Array(total);
+    const dv = new DataView(out.buffer);
+    this.emitHeaders(out, dv, inodesEnd, total);
+    // Shared xattr references count 4-byte words from xattr_blkaddr (0 for V2).
+    const sharedBase = this.epoch1 ? inodesEnd % BLOCK_SIZE : inodesEnd;
+    let off = INODE_TABLE_START;
+    for (let i = 0; i < n; i++) off = this.emitInode(out, dv, off + this.pad[i], i, sharedBase);
+    off = inodesEnd;
+    for (const e of this.xt.shared) off = emitXattr(out, off, e);
+    off = dataStart;
+    for (let i = 0; i < n; i++) {
+      if (this.nBlocks[i] > 0) off = this.emitBlocks(out, dv, off, i);
     }
-    ino.nBlocks = blocks;
-    ino.tail = used;
-    ino.size = blocks * BLOCK_SIZE + used;
-  } else if (ino.type === S_IFLNK) {
-    const target = (c as { target: string }).target;
-    if (target.length === 0 || target.length > MAX_SYMLINK) {
-      throw new FormatError(`symlink target length ${target.length} out of range 1..${MAX_SYMLINK}`);
-    }
-    ino.tail = target.length;
-    ino.size = target.length;
-  } else if (ino.type === S_IFREG && c!.type === "inline" && c!.data.length > 0) {
-    const len = c!.data.length;
-    if (len > MAX_INLINE_CONTENT_C) {
-      throw new FormatError(`inline file content of ${len} bytes (at most ${MAX_INLINE_CONTENT_C})`);
-    }
-    ino.size = len;
-    if (!epoch1 && INODE_EXTENDED_SIZE + xattrSize + len <= BLOCK_SIZE) {
-      ino.tail = len; // composefs-rs keeps the whole content inline
+    if (off !== total) throw new Error(`erofs writer: layout mismatch (${off} != ${total})`);
+    return out;
+  }
+
+  /**
+   * Appends inode i's xattrs in on-disk order: own xattrs with trusted.overlay.* escaped plus the
+   * synthetic ones. Epoch 1 sorts them by full name (C); V2 lists synthetic ones first, then own
+   * ones sorted by their original name (composefs-rs).
+   */
+  collectXattrs(i: number): void {
+    const xt = this.xt, list = this.xattrs;
+    const own = this.t.stat[i].xattrs;
+    const extra = this.t.extra.get(i);
+    const c = this.t.content[i];
+    const ext = c === null ? -1 : externalSize(c);
+    const start = list.length;
+    if (this.epoch1) {
+      // Escaped own names never equal the metacopy/redirect names: no clash to resolve there.
+      if (ext > 0) this.internOverlayData(c!);
+      for (const [k, v] of own) {
+        const name = escapeName(k);
+        if (hasExtra(extra, name)) continue;
+        checkXattr(name, v);
+        list.push(xt.intern(xt.name(name), v));
+      }
+      if (extra !== undefined) { for (const [k, v] of extra) list.push(xt.intern(xt.name(k), v)); }
+      for (let j = start + 1; j < list.length; j++) {
+        if (list[j - 1].xname.name > list[j].xname.name) {
+          const sorted = list.slice(start).sort((a, b) => (a.xname.name < b.xname.name ? -1 : 1));
+          for (let k = 0; k < sorted.length; k++) list[start + k] = sorted[k];
+          break;
+        }
+      }
     } else {
-      ino.nBlocks = Math.floor(len / BLOCK_SIZE);
-      ino.tail = len % BLOCK_SIZE;
-      if (ino.tail > MAX_INLINE_TAIL) {
-        ino.nBlocks++;
-        ino.tail = 0;
+      if (ext >= 0) this.internOverlayData(c!);
+      if (extra !== undefined) { for (const [k, v] of extra) list.push(xt.intern(xt.name(k), v)); }
+      if (own.size > 0) {
+        const keys = [...own.keys()].sort();
+        for (const k of keys) {
+          const name = escapeName(k);
+          const v = own.get(k)!;
+          checkXattr(name, v);
+          list.push(xt.intern(xt.name(name), v));
+        }
       }
     }
-  } else if (ino.type === S_IFREG && externalSize(c!) >= 0 && (externalSize(c!) > 0 || !epoch1)) {
-    // External file: chunk-based with null chunks (overlayfs reads the data via the redirect).
-    // composefs-rs (V2) always uses 2^43-byte chunks.
-    const size = externalSize(c!);
-    const bits = epoch1 ? chunkBits(size) : MAX_CHUNK_BITS;
-    const count = Math.max(1, Math.ceil(size / 2 ** bits));
-    if (count > MAX_CHUNKS) {
-      throw new FormatError(`external file of ${size} bytes is too large (more than ${MAX_CHUNKS} chunks)`);
-    }
-    ino.size = size;
-    ino.chunkFormat = (bits - BLOCK_SIZE_BITS) & CHUNK_FORMAT_BLKBITS_MASK;
-    ino.chunkCount = count;
-    ino.tail = count * CHUNK_BLOCKMAP_ENTRY_SIZE;
-    chunked = true;
-  } else if (ino.type === S_IFCHR || ino.type === S_IFBLK) {
-    const rdev = (c as { rdev: number }).rdev;
-    if (!(Number.isInteger(rdev) && rdev >= 0 && rdev <= U32_MAX)) {
-      throw new FormatError(`device number ${rdev} does not fit the 32-bit EROFS encoding`);
+    if (this.epoch1 && !this.hasAcl) {
+      for (let j = start; j < list.length; j++) {
+        const name = list[j].xname.name;
+        if (name === XATTR_POSIX_ACL_ACCESS || name === XATTR_POSIX_ACL_DEFAULT) this.hasAcl = true;
+      }
     }
   }
-  ino.layout = chunked
-    ? DATALAYOUT_CHUNK_BASED
-    : ino.tail > 0
-    ? DATALAYOUT_FLAT_INLINE
-    : DATALAYOUT_FLAT_PLAIN;
-  if (epoch1) {
-    const s = ino.stat;
-    ino.compact = s.mtimeSec === minSec && s.mtimeNsec === minNsec && ino.nlink <= U16_MAX &&
-      s.uid <= U16_MAX && s.gid <= U16_MAX && ino.size <= U32_MAX;
-  }
-}
 
-/** Moves an inode's inline tail to one more data block. */
-function tailToBlock(ino: WInode): void {
-  ino.nBlocks++;
-  ino.tail = 0;
-  if (ino.layout === DATALAYOUT_FLAT_INLINE) ino.layout = DATALAYOUT_FLAT_PLAIN;
-  if (ino.type === S_IFDIR) ino.size = ino.nBlocks * BLOCK_SIZE;
-}
-
-/**
- * Epoch 1 padding before an inode (C mkcomposefs): inline data must not cross a block boundary.
- * May move the tail to a data block. Returns the inode's start offset.
- */
-function padEpoch1(ino: WInode, pos: number, headerSize: number): number {
-  if (ino.type === S_IFLNK) {
-    // A fast symlink's inode and target share one block (kernels < 6.12 insist); a target that
-    // cannot fit one block with its inode goes to a data block.
-    const total = headerSize + ino.tail;
-    const crosses = Math.floor(pos / BLOCK_SIZE) !== Math.floor((pos + total - 1) / BLOCK_SIZE);
-    if (total >= BLOCK_SIZE) tailToBlock(ino);
-    return crosses ? roundUp(pos, BLOCK_SIZE) : pos;
-  }
-  const remainder = BLOCK_SIZE - ((pos + headerSize) % BLOCK_SIZE);
-  if (remainder < ino.tail) {
-    const extra = roundUp(remainder, INODE_SLOT_SIZE);
-    if (ino.tail <= BLOCK_SIZE - ((pos + headerSize + extra) % BLOCK_SIZE)) return pos + extra;
-    // Even after padding the tail does not fit: it becomes a data block.
-    tailToBlock(ino);
-    return roundUp(pos, BLOCK_SIZE);
-  }
-  return pos;
-}
-
-/** V2 padding (composefs-rs legacy rule): inline data starts past the metadata's last block. */
-function padV2(ino: WInode, pos: number, headerSize: number): number {
-  if (ino.type === S_IFLNK && headerSize + ino.tail > BLOCK_SIZE) {
-    tailToBlock(ino); // longer than composefs-rs allows: the target goes to a data block
-  }
-  if (ino.layout !== DATALAYOUT_FLAT_INLINE) return pos;
-  const endOfMeta = pos + headerSize - 1;
-  const inlineEnd = pos + headerSize + ino.tail;
-  if (Math.floor(endOfMeta / BLOCK_SIZE) !== Math.floor(inlineEnd / BLOCK_SIZE)) {
-    return roundUp(pos + BLOCK_SIZE - (endOfMeta % BLOCK_SIZE), INODE_SLOT_SIZE);
-  }
-  return pos;
-}
-
-function writeBstr(out: Uint8Array, off: number, s: string): number {
-  for (let i = 0; i < s.length; i++) out[off + i] = s.charCodeAt(i);
-  return off + s.length;
-}
-
-function emitInode(
-  out: Uint8Array,
-  dv: DataView,
-  off: number,
-  ino: WInode,
-  index: number,
-  epoch1: boolean,
-  sharedBase: number,
-  maxShared: number,
-): number {
-  const s = ino.stat;
-  const mode = ino.type | (s.mode & 0o7777);
-  const c = ino.content;
-  let iU = 0;
-  if (ino.type === S_IFCHR || ino.type === S_IFBLK) iU = (c as { rdev: number }).rdev;
-  else if (ino.nBlocks > 0) iU = ino.blkaddr;
-  // i_u is a union: the chunk format overwrites its low 16 bits only (as C does).
-  if (ino.layout === DATALAYOUT_CHUNK_BASED) iU = ((iU & 0xffff0000) | ino.chunkFormat) >>> 0;
-  const format = inodeFormat(!ino.compact, ino.layout);
-  const icount = xattrIcount(ino.xattrSize);
-  if (icount > U16_MAX) throw new FormatError("too many xattrs on one inode");
-  if (ino.compact) {
-    dv.setUint16(off + INODE_COMPACT.format, format, true);
-    dv.setUint16(off + INODE_COMPACT.xattrIcount, icount, true);
-    dv.setUint16(off + INODE_COMPACT.mode, mode, true);
-    dv.setUint16(off + INODE_COMPACT.nlink, ino.nlink, true);
-    dv.setUint32(off + INODE_COMPACT.size, ino.size, true);
-    dv.setUint32(off + INODE_COMPACT.iU, iU, true);
-    dv.setUint32(off + INODE_COMPACT.ino, index, true);
-    dv.setUint16(off + INODE_COMPACT.uid, s.uid, true);
-    dv.setUint16(off + INODE_COMPACT.gid, s.gid, true);
-    off += INODE_COMPACT_SIZE;
-  } else {
-    dv.setUint16(off + INODE_EXTENDED.format, format, true);
-    dv.setUint16(off + INODE_EXTENDED.xattrIcount, icount, true);
-    dv.setUint16(off + INODE_EXTENDED.mode, mode, true);
-    setU64(dv, off + INODE_EXTENDED.size, ino.size);
-    dv.setUint32(off + INODE_EXTENDED.iU, iU, true);
-    // Epoch 1: i_ino = table index (C); V2: the nid (composefs-rs).
-    dv.setUint32(off + INODE_EXTENDED.ino, epoch1 ? index : ino.nid, true);
-    dv.setUint32(off + INODE_EXTENDED.uid, s.uid, true);
-    dv.setUint32(off + INODE_EXTENDED.gid, s.gid, true);
-    setI64(dv, off + INODE_EXTENDED.mtime, s.mtimeSec);
-    dv.setUint32(off + INODE_EXTENDED.mtimeNsec, epoch1 ? s.mtimeNsec : 0, true);
-    dv.setUint32(off + INODE_EXTENDED.nlink, ino.nlink, true);
-    off += INODE_EXTENDED_SIZE;
+  /**
+   * Synthetic overlay xattrs of an external file: metacopy (4-byte header + digest, or empty
+   * without a digest), then redirect to the backing path ("/" + object path or dumpfile payload).
+   */
+  internOverlayData(c: LeafContent): void {
+    const xt = this.xt;
+    let metacopy = EMPTY;
+    let path: string | undefined;
+    if (c.type === "external") {
+      const d = c.id.bytes;
+      metacopy = new Uint8Array(METACOPY_HEADER_SIZE + d.length);
+      metacopy[METACOPY.version] = METACOPY_VERSION;
+      metacopy[METACOPY.len] = metacopy.length;
+      metacopy[METACOPY.digestAlgo] = KERNEL_ALG_ID[c.id.alg];
+      metacopy.set(d, METACOPY.digest);
+      path = c.payload ?? c.id.objectPath();
+    } else if (c.type === "external-noverity") {
+      path = c.payload;
+    }
+    this.xattrs.push(xt.intern(xt.name(XATTR_METACOPY), metacopy));
+    if (path) this.xattrs.push(xt.internString(xt.name(XATTR_REDIRECT), "/", path));
   }
 
-  if (ino.xattrSize > 0) {
+  /** Smallest mtime, compared as signed numbers (C mkcomposefs); compact inodes inherit it. */
+  findMinMtime(): void {
+    const stat = this.t.stat;
+    let minSec = stat[0].mtimeSec, minNsec = stat[0].mtimeNsec;
+    for (let i = 1; i < this.n; i++) {
+      const s = stat[i].mtimeSec, ns = stat[i].mtimeNsec;
+      if (s < minSec || (s === minSec && ns < minNsec)) {
+        minSec = s;
+        minNsec = ns;
+      }
+    }
+    this.minSec = minSec;
+    this.minNsec = minNsec;
+  }
+
+  /** Sizes and data layout of inode i (before padding). */
+  layoutInode(i: number): void {
+    // xattr ibody: header, shared references (at most maxShared), local entries.
+    const maxShared = this.maxShared;
+    let xsize = 0, nShared = 0;
+    const xs = this.xStart[i], xe = this.xStart[i + 1];
+    if (xe > xs) {
+      xsize = XATTR_IBODY_HEADER_SIZE;
+      for (let j = xs; j < xe; j++) {
+        const e = this.xattrs[j];
+        if (e.sharedOffset >= 0 && nShared < maxShared) {
+          nShared++;
+          xsize += XATTR_SHARED_REF_SIZE;
+        } else {
+          xsize += e.entrySize;
+        }
+      }
+    }
+    if (nShared > MAX_SHARED_REFS) {
+      throw new FormatError(`an inode has more than ${MAX_SHARED_REFS} shared xattrs`);
+    }
+    this.xattrSize[i] = xsize;
+    this.nShared[i] = nShared;
+
+    const type = this.t.type[i];
+    const c = this.t.content[i];
+    let size = 0, nBlocks = 0, tail = 0, chunked = false;
+    if (type === S_IFDIR) {
+      // Pack the entries into 4 KiB blocks; a tail over 2 KiB becomes a block too.
+      const names = this.t.dirNames.get(i)!;
+      let used = 0;
+      for (let j = 0; j < names.length; j++) {
+        const len = DIRENT_SIZE + names[j].length;
+        if (used + len > BLOCK_SIZE) {
+          nBlocks++;
+          used = 0;
+          this.tailFrom[i] = j;
+        }
+        used += len;
+      }
+      if (used > MAX_INLINE_TAIL) {
+        nBlocks++;
+        used = 0;
+      }
+      tail = used;
+      size = nBlocks * BLOCK_SIZE + used;
+    } else if (type === S_IFLNK) {
+      const target = (c as { target: string }).target;
+      if (target.length === 0 || target.length > MAX_SYMLINK) {
+        throw new FormatError(`symlink target length ${target.length} out of range 1..${MAX_SYMLINK}`);
+      }
+      tail = size = target.length;
+    } else if (type === S_IFREG && c!.type === "inline" && c!.data.length > 0) {
+      const len = c!.data.length;
+      if (len > MAX_INLINE_CONTENT_C) {
+        throw new FormatError(`inline file content of ${len} bytes (at most ${MAX_INLINE_CONTENT_C})`);
+      }
+      size = len;
+      if (!this.epoch1 && INODE_EXTENDED_SIZE + xsize + len <= BLOCK_SIZE) {
+        tail = len; // composefs-rs keeps the whole content inline
+      } else {
+        // C: full blocks in the data area, the rest inline unless over half a block.
+        nBlocks = Math.floor(len / BLOCK_SIZE);
+        tail = len % BLOCK_SIZE;
+        if (tail > MAX_INLINE_TAIL) {
+          nBlocks++;
+          tail = 0;
+        }
+      }
+    } else if (type === S_IFREG && externalSize(c!) >= 0 && (externalSize(c!) > 0 || !this.epoch1)) {
+      // External file: chunk-based with null chunks (overlayfs reads the data via the redirect).
+      // composefs-rs (V2) always uses 2^43-byte chunks.
+      size = externalSize(c!);
+      const bits = this.epoch1 ? chunkBits(size) : MAX_CHUNK_BITS;
+      const count = Math.max(1, Math.ceil(size / 2 ** bits));
+      if (count > MAX_CHUNKS) {
+        throw new FormatError(`external file of ${size} bytes is too large (more than ${MAX_CHUNKS} chunks)`);
+      }
+      this.chunkFormat[i] = (bits - BLOCK_SIZE_BITS) & CHUNK_FORMAT_BLKBITS_MASK;
+      tail = count * CHUNK_BLOCKMAP_ENTRY_SIZE;
+      chunked = true;
+    } else if (type === S_IFCHR || type === S_IFBLK) {
+      const rdev = (c as { rdev: number }).rdev;
+      if (!(Number.isInteger(rdev) && rdev >= 0 && rdev <= U32_MAX)) {
+        throw new FormatError(`device number ${rdev} does not fit the 32-bit EROFS encoding`);
+      }
+    }
+    this.size[i] = size;
+    this.nBlocks[i] = nBlocks;
+    this.tail[i] = tail;
+    this.layout[i] = chunked
+      ? DATALAYOUT_CHUNK_BASED
+      : tail > 0
+      ? DATALAYOUT_FLAT_INLINE
+      : DATALAYOUT_FLAT_PLAIN;
+    if (this.epoch1) {
+      const s = this.t.stat[i];
+      this.compact[i] =
+        s.mtimeSec === this.minSec && s.mtimeNsec === this.minNsec && this.t.nlink[i] <= U16_MAX &&
+          s.uid <= U16_MAX && s.gid <= U16_MAX && size <= U32_MAX
+          ? 1
+          : 0;
+    }
+  }
+
+  /** Moves inode i's inline tail to one more data block. */
+  tailToBlock(i: number): void {
+    this.nBlocks[i]++;
+    this.tail[i] = 0;
+    if (this.layout[i] === DATALAYOUT_FLAT_INLINE) this.layout[i] = DATALAYOUT_FLAT_PLAIN;
+    if (this.t.type[i] === S_IFDIR) this.size[i] = this.nBlocks[i] * BLOCK_SIZE;
+  }
+
+  /**
+   * Epoch 1 padding before an inode (C mkcomposefs): inline data must not cross a block boundary.
+   * May move the tail to a data block. Returns the inode's start offset.
+   */
+  padEpoch1(i: number, pos: number, headerSize: number): number {
+    const tail = this.tail[i];
+    if (this.t.type[i] === S_IFLNK) {
+      // A fast symlink's inode and target share one block (kernels < 6.12 insist); a target that
+      // cannot fit one block with its inode goes to a data block.
+      const total = headerSize + tail;
+      const crosses = Math.floor(pos / BLOCK_SIZE) !== Math.floor((pos + total - 1) / BLOCK_SIZE);
+      if (total >= BLOCK_SIZE) this.tailToBlock(i);
+      return crosses ? roundUp(pos, BLOCK_SIZE) : pos;
+    }
+    const remainder = BLOCK_SIZE - ((pos + headerSize) % BLOCK_SIZE);
+    if (remainder < tail) {
+      const extra = roundUp(remainder, INODE_SLOT_SIZE);
+      if (tail <= BLOCK_SIZE - ((pos + headerSize + extra) % BLOCK_SIZE)) return pos + extra;
+      // Even after padding the tail does not fit: it becomes a data block.
+      this.tailToBlock(i);
+      return roundUp(pos, BLOCK_SIZE);
+    }
+    return pos;
+  }
+
+  /** V2 padding (composefs-rs legacy rule): inline data starts past the metadata's last block. */
+  padV2(i: number, pos: number, headerSize: number): number {
+    if (this.t.type[i] === S_IFLNK && headerSize + this.tail[i] > BLOCK_SIZE) {
+      this.tailToBlock(i); // longer than composefs-rs allows: the target goes to a data block
+    }
+    if (this.layout[i] !== DATALAYOUT_FLAT_INLINE) return pos;
+    const endOfMeta = pos + headerSize - 1;
+    const inlineEnd = pos + headerSize + this.tail[i];
+    if (Math.floor(endOfMeta / BLOCK_SIZE) !== Math.floor(inlineEnd / BLOCK_SIZE)) {
+      return roundUp(pos + BLOCK_SIZE - (endOfMeta % BLOCK_SIZE), INODE_SLOT_SIZE);
+    }
+    return pos;
+  }
+
+  emitHeaders(out: Uint8Array, dv: DataView, inodesEnd: number, total: number): void {
+    dv.setUint32(CFS_HDR.magic, COMPOSEFS_MAGIC, true);
+    dv.setUint32(CFS_HDR.version, COMPOSEFS_HEADER_VERSION, true);
+    dv.setUint32(CFS_HDR.flags, this.epoch1 && this.hasAcl ? COMPOSEFS_FLAGS_HAS_ACL : 0, true);
+    dv.setUint32(CFS_HDR.composefsVersion, this.cfsVersion, true);
+    const sb = SUPERBLOCK_OFFSET;
+    dv.setUint32(sb + SB.magic, EROFS_MAGIC, true);
+    dv.setUint32(sb + SB.featureCompat, COMPOSEFS_FEATURE_COMPAT, true);
+    out[sb + SB.blkszbits] = BLOCK_SIZE_BITS;
+    dv.setUint16(sb + SB.rootNid, this.nid[0], true);
+    setU64(dv, sb + SB.inos, this.n);
+    if (this.epoch1) {
+      setI64(dv, sb + SB.buildTime, this.minSec);
+      dv.setUint32(sb + SB.buildTimeNsec, this.minNsec, true);
+      dv.setUint32(sb + SB.xattrBlkaddr, Math.floor(inodesEnd / BLOCK_SIZE), true);
+    }
+    dv.setUint32(sb + SB.blocks, total / BLOCK_SIZE, true);
+  }
+
+  emitInode(out: Uint8Array, dv: DataView, off: number, i: number, sharedBase: number): number {
+    const t = this.t;
+    const s = t.stat[i];
+    const type = t.type[i];
+    const c = t.content[i];
+    const layout = this.layout[i];
+    const size = this.size[i];
+    let iU = 0;
+    if (type === S_IFCHR || type === S_IFBLK) iU = (c as { rdev: number }).rdev;
+    else if (this.nBlocks[i] > 0) iU = this.blkaddr[i];
+    // i_u is a union: the chunk format overwrites its low 16 bits only (as C does).
+    if (layout === DATALAYOUT_CHUNK_BASED) iU = ((iU & 0xffff0000) | this.chunkFormat[i]) >>> 0;
+    const compact = this.compact[i] === 1;
+    const format = inodeFormat(!compact, layout);
+    const icount = xattrIcount(this.xattrSize[i]);
+    if (icount > U16_MAX) throw new FormatError("too many xattrs on one inode");
+    const mode = type | (s.mode & 0o7777);
+    if (compact) {
+      dv.setUint16(off + INODE_COMPACT.format, format, true);
+      dv.setUint16(off + INODE_COMPACT.xattrIcount, icount, true);
+      dv.setUint16(off + INODE_COMPACT.mode, mode, true);
+      dv.setUint16(off + INODE_COMPACT.nlink, t.nlink[i], true);
+      dv.setUint32(off + INODE_COMPACT.size, size, true);
+      dv.setUint32(off + INODE_COMPACT.iU, iU, true);
+      dv.setUint32(off + INODE_COMPACT.ino, i, true);
+      dv.setUint16(off + INODE_COMPACT.uid, s.uid, true);
+      dv.setUint16(off + INODE_COMPACT.gid, s.gid, true);
+      off += INODE_COMPACT_SIZE;
+    } else {
+      dv.setUint16(off + INODE_EXTENDED.format, format, true);
+      dv.setUint16(off + INODE_EXTENDED.xattrIcount, icount, true);
+      dv.setUint16(off + INODE_EXTENDED.mode, mode, true);
+      setU64(dv, off + INODE_EXTENDED.size, size);
+      dv.setUint32(off + INODE_EXTENDED.iU, iU, true);
+      // Epoch 1: i_ino = table index (C); V2: the nid (composefs-rs).
+      dv.setUint32(off + INODE_EXTENDED.ino, this.epoch1 ? i : this.nid[i], true);
+      dv.setUint32(off + INODE_EXTENDED.uid, s.uid, true);
+      dv.setUint32(off + INODE_EXTENDED.gid, s.gid, true);
+      setI64(dv, off + INODE_EXTENDED.mtime, s.mtimeSec);
+      dv.setUint32(off + INODE_EXTENDED.mtimeNsec, this.epoch1 ? s.mtimeNsec : 0, true);
+      dv.setUint32(off + INODE_EXTENDED.nlink, t.nlink[i], true);
+      off += INODE_EXTENDED_SIZE;
+    }
+
+    if (this.xattrSize[i] > 0) off = this.emitIbody(out, dv, off, i, sharedBase);
+
+    const tail = this.tail[i];
+    if (tail > 0) {
+      if (type === S_IFDIR) {
+        this.writeDirents(out, dv, off, i, this.tailFrom[i], t.dirNames.get(i)!.length);
+      } else if (type === S_IFLNK) {
+        writeBstr(out, off, (c as { target: string }).target);
+      } else if (layout === DATALAYOUT_CHUNK_BASED) {
+        out.fill(0xff, off, off + tail); // null chunk entries
+      } else if (c !== null && c.type === "inline") {
+        out.set(c.data.subarray(c.data.length - tail), off);
+      }
+      off += tail;
+    }
+    return off;
+  }
+
+  /** The xattr ibody: name filter, shared references (list order), then local entries. */
+  emitIbody(out: Uint8Array, dv: DataView, off: number, i: number, sharedBase: number): number {
     const start = off;
-    dv.setUint32(off, nameFilter(ino.xattrs), true);
-    out[off + 4] = ino.nShared;
+    const xs = this.xStart[i], xe = this.xStart[i + 1];
+    const maxShared = this.maxShared;
+    let bits = 0;
+    for (let j = xs; j < xe; j++) bits |= 1 << this.xattrs[j].xname.filterBit;
+    dv.setUint32(off, ~bits >>> 0, true);
+    out[off + 4] = this.nShared[i];
     off += XATTR_IBODY_HEADER_SIZE;
-    // Shared references first (in list order), then the local entries.
     let n = 0;
-    for (const e of ino.xattrs) {
+    for (let j = xs; j < xe; j++) {
+      const e = this.xattrs[j];
       if (e.sharedOffset >= 0 && n < maxShared) {
         dv.setUint32(off, (sharedBase + e.sharedOffset) / 4, true);
         off += 4;
@@ -502,77 +599,59 @@ function emitInode(
       }
     }
     n = 0;
-    for (const e of ino.xattrs) {
+    for (let j = xs; j < xe; j++) {
+      const e = this.xattrs[j];
       if (e.sharedOffset >= 0 && n < maxShared) n++;
       else off = emitXattr(out, off, e);
     }
-    if (off - start !== ino.xattrSize) throw new Error("erofs writer: xattr size mismatch");
+    if (off - start !== this.xattrSize[i]) throw new Error("erofs writer: xattr size mismatch");
+    return off;
   }
 
-  if (ino.tail > 0) {
-    if (ino.type === S_IFDIR) {
-      writeDirents(out, dv, off, ino, ino.tailFrom, ino.names!.length);
-    } else if (ino.type === S_IFLNK) {
-      writeBstr(out, off, (c as { target: string }).target);
-    } else if (ino.layout === DATALAYOUT_CHUNK_BASED) {
-      out.fill(0xff, off, off + ino.tail); // null chunk entries
-    } else if (c !== null && c.type === "inline") {
-      out.set(c.data.subarray(c.data.length - ino.tail), off);
+  /** Writes entries [from, to) of directory i as one dirent block (headers, then names). */
+  writeDirents(out: Uint8Array, dv: DataView, off: number, i: number, from: number, to: number): void {
+    const names = this.t.dirNames.get(i)!;
+    const targets = this.t.dirTargets.get(i)!;
+    const type = this.t.type, nid = this.nid;
+    let nameOff = (to - from) * DIRENT_SIZE;
+    let h = off;
+    for (let j = from; j < to; j++) {
+      const target = targets[j];
+      dv.setUint32(h + DIRENT.nid, nid[target], true); // nid < 2^32: high half stays 0
+      dv.setUint16(h + DIRENT.nameoff, nameOff, true);
+      out[h + DIRENT.fileType] = direntFileType(type[target]);
+      h += DIRENT_SIZE;
+      nameOff += names[j].length;
     }
-    off += ino.tail;
+    for (let j = from; j < to; j++) h = writeBstr(out, h, names[j]);
   }
-  return off;
-}
 
-/** Writes entries [from, to) of a directory as one dirent block (headers, then names) at `off`. */
-function writeDirents(
-  out: Uint8Array,
-  dv: DataView,
-  off: number,
-  dir: WInode,
-  from: number,
-  to: number,
-): void {
-  const names = dir.names!;
-  const targets = dir.targets as WInode[];
-  let nameOff = (to - from) * DIRENT_SIZE;
-  let h = off;
-  for (let i = from; i < to; i++) {
-    const t = targets[i];
-    setU64(dv, h + DIRENT.nid, t.nid);
-    dv.setUint16(h + DIRENT.nameoff, nameOff, true);
-    out[h + DIRENT.fileType] = direntFileType(t.type);
-    h += DIRENT_SIZE;
-    nameOff += names[i].length;
-  }
-  for (let i = from; i < to; i++) h = writeBstr(out, h, names[i]);
-}
-
-/** Writes an inode's full data blocks at `off` (block-aligned); returns the offset after them. */
-function emitBlocks(out: Uint8Array, dv: DataView, off: number, ino: WInode): number {
-  const c = ino.content;
-  if (ino.type === S_IFDIR) {
-    const names = ino.names!;
-    let used = 0;
-    let first = 0;
-    let written = 0;
-    for (let i = 0; i < names.length; i++) {
-      const len = DIRENT_SIZE + names[i].length;
-      if (used + len > BLOCK_SIZE) {
-        writeDirents(out, dv, off + written * BLOCK_SIZE, ino, first, i);
-        written++;
-        used = 0;
-        first = i;
+  /** Writes inode i's full data blocks at `off` (block-aligned); returns the offset after them. */
+  emitBlocks(out: Uint8Array, dv: DataView, off: number, i: number): number {
+    const type = this.t.type[i];
+    const c = this.t.content[i];
+    const nBlocks = this.nBlocks[i];
+    if (type === S_IFDIR) {
+      const names = this.t.dirNames.get(i)!;
+      let used = 0, first = 0, written = 0;
+      for (let j = 0; j < names.length; j++) {
+        const len = DIRENT_SIZE + names[j].length;
+        if (used + len > BLOCK_SIZE) {
+          this.writeDirents(out, dv, off + written * BLOCK_SIZE, i, first, j);
+          written++;
+          used = 0;
+          first = j;
+        }
+        used += len;
       }
-      used += len;
+      if (written < nBlocks) this.writeDirents(out, dv, off + written * BLOCK_SIZE, i, first, names.length);
+    } else if (type === S_IFLNK) {
+      writeBstr(out, off, (c as { target: string }).target);
+    } else if (this.layout[i] === DATALAYOUT_CHUNK_BASED) {
+      out.fill(0xff, off, off + BLOCK_SIZE); // C writes a whole block of null chunk entries
+    } else if (c !== null && c.type === "inline") {
+      out.set(c.data.subarray(0, nBlocks * BLOCK_SIZE), off);
     }
-    if (written < ino.nBlocks) writeDirents(out, dv, off + written * BLOCK_SIZE, ino, first, names.length);
-  } else if (ino.type === S_IFLNK) {
-    writeBstr(out, off, (c as { target: string }).target);
-  } else if (ino.layout === DATALAYOUT_CHUNK_BASED) {
-    out.fill(0xff, off, off + BLOCK_SIZE); // C writes a whole block of null chunk entries
-  } else if (c !== null && c.type === "inline") {
-    out.set(c.data.subarray(0, ino.nBlocks * BLOCK_SIZE), off);
+    return off + nBlocks * BLOCK_SIZE;
   }
-  return off + ino.nBlocks * BLOCK_SIZE;
 }
