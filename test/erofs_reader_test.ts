@@ -633,6 +633,14 @@ function interestingOffsets(image: Uint8Array): number[] {
     const ino = img.inode(nid);
     for (let i = 0; i < ino.headerSize; i++) out.push(ino.offset + i);
     for (let i = 0; i < Math.min(ino.xattrSize, 64); i++) out.push(ino.xattrStart + i);
+    if (ino.xattrSize > 0) {
+      // Shared xattr entries this inode refers to (headers and the first name bytes).
+      const w = new DataView(image.buffer);
+      for (let r = 0; r < image[ino.xattrStart + 4] && r * 4 + 16 <= ino.xattrSize; r++) {
+        const at = img.header.xattrBlkaddr * 4096 + w.getUint32(ino.xattrStart + 12 + r * 4, true) * 4;
+        for (let i = 0; i < 8 && at + i < image.length; i++) out.push(at + i);
+      }
+    }
     if (ino.type === 0o040000) {
       for (const e of img.dirents(ino)) {
         for (let i = 0; i < 12; i++) out.push(e.at + i);

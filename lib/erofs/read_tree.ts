@@ -32,6 +32,7 @@ import {
   FT_SOCK,
   FT_SYMLINK,
   MAX_INLINE_CONTENT_C,
+  MAX_SYMLINK_TARGET_C,
   METACOPY,
   METACOPY_HEADER_SIZE,
   METACOPY_VERSION,
@@ -53,8 +54,6 @@ import { xxh32Bstr } from "./xxh32.ts";
 
 /** PATH_MAX / 2: each level needs at least one name byte and a '/'. */
 export const MAX_DIRECTORY_DEPTH = 2048;
-/** Longest symlink target accepted (PATH_MAX − 1, what C mkcomposefs accepts). */
-export const MAX_SYMLINK_TARGET_READ = 4095;
 
 export interface ReadOptions {
   /** Digest algorithm expected in metacopy xattrs; default: whatever the image uses (consistently). */
@@ -348,7 +347,7 @@ export class TreeReader {
         content = wo === "escaped" ? { type: "chardev", rdev: 0 } : this.#regular(inode, raw, f, name);
         break;
       case S_IFLNK: {
-        if (inode.size === 0 || inode.size > MAX_SYMLINK_TARGET_READ) {
+        if (inode.size === 0 || inode.size > MAX_SYMLINK_TARGET_C) {
           throw imageError(`symlink ${q(f, name)} has a target of ${inode.size} bytes`, { nid });
         }
         const data = this.img.data(inode);
