@@ -14,6 +14,7 @@ import {
 import { concatBytes, equalBytes, toHex } from "../lib/util/bytes.ts";
 import { listZstdFrames } from "../lib/util/zstd.ts";
 import { assert, assertEquals, assertRejects } from "./helpers/assert.ts";
+import { hasLibzstd, libzstdStreamCompress } from "./helpers/libzstd_ffi.ts";
 
 const enc = new TextEncoder();
 
@@ -492,4 +493,46 @@ Deno.test("splitstream: writer contract (algorithm mismatch, NUL in names, finis
   assertEquals(rd.namedRefs.get("n")?.bytes[0], 2);
   assertEquals(rd.streamRefs.map((x) => x.bytes[0]), [1, 2]);
   await assertRejects(() => w.finish(), /already finished/);
+});
+
+Deno.test({
+  name:
+    "splitstream: writer output = a file assembled by hand with libzstd-streamed sections (whole-file bytes)",
+  ignore: !hasLibzstd,
+  fn: async () => {
+    const A = id("sha512", 0xa1), B = id("sha512", 0xb2), L = id("sha512", 0x33);
+    // Small sections: larger ones compress differently across libzstd versions.
+    const big = sample(400, 5);
+    const w = new SplitStreamWriter("sha512", CONTENT_TYPE.OCI_LAYER);
+    w.writeInline(enc.encode("x".repeat(512)));
+    w.writeExternal(A, 1000);
+    w.writeInline(big.subarray(0, 100));
+    w.writeInline(big.subarray(100));
+    w.writeExternal(B, 2000);
+    w.writeExternal(A, 1000);
+    w.addNamedRef("layer", L);
+    w.addNamedRef("config", A);
+    const ours = await w.finish();
+    const records = concatBytes([
+      inlineRec(enc.encode("x".repeat(512))),
+      extRec(0),
+      inlineRec(big),
+      extRec(1),
+      extRec(0),
+    ]);
+    const expected = handBuild({
+      alg: "sha512",
+      streamRefs: [L, A],
+      objectRefs: [A, B],
+      named: libzstdStreamCompress([enc.encode("1:config\0" + "0:layer\0")]),
+      stream: libzstdStreamCompress([records]),
+      contentType: CONTENT_TYPE.OCI_LAYER,
+      streamSize: 512 + 1000 + big.length + 2000 + 1000,
+    });
+    assertEquals(toHex(ours), toHex(expected));
+    // No chunks at all: both sections are libzstd's frame of nothing.
+    const empty = await new SplitStreamWriter("sha256", CONTENT_TYPE.OCI_BLOB).finish();
+    const z = libzstdStreamCompress([]);
+    assertEquals(toHex(empty), toHex(handBuild({ named: z, stream: z, contentType: CONTENT_TYPE.OCI_BLOB })));
+  },
 });
