@@ -130,6 +130,8 @@ function edgeTree(): Directory {
   );
   leaf(root, "bigids", { type: "inline", data: new Uint8Array(0) }, stat({ uid: 100000, gid: 70000 }));
   leaf(dir(root, "wh"), "gone", { type: "chardev", rdev: 0 });
+  // A user entry that looks exactly like a generated whiteout stub is still a user whiteout (C).
+  leaf(root, "00", { type: "chardev", rdev: 0 }, stat({ xattrs: new Map(root.stat.xattrs) }));
   return root;
 }
 
@@ -196,6 +198,15 @@ for (const version of VERSIONS) {
           } else if (c.type === "chardev" || c.type === "blockdev") {
             assertEquals(st.rdev, c.rdev, `${path}: rdev`);
           }
+        }
+        // Generated whiteout stubs (epoch 1 only) are real char devices 0:0; the root is opaque.
+        if (version === 2) {
+          assertEquals([...Deno.readDirSync(mnt)].some((e) => e.name === "01"), false);
+        } else {
+          const st = Deno.lstatSync(`${mnt}/01`);
+          assertEquals([st.isCharDevice, st.rdev, st.mode! & 0o7777], [true, 0, 0o644]);
+          const o = await run("getfattr", ["-n", "trusted.overlay.opaque", "--only-values", mnt]);
+          assertEquals(o.out, "y");
         }
         // xattrs as the kernel lists them (trusted.* visible to root).
         const g = await run("getfattr", ["-d", "-m", "-", "-e", "hex", "--absolute-names", `${mnt}/files`]);
