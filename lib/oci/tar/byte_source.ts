@@ -73,6 +73,11 @@ export class ByteSource<T = unknown> {
     return out;
   }
 
+  /** True when the byte flow stopped at an external part (not at EOF). */
+  get blocked(): boolean {
+    return this.#buffered === 0 && this.#pendingExternal !== null;
+  }
+
   /** Reads exactly `n` bytes or throws FormatError naming `what` as truncated. */
   async readExact(n: number, what: string): Promise<Uint8Array> {
     const b = await this.read(n);

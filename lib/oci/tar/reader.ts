@@ -62,7 +62,7 @@ export class TarReader<T = unknown> {
     for (;;) {
       const start = this.#src.consumed;
       if (!block) {
-        block = await this.#src.read(BLOCK);
+        block = await this.#read(start);
         if (block.length === 0) {
           // Clean EOF at a header boundary: accepted as the end (no end blocks written).
           if (localCount > 0) {
@@ -74,7 +74,7 @@ export class TarReader<T = unknown> {
       }
       if (isZeroBlock(block)) {
         const zero = block;
-        const after = await this.#src.read(BLOCK);
+        const after = await this.#read(start + BLOCK);
         if (after.length === 0 || (after.length === BLOCK && isZeroBlock(after))) {
           if (localCount > 0) {
             throw this.#err("end of archive after an extension header, before its entry", start);
@@ -246,6 +246,15 @@ export class TarReader<T = unknown> {
     if (this.#endBytes.length) yield this.#endBytes;
     this.#endBytes = new Uint8Array(0);
     yield* this.#src.rest();
+  }
+
+  /** One header block (shorter at EOF); an external part where a header belongs is an error. */
+  async #read(offset: number): Promise<Uint8Array> {
+    const b = await this.#src.read(BLOCK);
+    if (b.length < BLOCK && this.#src.blocked) {
+      throw this.#err("external chunk where a tar header should be (headers must be inline)", offset);
+    }
+    return b;
   }
 
   #finish(raw: Uint8Array[]): null {

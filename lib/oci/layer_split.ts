@@ -1,0 +1,313 @@
+// Splitting an uncompressed tar layer into a splitstream (spec §3.7) and reading it back (§3.8).
+// Headers, padding, small files (≤ 64 bytes) and everything after the end blocks stay inline;
+// larger regular files become objects. The sha256 of the whole stream (the diff_id) is computed on
+// the way and checked before anything is handed back, so a wrong layer is never registered.
+import { createHash } from "node:crypto";
+import { FormatError, IntegrityError } from "../errors.ts";
+import type { ObjectId } from "../fsverity/object_id.ts";
+import type { ObjectStore } from "../repository/object_store.ts";
+import { CONTENT_TYPE } from "../splitstream/format.ts";
+import { type ObjectOpener, reassemble } from "../splitstream/reassemble.ts";
+import type { SplitStreamChunk, SplitStreamReader } from "../splitstream/reader.ts";
+import { SplitStreamWriter } from "../splitstream/writer.ts";
+import { ByteSource, type SourcePart } from "./tar/byte_source.ts";
+import type { TarEntry } from "./tar/entry.ts";
+import { TarReader, type TarReaderOptions } from "./tar/reader.ts";
+
+/** Regular files up to this size stay inline (composefs-rs INLINE_CONTENT_MAX_V0). */
+export const INLINE_CONTENT_MAX = 64;
+/** Files up to this size are gathered in memory and stored with one ensureObject() call. */
+const SMALL_OBJECT_MAX = 1024 * 1024;
+/** Small objects being stored concurrently while parsing goes on. */
+const MAX_IN_FLIGHT = 8;
+const DRAIN_EVERY = 256 * 1024;
+
+/** Where the split goes: a splitstream writer (lib/splitstream) or anything shaped like one. */
+export interface SplitSink {
+  writeInline(data: Uint8Array): unknown;
+  writeExternal(id: ObjectId, size: number): unknown;
+  /** Lets a compressing sink catch up (bounds its memory); called every 256 KiB of inline data. */
+  drain?(): Promise<void>;
+}
+
+export interface SplitTarOptions extends TarReaderOptions {
+  /** `sha256:<hex>` the uncompressed stream must hash to; IntegrityError otherwise. */
+  expectedDiffId?: string;
+  /** Called with the number of uncompressed bytes consumed so far (at most about once per MiB). */
+  onProgress?: (bytes: number) => void;
+}
+
+export interface SplitTarStats {
+  /** `sha256:<hex>` of the uncompressed tar stream. */
+  diffId: string;
+  /** Bytes of the uncompressed tar stream. */
+  size: number;
+  entries: number;
+  /** External references written (one per large regular file). */
+  objects: number;
+  externalSize: number;
+  inlineSize: number;
+}
+
+type Pending = { kind: "inline"; data: Uint8Array } | {
+  kind: "external";
+  id: Promise<ObjectId>;
+  size: number;
+};
+
+/**
+ * Splits `tar` into `sink`, storing file contents in `store`. Memory stays bounded: file contents
+ * are streamed (files > 1 MiB through an ObjectWriter; smaller ones are gathered and stored with
+ * up to 8 ensureObject() calls in flight, written to the sink in order as they complete).
+ *
+ * On any failure (malformed tar, truncated input, diff_id mismatch) the in-progress object writer
+ * is aborted and the promise rejects; objects already completed stay in the store unreferenced
+ * (garbage for gc). The caller must then discard the sink: it holds a partial stream.
+ */
+export async function splitTarInto(
+  tar: ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>,
+  store: ObjectStore,
+  sink: SplitSink,
+  opts: SplitTarOptions = {},
+): Promise<SplitTarStats> {
+  const expected = opts.expectedDiffId;
+  if (expected !== undefined && !/^sha256:[0-9a-f]{64}$/.test(expected)) {
+    throw new FormatError(`invalid diff_id ${JSON.stringify(expected)} (want sha256:<64 hex>)`);
+  }
+  const sha = createHash("sha256");
+  const src = new ByteSource<never>(tar as AsyncIterable<SourcePart<never>>, (c) => sha.update(c));
+  const reader = new TarReader(src, opts);
+  const stats = { entries: 0, objects: 0, externalSize: 0, inlineSize: 0 };
+
+  // Ordered queue of sink writes; external ids may still be on their way.
+  const queue: Pending[] = [];
+  let inFlight = 0;
+  const flush = async (all: boolean) => {
+    while (queue.length) {
+      const p = queue[0];
+      if (p.kind === "external") {
+        if (!all && inFlight < MAX_IN_FLIGHT) return;
+        const id = await p.id;
+        inFlight--;
+        await sink.writeExternal(id, p.size);
+      } else {
+        await sink.writeInline(p.data);
+        sinceDrain += p.data.length;
+        if (sinceDrain >= DRAIN_EVERY && sink.drain) {
+          sinceDrain = 0;
+          await sink.drain();
+        }
+      }
+      queue.shift();
+    }
+  };
+  // `fresh` = the caller's own array; views into source chunks are copied so that queued inline
+  // data neither depends on the producer leaving its buffers alone nor pins large chunks.
+  const inline = (data: Uint8Array, fresh = false) => {
+    if (data.length === 0) return;
+    stats.inlineSize += data.length;
+    queue.push({ kind: "inline", data: fresh ? data : data.slice() });
+  };
+
+  let lastProgress = 0;
+  let sinceDrain = 0;
+  let writer: ReturnType<ObjectStore["createObjectWriter"]> | undefined;
+  try {
+    for (;;) {
+      const h = await reader.next();
+      if (!h) break;
+      stats.entries++;
+      inline(h.header, true);
+      const { entry } = h;
+      if (entry.kind === "file" && entry.size > INLINE_CONTENT_MAX) {
+        stats.objects++;
+        stats.externalSize += entry.size;
+        if (entry.size <= SMALL_OBJECT_MAX) {
+          const buf = new Uint8Array(entry.size);
+          let o = 0;
+          for await (const c of reader.content()) {
+            buf.set(c, o);
+            o += c.length;
+          }
+          const id = store.ensureObject(buf);
+          id.catch(() => {}); // observed later, in order
+          inFlight++;
+          queue.push({ kind: "external", id, size: entry.size });
+        } else {
+          await flush(true);
+          writer = store.createObjectWriter();
+          for await (const c of reader.content()) await writer.write(c);
+          const done = await writer.finish();
+          writer = undefined;
+          if (done.size !== entry.size) {
+            throw new FormatError(
+              `object for ${JSON.stringify(entry.path)} has ${done.size} bytes, not ${entry.size}`,
+            );
+          }
+          queue.push({ kind: "external", id: Promise.resolve(done.id), size: entry.size });
+          inFlight++;
+        }
+      } else {
+        for await (const c of reader.content()) inline(c);
+      }
+      inline(await reader.padding(), true);
+      await flush(false);
+      if (opts.onProgress && reader.offset - lastProgress >= 1 << 20) {
+        lastProgress = reader.offset;
+        opts.onProgress(lastProgress);
+      }
+    }
+    for await (const c of reader.trailer()) {
+      inline(c);
+      await flush(false);
+    }
+    await flush(true);
+  } catch (e) {
+    await writer?.abort().catch(() => {});
+    await Promise.allSettled(queue.map((p) => p.kind === "external" ? p.id : undefined));
+    throw e;
+  }
+  const diffId = "sha256:" + sha.digest("hex");
+  if (expected !== undefined && diffId !== expected) {
+    throw new IntegrityError(`layer diff_id mismatch: expected ${expected}, got ${diffId}`);
+  }
+  opts.onProgress?.(src.consumed);
+  return { diffId, size: src.consumed, ...stats };
+}
+
+/** The result of splitting a layer: the splitstream file bytes (content type `ocilayer`) and stats. */
+export interface SplitLayerResult extends SplitTarStats {
+  splitstream: Uint8Array;
+}
+
+/**
+ * Splits an uncompressed tar layer into a new splitstream (content type `ocilayer`, the store's
+ * algorithm). The caller stores `splitstream` as `oci-layer-<diffId>`; on rejection nothing is
+ * to be registered (see splitTarInto for what may remain in the store).
+ */
+export async function splitTarLayer(
+  tar: ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>,
+  store: ObjectStore,
+  opts: SplitTarOptions = {},
+): Promise<SplitLayerResult> {
+  const writer = new SplitStreamWriter(store.alg, CONTENT_TYPE.OCI_LAYER);
+  const stats = await splitTarInto(tar, store, writer, opts);
+  if (writer.streamSize !== stats.size) {
+    throw new Error(`internal: splitstream holds ${writer.streamSize} bytes, the tar had ${stats.size}`);
+  }
+  return { ...stats, splitstream: await writer.finish() };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading back (§3.8)
+
+/** A tar entry read back from a splitstream; regular files carry their content or object id. */
+export interface SplitTarEntry extends TarEntry {
+  /** Regular files only: ≤ 64 bytes stored inline, or an object of `size` bytes. */
+  content?: { type: "inline"; data: Uint8Array } | { type: "external"; id: ObjectId; size: number };
+}
+
+/**
+ * Parses the entries of a split tar layer without opening any object. Extension headers must be
+ * inline; a regular file's content is either inline (≤ 64 bytes) or exactly one external chunk
+ * (> 64 bytes). Stops at the end-of-archive marker (trailing bytes are not read).
+ */
+export async function* tarEntriesFromSplitstream(
+  source: SplitStreamReader | AsyncIterable<SplitChunk>,
+  opts: TarReaderOptions = {},
+): AsyncGenerator<SplitTarEntry> {
+  async function* parts(): AsyncGenerator<SourcePart<ObjectId>> {
+    for await (const c of chunksOf(source)) yield "inline" in c ? c.inline : { external: c.external };
+  }
+  const reader = new TarReader(new ByteSource<ObjectId>(parts()), opts);
+  for (;;) {
+    const h = await reader.next();
+    if (!h) return;
+    const e: SplitTarEntry = h.entry;
+    const ext = await reader.takeExternalContent();
+    if (ext) {
+      if (e.kind !== "file") {
+        throw new FormatError(`split tar: external content for non-regular entry ${JSON.stringify(e.path)}`);
+      }
+      if (e.size <= INLINE_CONTENT_MAX) {
+        throw new FormatError(
+          `split tar: external content for ${e.size}-byte file ${JSON.stringify(e.path)}`,
+        );
+      }
+      e.content = { type: "external", id: ext.external, size: e.size };
+    } else if (e.kind === "file") {
+      if (e.size > INLINE_CONTENT_MAX) {
+        throw new FormatError(`split tar: ${e.size}-byte file ${JSON.stringify(e.path)} stored inline`);
+      }
+      const data = new Uint8Array(e.size);
+      let o = 0;
+      for await (const c of reader.content()) {
+        data.set(c, o);
+        o += c.length;
+      }
+      e.content = { type: "inline", data };
+    }
+    yield e;
+  }
+}
+
+/** Reassembles the original tar bytes (inline data and object contents, in order). */
+export function reassembleTar(
+  reader: SplitStreamReader,
+  openObject: ObjectOpener,
+): ReadableStream<Uint8Array> {
+  return ReadableStream.from(reassemble(reader, openObject));
+}
+
+/** The same from a chunk sequence (e.g. a stored layer's chunks, as lib/oci/image_tree.ts yields them). */
+export function reassembleSplitstream(
+  source: SplitStreamReader | AsyncIterable<SplitChunk>,
+  openObject: ObjectOpener,
+): ReadableStream<Uint8Array> {
+  async function* gen(): AsyncGenerator<Uint8Array> {
+    for await (const c of chunksOf(source)) {
+      if ("inline" in c) {
+        if (c.inline.length) yield c.inline;
+        continue;
+      }
+      for await (const piece of (await openObject(c.external)) as AsyncIterable<Uint8Array>) yield piece;
+    }
+  }
+  return ReadableStream.from(gen());
+}
+
+/** A splitstream chunk in either shape: the splitstream reader's, or `{inline}` / `{external}`. */
+export type SplitChunk = SplitStreamChunk | { inline: Uint8Array } | { external: ObjectId };
+
+async function* chunksOf(
+  source: SplitStreamReader | AsyncIterable<SplitChunk>,
+): AsyncGenerator<{ inline: Uint8Array } | { external: ObjectId }> {
+  const it = Symbol.asyncIterator in source ? source : source.chunks();
+  for await (const c of it) {
+    if ("kind" in c) yield c.kind === "inline" ? { inline: c.data } : { external: c.id };
+    else yield c;
+  }
+}
+
+/**
+ * Re-hashes the reassembled tar and throws IntegrityError unless its sha256 is `diffId` (used when
+ * a layer stream is not trusted, e.g. `oci compute-id` on a config given by digest).
+ */
+export async function verifyLayerDiffId(
+  reader: SplitStreamReader,
+  openObject: ObjectOpener,
+  diffId: string,
+): Promise<void> {
+  const sha = createHash("sha256");
+  let size = 0;
+  for await (const c of reassemble(reader, openObject)) {
+    sha.update(c);
+    size += c.length;
+  }
+  const got = "sha256:" + sha.digest("hex");
+  if (got !== diffId) {
+    throw new IntegrityError(
+      `layer diff_id mismatch: expected ${diffId}, reassembled ${size} bytes hash to ${got}`,
+    );
+  }
+}
