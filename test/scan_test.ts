@@ -65,6 +65,8 @@ async function buildFixture(dir: string): Promise<void> {
   const big = new Uint8Array(300_000);
   for (let i = 0; i < big.length; i++) big[i] = (i * 7 + (i >> 12)) & 0xff;
   await w("big", big);
+  // several 1 MiB read chunks: exercises the prefetching stream path
+  await w("huge", new Uint8Array(2_621_447).map((_, i) => (i * 13 + (i >> 20)) & 0xff));
   await w("sub/deeper/file", "z".repeat(5000));
   await Deno.link(`${dir}/big`, `${dir}/sub/big-hardlink`);
   await Deno.symlink("../some where/\x7f", `${dir}/sub/link`);
@@ -242,7 +244,11 @@ Deno.test("scanDirectory with a store: objects hold the file bytes, ids match fs
     store.objects.get(await fsverityTool(tmp.path + "/big", "sha256")),
     await Deno.readFile(tmp.path + "/big"),
   );
-  assertEquals(ids.size, 3); // big (twice, one object), just65, sub/deeper/file
+  assertEquals(ids.size, 4); // big (twice, one object), huge, just65, sub/deeper/file
+  assertEquals(
+    store.objects.get(await fsverityTool(tmp.path + "/huge", "sha256")),
+    await Deno.readFile(tmp.path + "/huge"),
+  );
   await assertRejects(() => scanDirectory(tmp.path, { alg: "sha512", store }), /store uses sha256/);
 });
 

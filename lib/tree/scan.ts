@@ -20,6 +20,7 @@ import {
   type StatxResult,
 } from "../linux/fs_at.ts";
 import { readXattrs, readXattrsFd } from "../linux/xattr.ts";
+import { pread, preadAsync } from "../linux/fs.ts";
 import type { ObjectStore } from "../repository/object_store.ts";
 import { bytesToBstr, concatBytes, utf8 } from "../util/bytes.ts";
 import {
@@ -101,10 +102,17 @@ export async function scanDirectory(path: string, opts: ScanOptions): Promise<Di
   const inlineMax = opts.inlineMax ?? 64;
   const tasks: FileTask[] = [];
   const root = walk(path, opts, tasks);
+  const streamBuffers: [Uint8Array, Uint8Array][] = [];
   await runPool(
     tasks,
     opts.concurrency ?? navigator.hardwareConcurrency ?? 2,
-    (t) => readFile(t, opts, inlineMax),
+    (t, w) =>
+      readFile(
+        t,
+        opts,
+        inlineMax,
+        streamBuffers[w] ??= [new Uint8Array(READ_CHUNK), new Uint8Array(READ_CHUNK)],
+      ),
   );
   return root;
 }
@@ -209,14 +217,18 @@ function setXattrs(stat: Stat, x: Map<string, Uint8Array>, keep?: (name: string)
 }
 
 /** Runs `fn` over `items` with at most `n` in flight; the first failure stops new work and is thrown. */
-async function runPool<T>(items: T[], n: number, fn: (item: T) => Promise<void>): Promise<void> {
+async function runPool<T>(
+  items: T[],
+  n: number,
+  fn: (item: T, worker: number) => Promise<void>,
+): Promise<void> {
   let next = 0;
   let failed: { e: unknown } | undefined;
-  const worker = async () => {
+  const worker = async (_: unknown, w: number) => {
     while (!failed && next < items.length) {
       const item = items[next++];
       try {
-        await fn(item);
+        await fn(item, w);
       } catch (e) {
         failed ??= { e };
       }
@@ -249,56 +261,76 @@ function makeSink(opts: ScanOptions): Sink {
   };
 }
 
-async function readFile(t: FileTask, opts: ScanOptions, inlineMax: number): Promise<void> {
+/** Files up to this size are read with synchronous pread into one shared buffer (page-cache reads
+ *  are faster than a round trip to Deno's I/O threads); larger ones stream with reads on a worker
+ *  thread, the next chunk prefetched while the current one is hashed or stored. */
+const SYNC_READ_MAX = 256 * 1024;
+const sharedBuf = new Uint8Array(SYNC_READ_MAX + 1);
+
+async function readFile(
+  t: FileTask,
+  opts: ScanOptions,
+  inlineMax: number,
+  buffers: [Uint8Array, Uint8Array],
+): Promise<void> {
   const where = bytesToBstr(t.path);
-  let file: Deno.FsFile;
-  try {
-    // Open by raw bytes (any name), then hand the descriptor to Deno's async I/O via /proc.
-    const fd = openAt(AT_FDCWD, t.path, O_RDONLY | O_NOFOLLOW, where);
-    try {
-      file = await Deno.open(`/proc/self/fd/${fd}`, { read: true });
-    } finally {
-      closeFd(fd);
-    }
-  } catch (e) {
-    if (e instanceof CfsError) throw e.within(where);
-    throw new CfsError(`cannot open: ${(e as Error).message}`, { cause: e, context: [where] });
-  }
+  const fd = openAt(AT_FDCWD, t.path, O_RDONLY | O_NOFOLLOW, where);
   let sink: Sink | undefined;
   try {
-    const head: Uint8Array[] = [];
-    let total = 0;
-    const bufSize = Math.min(READ_CHUNK, (Math.floor(t.size / 4096) + 1) * 4096);
-    for (;;) {
-      const buf = new Uint8Array(bufSize);
-      const n = await file.read(buf);
-      if (n === null) break;
-      const chunk = buf.subarray(0, n);
-      if (!sink && total + n <= inlineMax) {
-        head.push(chunk.slice());
+    if (t.size <= SYNC_READ_MAX) {
+      let total = 0;
+      while (total < sharedBuf.length) {
+        const n = pread(fd, sharedBuf.subarray(total), total);
+        if (n === 0) break;
         total += n;
-        continue;
       }
-      if (!sink) {
-        sink = makeSink(opts);
-        for (const h of head) await sink.write(h);
+      if (total < sharedBuf.length) {
+        // Whole file read. The shared buffer is reused by the next task: copy what outlives an await.
+        const data = sharedBuf.subarray(0, total);
+        if (total <= inlineMax) {
+          t.leaf.content = { type: "inline", data: data.slice() };
+        } else {
+          sink = makeSink(opts);
+          await sink.write(opts.store ? data.slice() : data);
+          const id = await sink.finish();
+          sink = undefined;
+          t.leaf.content = { type: "external", id, size: total };
+        }
+        opts.onFile?.(where, total);
+        return;
       }
-      await sink.write(chunk);
-      total += n;
+      // The file grew past the synchronous limit since statx: stream it from the start.
     }
-    if (!sink) {
-      t.leaf.content = { type: "inline", data: concatBytes(head) };
-    } else {
-      const id = await sink.finish();
-      sink = undefined;
-      t.leaf.content = { type: "external", id, size: total };
+    sink = makeSink(opts);
+    // The worker's own two buffers: a chunk is handed to the sink and awaited before its buffer is
+    // read into again.
+    let [cur, next] = buffers;
+    let total = 0;
+    let pending: Promise<number> | undefined = preadAsync(fd, cur, 0);
+    try {
+      for (;;) {
+        const n: number = await pending!;
+        pending = undefined;
+        if (n === 0) break;
+        const chunk = cur.subarray(0, n);
+        total += n;
+        pending = preadAsync(fd, next, total);
+        await sink.write(chunk);
+        [cur, next] = [next, cur];
+      }
+    } finally {
+      // Never close the fd under a read still running on a worker thread.
+      if (pending) await pending.catch(() => 0);
     }
+    const id = await sink.finish();
+    sink = undefined;
+    t.leaf.content = { type: "external", id, size: total };
     opts.onFile?.(where, total);
   } catch (e) {
     if (sink) await sink.abort().catch(() => {});
     if (e instanceof CfsError) throw e.within(where);
     throw new CfsError(`reading failed`, { cause: e, context: [where] });
   } finally {
-    file.close();
+    closeFd(fd);
   }
 }
