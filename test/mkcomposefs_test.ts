@@ -4,7 +4,7 @@
 import { gunzipSync } from "node:zlib";
 import { createHash } from "node:crypto";
 import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";
-import { runCli, tempDir } from "./helpers/cli.ts";
+import { PROJECT_ROOT, runCli, tempDir } from "./helpers/cli.ts";
 
 const VECTORS = new URL("../../shared/vectors/composefs-c/", import.meta.url).pathname;
 const NON_STRICT = new Set(["no-newline.dump", "longlink.dump", "honggfuzz-longlink-unterminated.dump"]);
@@ -188,4 +188,26 @@ Deno.test("directory source: --digest-store layout, flags, image passes fsck.ero
   assert(!/=/.test(await info(s)), "no xattrs");
   const bad = await mk(["--threads", "0", src, `${tmp.path}/t.img`]);
   assert(bad.code !== 0 && !(await exists(`${tmp.path}/t.img`)));
+});
+
+const hasScript = (() => {
+  try {
+    return Deno.statSync("/usr/bin/script").isFile;
+  } catch {
+    return false;
+  }
+})();
+
+Deno.test({
+  name: "IMAGE - refuses a terminal on stdout (pty from script(1))",
+  ignore: !hasScript,
+  fn: async () => {
+    const cmd = `${Deno.execPath()} run -A --no-check ${PROJECT_ROOT}main.ts mkcomposefs --from-file ` +
+      `${VECTORS}special.dump -; echo "rc=$?"`;
+    const o = await new Deno.Command("script", { args: ["-qec", cmd, "/dev/null"], stdout: "piped" })
+      .output();
+    const text = new TextDecoder().decode(o.stdout);
+    assertMatch(text, /refusing to write an image/);
+    assertMatch(text, /rc=[1-9]/);
+  },
 });
