@@ -54,6 +54,7 @@ import {
   MAX_SHARED_REFS,
   MAX_SHARED_REFS_EPOCH1,
   type XattrEntry,
+  type XattrName,
   XattrTable,
 } from "./write_xattrs.ts";
 
@@ -164,6 +165,8 @@ class ImageBuilder {
   readonly xStart: Uint32Array;
   readonly maxShared: number;
   hasAcl = false;
+  overlayNames: XattrName[] | undefined;
+  emptyMetacopy: XattrEntry | undefined;
   minSec = 0;
   minNsec = 0;
 
@@ -329,8 +332,17 @@ class ImageBuilder {
     } else if (c.type === "external-noverity") {
       path = c.payload;
     }
-    this.xattrs.push(xt.intern(xt.name(XATTR_METACOPY), metacopy));
-    if (path) this.xattrs.push(xt.internString(xt.name(XATTR_REDIRECT), "/", path));
+    const names = this.overlayNames ??= [xt.name(XATTR_METACOPY), xt.name(XATTR_REDIRECT)];
+    if (metacopy === EMPTY) {
+      // Every digest-less external file carries the same empty metacopy: intern it once.
+      let e = this.emptyMetacopy;
+      if (e === undefined) e = this.emptyMetacopy = xt.intern(names[0], EMPTY);
+      else e.count++;
+      this.xattrs.push(e);
+    } else {
+      this.xattrs.push(xt.intern(names[0], metacopy));
+    }
+    if (path) this.xattrs.push(xt.internString(names[1], "/", path));
   }
 
   /** Smallest mtime, compared as signed numbers (C mkcomposefs); compact inodes inherit it. */
