@@ -42,14 +42,50 @@ class UniqueIds {
   }
 }
 
+/**
+ * Copies of written bytes, small writes packed into blocks: one copy, few pieces. Pieces smaller
+ * than STAGE_SIZE / 2 returned by take() are only valid until the next add() (the small block is
+ * reused: a run is usually a tar header or two, and a fresh block per run would churn memory).
+ */
+class ByteRun {
+  #pieces: Uint8Array[] = [];
+  #tail: Uint8Array | null = null;
+  #tailLen = 0;
+  add(data: Uint8Array): void {
+    if (data.length >= STAGE_SIZE / 2) {
+      this.#closeTail();
+      this.#pieces.push(data.slice());
+      return;
+    }
+    if (this.#tail && this.#tailLen + data.length > this.#tail.length) this.#closeTail();
+    this.#tail ??= new Uint8Array(this.#pieces.length === 0 ? 16384 : STAGE_SIZE);
+    this.#tail.set(data, this.#tailLen);
+    this.#tailLen += data.length;
+  }
+  take(): Uint8Array[] {
+    if (this.#tailLen >= STAGE_SIZE / 2) this.#closeTail();
+    else if (this.#tailLen > 0) this.#pieces.push(this.#tail!.subarray(0, this.#tailLen));
+    this.#tailLen = 0;
+    const p = this.#pieces;
+    this.#pieces = [];
+    return p;
+  }
+  /** Hands the current block on for good. */
+  #closeTail(): void {
+    if (this.#tail && this.#tailLen > 0) this.#pieces.push(this.#tail.subarray(0, this.#tailLen));
+    this.#tail = null;
+    this.#tailLen = 0;
+  }
+}
+
 export class SplitStreamWriter {
   readonly alg: HashAlgorithm;
   readonly contentType: bigint;
   #stream = new ZstdStreamCompressor(ZSTD_LEVEL);
   #stage = new Uint8Array(STAGE_SIZE);
   #staged = 0;
-  /** The current run of inline data (copies), written as one record when it ends. */
-  #inline: Uint8Array[] = [];
+  /** The current run of inline data, written as one record when it ends. */
+  #inline = new ByteRun();
   #inlineLen = 0;
   #objectRefs = new UniqueIds();
   #streamRefs = new UniqueIds();
@@ -83,7 +119,7 @@ export class SplitStreamWriter {
   writeInline(data: Uint8Array): void {
     this.#open();
     if (data.length === 0) return;
-    this.#inline.push(data.slice());
+    this.#inline.add(data);
     this.#inlineLen += data.length;
     this.#streamSize += data.length;
     this.#inlineBytes += data.length;
@@ -176,18 +212,17 @@ export class SplitStreamWriter {
     const rec = new Uint8Array(8);
     new DataView(rec.buffer).setBigInt64(0, -BigInt(this.#inlineLen), true);
     this.#emit(rec);
-    for (const piece of this.#inline) this.#emit(piece);
-    this.#inline = [];
+    for (const piece of this.#inline.take()) {
+      if (piece.length >= STAGE_SIZE / 2) {
+        this.#flushStage();
+        this.#stream.write(piece);
+      } else this.#emit(piece);
+    }
     this.#inlineLen = 0;
   }
 
-  /** Hands bytes we own to the encoder, gathering small ones (the output does not depend on it). */
+  /** Hands small bytes to the encoder, gathered into bigger writes (the output does not depend on it). */
   #emit(b: Uint8Array): void {
-    if (b.length >= STAGE_SIZE / 2) {
-      this.#flushStage();
-      this.#stream.write(b);
-      return;
-    }
     if (this.#staged + b.length > STAGE_SIZE) this.#flushStage();
     this.#stage.set(b, this.#staged);
     this.#staged += b.length;
