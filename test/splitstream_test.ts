@@ -265,6 +265,17 @@ Deno.test("splitstream: round trips (inline, external, mixed, repeated objects, 
       externalOnly: [["x", big], ["x", small]],
       mixed: [["i", sample(512, 3)], ["x", mid], ["i", sample(300, 4)], ["x", small], ["i", sample(1024, 5)]],
       repeated: [["x", small], ["i", sample(512, 6)], ["x", small], ["x", small], ["x", big], ["x", small]],
+      // Runs of every size class the writer buffers differently, separated by objects.
+      runSizes: [
+        ...Array.from({ length: 3 }, (_, i) => ["i", sample(30_000, 200 + i)] as Op),
+        ["x", small],
+        ...Array.from({ length: 400 }, (_, i) => ["i", sample(100, 300 + i)] as Op),
+        ["x", mid],
+        ["i", sample(70_000, 7)],
+        ["i", sample(10, 8)],
+        ["x", small],
+        ["i", sample(20_000, 9)],
+      ],
       // 24 MB of inline data in many writes: one record, handed out in ≤ 1 MiB pieces.
       largeInline: Array.from({ length: 96 }, (_, i) => ["i", sample(256 * 1024, 100 + i)] as Op),
     };
