@@ -58,7 +58,7 @@ class ByteRun {
       return;
     }
     if (this.#tail && this.#tailLen + data.length > this.#tail.length) this.#closeTail();
-    this.#tail ??= new Uint8Array(this.#pieces.length === 0 ? 16384 : STAGE_SIZE);
+    this.#tail ??= new Uint8Array(this.#pieces.length === 0 ? Math.max(16384, data.length) : STAGE_SIZE);
     this.#tail.set(data, this.#tailLen);
     this.#tailLen += data.length;
   }
