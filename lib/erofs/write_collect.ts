@@ -82,6 +82,8 @@ export interface Collected {
   table: InodeTable;
   /** Some user whiteout (chr 0:0) exists (drives the V0 → 1 version bump). */
   hasWhiteout: boolean;
+  /** The header's composefs_version. */
+  composefsVersion: number;
 }
 
 const HEX = "0123456789abcdef";
@@ -254,16 +256,20 @@ function setDirents(
 }
 
 /**
- * Epoch 1 collection (C `lcfs_compute_tree` order). `composefsVersion` ≥ 1 adds the opaque=x
- * markers to directories holding escaped whiteouts.
+ * Epoch 1 collection (C `lcfs_compute_tree` order). `composefsVersion` maps "the tree holds a user
+ * whiteout" to the image's composefs_version (C promotes V0 to 1 when allowed).
  */
-export function collectEpoch1(root: Directory, composefsVersion: number): Collected {
+export function collectEpoch1(
+  root: Directory,
+  composefsVersion: (hasWhiteout: boolean) => number,
+): Collected {
   const pre = prepass(root);
   const canonical = pre.refs.size > 0 ? canonicalEntries(root, pre.refs) : null;
   const table = new InodeTable(pre.inodes + 256);
   /** Inode of each hard-linked leaf once created; entries met earlier wait in `deferred`. */
   const leafInode = new Map<Leaf, number>();
   const deferred: { dir: number; name: string; leaf: Leaf }[] = [];
+  const whiteoutDirs: number[] = [];
 
   const rootIno = table.add(S_IFDIR, root.stat, 2, null);
   table.setExtra(rootIno, XATTR_OPAQUE, OPAQUE_Y);
@@ -330,14 +336,7 @@ export function collectEpoch1(root: Directory, composefsVersion: number): Collec
       if (refs !== undefined) leafInode.set(node, child);
       targets[i] = child;
     }
-    if (hasWhiteoutChild) {
-      table.setExtra(me, XATTR_ESCAPED_WHITEOUTS, EMPTY);
-      table.setExtra(me, XATTR_USER_WHITEOUTS, EMPTY);
-      if (composefsVersion >= 1) {
-        table.setExtra(me, XATTR_ESCAPED_OPAQUE, OPAQUE_X);
-        table.setExtra(me, XATTR_USER_OPAQUE, OPAQUE_X);
-      }
-    }
+    if (hasWhiteoutChild) whiteoutDirs.push(me);
     setDirents(table, me, queueParent[qi], names, targets);
   }
   // Entries met before their canonical occurrence were stored as -1: patch them now.
@@ -353,7 +352,17 @@ export function collectEpoch1(root: Directory, composefsVersion: number): Collec
     }
     table.dirTargets.get(d.dir)![lo + ((hi - lo) >> 1)] = ino;
   }
-  return { table, hasWhiteout: pre.hasWhiteout };
+  // Directories holding escaped whiteouts are marked; opaque=x only from composefs_version 1 on.
+  const cfsVersion = composefsVersion(pre.hasWhiteout);
+  for (const me of whiteoutDirs) {
+    table.setExtra(me, XATTR_ESCAPED_WHITEOUTS, EMPTY);
+    table.setExtra(me, XATTR_USER_WHITEOUTS, EMPTY);
+    if (cfsVersion >= 1) {
+      table.setExtra(me, XATTR_ESCAPED_OPAQUE, OPAQUE_X);
+      table.setExtra(me, XATTR_USER_OPAQUE, OPAQUE_X);
+    }
+  }
+  return { table, hasWhiteout: pre.hasWhiteout, composefsVersion: cfsVersion };
 }
 
 /** V2 collection (composefs-rs): DFS pre-order; a hard-linked leaf's inode comes at first sight. */
@@ -385,5 +394,5 @@ export function collectV2(root: Directory): Collected {
     return me;
   };
   visit(root, -1);
-  return { table, hasWhiteout: pre.hasWhiteout };
+  return { table, hasWhiteout: pre.hasWhiteout, composefsVersion: 2 };
 }

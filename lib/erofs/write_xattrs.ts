@@ -29,8 +29,8 @@ export interface XattrName {
   filterBit: number;
   /** byte values: value hash → entry, or entries when hashes collide */
   byValue: Map<number, XattrEntry | XattrEntry[]>;
-  /** string values: the engine's own string hashing */
-  byString: Map<string, XattrEntry>;
+  /** string values: sampled-string hash → entry, or entries when hashes collide */
+  byString: Map<number, XattrEntry | XattrEntry[]>;
 }
 
 /** One distinct (name, value) pair. */
@@ -45,6 +45,19 @@ export interface XattrEntry {
   count: number;
   /** Byte offset inside the shared table, or -1 when not shared. */
   sharedOffset: number;
+}
+
+/**
+ * Hash of a string from its length and up to 32 sampled chars (its ends): cheap for the long,
+ * distinct paths redirects carry (object paths differ in their first chars). Collisions are fine.
+ */
+function hashString(s: string): number {
+  const n = s.length;
+  let h = 0x811c9dc5 ^ n;
+  const head = Math.min(n, 16);
+  for (let i = 0; i < head; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  for (let i = Math.max(head, n - 16); i < n; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  return h;
 }
 
 function hashValue(v: Uint8Array): number {
@@ -148,10 +161,25 @@ export class XattrTable {
    * the same way (by bytes or by lead + string) and with the same lead: redirect targets only.
    */
   internString(xn: XattrName, lead: string, value: string): XattrEntry {
-    let e = xn.byString.get(value);
-    if (e === undefined) {
+    const h = hashString(value);
+    const found = xn.byString.get(h);
+    let e: XattrEntry | undefined;
+    if (found === undefined) {
       e = this.#newEntry(xn, value, lead);
-      xn.byString.set(value, e);
+      xn.byString.set(h, e);
+    } else if (!Array.isArray(found)) {
+      if (found.value === value) {
+        e = found;
+      } else {
+        e = this.#newEntry(xn, value, lead);
+        xn.byString.set(h, [found, e]);
+      }
+    } else {
+      e = found.find((x) => x.value === value);
+      if (e === undefined) {
+        e = this.#newEntry(xn, value, lead);
+        found.push(e);
+      }
     }
     e.count++;
     return e;

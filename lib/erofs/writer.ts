@@ -106,17 +106,6 @@ function writeBstr(out: Uint8Array, off: number, s: string): number {
   return off + s.length;
 }
 
-function treeHasWhiteout(dir: Directory): boolean {
-  for (const node of dir.entries.values()) {
-    if (node.kind === "dir") {
-      if (treeHasWhiteout(node)) return true;
-    } else if (node.content.type === "chardev" && node.content.rdev === 0) {
-      return true;
-    }
-  }
-  return false;
-}
-
 function escapeName(name: string): string {
   return name.startsWith(OVERLAY_XATTR_PREFIX)
     ? OVERLAY_ESCAPED_PREFIX + name.slice(OVERLAY_XATTR_PREFIX.length)
@@ -146,11 +135,12 @@ export function writeErofs(root: Directory, opts: WriteOptions): Uint8Array {
     throw new FormatError(`unsupported composefs image format version ${version}`);
   }
   // composefs_version: V0 is promoted to 1 by a user whiteout unless maxVersion forbids it.
-  let cfsVersion: number = version;
-  if (version === 0 && (opts.maxVersion ?? 1) >= 1 && treeHasWhiteout(root)) cfsVersion = 1;
+  const maxVersion = opts.maxVersion ?? 1;
   const epoch1 = version !== 2;
-  const table = epoch1 ? collectEpoch1(root, cfsVersion).table : collectV2(root).table;
-  return new ImageBuilder(table, epoch1, cfsVersion).build();
+  const c = epoch1
+    ? collectEpoch1(root, (hasWhiteout) => version === 0 && maxVersion >= 1 && hasWhiteout ? 1 : version)
+    : collectV2(root);
+  return new ImageBuilder(c.table, epoch1, c.composefsVersion).build();
 }
 
 /** Layout and emission of one image from its inode table. */
