@@ -303,8 +303,8 @@ class ImageBuilder {
 
   /**
    * Synthetic overlay xattrs of an external file: metacopy (4-byte header + digest, or empty
-   * without a digest), then redirect to the backing path ("/" + object path or, epoch 1 only, the
-   * dumpfile payload).
+   * without a digest), then redirect to the backing path ("/" + object path or the dumpfile
+   * payload).
    */
   internOverlayData(c: LeafContent): void {
     const xt = this.xt;
@@ -317,8 +317,8 @@ class ImageBuilder {
       metacopy[METACOPY.len] = metacopy.length;
       metacopy[METACOPY.digestAlgo] = KERNEL_ALG_ID[c.id.alg];
       metacopy.set(d, METACOPY.digest);
-      // C keeps a dumpfile's payload verbatim; composefs-rs (V2) always names the object.
-      path = this.epoch1 ? c.payload ?? c.id.objectPath() : c.id.objectPath();
+      // A dumpfile's payload is kept verbatim (C); trees without one name the object.
+      path = c.payload ?? c.id.objectPath();
     } else if (c.type === "external-noverity") {
       path = c.payload;
     }
