@@ -209,3 +209,17 @@ Deno.test("erofs writer: V0 with maxVersion 0 keeps composefs_version 0 and omit
     true,
   ]);
 });
+
+Deno.test("erofs writer: rejects file names a directory cannot hold", () => {
+  for (const bad of ["", ".", "..", "a/b", "nul\0", "n".repeat(256)]) {
+    for (const version of [0, 2] as const) {
+      const root = emptyRoot();
+      root.entries.set(bad, newLeaf(newStat(), { type: "fifo" }));
+      const e = assertThrows(() => writeErofs(root, { version }));
+      assertEquals(e instanceof FormatError, true, `${JSON.stringify(bad)}: ${e}`);
+    }
+  }
+  const root = emptyRoot();
+  root.entries.set("n".repeat(255), newLeaf(newStat(), { type: "fifo" }));
+  assertEquals(writeErofs(root, { version: 2 }).length, 4096);
+});
