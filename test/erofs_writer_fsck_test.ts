@@ -242,3 +242,37 @@ Deno.test("erofs writer fsck: C vector images pass fsck.erofs", async () => {
     await fsck(writeErofs(parseDumpfileSync(raw), { version: 1 }), name);
   }
 });
+
+Deno.test("erofs writer fsck: more shared xattrs than one inode may reference (C keeps 128)", async () => {
+  for (const version of VERSIONS) {
+    const root = newDirectory(stat({ mode: 0o755 }));
+    const xattrs = new Map<string, Uint8Array>();
+    for (let i = 0; i < 200; i++) xattrs.set(`user.attr${String(i).padStart(3, "0")}`, bstrToBytes(`v${i}`));
+    // Regular files: the VFS hides user.* xattrs of special files.
+    for (const name of ["a", "b"]) {
+      root.entries.set(name, newLeaf(stat({ xattrs }), { type: "inline", data: new Uint8Array(0) }));
+    }
+    const img = writeErofs(root, { version });
+    await fsck(img, `200 shared xattrs V${version}`);
+    if (!isRoot) continue;
+    const path = await Deno.makeTempFile({ suffix: ".erofs" });
+    const mnt = await Deno.makeTempDir();
+    await Deno.writeFile(path, img);
+    assertEquals((await run("mount", ["-t", "erofs", "-o", "ro", path, mnt])).code, 0);
+    try {
+      for (const name of ["a", "b"]) {
+        const g = await run("getfattr", ["-d", "--absolute-names", `${mnt}/${name}`]);
+        const got = g.out.split("\n").filter((l) => l.startsWith("user.attr")).sort();
+        assertEquals(
+          got,
+          [...xattrs].map(([k, v]) => `${k}="${new TextDecoder().decode(v)}"`),
+          `V${version} ${name}`,
+        );
+      }
+    } finally {
+      await run("umount", [mnt]);
+      await Deno.remove(mnt);
+      await Deno.remove(path);
+    }
+  }
+});
