@@ -228,6 +228,13 @@ Deno.test("wrong expected diff_id → IntegrityError; truncated layer → Format
     /invalid diff_id/,
   );
 
+  // A sha512 diff_id (allowed by OCI) is checked with sha512, as sha512sum computes it.
+  const sha512 = new TextDecoder().decode(await run("sha512sum", ["-b", "-"], { stdin: tar })).split(" ")[0];
+  const r512 = await splitTarLayer(streamOf(tar), store, { expectedDiffId: `sha512:${sha512}` });
+  assertEquals(r512.diffId, `sha512:${sha512}`);
+  const reader = await SplitStreamReader.fromBytes(r512.splitstream);
+  await assertRejects(() => verifyLayerDiffId(reader, (id) => store.open(id), wrong), IntegrityError);
+
   const cut = new MemoryStore();
   const truncated = tar.subarray(0, 2048 + 1024 * 1024);
   const e = await assertRejects(() => splitTarLayer(streamOf(truncated), cut), FormatError);

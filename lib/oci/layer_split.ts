@@ -31,14 +31,17 @@ export interface SplitSink {
 }
 
 export interface SplitTarOptions extends TarReaderOptions {
-  /** `sha256:<hex>` the uncompressed stream must hash to; IntegrityError otherwise. */
+  /**
+   * `sha256:<hex>` (or sha384/sha512) the uncompressed stream must hash to; IntegrityError
+   * otherwise. Its algorithm is also the one `diffId` is computed with.
+   */
   expectedDiffId?: string;
   /** Called with the number of uncompressed bytes consumed so far (at most about once per MiB). */
   onProgress?: (bytes: number) => void;
 }
 
 export interface SplitTarStats {
-  /** `sha256:<hex>` of the uncompressed tar stream. */
+  /** `sha256:<hex>` of the uncompressed tar stream (the expected diff_id's algorithm if one was given). */
   diffId: string;
   /** Bytes of the uncompressed tar stream. */
   size: number;
@@ -71,10 +74,8 @@ export async function splitTarInto(
   opts: SplitTarOptions = {},
 ): Promise<SplitTarStats> {
   const expected = opts.expectedDiffId;
-  if (expected !== undefined && !/^sha256:[0-9a-f]{64}$/.test(expected)) {
-    throw new FormatError(`invalid diff_id ${JSON.stringify(expected)} (want sha256:<64 hex>)`);
-  }
-  const sha = createHash("sha256");
+  const alg = expected === undefined ? "sha256" : diffIdAlgorithm(expected);
+  const sha = createHash(alg);
   const src = new ByteSource<never>(tar as AsyncIterable<SourcePart<never>>, (c) => sha.update(c));
   const reader = new TarReader(src, opts);
   const stats = { entries: 0, objects: 0, externalSize: 0, inlineSize: 0 };
@@ -167,12 +168,23 @@ export async function splitTarInto(
     await Promise.allSettled(queue.map((p) => p.kind === "external" ? p.id : undefined));
     throw e;
   }
-  const diffId = "sha256:" + sha.digest("hex");
+  const diffId = `${alg}:${sha.digest("hex")}`;
   if (expected !== undefined && diffId !== expected) {
     throw new IntegrityError(`layer diff_id mismatch: expected ${expected}, got ${diffId}`);
   }
   opts.onProgress?.(src.consumed);
   return { diffId, size: src.consumed, ...stats };
+}
+
+const DIGEST_HEX: Record<string, number> = { sha256: 64, sha384: 96, sha512: 128 };
+
+/** The hash algorithm of an `alg:hex` diff_id; FormatError when it is not one. */
+function diffIdAlgorithm(diffId: string): string {
+  const m = /^(sha256|sha384|sha512):([0-9a-f]+)$/.exec(diffId);
+  if (!m || m[2].length !== DIGEST_HEX[m[1]]) {
+    throw new FormatError(`invalid diff_id ${JSON.stringify(diffId)} (want sha256:<64 hex digits>)`);
+  }
+  return m[1];
 }
 
 /** The result of splitting a layer: the splitstream file bytes (content type `ocilayer`) and stats. */
@@ -298,13 +310,14 @@ export async function verifyLayerDiffId(
   openObject: ObjectOpener,
   diffId: string,
 ): Promise<void> {
-  const sha = createHash("sha256");
+  const alg = diffIdAlgorithm(diffId);
+  const sha = createHash(alg);
   let size = 0;
   for await (const c of reassemble(reader, openObject)) {
     sha.update(c);
     size += c.length;
   }
-  const got = "sha256:" + sha.digest("hex");
+  const got = `${alg}:${sha.digest("hex")}`;
   if (got !== diffId) {
     throw new IntegrityError(
       `layer diff_id mismatch: expected ${diffId}, reassembled ${size} bytes hash to ${got}`,
