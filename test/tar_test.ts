@@ -335,3 +335,22 @@ Deno.test("global PAX headers apply to later entries (not path/size); content ca
   assertEquals([b!.entry.path, b!.entry.uid, [...b!.entry.xattrs.keys()]], ["/b", 5, ["user.g", "user.l"]]);
   assertEquals(await r.next(), null);
 });
+
+Deno.test("GNU tar --sparse archives (typeflag 'S' and PAX GNU.sparse.*) are refused", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cfs-sparse-" });
+  try {
+    const f = await Deno.open(`${dir}/holey`, { write: true, create: true });
+    await f.truncate(1 << 20);
+    await f.seek(300_000, Deno.SeekMode.Start);
+    await f.write(enc.encode("data in the middle"));
+    f.close();
+    for (
+      const [format, extra] of [["gnu", []], ["posix", []], ["posix", ["--sparse-version=1.0"]]] as const
+    ) {
+      const tar = await gnuTar(dir, format, ["--sparse", ...extra]);
+      await assertRejects(() => readBytes(tar), /sparse/);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
