@@ -17,7 +17,7 @@ function human(n: number): string {
     v /= 1024;
     i++;
   }
-  return i === 0 ? `${n} B` : `${v.toFixed(1)} ${u[i]}`;
+  return i === 0 ? `${Math.round(n)} B` : `${v.toFixed(1)} ${u[i]}`;
 }
 
 function short(id: string): string {

@@ -29,12 +29,14 @@ export async function runCli(
     cwd: opts.cwd,
   });
   const child = cmd.spawn();
+  // Collect output while the input is written: a full pipe would otherwise deadlock both sides.
+  const output = child.output();
   if (opts.stdin !== undefined) {
     const w = child.stdin.getWriter();
     await w.write(typeof opts.stdin === "string" ? new TextEncoder().encode(opts.stdin) : opts.stdin);
     await w.close();
   }
-  const o = await child.output();
+  const o = await output;
   return {
     code: o.code,
     stdout: new TextDecoder().decode(o.stdout),

@@ -36,12 +36,14 @@ async function run(cmd: string, args: string[], stdin?: Uint8Array, cwd?: string
     cwd,
   })
     .spawn();
+  // Read the output while writing the input, or a full pipe deadlocks both sides.
+  const output = p.output();
   if (stdin) {
     const w = p.stdin.getWriter();
     await w.write(stdin);
     await w.close();
   }
-  const o = await p.output();
+  const o = await output;
   if (o.code !== 0) throw new Error(`${cmd} ${args.join(" ")} failed: ${new TextDecoder().decode(o.stderr)}`);
   return o.stdout;
 }
