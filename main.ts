@@ -1,11 +1,20 @@
 // cfsctl-ts entry point. Multi-call: answers as cfsctl, mkcomposefs, composefs-info or mount.composefs
 // depending on the name it was invoked under (argv[0], or CFSCTL_INVOKED_AS for wrapper scripts) or on
-// a first argument of that name.
-import { cliMain } from "./lib/cli/main.ts";
+// a first argument of that name. Everything is loaded lazily so `--version` starts fast.
+import { VERSION_TEXT } from "./lib/cli/version.ts";
 
 if (import.meta.main) {
-  const code = await cliMain(invokedName(), [...Deno.args]);
-  Deno.exit(code);
+  const name = invokedName();
+  const args = [...Deno.args];
+  if (
+    (name === "cfsctl" || !name.includes("composefs")) && args.length === 1 &&
+    (args[0] === "--version" || args[0] === "-V")
+  ) {
+    console.log(VERSION_TEXT);
+    Deno.exit(0);
+  }
+  const { cliMain } = await import("./lib/cli/main.ts");
+  Deno.exit(await cliMain(name, args));
 }
 
 function invokedName(): string {

@@ -5,7 +5,8 @@ import { UsageError } from "../errors.ts";
 import { setDebug } from "./run.ts";
 import { err, out } from "./output.ts";
 
-export const VERSION = "0.1.0";
+import { VERSION_TEXT } from "./version.ts";
+export { VERSION } from "./version.ts";
 
 /** Options valid before any subcommand (spec §1.2). */
 export interface GlobalOptions {
@@ -49,7 +50,7 @@ export function buildProgram(registrars: Registrar[]): Command {
   const program = new Command("cfsctl");
   program
     .description("composefs and OCI container images: repositories, EROFS images, mounts")
-    .version(`cfsctl-ts ${VERSION}`, "-V, --version")
+    .version(VERSION_TEXT, "-V, --version")
     .addOption(new Option("--repo <PATH>", "repository path").conflicts(["user", "system"]))
     .addOption(new Option("--user", "use $HOME/.var/lib/composefs").conflicts(["system"]))
     .option("--system", "use /sysroot/composefs")
