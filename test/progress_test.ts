@@ -90,6 +90,7 @@ Deno.test("progress: on a terminal, bars are drawn in place and cleared at the e
     const text = new TextDecoder().decode(o.stdout);
     assertMatch(text, /\[#+-*\]/, "a bar was drawn");
     assertMatch(text, /total/);
+    // deno-lint-ignore no-control-regex
     assertMatch(text, /\x1b\[\d+A\x1b\[J/, "redrawn in place");
     // After the last clear, only the result remains: no bar fragments left on screen.
     const tail = text.slice(text.lastIndexOf("\x1b[J") + 3);
