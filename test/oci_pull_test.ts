@@ -346,3 +346,113 @@ Deno.test("oci pull: oci-archive, docker-archive and dir transports give the lay
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("oci pull: Docker schema 2 media types (skopeo --format v2s2) give the OCI image's id", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const tars = await richLayers(dir);
+    await addImage(`${dir}/layout`, { tag: "t", layers: tars.map((tar) => ({ tar, compression: "gzip" })) });
+    const repo = await newRepo(dir);
+    await cfs(repo, ["oci", "pull", `oci:${dir}/layout:t`, "oci"]);
+    await sh("skopeo", ["copy", "-q", "--format", "v2s2", `oci:${dir}/layout:t`, `dir:${dir}/v2s2`]);
+    const manifest = JSON.parse(await Deno.readTextFile(`${dir}/v2s2/manifest.json`));
+    assertEquals(manifest.mediaType, "application/vnd.docker.distribution.manifest.v2+json");
+    await cfs(repo, ["oci", "pull", `dir:${dir}/v2s2`, "docker"]);
+    assertEquals(
+      (await cfs(repo, ["oci", "compute-id", "docker"])).stdout,
+      (await cfs(repo, ["oci", "compute-id", "oci"])).stdout,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("oci pull: a zstd:chunked-style layer (several frames plus skippable frames) imports", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const tars = await richLayers(dir);
+    const tar = tars[0];
+    const zstd = async (b: Uint8Array) => {
+      const p = new Deno.Command("zstd", { args: ["-q", "-c"], stdin: "piped", stdout: "piped" }).spawn();
+      const out = p.output();
+      const w = p.stdin.getWriter();
+      await w.write(b);
+      await w.close();
+      return (await out).stdout;
+    };
+    const cut = 3000;
+    const skippable = new Uint8Array([0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4]);
+    const parts = [await zstd(tar.subarray(0, cut)), skippable, await zstd(tar.subarray(cut)), skippable];
+    const blob = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let o = 0;
+    for (const p of parts) {
+      blob.set(p, o);
+      o += p.length;
+    }
+    await addImage(`${dir}/layout`, {
+      tag: "t",
+      layers: [{ tar, compression: "zstd", mutateBlob: () => blob }],
+    });
+    await addImage(`${dir}/plain`, { tag: "t", layers: [{ tar }] });
+    const repo = await newRepo(dir);
+    await cfs(repo, ["oci", "pull", `oci:${dir}/layout:t`, "chunked"]);
+    await cfs(repo, ["oci", "pull", `oci:${dir}/plain:t`, "plain"]);
+    assertEquals(
+      (await cfs(repo, ["oci", "compute-id", "chunked"])).stdout,
+      (await cfs(repo, ["oci", "compute-id", "plain"])).stdout,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("oci pull: an OCI artifact is stored as raw blobs, tagged, listed as 'artifact', and passes fsck", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const layout = `${dir}/layout`;
+    await Deno.mkdir(`${layout}/blobs/sha256`, { recursive: true });
+    const put = async (data: Uint8Array) => {
+      const d = sha256(data);
+      await Deno.writeFile(`${layout}/blobs/sha256/${d.slice(7)}`, data);
+      return { digest: d, size: data.length };
+    };
+    const payload = new TextEncoder().encode("signature or SBOM payload, not a tar at all\n".repeat(10));
+    const layer = await put(payload);
+    const config = await put(new TextEncoder().encode("{}"));
+    const manifest = new TextEncoder().encode(JSON.stringify({
+      schemaVersion: 2,
+      mediaType: "application/vnd.oci.image.manifest.v1+json",
+      artifactType: "application/vnd.example.sbom",
+      config: { mediaType: "application/vnd.oci.empty.v1+json", ...config },
+      layers: [{ mediaType: "application/vnd.example.sbom.v1+json", ...layer }],
+    }));
+    const m = await put(manifest);
+    await Deno.writeTextFile(`${layout}/oci-layout`, '{"imageLayoutVersion":"1.0.0"}');
+    await Deno.writeTextFile(
+      `${layout}/index.json`,
+      JSON.stringify({
+        schemaVersion: 2,
+        manifests: [{
+          mediaType: "application/vnd.oci.image.manifest.v1+json",
+          ...m,
+          annotations: { "org.opencontainers.image.ref.name": "sbom" },
+        }],
+      }),
+    );
+    const repo = await newRepo(dir);
+    await cfs(repo, ["oci", "pull", `oci:${layout}:sbom`, "sbom"]);
+    const images = JSON.parse((await cfs(repo, ["oci", "images", "--json"])).stdout).images;
+    assertEquals(images.length, 1);
+    assertEquals(images[0].is_container, false);
+    assertMatch((await cfs(repo, ["oci", "images"])).stdout, /artifact/);
+    const raw = await runCli(["--repo", repo, "oci", "layer", layer.digest]);
+    assertEquals(raw.code, 0, raw.stderr);
+    assertEquals(raw.stdoutBytes, payload);
+    assertMatch((await cfs(repo, ["oci", "fsck"])).stdout, /oci images: 1\/1 ok/);
+    const r = await runCli(["--repo", repo, "oci", "compute-id", "sbom"]);
+    assertEquals(r.code, 2);
+    assertMatch(r.stderr, /artifact/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

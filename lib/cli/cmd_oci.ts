@@ -323,8 +323,9 @@ export function registerOciCommands(program: Command): void {
         if (Deno.stdout.isTerminal()) {
           throw new UsageError("refusing to write a tar archive to a terminal; redirect stdout");
         }
+        // Any content type: tar layers and raw artifact blobs come back the same way.
         const tar = reassembleSplitstream(
-          layerChunks(repo, diffId, verity),
+          layerChunks(repo, diffId, verity, null),
           (id) => repo.openObjectStream(id),
         );
         for await (const chunk of tar) outBytes(chunk);

@@ -14,11 +14,13 @@ export async function* layerChunks(
   repo: Repository,
   diffId: string,
   verity?: ObjectId,
+  /** null: any content type (raw artifact blobs too). */
+  contentType: bigint | null = CONTENT_TYPE.OCI_LAYER,
 ): AsyncGenerator<SplitChunk> {
   const id = layerStreamId(diffId);
   const v = verity ?? await repo.hasStream(id);
   if (!v) throw new NotFoundError(`layer ${diffId} is not in the repository`);
-  const reader = await repo.openStream(id, v, CONTENT_TYPE.OCI_LAYER);
+  const reader = await repo.openStream(id, v, contentType ?? undefined);
   for await (const c of reader.chunks()) yield c.kind === "inline" ? { inline: c.data } : { external: c.id };
 }
 
