@@ -10,6 +10,7 @@ import { parseDigest, sha256Digest } from "./digest.ts";
 import { isImageConfigMediaType } from "./media_types.ts";
 import { configStreamId, decodeTag, encodeTag, layerStreamId, manifestStreamId, tagRefName } from "./tags.ts";
 import { parseJson } from "./transport/blob_dir.ts";
+import { concatBytes } from "../util/bytes.ts";
 
 /** Named-ref keys on a config stream that point at EROFS images. */
 export const IMAGE_REF_V2 = "composefs.image";
@@ -35,13 +36,9 @@ export async function readSingleObjectStream(
     else parts.push(await repo.readObject(chunk.id));
   }
   if (parts.length === 1) return parts[0];
-  const n = parts.reduce((a, p) => a + p.length, 0);
-  if (n > 64 * 1024 * 1024) throw new FormatError(`${what}: unexpectedly large (${n} bytes)`);
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
+  const out = concatBytes(parts);
+  if (out.length > 64 * 1024 * 1024) {
+    throw new FormatError(`${what}: unexpectedly large (${out.length} bytes)`);
   }
   return out;
 }

@@ -1,5 +1,6 @@
 // One interface for every place images come from; the pull logic is written once over it.
 import type { Platform } from "../platform.ts";
+import { concatBytes } from "../../util/bytes.ts";
 
 export interface Descriptor {
   mediaType: string;
@@ -44,13 +45,7 @@ export async function readAllLimited(
     }
     parts.push(chunk);
   }
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
+  return concatBytes(parts);
 }
 
 /** Manifests and configs beyond this size are refused (a hostile source cannot exhaust memory). */
