@@ -104,10 +104,10 @@ export class SkopeoProxySource implements ImageSource {
       this.#sock = -1;
       if (e instanceof Deno.errors.NotFound) {
         throw new UsageError(
-          `${this.description}: skopeo is not installed (needed for this transport; install the skopeo package)`,
+          `skopeo is not installed (needed for this transport; install the skopeo package)`,
         );
       }
-      throw new TransportError(`${this.description}: cannot start skopeo: ${(e as Error).message}`);
+      throw new TransportError(`cannot start skopeo: ${(e as Error).message}`);
     } finally {
       setInheritable(theirs, false);
     }
@@ -138,14 +138,14 @@ export class SkopeoProxySource implements ImageSource {
   /** One request/reply, queued behind earlier ones (the proxy answers strictly in order). */
   #call(method: string, args: unknown[]): Promise<Reply> {
     const run = async (): Promise<Reply> => {
-      if (this.#sock < 0) throw new TransportError(`${this.description}: skopeo proxy is not running`);
+      if (this.#sock < 0) throw new TransportError(`skopeo proxy is not running`);
       sendMessage(this.#sock, new TextEncoder().encode(JSON.stringify({ method, args })));
       const msg = await receiveMessage(this.#sock, MAX_REPLY, 4);
       if (msg.data.length === 0) {
         msg.fds.forEach(closeFd);
         await this.#child?.status.catch(() => {});
         throw new TransportError(
-          `${this.description}: skopeo proxy closed the connection during ${method}${
+          `skopeo proxy closed the connection during ${method}${
             this.#dead ? ` (${this.#dead})` : ""
           }${this.#stderrTail()}`,
         );
@@ -155,7 +155,7 @@ export class SkopeoProxySource implements ImageSource {
         reply = JSON.parse(new TextDecoder().decode(msg.data));
       } catch {
         msg.fds.forEach(closeFd);
-        throw new FormatError(`${this.description}: skopeo proxy sent an invalid reply to ${method}`);
+        throw new FormatError(`skopeo proxy sent an invalid reply to ${method}`);
       }
       if (!reply.success) {
         msg.fds.forEach(closeFd);
@@ -163,7 +163,7 @@ export class SkopeoProxySource implements ImageSource {
         const E = /manifest unknown|not found|no such|does not exist/i.test(text)
           ? NotFoundError
           : TransportError;
-        throw new E(`${this.description}: ${method}: ${text}`);
+        throw new E(`skopeo ${method}: ${text}`);
       }
       if (msg.fds.length > 1) msg.fds.slice(1).forEach(closeFd);
       return {
@@ -249,7 +249,7 @@ export class SkopeoProxySource implements ImageSource {
     for await (const c of stream) {
       n += c.length;
       if (n > MAX_JSON_BLOB) {
-        throw new FormatError(`${this.description}: ${what} is larger than ${MAX_JSON_BLOB} bytes`);
+        throw new FormatError(`${what} is larger than ${MAX_JSON_BLOB} bytes`);
       }
       parts.push(c);
     }
@@ -269,15 +269,15 @@ export class SkopeoProxySource implements ImageSource {
     const m = /^0\.(\d+)\.(\d+)/.exec(version);
     if (!m || Number(m[1]) !== MIN_MINOR_PATCH[0] || Number(m[2]) < MIN_MINOR_PATCH[1]) {
       throw new TransportError(
-        `${this.description}: unsupported skopeo proxy protocol ${version} (need 0.2.3 or later 0.2.x)`,
+        `unsupported skopeo proxy protocol ${version} (need 0.2.3 or later 0.2.x)`,
       );
     }
     this.#imageId = Number((await this.#call("OpenImage", [this.ref])).value);
     const r = await this.#call("GetManifest", [this.#imageId]);
-    if (!r.pipe) throw new FormatError(`${this.description}: GetManifest returned no data`);
+    if (!r.pipe) throw new FormatError(`skopeo GetManifest returned no data`);
     const bytes = await this.#readPipe(r.pipe, "manifest");
     const original = String(r.value);
-    const doc = parseJson(bytes, `${this.description}: manifest`);
+    const doc = parseJson(bytes, "manifest");
     const mediaType = typeof doc?.mediaType === "string"
       ? doc.mediaType
       : "application/vnd.oci.image.manifest.v1+json";
@@ -287,14 +287,12 @@ export class SkopeoProxySource implements ImageSource {
       // config descriptor then names GetFullConfig's serialisation.
       digest = sha256(bytes);
       const c = await this.#call("GetFullConfig", [this.#imageId]);
-      if (!c.pipe) throw new FormatError(`${this.description}: GetFullConfig returned no data`);
+      if (!c.pipe) throw new FormatError(`skopeo GetFullConfig returned no data`);
       const cfg = await this.#readPipe(c.pipe, "config");
       const want = doc?.config?.digest;
       if (sha256(cfg) !== want) {
         throw new IntegrityError(
-          `${this.description}: converted manifest names config ${want} but GetFullConfig hashes to ${
-            sha256(cfg)
-          }`,
+          `converted manifest names config ${want} but GetFullConfig hashes to ${sha256(cfg)}`,
         );
       }
       this.#convertedConfig = { digest: want, bytes: cfg };
@@ -308,7 +306,7 @@ export class SkopeoProxySource implements ImageSource {
       return new Blob([this.#convertedConfig.bytes as Uint8Array<ArrayBuffer>]).stream();
     }
     const r = await this.#call("GetBlob", [this.#imageId, desc.digest, desc.size]);
-    if (!r.pipe) throw new FormatError(`${this.description}: GetBlob ${desc.digest} returned no data`);
+    if (!r.pipe) throw new FormatError(`skopeo GetBlob ${desc.digest} returned no data`);
     return await this.#pipeStream(r.pipe, desc.size);
   }
 

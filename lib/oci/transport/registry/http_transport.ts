@@ -18,6 +18,9 @@ export interface HttpRequest {
   headers: Headers;
 }
 
+/** How long to wait for a response's headers (connect + TLS + server think time). */
+export const HEADERS_TIMEOUT_MS = 60_000;
+
 export interface HttpTransport {
   send(url: URL, req: HttpRequest): Promise<HttpResponse>;
   close(): void;
@@ -37,14 +40,24 @@ export class FetchTransport implements HttpTransport {
     this.#client = Deno.createHttpClient(opts);
   }
   async send(url: URL, req: HttpRequest): Promise<HttpResponse> {
+    const ctl = new AbortController();
+    const timer = setTimeout(
+      () => ctl.abort(new Error(`no response within ${HEADERS_TIMEOUT_MS / 1000} s`)),
+      HEADERS_TIMEOUT_MS,
+    );
     const init: RequestInit & { client: Deno.HttpClient } = {
       method: req.method,
       headers: req.headers,
       redirect: "manual",
       client: this.#client,
+      signal: ctl.signal,
     };
-    const r = await fetch(url, init);
-    return { status: r.status, headers: r.headers, body: r.body };
+    try {
+      const r = await fetch(url, init);
+      return { status: r.status, headers: r.headers, body: r.body };
+    } finally {
+      clearTimeout(timer);
+    }
   }
   close(): void {
     this.#client.close();
@@ -118,6 +131,10 @@ export class InsecureTlsTransport implements HttpTransport {
         const noBody = req.method === "HEAD" || res.statusCode === 204 || res.statusCode === 304;
         resolve({ status: res.statusCode ?? 0, headers: h, body: noBody ? null : webBody(res) });
       });
+      r.setTimeout(
+        HEADERS_TIMEOUT_MS,
+        () => r.destroy(new Error(`no response within ${HEADERS_TIMEOUT_MS / 1000} s`)),
+      );
       r.on("error", reject);
       r.end();
     });

@@ -177,9 +177,9 @@ export class RegistryClient {
         }
         if (!isRetryableStatus(res.status)) return res;
         retryAfter = parseRetryAfter(res.headers.get("retry-after"));
-        lastProblem = `HTTP ${res.status}`;
-        if (attempt >= policy.tries) return res;
+        const detail = attempt >= policy.tries ? await registryErrorText(res) : "";
         await res.body?.cancel().catch(() => {});
+        lastProblem = `HTTP ${res.status}${detail ? ` (${detail})` : ""}`;
       }
       if (attempt >= policy.tries) {
         throw new TransportError(`GET ${safeUrl(url)} failed after ${policy.tries} tries: ${lastProblem}`);

@@ -87,7 +87,7 @@ export class RegistrySource implements ImageSource {
     reference: string,
   ): Promise<Descriptor & { bytes: Uint8Array }> {
     const path = `manifests/${reference}`;
-    const what = `${this.description}: manifest ${reference}`;
+    const what = `manifest ${reference}`;
     const res = await client.get(path, new Headers({ accept: MANIFEST_ACCEPT }));
     if (res.status !== 200) await client.fail(res, path, what);
     const declared = Number(res.headers.get("content-length") ?? "0");
@@ -170,7 +170,7 @@ export class RegistrySource implements ImageSource {
     if (!client) throw new Error("RegistrySource.getBlob() before getManifest()");
     parseDigest(desc.digest, "blob digest");
     const path = `blobs/${desc.digest}`;
-    const what = `${this.description}: blob ${desc.digest}`;
+    const what = `blob ${desc.digest}`;
     const open = async (offset: number) => {
       const headers = new Headers();
       if (offset > 0) headers.set("range", `bytes=${offset}-`);

@@ -12,6 +12,22 @@ export interface OpenedBody {
 
 /** Progress after which a connection counts as healthy again (the failure count restarts). */
 const HEALTHY_BYTES = 1 << 20;
+/** A body that delivers nothing for this long is treated as a dropped connection. */
+export const STALL_TIMEOUT_MS = 60_000;
+
+class Stalled extends Error {}
+
+/** reader.read(), failing with Stalled when nothing arrives within `ms`. */
+function readWithin<T>(
+  reader: ReadableStreamDefaultReader<T>,
+  ms: number,
+): Promise<ReadableStreamReadResult<T>> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const stall = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Stalled(`no data for ${ms / 1000} s`)), ms);
+  });
+  return Promise.race([reader.read(), stall]).finally(() => clearTimeout(timer));
+}
 
 /**
  * `open(offset)` performs the (re)request; errors it throws are final (it retries on its own).
@@ -42,7 +58,7 @@ export function resumableBody(
         }
         let problem: string;
         try {
-          const { done, value } = await reader.read();
+          const { done, value } = await readWithin(reader, STALL_TIMEOUT_MS);
           if (!done) {
             let chunk = value;
             if (skip > 0) {
