@@ -366,3 +366,32 @@ Deno.test("writer: nlink, directory size, modes, devices, sorting by name bytes"
     "/b/c 0 40700 2 1 2 0 1.2 - - -",
   ]);
 });
+
+Deno.test("parent lookup: interleaved siblings with common prefixes land in the right directory", () => {
+  // Entries come back to a directory after its siblings (and a sibling whose name extends it):
+  // the parser's last-directory shortcut must not confuse "/a" with "/ab" or "/a/b".
+  const dirs = ["/a", "/ab", "/a/b", "/ab/b", "/a/b/c"];
+  let dump = ROOT;
+  for (const d of dirs) dump += `${d} 0 40755 2 0 0 0 0.0 - - -\n`;
+  const order = ["/a/x", "/ab/x", "/a/y", "/a/b/x", "/ab/b/x", "/a/b/c/x", "/a/b/y", "/a/z", "/ab/y", "/z"];
+  for (const p of order) dump += `${p} ${p.length} 100644 1 0 0 0 0.0 - ${escapeField(p)} -\n`;
+  const t = parseStr(dump);
+  for (const p of order) {
+    const dir = lookup(t, p.slice(0, p.lastIndexOf("/")) || "/") as Directory;
+    const l = dir.entries.get(p.slice(p.lastIndexOf("/") + 1));
+    assert(l && l.kind === "leaf" && l.content.type === "inline", p);
+    assertEquals(text(l.content.data), p); // the content names the line it came from
+  }
+  rejects(ROOT + "/a 0 40755 2 0 0 0 0.0 - - -\n/ab/x 0 100644 1 0 0 0 0.0 - - -\n", 3, /parent directory/);
+});
+
+Deno.test("entries without xattrs share one immutable empty map; lines with xattrs get their own", () => {
+  const t = parseStr(ROOT + "/a 0 100644 1 0 0 0 0.0 - - -\n/b 0 100644 1 0 0 0 0.0 - - - user.k=v\n");
+  const a = leaf(t, "/a").stat.xattrs, b = leaf(t, "/b").stat.xattrs;
+  assert(a === t.stat.xattrs, "shared empty map");
+  assertEquals(a.size, 0);
+  assertThrows(() => a.set("user.x", new Uint8Array(0)), TypeError);
+  assertEquals(a.size, 0);
+  b.set("user.x", new Uint8Array(0)); // a map of its own stays writable
+  assertEquals([...b.keys()], ["user.k", "user.x"]);
+});

@@ -19,9 +19,9 @@ import {
   type Inode,
   type Leaf,
   type LeafContent,
-  newDirectory,
   newLeaf,
   newStat,
+  NO_XATTRS,
   S_IFBLK,
   S_IFCHR,
   S_IFDIR,
@@ -111,6 +111,43 @@ function checkPath(p: string): string[] {
   return parts;
 }
 
+/** A path component s[a, b): 1..255 bytes, not "." or "..". */
+function goodComponent(s: string, a: number, b: number): boolean {
+  const n = b - a;
+  if (n === 0 || n > NAME_MAX_BYTES) return false;
+  if (s.charCodeAt(a) !== 0x2e) return true;
+  return !(n === 1 || (n === 2 && s.charCodeAt(a + 1) === 0x2e));
+}
+
+/** Unsigned decimal s[a, b) of 1..15 digits, or -1. */
+function decimalAt(s: string, a: number, b: number): number {
+  if (b <= a || b - a > 15) return -1;
+  let v = 0;
+  for (let i = a; i < b; i++) {
+    const d = s.charCodeAt(i) - 0x30;
+    if (d < 0 || d > 9) return -1;
+    v = v * 10 + d;
+  }
+  return v;
+}
+
+/** Octal s[a, b) of 1..11 digits within u32, or -1. */
+function octalAt(s: string, a: number, b: number): number {
+  if (b <= a || b - a > 11) return -1;
+  let v = 0;
+  for (let i = a; i < b; i++) {
+    const d = s.charCodeAt(i) - 0x30;
+    if (d < 0 || d > 7) return -1;
+    v = v * 8 + d;
+  }
+  return v > U32_MAX ? -1 : v;
+}
+
+/** An optional field without escapes: `-` → null, else the text. */
+function optionalAt(s: string, a: number, b: number): string | null {
+  return b === a + 1 && s.charCodeAt(a) === 0x2d ? null : s.slice(a, b);
+}
+
 /** Splits `line` at single spaces into the 11 fixed fields (missing ones are "", as C does) and the
  *  rest (xattrs). */
 function splitFields(line: string): { f: string[]; rest: string } {
@@ -133,15 +170,23 @@ function splitFields(line: string): { f: string[]; rest: string } {
 /** Builds a tree from dumpfile lines fed one at a time. */
 export class DumpfileParser {
   #opts: ParseOptions;
+  #strict: boolean;
   #root?: Directory;
   #dirs = new Map<string, Directory>();
   #links: PendingLink[] = [];
   #placeholders = new Map<Leaf, PendingLink>();
   #lineNo = 0;
   #entries = 0;
+  /** The directory that took the last entry, and its path: dumpfiles list siblings together, so
+   *  most parent lookups are one string comparison instead of a slice and a hash lookup. */
+  #lastDir?: Directory;
+  #lastDirPath = "";
+  /** Field boundaries of the line being parsed by the fast path (reused: no per-line array). */
+  readonly #ends = new Int32Array(11);
 
   constructor(opts: ParseOptions = {}) {
     this.#opts = opts;
+    this.#strict = opts.strict === true;
   }
 
   /** Number of entries (lines) added so far. */
@@ -151,10 +196,15 @@ export class DumpfileParser {
 
   /** Adds one line (byte string, without its newline). Blank lines are skipped. */
   addLine(line: string, lineNo = this.#lineNo + 1): void {
+    this.addLineAt(line, 0, line.length, lineNo);
+  }
+
+  /** Adds the line `s[start, end)` (byte string, without its newline). Blank lines are skipped. */
+  addLineAt(s: string, start: number, end: number, lineNo = this.#lineNo + 1): void {
     this.#lineNo = lineNo;
-    if (line.length === 0) return;
+    if (end <= start) return;
     try {
-      this.#addLine(line, lineNo);
+      if (!this.#addLineFast(s, start, end)) this.#addLine(s.slice(start, end));
     } catch (e) {
       if (typeof e === "string") throw lineError(lineNo, e);
       if (e instanceof FormatError && e.context.length === 0) throw e.within(`line ${lineNo}`);
@@ -163,7 +213,101 @@ export class DumpfileParser {
     this.#entries++;
   }
 
-  #addLine(line: string, lineNo: number): void {
+  /**
+   * The common line shape, parsed in place from char codes: a canonical path without escapes, no
+   * hard link, plain decimal numbers, a non-negative MTIME, PAYLOAD/CONTENT without escapes.
+   * Returns false, having changed nothing, for anything else; the general path then handles the
+   * line (and reports its errors).
+   */
+  #addLineFast(s: string, start: number, end: number): boolean {
+    // One pass over the 11 fixed fields: field ends, NUL/escape bail-outs, path canonical form.
+    const ends = this.#ends;
+    let f = 0, i = start, escapes = 0;
+    let compStart = start + 1, lastSlash = start;
+    if (s.charCodeAt(start) !== 0x2f) return false;
+    for (i = start + 1; i < end; i++) {
+      const c = s.charCodeAt(i);
+      if (c === 0x20) {
+        ends[f++] = i;
+        if (f === 11) break;
+      } else if (c === 0x5c || c === 0) {
+        if (f === 0 || c === 0) return false;
+        escapes |= 1 << f;
+      } else if (f === 0 && c === 0x2f) {
+        if (!goodComponent(s, compStart, i)) return false;
+        lastSlash = i;
+        compStart = i + 1;
+      }
+    }
+    if (f < 11) {
+      if (f < 10) return false;
+      ends[f++] = end;
+      i = end;
+    }
+    const pathEnd = ends[0];
+    const isRoot = pathEnd === start + 1;
+    if (!isRoot && !goodComponent(s, compStart, pathEnd)) return false;
+    if (pathEnd - start > PATH_MAX_BYTES) return false;
+
+    const size = decimalAt(s, pathEnd + 1, ends[1]);
+    const mode = octalAt(s, ends[1] + 1, ends[2]);
+    if (size < 0 || mode < 0) return false;
+    const type = mode & S_IFMT;
+    if (!isValidType(type)) return false;
+    if (decimalAt(s, ends[2] + 1, ends[3]) < 0) return false; // NLINK
+    const uid = decimalAt(s, ends[3] + 1, ends[4]);
+    const gid = decimalAt(s, ends[4] + 1, ends[5]);
+    const rdev = decimalAt(s, ends[5] + 1, ends[6]);
+    if (uid < 0 || uid > U32_MAX || gid < 0 || gid > U32_MAX || rdev < 0) return false;
+    const dot = s.indexOf(".", ends[6] + 1);
+    if (dot < 0 || dot >= ends[7]) return false;
+    const mtimeSec = decimalAt(s, ends[6] + 1, dot);
+    if (mtimeSec < 0 || ends[7] - dot - 1 > 9) return false;
+    const mtimeNsec = decimalAt(s, dot + 1, ends[7]);
+    if (mtimeNsec < 0) return false;
+    if ((escapes & (1 << 8 | 1 << 9)) !== 0) return false;
+    const payload = optionalAt(s, ends[7] + 1, ends[8]);
+    const content = optionalAt(s, ends[8] + 1, ends[9]);
+    const d0 = ends[9] + 1, d1 = ends[10];
+    const digestHex = d1 === d0 || (d1 === d0 + 1 && s.charCodeAt(d0) === 0x2d) ? null : s.slice(d0, d1);
+    let rest = "";
+    if (i < end) {
+      rest = s.slice(i + 1, end);
+      if (rest.indexOf("\0") >= 0) return false;
+    }
+
+    this.#checkRoot(isRoot, type, false);
+    this.#addNode(
+      s,
+      start,
+      pathEnd,
+      lastSlash,
+      type,
+      mode,
+      size,
+      uid,
+      gid,
+      rdev,
+      mtimeSec,
+      mtimeNsec,
+      payload,
+      content,
+      digestHex,
+      rest,
+    );
+    return true;
+  }
+
+  #checkRoot(isRoot: boolean, type: number, isLink: boolean): void {
+    if (isRoot) {
+      if (this.#root) throw "more than one root (/) line";
+      if (type !== S_IFDIR || isLink) throw "the root must be a directory";
+    } else if (!this.#root) {
+      throw "the first line must be the root directory /";
+    }
+  }
+
+  #addLine(line: string): void {
     const nul = line.indexOf("\0");
     if (nul >= 0) throw `NUL byte at position ${nul}`;
     const { f, rest } = splitFields(line);
@@ -179,12 +323,7 @@ export class DumpfileParser {
     const type = mode & S_IFMT;
     if (!isValidType(type)) throw `invalid file type in MODE ${f[2]}`;
 
-    if (parts.length === 0) {
-      if (this.#root) throw "more than one root (/) line";
-      if (type !== S_IFDIR || isLink) throw "the root must be a directory";
-    } else if (!this.#root) {
-      throw "the first line must be the root directory /";
-    }
+    this.#checkRoot(parts.length === 0, type, isLink);
 
     if (isLink) {
       if (type === S_IFDIR) throw "directories can't be hard links";
@@ -192,17 +331,16 @@ export class DumpfileParser {
       if (!target) throw "hard link without a target path";
       if (target.includes("\0")) throw "NUL byte in hard link target";
       const placeholder = newLeaf(newStat(), { type: "fifo" });
-      const parent = this.#parentOf(path, parts);
+      const parent = this.#parentOf(path, 0, path.length, path.lastIndexOf("/"));
       const name = parts[parts.length - 1];
       if (parent.entries.has(name)) throw `path ${JSON.stringify(path)} already exists`;
       parent.entries.set(name, placeholder);
-      const link: PendingLink = { lineNo, parent, name, target, placeholder };
+      const link: PendingLink = { lineNo: this.#lineNo, parent, name, target, placeholder };
       this.#links.push(link);
       this.#placeholders.set(placeholder, link);
       return;
     }
 
-    const strict = this.#opts.strict === true;
     const size = parseSize(f[1]);
     parseUnsigned(f[3], "NLINK", U32_MAX);
     const uid = parseUnsigned(f[4], "UID", U32_MAX);
@@ -217,7 +355,46 @@ export class DumpfileParser {
     const payload = unescapeOptional(f[8], "PAYLOAD");
     const content = unescapeOptional(f[9], "CONTENT");
     const digestHex = f[10] === "-" || f[10] === "" ? null : f[10];
+    this.#addNode(
+      path,
+      0,
+      path.length,
+      path.lastIndexOf("/"),
+      type,
+      mode,
+      size,
+      uid,
+      gid,
+      rdev,
+      mtimeSec,
+      mtimeNsec,
+      payload,
+      content,
+      digestHex,
+      rest,
+    );
+  }
 
+  /** Adds a parsed non-hard-link entry at path `s[start, end)`, whose last "/" is at `cut`. */
+  #addNode(
+    s: string,
+    start: number,
+    end: number,
+    cut: number,
+    type: number,
+    mode: number,
+    size: number,
+    uid: number,
+    gid: number,
+    rdev: number,
+    mtimeSec: number,
+    mtimeNsec: number,
+    payload: string | null,
+    content: string | null,
+    digestHex: string | null,
+    rest: string,
+  ): void {
+    const strict = this.#strict;
     if (type !== S_IFCHR && type !== S_IFBLK && rdev !== 0 && strict) throw "non-zero RDEV on a non-device";
     if (type !== S_IFREG) {
       if (content !== null && content.length > 0 && (type !== S_IFLNK || strict)) {
@@ -226,26 +403,33 @@ export class DumpfileParser {
       if (digestHex !== null) throw "DIGEST is only allowed for regular files";
     }
 
-    const stat: Stat = newStat({ mode: mode & 0o7777, uid, gid, mtimeSec, mtimeNsec });
-    this.#parseXattrs(rest, stat.xattrs);
+    // Most entries have no xattrs: they share one immutable empty map.
+    const xattrs = rest.length > 0 ? new Map<string, Uint8Array>() : NO_XATTRS;
+    const stat: Stat = { mode: mode & 0o7777, uid, gid, mtimeSec, mtimeNsec, xattrs };
+    if (rest.length > 0) this.#parseXattrs(rest, stat.xattrs);
 
     let node: Inode;
     if (type === S_IFDIR) {
-      node = newDirectory(stat);
+      node = { kind: "dir", stat, entries: new Map() };
     } else {
-      node = newLeaf(stat, this.#leafContent(type, size, rdev, payload, content, digestHex, strict));
+      node = {
+        kind: "leaf",
+        stat,
+        content: this.#leafContent(type, size, rdev, payload, content, digestHex, strict),
+      };
     }
 
-    if (parts.length === 0) {
+    if (end - start === 1) {
       this.#root = node as Directory;
       this.#dirs.set("/", this.#root);
       return;
     }
-    const parent = this.#parentOf(path, parts);
-    const name = parts[parts.length - 1];
-    if (parent.entries.has(name)) throw `path ${JSON.stringify(path)} already exists`;
-    parent.entries.set(name, node);
-    if (node.kind === "dir") this.#dirs.set(path, node);
+    const parent = this.#parentOf(s, start, end, cut);
+    const entries = parent.entries;
+    const before = entries.size;
+    entries.set(s.slice(cut + 1, end), node);
+    if (entries.size === before) throw `path ${JSON.stringify(s.slice(start, end))} already exists`;
+    if (node.kind === "dir") this.#dirs.set(s.slice(start, end), node);
   }
 
   #leafContent(
@@ -328,12 +512,21 @@ export class DumpfileParser {
     }
   }
 
-  #parentOf(path: string, parts: string[]): Directory {
-    const cut = path.lastIndexOf("/");
-    const parentPath = cut === 0 ? "/" : path.slice(0, cut);
+  /** The directory holding the entry at path `s[start, end)`, whose last "/" is at `cut`. */
+  #parentOf(s: string, start: number, end: number, cut: number): Directory {
+    if (cut === start) return this.#root!;
+    const last = this.#lastDirPath;
+    if (cut - start === last.length && s.startsWith(last, start)) return this.#lastDir!;
+    const parentPath = s.slice(start, cut);
     const dir = this.#dirs.get(parentPath);
-    if (dir) return dir;
+    if (dir) {
+      this.#lastDir = dir;
+      this.#lastDirPath = parentPath;
+      return dir;
+    }
+    const path = s.slice(start, end);
     // Not a known directory: tell "missing" from "not a directory".
+    const parts = path.slice(1).split("/");
     let node: Inode | undefined = this.#root;
     for (let i = 0; i < parts.length - 1 && node; i++) {
       node = node.kind === "dir" ? node.entries.get(parts[i]) : undefined;
@@ -416,17 +609,19 @@ function parseDigest(hex: string, alg?: HashAlgorithm): ObjectId {
 }
 
 /**
- * Splits byte chunks into lines (byte strings) with a line length limit. Only the unfinished last
- * line is carried between chunks, as bytes, so memory stays bounded by the limit.
+ * Splits text chunks (byte strings) into lines and feeds them to a parser, with a line length
+ * limit. Lines are parsed in place inside the chunk; only an unfinished last line is carried over,
+ * so memory stays bounded by the limit.
  */
-export class LineSplitter {
+class LineFeeder {
+  #p: DumpfileParser;
   #max: number;
   #strict: boolean;
-  #pending: Uint8Array[] = [];
-  #pendingLen = 0;
+  #carry = "";
   #lineNo = 0;
 
-  constructor(opts: { maxLineLength?: number; strict?: boolean } = {}) {
+  constructor(p: DumpfileParser, opts: ParseOptions) {
+    this.#p = p;
     this.#max = opts.maxLineLength ?? DEFAULT_MAX_LINE;
     this.#strict = opts.strict === true;
   }
@@ -435,41 +630,42 @@ export class LineSplitter {
     return lineError(this.#lineNo + 1, `line longer than ${this.#max} bytes`);
   }
 
-  /** Feeds a chunk; calls `onLine` for every line it completes. */
-  push(chunk: Uint8Array, onLine: (line: string, lineNo: number) => void): void {
+  push(text: string): void {
+    const max = this.#max, p = this.#p, n = text.length;
     let start = 0;
-    for (;;) {
-      const nl = chunk.indexOf(10, start);
-      if (nl < 0) break;
-      let line: string;
-      if (this.#pendingLen > 0) {
-        if (this.#pendingLen + nl - start > this.#max) throw this.#tooLong();
-        this.#pending.push(chunk.subarray(start, nl));
-        line = latin1(Buffer.concat(this.#pending));
-        this.#pending = [];
-        this.#pendingLen = 0;
-      } else {
-        if (nl - start > this.#max) throw this.#tooLong();
-        line = latin1(chunk.subarray(start, nl));
+    if (this.#carry.length > 0) {
+      const nl = text.indexOf("\n");
+      if (nl < 0) {
+        if (this.#carry.length + n > max) throw this.#tooLong();
+        this.#carry += text;
+        return;
       }
-      onLine(line, ++this.#lineNo);
+      const line = this.#carry + text.slice(0, nl);
+      this.#carry = "";
+      if (line.length > max) throw this.#tooLong();
+      p.addLineAt(line, 0, line.length, ++this.#lineNo);
       start = nl + 1;
     }
-    if (start < chunk.length) {
-      this.#pendingLen += chunk.length - start;
-      if (this.#pendingLen > this.#max) throw this.#tooLong();
-      this.#pending.push(chunk.slice(start));
+    while (start < n) {
+      const nl = text.indexOf("\n", start);
+      if (nl < 0) break;
+      if (nl - start > max) throw this.#tooLong();
+      p.addLineAt(text, start, nl, ++this.#lineNo);
+      start = nl + 1;
+    }
+    if (start < n) {
+      if (n - start > max) throw this.#tooLong();
+      this.#carry = text.slice(start);
     }
   }
 
-  /** Ends the input: a last line without newline is passed on (rejected in strict mode). */
-  end(onLine: (line: string, lineNo: number) => void): void {
-    if (this.#pendingLen === 0) return;
+  /** Ends the input: a last line without newline is parsed too (rejected in strict mode). */
+  end(): void {
+    const line = this.#carry;
+    if (line.length === 0) return;
     if (this.#strict) throw lineError(this.#lineNo + 1, "missing trailing newline");
-    const line = latin1(Buffer.concat(this.#pending));
-    this.#pending = [];
-    this.#pendingLen = 0;
-    onLine(line, ++this.#lineNo);
+    this.#carry = "";
+    this.#p.addLineAt(line, 0, line.length, ++this.#lineNo);
   }
 }
 
@@ -479,22 +675,10 @@ function latin1(b: Uint8Array): string {
 
 /** Parses a whole dumpfile held in memory. */
 export function parseDumpfileSync(data: Uint8Array | string, opts: ParseOptions = {}): Directory {
-  const text = typeof data === "string" ? data : latin1(data);
-  const max = opts.maxLineLength ?? DEFAULT_MAX_LINE;
   const p = new DumpfileParser(opts);
-  let start = 0;
-  let lineNo = 0;
-  const n = text.length;
-  while (start < n) {
-    let nl = text.indexOf("\n", start);
-    if (nl < 0) {
-      if (opts.strict) throw lineError(lineNo + 1, "missing trailing newline");
-      nl = n;
-    }
-    if (nl - start > max) throw lineError(lineNo + 1, `line longer than ${max} bytes`);
-    p.addLine(text.slice(start, nl), ++lineNo);
-    start = nl + 1;
-  }
+  const lines = new LineFeeder(p, opts);
+  lines.push(typeof data === "string" ? data : latin1(data));
+  lines.end();
   return p.finish();
 }
 
@@ -505,9 +689,8 @@ export async function parseDumpfile(
 ): Promise<Directory> {
   if (input instanceof Uint8Array || typeof input === "string") return parseDumpfileSync(input, opts);
   const p = new DumpfileParser(opts);
-  const lines = new LineSplitter(opts);
-  const add = (line: string, lineNo: number) => p.addLine(line, lineNo);
-  for await (const chunk of input) lines.push(chunk, add);
-  lines.end(add);
+  const lines = new LineFeeder(p, opts);
+  for await (const chunk of input) lines.push(latin1(chunk));
+  lines.end();
   return p.finish();
 }
