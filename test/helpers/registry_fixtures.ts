@@ -6,6 +6,8 @@ import { runCli } from "./cli.ts";
 export interface Fixtures {
   layout: string;
   app: BuiltImage;
+  /** A one-layer gzip image tagged `gz` (Docker formats cannot carry the app image's zstd layer). */
+  gz: BuiltImage;
   amd64: BuiltImage;
   arm64: BuiltImage;
   /** Digest of the two-platform index tagged `multi`. */
@@ -50,6 +52,7 @@ export async function buildFixtures(base: string): Promise<Fixtures> {
     layers: [{ tar: l1, compression: "none" }, { tar: l2, compression: "zstd" }],
     tag: "v1",
   });
+  const gz = await addImage(layout, { layers: [{ tar: l2, compression: "gzip" }], tag: "gz" });
   const ra = await rootfs(`${base}/ra`, { "usr/bin/arch": "amd64\n" });
   const rb = await rootfs(`${base}/rb`, { "usr/bin/arch": "arm64\n" });
   const amd64 = await addImage(layout, { layers: [{ tar: ra, compression: "gzip" }], architecture: "amd64" });
@@ -78,7 +81,7 @@ export async function buildFixtures(base: string): Promise<Fixtures> {
   await Deno.writeTextFile(`${layout}/index.json`, JSON.stringify(top));
   const sizes = app.layerDigests.map((d) => Deno.statSync(`${layout}/blobs/sha256/${d.slice(7)}`).size);
   const bigLayer = app.layerDigests[sizes.indexOf(Math.max(...sizes))];
-  return { layout, app, amd64, arm64, indexDigest, bigLayer };
+  return { layout, app, gz, amd64, arm64, indexDigest, bigLayer };
 }
 
 export async function initRepo(path: string): Promise<void> {

@@ -91,6 +91,7 @@ export class SkopeoProxySource implements ImageSource {
     const args = await this.#args(platform, theirs);
     // The child gets `theirs` by inheritance; it is inheritable only for the instant of the spawn.
     setInheritable(theirs, true);
+    let spawnError: unknown;
     try {
       this.#child = new Deno.Command(this.opts.skopeoPath ?? "skopeo", {
         args,
@@ -99,19 +100,19 @@ export class SkopeoProxySource implements ImageSource {
         stderr: "piped",
       }).spawn();
     } catch (e) {
-      closeFd(theirs);
-      closeFd(mine);
-      this.#sock = -1;
-      if (e instanceof Deno.errors.NotFound) {
-        throw new UsageError(
-          `skopeo is not installed (needed for this transport; install the skopeo package)`,
-        );
-      }
-      throw new TransportError(`cannot start skopeo: ${(e as Error).message}`);
-    } finally {
-      setInheritable(theirs, false);
+      spawnError = e;
     }
     closeFd(theirs);
+    if (spawnError !== undefined || !this.#child) {
+      closeFd(mine);
+      this.#sock = -1;
+      if (spawnError instanceof Deno.errors.NotFound) {
+        throw new UsageError(
+          "skopeo is not installed (needed for this transport; install the skopeo package)",
+        );
+      }
+      throw new TransportError(`cannot start skopeo: ${(spawnError as Error)?.message}`);
+    }
     this.#collectStderr(this.#child.stderr);
     this.#child.status.then((s) => {
       this.#dead = `skopeo exited with ${s.signal ? `signal ${s.signal}` : `code ${s.code}`}`;
