@@ -152,6 +152,20 @@ Deno.test({
       await Deno.copyFile(pki.caCert, `${dir}/ca.crt`);
       await ok([...creds, "--cert-dir", dir, image, "app"], { CFSCTL_CERTS_D: `${tmp.path}/empty` });
       await ok([...creds, "--tls-verify=false", image, "app"], { CFSCTL_CERTS_D: `${tmp.path}/empty` });
+      // The same through skopeo: credentials reach it in a private auth file, never on its command line.
+      await ok(["--transport-backend", "skopeo", ...creds, "--cert-dir", dir, image, "app"]);
+      const bad = await pull([
+        "--transport-backend",
+        "skopeo",
+        "--creds",
+        `${USER}:wrong`,
+        "--cert-dir",
+        dir,
+        image,
+        "x",
+      ]);
+      assertEquals(bad.code, 1);
+      assertMatch(bad.stderr, /skopeo OpenImage: .*(unauthorized|authentication required)/i);
     });
 
     await t.step("client certificate from certs.d (mutual TLS)", async () => {
