@@ -172,7 +172,8 @@ export class RegistrySource implements ImageSource {
     const path = `blobs/${desc.digest}`;
     const what = `blob ${desc.digest}`;
     const open = async (offset: number) => {
-      const headers = new Headers();
+      // identity: the bytes must be the blob itself (hashed, resumed by offset), never re-encoded.
+      const headers = new Headers({ "accept-encoding": "identity" });
       if (offset > 0) headers.set("range", `bytes=${offset}-`);
       const res = await client.get(path, headers);
       if (res.status === 206 && offset > 0) {
