@@ -48,20 +48,26 @@ export class KernelError extends CfsError {
 export function describeError(e: unknown): string {
   if (e instanceof CfsError) {
     const parts = [...e.context, e.message];
+    // A wrapper often quotes its cause's message already ("corrupt data: <cause>"): say it once.
+    const push = (m: string) => {
+      if (!parts[parts.length - 1].endsWith(m)) parts.push(m);
+    };
     let cause = e.cause;
     while (cause !== undefined) {
       if (cause instanceof CfsError) {
-        parts.push(...cause.context, cause.message);
+        parts.push(...cause.context);
+        push(cause.message);
         cause = cause.cause;
       } else if (cause instanceof Error) {
-        parts.push(cause.message);
+        push(cause.message);
         cause = (cause as Error).cause;
       } else {
-        parts.push(String(cause));
+        push(String(cause));
         break;
       }
     }
-    return parts.join(": ");
+    // Nor twice "where" when a message already starts with its context ("layer X" + "layer X: …").
+    return parts.filter((p, i) => i + 1 >= parts.length || !parts[i + 1].startsWith(p + ": ")).join(": ");
   }
   if (e instanceof Error) return e.message;
   return String(e);

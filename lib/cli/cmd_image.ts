@@ -13,7 +13,7 @@ import { CONTAINER_XATTR_ALLOWLIST, propagateUsrToRoot } from "../tree/transform
 import { type Directory, type Inode, lookup } from "../tree/tree.ts";
 import { countLeafLinks } from "../tree/walk.ts";
 import { utf8ToBstr } from "../util/bytes.ts";
-import { outBytes, outln } from "./output.ts";
+import { outBytes, outJson, outln } from "./output.ts";
 import { globalsOf } from "./program.ts";
 import { hashForRepoless, openRepoFromGlobals } from "./repo_open.ts";
 
@@ -45,6 +45,10 @@ export async function readFsTree(
   return root;
 }
 
+interface JsonFlag {
+  json?: boolean;
+}
+
 function addReadFlags(cmd: Command): Command {
   return cmd
     .option("--bootable", "apply the boot transform (not supported yet)")
@@ -61,29 +65,37 @@ export function registerImageCommands(program: Command): void {
       .command("create-image")
       .description("store a directory's files and commit its EROFS image(s); prints the image id")
       .argument("<PATH>", "directory to read")
-      .argument("[NAME]", "image ref to create (images/refs/NAME)"),
-  ).action(async (path: string, name: string | undefined, flags: ReadFlags, cmd: Command) => {
+      .argument("[NAME]", "image ref to create (images/refs/NAME)")
+      .option("--json", "print the image id(s) as JSON"),
+  ).action(async (path: string, name: string | undefined, flags: ReadFlags & JsonFlag, cmd: Command) => {
     using repo = await openRepoFromGlobals(globalsOf(cmd));
     const root = await readFsTree(path, flags, repo.alg, repo);
-    const versions = repo.erofsVersions();
+    const images: { erofs_version: number; image_id: string }[] = [];
     let defaultId;
-    for (const [i, version] of versions.entries()) {
+    for (const [i, version] of repo.erofsVersions().entries()) {
       const id = await repo.writeImage(writeErofs(root, { version }), i === 0 ? name : undefined);
       if (i === 0) defaultId = id;
+      images.push({ erofs_version: version, image_id: id.hex() });
     }
-    outln(defaultId!.toId());
+    if (flags.json) {
+      outJson({ image_id: defaultId!.hex(), algorithm: repo.alg, ref: name ?? null, images });
+    } else outln(defaultId!.toId());
   });
 
   addReadFlags(
     program
       .command("compute-id")
       .description("print the image id a directory would get (stores nothing; V2 unless --erofs-version)")
-      .argument("<PATH>", "directory to read"),
-  ).action(async (path: string, flags: ReadFlags, cmd: Command) => {
+      .argument("<PATH>", "directory to read")
+      .option("--json", "print the image id as JSON"),
+  ).action(async (path: string, flags: ReadFlags & JsonFlag, cmd: Command) => {
     const g = globalsOf(cmd);
     const alg = await hashForRepoless(g);
     const root = await readFsTree(path, flags, alg);
-    outln(fsverityDigest(writeErofs(root, { version: g.erofsVersion ?? 2 }), alg).hex());
+    const version = g.erofsVersion ?? 2;
+    const id = fsverityDigest(writeErofs(root, { version }), alg).hex();
+    if (flags.json) outJson({ image_id: id, algorithm: alg, erofs_version: version });
+    else outln(id);
   });
 
   addReadFlags(
@@ -100,9 +112,14 @@ export function registerImageCommands(program: Command): void {
     .command("image-objects")
     .description("list the objects an image refers to (one sha256:/sha512: id per line)")
     .argument("<NAME>", "image digest or refs/<name>")
-    .action(async (name: string, _opts: unknown, cmd: Command) => {
+    .option("--json", "print the object ids as JSON")
+    .action(async (name: string, opts: JsonFlag, cmd: Command) => {
       using repo = await openRepoFromGlobals(globalsOf(cmd));
       const { bytes } = await repo.readImage(name);
+      if (opts.json) {
+        outJson({ algorithm: repo.alg, objects: collectObjects(bytes, repo.alg).map((id) => id.hex()) });
+        return;
+      }
       let text = "";
       for (const id of collectObjects(bytes, repo.alg)) text += id.toId() + "\n";
       outBytes(new TextEncoder().encode(text));

@@ -1,9 +1,9 @@
 // `cfsctl mount NAME MOUNTPOINT` (spec §1.3, §9): mounts a repository image.
 import { type Command, Option } from "commander";
 import { UsageError } from "../errors.ts";
-import { mountTweaksFromEnv } from "../mount/composefs.ts";
+import { type MountedComposefs, mountTweaksFromEnv } from "../mount/composefs.ts";
 import { mountRepositoryImage } from "../mount/repository_image.ts";
-import { errln } from "./output.ts";
+import { errln, outJson } from "./output.ts";
 import { globalsOf } from "./program.ts";
 import { openRepoFromGlobals } from "./repo_open.ts";
 
@@ -30,15 +30,38 @@ export function registerMountCommands(program: Command): void {
     .addOption(new Option("--upperdir <DIR>", "overlay upper directory (writable layer)"))
     .addOption(new Option("--workdir <DIR>", "overlay work directory (same file system as --upperdir)"))
     .option("--read-write", "mount read-write (needs --upperdir)")
-    .action(async (name: string, mountpoint: string, flags: MountFlags, cmd: Command) => {
-      checkMountFlags(flags);
-      using repo = await openRepoFromGlobals(globalsOf(cmd));
-      const r = await mountRepositoryImage(repo, name, mountpoint, {
-        upperdir: flags.upperdir,
-        workdir: flags.workdir,
-        readWrite: Boolean(flags.readWrite),
-        ...mountTweaksFromEnv(),
-      });
-      for (const w of r.warnings) errln(`kernel: ${w}`);
-    });
+    .option("--json", "describe the mount as JSON")
+    .action(
+      async (name: string, mountpoint: string, flags: MountFlags & { json?: boolean }, cmd: Command) => {
+        checkMountFlags(flags);
+        using repo = await openRepoFromGlobals(globalsOf(cmd));
+        const r = await mountRepositoryImage(repo, name, mountpoint, {
+          upperdir: flags.upperdir,
+          workdir: flags.workdir,
+          readWrite: Boolean(flags.readWrite),
+          ...mountTweaksFromEnv(),
+        });
+        for (const w of r.warnings) errln(`kernel: ${w}`);
+        if (flags.json) {
+          const id = /^[0-9a-f]+$/.test(name) ? name : undefined;
+          outJson(mountJson(name, r, Boolean(flags.readWrite), id));
+        }
+      },
+    );
+}
+
+/** `--json` of `mount` and `oci mount`: what was mounted where, and how. */
+export function mountJson(image: string, r: MountedComposefs, readWrite: boolean, imageId?: string) {
+  return {
+    image,
+    image_id: imageId ?? null,
+    mountpoint: r.mountpoint,
+    source: r.source,
+    layer_mode: r.layerMode,
+    loop_device: r.loopDevice ?? null,
+    verity: r.verity,
+    digest_checked_by: r.digestCheckedBy ?? null,
+    read_write: readWrite,
+    warnings: r.warnings,
+  };
 }

@@ -1,6 +1,6 @@
 // `cfsctl oci …`: pulling, listing, inspecting, tagging and dumping OCI images (spec §1.4).
-import type { Command } from "commander";
-import { NotFoundError, UsageError } from "../errors.ts";
+import { type Command, Option } from "commander";
+import { CfsError, NotFoundError, UsageError } from "../errors.ts";
 import { fsverityDigest } from "../fsverity/hasher.ts";
 import { writeErofs } from "../erofs/writer.ts";
 import { parseDigest } from "../oci/digest.ts";
@@ -34,7 +34,7 @@ import { entryLine, hardlinkLine } from "../dumpfile/write.ts";
 import { type LeafContent, newDirectory, newLeaf, newStat } from "../tree/tree.ts";
 import { bstrToBytes } from "../util/bytes.ts";
 import { ExitCode } from "./run.ts";
-import { checkMountFlags } from "./cmd_mount.ts";
+import { checkMountFlags, mountJson } from "./cmd_mount.ts";
 import { mountRepositoryImage } from "../mount/repository_image.ts";
 import { mountTweaksFromEnv } from "../mount/composefs.ts";
 import { errln } from "./output.ts";
@@ -92,7 +92,13 @@ export function registerOciCommands(program: Command): void {
     )
     .option("--bootable", "also build the boot image (not supported yet)")
     .option("--json", "print the result as JSON")
-    .option("--progress <MODE>", "progress output: auto, plain, json or none", "auto")
+    .addOption(
+      new Option(
+        "--progress <MODE>",
+        "progress output on stderr (auto: bars on a terminal, else plain lines)",
+      )
+        .choices(["auto", "plain", "json", "none"]).default("auto"),
+    )
     .option("--progress-fd <N>", "write progress to this file descriptor")
     .addHelpText("after", "\nExample:\n  cfsctl --repo /var/tmp/repo oci pull oci:./image:latest myimage")
     .action(async (image: string, name: string | undefined, opts, cmd: Command) => {
@@ -100,10 +106,15 @@ export function registerOciCommands(program: Command): void {
       const ref = parseImageReference(image);
       const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
       await withRepo(cmd, async (repo) => {
-        const source = await openImageSource(ref, { remote: remoteSourceFactory(remoteOptionsFrom(opts)) });
+        const source = await openImageSource(ref, { remote: remoteSourceFactory(remoteOptionsFrom(opts)) })
+          .catch((e) => {
+            throw e instanceof CfsError ? e.within(`pulling ${image}`) : e;
+          });
         const reporter = createReporter(opts.progress, opts.progressFd);
         try {
-          const r = await pullImage(repo, source, { name: name ?? image, platform, reporter });
+          const r = await pullImage(repo, source, { name: name ?? image, platform, reporter }).catch((e) => {
+            throw e instanceof CfsError ? e.within(`pulling ${image}`) : e;
+          });
           reporter.finish?.();
           if (opts.json) {
             outJson({
@@ -111,10 +122,19 @@ export function registerOciCommands(program: Command): void {
               config: r.configDigest,
               manifest_verity: r.manifestVerity.hex(),
               config_verity: r.configVerity.hex(),
+              algorithm: repo.alg,
               tagged: r.tag ?? null,
               is_container: r.isContainer,
               images: Object.fromEntries([...r.images].map(([k, v]) => [k, v.hex()])),
-              stats: r.stats,
+              stats: {
+                layers: r.stats.layers,
+                layers_skipped: r.stats.layersSkipped,
+                objects_new: r.stats.objectsNew,
+                objects_present: r.stats.objectsPresent,
+                bytes_stored: r.stats.bytesStored,
+                bytes_inlined: r.stats.bytesInlined,
+                bytes_fetched: r.stats.bytesFetched,
+              },
             });
           } else {
             outln(`manifest ${r.manifestDigest}`);
@@ -170,12 +190,12 @@ export function registerOciCommands(program: Command): void {
   oci.command("inspect")
     .description("show an image's manifest, config and composefs images")
     .argument("<IMAGE>", "tag or @sha256:<manifest digest>")
-    .option("--manifest", "print only the raw manifest")
+    .addOption(new Option("--manifest", "print only the raw manifest").conflicts("config"))
     .option("--config", "print only the raw config")
+    .addOption(
+      new Option("--json", "the default output (accepted for uniformity)").conflicts(["manifest", "config"]),
+    )
     .action(async (image: string, opts, cmd: Command) => {
-      if (opts.manifest && opts.config) {
-        throw new UsageError("--manifest and --config are mutually exclusive");
-      }
       await withRepo(cmd, async (repo) => {
         const digest = await resolveManifestDigest(repo, image);
         const m = await openManifest(repo, digest);
@@ -197,21 +217,25 @@ export function registerOciCommands(program: Command): void {
   oci.command("tag")
     .description("tag a stored manifest")
     .argument("<MANIFEST_DIGEST>", "sha256:<hex>")
-    .argument("<NAME>")
-    .action(async (digest: string, name: string, _opts, cmd: Command) => {
+    .argument("<NAME>", "the tag")
+    .option("--json", "print the result as JSON")
+    .action(async (digest: string, name: string, opts, cmd: Command) => {
       await withRepo(cmd, async (repo) => {
         await tagImage(repo, parseDigest(digest, "manifest digest").digest, name);
-        outln(`Tagged ${digest} as ${name}`);
+        if (opts.json) outJson({ name, manifest_digest: digest });
+        else outln(`Tagged ${digest} as ${name}`);
       });
     });
 
   oci.command("untag")
     .description("remove a tag (the image's data stays until gc)")
-    .argument("<NAME>")
-    .action(async (name: string, _opts, cmd: Command) => {
+    .argument("<NAME>", "the tag")
+    .option("--json", "print the result as JSON")
+    .action(async (name: string, opts, cmd: Command) => {
       await withRepo(cmd, async (repo) => {
         await untagImage(repo, name);
-        outln(`Removed tag ${name}`);
+        if (opts.json) outJson({ name, removed: true });
+        else outln(`Removed tag ${name}`);
       });
     });
 
@@ -257,6 +281,7 @@ export function registerOciCommands(program: Command): void {
     .option("--upperdir <DIR>", "overlay upper directory (writable layer)")
     .option("--workdir <DIR>", "overlay work directory")
     .option("--read-write", "mount read-write (needs --upperdir)")
+    .option("--json", "describe the mount as JSON")
     .addHelpText("after", "\nExample:\n  cfsctl oci mount myimage /mnt")
     .action(async (image: string, mountpoint: string, opts, cmd: Command) => {
       if (opts.bootable) throw new UsageError("No boot EROFS image linked — --bootable is not supported yet");
@@ -274,16 +299,16 @@ export function registerOciCommands(program: Command): void {
           ...mountTweaksFromEnv(),
         });
         for (const w of r.warnings) errln(`kernel: ${w}`);
+        if (opts.json) outJson(mountJson(image, r, Boolean(opts.readWrite), id.hex()));
       });
     });
 
   oci.command("layer")
     .description("show a stored layer: the original tar (default), its entries, or a summary")
     .argument("<DIFF_ID>", "sha256:<hex> (the layer's diff_id, or an artifact layer digest)")
-    .option("--dumpfile", "one dumpfile line per tar entry")
+    .addOption(new Option("--dumpfile", "one dumpfile line per tar entry").conflicts("json"))
     .option("--json", "summary as JSON")
     .action(async (diffId: string, opts, cmd: Command) => {
-      if (opts.dumpfile && opts.json) throw new UsageError("--dumpfile and --json are mutually exclusive");
       parseDigest(diffId, "diff_id");
       await withRepo(cmd, async (repo) => {
         const verity = await repo.hasStream(layerStreamId(diffId));
@@ -336,14 +361,23 @@ export function registerOciCommands(program: Command): void {
     .description("import an uncompressed tar layer from stdin (its sha256 must equal DIGEST)")
     .argument("<DIGEST>", "sha256:<hex> diff_id of the tar")
     .argument("[NAME]", "also name the stream streams/refs/NAME")
-    .action(async (digest: string, name: string | undefined, _opts, cmd: Command) => {
+    .option("--json", "print the stream id as JSON")
+    .action(async (digest: string, name: string | undefined, opts, cmd: Command) => {
       parseDigest(digest, "diff_id");
       await withRepo(cmd, async (repo) => {
         await repo.checkWritable();
         const w = new SplitStreamWriter(repo.alg, CONTENT_TYPE.OCI_LAYER);
         await splitTarInto(Deno.stdin.readable, repo, w, { expectedDiffId: digest });
         const id = await repo.writeStream(layerStreamId(digest), w, name);
-        outln(id.toId());
+        if (opts.json) {
+          outJson({
+            diff_id: digest,
+            stream: layerStreamId(digest),
+            verity: id.hex(),
+            algorithm: repo.alg,
+            ref: name ?? null,
+          });
+        } else outln(id.toId());
       });
     });
 

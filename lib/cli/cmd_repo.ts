@@ -3,6 +3,7 @@ import { type Command, Option } from "commander";
 import { UsageError } from "../errors.ts";
 import type { FsckReport } from "../repository/fsck.ts";
 import type { GcResult } from "../repository/gc.ts";
+import { effectiveErofsFormats } from "../repository/meta.ts";
 import { Repository } from "../repository/repository.ts";
 import { reassemble } from "../splitstream/mod.ts";
 import { outBytes, outJson, outln } from "./output.ts";
@@ -29,6 +30,7 @@ export function registerRepoCommands(program: Command): void {
         parseErofsVersion,
       ),
     )
+    .option("--json", "print the repository's configuration as JSON")
     .action(async (path: string | undefined, opts, cmd: Command) => {
       const g = globalsOf(cmd);
       const repoPath = path ?? repoPathFromGlobals(g);
@@ -39,6 +41,17 @@ export function registerRepoCommands(program: Command): void {
         resetMetadata: Boolean(opts.resetMetadata),
         erofsVersion: opts.erofsVersion ?? g.erofsVersion,
       });
+      if (opts.json) {
+        const f = effectiveErofsFormats(r.meta);
+        outJson({
+          path: repoPath,
+          created: r.created,
+          algorithm: r.meta.algorithm,
+          verity_required: !r.insecure,
+          erofs_versions: [f.default, ...f.extra],
+        });
+        return;
+      }
       if (!r.created) {
         outln(`Repository already initialized at ${repoPath}`);
         return;
@@ -92,12 +105,14 @@ export function registerRepoCommands(program: Command): void {
     .command("import-image")
     .description("store an EROFS image read from stdin (not validated) and name it")
     .argument("<REF>", "name for images/refs/<REF>")
-    .action(async (ref: string, _opts, cmd: Command) => {
+    .option("--json", "print the image id as JSON")
+    .action(async (ref: string, opts, cmd: Command) => {
       using repo = await openRepoFromGlobals(globalsOf(cmd));
       await repo.ensureWritable();
       const bytes = new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer());
       const id = await repo.writeImage(bytes, ref);
-      outln(id.toId());
+      if (opts.json) outJson({ image_id: id.hex(), algorithm: repo.alg, ref, size: bytes.length });
+      else outln(id.toId());
     });
 
   program

@@ -1,14 +1,14 @@
 // `composefs-info`: the C-compatible image inspector (spec §1.6): ls, dump, objects, missing-objects,
 // measure-file. Images are read with the strict reader; output formats follow the C tool.
-import { Command, CommanderError } from "commander";
+import { Command } from "commander";
+import { exitCodeForThrown } from "./program.ts";
 import { CfsError, UsageError } from "../errors.ts";
 import { readErofs } from "../erofs/reader.ts";
 import { dumpfileEntryLines } from "../dumpfile/write.ts";
 import { measureFileWithFallback } from "../linux/fsverity_ioctl.ts";
 import type { Directory, Leaf } from "../tree/tree.ts";
 import { walkTree } from "../tree/walk.ts";
-import { err, outBytes, outln } from "./output.ts";
-import { reportError } from "./run.ts";
+import { err, outBytes, outJson, outln } from "./output.ts";
 import { Buffer } from "node:buffer";
 
 /** Accumulates byte-string output and flushes it in large writes. */
@@ -85,6 +85,43 @@ function printLs(root: Directory, filters: string[], out: ByteOut): void {
   }
 }
 
+/** A byte-string name as JSON text: UTF-8 decoded, invalid bytes as U+FFFD. */
+function bstrToUtf8(s: string): string {
+  return new TextDecoder().decode(Buffer.from(s, "latin1"));
+}
+
+/** `ls --json` entries: the same walk and filter as `ls`, every hard link with its backing path. */
+function lsJson(root: Directory, filters: string[]) {
+  const entries = [];
+  for (const { path, node } of walkTree(root)) {
+    if (path === "/") continue;
+    if (filters.length > 0 && !filters.includes(path.slice(1).split("/", 1)[0])) continue;
+    const e: Record<string, unknown> = { path: bstrToUtf8(path) };
+    if (node.kind === "dir") e.type = "directory";
+    else {
+      const c = node.content;
+      e.type = c.type === "symlink"
+        ? "symlink"
+        : c.type === "chardev"
+        ? "chardev"
+        : c.type === "blockdev"
+        ? "blockdev"
+        : c.type === "fifo"
+        ? "fifo"
+        : c.type === "socket"
+        ? "socket"
+        : "file";
+      if (c.type === "symlink") e.target = bstrToUtf8(c.target);
+      if (c.type === "inline") e.size = c.data.length;
+      if (c.type === "external" || c.type === "external-noverity") e.size = c.size;
+      const backing = backingPath(node);
+      if (backing !== undefined) e.backing = bstrToUtf8(backing);
+    }
+    entries.push(e);
+  }
+  return entries;
+}
+
 /** Sorted unique backing paths of an image's external files. */
 function objectPaths(root: Directory): string[] {
   const set = new Set<string>();
@@ -127,9 +164,16 @@ function buildCommand(): Command {
     .description("list the files of the images")
     .argument("<IMAGE...>")
     .option("--filter <NAME>", "only these top-level entries (repeatable)", addFilter, [] as string[])
-    .action(async (images: string[], opts: { filter: string[] }) => {
-      const out = new ByteOut();
+    .option("--json", "print the listing as JSON")
+    .action(async (images: string[], opts: { filter: string[]; json?: boolean }) => {
       const filters = [...globals().filter, ...opts.filter];
+      if (opts.json) {
+        const list = [];
+        for (const image of images) list.push({ image, entries: lsJson(await loadImage(image), filters) });
+        outJson({ images: list });
+        return;
+      }
+      const out = new ByteOut();
       for (const image of images) printLs(await loadImage(image), filters, out);
       out.flush();
     });
@@ -156,7 +200,16 @@ function buildCommand(): Command {
     .command("objects")
     .description("list the backing objects the images refer to")
     .argument("<IMAGE...>")
-    .action(async (images: string[]) => {
+    .option("--json", "print the object paths as JSON")
+    .action(async (images: string[], opts: { json?: boolean }) => {
+      if (opts.json) {
+        const list = [];
+        for (const image of images) {
+          list.push({ image, objects: objectPaths(await loadImage(image)).map(bstrToUtf8) });
+        }
+        outJson({ images: list });
+        return;
+      }
       for (const image of images) {
         for (const p of objectPaths(await loadImage(image))) outBytes(Buffer.from(p + "\n", "latin1"));
       }
@@ -167,7 +220,8 @@ function buildCommand(): Command {
     .description("list the backing objects missing under --basedir")
     .argument("<IMAGE...>")
     .option("--basedir <DIR>", "object directory to look in")
-    .action(async (images: string[], opts: { basedir?: string }) => {
+    .option("--json", "print the missing object paths as JSON")
+    .action(async (images: string[], opts: { basedir?: string; json?: boolean }) => {
       const basedir = opts.basedir ?? globals().basedir;
       if (basedir === undefined) throw new UsageError("missing-objects needs --basedir DIR");
       try {
@@ -175,28 +229,39 @@ function buildCommand(): Command {
       } catch (e) {
         throw new CfsError(`can't open basedir: ${(e as Error).message}`, { context: [basedir] });
       }
+      const list = [];
       for (const image of images) {
+        const missing: string[] = [];
         for (const p of objectPaths(await loadImage(image))) {
           const rel = p.replace(/^\/+/, "");
           const utf8Path = new TextDecoder().decode(Buffer.from(rel, "latin1"));
-          if (!(await exists(`${basedir}/${utf8Path}`))) outBytes(Buffer.from(p + "\n", "latin1"));
+          if (await exists(`${basedir}/${utf8Path}`)) continue;
+          if (opts.json) missing.push(bstrToUtf8(p));
+          else outBytes(Buffer.from(p + "\n", "latin1"));
         }
+        list.push({ image, missing });
       }
+      if (opts.json) outJson({ basedir, images: list });
     });
 
   program
     .command("measure-file")
     .description("print the fs-verity (SHA-256) digest of files")
     .argument("<FILE...>")
-    .action(async (files: string[]) => {
+    .option("--json", "print the digests as JSON")
+    .action(async (files: string[], opts: { json?: boolean }) => {
+      const list = [];
       for (const f of files) {
         try {
-          outln((await measureFileWithFallback(f, "sha256")).hex());
+          const digest = (await measureFileWithFallback(f, "sha256")).hex();
+          if (opts.json) list.push({ path: f, digest });
+          else outln(digest);
         } catch (e) {
           if (e instanceof CfsError) throw e;
           throw new CfsError(`failed to measure: ${(e as Error).message}`, { context: [f] });
         }
       }
+      if (opts.json) outJson({ algorithm: "sha256", files: list });
     });
   return program;
 }
@@ -207,14 +272,6 @@ export async function composefsInfoMain(args: string[]): Promise<number> {
     await program.parseAsync(args, { from: "user" });
     return 0;
   } catch (e) {
-    if (e instanceof CommanderError) {
-      if (
-        e.code === "commander.helpDisplayed" || e.code === "commander.help" || e.code === "commander.version"
-      ) {
-        return 0;
-      }
-      return e.exitCode === 0 ? 0 : 2;
-    }
-    return reportError(e);
+    return exitCodeForThrown(e, program, args);
   }
 }

@@ -1,6 +1,5 @@
 // Dispatch between the multi-call personalities and run the chosen one; returns the exit code.
-import { buildProgram, CommanderError, type Registrar } from "./program.ts";
-import { ExitCode, reportError } from "./run.ts";
+import { buildProgram, exitCodeForThrown, type Registrar } from "./program.ts";
 import { registerRepoCommands } from "./cmd_repo.ts";
 import { registerMountCommands } from "./cmd_mount.ts";
 import { registerOciCommands } from "./cmd_oci.ts";
@@ -38,15 +37,6 @@ export async function cliMain(invokedAs: string, args: string[]): Promise<number
     await program.parseAsync(args, { from: "user" });
     return 0;
   } catch (e) {
-    if (e instanceof ExitCode) return e.code;
-    if (e instanceof CommanderError) {
-      if (
-        e.code === "commander.helpDisplayed" || e.code === "commander.version" || e.code === "commander.help"
-      ) {
-        return 0;
-      }
-      return e.exitCode === 0 ? 0 : 2;
-    }
-    return reportError(e);
+    return exitCodeForThrown(e, program, args);
   }
 }

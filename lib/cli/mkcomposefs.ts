@@ -1,9 +1,9 @@
 // `mkcomposefs`: the C-compatible image builder (spec §1.5). SOURCE is a directory, or a dumpfile with
 // --from-file (`-` = stdin). IMAGE `-` = stdout (never a terminal). Always SHA-256. The image file is
 // written to a temporary name beside IMAGE and renamed into place: no output file on any error.
-import { Command, CommanderError, Option } from "commander";
+import { Command, Option } from "commander";
 import { CfsError, UsageError } from "../errors.ts";
-import { parseErofsVersion } from "./program.ts";
+import { exitCodeForThrown, parseErofsVersion } from "./program.ts";
 import { writeErofs } from "../erofs/writer.ts";
 import { fsverityDigest } from "../fsverity/hasher.ts";
 import { parseDumpfile } from "../dumpfile/parse.ts";
@@ -12,7 +12,6 @@ import { FlatDigestStore } from "../tree/digest_store.ts";
 import { filterXattrs, removeDevices, zeroMtimes } from "../tree/transform.ts";
 import type { Directory } from "../tree/tree.ts";
 import { err, errln, outBytes, outln } from "./output.ts";
-import { reportError } from "./run.ts";
 
 interface MkcomposefsOptions {
   fromFile?: boolean;
@@ -153,10 +152,7 @@ export async function mkcomposefsMain(args: string[]): Promise<number> {
   try {
     cmd.parse(args, { from: "user" });
   } catch (e) {
-    if (e instanceof CommanderError) {
-      return e.code === "commander.helpDisplayed" || e.code === "commander.help" ? 0 : 2;
-    }
-    return reportError(e);
+    return exitCodeForThrown(e, cmd, args);
   }
   try {
     const o = cmd.opts<MkcomposefsOptions>();
@@ -179,6 +175,6 @@ export async function mkcomposefsMain(args: string[]): Promise<number> {
     if (o.printDigest) outln(fsverityDigest(bytes, "sha256").hex());
     return 0;
   } catch (e) {
-    return reportError(e);
+    return exitCodeForThrown(e, cmd, args);
   }
 }

@@ -1,7 +1,7 @@
 // mount.composefs: the mount(8) helper personality, option-compatible with C composefs
 // (`mount -t composefs IMAGE MNT -o basedir=DIR` runs `/sbin/mount.composefs IMAGE MNT -o basedir=DIR`).
 // mount(8) calls helpers as `SOURCE TARGET [-sfnv] [-o OPTIONS]`; options may come before or after.
-import { describeError, UsageError } from "../errors.ts";
+import { UsageError } from "../errors.ts";
 import { ObjectId } from "../fsverity/object_id.ts";
 import { mountComposefs, type MountComposefsOptions, mountTweaksFromEnv } from "../mount/composefs.ts";
 import { errln, outln } from "./output.ts";
@@ -148,9 +148,7 @@ export async function mountComposefsMain(args: string[]): Promise<number> {
   try {
     parsed = parseMountComposefsArgs(args);
   } catch (e) {
-    errln(`mount.composefs: ${describeError(e)}`);
-    errln(USAGE);
-    return 2;
+    return reportError(e, "mount.composefs");
   }
   try {
     const opts = toMountOptions(parsed);

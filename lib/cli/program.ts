@@ -2,8 +2,8 @@
 // registers itself from its own file.
 import { Command, CommanderError, Option } from "commander";
 import { UsageError } from "../errors.ts";
-import { setDebug } from "./run.ts";
-import { err, out } from "./output.ts";
+import { ExitCode, reportError, setDebug, usageHint } from "./run.ts";
+import { err, errln, out } from "./output.ts";
 
 import { VERSION_TEXT } from "./version.ts";
 export { VERSION } from "./version.ts";
@@ -76,6 +76,46 @@ export function buildProgram(registrars: Registrar[]): Command {
   });
   for (const r of registrars) r(program);
   return program;
+}
+
+/**
+ * The command line of the (sub)command `args` select, as far as they can be followed
+ * (e.g. `cfsctl oci tag` for `--repo R oci tag x`): where a usage error points for `--help`.
+ */
+export function selectedCommandPath(root: Command, args: string[]): string {
+  const chain = [root];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === "--") break;
+    if (a.startsWith("-")) {
+      if (a.includes("=")) continue;
+      const opt = chain.flatMap((c) => c.options).find((o) => o.long === a || o.short === a);
+      if (opt?.required) i++; // its value is the next word
+      continue;
+    }
+    const cur = chain[chain.length - 1];
+    const sub = cur.commands.find((c) => c.name() === a || c.aliases().includes(a));
+    if (!sub) break;
+    chain.push(sub);
+  }
+  return chain.map((c) => c.name()).join(" ");
+}
+
+/**
+ * The exit code for whatever parsing/running `root` with `args` threw. Commander has already printed
+ * its own `error: …` line; usage errors get a `--help` hint and exit code 2, failures exit code 1.
+ */
+export function exitCodeForThrown(e: unknown, root: Command, args: string[]): number {
+  if (e instanceof ExitCode) return e.code;
+  if (e instanceof CommanderError) {
+    if (e.code === "commander.helpDisplayed" || e.code === "commander.version") return 0;
+    // Help shown because a command group was named without a subcommand: a usage error.
+    if (e.code === "commander.help") return e.exitCode === 0 ? 0 : 2;
+    if (e.exitCode === 0) return 0;
+    errln(usageHint(selectedCommandPath(root, args)));
+    return 2;
+  }
+  return reportError(e, selectedCommandPath(root, args));
 }
 
 export { Command, CommanderError, Option };

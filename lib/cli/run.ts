@@ -1,6 +1,6 @@
 // Wraps command actions: maps errors to `error: WHAT: WHY` on stderr and to exit codes
 // (1 = failure, 2 = usage error). Stack traces only with --debug or CFSCTL_LOG=debug.
-import { CfsError, describeError, UsageError } from "../errors.ts";
+import { describeError, UsageError } from "../errors.ts";
 import { errln } from "./output.ts";
 
 export let debugEnabled = (() => {
@@ -21,13 +21,21 @@ export function exitCodeFor(e: unknown): number {
   return 1;
 }
 
-export function reportError(e: unknown): number {
+/** The line that follows a usage error: where to read how the command is used. */
+export function usageHint(commandPath: string): string {
+  return `Try '${commandPath} --help' for more information.`;
+}
+
+/**
+ * Prints `error: WHAT: WHY` (plus the stack with --debug, plus a `--help` hint for usage errors when
+ * `commandPath` is known) and returns the exit code.
+ */
+export function reportError(e: unknown, commandPath?: string): number {
   errln(`error: ${describeError(e)}`);
   if (debugEnabled && e instanceof Error && e.stack) errln(e.stack);
-  else if (!(e instanceof CfsError) && e instanceof Error && !(e instanceof Deno.errors.NotFound)) {
-    // unexpected internal errors: keep one line, hint at --debug
-  }
-  return exitCodeFor(e);
+  const code = exitCodeFor(e);
+  if (code === 2 && commandPath !== undefined) errln(usageHint(commandPath));
+  return code;
 }
 
 /** Signals an exit code without an error message (e.g. fsck found problems). */

@@ -2,7 +2,8 @@
 // and every zstd frame is decoded (skippable frames skipped), unlike composefs-rs 0.7.0.
 import { Duplex } from "node:stream";
 import { createGunzip } from "node:zlib";
-import { FormatError } from "../errors.ts";
+import { CfsError, FormatError } from "../errors.ts";
+import { nativeDecompress } from "../util/native_decompress.ts";
 import { zstdDecompressStream } from "../util/zstd.ts";
 
 export type LayerCompression = "none" | "gzip" | "zstd";
@@ -47,27 +48,33 @@ export function sniffCompression(head: Uint8Array): LayerCompression {
  * The uncompressed tar stream of a layer blob. Throws FormatError for a non-tar media type.
  * A layer declared uncompressed whose bytes start with a gzip/zstd magic is decompressed anyway
  * (`sniff`, default true): a tar cannot start with those bytes in practice (they would be the
- * first entry's name), and some producers mislabel compressed layers.
+ * first entry's name), and some producers mislabel compressed layers. `native: false` forces the
+ * node:zlib decoders (tests of both paths).
  */
 export function decompressLayer(
   input: ReadableStream<Uint8Array>,
   mediaType: string,
-  opts: { sniff?: boolean } = {},
+  opts: { sniff?: boolean; native?: boolean } = {},
 ): ReadableStream<Uint8Array> {
   const declared = layerCompressionOf(mediaType);
   if (declared === undefined) throw new FormatError(`not a tar layer media type: ${mediaType}`);
-  if (declared !== "none" || opts.sniff === false) return decompress(input, declared);
-  return sniffed(input);
+  if (declared !== "none" || opts.sniff === false) return decompress(input, declared, opts);
+  return sniffed(input, opts);
 }
 
-/** Decompresses with the given method (errors from the decoder become FormatError). */
+/**
+ * Decompresses with the given method (errors from the decoder become FormatError): with the system
+ * libzstd / zlib on a pool thread where FFI allows it (lib/util/native_decompress.ts), else node:zlib.
+ */
 export function decompress(
   input: ReadableStream<Uint8Array>,
   how: LayerCompression,
+  opts: { native?: boolean } = {},
 ): ReadableStream<Uint8Array> {
+  if (how === "none") return input;
+  const native = opts.native === false ? null : nativeDecompress(input, how);
+  if (native) return recyclingStream(native, how);
   switch (how) {
-    case "none":
-      return input;
     case "gzip": {
       const gunzip = Duplex.toWeb(createGunzip({ chunkSize: 128 * 1024 })) as unknown as TransformStream<
         Uint8Array,
@@ -81,7 +88,7 @@ export function decompress(
 }
 
 /** Peeks at the first bytes, then decompresses as they say. */
-function sniffed(input: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
+function sniffed(input: ReadableStream<Uint8Array>, opts: { native?: boolean }): ReadableStream<Uint8Array> {
   const reader = input.getReader();
   let inner: ReadableStreamDefaultReader<Uint8Array> | undefined;
   return new ReadableStream<Uint8Array>({
@@ -111,7 +118,7 @@ function sniffed(input: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> 
         o += take;
         if (o === first.length) break;
       }
-      inner = decompress(whole, sniffCompression(first)).getReader();
+      inner = decompress(whole, sniffCompression(first), opts).getReader();
     },
     async pull(ctl) {
       const r = await inner!.read();
@@ -150,6 +157,59 @@ function concatStreams(
   });
 }
 
+const IN_PLACE = Symbol("cfsctl.inPlaceChunks");
+
+/**
+ * The chunks of a stream made by decompressLayer/decompress, read in place: no copy, but each chunk
+ * stays intact only until RECYCLE_DISTANCE (4) further chunks have been read. Null for any other
+ * stream, or one already being read. Reading this way and through the stream are exclusive.
+ */
+export function inPlaceChunks(s: unknown): AsyncIterable<Uint8Array> | null {
+  const f = (s as { [IN_PLACE]?: () => AsyncIterable<Uint8Array> | null } | null)?.[IN_PLACE];
+  return f ? f() : null;
+}
+
+/**
+ * A stream over a recycling decoder: read as a stream, every chunk is copied out (the consumer may
+ * keep it); inPlaceChunks() gives the decoder's own buffers instead (the layer splitter copies what
+ * it keeps anyway).
+ */
+function recyclingStream(gen: AsyncGenerator<Uint8Array>, codec: string): ReadableStream<Uint8Array> {
+  let claimed = false;
+  async function* mapped(): AsyncGenerator<Uint8Array> {
+    try {
+      yield* gen;
+    } catch (e) {
+      throw codecError(e, codec);
+    }
+  }
+  const it = mapped();
+  const stream = new ReadableStream<Uint8Array>({
+    async pull(ctl) {
+      claimed = true;
+      const r = await it.next();
+      if (r.done) ctl.close();
+      else ctl.enqueue(r.value.slice());
+    },
+    async cancel() {
+      await it.return(undefined);
+    },
+  }, { highWaterMark: 0 });
+  Object.defineProperty(stream, IN_PLACE, {
+    value: () => {
+      if (claimed || stream.locked) return null;
+      claimed = true;
+      return it;
+    },
+  });
+  return stream;
+}
+
+function codecError(e: unknown, codec: string): unknown {
+  if (e instanceof CfsError) return e;
+  return new FormatError(`corrupt ${codec} layer data: ${(e as Error)?.message ?? e}`, { cause: e });
+}
+
 /** Re-throws decoder failures as FormatError naming the codec. */
 function mapErrors(s: ReadableStream<Uint8Array>, codec: string): ReadableStream<Uint8Array> {
   const reader = s.getReader();
@@ -159,7 +219,8 @@ function mapErrors(s: ReadableStream<Uint8Array>, codec: string): ReadableStream
       try {
         r = await reader.read();
       } catch (e) {
-        if (e instanceof FormatError) throw e;
+        // Typed errors (a source's digest mismatch, a FormatError) already say what went wrong.
+        if (e instanceof CfsError) throw e;
         throw new FormatError(`corrupt ${codec} layer data: ${(e as Error)?.message ?? e}`, { cause: e });
       }
       if (r.done) ctl.close();
