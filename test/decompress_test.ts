@@ -1,7 +1,13 @@
 // Layer decompression: every gzip member and every zstd frame (skippable frames skipped), with the
 // compressed data made by the gzip and zstd command-line tools.
 import { FormatError } from "../lib/errors.ts";
-import { decompressLayer, isTarLayerMediaType, layerCompressionOf } from "../lib/oci/decompress.ts";
+import {
+  decompressLayer,
+  inPlaceChunks,
+  isTarLayerMediaType,
+  layerCompressionOf,
+} from "../lib/oci/decompress.ts";
+import { nativeCodecAvailable, RECYCLE_DISTANCE } from "../lib/util/native_decompress.ts";
 import { concatBytes } from "../lib/util/bytes.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./helpers/assert.ts";
 import { run, sha256Hex } from "./helpers/tar_fixtures.ts";
@@ -49,14 +55,28 @@ const GZ = "application/vnd.oci.image.layer.v1.tar+gzip";
 const ZST = "application/vnd.oci.image.layer.v1.tar+zstd";
 const TAR = "application/vnd.oci.image.layer.v1.tar";
 
+/** Both decoders: the system library through FFI (default) and node:zlib. */
+const PATHS = [{ native: true }, { native: false }];
+
+Deno.test("native decoders: libzstd and zlib load here (the fast path is what the other tests cover)", () => {
+  assert(nativeCodecAvailable("zstd"));
+  assert(nativeCodecAvailable("gzip"));
+});
+
 Deno.test("gzip: every member of a multi-member file is decoded (gzip CLI)", async () => {
   const { whole, parts } = sample();
   const members = await Promise.all(parts.map((p) => run("gzip", ["-c", "-6"], { stdin: p })));
   const gz = concatBytes(members);
-  for (const mt of [GZ, "application/vnd.docker.image.rootfs.diff.tar.gzip"]) {
-    const out = await collect(decompressLayer(streamOf(gz), mt));
-    assertEquals(sha256Hex(out), sha256Hex(whole), mt);
+  for (const path of PATHS) {
+    for (const mt of [GZ, "application/vnd.docker.image.rootfs.diff.tar.gzip"]) {
+      const out = await collect(decompressLayer(streamOf(gz), mt, path));
+      assertEquals(sha256Hex(out), sha256Hex(whole), `${mt} ${JSON.stringify(path)}`);
+    }
   }
+  // Bytes after the last member that do not start another one are ignored (as gzip -dc does).
+  const trailing = concatBytes([gz, new Uint8Array(1000)]);
+  const out = await collect(decompressLayer(streamOf(trailing), GZ));
+  assertEquals(sha256Hex(out), sha256Hex(whole));
   // Independent check: the CLI decodes the same bytes.
   assertEquals(sha256Hex(await run("gzip", ["-dc"], { stdin: gz })), sha256Hex(whole));
 });
@@ -78,9 +98,11 @@ Deno.test("zstd: every frame is decoded, skippable frames skipped (zstd CLI + ca
     frames[2],
   ]);
   assertEquals(sha256Hex(await run("zstd", ["-dc"], { stdin: zst })), sha256Hex(whole)); // the CLI agrees
-  for (const chunk of [1 << 16, 999]) {
-    const out = await collect(decompressLayer(streamOf(zst, chunk), ZST));
-    assertEquals(sha256Hex(out), sha256Hex(whole), `chunk ${chunk}`);
+  for (const path of PATHS) {
+    for (const chunk of [1 << 16, 999]) {
+      const out = await collect(decompressLayer(streamOf(zst, chunk), ZST, path));
+      assertEquals(sha256Hex(out), sha256Hex(whole), `chunk ${chunk} ${JSON.stringify(path)}`);
+    }
   }
   const nd = "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd";
   assertEquals(sha256Hex(await collect(decompressLayer(streamOf(zst), nd))), sha256Hex(whole));
@@ -127,17 +149,47 @@ Deno.test("corrupt and truncated compressed data → FormatError", async () => {
   const zst = await run("zstd", ["-q", "-c"], { stdin: whole });
   const badGz = gz.slice();
   badGz.fill(0x55, 1000, 1100);
-  await assertRejects(() => collect(decompressLayer(streamOf(badGz), GZ)), FormatError);
-  await assertRejects(
-    () => collect(decompressLayer(streamOf(gz.subarray(0, gz.length - 100)), GZ)),
-    FormatError,
-  );
-  await assertRejects(
-    () => collect(decompressLayer(streamOf(zst.subarray(0, zst.length - 100)), ZST)),
-    FormatError,
-  );
-  await assertRejects(
-    () => collect(decompressLayer(streamOf(new Uint8Array([1, 2, 3, 4, 5])), ZST)),
-    FormatError,
-  );
+  const badZst = zst.slice();
+  badZst.fill(0x55, 1000, 1100);
+  for (const path of PATHS) {
+    await assertRejects(() => collect(decompressLayer(streamOf(badGz), GZ, path)), FormatError);
+    await assertRejects(
+      () => collect(decompressLayer(streamOf(gz.subarray(0, gz.length - 100)), GZ, path)),
+      FormatError,
+    );
+    await assertRejects(
+      () => collect(decompressLayer(streamOf(zst.subarray(0, zst.length - 100)), ZST, path)),
+      FormatError,
+    );
+    await assertRejects(
+      () => collect(decompressLayer(streamOf(new Uint8Array([1, 2, 3, 4, 5])), ZST, path)),
+      FormatError,
+    );
+  }
+  await assertRejects(() => collect(decompressLayer(streamOf(badZst), ZST)), FormatError);
+  await assertRejects(() => collect(decompressLayer(streamOf(new Uint8Array(0)), GZ)), FormatError);
+});
+
+Deno.test("in-place chunks: the decoder's own buffers, intact for RECYCLE_DISTANCE more chunks", async () => {
+  // ~9 MiB of varied text: several 1 MiB output chunks.
+  const lines: string[] = [];
+  for (let i = 0; i < 400_000; i++) lines.push(`line ${i} ${(i * 2654435761) >>> 0}`);
+  const whole = new TextEncoder().encode(lines.join("\n"));
+  const zst = await run("zstd", ["-q", "-c"], { stdin: whole });
+  const s = decompressLayer(streamOf(zst, 65536), ZST);
+  const it = inPlaceChunks(s);
+  assert(it !== null);
+  assertEquals(inPlaceChunks(s), null, "claimed once");
+  const seen: { view: Uint8Array; copy: Uint8Array }[] = [];
+  for await (const c of it) {
+    seen.push({ view: c, copy: c.slice() });
+    // Every chunk still held within the promised distance is unchanged.
+    for (const old of seen.slice(-1 - RECYCLE_DISTANCE)) assertEquals(old.view, old.copy);
+  }
+  assert(seen.length > RECYCLE_DISTANCE + 2, `${seen.length} chunks`);
+  assertEquals(sha256Hex(concatBytes(seen.map((x) => x.copy))), sha256Hex(whole));
+  // Read as a stream, every chunk is the consumer's own.
+  const kept: Uint8Array[] = [];
+  for await (const c of decompressLayer(streamOf(zst, 65536), ZST)) kept.push(c);
+  assertEquals(sha256Hex(concatBytes(kept)), sha256Hex(whole));
 });

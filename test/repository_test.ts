@@ -259,6 +259,35 @@ Deno.test("objects: ids are fs-verity digests (spec vector and C fsverity), stor
   }
 });
 
+Deno.test("objects from borrowed buffers: stored synchronously once the repo is known insecure, checked by C fsverity", async () => {
+  await using t = await tempDir();
+  using repo = await newRepo(t.path, "sha512");
+  const buf = new Uint8Array(200_000);
+  const stored: { id: ObjectId; data: Uint8Array }[] = [];
+  let direct = 0;
+  for (let i = 0; i < 40; i++) {
+    const n = [1, 65, 4095, 4096, 4097, 100_000, 200_000][i % 7];
+    const data = bytesOf(100 + i, n);
+    buf.set(data);
+    const r = repo.ensureObjectBorrowed(buf.subarray(0, n));
+    buf.fill(0xee); // the caller reuses its buffer at once
+    const id = r instanceof Promise ? await r : (direct++, r);
+    assertEquals(id.hex(), (await repo.ensureObject(data)).hex());
+    stored.push({ id, data });
+  }
+  // The first object finds out that the filesystem has no fs-verity; later ones go the sync way.
+  assert(direct >= 38, `${direct} stored synchronously`);
+  for (const { id, data } of stored.slice(0, 7)) {
+    assertEquals(await Deno.readFile(repo.objectPath(id)), data);
+    assertEquals(await cDigest(repo.objectPath(id), "sha512"), id.hex());
+  }
+  // Present objects are not rewritten: same inode.
+  const ino = (await Deno.stat(repo.objectPath(stored[5].id))).ino;
+  assertEquals(repo.ensureObjectBorrowed(stored[5].data), stored[5].id);
+  assertEquals((await Deno.stat(repo.objectPath(stored[5].id))).ino, ino);
+  assertEquals((await repo.fsck()).errors, []);
+});
+
 Deno.test("objects without O_TMPFILE: named temporaries renamed into place, nothing left behind", async () => {
   await using t = await tempDir();
   (await newRepo(t.path, "sha256")).close();

@@ -37,6 +37,13 @@ export class FsVerityHasher {
     this.#ds = DIGEST_SIZE[alg];
   }
 
+  /** Starts over (keeps the level buffers: hashing many small files allocates nothing per file). */
+  reset(): void {
+    this.#size = 0;
+    this.#fill.fill(0);
+    this.#count.fill(0);
+  }
+
   /** Bytes fed so far. */
   get size(): number {
     return this.#size;
@@ -121,12 +128,13 @@ export class FsVerityHasher {
    */
   #rootHash(root: Uint8Array): void {
     const ds = this.#ds;
-    const levels = this.#levels.slice();
+    // New levels are added to the live state (empty there, so harmless) to be reused next time.
+    const levels = this.#levels;
     const fill = this.#fill.slice();
     const count = this.#count.slice();
     const grow = (k: number) => {
-      while (levels.length <= k) {
-        levels.push(new Uint8Array(BLOCK_SIZE));
+      this.#ensureLevel(k);
+      while (fill.length <= k) {
         fill.push(0);
         count.push(0);
       }

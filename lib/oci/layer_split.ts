@@ -13,17 +13,19 @@ import { SplitStreamWriter } from "../splitstream/writer.ts";
 import { ByteSource, type SourcePart } from "./tar/byte_source.ts";
 import type { TarEntry } from "./tar/entry.ts";
 import { TarReader, type TarReaderOptions } from "./tar/reader.ts";
+import { inPlaceChunks } from "./decompress.ts";
 
 /** Regular files up to this size stay inline (composefs-rs INLINE_CONTENT_MAX_V0). */
 export const INLINE_CONTENT_MAX = 64;
 /** Files up to this size are gathered in memory and stored with one ensureObject() call. */
 const SMALL_OBJECT_MAX = 1024 * 1024;
-/** Small objects being stored concurrently while parsing goes on. */
+/** Small objects being stored concurrently while parsing goes on (stores without a synchronous path). */
 const MAX_IN_FLIGHT = 8;
 const DRAIN_EVERY = 256 * 1024;
 
 /** Where the split goes: a splitstream writer (lib/splitstream) or anything shaped like one. */
 export interface SplitSink {
+  /** Must copy what it keeps: `data` may be a view into a buffer that is reused afterwards. */
   writeInline(data: Uint8Array): unknown;
   writeExternal(id: ObjectId, size: number): unknown;
   /** Lets a compressing sink catch up (bounds its memory); called every 256 KiB of inline data. */
@@ -58,10 +60,18 @@ type Pending = { kind: "inline"; data: Uint8Array } | {
   size: number;
 };
 
+function isPromise<T>(v: T | Promise<T>): v is Promise<T> {
+  return typeof (v as { then?: unknown })?.then === "function";
+}
+
 /**
  * Splits `tar` into `sink`, storing file contents in `store`. Memory stays bounded: file contents
  * are streamed (files > 1 MiB through an ObjectWriter; smaller ones are gathered and stored with
- * up to 8 ensureObject() calls in flight, written to the sink in order as they complete).
+ * one call each, written to the sink in order as their ids arrive).
+ *
+ * A stream from decompressLayer() is read in place (its chunks are the decoder's reused buffers):
+ * inline bytes are copied by the sink, a small file lying within one chunk is hashed and written
+ * from there (stores with ensureObjectBorrowed), others are gathered in one reused buffer.
  *
  * On any failure (malformed tar, truncated input, diff_id mismatch) the in-progress object writer
  * is aborted and the promise rejects; objects already completed stay in the store unreferenced
@@ -76,13 +86,27 @@ export async function splitTarInto(
   const expected = opts.expectedDiffId;
   const alg = expected === undefined ? "sha256" : diffIdAlgorithm(expected);
   const sha = createHash(alg);
-  const src = new ByteSource<never>(tar as AsyncIterable<SourcePart<never>>, (c) => sha.update(c));
+  const source = inPlaceChunks(tar) ?? tar;
+  const src = new ByteSource<never>(source as AsyncIterable<SourcePart<never>>, (c) => sha.update(c));
   const reader = new TarReader(src, opts);
   const stats = { entries: 0, objects: 0, externalSize: 0, inlineSize: 0 };
+  const storeBorrowed = store.ensureObjectBorrowed
+    ? (d: Uint8Array) => store.ensureObjectBorrowed!(d)
+    : (d: Uint8Array) => store.ensureObject(d.slice());
 
-  // Ordered queue of sink writes; external ids may still be on their way.
+  // Ordered queue of sink writes waiting for an external id; empty while ids come back at once.
   const queue: Pending[] = [];
   let inFlight = 0;
+  let sinceDrain = 0;
+  const writeInline = async (data: Uint8Array) => {
+    const r = sink.writeInline(data);
+    if (isPromise(r)) await r;
+    sinceDrain += data.length;
+    if (sinceDrain >= DRAIN_EVERY && sink.drain) {
+      sinceDrain = 0;
+      await sink.drain();
+    }
+  };
   const flush = async (all: boolean) => {
     while (queue.length) {
       const p = queue[0];
@@ -90,50 +114,60 @@ export async function splitTarInto(
         if (!all && inFlight < MAX_IN_FLIGHT) return;
         const id = await p.id;
         inFlight--;
-        await sink.writeExternal(id, p.size);
+        const r = sink.writeExternal(id, p.size);
+        if (isPromise(r)) await r;
       } else {
-        await sink.writeInline(p.data);
-        sinceDrain += p.data.length;
-        if (sinceDrain >= DRAIN_EVERY && sink.drain) {
-          sinceDrain = 0;
-          await sink.drain();
-        }
+        await writeInline(p.data);
       }
       queue.shift();
     }
   };
-  // `fresh` = the caller's own array; views into source chunks are copied so that queued inline
-  // data neither depends on the producer leaving its buffers alone nor pins large chunks.
-  const inline = (data: Uint8Array, fresh = false) => {
+  // `data` is borrowed: written through at once when nothing waits before it, else copied.
+  const inline = async (data: Uint8Array) => {
     if (data.length === 0) return;
     stats.inlineSize += data.length;
-    queue.push({ kind: "inline", data: fresh ? data : data.slice() });
+    if (queue.length === 0) await writeInline(data);
+    else queue.push({ kind: "inline", data: data.slice() });
+  };
+  const external = async (id: ObjectId | Promise<ObjectId>, size: number) => {
+    if (!isPromise(id) && queue.length === 0) {
+      const r = sink.writeExternal(id, size);
+      if (isPromise(r)) await r;
+      return;
+    }
+    const p = Promise.resolve(id);
+    p.catch(() => {}); // observed later, in order
+    inFlight++;
+    queue.push({ kind: "external", id: p, size });
   };
 
   let lastProgress = 0;
-  let sinceDrain = 0;
+  let gather = new Uint8Array(0); // reused for small files that straddle source chunks
   let writer: ReturnType<ObjectStore["createObjectWriter"]> | undefined;
   try {
     for (;;) {
       const h = await reader.next();
       if (!h) break;
       stats.entries++;
-      inline(h.header, true);
+      await inline(h.header);
       const { entry } = h;
       if (entry.kind === "file" && entry.size > INLINE_CONTENT_MAX) {
         stats.objects++;
         stats.externalSize += entry.size;
         if (entry.size <= SMALL_OBJECT_MAX) {
-          const buf = new Uint8Array(entry.size);
+          let data: Uint8Array | undefined;
           let o = 0;
           for await (const c of reader.content()) {
-            buf.set(c, o);
+            if (o === 0 && c.length === entry.size) {
+              data = c; // the whole file in one source chunk: no copy
+              o = c.length;
+              continue;
+            }
+            if (gather.length < entry.size) gather = new Uint8Array(Math.max(entry.size, 64 * 1024));
+            gather.set(c, o);
             o += c.length;
           }
-          const id = store.ensureObject(buf);
-          id.catch(() => {}); // observed later, in order
-          inFlight++;
-          queue.push({ kind: "external", id, size: entry.size });
+          await external(storeBorrowed(data ?? gather.subarray(0, o)), entry.size);
         } else {
           await flush(true);
           writer = store.createObjectWriter();
@@ -145,13 +179,12 @@ export async function splitTarInto(
               `object for ${JSON.stringify(entry.path)} has ${done.size} bytes, not ${entry.size}`,
             );
           }
-          queue.push({ kind: "external", id: Promise.resolve(done.id), size: entry.size });
-          inFlight++;
+          await external(done.id, entry.size);
         }
       } else {
-        for await (const c of reader.content()) inline(c);
+        for await (const c of reader.content()) await inline(c);
       }
-      inline(await reader.padding(), true);
+      await inline(await reader.padding());
       await flush(false);
       if (opts.onProgress && reader.offset - lastProgress >= 1 << 20) {
         lastProgress = reader.offset;
@@ -159,7 +192,7 @@ export async function splitTarInto(
       }
     }
     for await (const c of reader.trailer()) {
-      inline(c);
+      await inline(c);
       await flush(false);
     }
     await flush(true);

@@ -15,5 +15,10 @@ export interface ObjectStore {
   readonly alg: HashAlgorithm;
   /** Stores in-memory bytes (deduplicated) and returns the object id. */
   ensureObject(data: Uint8Array): Promise<ObjectId>;
+  /**
+   * Optional: like ensureObject, but `data` is only read before this returns (the caller reuses its
+   * buffer), and the id may come back directly when the object was stored synchronously.
+   */
+  ensureObjectBorrowed?(data: Uint8Array): ObjectId | Promise<ObjectId>;
   createObjectWriter(): ObjectWriter;
 }

@@ -2,8 +2,8 @@
 // complete and under its final name: data goes to an anonymous O_TMPFILE (or, where that is not
 // supported, a `.tmp-…` file renamed without replacing), is hashed while it is written, and is
 // linked into place at the end. A killed writer therefore leaves nothing behind.
-import { NotFoundError } from "../errors.ts";
-import { fsverityDigest, FsVerityHasher } from "../fsverity/hasher.ts";
+import { KernelError, NotFoundError } from "../errors.ts";
+import { FsVerityHasher } from "../fsverity/hasher.ts";
 import type { HashAlgorithm, ObjectId } from "../fsverity/object_id.ts";
 import {
   closeFd,
@@ -15,6 +15,7 @@ import {
   writeAll,
 } from "../linux/fs.ts";
 import { enableVerityOnTmpfile } from "../linux/fsverity_ioctl.ts";
+import { errno, errnoName, openLibc } from "../linux/libc.ts";
 import type { ObjectStore, ObjectWriter } from "./object_store.ts";
 import { Semaphore } from "./semaphore.ts";
 import { checkMeasured, enableOrTolerate, noVerityError } from "./verity.ts";
@@ -29,6 +30,41 @@ export interface ObjectDirOptions {
   noTmpfile?: boolean;
 }
 
+// The synchronous object path (insecure repositories on filesystems without fs-verity): a few
+// system calls on the calling thread, no promises, paths relative to an objects/ dir fd.
+const syncSymbols = {
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  openat: { parameters: ["i32", "buffer", "i32", "u32"], result: "i32" },
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  close: { parameters: ["i32"], result: "i32" },
+  linkat: { parameters: ["i32", "buffer", "i32", "buffer", "i32"], result: "i32" },
+  fstatat: { parameters: ["i32", "buffer", "buffer", "i32"], result: "i32" },
+} as const;
+const O_RDWR = 0o2;
+const O_DIRECTORY = 0o200000;
+const O_CLOEXEC = 0o2000000;
+const O_PATH = 0o10000000;
+const O_TMPFILE = 0o20000000 | O_DIRECTORY;
+const AT_FDCWD = -100;
+const AT_SYMLINK_FOLLOW = 0x400;
+const EINTR = 4;
+const EEXIST = 17;
+const S_IFMT = 0o170000;
+const S_IFREG = 0o100000;
+/** st_mode in struct stat: after dev, ino, nlink on x86_64; after dev, ino on the generic layout. */
+const ST_MODE_OFFSET = Deno.build.arch === "x86_64" ? 24 : 16;
+
+/** Reusable NUL-terminated path buffers (ASCII paths only: object paths and /proc/self/fd/N). */
+class CPath {
+  readonly bytes = new Uint8Array(256);
+  #enc = new TextEncoder();
+  set(s: string): Uint8Array {
+    const { written } = this.#enc.encodeInto(s, this.bytes);
+    this.bytes[written] = 0;
+    return this.bytes;
+  }
+}
+
 export class ObjectDir implements ObjectStore {
   readonly alg: HashAlgorithm;
   readonly dir: string;
@@ -38,6 +74,14 @@ export class ObjectDir implements ObjectStore {
   #ready?: Promise<void>;
   /** Set after the filesystem said "no fs-verity here" (insecure repos only): skips further attempts. */
   #noVerityFs = false;
+  /** Set once prepare() has succeeded. */
+  #prepared = false;
+  /** objects/ opened O_PATH for the synchronous path (-1 until first needed). */
+  #dirFd = -1;
+  #hasher?: FsVerityHasher;
+  #stat = new Uint8Array(256);
+  #rel = new CPath();
+  #proc = new CPath();
 
   constructor(repoPath: string, alg: HashAlgorithm, opts: ObjectDirOptions) {
     this.alg = alg;
@@ -86,7 +130,14 @@ export class ObjectDir implements ObjectStore {
     return this.#ready ??= (async () => {
       await this.#opts.beforeWrite?.();
       await Deno.mkdir(this.dir, { recursive: true, mode: 0o755 });
+      this.#prepared = true;
     })();
+  }
+
+  /** Releases the objects/ directory fd of the synchronous path. */
+  close(): void {
+    if (this.#dirFd >= 0) closeFd(this.#dirFd);
+    this.#dirFd = -1;
   }
 
   async ensureSubdir(id: ObjectId): Promise<void> {
@@ -140,9 +191,86 @@ export class ObjectDir implements ObjectStore {
     }
   }
 
+  /** fs-verity digest of in-memory data, with one reused hasher (no allocation per object). */
+  digestOf(data: Uint8Array): ObjectId {
+    const h = this.#hasher ??= new FsVerityHasher(this.alg);
+    h.reset();
+    h.update(data);
+    return h.digest();
+  }
+
   /** Stores in-memory data (spec §2.4 path 1) and returns its id; an existing object is kept. */
-  async ensureObject(data: Uint8Array): Promise<ObjectId> {
-    const id = fsverityDigest(data, this.alg);
+  ensureObject(data: Uint8Array): Promise<ObjectId> {
+    return this.#ensureKnown(this.digestOf(data), data);
+  }
+
+  /**
+   * Like ensureObject, but `data` is only read before this returns, so the caller may reuse its
+   * buffer at once. Where the synchronous path applies (insecure repository, no fs-verity on the
+   * filesystem, O_TMPFILE supported, objects/ prepared) the object is stored before returning and
+   * the id comes back as a value; otherwise as a promise (from a copy of `data`).
+   */
+  ensureObjectBorrowed(data: Uint8Array): ObjectId | Promise<ObjectId> {
+    const id = this.digestOf(data);
+    if (!this.#syncPathUsable()) return this.#ensureKnown(id, data.slice());
+    this.#storeSync(id, data);
+    return id;
+  }
+
+  #syncPathUsable(): boolean {
+    return this.#prepared && this.#noVerityFs && !this.#opts.noTmpfile && this.#opts.insecure();
+  }
+
+  /** O_TMPFILE in objects/XX, write, link under the final name; skipped when the name exists. */
+  #storeSync(id: ObjectId, data: Uint8Array): void {
+    const lib = openLibc(syncSymbols);
+    if (this.#dirFd < 0) {
+      const fd = lib.open(this.#rel.set(this.dir), O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+      if (fd < 0) throw kernelError("open", this.dir);
+      this.#dirFd = fd;
+    }
+    const hex = id.hex();
+    const xx = hex.slice(0, 2);
+    const rel = this.#rel.set(`${xx}/${hex.slice(2)}`);
+    if (lib.fstatat(this.#dirFd, rel, this.#stat, 0) === 0) {
+      const mode = new DataView(this.#stat.buffer).getUint32(ST_MODE_OFFSET, true);
+      if ((mode & S_IFMT) === S_IFREG) return;
+    }
+    if (!this.#madeDirs.has(xx)) {
+      try {
+        Deno.mkdirSync(`${this.dir}/${xx}`, { mode: 0o755 });
+      } catch (e) {
+        if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+      }
+      this.#madeDirs.add(xx);
+    }
+    let fd: number;
+    do fd = lib.openat(this.#dirFd, this.#proc.set(xx), O_TMPFILE | O_RDWR | O_CLOEXEC, 0o644); while (
+      fd < 0 && errno() === EINTR
+    );
+    if (fd < 0) throw kernelError("open(O_TMPFILE)", `${this.dir}/${xx}`);
+    try {
+      let off = 0;
+      while (off < data.length) {
+        const n = Number(lib.write(fd, off === 0 ? data : data.subarray(off), BigInt(data.length - off)));
+        if (n < 0) {
+          if (errno() === EINTR) continue;
+          throw kernelError("write", `object ${id.objectPath()}`);
+        }
+        off += n;
+      }
+      if (
+        lib.linkat(AT_FDCWD, this.#proc.set(`/proc/self/fd/${fd}`), this.#dirFd, rel, AT_SYMLINK_FOLLOW) < 0
+      ) {
+        // EEXIST: stored meanwhile by someone else, which is fine (same name = same content).
+        if (errno() !== EEXIST) throw kernelError("linkat", `${this.dir}/${id.objectPath()}`);
+      }
+    } finally {
+      lib.close(fd);
+    }
+  }
+
+  async #ensureKnown(id: ObjectId, data: Uint8Array): Promise<ObjectId> {
     if (await this.has(id)) {
       if (!this.#opts.insecure()) this.#checkExisting(id);
       return id;
@@ -207,6 +335,11 @@ export class ObjectDir implements ObjectStore {
   createObjectWriter(): ObjectWriter {
     return new TmpfileObjectWriter(this);
   }
+}
+
+function kernelError(syscall: string, where: string): KernelError {
+  const e = errno();
+  return new KernelError(syscall, e, errnoName(e), undefined, [where]);
 }
 
 async function writeFileAll(f: Deno.FsFile, data: Uint8Array): Promise<void> {

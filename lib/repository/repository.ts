@@ -247,6 +247,7 @@ export class Repository implements ObjectStore {
 
   /** Releases the shared lock. */
   close(): void {
+    this.objects.close();
     this.#lock.release();
   }
 
@@ -285,6 +286,10 @@ export class Repository implements ObjectStore {
 
   ensureObject(data: Uint8Array): Promise<ObjectId> {
     return this.objects.ensureObject(data);
+  }
+
+  ensureObjectBorrowed(data: Uint8Array): ObjectId | Promise<ObjectId> {
+    return this.objects.ensureObjectBorrowed(data);
   }
 
   createObjectWriter(): ObjectWriter {
