@@ -14,7 +14,7 @@ import { type Directory, type Inode, lookup } from "../tree/tree.ts";
 import { countLeafLinks } from "../tree/walk.ts";
 import { utf8ToBstr } from "../util/bytes.ts";
 import { outBytes, outJson, outln } from "./output.ts";
-import { globalsOf } from "./program.ts";
+import { examplesText, globalsOf } from "./program.ts";
 import { hashForRepoless, openRepoFromGlobals } from "./repo_open.ts";
 
 interface ReadFlags {
@@ -67,6 +67,12 @@ export function registerImageCommands(program: Command): void {
       .argument("<PATH>", "directory to read")
       .argument("[NAME]", "image ref to create (images/refs/NAME)")
       .option("--json", "print the image id(s) as JSON"),
+  ).addHelpText(
+    "after",
+    examplesText(
+      "cfsctl --repo /var/tmp/repo create-image ./rootfs myimage",
+      "cfsctl create-image --no-propagate-usr-to-root ./rootfs",
+    ),
   ).action(async (path: string, name: string | undefined, flags: ReadFlags & JsonFlag, cmd: Command) => {
     using repo = await openRepoFromGlobals(globalsOf(cmd));
     const root = await readFsTree(path, flags, repo.alg, repo);
@@ -88,6 +94,12 @@ export function registerImageCommands(program: Command): void {
       .description("print the image id a directory would get (stores nothing; V2 unless --erofs-version)")
       .argument("<PATH>", "directory to read")
       .option("--json", "print the image id as JSON"),
+  ).addHelpText(
+    "after",
+    examplesText(
+      "cfsctl --no-repo compute-id ./rootfs",
+      "cfsctl --no-repo --hash sha256 --erofs-version 1 compute-id ./rootfs",
+    ),
   ).action(async (path: string, flags: ReadFlags & JsonFlag, cmd: Command) => {
     const g = globalsOf(cmd);
     const alg = await hashForRepoless(g);
@@ -103,16 +115,25 @@ export function registerImageCommands(program: Command): void {
       .command("create-dumpfile")
       .description("print the dumpfile of a directory as create-image would read it")
       .argument("<PATH>", "directory to read"),
-  ).action(async (path: string, flags: ReadFlags, cmd: Command) => {
-    const alg = await hashForRepoless(globalsOf(cmd));
-    writeBytesOut(writeDumpfile(await readFsTree(path, flags, alg)));
-  });
+  ).addHelpText("after", examplesText("cfsctl --no-repo create-dumpfile ./rootfs > rootfs.dump")).action(
+    async (path: string, flags: ReadFlags, cmd: Command) => {
+      const alg = await hashForRepoless(globalsOf(cmd));
+      writeBytesOut(writeDumpfile(await readFsTree(path, flags, alg)));
+    },
+  );
 
   program
     .command("image-objects")
     .description("list the objects an image refers to (one sha256:/sha512: id per line)")
     .argument("<NAME>", "image digest or refs/<name>")
     .option("--json", "print the object ids as JSON")
+    .addHelpText(
+      "after",
+      examplesText(
+        "cfsctl --repo /var/tmp/repo image-objects refs/myimage",
+        "cfsctl image-objects <image-id> --json",
+      ),
+    )
     .action(async (name: string, opts: JsonFlag, cmd: Command) => {
       using repo = await openRepoFromGlobals(globalsOf(cmd));
       const { bytes } = await repo.readImage(name);
@@ -131,6 +152,13 @@ export function registerImageCommands(program: Command): void {
     .argument("<IMAGE>", "image digest or refs/<name>")
     .argument("<PATH...>", "paths inside the image")
     .option("--backing-path-only", "print only `PATH inline` or `PATH XX/rest`")
+    .addHelpText(
+      "after",
+      examplesText(
+        "cfsctl --repo /var/tmp/repo dump-files refs/myimage /etc/os-release /usr/bin",
+        "cfsctl dump-files --backing-path-only refs/myimage /usr/bin/bash",
+      ),
+    )
     .action(async (image: string, paths: string[], opts: { backingPathOnly?: boolean }, cmd: Command) => {
       using repo = await openRepoFromGlobals(globalsOf(cmd));
       const { bytes } = await repo.readImage(image);

@@ -4,7 +4,7 @@ import { UsageError } from "../errors.ts";
 import { type MountedComposefs, mountTweaksFromEnv } from "../mount/composefs.ts";
 import { mountRepositoryImage } from "../mount/repository_image.ts";
 import { errln, outJson } from "./output.ts";
-import { globalsOf } from "./program.ts";
+import { examplesText, globalsOf } from "./program.ts";
 import { openRepoFromGlobals } from "./repo_open.ts";
 
 interface MountFlags {
@@ -31,6 +31,13 @@ export function registerMountCommands(program: Command): void {
     .addOption(new Option("--workdir <DIR>", "overlay work directory (same file system as --upperdir)"))
     .option("--read-write", "mount read-write (needs --upperdir)")
     .option("--json", "describe the mount as JSON")
+    .addHelpText(
+      "after",
+      examplesText(
+        "cfsctl --repo /var/tmp/repo mount refs/myimage /mnt",
+        "cfsctl mount <image-id> /mnt --upperdir /var/upper --workdir /var/work --read-write",
+      ),
+    )
     .action(
       async (name: string, mountpoint: string, flags: MountFlags & { json?: boolean }, cmd: Command) => {
         checkMountFlags(flags);

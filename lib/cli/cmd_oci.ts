@@ -21,7 +21,7 @@ import { openImageSource } from "../oci/transport/open_source.ts";
 import { remoteSourceFactory } from "../oci/transport/registry/open_remote.ts";
 import { addRemoteOptions, remoteOptionsFrom } from "./remote_options.ts";
 import type { Repository } from "../repository/repository.ts";
-import { globalsOf } from "./program.ts";
+import { examplesText, globalsOf } from "./program.ts";
 import { out, outBytes, outJson, outln } from "./output.ts";
 import { openRepoFromGlobals } from "./repo_open.ts";
 import { createReporter } from "./progress_render.ts";
@@ -77,7 +77,15 @@ async function resolveConfig(repo: Repository, name: string, configVerity?: stri
 }
 
 export function registerOciCommands(program: Command): void {
-  const oci = program.command("oci").description("OCI container images in the repository");
+  const oci = program.command("oci").description("OCI container images in the repository")
+    .addHelpText(
+      "after",
+      examplesText(
+        "cfsctl --repo /var/tmp/repo oci pull oci:examples/demo-image:latest demo",
+        "cfsctl --repo /var/tmp/repo oci images",
+        "cfsctl --repo /var/tmp/repo oci mount demo /mnt",
+      ),
+    );
 
   const pull = oci.command("pull")
     .description("pull an image into the repository and build its composefs image")
@@ -100,7 +108,15 @@ export function registerOciCommands(program: Command): void {
         .choices(["auto", "plain", "json", "none"]).default("auto"),
     )
     .option("--progress-fd <N>", "write progress to this file descriptor")
-    .addHelpText("after", "\nExample:\n  cfsctl --repo /var/tmp/repo oci pull oci:./image:latest myimage")
+    .addHelpText(
+      "after",
+      examplesText(
+        "cfsctl --repo /var/tmp/repo oci pull oci:./image:latest myimage",
+        "cfsctl oci pull docker://quay.io/fedora/fedora:latest fedora --platform linux/arm64",
+        "cfsctl oci pull docker://registry.example:5000/app:1.0 app --creds user:secret --tls-verify=false",
+        "cfsctl oci pull --progress json --progress-fd 3 oci-archive:image.tar img 3>progress.jsonl",
+      ),
+    )
     .action(async (image: string, name: string | undefined, opts, cmd: Command) => {
       if (opts.bootable) throw new UsageError("--bootable is not supported yet");
       const ref = parseImageReference(image);
@@ -154,6 +170,7 @@ export function registerOciCommands(program: Command): void {
   oci.command("images")
     .description("list tagged images")
     .option("--json", "print as JSON")
+    .addHelpText("after", examplesText("cfsctl --repo /var/tmp/repo oci images", "cfsctl oci images --json"))
     .action(async (opts, cmd: Command) => {
       await withRepo(cmd, async (repo) => {
         const images = await listImages(repo);
@@ -195,6 +212,14 @@ export function registerOciCommands(program: Command): void {
     .addOption(
       new Option("--json", "the default output (accepted for uniformity)").conflicts(["manifest", "config"]),
     )
+    .addHelpText(
+      "after",
+      examplesText(
+        "cfsctl --repo /var/tmp/repo oci inspect myimage",
+        "cfsctl oci inspect --config myimage",
+        "cfsctl oci inspect @sha256:<manifest digest>",
+      ),
+    )
     .action(async (image: string, opts, cmd: Command) => {
       await withRepo(cmd, async (repo) => {
         const digest = await resolveManifestDigest(repo, image);
@@ -219,6 +244,7 @@ export function registerOciCommands(program: Command): void {
     .argument("<MANIFEST_DIGEST>", "sha256:<hex>")
     .argument("<NAME>", "the tag")
     .option("--json", "print the result as JSON")
+    .addHelpText("after", examplesText("cfsctl --repo /var/tmp/repo oci tag sha256:<manifest digest> stable"))
     .action(async (digest: string, name: string, opts, cmd: Command) => {
       await withRepo(cmd, async (repo) => {
         await tagImage(repo, parseDigest(digest, "manifest digest").digest, name);
@@ -231,6 +257,10 @@ export function registerOciCommands(program: Command): void {
     .description("remove a tag (the image's data stays until gc)")
     .argument("<NAME>", "the tag")
     .option("--json", "print the result as JSON")
+    .addHelpText(
+      "after",
+      examplesText("cfsctl --repo /var/tmp/repo oci untag stable && cfsctl --repo /var/tmp/repo gc"),
+    )
     .action(async (name: string, opts, cmd: Command) => {
       await withRepo(cmd, async (repo) => {
         await untagImage(repo, name);
@@ -242,8 +272,18 @@ export function registerOciCommands(program: Command): void {
   oci.command("dump")
     .description("print the dumpfile of an image's merged file tree")
     .argument("<NAME>", "tag, or @sha256:<config digest>")
-    .argument("[CONFIG_VERITY]")
+    .argument(
+      "[CONFIG_VERITY]",
+      "fs-verity id (hex) of the config splitstream: trust it instead of re-hashing layers",
+    )
     .option("--bootable", "apply the boot transform (not supported yet)")
+    .addHelpText(
+      "after",
+      examplesText(
+        "cfsctl --repo /var/tmp/repo oci dump myimage > myimage.dump",
+        "cfsctl oci dump @sha256:<config digest>",
+      ),
+    )
     .action(async (name: string, verity: string | undefined, opts, cmd: Command) => {
       if (opts.bootable) throw new UsageError("--bootable is not supported yet");
       await withRepo(cmd, async (repo) => {
@@ -257,9 +297,19 @@ export function registerOciCommands(program: Command): void {
   oci.command("compute-id")
     .description("compute the composefs image id of an image (nothing is stored)")
     .argument("<NAME>", "tag, or @sha256:<config digest>")
-    .argument("[CONFIG_VERITY]")
+    .argument(
+      "[CONFIG_VERITY]",
+      "fs-verity id (hex) of the config splitstream: trust it instead of re-hashing layers",
+    )
     .option("--bootable", "apply the boot transform (not supported yet)")
     .option("--json", "print as JSON")
+    .addHelpText(
+      "after",
+      examplesText(
+        "cfsctl --repo /var/tmp/repo oci compute-id myimage",
+        "cfsctl oci compute-id myimage --json",
+      ),
+    )
     .action(async (name: string, verity: string | undefined, opts, cmd: Command) => {
       if (opts.bootable) throw new UsageError("--bootable is not supported yet");
       await withRepo(cmd, async (repo) => {
@@ -276,13 +326,19 @@ export function registerOciCommands(program: Command): void {
   oci.command("mount")
     .description("mount the composefs image of a pulled image")
     .argument("<IMAGE>", "tag, or sha256:<manifest digest>")
-    .argument("<MOUNTPOINT>")
+    .argument("<MOUNTPOINT>", "where to mount it")
     .option("--bootable", "mount the boot image (not supported yet)")
     .option("--upperdir <DIR>", "overlay upper directory (writable layer)")
     .option("--workdir <DIR>", "overlay work directory")
     .option("--read-write", "mount read-write (needs --upperdir)")
     .option("--json", "describe the mount as JSON")
-    .addHelpText("after", "\nExample:\n  cfsctl oci mount myimage /mnt")
+    .addHelpText(
+      "after",
+      examplesText(
+        "cfsctl --repo /var/tmp/repo oci mount myimage /mnt",
+        "cfsctl oci mount sha256:<manifest digest> /mnt --upperdir /var/up --workdir /var/work --read-write",
+      ),
+    )
     .action(async (image: string, mountpoint: string, opts, cmd: Command) => {
       if (opts.bootable) throw new UsageError("No boot EROFS image linked — --bootable is not supported yet");
       checkMountFlags(opts);
@@ -308,6 +364,14 @@ export function registerOciCommands(program: Command): void {
     .argument("<DIFF_ID>", "sha256:<hex> (the layer's diff_id, or an artifact layer digest)")
     .addOption(new Option("--dumpfile", "one dumpfile line per tar entry").conflicts("json"))
     .option("--json", "summary as JSON")
+    .addHelpText(
+      "after",
+      examplesText(
+        "cfsctl --repo /var/tmp/repo oci layer sha256:<diff_id> > layer.tar",
+        "cfsctl oci layer sha256:<diff_id> --dumpfile",
+        "cfsctl oci layer sha256:<diff_id> --json",
+      ),
+    )
     .action(async (diffId: string, opts, cmd: Command) => {
       parseDigest(diffId, "diff_id");
       await withRepo(cmd, async (repo) => {
@@ -362,6 +426,12 @@ export function registerOciCommands(program: Command): void {
     .argument("<DIGEST>", "sha256:<hex> diff_id of the tar")
     .argument("[NAME]", "also name the stream streams/refs/NAME")
     .option("--json", "print the stream id as JSON")
+    .addHelpText(
+      "after",
+      examplesText(
+        "cfsctl --repo /var/tmp/repo oci import-layer sha256:$(sha256sum < layer.tar | cut -d' ' -f1) mylayer < layer.tar",
+      ),
+    )
     .action(async (digest: string, name: string | undefined, opts, cmd: Command) => {
       parseDigest(digest, "diff_id");
       await withRepo(cmd, async (repo) => {
@@ -386,6 +456,10 @@ export function registerOciCommands(program: Command): void {
     .argument("[IMAGE]", "tag to check")
     .option("--json", "print the report as JSON (exit status 0)")
     .option("--metadata-only", "skip re-hashing every object")
+    .addHelpText(
+      "after",
+      examplesText("cfsctl --repo /var/tmp/repo oci fsck", "cfsctl oci fsck myimage --json"),
+    )
     .action(async (image: string | undefined, opts, cmd: Command) => {
       await withRepo(cmd, async (repo) => {
         const base = await repo.fsck({ metadataOnly: Boolean(opts.metadataOnly) });

@@ -7,7 +7,7 @@ import { effectiveErofsFormats } from "../repository/meta.ts";
 import { Repository } from "../repository/repository.ts";
 import { reassemble } from "../splitstream/mod.ts";
 import { outBytes, outJson, outln } from "./output.ts";
-import { globalsOf, parseErofsVersion } from "./program.ts";
+import { examplesText, globalsOf, parseErofsVersion } from "./program.ts";
 import { openRepoFromGlobals, repoPathFromGlobals } from "./repo_open.ts";
 import { ExitCode } from "./run.ts";
 
@@ -31,6 +31,14 @@ export function registerRepoCommands(program: Command): void {
       ),
     )
     .option("--json", "print the repository's configuration as JSON")
+    .addHelpText(
+      "after",
+      examplesText(
+        "cfsctl --repo /var/tmp/repo init",
+        "cfsctl init --insecure --algorithm fsverity-sha256-12 /var/tmp/repo",
+        "cfsctl --system init --erofs-version 1",
+      ),
+    )
     .action(async (path: string | undefined, opts, cmd: Command) => {
       const g = globalsOf(cmd);
       const repoPath = path ?? repoPathFromGlobals(g);
@@ -65,6 +73,13 @@ export function registerRepoCommands(program: Command): void {
     .command("cat")
     .description("write the reassembled content of a stream to stdout")
     .argument("<NAME>", "stream content id (e.g. oci-layer-sha256:…) or refs/<ref>")
+    .addHelpText(
+      "after",
+      examplesText(
+        "cfsctl --repo /var/tmp/repo cat refs/mylayer > layer.tar",
+        "cfsctl cat oci-layer-sha256:<hex> | tar -tv",
+      ),
+    )
     .action(async (name: string, _opts, cmd: Command) => {
       using repo = await openRepoFromGlobals(globalsOf(cmd));
       const reader = await repo.openStream(name);
@@ -77,6 +92,10 @@ export function registerRepoCommands(program: Command): void {
     .option("-r, --root <NAME>", "additional root (image or stream name); repeatable", collect, [])
     .option("-n, --dry-run", "only report what would be removed")
     .option("--json", "JSON output")
+    .addHelpText(
+      "after",
+      examplesText("cfsctl --repo /var/tmp/repo gc --dry-run", "cfsctl gc --root refs/keep-me --json"),
+    )
     .action(async (opts, cmd: Command) => {
       using repo = await openRepoFromGlobals(globalsOf(cmd));
       const dryRun = Boolean(opts.dryRun);
@@ -90,6 +109,10 @@ export function registerRepoCommands(program: Command): void {
     .description("check the repository's consistency")
     .option("--json", "JSON output (exit status 0 even when errors are found)")
     .option("--metadata-only", "skip the object digest check")
+    .addHelpText(
+      "after",
+      examplesText("cfsctl --repo /var/tmp/repo fsck", "cfsctl fsck --metadata-only --json"),
+    )
     .action(async (opts, cmd: Command) => {
       using repo = await openRepoFromGlobals(globalsOf(cmd), { lenientMeta: true });
       const report = await repo.fsck({ metadataOnly: Boolean(opts.metadataOnly) });
@@ -106,6 +129,7 @@ export function registerRepoCommands(program: Command): void {
     .description("store an EROFS image read from stdin (not validated) and name it")
     .argument("<REF>", "name for images/refs/<REF>")
     .option("--json", "print the image id as JSON")
+    .addHelpText("after", examplesText("cfsctl --repo /var/tmp/repo import-image myimage < image.cfs"))
     .action(async (ref: string, opts, cmd: Command) => {
       using repo = await openRepoFromGlobals(globalsOf(cmd));
       await repo.ensureWritable();
@@ -118,6 +142,10 @@ export function registerRepoCommands(program: Command): void {
   program
     .command("transaction")
     .description("hold the repository open (shared lock) until killed: blocks gc meanwhile")
+    .addHelpText(
+      "after",
+      examplesText("cfsctl --repo /var/tmp/repo transaction &   # gc waits until this process ends"),
+    )
     .action(async (_opts, cmd: Command) => {
       const repo = await openRepoFromGlobals(globalsOf(cmd));
       // A pending timer keeps the process alive; the lock goes with the process.

@@ -1,7 +1,7 @@
 // `composefs-info`: the C-compatible image inspector (spec §1.6): ls, dump, objects, missing-objects,
 // measure-file. Images are read with the strict reader; output formats follow the C tool.
 import { Command } from "commander";
-import { exitCodeForThrown } from "./program.ts";
+import { examplesText, exitCodeForThrown } from "./program.ts";
 import { CfsError, UsageError } from "../errors.ts";
 import { readErofs } from "../erofs/reader.ts";
 import { dumpfileEntryLines } from "../dumpfile/write.ts";
@@ -151,6 +151,14 @@ function addFilter(v: string, prev: string[]): string[] {
 function buildCommand(): Command {
   const program = new Command("composefs-info")
     .description("inspect composefs images")
+    .addHelpText(
+      "after",
+      examplesText(
+        "composefs-info ls image.cfs",
+        "composefs-info missing-objects --basedir /composefs/objects image.cfs",
+        "composefs-info measure-file image.cfs",
+      ),
+    )
     .configureOutput({ writeOut: (s) => outBytes(new TextEncoder().encode(s)), writeErr: err })
     .exitOverride()
     .showHelpAfterError(false)
@@ -162,9 +170,13 @@ function buildCommand(): Command {
   program
     .command("ls")
     .description("list the files of the images")
-    .argument("<IMAGE...>")
+    .argument("<IMAGE...>", "composefs image files")
     .option("--filter <NAME>", "only these top-level entries (repeatable)", addFilter, [] as string[])
     .option("--json", "print the listing as JSON")
+    .addHelpText(
+      "after",
+      examplesText("composefs-info ls image.cfs", "composefs-info ls --filter etc --json image.cfs"),
+    )
     .action(async (images: string[], opts: { filter: string[]; json?: boolean }) => {
       const filters = [...globals().filter, ...opts.filter];
       if (opts.json) {
@@ -181,13 +193,14 @@ function buildCommand(): Command {
   program
     .command("dump")
     .description("print the images as dumpfiles")
-    .argument("<IMAGE...>")
+    .argument("<IMAGE...>", "composefs image files")
     .option(
       "--filter <NAME>",
       "accepted for compatibility; ignored",
       (v: string, p: string[]) => [...p, v],
       [],
     )
+    .addHelpText("after", examplesText("composefs-info dump image.cfs > image.dump"))
     .action(async (images: string[]) => {
       const out = new ByteOut();
       for (const image of images) {
@@ -199,8 +212,9 @@ function buildCommand(): Command {
   program
     .command("objects")
     .description("list the backing objects the images refer to")
-    .argument("<IMAGE...>")
+    .argument("<IMAGE...>", "composefs image files")
     .option("--json", "print the object paths as JSON")
+    .addHelpText("after", examplesText("composefs-info objects image.cfs"))
     .action(async (images: string[], opts: { json?: boolean }) => {
       if (opts.json) {
         const list = [];
@@ -218,9 +232,13 @@ function buildCommand(): Command {
   program
     .command("missing-objects")
     .description("list the backing objects missing under --basedir")
-    .argument("<IMAGE...>")
+    .argument("<IMAGE...>", "composefs image files")
     .option("--basedir <DIR>", "object directory to look in")
     .option("--json", "print the missing object paths as JSON")
+    .addHelpText(
+      "after",
+      examplesText("composefs-info missing-objects --basedir /composefs/objects image.cfs"),
+    )
     .action(async (images: string[], opts: { basedir?: string; json?: boolean }) => {
       const basedir = opts.basedir ?? globals().basedir;
       if (basedir === undefined) throw new UsageError("missing-objects needs --basedir DIR");
@@ -247,8 +265,12 @@ function buildCommand(): Command {
   program
     .command("measure-file")
     .description("print the fs-verity (SHA-256) digest of files")
-    .argument("<FILE...>")
+    .argument("<FILE...>", "files to measure")
     .option("--json", "print the digests as JSON")
+    .addHelpText(
+      "after",
+      examplesText("composefs-info measure-file image.cfs /composefs/objects/ab/cdef0123\u2026"),
+    )
     .action(async (files: string[], opts: { json?: boolean }) => {
       const list = [];
       for (const f of files) {

@@ -4,6 +4,7 @@ import { registerRepoCommands } from "./cmd_repo.ts";
 import { registerMountCommands } from "./cmd_mount.ts";
 import { registerOciCommands } from "./cmd_oci.ts";
 import { registerImageCommands } from "./cmd_image.ts";
+import { registerCompletionCommand } from "./cmd_completion.ts";
 
 const PERSONALITIES = ["mkcomposefs", "composefs-info", "mount.composefs"] as const;
 type Personality = typeof PERSONALITIES[number];
@@ -24,6 +25,7 @@ export const REGISTRARS: Registrar[] = [
   registerMountCommands,
   registerOciCommands,
   registerImageCommands,
+  registerCompletionCommand,
 ];
 
 export async function cliMain(invokedAs: string, args: string[]): Promise<number> {

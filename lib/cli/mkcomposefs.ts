@@ -3,7 +3,7 @@
 // written to a temporary name beside IMAGE and renamed into place: no output file on any error.
 import { Command, Option } from "commander";
 import { CfsError, UsageError } from "../errors.ts";
-import { exitCodeForThrown, parseErofsVersion } from "./program.ts";
+import { examplesText, exitCodeForThrown, parseErofsVersion } from "./program.ts";
 import { writeErofs } from "../erofs/writer.ts";
 import { fsverityDigest } from "../fsverity/hasher.ts";
 import { parseDumpfile } from "../dumpfile/parse.ts";
@@ -72,6 +72,15 @@ function buildCommand(): Command {
       ),
     )
     .option("--hardlinks", "keep hard links found on disk as one inode (default: one inode per path, like C)")
+    .addHelpText(
+      "after",
+      examplesText(
+        "mkcomposefs --digest-store=/composefs/objects ./rootfs rootfs.cfs",
+        "mkcomposefs --from-file rootfs.dump rootfs.cfs",
+        "mkcomposefs --print-digest-only ./rootfs",
+        "mkcomposefs --min-version 1 --from-file - - < rootfs.dump > rootfs.cfs",
+      ),
+    )
     .configureOutput({ writeOut: (s) => outBytes(new TextEncoder().encode(s)), writeErr: err })
     .exitOverride()
     .showHelpAfterError(false);

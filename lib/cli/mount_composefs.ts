@@ -4,11 +4,35 @@
 import { UsageError } from "../errors.ts";
 import { ObjectId } from "../fsverity/object_id.ts";
 import { mountComposefs, type MountComposefsOptions, mountTweaksFromEnv } from "../mount/composefs.ts";
-import { errln, outln } from "./output.ts";
+import { errln, out } from "./output.ts";
 import { reportError } from "./run.ts";
 
-const USAGE = "usage: mount.composefs [-sfnv] [-o OPTIONS] IMAGE MOUNTPOINT\n" +
-  "options: basedir=DIR[:DIR...] (required), digest=HEX, verity, upperdir=DIR, workdir=DIR, ro, rw";
+const USAGE = `Usage: mount.composefs [-sfnv] [-o OPTIONS] IMAGE MOUNTPOINT
+
+Mount a composefs image (an EROFS image whose files live in a content-addressed object directory).
+mount(8) runs this helper for \`mount -t composefs\`.
+
+Flags:
+  -o OPTIONS  comma-separated mount options (below); may be repeated
+  -s          sloppy: ignore options this helper does not know
+  -f          fake: check everything, do not mount
+  -n          no mtab (accepted; there is no /etc/mtab to write)
+  -v          verbose: say what was mounted and how
+  -h, --help  display this help
+
+Options:
+  basedir=DIR[:DIR...]  object directories the image's files are read from (required)
+  digest=HEX            the image's expected fs-verity digest (SHA-256 or SHA-512)
+  verity                require fs-verity on every object (overlayfs verity=require)
+  upperdir=DIR          writable overlay layer (needs workdir)
+  workdir=DIR           overlay work directory on the same file system as upperdir
+  ro, rw                read-only (default without upperdir) / read-write
+
+Examples:
+  mount -t composefs image.cfs /mnt -o basedir=/composefs/objects
+  mount.composefs image.cfs /mnt -o basedir=/composefs/objects,digest=<hex>,verity
+  mount.composefs -o basedir=/objects,upperdir=/var/up,workdir=/var/work image.cfs /mnt
+`;
 
 export interface MountComposefsArgs {
   image: string;
@@ -141,7 +165,7 @@ export function toMountOptions(a: MountComposefsArgs): MountComposefsOptions {
 
 export async function mountComposefsMain(args: string[]): Promise<number> {
   if (args.includes("-h") || args.includes("--help")) {
-    outln(USAGE);
+    out(USAGE);
     return 0;
   }
   let parsed: MountComposefsArgs;

@@ -46,6 +46,16 @@ export function globalsOf(cmd: Command): GlobalOptions {
 
 export type Registrar = (program: Command) => void;
 
+/** The `Examples:` section of a command's `--help` (one command line per argument). */
+export function examplesText(...lines: string[]): string {
+  return "\nExamples:\n" + lines.map((l) => `  ${l}\n`).join("");
+}
+
+/** Adds an `Examples:` section to a command's `--help`. */
+export function examples(cmd: Command, ...lines: string[]): Command {
+  return cmd.addHelpText("after", examplesText(...lines));
+}
+
 export function buildProgram(registrars: Registrar[]): Command {
   const program = new Command("cfsctl");
   program
@@ -71,6 +81,18 @@ export function buildProgram(registrars: Registrar[]): Command {
     .configureOutput({ writeOut: out, writeErr: err })
     .exitOverride()
     .enablePositionalOptions(false);
+  program.addHelpText(
+    "after",
+    examplesText(
+      "cfsctl --repo /var/tmp/repo init",
+      "cfsctl --repo /var/tmp/repo oci pull oci:examples/demo-image:latest demo",
+      "cfsctl --repo /var/tmp/repo oci mount demo /mnt",
+      "cfsctl --no-repo compute-id ./rootfs",
+      "source <(cfsctl completion bash)",
+    ) + "\nWithout --repo/--user/--system the repository is /sysroot/composefs for root, else\n" +
+      "~/.var/lib/composefs. Output formats: docs/json-output.md (--json). Exit status: 0 success,\n" +
+      "1 failure, 2 usage error. CFSCTL_LOG=debug (or --debug) shows stack traces.\n",
+  );
   program.hook("preAction", (_thisCmd, actionCmd) => {
     if (actionCmd.optsWithGlobals().debug) setDebug(true);
   });
