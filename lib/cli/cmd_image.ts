@@ -1,49 +1,12 @@
 // Image commands (spec §1.3): create-image, compute-id, create-dumpfile, image-objects, dump-files.
+// The image code (./image_impl.ts) is loaded when an action starts, not at start-up.
 import type { Command } from "commander";
 import { Buffer } from "node:buffer";
 import { CfsError, NotFoundError, UsageError } from "../errors.ts";
-import { collectObjects, readErofs } from "../erofs/reader.ts";
-import { writeErofs } from "../erofs/writer.ts";
-import { fsverityDigest } from "../fsverity/hasher.ts";
-import type { HashAlgorithm } from "../fsverity/object_id.ts";
-import { dumpfileEntryLines, writeDumpfile } from "../dumpfile/write.ts";
-import type { ObjectStore } from "../repository/object_store.ts";
-import { scanDirectory } from "../tree/scan.ts";
-import { CONTAINER_XATTR_ALLOWLIST, propagateUsrToRoot } from "../tree/transform.ts";
-import { type Directory, type Inode, lookup } from "../tree/tree.ts";
-import { countLeafLinks } from "../tree/walk.ts";
-import { utf8ToBstr } from "../util/bytes.ts";
+import type { Directory, Inode } from "../tree/tree.ts";
 import { outBytes, outJson, outln } from "./output.ts";
 import { examplesText, globalsOf } from "./program.ts";
-import { hashForRepoless, openRepoFromGlobals } from "./repo_open.ts";
-
-interface ReadFlags {
-  bootable?: boolean;
-  propagateUsrToRoot?: boolean; // commander: --no-propagate-usr-to-root sets false
-}
-
-/** Reads PATH the way create-image / compute-id / create-dumpfile do (spec §1.3 FsReadOptions). */
-export async function readFsTree(
-  path: string,
-  flags: ReadFlags,
-  alg: HashAlgorithm,
-  store?: ObjectStore,
-): Promise<Directory> {
-  if (flags.bootable) {
-    throw new UsageError("--bootable is not supported yet (the boot transform is not implemented)");
-  }
-  const containerRoot = flags.propagateUsrToRoot !== false;
-  const root = await scanDirectory(path, {
-    alg,
-    store,
-    // composefs-rs keeps hard links found on disk (mkcomposefs breaks them, like C).
-    hardlinks: true,
-    // The container-root reading keeps only allowlisted xattrs; filtering while reading is the same.
-    xattrFilter: containerRoot ? (n) => CONTAINER_XATTR_ALLOWLIST.includes(n) : undefined,
-  });
-  if (containerRoot) propagateUsrToRoot(root);
-  return root;
-}
+import type { ReadFlags } from "./image_impl.ts";
 
 interface JsonFlag {
   json?: boolean;
@@ -74,6 +37,7 @@ export function registerImageCommands(program: Command): void {
       "cfsctl create-image --no-propagate-usr-to-root ./rootfs",
     ),
   ).action(async (path: string, name: string | undefined, flags: ReadFlags & JsonFlag, cmd: Command) => {
+    const { writeErofs, openRepoFromGlobals, readFsTree } = await import("./image_impl.ts");
     using repo = await openRepoFromGlobals(globalsOf(cmd));
     const root = await readFsTree(path, flags, repo.alg, repo);
     const images: { erofs_version: number; image_id: string }[] = [];
@@ -101,6 +65,7 @@ export function registerImageCommands(program: Command): void {
       "cfsctl --no-repo --hash sha256 --erofs-version 1 compute-id ./rootfs",
     ),
   ).action(async (path: string, flags: ReadFlags & JsonFlag, cmd: Command) => {
+    const { writeErofs, fsverityDigest, hashForRepoless, readFsTree } = await import("./image_impl.ts");
     const g = globalsOf(cmd);
     const alg = await hashForRepoless(g);
     const root = await readFsTree(path, flags, alg);
@@ -117,6 +82,7 @@ export function registerImageCommands(program: Command): void {
       .argument("<PATH>", "directory to read"),
   ).addHelpText("after", examplesText("cfsctl --no-repo create-dumpfile ./rootfs > rootfs.dump")).action(
     async (path: string, flags: ReadFlags, cmd: Command) => {
+      const { hashForRepoless, readFsTree, writeDumpfile } = await import("./image_impl.ts");
       const alg = await hashForRepoless(globalsOf(cmd));
       writeBytesOut(writeDumpfile(await readFsTree(path, flags, alg)));
     },
@@ -135,6 +101,7 @@ export function registerImageCommands(program: Command): void {
       ),
     )
     .action(async (name: string, opts: JsonFlag, cmd: Command) => {
+      const { collectObjects, openRepoFromGlobals } = await import("./image_impl.ts");
       using repo = await openRepoFromGlobals(globalsOf(cmd));
       const { bytes } = await repo.readImage(name);
       if (opts.json) {
@@ -160,6 +127,8 @@ export function registerImageCommands(program: Command): void {
       ),
     )
     .action(async (image: string, paths: string[], opts: { backingPathOnly?: boolean }, cmd: Command) => {
+      const { readErofs, dumpfileEntryLines, lookup, countLeafLinks, utf8ToBstr, openRepoFromGlobals } =
+        await import("./image_impl.ts");
       using repo = await openRepoFromGlobals(globalsOf(cmd));
       const { bytes } = await repo.readImage(image);
       let root: Directory;

@@ -1,11 +1,10 @@
-// `cfsctl mount NAME MOUNTPOINT` (spec §1.3, §9): mounts a repository image.
+// `cfsctl mount NAME MOUNTPOINT` (spec §1.3, §9): mounts a repository image (the mount code is
+// imported when the action starts).
 import { type Command, Option } from "commander";
 import { UsageError } from "../errors.ts";
-import { type MountedComposefs, mountTweaksFromEnv } from "../mount/composefs.ts";
-import { mountRepositoryImage } from "../mount/repository_image.ts";
+import type { MountedComposefs } from "../mount/composefs.ts";
 import { errln, outJson } from "./output.ts";
 import { examplesText, globalsOf } from "./program.ts";
-import { openRepoFromGlobals } from "./repo_open.ts";
 
 interface MountFlags {
   upperdir?: string;
@@ -41,6 +40,9 @@ export function registerMountCommands(program: Command): void {
     .action(
       async (name: string, mountpoint: string, flags: MountFlags & { json?: boolean }, cmd: Command) => {
         checkMountFlags(flags);
+        const { mountTweaksFromEnv } = await import("../mount/composefs.ts");
+        const { mountRepositoryImage } = await import("../mount/repository_image.ts");
+        const { openRepoFromGlobals } = await import("./repo_open.ts");
         using repo = await openRepoFromGlobals(globalsOf(cmd));
         const r = await mountRepositoryImage(repo, name, mountpoint, {
           upperdir: flags.upperdir,

@@ -1,79 +1,21 @@
 // `cfsctl oci …`: pulling, listing, inspecting, tagging and dumping OCI images (spec §1.4).
+// Only the command tree is built at start-up: what the actions run comes from ./oci_impl.ts, loaded
+// when an action starts, so `--help` and unrelated commands do not load the OCI code.
 import { type Command, Option } from "commander";
 import { CfsError, NotFoundError, UsageError } from "../errors.ts";
-import { fsverityDigest } from "../fsverity/hasher.ts";
-import { writeErofs } from "../erofs/writer.ts";
-import { parseDigest } from "../oci/digest.ts";
-import {
-  imageRefKey,
-  listImages,
-  openConfig,
-  openManifest,
-  resolveManifestDigest,
-  tagImage,
-  untagImage,
-} from "../oci/image_store.ts";
-import { buildImageTree } from "../oci/image_tree.ts";
-import { formatStats, pullImage } from "../oci/pull.ts";
-import { parsePlatform } from "../oci/platform.ts";
-import { parseImageReference } from "../oci/reference.ts";
-import { openImageSource } from "../oci/transport/open_source.ts";
-import { remoteSourceFactory } from "../oci/transport/registry/open_remote.ts";
-import { addRemoteOptions, remoteOptionsFrom } from "./remote_options.ts";
 import type { Repository } from "../repository/repository.ts";
+import { addRemoteOptions, remoteOptionsFrom } from "./remote_options.ts";
 import { examplesText, globalsOf } from "./program.ts";
-import { out, outBytes, outJson, outln } from "./output.ts";
-import { openRepoFromGlobals } from "./repo_open.ts";
+import { errln, out, outBytes, outJson, outln } from "./output.ts";
 import { createReporter } from "./progress_render.ts";
-import { writeDumpfile } from "../dumpfile/write.ts";
-import { layerStreamId } from "../oci/tags.ts";
-import { ociFsck } from "../oci/fsck.ts";
-import { type SplitTarEntry, splitTarInto, tarEntriesFromSplitstream } from "../oci/layer_split.ts";
-import { CONTENT_TYPE, SplitStreamWriter } from "../splitstream/mod.ts";
-import { entryLine, hardlinkLine } from "../dumpfile/write.ts";
-import { type LeafContent, newDirectory, newLeaf, newStat } from "../tree/tree.ts";
-import { bstrToBytes } from "../util/bytes.ts";
 import { ExitCode } from "./run.ts";
 import { checkMountFlags, mountJson } from "./cmd_mount.ts";
-import { mountRepositoryImage } from "../mount/repository_image.ts";
-import { mountTweaksFromEnv } from "../mount/composefs.ts";
-import { errln } from "./output.ts";
 import { fsckJson, printFsck } from "./cmd_repo.ts";
-import { layerChunks } from "../oci/image_tree.ts";
-import { createHash } from "node:crypto";
-import { IntegrityError } from "../errors.ts";
-import { reassembleSplitstream } from "../oci/layer_split.ts";
 
 async function withRepo<T>(cmd: Command, fn: (repo: Repository) => Promise<T>): Promise<T> {
+  const { openRepoFromGlobals } = await import("./repo_open.ts");
   using repo = await openRepoFromGlobals(globalsOf(cmd));
   return await fn(repo);
-}
-
-/**
- * NAME (a tag) or `@sha256:…` (a config digest, whose layers are re-verified by hashing) → the
- * config digest and the layer diff_ids, for dump and compute-id (§7.8).
- */
-async function resolveConfig(repo: Repository, name: string, configVerity?: string) {
-  if (name.startsWith("@")) {
-    const digest = parseDigest(name.slice(1), "config digest").digest;
-    const cfg = await openConfig(repo, digest, configVerity ? repo.parseObjectId(configVerity) : undefined);
-    if (!configVerity) {
-      for (const diffId of cfg.diffIds) {
-        const h = createHash("sha256");
-        for await (
-          const c of reassembleSplitstream(layerChunks(repo, diffId), (id) => repo.openObjectStream(id))
-        ) {
-          h.update(c);
-        }
-        const got = "sha256:" + h.digest("hex");
-        if (got !== diffId) throw new IntegrityError(`layer ${diffId}: stored stream hashes to ${got}`);
-      }
-    }
-    return cfg;
-  }
-  const manifestDigest = await resolveManifestDigest(repo, name);
-  const m = await openManifest(repo, manifestDigest);
-  return await openConfig(repo, m.configDigest, m.refs.get(`config:${m.configDigest}`), m);
 }
 
 export function registerOciCommands(program: Command): void {
@@ -118,6 +60,14 @@ export function registerOciCommands(program: Command): void {
       ),
     )
     .action(async (image: string, name: string | undefined, opts, cmd: Command) => {
+      const {
+        formatStats,
+        pullImage,
+        parsePlatform,
+        parseImageReference,
+        openImageSource,
+        remoteSourceFactory,
+      } = await import("./oci_impl.ts");
       if (opts.bootable) throw new UsageError("--bootable is not supported yet");
       const ref = parseImageReference(image);
       const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
@@ -172,6 +122,7 @@ export function registerOciCommands(program: Command): void {
     .option("--json", "print as JSON")
     .addHelpText("after", examplesText("cfsctl --repo /var/tmp/repo oci images", "cfsctl oci images --json"))
     .action(async (opts, cmd: Command) => {
+      const { listImages } = await import("./oci_impl.ts");
       await withRepo(cmd, async (repo) => {
         const images = await listImages(repo);
         if (opts.json) {
@@ -221,6 +172,7 @@ export function registerOciCommands(program: Command): void {
       ),
     )
     .action(async (image: string, opts, cmd: Command) => {
+      const { imageRefKey, openConfig, openManifest, resolveManifestDigest } = await import("./oci_impl.ts");
       await withRepo(cmd, async (repo) => {
         const digest = await resolveManifestDigest(repo, image);
         const m = await openManifest(repo, digest);
@@ -246,6 +198,7 @@ export function registerOciCommands(program: Command): void {
     .option("--json", "print the result as JSON")
     .addHelpText("after", examplesText("cfsctl --repo /var/tmp/repo oci tag sha256:<manifest digest> stable"))
     .action(async (digest: string, name: string, opts, cmd: Command) => {
+      const { parseDigest, tagImage } = await import("./oci_impl.ts");
       await withRepo(cmd, async (repo) => {
         await tagImage(repo, parseDigest(digest, "manifest digest").digest, name);
         if (opts.json) outJson({ name, manifest_digest: digest });
@@ -262,6 +215,7 @@ export function registerOciCommands(program: Command): void {
       examplesText("cfsctl --repo /var/tmp/repo oci untag stable && cfsctl --repo /var/tmp/repo gc"),
     )
     .action(async (name: string, opts, cmd: Command) => {
+      const { untagImage } = await import("./oci_impl.ts");
       await withRepo(cmd, async (repo) => {
         await untagImage(repo, name);
         if (opts.json) outJson({ name, removed: true });
@@ -285,6 +239,7 @@ export function registerOciCommands(program: Command): void {
       ),
     )
     .action(async (name: string, verity: string | undefined, opts, cmd: Command) => {
+      const { buildImageTree, writeDumpfile, resolveConfig } = await import("./oci_impl.ts");
       if (opts.bootable) throw new UsageError("--bootable is not supported yet");
       await withRepo(cmd, async (repo) => {
         const cfg = await resolveConfig(repo, name, verity);
@@ -311,6 +266,7 @@ export function registerOciCommands(program: Command): void {
       ),
     )
     .action(async (name: string, verity: string | undefined, opts, cmd: Command) => {
+      const { fsverityDigest, writeErofs, buildImageTree, resolveConfig } = await import("./oci_impl.ts");
       if (opts.bootable) throw new UsageError("--bootable is not supported yet");
       await withRepo(cmd, async (repo) => {
         const cfg = await resolveConfig(repo, name, verity);
@@ -340,6 +296,14 @@ export function registerOciCommands(program: Command): void {
       ),
     )
     .action(async (image: string, mountpoint: string, opts, cmd: Command) => {
+      const {
+        imageRefKey,
+        openConfig,
+        openManifest,
+        resolveManifestDigest,
+        mountRepositoryImage,
+        mountTweaksFromEnv,
+      } = await import("./oci_impl.ts");
       if (opts.bootable) throw new UsageError("No boot EROFS image linked — --bootable is not supported yet");
       checkMountFlags(opts);
       await withRepo(cmd, async (repo) => {
@@ -373,6 +337,15 @@ export function registerOciCommands(program: Command): void {
       ),
     )
     .action(async (diffId: string, opts, cmd: Command) => {
+      const {
+        parseDigest,
+        layerStreamId,
+        tarEntriesFromSplitstream,
+        layerChunks,
+        reassembleSplitstream,
+        bstrToBytes,
+        tarEntryDumpLine,
+      } = await import("./oci_impl.ts");
       parseDigest(diffId, "diff_id");
       await withRepo(cmd, async (repo) => {
         const verity = await repo.hasStream(layerStreamId(diffId));
@@ -433,6 +406,9 @@ export function registerOciCommands(program: Command): void {
       ),
     )
     .action(async (digest: string, name: string | undefined, opts, cmd: Command) => {
+      const { parseDigest, layerStreamId, splitTarInto, CONTENT_TYPE, SplitStreamWriter } = await import(
+        "./oci_impl.ts"
+      );
       parseDigest(digest, "diff_id");
       await withRepo(cmd, async (repo) => {
         await repo.checkWritable();
@@ -461,6 +437,7 @@ export function registerOciCommands(program: Command): void {
       examplesText("cfsctl --repo /var/tmp/repo oci fsck", "cfsctl oci fsck myimage --json"),
     )
     .action(async (image: string | undefined, opts, cmd: Command) => {
+      const { ociFsck } = await import("./oci_impl.ts");
       await withRepo(cmd, async (repo) => {
         const base = await repo.fsck({ metadataOnly: Boolean(opts.metadataOnly) });
         const oci = await ociFsck(repo, image);
@@ -481,30 +458,6 @@ export function registerOciCommands(program: Command): void {
         if (!base.ok || !oci.ok) throw new ExitCode(1);
       });
     });
-}
-
-/** One dumpfile line for a tar entry as `oci layer --dumpfile` prints it (nlink always 1). */
-function tarEntryDumpLine(e: SplitTarEntry): string {
-  if (e.kind === "hardlink") return hardlinkLine(e.path, e.linkTarget);
-  const stat = newStat({
-    mode: e.mode & 0o7777,
-    uid: e.uid,
-    gid: e.gid,
-    mtimeSec: e.mtimeSec,
-    mtimeNsec: e.mtimeNsec,
-    xattrs: e.xattrs,
-  });
-  if (e.kind === "dir") return entryLine(e.path, newDirectory(stat), 1);
-  const content: LeafContent = e.kind === "file"
-    ? (e.content ?? { type: "inline", data: new Uint8Array() })
-    : e.kind === "symlink"
-    ? { type: "symlink", target: e.linkTarget }
-    : e.kind === "chardev"
-    ? { type: "chardev", rdev: e.rdev }
-    : e.kind === "blockdev"
-    ? { type: "blockdev", rdev: e.rdev }
-    : { type: "fifo" };
-  return entryLine(e.path, newLeaf(stat, content), 1);
 }
 
 /** A table with UTF-8 box drawing, as cfsctl prints it. */

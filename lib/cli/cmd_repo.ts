@@ -1,14 +1,11 @@
-// Repository commands (spec §1.3): init, cat, gc, fsck, import-image, transaction.
+// Repository commands (spec §1.3): init, cat, gc, fsck, import-image, transaction. The repository code
+// is imported when an action starts, not at start-up.
 import { type Command, Option } from "commander";
 import { UsageError } from "../errors.ts";
 import type { FsckReport } from "../repository/fsck.ts";
 import type { GcResult } from "../repository/gc.ts";
-import { effectiveErofsFormats } from "../repository/meta.ts";
-import { Repository } from "../repository/repository.ts";
-import { reassemble } from "../splitstream/mod.ts";
 import { outBytes, outJson, outln } from "./output.ts";
 import { examplesText, globalsOf, parseErofsVersion } from "./program.ts";
-import { openRepoFromGlobals, repoPathFromGlobals } from "./repo_open.ts";
 import { ExitCode } from "./run.ts";
 
 export function registerRepoCommands(program: Command): void {
@@ -40,6 +37,9 @@ export function registerRepoCommands(program: Command): void {
       ),
     )
     .action(async (path: string | undefined, opts, cmd: Command) => {
+      const { Repository } = await import("../repository/repository.ts");
+      const { effectiveErofsFormats } = await import("../repository/meta.ts");
+      const { repoPathFromGlobals } = await import("./repo_open.ts");
       const g = globalsOf(cmd);
       const repoPath = path ?? repoPathFromGlobals(g);
       const insecure = Boolean(opts.insecure || g.insecure);
@@ -81,6 +81,8 @@ export function registerRepoCommands(program: Command): void {
       ),
     )
     .action(async (name: string, _opts, cmd: Command) => {
+      const { reassemble } = await import("../splitstream/mod.ts");
+      const { openRepoFromGlobals } = await import("./repo_open.ts");
       using repo = await openRepoFromGlobals(globalsOf(cmd));
       const reader = await repo.openStream(name);
       for await (const piece of reassemble(reader, (id) => repo.openObjectStream(id))) outBytes(piece);
@@ -97,6 +99,7 @@ export function registerRepoCommands(program: Command): void {
       examplesText("cfsctl --repo /var/tmp/repo gc --dry-run", "cfsctl gc --root refs/keep-me --json"),
     )
     .action(async (opts, cmd: Command) => {
+      const { openRepoFromGlobals } = await import("./repo_open.ts");
       using repo = await openRepoFromGlobals(globalsOf(cmd));
       const dryRun = Boolean(opts.dryRun);
       const r = await repo.gc({ roots: opts.root, dryRun });
@@ -114,6 +117,7 @@ export function registerRepoCommands(program: Command): void {
       examplesText("cfsctl --repo /var/tmp/repo fsck", "cfsctl fsck --metadata-only --json"),
     )
     .action(async (opts, cmd: Command) => {
+      const { openRepoFromGlobals } = await import("./repo_open.ts");
       using repo = await openRepoFromGlobals(globalsOf(cmd), { lenientMeta: true });
       const report = await repo.fsck({ metadataOnly: Boolean(opts.metadataOnly) });
       if (opts.json) {
@@ -131,6 +135,7 @@ export function registerRepoCommands(program: Command): void {
     .option("--json", "print the image id as JSON")
     .addHelpText("after", examplesText("cfsctl --repo /var/tmp/repo import-image myimage < image.cfs"))
     .action(async (ref: string, opts, cmd: Command) => {
+      const { openRepoFromGlobals } = await import("./repo_open.ts");
       using repo = await openRepoFromGlobals(globalsOf(cmd));
       await repo.ensureWritable();
       const bytes = new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer());
@@ -147,6 +152,7 @@ export function registerRepoCommands(program: Command): void {
       examplesText("cfsctl --repo /var/tmp/repo transaction &   # gc waits until this process ends"),
     )
     .action(async (_opts, cmd: Command) => {
+      const { openRepoFromGlobals } = await import("./repo_open.ts");
       const repo = await openRepoFromGlobals(globalsOf(cmd));
       // A pending timer keeps the process alive; the lock goes with the process.
       await new Promise<void>(() => setInterval(() => repo.path, 1 << 30));

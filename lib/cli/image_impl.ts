@@ -1,0 +1,45 @@
+// What the image commands (cmd_image.ts) run: directory scanning, EROFS writer/reader, dumpfiles;
+// imported when an action starts rather than at start-up.
+import { UsageError } from "../errors.ts";
+import type { HashAlgorithm } from "../fsverity/object_id.ts";
+import type { ObjectStore } from "../repository/object_store.ts";
+import { scanDirectory } from "../tree/scan.ts";
+import { CONTAINER_XATTR_ALLOWLIST, propagateUsrToRoot } from "../tree/transform.ts";
+import type { Directory } from "../tree/tree.ts";
+
+export { collectObjects, readErofs } from "../erofs/reader.ts";
+export { writeErofs } from "../erofs/writer.ts";
+export { fsverityDigest } from "../fsverity/hasher.ts";
+export { dumpfileEntryLines, writeDumpfile } from "../dumpfile/write.ts";
+export { lookup } from "../tree/tree.ts";
+export { countLeafLinks } from "../tree/walk.ts";
+export { utf8ToBstr } from "../util/bytes.ts";
+export { hashForRepoless, openRepoFromGlobals } from "./repo_open.ts";
+
+export interface ReadFlags {
+  bootable?: boolean;
+  propagateUsrToRoot?: boolean; // commander: --no-propagate-usr-to-root sets false
+}
+
+/** Reads PATH the way create-image / compute-id / create-dumpfile do (spec §1.3 FsReadOptions). */
+export async function readFsTree(
+  path: string,
+  flags: ReadFlags,
+  alg: HashAlgorithm,
+  store?: ObjectStore,
+): Promise<Directory> {
+  if (flags.bootable) {
+    throw new UsageError("--bootable is not supported yet (the boot transform is not implemented)");
+  }
+  const containerRoot = flags.propagateUsrToRoot !== false;
+  const root = await scanDirectory(path, {
+    alg,
+    store,
+    // composefs-rs keeps hard links found on disk (mkcomposefs breaks them, like C).
+    hardlinks: true,
+    // The container-root reading keeps only allowlisted xattrs; filtering while reading is the same.
+    xattrFilter: containerRoot ? (n) => CONTAINER_XATTR_ALLOWLIST.includes(n) : undefined,
+  });
+  if (containerRoot) propagateUsrToRoot(root);
+  return root;
+}
