@@ -106,3 +106,57 @@ export function setXattr(path: Uint8Array, name: string, value: Uint8Array): voi
     bytesToBstr(path),
   );
 }
+
+// Scratch buffers for the scan's per-file xattr reads: one list call answers "none" (the common
+// case) without allocating; values are copied out.
+let listBuf = new Uint8Array(4096);
+let valueBuf = new Uint8Array(4096);
+
+/**
+ * Like readXattrsFd / readXattrs (by `fd`, or by `path` without following a final symlink), but
+ * returns null when there are none, and allocates nothing in that case.
+ */
+export function readXattrsOrNull(fd: number, path?: Uint8Array): Map<string, Uint8Array> | null {
+  const p = path ? cstrBytes(path) : null;
+  const what = p ? "llistxattr" : "flistxattr";
+  let len: number;
+  for (;;) {
+    len = Number(
+      p
+        ? lib().llistxattr(p, listBuf, BigInt(listBuf.length))
+        : lib().flistxattr(fd, listBuf, BigInt(listBuf.length)),
+    );
+    if (len >= 0) break;
+    const e = errno();
+    if (e === ERANGE) {
+      const need = Number(p ? lib().llistxattr(p, null, 0n) : lib().flistxattr(fd, null, 0n));
+      if (need < 0) check(what, -1, path ? bytesToBstr(path) : undefined);
+      listBuf = new Uint8Array(Math.max(need, listBuf.length * 2));
+      continue;
+    }
+    if (e === Errno.EOPNOTSUPP) return null; // no xattr support: none
+    check(what, -1, path ? bytesToBstr(path) : undefined);
+  }
+  if (len === 0) return null;
+  const out = new Map<string, Uint8Array>();
+  for (const name of splitNames(listBuf.subarray(0, len))) {
+    const nb = cstrBytes(bstrToBytes(name));
+    for (;;) {
+      const n = Number(
+        p
+          ? lib().lgetxattr(p, nb, valueBuf, BigInt(valueBuf.length))
+          : lib().fgetxattr(fd, nb, valueBuf, BigInt(valueBuf.length)),
+      );
+      if (n >= 0) {
+        out.set(name, valueBuf.slice(0, n));
+        break;
+      }
+      const e = errno();
+      if (e === Errno.ENODATA) break; // removed since the list call
+      if (e !== ERANGE) check(p ? "lgetxattr" : "fgetxattr", -1, path ? bytesToBstr(path) : undefined);
+      const need = Number(p ? lib().lgetxattr(p, nb, null, 0n) : lib().fgetxattr(fd, nb, null, 0n));
+      valueBuf = new Uint8Array(Math.max(need, valueBuf.length * 2));
+    }
+  }
+  return out.size > 0 ? out : null;
+}

@@ -1,8 +1,9 @@
 // Reading a directory on disk into a file tree (spec §1.3 create-image, §1.5 mkcomposefs).
 // Metadata comes from statx/getdents64/readlinkat/l*xattr through FFI (lib/linux/): raw-byte names,
 // nanosecond mtimes, rdev. Regular files up to `inlineMax` bytes are kept inline; larger ones get
-// their fs-verity digest and, with a store, are copied into it in the same pass. File contents are
-// read by a bounded pool of concurrent tasks after the (fast, metadata-only) walk.
+// their fs-verity digest and, with a store, are copied into it in the same pass. The walk opens each
+// regular file once (xattrs from the fd) and reads files up to 256 KiB whole right there; larger
+// ones are streamed afterwards by a bounded pool of concurrent tasks.
 import { CfsError } from "../errors.ts";
 import type { HashAlgorithm, ObjectId } from "../fsverity/object_id.ts";
 import { FsVerityHasher } from "../fsverity/hasher.ts";
@@ -13,22 +14,24 @@ import {
   O_NOFOLLOW,
   O_RDONLY,
   openAt,
+  preadFd,
   readDirNames,
   readlinkAt,
   statAt,
   statFd,
   type StatxResult,
 } from "../linux/fs_at.ts";
-import { readXattrs, readXattrsFd } from "../linux/xattr.ts";
-import { pread, preadAsync } from "../linux/fs.ts";
+import { readXattrsOrNull } from "../linux/xattr.ts";
+import { preadAsync } from "../linux/fs.ts";
 import type { ObjectStore } from "../repository/object_store.ts";
 import { bytesToBstr, concatBytes, utf8 } from "../util/bytes.ts";
 import {
   type Directory,
   type Leaf,
+  type LeafContent,
   newDirectory,
   newLeaf,
-  newStat,
+  NO_XATTRS,
   S_IFBLK,
   S_IFCHR,
   S_IFDIR,
@@ -70,28 +73,34 @@ interface FileTask {
 
 const SLASH = new Uint8Array([0x2f]);
 const READ_CHUNK = 1 << 20;
+/** Regular files up to this size are read whole, synchronously, during the walk (page-cache reads
+ *  are faster than a round trip to Deno's I/O threads; the file is open anyway for its xattrs);
+ *  larger ones stream afterwards with reads on worker threads, the next chunk prefetched while the
+ *  current one is hashed or stored. */
+const SYNC_READ_MAX = 256 * 1024;
+const sharedBuf = new Uint8Array(SYNC_READ_MAX + 1);
+/** O_NONBLOCK: never hang on a file that turned into a FIFO since its statx. */
+const O_NONBLOCK = 0o4000;
 
-function statOf(st: StatxResult): Stat {
-  return newStat({
+function statOf(st: StatxResult, xattrs: Map<string, Uint8Array> | null): Stat {
+  return {
     mode: st.mode & 0o7777,
     uid: st.uid,
     gid: st.gid,
     mtimeSec: st.mtimeSec,
     mtimeNsec: st.mtimeNsec,
-  });
+    xattrs: xattrs ?? NO_XATTRS,
+  };
 }
 
-function procPath(dirfd: number, name: Uint8Array): Uint8Array {
-  return concatBytes([utf8.encode(`/proc/self/fd/${dirfd}/`), name]);
-}
-
-function withPath<T>(path: Uint8Array, fn: () => T): T {
-  try {
-    return fn();
-  } catch (e) {
-    if (e instanceof CfsError) throw e.within(bytesToBstr(path));
-    throw e;
-  }
+/** The xattrs kept from a read (null: none). */
+function keptXattrs(
+  x: Map<string, Uint8Array> | null,
+  keep?: (name: string) => boolean,
+): Map<string, Uint8Array> | null {
+  if (x === null || !keep) return x;
+  for (const k of [...x.keys()]) if (!keep(k)) x.delete(k);
+  return x.size > 0 ? x : null;
 }
 
 /** Reads the directory at `path` (a symlink given as `path` itself is followed) into a tree. */
@@ -99,29 +108,70 @@ export async function scanDirectory(path: string, opts: ScanOptions): Promise<Di
   if (opts.store && opts.store.alg !== opts.alg) {
     throw new CfsError(`object store uses ${opts.store.alg}, scan asked for ${opts.alg}`);
   }
-  const inlineMax = opts.inlineMax ?? 64;
   const tasks: FileTask[] = [];
-  const root = walk(path, opts, tasks);
+  const root = await walk(path, opts, new SmallFiles(opts), tasks);
   const streamBuffers: [Uint8Array, Uint8Array][] = [];
   await runPool(
     tasks,
     opts.concurrency ?? navigator.hardwareConcurrency ?? 2,
     (t, w) =>
-      readFile(
-        t,
-        opts,
-        inlineMax,
-        streamBuffers[w] ??= [new Uint8Array(READ_CHUNK), new Uint8Array(READ_CHUNK)],
-      ),
+      readLargeFile(t, opts, streamBuffers[w] ??= [new Uint8Array(READ_CHUNK), new Uint8Array(READ_CHUNK)]),
   );
   return root;
 }
 
-function walk(path: string, opts: ScanOptions, tasks: FileTask[]): Directory {
+/** Contents of files read whole: inline, or an object id (stored, or only digested). */
+class SmallFiles {
+  readonly #opts: ScanOptions;
+  readonly #inlineMax: number;
+  #hasher?: FsVerityHasher;
+
+  constructor(opts: ScanOptions) {
+    this.#opts = opts;
+    this.#inlineMax = opts.inlineMax ?? 64;
+  }
+
+  /** Content of a file read into `data` (borrowed: only read before the returned value exists). */
+  content(data: Uint8Array): LeafContent | Promise<LeafContent> {
+    const size = data.length;
+    if (size <= this.#inlineMax) return { type: "inline", data: data.slice() };
+    const store = this.#opts.store;
+    if (!store) {
+      const h = this.#hasher ??= new FsVerityHasher(this.#opts.alg);
+      h.reset();
+      h.update(data);
+      return { type: "external", id: h.digest(), size };
+    }
+    const r = store.ensureObjectBorrowed
+      ? store.ensureObjectBorrowed(data)
+      : store.ensureObject(data.slice());
+    if (r instanceof Promise) return r.then((id) => ({ type: "external", id, size }));
+    return { type: "external", id: r, size };
+  }
+}
+
+/** Reads the open regular file `fd` whole into the shared buffer; null when over SYNC_READ_MAX. */
+function readWhole(fd: number, what: string): Uint8Array | null {
+  let total = 0;
+  while (total < sharedBuf.length) {
+    const n = preadFd(fd, sharedBuf.subarray(total), total, what);
+    if (n === 0) return sharedBuf.subarray(0, total);
+    total += n;
+  }
+  return null;
+}
+
+async function walk(
+  path: string,
+  opts: ScanOptions,
+  small: SmallFiles,
+  tasks: FileTask[],
+): Promise<Directory> {
   const rootBytes = utf8.encode(path);
-  const keepXattr = opts.xattrFilter;
+  const keep = opts.xattrFilter;
+  const noXattrs = opts.skipXattrs === true;
   const inodes = opts.hardlinks ? new Map<string, Leaf>() : undefined;
-  const rootFd = withPath(rootBytes, () => openAt(AT_FDCWD, rootBytes, O_RDONLY | O_DIRECTORY, path));
+  const rootFd = openAt(AT_FDCWD, rootBytes, O_RDONLY | O_DIRECTORY, path);
   interface Frame {
     fd: number;
     dir: Directory;
@@ -131,8 +181,9 @@ function walk(path: string, opts: ScanOptions, tasks: FileTask[]): Directory {
   }
   const stack: Frame[] = [];
   try {
-    const root = newDirectory(statOf(statFd(rootFd, path)));
-    if (!opts.skipXattrs) setXattrs(root.stat, readXattrsFd(rootFd), keepXattr);
+    const root = newDirectory(
+      statOf(statFd(rootFd, path), noXattrs ? null : keptXattrs(readXattrsOrNull(rootFd), keep)),
+    );
     stack.push({ fd: rootFd, dir: root, path: rootBytes, names: readDirNames(rootFd, path), i: 0 });
     while (stack.length > 0) {
       const top = stack[stack.length - 1];
@@ -142,69 +193,22 @@ function walk(path: string, opts: ScanOptions, tasks: FileTask[]): Directory {
         continue;
       }
       const name = top.names[top.i++];
-      const full = concatBytes([top.path, SLASH, name]);
-      const st = withPath(full, () => statAt(top.fd, name));
-      const type = st.mode & S_IFMT;
-      if ((type === S_IFCHR || type === S_IFBLK) && opts.skipDevices) continue;
-      const key = bytesToBstr(name);
-
-      if (type !== S_IFDIR && inodes && st.nlink > 1) {
-        const shared = inodes.get(`${st.dev}:${st.ino}`);
-        if (shared) {
-          top.dir.entries.set(key, shared);
+      try {
+        const child = await entry(top.fd, name, top.path, opts, small, tasks, inodes, keep, noXattrs);
+        if (child === null) continue;
+        const key = bytesToBstr(name);
+        if (child.kind === "leaf") {
+          top.dir.entries.set(key, child);
           continue;
         }
+        top.dir.entries.set(key, child.dir);
+        stack.push({ fd: child.fd, dir: child.dir, path: child.path, names: [], i: 0 });
+        const frame = stack[stack.length - 1];
+        frame.names = readDirNames(child.fd);
+      } catch (e) {
+        if (e instanceof CfsError && !e.context.length) throw e.within(bytesToBstr(join(top.path, name)));
+        throw e;
       }
-      const stat = statOf(st);
-      if (!opts.skipXattrs) {
-        setXattrs(
-          stat,
-          withPath(full, () => readXattrs(procPath(top.fd, name))),
-          keepXattr,
-        );
-      }
-
-      if (type === S_IFDIR) {
-        const dir = newDirectory(stat);
-        top.dir.entries.set(key, dir);
-        const fd = withPath(full, () => openAt(top.fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW));
-        try {
-          stack.push({ fd, dir, path: full, names: withPath(full, () => readDirNames(fd)), i: 0 });
-        } catch (e) {
-          closeFd(fd);
-          throw e;
-        }
-        continue;
-      }
-      let leaf: Leaf;
-      switch (type) {
-        case S_IFREG:
-          leaf = newLeaf(stat, { type: "inline", data: new Uint8Array(0) });
-          if (st.size > 0) tasks.push({ leaf, path: full, size: st.size });
-          break;
-        case S_IFLNK:
-          leaf = newLeaf(stat, {
-            type: "symlink",
-            target: bytesToBstr(withPath(full, () => readlinkAt(top.fd, name))),
-          });
-          break;
-        case S_IFCHR:
-          leaf = newLeaf(stat, { type: "chardev", rdev: st.rdev });
-          break;
-        case S_IFBLK:
-          leaf = newLeaf(stat, { type: "blockdev", rdev: st.rdev });
-          break;
-        case S_IFIFO:
-          leaf = newLeaf(stat, { type: "fifo" });
-          break;
-        case S_IFSOCK:
-          leaf = newLeaf(stat, { type: "socket" });
-          break;
-        default:
-          throw new CfsError(`unknown file type ${type.toString(8)}`).within(bytesToBstr(full));
-      }
-      if (inodes && st.nlink > 1) inodes.set(`${st.dev}:${st.ino}`, leaf);
-      top.dir.entries.set(key, leaf);
     }
     return root;
   } finally {
@@ -212,8 +216,93 @@ function walk(path: string, opts: ScanOptions, tasks: FileTask[]): Directory {
   }
 }
 
-function setXattrs(stat: Stat, x: Map<string, Uint8Array>, keep?: (name: string) => boolean): void {
-  for (const [k, v] of x) if (!keep || keep(k)) stat.xattrs.set(k, v);
+function join(dir: Uint8Array, name: Uint8Array): Uint8Array {
+  return concatBytes([dir, SLASH, name]);
+}
+
+/**
+ * One directory entry: a leaf, a directory (opened, its entries not read yet), or null when
+ * skipped (devices with skipDevices).
+ */
+async function entry(
+  dirFd: number,
+  name: Uint8Array,
+  dirPath: Uint8Array,
+  opts: ScanOptions,
+  small: SmallFiles,
+  tasks: FileTask[],
+  inodes: Map<string, Leaf> | undefined,
+  keep: ((name: string) => boolean) | undefined,
+  noXattrs: boolean,
+): Promise<Leaf | { kind: "dir"; dir: Directory; fd: number; path: Uint8Array } | null> {
+  const st = statAt(dirFd, name);
+  const type = st.mode & S_IFMT;
+  if ((type === S_IFCHR || type === S_IFBLK) && opts.skipDevices) return null;
+  const linkKey = type !== S_IFDIR && inodes && st.nlink > 1
+    ? `${st.dev}:${st.inoHi}:${st.inoLo}`
+    : undefined;
+  if (linkKey !== undefined) {
+    const shared = inodes!.get(linkKey);
+    if (shared) return shared;
+  }
+
+  if (type === S_IFDIR) {
+    const fd = openAt(dirFd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    try {
+      const xattrs = noXattrs ? null : keptXattrs(readXattrsOrNull(fd), keep);
+      return { kind: "dir", dir: newDirectory(statOf(st, xattrs)), fd, path: join(dirPath, name) };
+    } catch (e) {
+      closeFd(fd);
+      throw e;
+    }
+  }
+
+  let leaf: Leaf;
+  if (type === S_IFREG) {
+    // Open it once: xattrs from the fd, and the whole content when small.
+    const fd = openAt(dirFd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+    try {
+      const xattrs = noXattrs ? null : keptXattrs(readXattrsOrNull(fd), keep);
+      const data = st.size <= SYNC_READ_MAX ? readWhole(fd, bytesToBstr(name)) : null;
+      if (data === null) {
+        // Large (or grown past the limit since statx): streamed after the walk.
+        leaf = newLeaf(statOf(st, xattrs), { type: "inline", data: new Uint8Array(0) });
+        tasks.push({ leaf, path: join(dirPath, name), size: st.size });
+      } else if (data.length === 0) {
+        leaf = newLeaf(statOf(st, xattrs), { type: "inline", data: new Uint8Array(0) });
+      } else {
+        const c = small.content(data);
+        leaf = newLeaf(statOf(st, xattrs), c instanceof Promise ? await c : c);
+        opts.onFile?.(bytesToBstr(join(dirPath, name)), data.length);
+      }
+    } finally {
+      closeFd(fd);
+    }
+  } else {
+    const xattrs = noXattrs ? null : keptXattrs(readXattrsOrNull(-1, join(dirPath, name)), keep);
+    const stat = statOf(st, xattrs);
+    switch (type) {
+      case S_IFLNK:
+        leaf = newLeaf(stat, { type: "symlink", target: bytesToBstr(readlinkAt(dirFd, name)) });
+        break;
+      case S_IFCHR:
+        leaf = newLeaf(stat, { type: "chardev", rdev: st.rdev });
+        break;
+      case S_IFBLK:
+        leaf = newLeaf(stat, { type: "blockdev", rdev: st.rdev });
+        break;
+      case S_IFIFO:
+        leaf = newLeaf(stat, { type: "fifo" });
+        break;
+      case S_IFSOCK:
+        leaf = newLeaf(stat, { type: "socket" });
+        break;
+      default:
+        throw new CfsError(`unknown file type ${type.toString(8)}`);
+    }
+  }
+  if (linkKey !== undefined) inodes!.set(linkKey, leaf);
+  return leaf;
 }
 
 /** Runs `fn` over `items` with at most `n` in flight; the first failure stops new work and is thrown. */
@@ -261,47 +350,16 @@ function makeSink(opts: ScanOptions): Sink {
   };
 }
 
-/** Files up to this size are read with synchronous pread into one shared buffer (page-cache reads
- *  are faster than a round trip to Deno's I/O threads); larger ones stream with reads on a worker
- *  thread, the next chunk prefetched while the current one is hashed or stored. */
-const SYNC_READ_MAX = 256 * 1024;
-const sharedBuf = new Uint8Array(SYNC_READ_MAX + 1);
-
-async function readFile(
+/** Streams a large regular file into the store (or the hasher) and sets its leaf's content. */
+async function readLargeFile(
   t: FileTask,
   opts: ScanOptions,
-  inlineMax: number,
   buffers: [Uint8Array, Uint8Array],
 ): Promise<void> {
   const where = bytesToBstr(t.path);
-  const fd = openAt(AT_FDCWD, t.path, O_RDONLY | O_NOFOLLOW, where);
-  let sink: Sink | undefined;
+  const fd = openAt(AT_FDCWD, t.path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, where);
+  let sink: Sink | undefined = makeSink(opts);
   try {
-    if (t.size <= SYNC_READ_MAX) {
-      let total = 0;
-      while (total < sharedBuf.length) {
-        const n = pread(fd, sharedBuf.subarray(total), total);
-        if (n === 0) break;
-        total += n;
-      }
-      if (total < sharedBuf.length) {
-        // Whole file read. The shared buffer is reused by the next task: copy what outlives an await.
-        const data = sharedBuf.subarray(0, total);
-        if (total <= inlineMax) {
-          t.leaf.content = { type: "inline", data: data.slice() };
-        } else {
-          sink = makeSink(opts);
-          await sink.write(opts.store ? data.slice() : data);
-          const id = await sink.finish();
-          sink = undefined;
-          t.leaf.content = { type: "external", id, size: total };
-        }
-        opts.onFile?.(where, total);
-        return;
-      }
-      // The file grew past the synchronous limit since statx: stream it from the start.
-    }
-    sink = makeSink(opts);
     // The worker's own two buffers: a chunk is handed to the sink and awaited before its buffer is
     // read into again.
     let [cur, next] = buffers;
