@@ -1,7 +1,7 @@
 // Extended attributes for the EROFS writer (spec §5.6): name-prefix encoding, the per-inode bloom
 // filter, and the shared xattr table. Names are interned once (prefix split and filter hash per
-// distinct name); (name, value) pairs are interned through a numeric value hash, so large trees
-// do not build a string key per xattr.
+// distinct name); byte values are interned through a numeric value hash (no string key per xattr),
+// string values (redirect paths) by the string itself.
 import {
   XATTR_BLOOM_SEED,
   XATTR_ENTRY_ALIGN,
@@ -29,8 +29,8 @@ export interface XattrName {
   filterBit: number;
   /** byte values: value hash → entry, or entries when hashes collide */
   byValue: Map<number, XattrEntry | XattrEntry[]>;
-  /** string values: sampled-string hash → entry, or entries when hashes collide */
-  byString: Map<number, XattrEntry | XattrEntry[]>;
+  /** string values (they come with one fixed lead per name) → entry */
+  byString: Map<string, XattrEntry>;
 }
 
 /** One distinct (name, value) pair. */
@@ -45,19 +45,6 @@ export interface XattrEntry {
   count: number;
   /** Byte offset inside the shared table, or -1 when not shared. */
   sharedOffset: number;
-}
-
-/**
- * Hash of a string from its length and up to 32 sampled chars (its ends): cheap for the long,
- * distinct paths redirects carry (object paths differ in their first chars). Collisions are fine.
- */
-function hashString(s: string): number {
-  const n = s.length;
-  let h = 0x811c9dc5 ^ n;
-  const head = Math.min(n, 16);
-  for (let i = 0; i < head; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
-  for (let i = Math.max(head, n - 16); i < n; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
-  return h;
 }
 
 function hashValue(v: Uint8Array): number {
@@ -161,25 +148,11 @@ export class XattrTable {
    * the same way (by bytes or by lead + string) and with the same lead: redirect targets only.
    */
   internString(xn: XattrName, lead: string, value: string): XattrEntry {
-    const h = hashString(value);
-    const found = xn.byString.get(h);
-    let e: XattrEntry | undefined;
-    if (found === undefined) {
+    // Keyed by the string itself: V8 hashes it natively once and caches the hash in the string.
+    let e = xn.byString.get(value);
+    if (e === undefined) {
       e = this.#newEntry(xn, value, lead);
-      xn.byString.set(h, e);
-    } else if (!Array.isArray(found)) {
-      if (found.value === value) {
-        e = found;
-      } else {
-        e = this.#newEntry(xn, value, lead);
-        xn.byString.set(h, [found, e]);
-      }
-    } else {
-      e = found.find((x) => x.value === value);
-      if (e === undefined) {
-        e = this.#newEntry(xn, value, lead);
-        found.push(e);
-      }
+      xn.byString.set(value, e);
     }
     e.count++;
     return e;
