@@ -162,6 +162,11 @@ Deno.test("errors: usage errors exit 2 with one error line and a --help hint", a
       "Try 'cfsctl oci inspect --help' for more information.\n",
     ],
     [
+      ["--repo", repo, "oci", "layer", "sha256:abc"],
+      'error: invalid diff_id: "sha256:abc" (expected e.g. sha256:<64 hex digits>)\n' +
+      "Try 'cfsctl oci layer --help' for more information.\n",
+    ],
+    [
       ["--repo", repo, "mount", "img", "/mnt", "--read-write"],
       "error: --read-write requires --upperdir\nTry 'cfsctl mount --help' for more information.\n",
     ],

@@ -1,8 +1,8 @@
 // What `cfsctl oci …` actions run (see cmd_oci.ts): the OCI, EROFS and repository code, imported
 // when an action starts rather than at start-up.
 import { createHash } from "node:crypto";
-import { IntegrityError } from "../errors.ts";
-import { parseDigest } from "../oci/digest.ts";
+import { FormatError, IntegrityError, UsageError } from "../errors.ts";
+import { parseDigest as parseDigestData } from "../oci/digest.ts";
 import { openConfig, openManifest, resolveManifestDigest } from "../oci/image_store.ts";
 import { layerChunks } from "../oci/image_tree.ts";
 import { reassembleSplitstream, type SplitTarEntry } from "../oci/layer_split.ts";
@@ -12,7 +12,6 @@ import type { Repository } from "../repository/repository.ts";
 
 export { fsverityDigest } from "../fsverity/hasher.ts";
 export { writeErofs } from "../erofs/writer.ts";
-export { parseDigest } from "../oci/digest.ts";
 export {
   imageRefKey,
   listImages,
@@ -36,6 +35,16 @@ export { CONTENT_TYPE, SplitStreamWriter } from "../splitstream/mod.ts";
 export { mountRepositoryImage } from "../mount/repository_image.ts";
 export { mountTweaksFromEnv } from "../mount/composefs.ts";
 export { bstrToBytes } from "../util/bytes.ts";
+
+/** A digest given on the command line: a malformed one is a usage error (exit code 2). */
+export function parseDigest(s: string, what: string): ReturnType<typeof parseDigestData> {
+  try {
+    return parseDigestData(s, what);
+  } catch (e) {
+    if (e instanceof FormatError) throw new UsageError(`${e.message} (expected e.g. sha256:<64 hex digits>)`);
+    throw e;
+  }
+}
 
 /**
  * NAME (a tag) or `@sha256:…` (a config digest, whose layers are re-verified by hashing) → the
