@@ -2,23 +2,13 @@
 // or one JSON object per event (`--progress=json`), on stderr or on `--progress-fd N`.
 import type { ProgressEvent, ProgressReporter } from "../progress/events.ts";
 import { UsageError } from "../errors.ts";
+import { humanBytes } from "../util/format.ts";
 
 export interface Renderer extends ProgressReporter {
   finish(): void;
 }
 
 const enc = new TextEncoder();
-
-function human(n: number): string {
-  const u = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < u.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${Math.round(n)} B` : `${v.toFixed(1)} ${u[i]}`;
-}
 
 function short(id: string): string {
   return id.replace(/^sha256:/, "").slice(0, 12);
@@ -65,7 +55,7 @@ class PlainRenderer implements Renderer {
     switch (e.type) {
       case "started":
         this.#totals.set(e.id, e.total);
-        this.write(`${short(e.id)}: fetching${e.total !== undefined ? ` (${human(e.total)})` : ""}\n`);
+        this.write(`${short(e.id)}: fetching${e.total !== undefined ? ` (${humanBytes(e.total)})` : ""}\n`);
         break;
       case "progress": {
         const now = Date.now();
@@ -73,8 +63,8 @@ class PlainRenderer implements Renderer {
         this.#last.set(e.id, now);
         const t = e.total ?? this.#totals.get(e.id);
         this.write(
-          `${short(e.id)}: ${human(e.done)}${
-            t ? ` of ${human(t)} (${Math.floor((e.done / t) * 100)}%)` : ""
+          `${short(e.id)}: ${humanBytes(e.done)}${
+            t ? ` of ${humanBytes(t)} (${Math.floor((e.done / t) * 100)}%)` : ""
           }\n`,
         );
         break;
@@ -83,7 +73,7 @@ class PlainRenderer implements Renderer {
         this.write(`${short(e.id)}: already present\n`);
         break;
       case "done":
-        this.write(`${short(e.id)}: done (${human(e.transferred)})\n`);
+        this.write(`${short(e.id)}: done (${humanBytes(e.transferred)})\n`);
         break;
       case "message":
         this.write(`${e.text}\n`);
@@ -175,8 +165,8 @@ class TtyRenderer implements Renderer {
       : "[" + " ".repeat(width) + "]";
     const rate = elapsedMs > 0 ? (done / elapsedMs) * 1000 : 0;
     const eta = total && rate > 0 && done < total ? `${Math.ceil((total - done) / rate)}s` : "";
-    const size = total ? `${human(done)}/${human(total)}` : human(done);
-    const tail = state === "active" ? `${human(rate)}/s ${eta}` : state;
+    const size = total ? `${humanBytes(done)}/${humanBytes(total)}` : humanBytes(done);
+    const tail = state === "active" ? `${humanBytes(rate)}/s ${eta}` : state;
     return `${label.padEnd(12)} ${bar} ${size.padStart(21)} ${tail}`;
   }
 

@@ -3,6 +3,7 @@
 // diff_id of the uncompressed tar), and the config/manifest streams are written once, after the EROFS
 // images exist, so the printed verities name the streams that are kept.
 import { FormatError, IntegrityError } from "../errors.ts";
+import { humanBytes } from "../util/format.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
 import { nullReporter, type ProgressReporter, ThrottledProgress } from "../progress/events.ts";
 import type { Repository } from "../repository/repository.ts";
@@ -54,17 +55,6 @@ export interface PullResult {
   /** EROFS image ids linked from the config, by config key (composefs.image, composefs.image.v1). */
   images: Map<string, ObjectId>;
   stats: PullStats;
-}
-
-function humanBytes(n: number): string {
-  const u = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < u.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${n} B` : `${v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${u[i]}`;
 }
 
 export function formatStats(s: PullStats): string {
