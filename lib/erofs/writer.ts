@@ -49,14 +49,7 @@ import {
   xattrIcount,
 } from "./format.ts";
 import { collectEpoch1, collectV2, direntFileType, externalSize, type InodeTable } from "./write_collect.ts";
-import {
-  emitXattr,
-  MAX_SHARED_REFS,
-  MAX_SHARED_REFS_EPOCH1,
-  type XattrEntry,
-  type XattrName,
-  XattrTable,
-} from "./write_xattrs.ts";
+import { MAX_SHARED_REFS, MAX_SHARED_REFS_EPOCH1, type XattrName, XattrTable } from "./write_xattrs.ts";
 
 export interface WriteOptions {
   version: FormatVersion;
@@ -151,12 +144,12 @@ class ImageBuilder {
   readonly cfsVersion: number;
   readonly xt: XattrTable;
   /** Each inode's xattrs, in on-disk order: xattrs[xStart[i] .. xStart[i + 1]). */
-  readonly xattrs: XattrEntry[] = [];
+  readonly xattrs: number[] = [];
   readonly xStart: Uint32Array;
   readonly maxShared: number;
   hasAcl = false;
   overlayNames: XattrName[] | undefined;
-  emptyMetacopy: XattrEntry | undefined;
+  emptyMetacopy = -1;
   minSec = 0;
   minNsec = 0;
 
@@ -242,7 +235,7 @@ class ImageBuilder {
     let off = INODE_TABLE_START;
     for (let i = 0; i < n; i++) off = this.emitInode(out, dv, off + this.pad[i], i, sharedBase);
     off = inodesEnd;
-    for (const e of this.xt.shared) off = emitXattr(out, off, e);
+    for (const e of this.xt.shared) off = this.xt.emit(out, off, e);
     off = dataStart;
     for (let i = 0; i < n; i++) {
       if (this.nBlocks[i] > 0) off = this.emitBlocks(out, dv, off, i);
@@ -274,8 +267,8 @@ class ImageBuilder {
       }
       if (extra !== undefined) { for (const [k, v] of extra) list.push(xt.intern(xt.name(k), v)); }
       for (let j = start + 1; j < list.length; j++) {
-        if (list[j - 1].xname.name > list[j].xname.name) {
-          const sorted = list.slice(start).sort((a, b) => (a.xname.name < b.xname.name ? -1 : 1));
+        if (xt.xname(list[j - 1]).name > xt.xname(list[j]).name) {
+          const sorted = list.slice(start).sort((a, b) => (xt.xname(a).name < xt.xname(b).name ? -1 : 1));
           for (let k = 0; k < sorted.length; k++) list[start + k] = sorted[k];
           break;
         }
@@ -295,7 +288,7 @@ class ImageBuilder {
     }
     if (this.epoch1 && !this.hasAcl) {
       for (let j = start; j < list.length; j++) {
-        const name = list[j].xname.name;
+        const name = xt.xname(list[j]).name;
         if (name === XATTR_POSIX_ACL_ACCESS || name === XATTR_POSIX_ACL_DEFAULT) this.hasAcl = true;
       }
     }
@@ -322,17 +315,17 @@ class ImageBuilder {
     } else if (c.type === "external-noverity") {
       path = c.payload;
     }
-    const names = this.overlayNames ??= [xt.name(XATTR_METACOPY), xt.name(XATTR_REDIRECT)];
+    const names = this.overlayNames ??= [xt.name(XATTR_METACOPY), xt.name(XATTR_REDIRECT, "/")];
     if (metacopy === EMPTY) {
       // Every digest-less external file carries the same empty metacopy: intern it once.
       let e = this.emptyMetacopy;
-      if (e === undefined) e = this.emptyMetacopy = xt.intern(names[0], EMPTY);
-      else e.count++;
+      if (e < 0) e = this.emptyMetacopy = xt.intern(names[0], EMPTY);
+      else xt.use(e);
       this.xattrs.push(e);
     } else {
       this.xattrs.push(xt.intern(names[0], metacopy));
     }
-    if (path) this.xattrs.push(xt.internString(names[1], "/", path));
+    if (path) this.xattrs.push(xt.internString(names[1], path));
   }
 
   /** Smallest mtime, compared as signed numbers (C mkcomposefs); compact inodes inherit it. */
@@ -357,14 +350,15 @@ class ImageBuilder {
     let xsize = 0, nShared = 0;
     const xs = this.xStart[i], xe = this.xStart[i + 1];
     if (xe > xs) {
+      const xt = this.xt;
       xsize = XATTR_IBODY_HEADER_SIZE;
       for (let j = xs; j < xe; j++) {
         const e = this.xattrs[j];
-        if (e.sharedOffset >= 0 && nShared < maxShared) {
+        if (xt.sharedOffset(e) >= 0 && nShared < maxShared) {
           nShared++;
           xsize += XATTR_SHARED_REF_SIZE;
         } else {
-          xsize += e.entrySize;
+          xsize += xt.entrySize(e);
         }
       }
     }
@@ -588,16 +582,17 @@ class ImageBuilder {
     const start = off;
     const xs = this.xStart[i], xe = this.xStart[i + 1];
     const maxShared = this.maxShared;
+    const xt = this.xt;
     let bits = 0;
-    for (let j = xs; j < xe; j++) bits |= 1 << this.xattrs[j].xname.filterBit;
+    for (let j = xs; j < xe; j++) bits |= 1 << xt.xname(this.xattrs[j]).filterBit;
     dv.setUint32(off, ~bits >>> 0, true);
     out[off + 4] = this.nShared[i];
     off += XATTR_IBODY_HEADER_SIZE;
     let n = 0;
     for (let j = xs; j < xe; j++) {
       const e = this.xattrs[j];
-      if (e.sharedOffset >= 0 && n < maxShared) {
-        dv.setUint32(off, (sharedBase + e.sharedOffset) / 4, true);
+      if (xt.sharedOffset(e) >= 0 && n < maxShared) {
+        dv.setUint32(off, (sharedBase + xt.sharedOffset(e)) / 4, true);
         off += 4;
         n++;
       }
@@ -605,8 +600,8 @@ class ImageBuilder {
     n = 0;
     for (let j = xs; j < xe; j++) {
       const e = this.xattrs[j];
-      if (e.sharedOffset >= 0 && n < maxShared) n++;
-      else off = emitXattr(out, off, e);
+      if (xt.sharedOffset(e) >= 0 && n < maxShared) n++;
+      else off = xt.emit(out, off, e);
     }
     if (off - start !== this.xattrSize[i]) throw new Error("erofs writer: xattr size mismatch");
     return off;
