@@ -46,7 +46,7 @@ export class InodeTable {
   readonly extra = new Map<number, [string, Uint8Array][]>();
   /** Directories: entry names sorted bytewise (with "." and "..") and the inode of each. */
   readonly dirNames = new Map<number, string[]>();
-  readonly dirTargets = new Map<number, Int32Array>();
+  readonly dirTargets = new Map<number, number[]>();
 
   constructor(capacity: number) {
     this.type = new Uint16Array(capacity);
@@ -224,11 +224,11 @@ function setDirents(
   me: number,
   parent: number,
   names: string[],
-  targets: Int32Array,
+  targets: number[],
 ): void {
   const n = names.length;
   const allNames: string[] = new Array(n + 2);
-  const all = new Int32Array(n + 2);
+  const all: number[] = new Array(n + 2);
   let o = 0;
   let dot = false, dotdot = false;
   for (let i = 0; i < n; i++) {
@@ -307,7 +307,7 @@ export function collectEpoch1(
     const dir = queueDirs[qi], me = queueIno[qi];
     let names = sortedNames(dir);
     if (dir === root && stubs.size > 0) names = [...names, ...stubs.keys()].sort();
-    const targets = new Int32Array(names.length);
+    const targets: number[] = new Array(names.length);
     let hasWhiteoutChild = false;
     for (let i = 0; i < names.length; i++) {
       const name = names[i];
@@ -380,7 +380,7 @@ export function collectV2(root: Directory): Collected {
   const visit = (dir: Directory, parent: number): number => {
     const me = table.add(S_IFDIR, dir.stat, 2, null);
     const names = sortedNames(dir);
-    const targets = new Int32Array(names.length);
+    const targets: number[] = new Array(names.length);
     for (let i = 0; i < names.length; i++) {
       const node = dir.entries.get(names[i])!;
       if (node.kind === "dir") {

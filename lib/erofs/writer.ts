@@ -259,11 +259,13 @@ class ImageBuilder {
     if (this.epoch1) {
       // Escaped own names never equal the metacopy/redirect names: no clash to resolve there.
       if (ext > 0) this.internOverlayData(c!);
-      for (const [k, v] of own) {
-        const name = escapeName(k);
-        if (hasExtra(extra, name)) continue;
-        checkXattr(name, v);
-        list.push(xt.intern(xt.name(name), v));
+      if (own.size > 0) { // (most inodes have none: no iterator then)
+        for (const [k, v] of own) {
+          const name = escapeName(k);
+          if (hasExtra(extra, name)) continue;
+          checkXattr(name, v);
+          list.push(xt.intern(xt.name(name), v));
+        }
       }
       if (extra !== undefined) { for (const [k, v] of extra) list.push(xt.intern(xt.name(k), v)); }
       for (let j = start + 1; j < list.length; j++) {
