@@ -288,6 +288,29 @@ Deno.test("objects from borrowed buffers: stored synchronously once the repo is 
   assertEquals((await repo.fsck()).errors, []);
 });
 
+Deno.test("objects from borrowed buffers, many: written by the worker thread, all there after settle()", async () => {
+  await using t = await tempDir();
+  using repo = await newRepo(t.path, "sha256");
+  const buf = new Uint8Array(70_000);
+  const want = new Map<string, Uint8Array>();
+  for (let i = 0; i < 3000; i++) {
+    const data = bytesOf(7000 + i, 65 + (i * 7919) % 69_000);
+    buf.set(data);
+    const r = repo.ensureObjectBorrowed(buf.subarray(0, data.length));
+    buf.fill(0x5a, 0, data.length); // reused at once
+    want.set((r instanceof Promise ? await r : r).hex(), data);
+  }
+  await repo.settle();
+  assertEquals((await listObjects(repo.path)).length, want.size);
+  let i = 0;
+  for (const [hex, data] of want) {
+    const path = `${repo.path}/objects/${hex.slice(0, 2)}/${hex.slice(2)}`;
+    assertEquals(await Deno.readFile(path), data);
+    if (i++ % 500 === 0) assertEquals(await cDigest(path, "sha256"), hex);
+  }
+  assertEquals((await repo.fsck()).errors, []);
+});
+
 Deno.test("objects without O_TMPFILE: named temporaries renamed into place, nothing left behind", async () => {
   await using t = await tempDir();
   (await newRepo(t.path, "sha256")).close();

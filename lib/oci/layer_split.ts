@@ -196,6 +196,7 @@ export async function splitTarInto(
       await flush(false);
     }
     await flush(true);
+    await store.settle?.();
   } catch (e) {
     await writer?.abort().catch(() => {});
     await Promise.allSettled(queue.map((p) => p.kind === "external" ? p.id : undefined));

@@ -20,5 +20,10 @@ export interface ObjectStore {
    * buffer), and the id may come back directly when the object was stored synchronously.
    */
   ensureObjectBorrowed?(data: Uint8Array): ObjectId | Promise<ObjectId>;
+  /**
+   * Optional: waits until every object whose id was handed out is on disk (a store may write in the
+   * background); rejects with the first write error. Nothing may refer to objects before this.
+   */
+  settle?(): Promise<void>;
   createObjectWriter(): ObjectWriter;
 }

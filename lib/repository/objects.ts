@@ -17,6 +17,7 @@ import {
 import { enableVerityOnTmpfile } from "../linux/fsverity_ioctl.ts";
 import { errno, errnoName, openLibc } from "../linux/libc.ts";
 import type { ObjectStore, ObjectWriter } from "./object_store.ts";
+import { ObjectWriteWorker } from "./object_write_worker.ts";
 import { Semaphore } from "./semaphore.ts";
 import { checkMeasured, enableOrTolerate, noVerityError } from "./verity.ts";
 
@@ -53,6 +54,8 @@ const S_IFMT = 0o170000;
 const S_IFREG = 0o100000;
 /** st_mode in struct stat: after dev, ino, nlink on x86_64; after dev, ino on the generic layout. */
 const ST_MODE_OFFSET = Deno.build.arch === "x86_64" ? 24 : 16;
+/** Objects stored synchronously before the writes move to a worker thread (small imports never start one). */
+const WORKER_AFTER = 256;
 
 /** Reusable NUL-terminated path buffers (ASCII paths only: object paths and /proc/self/fd/N). */
 class CPath {
@@ -82,6 +85,9 @@ export class ObjectDir implements ObjectStore {
   #stat = new Uint8Array(256);
   #rel = new CPath();
   #proc = new CPath();
+  #syncStored = 0;
+  /** The worker thread taking the synchronous path's writes; null once it could not be started. */
+  #bg?: ObjectWriteWorker | null;
 
   constructor(repoPath: string, alg: HashAlgorithm, opts: ObjectDirOptions) {
     this.alg = alg;
@@ -134,10 +140,17 @@ export class ObjectDir implements ObjectStore {
     })();
   }
 
-  /** Releases the objects/ directory fd of the synchronous path. */
+  /** Releases the objects/ directory fd and the write worker. */
   close(): void {
     if (this.#dirFd >= 0) closeFd(this.#dirFd);
     this.#dirFd = -1;
+    this.#bg?.terminate();
+    this.#bg = undefined;
+  }
+
+  /** Waits until every object handed over has been written; rejects with the first write error. */
+  async settle(): Promise<void> {
+    await this.#bg?.settle();
   }
 
   async ensureSubdir(id: ObjectId): Promise<void> {
@@ -213,8 +226,31 @@ export class ObjectDir implements ObjectStore {
   ensureObjectBorrowed(data: Uint8Array): ObjectId | Promise<ObjectId> {
     const id = this.digestOf(data);
     if (!this.#syncPathUsable()) return this.#ensureKnown(id, data.slice());
-    this.#storeSync(id, data);
-    return id;
+    const bg = this.#worker();
+    if (!bg) {
+      this.#storeSync(id, data);
+      return id;
+    }
+    // The worker writes it later; settle() is the barrier before a stream refers to it.
+    const rel = id.objectPath();
+    if (bg.tryAdd(rel, data)) return id;
+    const copy = data.slice();
+    return (async () => {
+      do await bg.whenFree(); while (!bg.tryAdd(rel, copy));
+      return id;
+    })();
+  }
+
+  /** The write worker, started after WORKER_AFTER synchronous objects; null where none can run. */
+  #worker(): ObjectWriteWorker | null {
+    if (this.#bg !== undefined) return this.#bg;
+    if (++this.#syncStored <= WORKER_AFTER) return null;
+    try {
+      this.#bg = new ObjectWriteWorker(this.dir);
+    } catch {
+      this.#bg = null;
+    }
+    return this.#bg;
   }
 
   #syncPathUsable(): boolean {

@@ -292,6 +292,10 @@ export class Repository implements ObjectStore {
     return this.objects.ensureObjectBorrowed(data);
   }
 
+  settle(): Promise<void> {
+    return this.objects.settle();
+  }
+
   createObjectWriter(): ObjectWriter {
     return this.objects.createObjectWriter();
   }

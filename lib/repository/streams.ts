@@ -45,6 +45,7 @@ export async function writeStream(
   await repo.ensureWritable();
   const bytes = await writer.finish();
   const id = await repo.ensureObject(bytes);
+  await repo.settle(); // objects still being written in the background
   repo.sync();
   await linkRelative(repo.path, `streams/${contentId}`, `objects/${id.objectPath()}`);
   if (refName !== undefined) await nameStream(repo, contentId, refName);
