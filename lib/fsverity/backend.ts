@@ -76,10 +76,19 @@ type EvpDigest = (
   impl: null,
 ) => number;
 
+/** Base addresses of large (off-heap, so never moving) buffers: hashing many small files asks often. */
+const bases = new WeakMap<ArrayBufferLike, number>();
+
 function addressOf(b: Uint8Array): number {
+  if (b.buffer.byteLength >= BLOCK_SIZE) {
+    const base = bases.get(b.buffer);
+    if (base !== undefined) return base + b.byteOffset;
+  }
   const p = Deno.UnsafePointer.of(b);
   if (p === null) throw new RangeError("cannot take the address of an empty buffer");
-  return Number(Deno.UnsafePointer.value(p));
+  const a = Number(Deno.UnsafePointer.value(p));
+  if (b.buffer.byteLength >= BLOCK_SIZE) bases.set(b.buffer, a - b.byteOffset);
+  return a;
 }
 
 function makeLibcryptoBackend(lib: CryptoLib): HashBackend {
