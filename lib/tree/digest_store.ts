@@ -36,6 +36,9 @@ export class FlatDigestStore implements ObjectStore {
   #noTmpfile = false;
   /** XX subdirectories known to exist. */
   #madeDirs = new Set<string>();
+  /** XX subdirectories this store created: they hold only objects in #stored (no statx needed). */
+  #freshDirs = new Set<string>();
+  #stored = new Set<string>();
   #hasher?: FsVerityHasher;
 
   constructor(dir: string, alg: HashAlgorithm = "sha256") {
@@ -62,6 +65,7 @@ export class FlatDigestStore implements ObjectStore {
     if (this.#madeDirs.has(xx)) return false;
     const created = mkdirAt(this.#dirFd, enc.encode(xx), 0o755, `${this.dir}/${xx}`);
     this.#madeDirs.add(xx);
+    if (created) this.#freshDirs.add(xx);
     return created;
   }
 
@@ -73,6 +77,7 @@ export class FlatDigestStore implements ObjectStore {
       this.#madeDirs.add(xx);
     }
     const placed = renameNoReplace(tmp, this.pathOf(id));
+    this.#stored.add(id.hex());
     if (!placed) {
       await Deno.remove(tmp).catch(() => {});
       return false;
@@ -122,7 +127,13 @@ export class FlatDigestStore implements ObjectStore {
     const hex = id.hex();
     const xx = hex.slice(0, 2);
     const rel = enc.encode(`${xx}/${hex.slice(2)}`);
-    if (!this.#subdir(xx) && existsAt(this.#dirFd, rel, this.pathOf(id))) return id;
+    this.#subdir(xx);
+    // In a directory made here, only objects stored here exist (another writer's copy of the same
+    // object would make linkat say EEXIST, which is fine): no system call to ask.
+    const present = this.#freshDirs.has(xx)
+      ? this.#stored.has(hex)
+      : existsAt(this.#dirFd, rel, this.pathOf(id));
+    if (present) return id;
     const fd = openTmpfileIn(this.#dirFd, enc.encode(xx), 0o644, `${this.dir}/${xx}`);
     if (fd === null) {
       this.#noTmpfile = true;
@@ -136,6 +147,7 @@ export class FlatDigestStore implements ObjectStore {
     } finally {
       closeFd(fd);
     }
+    this.#stored.add(hex);
     if (placed) this.#tryVerity(this.pathOf(id));
     return id;
   }

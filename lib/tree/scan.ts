@@ -150,11 +150,16 @@ class SmallFiles {
   }
 }
 
-/** Reads the open regular file `fd` whole into the shared buffer; null when over SYNC_READ_MAX. */
-function readWhole(fd: number, what: string): Uint8Array | null {
+/**
+ * Reads the open regular file `fd` whole into the shared buffer: up to EOF or its statx `size`,
+ * whichever comes first (no EOF probe after `size` bytes: one read call for most files); null when
+ * it does not fit SYNC_READ_MAX.
+ */
+function readWhole(fd: number, size: number): Uint8Array | null {
   let total = 0;
   while (total < sharedBuf.length) {
-    const n = preadFd(fd, sharedBuf.subarray(total), total, what);
+    if (total === size) return sharedBuf.subarray(0, total);
+    const n = preadFd(fd, sharedBuf.subarray(total), total);
     if (n === 0) return sharedBuf.subarray(0, total);
     total += n;
   }
@@ -263,7 +268,7 @@ async function entry(
     const fd = openAt(dirFd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
     try {
       const xattrs = noXattrs ? null : keptXattrs(readXattrsOrNull(fd), keep);
-      const data = st.size <= SYNC_READ_MAX ? readWhole(fd, bytesToBstr(name)) : null;
+      const data = st.size <= SYNC_READ_MAX ? readWhole(fd, st.size) : null;
       if (data === null) {
         // Large (or grown past the limit since statx): streamed after the walk.
         leaf = newLeaf(statOf(st, xattrs), { type: "inline", data: new Uint8Array(0) });
