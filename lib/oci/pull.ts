@@ -107,7 +107,6 @@ async function importLayer(
     const tar = decompressLayer(raw, desc.mediaType);
     const w = new SplitStreamWriter(repo.alg, CONTENT_TYPE.OCI_LAYER);
     const r = await splitTarInto(tar, repo, w, { expectedDiffId: key });
-    stats.objectsNew += r.objects;
     stats.bytesStored += r.externalSize;
     stats.bytesInlined += r.inlineSize;
     verity = await repo.writeStream(layerStreamId(key), w);
@@ -121,11 +120,7 @@ async function importLayer(
       throw e;
     }
     const { id, size, alreadyPresent } = await ow.finish();
-    if (alreadyPresent) stats.objectsPresent++;
-    else {
-      stats.objectsNew++;
-      stats.bytesStored += size;
-    }
+    if (!alreadyPresent) stats.bytesStored += size;
     const w = new SplitStreamWriter(repo.alg, CONTENT_TYPE.OCI_BLOB);
     w.writeExternal(id, size);
     verity = await repo.writeStream(layerStreamId(key), w);
@@ -234,6 +229,7 @@ export async function pullImage(
   todo.sort((a, b) => (layers[b].size ?? 0) - (layers[a].size ?? 0));
   const seen = new Set<string>();
   const unique = todo.filter((i) => !seen.has(keys[i]) && seen.add(keys[i]));
+  const before = repo.objects.counts();
   await runBounded(unique, opts.concurrency ?? navigator.hardwareConcurrency ?? 2, async (i) => {
     try {
       layerVerity.set(
@@ -246,6 +242,10 @@ export async function pullImage(
     }
   });
 
+  const after = repo.objects.counts();
+  // Each imported layer also stored its splitstream as one object: count file contents only.
+  stats.objectsNew = Math.max(0, after.written - before.written - unique.length);
+  stats.objectsPresent = after.present - before.present;
   const layerRefs: [string, ObjectId][] = keys.map((k) => [k, layerVerity.get(k)!]);
   const images = new Map<string, ObjectId>();
   if (isContainer) {

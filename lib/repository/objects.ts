@@ -204,6 +204,23 @@ export class ObjectDir implements ObjectStore {
     }
   }
 
+  /** Objects this process wrote or found already present (for import statistics). */
+  #written = 0;
+  #present = 0;
+  #bgAdded = 0;
+
+  /** Counts of objects stored so far by this process: newly written vs found already present. */
+  counts(): { written: number; present: number } {
+    const bgPresent = this.#bg ? this.#bg.present : 0;
+    return { written: this.#written + this.#bgAdded - bgPresent, present: this.#present + bgPresent };
+  }
+
+  /** Called by the streamed writer when it finishes. */
+  countFinished(alreadyPresent: boolean): void {
+    if (alreadyPresent) this.#present++;
+    else this.#written++;
+  }
+
   /** fs-verity digest of in-memory data, with one reused hasher (no allocation per object). */
   digestOf(data: Uint8Array): ObjectId {
     const h = this.#hasher ??= new FsVerityHasher(this.alg);
@@ -233,10 +250,14 @@ export class ObjectDir implements ObjectStore {
     }
     // The worker writes it later; settle() is the barrier before a stream refers to it.
     const rel = id.objectPath();
-    if (bg.tryAdd(rel, data)) return id;
+    if (bg.tryAdd(rel, data)) {
+      this.#bgAdded++;
+      return id;
+    }
     const copy = data.slice();
     return (async () => {
       do await bg.whenFree(); while (!bg.tryAdd(rel, copy));
+      this.#bgAdded++;
       return id;
     })();
   }
@@ -270,7 +291,10 @@ export class ObjectDir implements ObjectStore {
     const rel = this.#rel.set(`${xx}/${hex.slice(2)}`);
     if (lib.fstatat(this.#dirFd, rel, this.#stat, 0) === 0) {
       const mode = new DataView(this.#stat.buffer).getUint32(ST_MODE_OFFSET, true);
-      if ((mode & S_IFMT) === S_IFREG) return;
+      if ((mode & S_IFMT) === S_IFREG) {
+        this.#present++;
+        return;
+      }
     }
     if (!this.#madeDirs.has(xx)) {
       try {
@@ -300,7 +324,8 @@ export class ObjectDir implements ObjectStore {
       ) {
         // EEXIST: stored meanwhile by someone else, which is fine (same name = same content).
         if (errno() !== EEXIST) throw kernelError("linkat", `${this.dir}/${id.objectPath()}`);
-      }
+        this.#present++;
+      } else this.#written++;
     } finally {
       lib.close(fd);
     }
@@ -309,6 +334,7 @@ export class ObjectDir implements ObjectStore {
   async #ensureKnown(id: ObjectId, data: Uint8Array): Promise<ObjectId> {
     if (await this.has(id)) {
       if (!this.#opts.insecure()) this.#checkExisting(id);
+      this.#present++;
       return id;
     }
     await this.prepare();
@@ -330,7 +356,9 @@ export class ObjectDir implements ObjectStore {
       }
       const sealed = this.sealTmpfile(fd, `${this.dir}/${id.hex().slice(0, 2)}`, id);
       try {
-        linkTmpfile(sealed, finalPath); // false = someone else stored it first: fine
+        // false = someone else stored it first: fine
+        if (linkTmpfile(sealed, finalPath)) this.#written++;
+        else this.#present++;
       } finally {
         closeFd(sealed);
       }
@@ -428,6 +456,12 @@ class TmpfileObjectWriter implements ObjectWriter {
   }
 
   async finish(): Promise<{ id: ObjectId; size: number; alreadyPresent: boolean }> {
+    const r = await this.#finish();
+    this.#store.countFinished(r.alreadyPresent);
+    return r;
+  }
+
+  async #finish(): Promise<{ id: ObjectId; size: number; alreadyPresent: boolean }> {
     if (this.#state === "done") throw new Error("object writer already finished");
     if (this.#state === "new") await this.#open();
     const store = this.#store;
