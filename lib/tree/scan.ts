@@ -49,7 +49,7 @@ export interface ScanOptions {
   store?: ObjectStore;
   /** Share one leaf between paths with the same (dev, ino). Default false: every path its own leaf (C). */
   hardlinks?: boolean;
-  /** Files read at once; default = number of CPUs. */
+  /** Large files (over 256 KiB, streamed after the walk) read at once; default = number of CPUs. */
   concurrency?: number;
   /** Largest regular file kept inline (bytes); default 64. */
   inlineMax?: number;
@@ -117,6 +117,8 @@ export async function scanDirectory(path: string, opts: ScanOptions): Promise<Di
     (t, w) =>
       readLargeFile(t, opts, streamBuffers[w] ??= [new Uint8Array(READ_CHUNK), new Uint8Array(READ_CHUNK)]),
   );
+  // A store may still be writing objects whose ids the tree holds: nothing may refer to them before.
+  await opts.store?.settle?.();
   return root;
 }
 
