@@ -4,9 +4,11 @@
 // already present is not written again. fs-verity is enabled where the filesystem has it and
 // silently skipped where it does not (the C tool's insecure fallback).
 //
-// Small files (the scan reads them whole) take a synchronous path: hash, one statx for "already
-// there?", then O_TMPFILE + write + linkat on the calling thread. Deno's async file ops cost a round
-// trip to an I/O thread each, which dominated scans of trees with many small files.
+// Small files (the scan reads them whole) take a synchronous path: hash, "already there?", then
+// O_TMPFILE + write + linkat on the calling thread (Deno's async file ops cost a round trip to an I/O
+// thread each, which dominated scans of trees with many small files). After a few hundred objects,
+// on filesystems without fs-verity, the writes move to the repository's write worker thread (the
+// kernel's per-file cost then runs beside the scan); settle() waits for them.
 import { FsVerityHasher } from "../fsverity/hasher.ts";
 import type { HashAlgorithm, ObjectId } from "../fsverity/object_id.ts";
 import {
@@ -22,8 +24,11 @@ import {
 import { existsAt, mkdirAt, openTmpfileIn } from "../linux/fs_at.ts";
 import { enableVerity, VerityError } from "../linux/fsverity_ioctl.ts";
 import type { ObjectStore, ObjectWriter } from "../repository/object_store.ts";
+import { ObjectWriteWorker } from "../repository/object_write_worker.ts";
 
 const enc = new TextEncoder();
+/** Objects stored on the calling thread before the write worker takes over (small trees never start it). */
+const WORKER_AFTER = 256;
 
 export class FlatDigestStore implements ObjectStore {
   readonly alg: HashAlgorithm;
@@ -40,6 +45,9 @@ export class FlatDigestStore implements ObjectStore {
   #freshDirs = new Set<string>();
   #stored = new Set<string>();
   #hasher?: FsVerityHasher;
+  /** Objects stored on the calling thread so far; the write worker (null: none could start). */
+  #syncStored = 0;
+  #bg?: ObjectWriteWorker | null;
 
   constructor(dir: string, alg: HashAlgorithm = "sha256") {
     this.dir = dir;
@@ -54,10 +62,29 @@ export class FlatDigestStore implements ObjectStore {
     return this.#ready ??= Deno.mkdir(this.dir, { recursive: true, mode: 0o755 });
   }
 
-  /** Releases the directory fd of the synchronous path (the store stays usable). */
+  /** Releases the directory fd of the synchronous path and the write worker (call after settle()). */
   close(): void {
     if (this.#dirFd >= 0) closeFd(this.#dirFd);
     this.#dirFd = -1;
+    this.#bg?.terminate();
+    this.#bg = undefined;
+  }
+
+  /** Waits until every object whose id was handed out is on disk; rejects with a write error. */
+  async settle(): Promise<void> {
+    await this.#bg?.settle();
+  }
+
+  /** The write worker, once WORKER_AFTER objects were stored here and fs-verity is known absent. */
+  #worker(): ObjectWriteWorker | null {
+    if (this.#bg !== undefined) return this.#bg;
+    if (!this.#noVerity || this.#syncStored < WORKER_AFTER) return null;
+    try {
+      this.#bg = new ObjectWriteWorker(this.dir);
+    } catch {
+      this.#bg = null;
+    }
+    return this.#bg;
   }
 
   /** Makes sure DIR/XX exists; true when it was created just now (so it holds no object yet). */
@@ -125,6 +152,19 @@ export class FlatDigestStore implements ObjectStore {
     }
     const id = this.#digest(data);
     const hex = id.hex();
+    const bg = this.#worker();
+    if (bg) {
+      // The worker checks for an object already on disk; this process's own ones are known here.
+      if (this.#stored.has(hex)) return id;
+      this.#stored.add(hex);
+      const rel = id.objectPath();
+      if (bg.tryAdd(rel, data)) return id;
+      const copy = data.slice();
+      return (async () => {
+        do await bg.whenFree(); while (!bg.tryAdd(rel, copy));
+        return id;
+      })();
+    }
     const xx = hex.slice(0, 2);
     const rel = enc.encode(`${xx}/${hex.slice(2)}`);
     this.#subdir(xx);
@@ -148,6 +188,7 @@ export class FlatDigestStore implements ObjectStore {
       closeFd(fd);
     }
     this.#stored.add(hex);
+    this.#syncStored++;
     if (placed) this.#tryVerity(this.pathOf(id));
     return id;
   }
