@@ -10,7 +10,16 @@
 // of thousands of inodes cost a few arrays, not an object per inode.
 import { FormatError } from "../errors.ts";
 import type { Directory, Inode, Leaf, LeafContent, Stat } from "../tree/tree.ts";
-import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, S_IFSOCK } from "../tree/tree.ts";
+import {
+  leafTypeBits,
+  S_IFBLK,
+  S_IFCHR,
+  S_IFDIR,
+  S_IFIFO,
+  S_IFLNK,
+  S_IFREG,
+  S_IFSOCK,
+} from "../tree/tree.ts";
 import { bstrToBytes } from "../util/bytes.ts";
 import {
   FT_BLKDEV,
@@ -97,25 +106,6 @@ const OPAQUE_X = bstrToBytes(OPAQUE_WHITEOUTS_VALUE);
 
 function isWhiteout(c: LeafContent): boolean {
   return c.type === "chardev" && c.rdev === 0;
-}
-
-function leafType(c: LeafContent): number {
-  switch (c.type) {
-    case "inline":
-    case "external":
-    case "external-noverity":
-      return S_IFREG;
-    case "symlink":
-      return S_IFLNK;
-    case "chardev":
-      return S_IFCHR;
-    case "blockdev":
-      return S_IFBLK;
-    case "fifo":
-      return S_IFIFO;
-    case "socket":
-      return S_IFSOCK;
-  }
 }
 
 /** EROFS dirent file type for S_IF* bits. */
@@ -332,7 +322,7 @@ export function collectEpoch1(
         }
       }
       const content = node.content;
-      const child = table.add(leafType(content), node.stat, refs ?? 1, content);
+      const child = table.add(leafTypeBits(content), node.stat, refs ?? 1, content);
       if (isWhiteout(content) && !(dir === root && stubs.get(name) === node)) {
         table.type[child] = S_IFREG;
         table.setExtra(child, XATTR_ESCAPED_WHITEOUT, EMPTY);
@@ -391,7 +381,7 @@ export function collectV2(root: Directory): Collected {
       let child = leafInode.get(node);
       if (child === undefined) {
         const refs = pre.refs.get(node) ?? 1;
-        child = table.add(leafType(node.content), node.stat, refs, node.content);
+        child = table.add(leafTypeBits(node.content), node.stat, refs, node.content);
         if (refs > 1) leafInode.set(node, child);
       }
       targets[i] = child;

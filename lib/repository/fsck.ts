@@ -10,6 +10,7 @@ import { algorithmName, checkMeta, META_FILENAME, parseMeta } from "./meta.ts";
 import type { Repository } from "./repository.ts";
 import { SplitStreamReader } from "../splitstream/mod.ts";
 import { defaultWritePermits } from "./semaphore.ts";
+import { readDirOrEmpty } from "../util/fs.ts";
 
 export interface FsckOptions {
   /** Skip phase 1 (object digests). */
@@ -35,15 +36,6 @@ export interface FsckReport {
 
 function detail(e: unknown): string {
   return describeError(e);
-}
-
-async function readDirOrEmpty(path: string): Promise<Deno.DirEntry[]> {
-  try {
-    return await Array.fromAsync(Deno.readDir(path));
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return [];
-    throw e;
-  }
 }
 
 const byName = (a: Deno.DirEntry, b: Deno.DirEntry) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);

@@ -6,6 +6,7 @@ import type { ObjectId } from "../fsverity/object_id.ts";
 import { collectObjects } from "../erofs/reader.ts";
 import type { Repository } from "./repository.ts";
 import { objectIdOfTarget, openStream } from "./streams.ts";
+import { readDirOrEmpty } from "../util/fs.ts";
 
 export interface GcOptions {
   /** Extra roots: names matched against top-level entries of images/ and streams/. */
@@ -25,15 +26,6 @@ export interface GcResult {
 
 /** Parses an image and returns the objects it references (pluggable for tests). */
 export type ImageObjectCollector = (image: Uint8Array, alg: ObjectId["alg"]) => ObjectId[];
-
-async function readDirOrEmpty(path: string): Promise<Deno.DirEntry[]> {
-  try {
-    return await Array.fromAsync(Deno.readDir(path));
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return [];
-    throw e;
-  }
-}
 
 /** Every symlink below `dir` (recursively), as paths relative to `dir`. */
 async function symlinksBelow(dir: string, rel = ""): Promise<string[]> {

@@ -94,8 +94,12 @@ export function newLeaf(stat: Stat, content: LeafContent): Leaf {
 
 /** File-type bits (S_IF*) of a node. */
 export function fileTypeBits(node: Inode): number {
-  if (node.kind === "dir") return S_IFDIR;
-  switch (node.content.type) {
+  return node.kind === "dir" ? S_IFDIR : leafTypeBits(node.content);
+}
+
+/** File-type bits (S_IF*) of a leaf's content. */
+export function leafTypeBits(c: LeafContent): number {
+  switch (c.type) {
     case "inline":
     case "external":
     case "external-noverity":

@@ -8,6 +8,7 @@ import type { ByteSource, ExternalPart } from "./byte_source.ts";
 import { kindOfTypeflag, MAX_PATH, normalizeTarPath, type TarEntry } from "./entry.ts";
 import { BLOCK, decodeHeader, isZeroBlock, makedev, paddingOf, verifyChecksum } from "./header.ts";
 import { applyPaxRecords, emptyOverrides, parsePaxRecords } from "./pax.ts";
+import { concatBytes } from "../../util/bytes.ts";
 
 export const MAX_PAX_SIZE = 1024 * 1024;
 export const MAX_LONG_NAME = MAX_PATH;
@@ -194,7 +195,7 @@ export class TarReader<T = unknown> {
       this.#state = "content";
       this.#contentLeft = entry.size;
       this.entries++;
-      return { entry, header: raw.length === 1 ? raw[0] : concat(raw) };
+      return { entry, header: raw.length === 1 ? raw[0] : concatBytes(raw) };
     }
   }
 
@@ -260,23 +261,11 @@ export class TarReader<T = unknown> {
   #finish(raw: Uint8Array[]): null {
     this.#state = "end";
     this.#entry = null;
-    this.#endBytes = concat(raw);
+    this.#endBytes = concatBytes(raw);
     return null;
   }
 
   #err(msg: string, offset: number): FormatError {
     return new FormatError(msg).within(`tar header at offset ${offset}`);
   }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }

@@ -26,6 +26,7 @@ import { parseCredsOption } from "./registry/auth_file.ts";
 import { parseDockerReference } from "./registry/docker_reference.ts";
 import type { RemoteOptions } from "./registry/remote_options.ts";
 import { type Descriptor, type ImageSource, MAX_JSON_BLOB, type ResolvedManifest } from "./source.ts";
+import { concatBytes } from "../../util/bytes.ts";
 
 /** Protocol versions this client speaks (0.2.x from 0.2.3 on: GetFullConfig is needed). */
 const MIN_MINOR_PATCH = [2, 3];
@@ -254,13 +255,7 @@ export class SkopeoProxySource implements ImageSource {
       }
       parts.push(c);
     }
-    const out = new Uint8Array(n);
-    let o = 0;
-    for (const p of parts) {
-      out.set(p, o);
-      o += p.length;
-    }
-    return out;
+    return concatBytes(parts);
   }
 
   async getManifest(platform: Platform): Promise<ResolvedManifest> {
