@@ -14,7 +14,7 @@ const NAMES = ["mkcomposefs", "composefs-info", "mount.composefs"];
 /** `import … from "node:x"` (as esbuild writes it) → the same bindings from `await import("node:x")`. */
 export function dynamicNodeImport(clause: string, spec: string): string {
   const named = /\{([^}]*)\}/.exec(clause)?.[1];
-  const star = /\*\s+as\s+(\w+)/.exec(clause)?.[1];
+  const star = /\*\s*as\s+([\w$]+)/.exec(clause)?.[1];
   const def = /^\s*([\w$]+)\s*(,|$)/.exec(clause)?.[1];
   const mod = `__node_${spec.replace(/\W/g, "_")}`;
   const out = [`const ${mod} = await import("${spec}");`];
@@ -36,15 +36,15 @@ export function dynamicNodeImport(clause: string, spec: string): string {
  */
 async function fastStart(file: string): Promise<void> {
   const { VERSION_TEXT } = await import("../lib/cli/version.ts");
-  const lines = (await Deno.readTextFile(file)).split("\n");
   const imports: string[] = [];
   let n = 0;
-  const body = lines.filter((l) => {
-    const m = /^import (.+) from "(node:[\w/]+)";$/.exec(l);
-    if (!m) return true;
-    imports.push(dynamicNodeImport(m[1], m[2]).replaceAll("__node_", `__node${n++}_`));
-    return false;
-  });
+  const body = (await Deno.readTextFile(file)).replace(
+    /import\s*(\{[^}]*\}|\*\s*as\s*[\w$]+|[\w$]+(?:\s*,\s*\{[^}]*\})?)\s*from\s*"(node:[\w/]+)";/g,
+    (_m, clause: string, spec: string) => {
+      imports.push(dynamicNodeImport(clause, spec).replaceAll("__node_", `__node${n++}_`));
+      return "";
+    },
+  );
   const prelude = `// fast path for --version (see scripts/build.ts)
 {
   let name = "cfsctl";
@@ -55,7 +55,11 @@ async function fastStart(file: string): Promise<void> {
     Deno.exit(0);
   }
 }`;
-  await Deno.writeTextFile(file, [prelude, ...imports, ...body].join("\n"));
+  // The minified bundle's CommonJS shim calls a global `require` (the unminified one makes its own
+  // from node:module); provide it for the bundled CommonJS packages (commander).
+  const requireShim = 'const { createRequire: __cfsctlCreateRequire } = await import("node:module"); ' +
+    "globalThis.require ??= __cfsctlCreateRequire(import.meta.url);";
+  await Deno.writeTextFile(file, [prelude, requireShim, ...imports, body].join("\n"));
 }
 
 async function run(args: string[], env?: Record<string, string>): Promise<{ code: number; stderr: string }> {
@@ -68,7 +72,19 @@ async function run(args: string[], env?: Record<string, string>): Promise<{ code
 
 async function bundle(): Promise<number> {
   await Deno.mkdir(dist, { recursive: true });
-  const r = await run(["bundle", "--quiet", "--platform", "deno", "-o", `${dist}/cfsctl.js`, "main.ts"]);
+  // Minified (names kept: error classes are told apart by name) because start-up time grows with
+  // the size of the file Deno has to load: 0.7 MB → 0.34 MB saves about 30 ms.
+  const r = await run([
+    "bundle",
+    "--quiet",
+    "--minify",
+    "--keep-names",
+    "--platform",
+    "deno",
+    "-o",
+    `${dist}/cfsctl.js`,
+    "main.ts",
+  ]);
   if (r.code !== 0) return r.code;
   await fastStart(`${dist}/cfsctl.js`);
   for (const name of ["cfsctl", ...NAMES]) {
