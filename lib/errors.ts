@@ -1,12 +1,15 @@
 // Typed errors shared by every room of the library. The CLI maps them to messages and exit codes;
 // the library itself never prints and never exits.
 
-/** Base class: `context` is a chain of "where" strings (file, digest, layer, URL), outermost first. */
+/**
+ * Base class: `context` is a chain of "where" strings (file, digest, layer, URL), outermost first.
+ * Every class spells out its `name` (rather than taking the constructor's) so it survives minification.
+ */
 export class CfsError extends Error {
+  override name = "CfsError";
   context: string[];
   constructor(message: string, options?: { cause?: unknown; context?: string[] }) {
     super(message, options?.cause !== undefined ? { cause: options.cause } : undefined);
-    this.name = new.target.name;
     this.context = options?.context ?? [];
   }
   /** Returns this error with `where` prepended to its context chain. */
@@ -17,22 +20,37 @@ export class CfsError extends Error {
 }
 
 /** Wrong command-line usage: exit code 2. */
-export class UsageError extends CfsError {}
+export class UsageError extends CfsError {
+  override name = "UsageError";
+}
 /** Malformed input data (dumpfile, EROFS image, splitstream, tar, JSON…). */
-export class FormatError extends CfsError {}
+export class FormatError extends CfsError {
+  override name = "FormatError";
+}
 /** A digest that does not match what was expected. */
-export class IntegrityError extends CfsError {}
+export class IntegrityError extends CfsError {
+  override name = "IntegrityError";
+}
 /** A named thing (image, stream, ref, object, tag) does not exist. */
-export class NotFoundError extends CfsError {}
+export class NotFoundError extends CfsError {
+  override name = "NotFoundError";
+}
 /** Missing privilege (not root, read-only repository…). */
-export class PermissionError extends CfsError {}
+export class PermissionError extends CfsError {
+  override name = "PermissionError";
+}
 /** A repository that cannot be opened as asked (bad meta.json, algorithm mismatch, needs init…). */
-export class RepositoryError extends CfsError {}
+export class RepositoryError extends CfsError {
+  override name = "RepositoryError";
+}
 /** A network/transport failure (registry, proxy). */
-export class TransportError extends CfsError {}
+export class TransportError extends CfsError {
+  override name = "TransportError";
+}
 
 /** A failed system call, carrying errno and the syscall's name. */
 export class KernelError extends CfsError {
+  override name = "KernelError";
   errno: number;
   code: string;
   syscall: string;

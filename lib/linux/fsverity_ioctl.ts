@@ -34,6 +34,7 @@ export type VerityErrorKind =
   | "other";
 
 export class VerityError extends KernelError {
+  override name = "VerityError";
   kind: VerityErrorKind;
   constructor(
     syscall: string,
