@@ -249,17 +249,42 @@ async function objectPresent(
 
 // ---- phase 2: streams --------------------------------------------------------------------------------
 
-async function checkStreams(repo: Repository, r: FsckReport, err: (s: string) => void): Promise<void> {
-  const dir = `${repo.path}/streams`;
+/**
+ * Phases 2 and 3 share their walk: every top-level entry of streams/ or images/ is checked by
+ * `checkOne` and counted, then the refs/ tree below it.
+ */
+async function checkLinkDir(
+  repo: Repository,
+  kind: "streams" | "images",
+  checkOne: (
+    repo: Repository,
+    abs: string,
+    rel: string,
+    r: FsckReport,
+    err: (s: string) => void,
+  ) => Promise<void>,
+  r: FsckReport,
+  err: (s: string) => void,
+): Promise<void> {
+  const dir = `${repo.path}/${kind}`;
   for (const e of (await readDirOrEmpty(dir)).sort(byName)) {
     if (e.name === "refs" && e.isDirectory) continue;
-    const rel = `streams/${e.name}`;
-    r.streamsChecked++;
     const before = r.errors.length;
-    await checkOneStream(repo, `${dir}/${e.name}`, rel, r, err);
-    if (r.errors.length > before) r.streamsCorrupted++;
+    await checkOne(repo, `${dir}/${e.name}`, `${kind}/${e.name}`, r, err);
+    const bad = r.errors.length > before;
+    if (kind === "streams") {
+      r.streamsChecked++;
+      if (bad) r.streamsCorrupted++;
+    } else {
+      r.imagesChecked++;
+      if (bad) r.imagesCorrupted++;
+    }
   }
-  await checkRefsTree(`${dir}/refs`, "streams/refs", r, err);
+  await checkRefsTree(`${dir}/refs`, `${kind}/refs`, r, err);
+}
+
+function checkStreams(repo: Repository, r: FsckReport, err: (s: string) => void): Promise<void> {
+  return checkLinkDir(repo, "streams", checkOneStream, r, err);
 }
 
 async function checkOneStream(
@@ -300,17 +325,8 @@ async function checkOneStream(
 
 // ---- phase 3: images ---------------------------------------------------------------------------------
 
-async function checkImages(repo: Repository, r: FsckReport, err: (s: string) => void): Promise<void> {
-  const dir = `${repo.path}/images`;
-  for (const e of (await readDirOrEmpty(dir)).sort(byName)) {
-    if (e.name === "refs" && e.isDirectory) continue;
-    const rel = `images/${e.name}`;
-    r.imagesChecked++;
-    const before = r.errors.length;
-    await checkOneImage(repo, `${dir}/${e.name}`, rel, r, err);
-    if (r.errors.length > before) r.imagesCorrupted++;
-  }
-  await checkRefsTree(`${dir}/refs`, "images/refs", r, err);
+function checkImages(repo: Repository, r: FsckReport, err: (s: string) => void): Promise<void> {
+  return checkLinkDir(repo, "images", checkOneImage, r, err);
 }
 
 async function checkOneImage(
