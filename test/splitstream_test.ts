@@ -13,26 +13,14 @@ import {
 } from "../lib/splitstream/mod.ts";
 import { concatBytes, equalBytes, toHex } from "../lib/util/bytes.ts";
 import { listZstdFrames } from "../lib/util/zstd.ts";
+import { runTool } from "./helpers/process.ts";
 import { assert, assertEquals, assertRejects } from "./helpers/assert.ts";
 import { hasLibzstd, libzstdStreamCompress } from "./helpers/libzstd_ffi.ts";
 
 const enc = new TextEncoder();
 
-async function zstdCli(args: string[], input: Uint8Array): Promise<Uint8Array> {
-  const child = new Deno.Command("zstd", {
-    args: ["-q", ...args],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  })
-    .spawn();
-  const w = child.stdin.getWriter();
-  const writing = w.write(input).then(() => w.close());
-  const out = await child.output();
-  await writing;
-  if (!out.success) throw new Error(`zstd ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
-  return out.stdout;
-}
+/** Runs `zstd ARGS` with `input` on stdin; returns stdout (throws on failure). */
+const zstdCli = (args: string[], input: Uint8Array) => runTool("zstd", ["-q", ...args], { stdin: input });
 const cliCompress = (b: Uint8Array) => zstdCli(["-c", "--no-check"], b);
 const cliDecompress = (b: Uint8Array) => zstdCli(["-d", "-c"], b);
 

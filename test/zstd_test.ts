@@ -12,25 +12,12 @@ import {
   ZstdStreamCompressor,
 } from "../lib/util/zstd.ts";
 import { concatBytes, equalBytes, toHex } from "../lib/util/bytes.ts";
+import { runTool } from "./helpers/process.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./helpers/assert.ts";
 import { hasLibzstd, libzstdStreamCompress, libzstdVersion } from "./helpers/libzstd_ffi.ts";
 
 /** Runs `zstd ARGS` with `input` on stdin; returns stdout (throws on failure). */
-async function zstdCli(args: string[], input: Uint8Array): Promise<Uint8Array> {
-  const child = new Deno.Command("zstd", {
-    args: ["-q", ...args],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  })
-    .spawn();
-  const w = child.stdin.getWriter();
-  const writing = w.write(input).then(() => w.close());
-  const out = await child.output();
-  await writing;
-  if (!out.success) throw new Error(`zstd ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
-  return out.stdout;
-}
+const zstdCli = (args: string[], input: Uint8Array) => runTool("zstd", ["-q", ...args], { stdin: input });
 
 /** Deterministic, moderately compressible bytes. */
 function sample(n: number, seed: number): Uint8Array {

@@ -2,6 +2,7 @@
 // from a directory (or given as bytes), optionally compressed with gzip/zstd, written as blobs with a
 // config and a manifest, and tagged in index.json.
 import { createHash } from "node:crypto";
+import { runTool } from "./process.ts";
 
 export type Compression = "none" | "gzip" | "zstd";
 
@@ -27,26 +28,8 @@ export function sha256(data: Uint8Array): string {
   return "sha256:" + createHash("sha256").update(data).digest("hex");
 }
 
-async function run(cmd: string, args: string[], stdin?: Uint8Array, cwd?: string): Promise<Uint8Array> {
-  const p = new Deno.Command(cmd, {
-    args,
-    stdin: stdin ? "piped" : "null",
-    stdout: "piped",
-    stderr: "piped",
-    cwd,
-  })
-    .spawn();
-  // Read the output while writing the input, or a full pipe deadlocks both sides.
-  const output = p.output();
-  if (stdin) {
-    const w = p.stdin.getWriter();
-    await w.write(stdin);
-    await w.close();
-  }
-  const o = await output;
-  if (o.code !== 0) throw new Error(`${cmd} ${args.join(" ")} failed: ${new TextDecoder().decode(o.stderr)}`);
-  return o.stdout;
-}
+const run = (cmd: string, args: string[], stdin?: Uint8Array, cwd?: string) =>
+  runTool(cmd, args, { stdin, cwd });
 
 /** A reproducible tar of `dir`'s contents (entries relative to it, `./` prefixed like many images). */
 export async function tarDirectory(

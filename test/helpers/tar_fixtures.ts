@@ -8,28 +8,8 @@ import { concatBytes } from "../../lib/util/bytes.ts";
 
 export const isRoot = Deno.uid() === 0;
 
-export async function run(cmd: string, args: string[], opts: { cwd?: string; stdin?: Uint8Array } = {}) {
-  const p = new Deno.Command(cmd, {
-    args,
-    cwd: opts.cwd,
-    stdin: opts.stdin ? "piped" : "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  // Feed stdin while output is read, or a large input deadlocks on full pipes.
-  const feeding = opts.stdin
-    ? (async () => {
-      const w = p.stdin.getWriter();
-      await w.write(opts.stdin!);
-      await w.close();
-    })()
-    : Promise.resolve();
-  const [out] = await Promise.all([p.output(), feeding]);
-  if (!out.success) {
-    throw new Error(`${cmd} ${args.join(" ")} failed: ${new TextDecoder().decode(out.stderr)}`);
-  }
-  return out.stdout;
-}
+import { runTool as run } from "./process.ts";
+export { run };
 
 export function sha256Hex(b: Uint8Array): string {
   return createHash("sha256").update(b).digest("hex");
