@@ -95,8 +95,33 @@ Deno.test("--from-file FILE, stdout output, --print-digest and --print-digest-on
   assert(e.code !== 0, "IMAGE required");
   const f = await mk(["--min-version=2", "--from-file", src, `${tmp.path}/y.img`]);
   assert(f.code !== 0 && !(await exists(`${tmp.path}/y.img`)));
-  const g = await mk(["--min-version=1", "--from-file", src, `${tmp.path}/y.img`]); // max becomes 0
-  assert(g.code !== 0, "min 1 with max 0 is an error");
+});
+
+Deno.test("--min-version 1 alone raises max to 1 like C; --max-version 2 is refused with no file", async () => {
+  await using tmp = await tempDir();
+  const src = VECTORS + "special.dump";
+  // special.dump's C image at version 1 is the pinned vector image of the same tree built with 1/1.
+  const both = await mk(["--min-version=1", "--max-version=1", "--from-file", src, `${tmp.path}/both.img`]);
+  assertEquals(both.code, 0, both.stderr);
+  const alone = await mk(["--min-version", "1", "--from-file", src, `${tmp.path}/alone.img`]);
+  assertEquals(alone.code, 0, alone.stderr);
+  assertEquals(await Deno.readFile(`${tmp.path}/alone.img`), await Deno.readFile(`${tmp.path}/both.img`));
+  // The header's composefs_version field (offset 12, little-endian u32) says 1.
+  const hdr = await Deno.readFile(`${tmp.path}/alone.img`);
+  assertEquals(new DataView(hdr.buffer).getUint32(12, true), 1);
+  // max below min: raised, as C does (lcfs_write_to).
+  const lower = await mk(["--min-version=1", "--max-version=0", "--from-file", src, `${tmp.path}/lower.img`]);
+  assertEquals(lower.code, 0, lower.stderr);
+  assertEquals(await Deno.readFile(`${tmp.path}/lower.img`), hdr);
+  // The example of our own --help runs.
+  const ex = await mk(["--min-version", "1", "--from-file", "-", "-"], { stdin: await Deno.readFile(src) });
+  assertEquals([ex.code, ex.stdoutBytes.length > 0], [0, true], ex.stderr);
+  for (const flag of ["--max-version=2", "--min-version=2"]) {
+    const r = await mk([flag, "--from-file", src, `${tmp.path}/two.img`]);
+    assertEquals(r.code, 2, `${flag}: usage error`);
+    assertMatch(r.stderr, /format version 2 is not supported .*--erofs-version 2/);
+    assert(!(await exists(`${tmp.path}/two.img`)));
+  }
 });
 
 Deno.test("a failing run keeps an existing IMAGE untouched", async () => {
