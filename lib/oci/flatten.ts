@@ -14,7 +14,7 @@ import {
   type Stat,
 } from "../tree/tree.ts";
 import type { TarEntry } from "./tar/entry.ts";
-import { propagateUsrToRoot } from "../tree/transform.ts";
+import { rootMetadataForImage } from "../tree/transform.ts";
 
 /** What a layer yields per tar entry: the entry and, for regular files, where its bytes are. */
 export interface LayerItem {
@@ -64,7 +64,8 @@ function leafContent(item: LayerItem): LeafContent {
 
 /** Accumulates layers, lowest first, into one tree. */
 export class Flattener {
-  readonly root: Directory = newDirectory(newStat({ mode: 0 }));
+  /** Without a root entry in any layer nor a /usr, the image root keeps this: 0755 0:0 mtime 0. */
+  readonly root: Directory = newDirectory(newStat({ mode: 0o755 }));
   /** Paths created or replaced by the layer being applied (whiteouts spare them). */
   #thisLayer = new Set<string>();
 
@@ -142,9 +143,10 @@ export class Flattener {
     this.#markSubtree(leaf, e.path);
   }
 
-  /** The final touches of §7.3: the root takes /usr's metadata, /run is emptied (see propagateUsrToRoot). */
+  /** The final touches of §7.3: the root takes /usr's metadata (or keeps its own without /usr), /run is
+   *  emptied (see rootMetadataForImage). */
   finish(): Directory {
-    propagateUsrToRoot(this.root);
+    rootMetadataForImage(this.root);
     return this.root;
   }
 }

@@ -45,6 +45,27 @@ export function propagateUsrToRoot(root: Directory): void {
   }
 }
 
+/**
+ * The root metadata of an image flattened from OCI layers (docs/image-root-metadata.md). With a /usr
+ * directory this is composefs-rs `transform_for_oci` exactly (propagateUsrToRoot: the same image ids).
+ * Without /usr (scratch images: a static binary, an app directory) composefs-rs refuses; here the root
+ * keeps the metadata it has — the layers' own root entry (`./`) when one exists, else what the caller
+ * created it with (the flattener: 0755, 0:0, mtime 0, no xattrs) — and /run, when it is a directory,
+ * is still emptied and takes the root's mtime. A /usr that is not a directory is still an error.
+ */
+export function rootMetadataForImage(root: Directory): void {
+  if (root.entries.has("usr")) {
+    propagateUsrToRoot(root);
+    return;
+  }
+  const run = root.entries.get("run");
+  if (run && run.kind === "dir") {
+    run.entries.clear();
+    run.stat.mtimeSec = root.stat.mtimeSec;
+    run.stat.mtimeNsec = root.stat.mtimeNsec;
+  }
+}
+
 /** The default reading of `create-image` / `compute-id` / `create-dumpfile` (spec §1.3): xattrs
  *  filtered to the allowlist, then /usr → root metadata, /run emptied. */
 export function transformForContainerRoot(root: Directory): void {
