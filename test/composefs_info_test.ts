@@ -130,6 +130,24 @@ Deno.test("--filter is applied at load: dump, objects and missing-objects honour
   assert(nob.stderr.includes("needs --basedir"), nob.stderr);
 });
 
+Deno.test("dump prints every xattr the image holds for the entry, overlay-looking ones included", async () => {
+  await using tmp = await tempDir();
+  // Only the markers the writer adds are left out (whiteout dirs' whiteouts/opaque, escaped whiteouts'
+  // whiteout): the entries' own overlay-like xattrs survive the round trip.
+  const dump = "/ 0 40755 4 0 0 0 0.0 - - - trusted.overlay.opaque=y\n" +
+    "/d 0 40755 2 0 0 0 0.0 - - - trusted.overlay.opaque=y user.overlay.opaque=y\n" +
+    "/d/w 0 20644 1 0 0 0 0.0 - - -\n" +
+    "/e 0 40755 2 0 0 0 0.0 - - - user.overlay.whiteouts=\n" +
+    "/e/f 0 100644 1 0 0 0 100.5 - - - trusted.overlay.redirect=/x user.overlay.whiteout=\n";
+  const img = `${tmp.path}/rt.img`;
+  const a = await mk(["--min-version=0", "--max-version=0", "--from-file", "-", img], dump);
+  assertEquals(a.code, 0, a.stderr);
+  const d = await info(["dump", img]);
+  assertEquals([d.code, d.stdout], [0, dump]);
+  // In V1 /d's own opaque would be replaced by the whiteout-dir marker: refused (issue 13.3).
+  assertEquals((await mk(["--min-version=1", "--from-file", "-", `${tmp.path}/v1.img`], dump)).code, 1);
+});
+
 Deno.test("measure-file equals `fsverity digest` (empty file included) and fails on missing files", async () => {
   await using tmp = await tempDir();
   const files = [`${tmp.path}/empty`, `${tmp.path}/one`, `${tmp.path}/big`];

@@ -81,6 +81,13 @@ export function zeroMtimes(root: Directory): void {
   });
 }
 
+/** Every mtime loses its nanoseconds (what a V2 image stores). */
+export function zeroNanoseconds(root: Directory): void {
+  forEachInode(root, (node) => {
+    node.stat.mtimeNsec = 0;
+  });
+}
+
 /** mkcomposefs --skip-devices: removes character and block devices (whiteouts included). */
 export function removeDevices(root: Directory): void {
   const stack: Directory[] = [root];
