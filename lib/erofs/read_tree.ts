@@ -132,7 +132,7 @@ function userXattrs(raw: RawXattr[], whiteout = false): Map<string, Uint8Array> 
 }
 
 function statOf(inode: RawInode, raw: RawXattr[], whiteout = false): Stat {
-  return {
+  const st: Stat = {
     mode: inode.mode & 0o7777,
     uid: inode.uid,
     gid: inode.gid,
@@ -140,6 +140,8 @@ function statOf(inode: RawInode, raw: RawXattr[], whiteout = false): Stat {
     mtimeNsec: inode.mtimeNsec,
     xattrs: userXattrs(raw, whiteout),
   };
+  if (inode.mtimeSecExact !== undefined) st.mtimeSecExact = inode.mtimeSecExact;
+  return st;
 }
 
 function find(raw: RawXattr[], name: string): RawXattr | undefined {

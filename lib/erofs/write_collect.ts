@@ -317,6 +317,7 @@ export function collectEpoch1(
       mtimeNsec: s.mtimeNsec,
       xattrs,
     };
+    if (s.mtimeSecExact !== undefined) stat.mtimeSecExact = s.mtimeSecExact;
     stubs.set(name, { kind: "leaf", stat, content: { type: "chardev", rdev: 0 } });
   }
 

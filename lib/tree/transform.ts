@@ -1,7 +1,7 @@
 // Tree transforms applied after reading a tree (spec §1.3 "container root", §7.3 transform_for_oci,
 // §1.5 mkcomposefs options). All mutate the tree in place.
 import { FormatError } from "../errors.ts";
-import type { Directory } from "./tree.ts";
+import { copyMtime, type Directory, setMtimeSeconds } from "./tree.ts";
 import { forEachInode } from "./walk.ts";
 
 /** xattrs kept when reading a container root from disk (composefs-rs FsReadOptions default). */
@@ -34,14 +34,12 @@ export function propagateUsrToRoot(root: Directory): void {
   root.stat.mode = u.mode;
   root.stat.uid = u.uid;
   root.stat.gid = u.gid;
-  root.stat.mtimeSec = u.mtimeSec;
-  root.stat.mtimeNsec = u.mtimeNsec;
+  copyMtime(root.stat, u);
   root.stat.xattrs = new Map(u.xattrs);
   const run = root.entries.get("run");
   if (run && run.kind === "dir") {
     run.entries.clear();
-    run.stat.mtimeSec = u.mtimeSec;
-    run.stat.mtimeNsec = u.mtimeNsec;
+    copyMtime(run.stat, u);
   }
 }
 
@@ -61,8 +59,7 @@ export function rootMetadataForImage(root: Directory): void {
   const run = root.entries.get("run");
   if (run && run.kind === "dir") {
     run.entries.clear();
-    run.stat.mtimeSec = root.stat.mtimeSec;
-    run.stat.mtimeNsec = root.stat.mtimeNsec;
+    copyMtime(run.stat, root.stat);
   }
 }
 
@@ -76,7 +73,7 @@ export function transformForContainerRoot(root: Directory): void {
 /** mkcomposefs --use-epoch: every mtime becomes 0.0. */
 export function zeroMtimes(root: Directory): void {
   forEachInode(root, (node) => {
-    node.stat.mtimeSec = 0;
+    setMtimeSeconds(node.stat, 0);
     node.stat.mtimeNsec = 0;
   });
 }
