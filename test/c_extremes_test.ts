@@ -83,7 +83,11 @@ Deno.test("c_extremes: values C wraps or truncates are refused, naming line and 
     const out = `${tmp.path}/${name}.img`;
     const r = await mk(["--from-file", DATA + name, out]);
     assertEquals(r.code, 1, `${name}: ${r.stderr}`);
-    assertMatch(r.stderr, /(line 2: (MTIME seconds|UID|GID|RDEV|file too big)|device number \d+ does not fit)/, name);
+    assertMatch(
+      r.stderr,
+      /(line 2: (MTIME seconds|UID|GID|RDEV|file too big)|device number \d+ does not fit)/,
+      name,
+    );
     assert(!(await Deno.lstat(out).then(() => true, () => false)), `${name}: no output file`);
   }
 });
