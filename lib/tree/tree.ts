@@ -80,7 +80,7 @@ export const NO_XATTRS: Map<string, Uint8Array> = Object.freeze(
 );
 
 export function newStat(partial: Partial<Stat> = {}): Stat {
-  return {
+  const st: Stat = {
     mode: partial.mode ?? 0,
     uid: partial.uid ?? 0,
     gid: partial.gid ?? 0,
@@ -88,6 +88,8 @@ export function newStat(partial: Partial<Stat> = {}): Stat {
     mtimeNsec: partial.mtimeNsec ?? 0,
     xattrs: partial.xattrs ?? new Map(),
   };
+  if (partial.mtimeSecExact !== undefined) setMtimeSeconds(st, partial.mtimeSecExact);
+  return st;
 }
 
 /** Exact mtime seconds of a stat. */
