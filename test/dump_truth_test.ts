@@ -2,7 +2,7 @@
 // `composefs-info dump` of its committed EROFS image print the same dumpfile, for xattrs that look
 // like the writer's overlay bookkeeping (trusted.overlay.opaque, user.overlay.whiteout, …) and for
 // mtime nanoseconds (a V2 image keeps none: PAX mtime 100.5 is 100.0 there; V1 keeps them).
-import { assert, assertEquals } from "./helpers/assert.ts";
+import { assert, assertEquals, isRoot } from "./helpers/assert.ts";
 import { runCli, tempDir } from "./helpers/cli.ts";
 import { addImage } from "./helpers/oci_builder.ts";
 import { END, paxMember, tarMember } from "./helpers/tar_fixtures.ts";
@@ -60,3 +60,40 @@ for (const version of ["2", "1"]) {
     assertEquals(half, version === "2" ? "1700000000.0" : "1700000000.500000000");
   });
 }
+
+async function sh(cmd: string, args: string[]): Promise<string> {
+  const o = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
+  if (!o.success) throw new Error(`${cmd} ${args.join(" ")}: ${new TextDecoder().decode(o.stderr)}`);
+  return new TextDecoder().decode(o.stdout);
+}
+
+Deno.test({
+  name: "the kernel mount shows what the dump prints (xattrs, V2 mtime without nanoseconds)",
+  ignore: !isRoot,
+  async fn() {
+    await using tmp = await tempDir();
+    await addImage(`${tmp.path}/layout`, { tag: "t", layers: [{ tar: layer() }] });
+    const repo = `${tmp.path}/repo`;
+    await cfs(repo, ["init", "--insecure"]);
+    await cfs(repo, ["oci", "pull", `oci:${tmp.path}/layout:t`, "img"]);
+    const dump = (await cfs(repo, ["oci", "dump", "img"])).stdout;
+    const mnt = `${tmp.path}/mnt`;
+    await Deno.mkdir(mnt);
+    await cfs(repo, ["oci", "mount", "img", mnt]);
+    try {
+      const xattrs = async (p: string) =>
+        (await sh("getfattr", ["-d", "-m", "-", "--absolute-names", "-e", "text", `${mnt}${p}`]))
+          .split("\n").filter((l) => l.includes("=")).map((l) => l.replace(/="(.*)"$/, "=$1")).sort();
+      const fromDump = (p: string) => line(dump, p).split(" ").slice(11).sort();
+      for (const p of ["/usr", "/usr/marked", "/etc"]) {
+        assert(fromDump(p).length > 0, p);
+        assertEquals(await xattrs(p), fromDump(p), p);
+      }
+      const mtime = (await sh("stat", ["-c", "%.9Y", `${mnt}/usr/half`])).trim();
+      assertEquals(mtime, "1700000000.000000000");
+      assertEquals(line(dump, "/usr/half").split(" ")[7], "1700000000.0");
+    } finally {
+      await sh("umount", [mnt]).catch(() => {});
+    }
+  },
+});
