@@ -137,7 +137,7 @@ export class SkopeoProxySource implements ImageSource {
     return { args: a, authFd };
   }
 
-  async #start(platform: Platform): Promise<void> {
+  #start(platform: Platform): void {
     const [mine, theirs] = socketPair();
     this.#sock = mine;
     let args: string[];
@@ -323,7 +323,7 @@ export class SkopeoProxySource implements ImageSource {
 
   async getManifest(platform: Platform): Promise<ResolvedManifest> {
     if (this.#child) throw new Error("SkopeoProxySource.getManifest() called twice");
-    await this.#start(platform);
+    this.#start(platform);
     const version = String((await this.#call("Initialize", [])).value);
     const m = /^0\.(\d+)\.(\d+)/.exec(version);
     if (!m || Number(m[1]) !== MIN_MINOR_PATCH[0] || Number(m[2]) < MIN_MINOR_PATCH[1]) {
