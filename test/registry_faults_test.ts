@@ -4,7 +4,7 @@
 // an HTML page as a blob, an invalid --authfile (not retried), and a plain-HTTP token realm behind an
 // https registry (refused unless insecure). Each pull runs with a deadline: code that hangs fails here.
 import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";
-import { DENO, MAIN, tempDir } from "./helpers/cli.ts";
+import { DENO, MAIN, runCli, tempDir } from "./helpers/cli.ts";
 import { startFaultProxy } from "./helpers/fault_proxy.ts";
 import { buildFixtures, imageId, initRepo } from "./helpers/registry_fixtures.ts";
 import { makePki, pushImage, startRegistry } from "./helpers/registry_server.ts";
@@ -185,6 +185,56 @@ Deno.test({
         ),
       );
       assertEquals(proxy.seen.filter((s) => blobPath.test(s.path)).length, 1);
+    });
+
+    await t.step({
+      name: "disk full at many points of a pull: the error names a path and the pull, nothing tagged",
+      ignore: Deno.uid() !== 0,
+      fn: async () => {
+        const mnt = `${tmp.path}/small`;
+        await Deno.mkdir(mnt);
+        let failed = 0;
+        let fdNamed = 0;
+        let late = 0; // after the layers: linking streams, the image, the tag
+        for (let kb = 280; kb <= 480; kb += 10) {
+          const m = await new Deno.Command("mount", {
+            args: ["-t", "tmpfs", "-o", `size=${kb}k`, "tmpfs", mnt],
+          })
+            .output();
+          assertEquals(m.code, 0, new TextDecoder().decode(m.stderr));
+          try {
+            const repo = `${mnt}/repo`;
+            const init = await cliWithin(["--repo", repo, "init", "--insecure"], env);
+            if (init.code !== 0) continue; // not even room for the repository
+            const image = `docker://${reg.host}/test/app:v1`;
+            const r = await cliWithin(
+              ["--repo", repo, "oci", "pull", "--progress", "none", "--tls-verify=false", image, "app"],
+              env,
+            );
+            within(r, 20_000);
+            if (r.code === 0) continue;
+            failed++;
+            if (!r.stderr.includes("layer sha256:")) late++;
+            assertEquals(r.code, 1, r.stderr);
+            assertMatch(r.stderr, /ENOSPC|No space left on device/);
+            assert(r.stderr.includes(`error: pulling ${image}: `), `${kb} KiB: no pull context: ${r.stderr}`);
+            if (/fd \d+/.test(r.stderr)) fdNamed++;
+            // A path: the repository's, or an object's (objects/XX/…).
+            assertMatch(r.stderr, new RegExp(`${repo}|object [0-9a-f]{2}/[0-9a-f]+`));
+            const images = await runCli(["--repo", repo, "oci", "images", "--json"], { env });
+            assertEquals(images.code, 0, images.stderr);
+            assert(
+              !images.stdout.includes('"app"'),
+              `${kb} KiB: tagged after a failed pull: ${images.stdout}`,
+            );
+          } finally {
+            await new Deno.Command("umount", { args: [mnt] }).output();
+          }
+        }
+        assert(failed >= 3, `only ${failed} pulls ran out of space: the sizes no longer cover the pull`);
+        assertEquals(fdNamed, 0, "an error named a file descriptor instead of a path");
+        assert(late >= 1, "no size ran out of space after the layers were in");
+      },
     });
 
     await t.step("token auth: invalid --authfile not retried; stalled and huge token replies", async () => {
