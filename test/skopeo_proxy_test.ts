@@ -212,6 +212,32 @@ Deno.test({
           assertEquals(found, "", `${signal}: files holding the password remain: ${found}`);
           assert(!(await stderr).includes(pass), `${signal}: password in stderr`);
         }
+        // The same stall with CFSCTL_TIMEOUT=1: skopeo's silence ends the pull, it does not hang it.
+        const repoT = `${tmp.path}/stall-timeout`;
+        await initRepo(repoT);
+        const started = Date.now();
+        const st = await runCli([
+          "--repo",
+          repoT,
+          "oci",
+          "pull",
+          "--progress",
+          "none",
+          "--transport-backend",
+          "skopeo",
+          "--tls-verify=false",
+          "--creds",
+          `${user}:${pass}`,
+          `docker://${proxy.host}/test/app:v1`,
+          "app",
+        ], { env: { XDG_RUNTIME_DIR: runtime, HOME: `${tmp.path}/home`, CFSCTL_TIMEOUT: "1" } });
+        const took = Date.now() - started;
+        assertEquals(st.code, 1, st.stderr);
+        assertMatch(
+          st.stderr,
+          /skopeo sent no data for 1 s \(after 100000 bytes\)|no reply to \w+ within 1 s/,
+        );
+        assert(took < 20_000, `took ${took} ms`);
         // And a complete pull with the same credentials still works (the unnamed file is readable).
         proxy.rules.length = 0;
         const ok = await pull(

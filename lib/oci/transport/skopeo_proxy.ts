@@ -34,6 +34,7 @@ import { parseJson } from "./blob_dir.ts";
 import { parseCredsOption } from "./registry/auth_file.ts";
 import { parseDockerReference } from "./registry/docker_reference.ts";
 import type { RemoteOptions } from "./registry/remote_options.ts";
+import { DEFAULT_TIMEOUT_MS, seconds } from "./registry/bounded_read.ts";
 import { type Descriptor, type ImageSource, MAX_JSON_BLOB, type ResolvedManifest } from "./source.ts";
 import { concatBytes } from "../../util/bytes.ts";
 
@@ -101,6 +102,8 @@ export class SkopeoProxySource implements ImageSource {
   #queue: Promise<unknown> = Promise.resolve();
   #imageId?: number;
   #dead?: string;
+  /** Why we killed skopeo (it went silent for longer than the timeout). */
+  #gaveUp?: string;
   #stderr: string[] = [];
   /** When the proxy converted the manifest, its config exists only as GetFullConfig's output. */
   #convertedConfig?: { digest: string; bytes: Uint8Array };
@@ -179,7 +182,8 @@ export class SkopeoProxySource implements ImageSource {
     }
     this.#collectStderr(this.#child.stderr);
     this.#child.status.then((s) => {
-      this.#dead = `skopeo exited with ${s.signal ? `signal ${s.signal}` : `code ${s.code}`}`;
+      this.#dead = this.#gaveUp ??
+        `skopeo exited with ${s.signal ? `signal ${s.signal}` : `code ${s.code}`}`;
       // Wakes a receive still waiting for a reply.
       if (this.#sock >= 0) shutdownSocket(this.#sock);
     });
@@ -200,12 +204,29 @@ export class SkopeoProxySource implements ImageSource {
     return t ? ` (skopeo: ${t})` : "";
   }
 
+  /** `--timeout` for skopeo too: silence for this long (no reply, no pipe data) ends the pull. */
+  get #timeoutMs(): number {
+    return this.opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  }
+
+  /** Kills a skopeo that went silent; the socket shutdown that follows wakes any waiting receive. */
+  #giveUp(reason: string): void {
+    this.#gaveUp ??= `${reason}; skopeo stopped`;
+    try {
+      this.#child?.kill("SIGKILL");
+    } catch { /* exited */ }
+  }
+
   /** One request/reply, queued behind earlier ones (the proxy answers strictly in order). */
   #call(method: string, args: unknown[]): Promise<Reply> {
     const run = async (): Promise<Reply> => {
       if (this.#sock < 0) throw new TransportError(`skopeo proxy is not running`);
       sendMessage(this.#sock, new TextEncoder().encode(JSON.stringify({ method, args })));
-      const msg = await receiveMessage(this.#sock, MAX_REPLY, 4);
+      const timer = setTimeout(
+        () => this.#giveUp(`no reply to ${method} within ${seconds(this.#timeoutMs)}`),
+        this.#timeoutMs,
+      );
+      const msg = await receiveMessage(this.#sock, MAX_REPLY, 4).finally(() => clearTimeout(timer));
       if (msg.data.length === 0) {
         msg.fds.forEach(closeFd);
         await this.#child?.status.catch(() => {});
@@ -279,15 +300,31 @@ export class SkopeoProxySource implements ImageSource {
       } catch { /* already closed */ }
     };
     const buf = new Uint8Array(1 << 20);
+    const timeoutMs = this.#timeoutMs;
+    const giveUp = (why: string) => this.#giveUp(why);
     return new ReadableStream<Uint8Array>({
       async pull(ctl) {
         arm();
         let n: number | null;
+        let stallTimer: ReturnType<typeof setTimeout> | undefined;
         try {
-          n = await file.read(buf);
+          const reading = file.read(buf);
+          const stalled = new Promise<"stalled">((resolve) => {
+            stallTimer = setTimeout(() => resolve("stalled"), timeoutMs);
+          });
+          const r = await Promise.race([reading, stalled]);
+          if (r === "stalled") {
+            reading.catch(() => {}); // fails once the file is closed
+            const why = `skopeo sent no data for ${seconds(timeoutMs)} (after ${received} bytes)`;
+            giveUp(why);
+            throw new TransportError(why);
+          }
+          n = r;
         } catch (e) {
           done();
           throw e;
+        } finally {
+          clearTimeout(stallTimer);
         }
         if (n === null) {
           done();
