@@ -62,6 +62,7 @@ export function registerOciCommands(program: Command): void {
     .action(async (image: string, name: string | undefined, opts, cmd: Command) => {
       const {
         formatStats,
+        formatLocalFetchStats,
         pullImage,
         parsePlatform,
         parseImageReference,
@@ -82,6 +83,8 @@ export function registerOciCommands(program: Command): void {
             throw e instanceof CfsError ? e.within(`pulling ${image}`) : e;
           });
           reporter.finish?.();
+          // containers-storage read in place: how each object got into the repository (spec §8.4).
+          const lf = (source as { localFetchStats?: Record<string, number> }).localFetchStats;
           if (opts.json) {
             outJson({
               manifest: r.manifestDigest,
@@ -100,6 +103,7 @@ export function registerOciCommands(program: Command): void {
                 bytes_stored: r.stats.bytesStored,
                 bytes_inlined: r.stats.bytesInlined,
                 bytes_fetched: r.stats.bytesFetched,
+                ...(lf ? { local_fetch: lf } : {}),
               },
             });
           } else {
@@ -107,7 +111,7 @@ export function registerOciCommands(program: Command): void {
             outln(`config   ${r.configDigest}`);
             outln(`verity   ${r.manifestVerity.hex()}`);
             if (r.tag !== undefined) outln(`tagged   ${r.tag}`);
-            outln(`objects  ${formatStats(r.stats)}`);
+            outln(`objects  ${lf ? formatLocalFetchStats(lf, r.stats) : formatStats(r.stats)}`);
           }
         } finally {
           reporter.finish?.();
