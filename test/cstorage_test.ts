@@ -118,7 +118,7 @@ Deno.test({
       const imageName: string = stored[0].names[0];
       assertMatch(imageName, /^localhost\//);
 
-      async function pull(repo: string, ref: string, ...flags: string[]) {
+      const pull = async (repo: string, ref: string, ...flags: string[]) => {
         const r = await runCli([
           "--repo",
           repo,
@@ -132,13 +132,13 @@ Deno.test({
           "img",
         ]);
         return { ...r, json: r.code === 0 ? JSON.parse(r.stdout) : undefined };
-      }
-      async function newRepo(name: string) {
+      };
+      const newRepo = async (name: string) => {
         const repo = `${mnt}/${name}`;
         const r = await runCli(["--repo", repo, "init", "--insecure"]);
         assertEquals(r.code, 0, r.stderr);
         return repo;
-      }
+      };
 
       const ociRepo = await newRepo("repo-oci");
       const ref = await pull(ociRepo, `oci:${layout}:v1`);
