@@ -24,7 +24,26 @@ const symbols = {
   statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
   ioctl_buf: { name: "ioctl", parameters: ["i32", "u64", "buffer"], result: "i32" },
   linkat: { parameters: ["i32", "buffer", "i32", "buffer", "i32"], result: "i32" },
+  posix_fadvise: { parameters: ["i32", "i64", "i64", "i32"], result: "i32" },
 } as const;
+
+const POSIX_FADV_WILLNEED = 3;
+
+/**
+ * Asks the kernel to start reading the whole file into the page cache now (POSIX_FADV_WILLNEED):
+ * reads of many files then overlap. Only a hint: failures are ignored.
+ */
+export function willNeed(fd: number): void {
+  lib().posix_fadvise(fd, 0n, 0n, POSIX_FADV_WILLNEED);
+}
+
+/** Size of the file at `path` (following symlinks), or null when there is none; never throws. */
+export function pathSize(path: PathArg, buf = new Uint8Array(256)): number | null {
+  if (lib().statx(AT_FDCWD, pathBytes(path), 0, STATX_BASIC_STATS, buf) < 0) return null;
+  const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  if ((v.getUint16(28, true) & S_IFMT) !== S_IFREG) return null;
+  return Number(v.getBigUint64(40, true));
+}
 
 function lib() {
   return openLibc(symbols);
@@ -57,7 +76,7 @@ export function openBeneath(dirFd: number, path: PathArg, flags: number): number
 export interface FileStat {
   /** st_dev as "major:minor". */
   dev: string;
-  ino: bigint;
+  ino?: bigint;
   mode: number;
   nlink: number;
   uid: number;

@@ -22,12 +22,21 @@ import {
   pread,
   writeAll,
 } from "../../../linux/fs.ts";
-import { type FileStat, isRegular, linkFdAt, openBeneath, statFd } from "../../../linux/file_extents.ts";
-import { Errno } from "../../../linux/libc.ts";
+import {
+  type FileStat,
+  isRegular,
+  linkFdAt,
+  openBeneath,
+  pathSize,
+  statFd,
+  willNeed,
+} from "../../../linux/file_extents.ts";
+import { Errno, errnoName } from "../../../linux/libc.ts";
 import { readXattrsFd } from "../../../linux/xattr.ts";
 import type { ObjectDir } from "../../../repository/objects.ts";
 import { INLINE_CONTENT_MAX, type SplitSink } from "../../layer_split.ts";
 import { readTarSplit } from "./tar_split.ts";
+import { type PrefetchItem, type PrefetchResult, PrefetchWorker } from "./prefetch_worker.ts";
 import { humanBytes } from "../../../util/format.ts";
 
 /** `--local-fetch`: disabled = skopeo proxy; auto = reflink, hard link or copy; zerocopy = no copy. */
@@ -90,13 +99,22 @@ const SMALL_COPY_MAX = 1 << 20;
  * filesystem cannot" so the rest of the import does not try again.
  */
 export class ZeroCopyState {
-  readonly noReflink = new Set<string>();
+  /** (source dev>objects dev) → why reflinks cannot work there. */
+  readonly noReflink = new Map<string, string>();
   readonly noHardlink = new Set<string>();
   objectsDev?: string;
   readonly stats = emptyLocalFetchStats();
   readonly buf = new Uint8Array(BUF_SIZE);
   readonly statBuf = new Uint8Array(256);
   hasher?: FsVerityHasher;
+  /** Opens, reflinks and reads ahead on a second thread; null where no worker could start. */
+  prefetch?: PrefetchWorker | null;
+
+  /** Ends the prefetch worker (the import is over). */
+  async close(): Promise<void> {
+    await this.prefetch?.terminate();
+    this.prefetch = undefined;
+  }
 }
 
 function isCannot(e: unknown): boolean {
@@ -120,6 +138,131 @@ function diffRelative(name: Uint8Array): Uint8Array | null {
 }
 
 const dec = new TextDecoder();
+
+const LOOKAHEAD_FILES = 64;
+/** Files per request to the prefetch worker. */
+const PREFETCH_BATCH = 16;
+
+/** The state's prefetch worker (started on first use), or null where none can run. */
+function prefetcher(state: ZeroCopyState, objects: ObjectDir): PrefetchWorker | null {
+  if (state.prefetch !== undefined) return state.prefetch;
+  try {
+    state.prefetch = new PrefetchWorker(objects.dir);
+  } catch {
+    state.prefetch = null;
+  }
+  return state.prefetch;
+}
+const LOOKAHEAD_BYTES = 64 << 20;
+
+interface QueuedFile {
+  kind: "file";
+  size: number;
+  label: string;
+  fd: number;
+  st: FileStat;
+  /** The reflink already made (O_TMPFILE in objects/), -1 when none (not possible here). */
+  tmp: number;
+}
+
+/** In tar order: raw segments, and files being prepared (opened, reflinked, read ahead). */
+type Queued = { kind: "segment"; bytes: Uint8Array } | {
+  kind: "pending";
+  size: number;
+  ready: Promise<QueuedFile>;
+};
+
+function closeQueued(q: QueuedFile): void {
+  if (q.tmp >= 0) closeFd(q.tmp);
+  q.tmp = -1;
+  if (q.fd >= 0) closeFd(q.fd);
+  q.fd = -1;
+}
+
+const CANNOT = new Set<number>([
+  Errno.EOPNOTSUPP,
+  Errno.EXDEV,
+  Errno.EINVAL,
+  Errno.ENOTTY,
+  Errno.ENOSYS,
+  Errno.EPERM,
+]);
+
+/**
+ * The same work as the prefetch worker, on this thread (where no worker can be started). Failures
+ * come back as errnos, like the worker's.
+ */
+function prefetchHere(diffFd: number, item: PrefetchItem, objects: ObjectDir): PrefetchResult {
+  const r: PrefetchResult = {
+    fd: -1,
+    openErrno: 0,
+    mode: 0,
+    size: 0,
+    nlink: 0,
+    uid: 0,
+    dev: "",
+    tmp: -1,
+    cloneErrno: 0,
+  };
+  try {
+    r.fd = openBeneath(diffFd, item.path, O_RDONLY | O_NOFOLLOW);
+    Object.assign(r, statFd(r.fd));
+  } catch (e) {
+    r.openErrno = e instanceof KernelError ? e.errno : Errno.EIO;
+    return r;
+  }
+  if (item.clone && isRegular(r)) {
+    const tmp = objects.tmpfile(objects.dir);
+    if (tmp === null) r.cloneErrno = Errno.EOPNOTSUPP;
+    else {
+      try {
+        ficlone(tmp, r.fd);
+        r.tmp = tmp;
+      } catch (e) {
+        closeFd(tmp);
+        r.cloneErrno = e instanceof KernelError ? e.errno : Errno.EIO;
+      }
+    }
+  }
+  willNeed(r.tmp >= 0 ? r.tmp : r.fd);
+  return r;
+}
+
+/** Checks a prefetched file against its record; takes ownership of its fds (closed on error). */
+function toQueued(
+  res: PrefetchResult,
+  size: number,
+  label: string,
+  tarSplitPath: string,
+  state: ZeroCopyState,
+): QueuedFile {
+  const q: QueuedFile = { kind: "file", size, label, fd: res.fd, st: res, tmp: res.tmp };
+  try {
+    if (res.openErrno) {
+      throw new FormatError(`${label}: cannot open the content of a layer file (${errnoName(res.openErrno)})`)
+        .within(tarSplitPath);
+    }
+    if (!isRegular(res) || res.size !== size) {
+      throw new FormatError(
+        `${label}: ${
+          isRegular(res) ? `${res.size} bytes` : "not a regular file"
+        }, the layer says ${size} bytes`,
+      );
+    }
+    if (res.cloneErrno) {
+      if (!CANNOT.has(res.cloneErrno)) {
+        throw new KernelError("ioctl(FICLONE)", res.cloneErrno, errnoName(res.cloneErrno), undefined, [
+          label,
+        ]);
+      }
+      state.noReflink.set(`${res.dev}>${state.objectsDev}`, errnoName(res.cloneErrno));
+    }
+  } catch (e) {
+    closeQueued(q);
+    throw e;
+  }
+  return q;
+}
 
 /**
  * Walks `tarSplitPath` and writes the layer into `sink`, storing contents from `diffDir` in
@@ -157,47 +300,97 @@ export async function importOverlayLayer(
     const w = sink.writeInline(b);
     if (w instanceof Promise) await w;
   };
-  try {
-    for await (const rec of readTarSplit(tarSplitPath)) {
+  // Files are opened (and cloned) up to LOOKAHEAD_FILES / LOOKAHEAD_BYTES ahead of the one being
+  // hashed, with POSIX_FADV_WILLNEED on what will be read: the disk then serves many files at
+  // once while the hashing, which must follow the tar order for the diff_id, goes on.
+  const queue: Queued[] = [];
+  let aheadBytes = 0;
+  let aheadFiles = 0;
+  const records = readTarSplit(tarSplitPath)[Symbol.asyncIterator]();
+  let exhausted = false;
+  let batch: PrefetchItem[] = [];
+  let waiters: { resolve: (r: PrefetchResult) => void; reject: (e: unknown) => void }[] = [];
+  const send = () => {
+    if (!batch.length) return;
+    const items = batch;
+    const ws = waiters;
+    batch = [];
+    waiters = [];
+    const worker = prefetcher(state, objects);
+    if (!worker) {
+      items.forEach((it, k) => ws[k].resolve(prefetchHere(diffFd, it, objects)));
+      return;
+    }
+    worker.request(diffFd, items).then(
+      (rs) => rs.forEach((res, k) => ws[k].resolve(res)),
+      (e) => ws.forEach((w) => w.reject(e)),
+    );
+  };
+  const fill = async () => {
+    try {
+      await fillRecords();
+    } finally {
+      send();
+    }
+  };
+  const fillRecords = async () => {
+    while (!exhausted && aheadFiles < LOOKAHEAD_FILES && aheadBytes < LOOKAHEAD_BYTES) {
+      const next = await records.next();
+      if (next.done) {
+        exhausted = true;
+        return;
+      }
+      const rec = next.value;
       if (rec.type === "segment") {
-        await inline(rec.bytes);
+        queue.push({ kind: "segment", bytes: rec.bytes });
         continue;
       }
       r.entries++;
       if (rec.size === 0) continue;
       const rel = diffRelative(rec.name);
-      const label = dec.decode(rec.name);
       if (!rel) throw new FormatError(`${tarSplitPath}: file record with content but no path`);
-      let fd: number;
-      try {
-        fd = openBeneath(diffFd, rel, O_RDONLY | O_NOFOLLOW);
-      } catch (e) {
-        throw new FormatError(`${diffDir}/${label}: cannot open the content of a layer file`, { cause: e })
-          .within(tarSplitPath);
+      const label = `${diffDir}/${dec.decode(rec.name)}`;
+      const item = { path: rel.slice(), clone: rec.size > INLINE_CONTENT_MAX && state.noReflink.size === 0 };
+      batch.push(item);
+      const size = rec.size;
+      // Settled when the batch is sent (below, or at the end of this fill).
+      const ready = new Promise<PrefetchResult>((resolve, reject) => waiters.push({ resolve, reject }))
+        .then((res) => toQueued(res, size, label, tarSplitPath, state));
+      ready.catch(() => {}); // observed in order below
+      queue.push({ kind: "pending", size: rec.size, ready });
+      if (batch.length >= PREFETCH_BATCH) send();
+      aheadFiles++;
+      aheadBytes += rec.size;
+    }
+  };
+  try {
+    for (;;) {
+      await fill();
+      const q = queue.shift();
+      if (!q) break;
+      if (q.kind === "segment") {
+        await inline(q.bytes);
+        continue;
       }
+      aheadFiles--;
+      aheadBytes -= q.size;
+      const f = await q.ready;
       try {
-        const st = statFd(fd, state.statBuf);
-        if (!isRegular(st) || st.size !== rec.size) {
-          throw new FormatError(
-            `${diffDir}/${label}: ${
-              isRegular(st) ? `${st.size} bytes` : "not a regular file"
-            }, the layer says ${rec.size} bytes`,
-          );
-        }
-        if (rec.size <= INLINE_CONTENT_MAX) {
-          const data = readExactly(fd, rec.size, state.buf, label);
-          await inline(data);
+        if (f.size <= INLINE_CONTENT_MAX) {
+          await inline(readExactly(f.fd, f.size, state.buf, f.label));
         } else {
-          const id = await storeFile(fd, st, objects, state, opts, sha, `${diffDir}/${label}`);
-          r.size += rec.size;
-          r.externalSize += rec.size;
-          const w = sink.writeExternal(id, rec.size);
+          const tmp = f.tmp;
+          f.tmp = -1;
+          const id = await storeFile(f.fd, f.st, objects, state, opts, sha, f.label, tmp);
+          r.size += q.size;
+          r.externalSize += q.size;
+          const w = sink.writeExternal(id, q.size);
           if (w instanceof Promise) await w;
         }
       } finally {
-        closeFd(fd);
+        closeQueued(f);
       }
-      sinceProgress += rec.size;
+      sinceProgress += q.size;
       if (sinceProgress >= 1 << 20 && opts.onProgress) {
         opts.onProgress(sinceProgress);
         sinceProgress = 0;
@@ -205,6 +398,9 @@ export async function importOverlayLayer(
     }
     await objects.settle();
   } finally {
+    // Files still being prepared: wait for them, then close what they opened.
+    for (const q of queue) if (q.kind === "pending") await q.ready.then(closeQueued, () => {});
+    await records.return?.(undefined);
     closeFd(diffFd);
   }
   if (sinceProgress && opts.onProgress) opts.onProgress(sinceProgress);
@@ -294,30 +490,13 @@ async function storeFile(
   opts: LayerImportOptions,
   sha: Hash | undefined,
   label: string,
+  /** The reflink prepareFile made, or -1. */
+  tmp: number,
 ): Promise<ObjectId> {
   state.hasher ??= new FsVerityHasher(objects.alg);
+  if (tmp >= 0) return await finishTmpfile(tmp, st.size, objects, state, sha, label, "reflinked");
   const pair = `${st.dev}>${state.objectsDev}`;
-  let whyNot = "";
-  if (!state.noReflink.has(pair)) {
-    const tmp = objects.tmpfile(objects.dir);
-    if (tmp !== null) {
-      let cloned = false;
-      try {
-        ficlone(tmp, fd);
-        cloned = true;
-      } catch (e) {
-        closeFd(tmp);
-        if (!isCannot(e)) throw e instanceof KernelError ? e.within(label) : e;
-        state.noReflink.add(pair);
-        whyNot = `reflink: ${(e as KernelError).code}`;
-      }
-      if (cloned) return await finishTmpfile(tmp, st.size, objects, state, sha, label, "reflinked");
-    } else {
-      state.noReflink.add(pair);
-      whyNot = "reflink: no O_TMPFILE in objects/";
-    }
-  } else whyNot = "reflink: not supported between these filesystems";
-
+  let whyNot = `reflink: ${state.noReflink.get(pair) ?? "not tried"}`;
   const noLink = canHardlink(fd, st, state, opts);
   if (noLink === null) {
     const id = hashFd(fd, st.size, state, sha, label);
@@ -408,11 +587,7 @@ async function copyFile(
 }
 
 function sizeOf(path: string): number | null {
-  try {
-    return Deno.statSync(path).size;
-  } catch {
-    return null;
-  }
+  return pathSize(path);
 }
 
 /** Hashes the filled O_TMPFILE, then links it under its digest (or drops it if present). */

@@ -150,8 +150,8 @@ export class ContainersStorageSource implements ImageSource {
     });
   }
 
-  close(): Promise<void> {
-    return Promise.resolve();
+  async close(): Promise<void> {
+    await this.state.close();
   }
 }
 
