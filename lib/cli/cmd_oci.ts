@@ -33,7 +33,7 @@ export function registerOciCommands(program: Command): void {
     .description("pull an image into the repository and build its composefs image")
     .argument(
       "<IMAGE>",
-      "oci:PATH[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF], dir:PATH, docker://…",
+      "oci:PATH[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF], dir:PATH, docker://…, containers-storage:IMAGE",
     )
     .argument("[NAME]", "tag to give it (default: the IMAGE string)")
     .option(
@@ -57,6 +57,7 @@ export function registerOciCommands(program: Command): void {
         "cfsctl oci pull docker://quay.io/fedora/fedora:latest fedora --platform linux/arm64",
         "cfsctl oci pull docker://registry.example:5000/app:1.0 app --creds user:secret --tls-verify=false",
         "cfsctl oci pull --progress json --progress-fd 3 oci-archive:image.tar img 3>progress.jsonl",
+        "cfsctl oci pull --local-fetch zerocopy containers-storage:quay.io/fedora/fedora:41 fedora",
       ),
     )
     .action(async (image: string, name: string | undefined, opts, cmd: Command) => {
