@@ -245,6 +245,36 @@ Deno.test({
         );
       });
 
+      await t.step("a tar-split record cannot make the import read outside diff/", async () => {
+        // The record for etc/f4097 now names escape/f4097, and diff/escape is a symlink to a
+        // directory outside the store holding a file with f4097's original bytes: following it
+        // would import a layer with a valid diff_id. openat2(RESOLVE_BENEATH) refuses.
+        const { gunzipSync, gzipSync } = await import("node:zlib");
+        const layersDir = `${storage}/overlay-layers`;
+        let found = "";
+        for await (const e of Deno.readDir(layersDir)) {
+          if (!e.name.endsWith(".tar-split.gz")) continue;
+          const text = new TextDecoder().decode(gunzipSync(await Deno.readFile(`${layersDir}/${e.name}`)));
+          if (!text.includes('"name":"./etc/f4097"')) continue;
+          found = e.name.replace(".tar-split.gz", "");
+          await Deno.writeFile(
+            `${layersDir}/${e.name}`,
+            gzipSync(
+              new TextEncoder().encode(text.replace('"name":"./etc/f4097"', '"name":"./escape/f4097"')),
+            ),
+          );
+        }
+        assert(found, "layer with etc/f4097");
+        const outside = `${tmp.path}/outside`;
+        await Deno.mkdir(outside);
+        await Deno.writeFile(`${outside}/f4097`, new Uint8Array(4097).fill(4097 & 0xff));
+        await Deno.symlink(outside, `${storage}/overlay/${found}/diff/escape`);
+        const repo = await newRepo("repo-escape");
+        const r = await pull(repo, `containers-storage:${imageId}`, "--storage-root", storage);
+        assertEquals(r.code, 1, r.stderr);
+        assertMatch(r.stderr, /escape\/f4097: cannot open the content of a layer file \(EXDEV\)/);
+      });
+
       await t.step("missing image: zerocopy says so; unknown image in auto goes to skopeo", async () => {
         const repo = await newRepo("repo-missing");
         const z = await pull(
