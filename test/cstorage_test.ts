@@ -89,6 +89,7 @@ Deno.test({
       await Deno.mkdir(`${l1}/etc`, { recursive: true });
       const big = new Uint8Array(3 * 1024 * 1024 + 17).map((_, i) => (i * 7919) & 0xff);
       await Deno.writeFile(`${l1}/usr/bin/big`, big);
+      await Deno.chmod(`${l1}/usr/bin/big`, 0o4755); // set-uid: never hard-linked into objects/
       for (const n of [1, 64, 65, 4096, 4097, 100000]) {
         await Deno.writeFile(`${l1}/etc/f${n}`, new Uint8Array(n).fill(n & 0xff));
       }
@@ -218,6 +219,43 @@ Deno.test({
         assertEquals(a.json.images, ref.json.images);
         assert(a.json.stats.local_fetch.copied > 0, JSON.stringify(a.json.stats.local_fetch));
       });
+
+      await t.step(
+        "store and repository on one filesystem without reflinks: hard links where safe",
+        async () => {
+          // The temporary directory is not on the xfs (ext4 here, no reflinks).
+          const extStorage = `${tmp.path}/ext-storage`;
+          await sh("podman", [
+            "--root",
+            extStorage,
+            "--runroot",
+            `${tmp.path}/ext-run`,
+            "--storage-driver",
+            "overlay",
+            "pull",
+            "-q",
+            `oci:${layout}:v1`,
+          ]);
+          const repo = `${tmp.path}/repo-hardlink`;
+          assertEquals((await runCli(["--repo", repo, "init", "--insecure"])).code, 0);
+          const r = await pull(repo, `containers-storage:${imageId}`, "--storage-root", extStorage);
+          assertEquals(r.code, 0, r.stderr);
+          assertEquals(r.json.images, ref.json.images);
+          const lf = r.json.stats.local_fetch;
+          assertEquals(lf.reflinked, 0, JSON.stringify(lf));
+          assertEquals(lf.copied, 1, "the set-uid file is copied: " + JSON.stringify(lf));
+          assertEquals(lf.hardlinked + lf.present, 6, JSON.stringify(lf));
+          const diffNew = (await sh("find", [`${extStorage}/overlay`, "-path", "*/diff/etc/new"])).trim();
+          const diffBig = (await sh("find", [`${extStorage}/overlay`, "-path", "*/diff/usr/bin/big"])).trim();
+          const ino = async (p: string) => (await Deno.stat(p)).ino;
+          const inodes = new Set<number | null>();
+          for (const line of (await sh("find", [`${repo}/objects`, "-type", "f"])).trim().split("\n")) {
+            inodes.add(await ino(line));
+          }
+          assert(inodes.has(await ino(diffNew)), "etc/new's object is podman's inode");
+          assert(!inodes.has(await ino(diffBig)), "the set-uid file's object is a copy");
+        },
+      );
 
       await t.step("a tampered diff/ file is refused unless --storage-trust-diff-ids", async () => {
         const diffF = (await sh("find", [`${storage}/overlay`, "-path", "*/diff/etc/f4097"])).trim();
