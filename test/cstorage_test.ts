@@ -370,7 +370,11 @@ Deno.test({
         assertMatch(z.stderr, /storage driver vfs .* is not overlay/);
       });
     } finally {
-      await sh("umount", [mnt]).catch(async () => await sh("umount", ["-l", mnt]).catch(() => {}));
+      // podman bind-mounts each store's overlay/ onto itself: -R takes those too.
+      await sh("umount", ["-R", mnt]).catch(async () =>
+        await sh("umount", ["-l", "-R", mnt]).catch(() => {})
+      );
+      await sh("umount", [`${tmp.path}/ext-storage/overlay`]).catch(() => {});
     }
   },
 });
