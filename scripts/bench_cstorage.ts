@@ -48,8 +48,13 @@ async function setup(): Promise<string> {
     await sh(`${DENO} run -A ${ROOT}scripts/bench_import.ts --prepare-only --only rootfs`);
   }
   await Deno.mkdir(MNT, { recursive: true });
-  if ((await sh(`findmnt -n -o FSTYPE ${MNT} || true`)).trim() !== FS) {
-    await sh(`umount ${MNT} 2>/dev/null || true; rm -f ${BASE}/fs.img; truncate -s 8G ${BASE}/fs.img`);
+  const mounted = async () => (await sh(`findmnt -n -o FSTYPE ${MNT} || true`)).trim().split("\n")[0];
+  // The image of an earlier run is mounted again when it holds the wanted filesystem.
+  if (!(await mounted()) && await exists(`${BASE}/fs.img`)) {
+    await sh(`mount -o loop ${BASE}/fs.img ${MNT} 2>/dev/null || true`);
+  }
+  if ((await mounted()) !== FS) {
+    await sh(`umount -R ${MNT} 2>/dev/null || true; rm -f ${BASE}/fs.img; truncate -s 8G ${BASE}/fs.img`);
     await sh(FS === "xfs" ? `mkfs.xfs -q -f -m reflink=1 ${BASE}/fs.img` : `mkfs.btrfs -q -f ${BASE}/fs.img`);
     await sh(`mount -o loop ${BASE}/fs.img ${MNT}`);
   }
@@ -141,6 +146,8 @@ async function main() {
   }
   console.log(`\nsame manifest stream verity in every run: ${[...verities][0].slice(0, 16)}…`);
   for (const [k, o] of objects) console.log(`${k}: objects ${o}`);
+  // podman bind-mounts overlay/ onto itself: -R unmounts that too (the image file stays for reruns).
+  await sh(`umount -R ${MNT}`).catch((e) => console.error(`could not unmount ${MNT}: ${e.message}`));
 }
 
 await main();
