@@ -5,6 +5,7 @@ import { registerMountCommands } from "./cmd_mount.ts";
 import { registerOciCommands } from "./cmd_oci.ts";
 import { registerImageCommands } from "./cmd_image.ts";
 import { registerCompletionCommand } from "./cmd_completion.ts";
+import { registerFetchCommand } from "./cmd_fetch.ts";
 
 const PERSONALITIES = ["mkcomposefs", "composefs-info", "mount.composefs"] as const;
 type Personality = typeof PERSONALITIES[number];
@@ -26,6 +27,7 @@ export const REGISTRARS: Registrar[] = [
   registerOciCommands,
   registerImageCommands,
   registerCompletionCommand,
+  registerFetchCommand,
 ];
 
 export async function cliMain(invokedAs: string, args: string[]): Promise<number> {
