@@ -32,7 +32,7 @@ export function registerFetchCommand(program: Command): void {
     .option("--tls-verify [BOOL]", "verify the server's certificate (false: accept any; digests are checked)")
     .option("--creds <USER:PASS>", "HTTP basic authentication")
     .option("--retries <N>", "retries for failed requests and interrupted downloads (default 4)")
-    .option("--jobs <N>", "parallel object downloads (default 16)")
+    .option("--jobs <N>", "parallel object downloads (default 4)")
     .option("--json", "print the result as JSON")
     .addOption(
       new Option(

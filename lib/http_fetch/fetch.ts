@@ -20,7 +20,7 @@ import { equalBytes } from "../util/bytes.ts";
 import { HttpRepositorySource, type HttpSourceOptions } from "./http_source.ts";
 
 export interface FetchOptions extends HttpSourceOptions {
-  /** Concurrent object downloads (default 16). */
+  /** Concurrent object downloads (default 4). */
   concurrency?: number;
   reporter?: ProgressReporter;
 }
@@ -50,7 +50,7 @@ export interface FetchResult {
 /** A splitstream object is read into memory: refuse anything bigger (a hostile server). */
 const MAX_STREAM_BYTES = 512 << 20;
 /** Objects up to this size are fetched into memory and checked before anything is written. */
-const SMALL_OBJECT = 1 << 20;
+const SMALL_OBJECT = 64 << 10;
 
 /** Named-ref keys that name EROFS images rather than splitstreams (config streams, §7.7). */
 const isImageKey = (k: string) => k.startsWith("composefs.image");
@@ -319,7 +319,7 @@ export async function fetchStream(
     const pid = `objects:${name}`;
     reporter.report({ type: "started", id: pid, total: list.length, unit: "items" });
     const progress = new ThrottledProgress(reporter, pid, list.length);
-    await runBounded(list, opts.concurrency ?? 16, (id) => f.object(id, progress));
+    await runBounded(list, opts.concurrency ?? 4, (id) => f.object(id, progress));
     progress.flush();
     reporter.report({ type: "done", id: pid, transferred: f.stats.objectsFetched });
     await repo.settle();
