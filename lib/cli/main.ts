@@ -6,6 +6,7 @@ import { registerOciCommands } from "./cmd_oci.ts";
 import { registerImageCommands } from "./cmd_image.ts";
 import { registerCompletionCommand } from "./cmd_completion.ts";
 import { registerFetchCommand } from "./cmd_fetch.ts";
+import { registerImagesCommand } from "./cmd_images.ts";
 
 const PERSONALITIES = ["mkcomposefs", "composefs-info", "mount.composefs"] as const;
 type Personality = typeof PERSONALITIES[number];
@@ -28,6 +29,7 @@ export const REGISTRARS: Registrar[] = [
   registerImageCommands,
   registerCompletionCommand,
   registerFetchCommand,
+  registerImagesCommand,
 ];
 
 export async function cliMain(invokedAs: string, args: string[]): Promise<number> {
