@@ -352,6 +352,25 @@ Deno.test("varlink: socket activation on fd 3 (a connected socket, and a listeni
     assertEquals(listening[0][0].parameters, { created: false });
     assertEquals(listening[1][0].parameters, { handle: 1 });
     assertEquals(listening[2][0].parameters, { images: [] });
+
+    // systemd's own activator (Accept=no style: the listening socket as fd 3).
+    const act = `${dir}/systemd.sock`;
+    const sa = new Deno.Command("systemd-socket-activate", {
+      args: ["-l", act, "-E", "PATH", "-E", "HOME", DENO, ...RUN_FLAGS, MAIN, "varlink"],
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    try {
+      const viaSystemd = await runClient(dir, { mode: "address", path: act }, [
+        { method: `${R}.OpenRepository`, parameters: { path: repo } },
+        { method: `${R}.Fsck`, parameters: { handle: "$handle", metadata_only: true } },
+      ]);
+      assertEquals(viaSystemd[0][0].parameters, { handle: 1 });
+      assertEquals(viaSystemd[1][0].parameters!.ok, true, JSON.stringify(viaSystemd));
+    } finally {
+      sa.kill("SIGTERM");
+      await sa.output();
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
