@@ -10,7 +10,7 @@
 // Files are random (incompressible), sizes log-uniform between 4 KiB and 4 MiB, spread over the
 // layers. CFSCTL_BENCH_BIN picks the program (default: dist/cfsctl.js when built, else main.ts).
 import { addImage, tarDirectory } from "../test/helpers/oci_builder.ts";
-import { startStaticServer } from "../test/helpers/static_server.ts";
+import { startBusyboxServer, startStaticServer } from "../test/helpers/static_server.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const args = Deno.args;
@@ -24,33 +24,6 @@ const JOBS = Number(opt("--jobs", "4"));
 const ROUNDS = Number(opt("--rounds", "1"));
 const KEEP = args.includes("--keep");
 const SERVERS = opt("--servers", "python,busybox").split(",");
-
-/** `busybox httpd` (C, sendfile, Range support) on a free loopback port. */
-async function startBusybox(dir: string): Promise<{ url: string; close(): Promise<void> }> {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  const child = new Deno.Command("busybox", {
-    args: ["httpd", "-f", "-p", `127.0.0.1:${port}`, "-h", dir],
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  for (let i = 0; i < 100; i++) {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      break;
-    } catch {
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-  return {
-    url: `http://127.0.0.1:${port}/`,
-    async close() {
-      child.kill("SIGTERM");
-      await child.status;
-    },
-  };
-}
 
 const bin = Deno.env.get("CFSCTL_BENCH_BIN") ??
   (await Deno.stat(`${ROOT}dist/cfsctl.js`).then(() => `${ROOT}dist/cfsctl.js`, () => `${ROOT}main.ts`));
@@ -132,7 +105,7 @@ try {
   await cfs(source, ["init", "--insecure"]);
   await cfs(source, ["oci", "pull", `oci:${work}/layout:full`, "img"]);
   for (const kind of SERVERS) {
-    const server = kind === "busybox" ? await startBusybox(source) : await startStaticServer(source);
+    const server = kind === "busybox" ? await startBusyboxServer(source) : await startStaticServer(source);
     try {
       const urls = await objectUrls(source, server.url);
       console.log(`server ${kind}; source repository: ${urls.length} objects, ${files} files`);

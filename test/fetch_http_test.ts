@@ -5,7 +5,7 @@ import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";
 import { runCli } from "./helpers/cli.ts";
 import { startCuttingProxy } from "./helpers/cutting_proxy.ts";
 import { addImage, tarDirectory } from "./helpers/oci_builder.ts";
-import { startStaticServer } from "./helpers/static_server.ts";
+import { startBusyboxServer, startStaticServer } from "./helpers/static_server.ts";
 
 async function cfs(repo: string, args: string[], expectCode = 0) {
   const r = await runCli(["--repo", repo, ...args]);
@@ -136,6 +136,36 @@ Deno.test("fetch: an OCI image from python3 -m http.server, resumed after a cut,
     assertEquals(again.stats.streams_fetched, 0);
     assertEquals(again.stats.objects_present, out.stats.objects);
     assertEquals(again.verity, out.verity);
+  } finally {
+    await proxy.close();
+    await server.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("fetch: from busybox httpd, a cut download continues with 206 Partial Content", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cfsctl-fetch-" });
+  const fx = await makeSource(dir);
+  const server = await startBusyboxServer(fx.source);
+  const proxy = startCuttingProxy(server.port);
+  try {
+    // Cut twice: the resume is retried too.
+    proxy.cut((p) => p.endsWith(fx.bigObject), 700_000, 2);
+    const target = `${dir}/target`;
+    await cfs(target, ["init", "--insecure"]);
+    const out = JSON.parse(
+      (await cfs(target, ["fetch", proxy.url, "refs/oci/demo", "--json", "--progress", "none"])).stdout,
+    );
+    assertEquals(out.content, fx.manifestDigest);
+    const reqs = proxy.requests.filter((q) => q.path.endsWith(fx.bigObject));
+    assertEquals(reqs.map((q) => q.status), [200, 206, 206], JSON.stringify(reqs));
+    const offsets = reqs.map((q) => Number(/^bytes=(\d+)-$/.exec(q.range ?? "bytes=0-")![1]));
+    assertEquals(offsets[0], 0);
+    assert(offsets[1] > 0 && offsets[2] > offsets[1], `resumed at increasing offsets: ${offsets}`);
+    // The object is complete and every digest checks.
+    assertEquals((await Deno.stat(`${target}/objects/${fx.bigObject}`)).size, 3 << 20);
+    const fsck = JSON.parse((await cfs(target, ["fsck", "--json"])).stdout);
+    assert(fsck.ok === true, JSON.stringify(fsck.errors));
   } finally {
     await proxy.close();
     await server.close();

@@ -3,6 +3,8 @@
 export interface LoggedRequest {
   path: string;
   range: string | null;
+  /** Status code of the upstream response (0 until its status line arrived). */
+  status: number;
 }
 
 export interface CuttingProxy {
@@ -42,7 +44,8 @@ export function startCuttingProxy(upstreamPort: number): CuttingProxy {
       const text = dec.decode(head);
       const path = text.split(" ")[1] ?? "";
       const range = /\r\nrange:\s*([^\r]*)/i.exec(text)?.[1] ?? null;
-      requests.push({ path, range });
+      const logged: LoggedRequest = { path, range, status: 0 };
+      requests.push(logged);
       const cut = cuts.find((c) => c.left > 0 && c.match(path));
       if (cut) cut.left--;
       upstream = await Deno.connect({ hostname: "127.0.0.1", port: upstreamPort });
@@ -59,6 +62,9 @@ export function startCuttingProxy(upstreamPort: number): CuttingProxy {
         const r = await upstream.read(buf);
         if (r === null) break;
         let chunk = buf.subarray(0, r);
+        if (sent === 0) {
+          logged.status = Number(/^HTTP\/\d\.\d (\d{3})/.exec(dec.decode(chunk.subarray(0, 16)))?.[1] ?? 0);
+        }
         if (cut && sent + chunk.length > cut.after) chunk = chunk.subarray(0, Math.max(0, cut.after - sent));
         let o = 0;
         while (o < chunk.length) o += await client.write(chunk.subarray(o));

@@ -45,3 +45,37 @@ export async function startStaticServer(dir: string): Promise<StaticServer> {
     },
   };
 }
+
+/** `busybox httpd` over a directory (C, sendfile, honours Range) on a free loopback port. */
+export async function startBusyboxServer(dir: string): Promise<StaticServer> {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  const child = new Deno.Command("busybox", {
+    args: ["httpd", "-f", "-p", `127.0.0.1:${port}`, "-h", dir],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  for (let i = 0;; i++) {
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+      break;
+    } catch (e) {
+      if (i >= 200) {
+        child.kill();
+        throw new Error(`busybox httpd did not listen on port ${port}: ${e}`);
+      }
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+  return {
+    port,
+    url: `http://127.0.0.1:${port}/`,
+    async close() {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* gone */ }
+      await child.status;
+    },
+  };
+}
