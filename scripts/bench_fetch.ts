@@ -4,7 +4,7 @@
 // verification, no storing), and a second host that already has every layer but one and must
 // fetch only what it lacks.
 //
-//   deno run -A scripts/bench_fetch.ts [--mb 400] [--layers 4] [--jobs 4] [--rounds 1]
+//   deno run -A scripts/bench_fetch.ts [--mb 400] [--layers 4] [--jobs 4] [--processes 1] [--rounds 1]
 //        [--servers python,busybox] [--keep]
 //
 // Files are random (incompressible), sizes log-uniform between 4 KiB and 4 MiB, spread over the
@@ -21,6 +21,7 @@ const opt = (name: string, d: string) => {
 const MB = Number(opt("--mb", "400"));
 const LAYERS = Number(opt("--layers", "4"));
 const JOBS = Number(opt("--jobs", "4"));
+const PROCS = opt("--processes", "1");
 const ROUNDS = Number(opt("--rounds", "1"));
 const KEEP = args.includes("--keep");
 const SERVERS = opt("--servers", "python,busybox").split(",");
@@ -89,7 +90,9 @@ async function rawTransfer(urls: string[], jobs: number): Promise<number> {
 
 const work = await Deno.makeTempDir({ prefix: "cfsctl-bench-fetch-", dir: "/var/tmp" });
 try {
-  console.log(`image: ${MB} MB random files in ${LAYERS} layers; ${JOBS} parallel downloads; program ${bin}`);
+  console.log(
+    `image: ${MB} MB random files in ${LAYERS} layers; ${JOBS} parallel downloads in ${PROCS} process(es); program ${bin}`,
+  );
   const layers = [];
   let files = 0;
   for (let i = 0; i < LAYERS; i++) {

@@ -89,7 +89,17 @@ Deno.test("fetch: an OCI image from python3 -m http.server, resumed after a cut,
     proxy.cut((p) => p.endsWith(fx.bigObject), 1 << 20);
     const target = `${dir}/target`;
     await cfs(target, ["init", "--insecure"]);
-    const r = await cfs(target, ["fetch", proxy.url, "refs/oci/demo", "--json", "--progress", "none"]);
+    // Two processes share the objects (the cut one may land in the helper).
+    const r = await cfs(target, [
+      "fetch",
+      proxy.url,
+      "refs/oci/demo",
+      "--json",
+      "--progress",
+      "none",
+      "--processes",
+      "2",
+    ]);
     const out = JSON.parse(r.stdout);
 
     // The same image: content digest = manifest digest, same stream verity, same EROFS image id,
@@ -115,6 +125,7 @@ Deno.test("fetch: an OCI image from python3 -m http.server, resumed after a cut,
     const fsck = JSON.parse((await cfs(target, ["fsck", "--json"])).stdout);
     assert(fsck.ok === true, `fsck of the fetched repository: ${JSON.stringify(fsck.errors)}`);
     assertEquals(out.stats.objects_present, 0);
+    assertEquals(out.stats.processes, 2, "a helper process took part");
     assert(out.stats.objects_fetched >= 40, `objects fetched: ${out.stats.objects_fetched}`);
 
     // The cut: the big object was asked for again, from the byte reached (Range), and completed.
@@ -191,7 +202,13 @@ Deno.test("fetch: a flipped object on the server is refused and nothing is linke
       try {
         const target = `${dir}/target-${obj.slice(0, 2)}`;
         await cfs(target, ["init", "--insecure"]);
-        const r = await cfs(target, ["fetch", server.url, "refs/oci/demo", "--progress", "none"], 1);
+        // The large case shares the objects with a helper process: its refusal must fail the fetch too.
+        const procs = obj === fx.bigObject ? ["--processes", "3"] : [];
+        const r = await cfs(
+          target,
+          ["fetch", server.url, "refs/oci/demo", "--progress", "none", ...procs],
+          1,
+        );
         assertMatch(r.stderr, /fs-verity digest [0-9a-f]+, expected [0-9a-f]+/, which);
         assert(r.stderr.includes(obj.replace("/", "")), `${which}: the error names the object: ${r.stderr}`);
         // Nothing visible: no tag, no stream links, and no object with the flipped content.

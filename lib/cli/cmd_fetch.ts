@@ -2,6 +2,9 @@
 // serving a repository directory. The fetch code is loaded when the action starts.
 import { type Command, Option } from "commander";
 import { CfsError, UsageError } from "../errors.ts";
+import type { ObjectId } from "../fsverity/object_id.ts";
+import type { FetchOptions, ObjectFetchStats } from "../http_fetch/fetch.ts";
+import type { Repository } from "../repository/repository.ts";
 import { outJson, outln } from "./output.ts";
 import { examplesText, globalsOf } from "./program.ts";
 import { createReporter } from "./progress_render.ts";
@@ -22,6 +25,93 @@ function parseCount(v: string | undefined, flag: string, max: number): number | 
   return n;
 }
 
+/** How to start this program again: deno + script (source or bundle), or a compiled binary alone. */
+function selfCommand(): string[] {
+  const exe = Deno.execPath();
+  if (/(^|\/)deno$/.test(exe) && Deno.mainModule.startsWith("file:")) {
+    const path = new URL(Deno.mainModule).pathname;
+    return [exe, "run", "-A", path.endsWith(".js") ? "--no-config" : "--no-check", path];
+  }
+  return [exe];
+}
+
+/** Below this many missing objects one process does it all (a helper costs ~0.2 s to start). */
+const MIN_SHARED = 32;
+
+/**
+ * Shares the missing objects out between this process and `procs - 1` helper processes
+ * (`cfsctl fetch URL - --object-list FILE`): hashing and writing objects is CPU work, and one
+ * process does it on one thread.
+ */
+function sharedFetcher(
+  repo: Repository,
+  url: string,
+  procs: number,
+  jobs: number,
+  fetchOpts: FetchOptions,
+  helperArgs: string[],
+  remoteArgs: string[],
+): (ids: ObjectId[]) => Promise<ObjectFetchStats> {
+  return async (ids) => {
+    const { fetchObjects } = await import("../http_fetch/fetch.ts");
+    const missing: ObjectId[] = [];
+    for (const id of ids) if (!(await repo.hasObject(id))) missing.push(id);
+    const present = ids.length - missing.length;
+    const n = missing.length >= MIN_SHARED ? procs : 1;
+    const perProc = Math.max(1, Math.ceil(jobs / n));
+    const shards: ObjectId[][] = Array.from({ length: n }, () => []);
+    missing.forEach((id, i) => shards[i % n].push(id));
+    const [cmd, ...prefix] = selfCommand();
+    const helper = async (shard: ObjectId[]): Promise<ObjectFetchStats> => {
+      const file = await Deno.makeTempFile({ prefix: "cfsctl-fetch-objects-" });
+      try {
+        await Deno.writeTextFile(file, shard.map((id) => id.hex()).join("\n") + "\n");
+        const o = await new Deno.Command(cmd, {
+          args: [
+            ...prefix,
+            "--repo",
+            repo.path,
+            ...helperArgs,
+            "fetch",
+            url,
+            "-",
+            "--object-list",
+            file,
+            "--json",
+            "--jobs",
+            String(perProc),
+            ...remoteArgs,
+          ],
+          env: { CFSCTL_INVOKED_AS: "cfsctl" },
+          stdin: "null",
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        if (o.code !== 0) {
+          const text = new TextDecoder().decode(o.stderr).trim().replace(/^error: /, "");
+          throw new CfsError(text || `helper process exited with status ${o.code}`);
+        }
+        return JSON.parse(new TextDecoder().decode(o.stdout));
+      } finally {
+        await Deno.remove(file).catch(() => {});
+      }
+    };
+    const results = await Promise.allSettled([
+      fetchObjects(repo, url, shards[0], { ...fetchOpts, concurrency: perProc }),
+      ...shards.slice(1).map(helper),
+    ]);
+    const failed = results.find((r) => r.status === "rejected");
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+    const sum = { fetched: 0, present, bytes: 0, processes: n };
+    for (const r of results as PromiseFulfilledResult<ObjectFetchStats>[]) {
+      sum.fetched += r.value.fetched;
+      sum.present += r.value.present;
+      sum.bytes += r.value.bytes;
+    }
+    return sum;
+  };
+}
+
 export function registerFetchCommand(program: Command): void {
   program
     .command("fetch")
@@ -33,6 +123,14 @@ export function registerFetchCommand(program: Command): void {
     .option("--creds <USER:PASS>", "HTTP basic authentication")
     .option("--retries <N>", "retries for failed requests and interrupted downloads (default 4)")
     .option("--jobs <N>", "parallel object downloads (default 4)")
+    .option(
+      "--processes <N>",
+      "processes sharing the hashing and writing of objects (default 1: this process only)",
+    )
+    .addOption(
+      new Option("--object-list <FILE>", "helper mode: fetch only these object ids (hex, one a line)")
+        .hideHelp(),
+    )
     .option("--json", "print the result as JSON")
     .addOption(
       new Option(
@@ -53,18 +151,45 @@ export function registerFetchCommand(program: Command): void {
     .action(async (url: string, name: string, opts, cmd: Command) => {
       const { fetchStream } = await import("../http_fetch/fetch.ts");
       const { openRepoFromGlobals } = await import("./repo_open.ts");
-      const jobs = parseCount(opts.jobs, "--jobs", 256);
+      const jobs = parseCount(opts.jobs, "--jobs", 256) ?? 4;
       if (jobs === 0) throw new UsageError("--jobs must be at least 1");
-      using repo = await openRepoFromGlobals(globalsOf(cmd));
-      const reporter = createReporter(opts.progress, opts.progressFd);
-      const t0 = performance.now();
-      const r = await fetchStream(repo, url, name, {
+      const procs = parseCount(opts.processes, "--processes", 64) ?? 1;
+      if (procs === 0) throw new UsageError("--processes must be at least 1");
+      const g = globalsOf(cmd);
+      using repo = await openRepoFromGlobals(g);
+      const fetchOpts: FetchOptions = {
         certDir: opts.certDir,
         tlsVerify: parseBool(opts.tlsVerify, "--tls-verify"),
         creds: opts.creds,
         retries: parseCount(opts.retries, "--retries", 100),
         concurrency: jobs,
+      };
+      if (opts.objectList) {
+        const { fetchObjects } = await import("../http_fetch/fetch.ts");
+        const ids = (await Deno.readTextFile(opts.objectList)).split("\n").filter((l) => l !== "")
+          .map((l) => repo.parseObjectId(l));
+        const r = await fetchObjects(repo, url, ids, fetchOpts).catch((e) => {
+          throw e instanceof CfsError ? e.within(`fetching objects from ${url}`) : e;
+        });
+        outJson(r);
+        return;
+      }
+      const helperArgs: string[] = [];
+      if (g.insecure) helperArgs.push("--insecure");
+      if (g.requireVerity) helperArgs.push("--require-verity");
+      const remoteArgs: string[] = [];
+      if (opts.certDir) remoteArgs.push("--cert-dir", opts.certDir);
+      if (fetchOpts.tlsVerify !== undefined) remoteArgs.push(`--tls-verify=${fetchOpts.tlsVerify}`);
+      if (opts.creds) remoteArgs.push("--creds", opts.creds);
+      if (fetchOpts.retries !== undefined) remoteArgs.push("--retries", String(fetchOpts.retries));
+      const reporter = createReporter(opts.progress, opts.progressFd);
+      const t0 = performance.now();
+      const r = await fetchStream(repo, url, name, {
+        ...fetchOpts,
         reporter,
+        objectFetcher: procs > 1
+          ? sharedFetcher(repo, url, procs, jobs, fetchOpts, helperArgs, remoteArgs)
+          : undefined,
       }).catch((e) => {
         throw e instanceof CfsError ? e.within(`fetching ${name} from ${url}`) : e;
       });
@@ -82,6 +207,7 @@ export function registerFetchCommand(program: Command): void {
             objects_fetched: r.stats.objectsFetched,
             objects_present: r.stats.objectsPresent,
             images: r.stats.images,
+            processes: r.stats.processes,
             bytes_fetched: r.stats.bytesFetched,
             seconds: Math.round(seconds * 1000) / 1000,
           },

@@ -23,6 +23,19 @@ export interface FetchOptions extends HttpSourceOptions {
   /** Concurrent object downloads (default 4). */
   concurrency?: number;
   reporter?: ProgressReporter;
+  /**
+   * Downloads the objects instead of this process (the CLI shares them out to helper processes
+   * running fetchObjects); must store each one verified, like fetchObjects. Links are made here after.
+   */
+  objectFetcher?: (ids: ObjectId[]) => Promise<ObjectFetchStats>;
+}
+
+export interface ObjectFetchStats {
+  fetched: number;
+  present: number;
+  bytes: number;
+  /** Processes that shared the work (1 when not said). */
+  processes?: number;
 }
 
 export interface FetchStats {
@@ -35,6 +48,8 @@ export interface FetchStats {
   bytesFetched: number;
   /** EROFS images (composefs.image* named refs) linked under images/. */
   images: number;
+  /** Processes that downloaded objects (see FetchOptions.objectFetcher). */
+  processes: number;
 }
 
 export interface FetchResult {
@@ -98,6 +113,7 @@ class Fetcher {
     objectsPresent: 0,
     bytesFetched: 0,
     images: 0,
+    processes: 1,
   };
   constructor(
     private repo: Repository,
@@ -318,9 +334,23 @@ export async function fetchStream(
     f.stats.objects = list.length;
     const pid = `objects:${name}`;
     reporter.report({ type: "started", id: pid, total: list.length, unit: "items" });
-    const progress = new ThrottledProgress(reporter, pid, list.length);
-    await runBounded(list, opts.concurrency ?? 4, (id) => f.object(id, progress));
-    progress.flush();
+    if (opts.objectFetcher && list.length > 0) {
+      const r = await opts.objectFetcher(list);
+      f.stats.objectsFetched += r.fetched;
+      f.stats.objectsPresent += r.present;
+      f.stats.bytesFetched += r.bytes;
+      f.stats.processes = r.processes ?? 1;
+      // Whoever stored them, every object must be here now (and was checked when stored).
+      for (const id of list) {
+        if (!(await repo.hasObject(id))) {
+          throw new NotFoundError(`object ${id.toId()} missing after the download`);
+        }
+      }
+    } else {
+      const progress = new ThrottledProgress(reporter, pid, list.length);
+      await runBounded(list, opts.concurrency ?? 4, (id) => f.object(id, progress));
+      progress.flush();
+    }
     reporter.report({ type: "done", id: pid, transferred: f.stats.objectsFetched });
     await repo.settle();
 
@@ -378,6 +408,31 @@ export async function fetchStream(
       await link(`streams/${name}`, `objects/${topId.objectPath()}`);
     }
     return { contentDigest: topDigest, verity: topId, linked, stats: f.stats };
+  } finally {
+    src.close();
+  }
+}
+
+/**
+ * Downloads the given objects (each checked against its id, present ones skipped) from the
+ * repository served at `url`, without touching streams or links: the share of one helper process
+ * of a fetch (see FetchOptions.objectFetcher).
+ */
+export async function fetchObjects(
+  repo: Repository,
+  url: string,
+  ids: ObjectId[],
+  opts: FetchOptions = {},
+): Promise<ObjectFetchStats> {
+  await repo.ensureWritable();
+  const reporter = opts.reporter ?? nullReporter;
+  const src = await HttpRepositorySource.open(url, opts);
+  try {
+    const f = new Fetcher(repo, src, reporter);
+    const progress = new ThrottledProgress(reporter, "objects", ids.length);
+    await runBounded(ids, opts.concurrency ?? 4, (id) => f.object(id, progress));
+    await repo.settle();
+    return { fetched: f.stats.objectsFetched, present: f.stats.objectsPresent, bytes: f.stats.bytesFetched };
   } finally {
     src.close();
   }
