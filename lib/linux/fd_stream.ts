@@ -2,7 +2,8 @@
 // the first one is fd 3), which Deno cannot adopt: accept, read and write through FFI. Blocking
 // calls run on FFI worker threads (`nonblocking`) so the event loop keeps running.
 import { KernelError } from "../errors.ts";
-import { errno, errnoName, openLibc } from "./libc.ts";
+import { cstr, errno, errnoName, openLibc } from "./libc.ts";
+import { receiveMessage, sendMessage } from "./socket.ts";
 
 const SOL_SOCKET = 1;
 const SO_ACCEPTCONN = 30;
@@ -20,6 +21,9 @@ const symbols = {
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  listen: { parameters: ["i32", "i32"], result: "i32" },
 } as const;
 // errno of a `nonblocking` call belongs to the worker thread that ran it and cannot be read here:
 // failed reads are retried a few times, then reported without an errno.
@@ -46,6 +50,32 @@ export function streamSocketKind(fd: number): "listening" | "connected" | null {
 export class FdStream {
   #closed = false;
   constructor(readonly fd: number) {}
+
+  /**
+   * The next bytes and the descriptors that came with them (SCM_RIGHTS, close-on-exec); null at the
+   * end of the stream.
+   */
+  async recv(maxLen = 64 * 1024): Promise<{ data: Uint8Array; fds: number[] } | null> {
+    if (this.#closed) return null;
+    let m;
+    try {
+      m = await receiveMessage(this.fd, maxLen, 8);
+    } catch (e) {
+      if (this.#closed) return null;
+      throw e;
+    }
+    if (m.data.length === 0) {
+      for (const f of m.fds) libc().close(f);
+      return null;
+    }
+    return { data: m.data, fds: m.fds };
+  }
+
+  /** Writes `data`, passing `fds` with its first byte. */
+  send(data: Uint8Array, fds: number[] = []): void {
+    if (fds.length === 0) return this.write(data);
+    sendMessage(this.fd, data, fds);
+  }
 
   /** Up to `buf.length` bytes; null at end of stream. */
   async read(buf: Uint8Array): Promise<number | null> {
@@ -124,4 +154,24 @@ export function activationFds(
     libc().fcntl(3 + i, 2, /* F_SETFD */ 1 /* FD_CLOEXEC */);
   }
   return fds;
+}
+
+/** A listening unix stream socket at `path` (close-on-exec), as a descriptor. */
+export function listenUnix(path: string, backlog = 64): number {
+  const name = cstr(path);
+  if (name.length > 108) throw new KernelError("bind", 36, "ENAMETOOLONG", `socket path too long: ${path}`);
+  const fd = libc().socket(1, /* AF_UNIX */ SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    const e = errno();
+    throw new KernelError("socket", e, errnoName(e));
+  }
+  const addr = new Uint8Array(110);
+  new DataView(addr.buffer).setUint16(0, 1, true);
+  addr.set(name, 2);
+  if (libc().bind(fd, addr, 2 + name.length) < 0 || libc().listen(fd, backlog) < 0) {
+    const e = errno();
+    libc().close(fd);
+    throw new KernelError("bind", e, errnoName(e), `listening on ${path}: ${errnoName(e)}`);
+  }
+  return fd;
 }

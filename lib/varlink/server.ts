@@ -2,7 +2,8 @@
 // over a stream socket. A call is `{method, parameters?, more?, oneway?}`; replies are
 // `{parameters?, continues?, error?}`. Calls on one connection are answered in order; a call with
 // `more` may get several replies, all but the last with `continues: true`.
-import { FdListener, FdStream } from "../linux/fd_stream.ts";
+import { FdListener, FdStream, listenUnix } from "../linux/fd_stream.ts";
+import { closeFd } from "../linux/socket.ts";
 
 /** Largest message accepted from a client (a hostile one cannot make the server buffer more). */
 export const MAX_MESSAGE = 8 << 20;
@@ -12,6 +13,8 @@ export interface VarlinkCall {
   parameters: Record<string, unknown>;
   more: boolean;
   oneway: boolean;
+  /** Descriptors the client passed with the call (SCM_RIGHTS); closed by the server after the call. */
+  fds: number[];
 }
 
 /** A varlink error reply: `error` is the qualified name, `parameters` its fields. */
@@ -26,6 +29,8 @@ export class VarlinkError extends Error {
 export interface ReplySink {
   /** Intermediate reply of a `more` call (ignored when the call was not `more`). */
   progress(parameters: Record<string, unknown>): void;
+  /** Descriptors to pass with the final reply (the server closes them once sent). */
+  attachFds(fds: number[]): void;
 }
 
 export interface VarlinkService {
@@ -39,32 +44,10 @@ export interface ConnectionInfo {
   id: number;
 }
 
-/** A byte stream: Deno's unix connection or an adopted descriptor. */
-interface Stream {
-  read(buf: Uint8Array): Promise<number | null>;
-  write(data: Uint8Array): Promise<void> | void;
-  close(): void;
-}
-
-function denoStream(c: Deno.Conn): Stream {
-  return {
-    read: (b) => c.read(b),
-    async write(d) {
-      let o = 0;
-      while (o < d.length) o += await c.write(d.subarray(o));
-    },
-    close: () => {
-      try {
-        c.close();
-      } catch { /* closed */ }
-    },
-  };
-}
-
 const enc = new TextEncoder();
 const dec = new TextDecoder("utf-8", { fatal: true });
 
-function parseCall(bytes: Uint8Array): VarlinkCall {
+function parseCall(bytes: Uint8Array, fds: number[]): VarlinkCall {
   let v: unknown;
   try {
     v = JSON.parse(dec.decode(bytes));
@@ -84,64 +67,79 @@ function parseCall(bytes: Uint8Array): VarlinkCall {
     parameters: p as Record<string, unknown>,
     more: o.more === true,
     oneway: o.oneway === true,
+    fds,
   };
 }
 
 let nextConnId = 1;
 
-async function serveConnection(stream: Stream, service: VarlinkService): Promise<void> {
+async function serveConnection(stream: FdStream, service: VarlinkService): Promise<void> {
   const info: ConnectionInfo = { id: nextConnId++ };
   // Writes are queued so replies keep their order even while progress arrives from other tasks.
   let writing: Promise<void> = Promise.resolve();
   let broken = false;
-  const send = (msg: Record<string, unknown>) => {
+  const send = (msg: Record<string, unknown>, fds: number[] = []) => {
     const bytes = enc.encode(JSON.stringify(msg) + "\0");
-    writing = writing.then(async () => {
-      if (broken) return;
+    writing = writing.then(() => {
       try {
-        await stream.write(bytes);
+        if (!broken) stream.send(bytes, fds);
       } catch {
         broken = true;
+      } finally {
+        for (const f of fds) closeFd(f);
       }
     });
   };
-  const buf = new Uint8Array(64 * 1024);
   let pending = new Uint8Array(0);
+  /** Descriptors received since the last complete message: they belong to the next one. */
+  let inFds: number[] = [];
   try {
     for (;;) {
-      const n = await stream.read(buf);
-      if (n === null || broken) break;
-      const joined = new Uint8Array(pending.length + n);
+      const got = await stream.recv();
+      if (got === null || broken) break;
+      inFds.push(...got.fds);
+      const joined = new Uint8Array(pending.length + got.data.length);
       joined.set(pending);
-      joined.set(buf.subarray(0, n), pending.length);
+      joined.set(got.data, pending.length);
       pending = joined;
       let nul: number;
       while ((nul = pending.indexOf(0)) >= 0) {
         const message = pending.subarray(0, nul);
         pending = pending.slice(nul + 1);
+        const fds = inFds;
+        inFds = [];
         let call: VarlinkCall;
         try {
-          call = parseCall(message);
+          call = parseCall(message, fds);
         } catch (e) {
+          for (const f of fds) closeFd(f);
           const ve = e as VarlinkError;
           send({ error: ve.error, parameters: ve.parameters });
           continue;
         }
+        let outFds: number[] = [];
         const sink: ReplySink = {
           progress: (parameters) => {
             if (call.more && !call.oneway) send({ parameters, continues: true });
           },
+          attachFds: (f) => {
+            outFds = f;
+          },
         };
         try {
           const parameters = await service.handle(call, sink, info);
-          if (!call.oneway) send({ parameters });
+          if (!call.oneway) send({ parameters }, outFds);
+          else for (const f of outFds) closeFd(f);
         } catch (e) {
+          for (const f of outFds) closeFd(f);
           if (e instanceof VarlinkError) {
             if (!call.oneway) send({ error: e.error, parameters: e.parameters });
           } else {
             const message = e instanceof Error ? e.message : String(e);
             if (!call.oneway) send({ error: "org.varlink.service.InternalError", parameters: { message } });
           }
+        } finally {
+          for (const f of call.fds) closeFd(f);
         }
         await writing;
       }
@@ -154,6 +152,7 @@ async function serveConnection(stream: Stream, service: VarlinkService): Promise
     // the peer went away
   } finally {
     await writing;
+    for (const f of inFds) closeFd(f);
     service.closed?.(info);
     stream.close();
   }
@@ -170,23 +169,11 @@ export function serveUnix(path: string, service: VarlinkService): RunningServer 
   try {
     if (Deno.lstatSync(path).isSocket) Deno.removeSync(path);
   } catch { /* nothing there */ }
-  const listener = Deno.listen({ transport: "unix", path });
-  const conns = new Set<Promise<void>>();
-  const done = (async () => {
-    try {
-      for await (const c of listener) {
-        const p = serveConnection(denoStream(c), service).finally(() => conns.delete(p));
-        conns.add(p);
-      }
-    } catch { /* closed */ }
-    await Promise.all(conns);
-  })();
+  const server = serveFd(listenUnix(path), "listening", service);
   return {
-    done,
+    done: server.done,
     close() {
-      try {
-        listener.close();
-      } catch { /* closed */ }
+      server.close();
       try {
         Deno.removeSync(path);
       } catch { /* gone */ }
@@ -198,22 +185,29 @@ export function serveUnix(path: string, service: VarlinkService): RunningServer 
 export function serveFd(fd: number, kind: "listening" | "connected", service: VarlinkService): RunningServer {
   if (kind === "connected") {
     const s = new FdStream(fd);
-    return { done: serveConnection(fdStreamAdapter(s), service), close: () => s.close() };
+    return { done: serveConnection(s, service), close: () => s.close() };
   }
   const l = new FdListener(fd);
   const conns = new Set<Promise<void>>();
+  const streams = new Set<FdStream>();
   const done = (async () => {
     for (;;) {
       const c = await l.accept();
       if (!c) break;
-      const p = serveConnection(fdStreamAdapter(c), service).finally(() => conns.delete(p));
+      streams.add(c);
+      const p = serveConnection(c, service).finally(() => {
+        conns.delete(p);
+        streams.delete(c);
+      });
       conns.add(p);
     }
     await Promise.all(conns);
   })();
-  return { done, close: () => l.close() };
-}
-
-function fdStreamAdapter(s: FdStream): Stream {
-  return { read: (b) => s.read(b), write: (d) => s.write(d), close: () => s.close() };
+  return {
+    done,
+    close() {
+      l.close();
+      for (const c of streams) c.close(); // wakes their pending reads
+    },
+  };
 }
