@@ -3,7 +3,7 @@
 // protocol itself (raw AF_UNIX socket, NUL-terminated JSON; Debian 12 has neither python3-varlink
 // nor varlinkctl) — over --address, and under socket activation (a connected socket and a listening
 // one on fd 3). A pull streams progress frames before its result.
-import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";
+import { assert, assertEquals, assertMatch, isRoot } from "./helpers/assert.ts";
 import { DENO, MAIN, PROJECT_ROOT, runCli } from "./helpers/cli.ts";
 import { addImage, tarDirectory } from "./helpers/oci_builder.ts";
 
@@ -59,11 +59,20 @@ for step in spec["steps"]:
     for flag in ("more", "oneway"):
         if step.get(flag):
             msg[flag] = True
-    sock.sendall(json.dumps(msg).encode() + b"\0")
+    data = json.dumps(msg).encode() + b"\0"
+    if step.get("send_dirs"):
+        dirfds = [os.open(d, os.O_RDONLY | os.O_DIRECTORY) for d in step["send_dirs"]]
+        socket.send_fds(sock, [data], dirfds)
+        for d in dirfds:
+            os.close(d)
+    else:
+        sock.sendall(data)
     replies = []
+    got_fds = []
     while not step.get("oneway"):
         while b"\0" not in buf:
-            chunk = sock.recv(65536)
+            chunk, fds, _flags, _addr = socket.recv_fds(sock, 65536, 8)
+            got_fds += fds
             if not chunk:
                 raise SystemExit("server closed the connection during " + step["method"])
             buf += chunk
@@ -72,6 +81,32 @@ for step in spec["steps"]:
         replies.append(reply)
         if not reply.get("continues"):
             break
+    if got_fds:
+        replies[-1]["_fds"] = len(got_fds)
+        probe = step.get("probe")
+        if probe:
+            # The descriptor is a detached mount: look inside through it.
+            mnt = got_fds[0]
+            result = {}
+            root = os.open(".", os.O_RDONLY | os.O_DIRECTORY, dir_fd=mnt)
+            result["names"] = sorted(os.listdir(root))
+            os.close(root)
+            result["read"] = {}
+            for rel in probe.get("read", []):
+                f = os.open(rel, os.O_RDONLY, dir_fd=mnt)
+                result["read"][rel] = os.read(f, 1 << 20).decode()
+                os.close(f)
+            if probe.get("write"):
+                try:
+                    f = os.open(probe["write"], os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=mnt)
+                    os.write(f, b"written through the mount\n")
+                    os.close(f)
+                    result["write"] = "ok"
+                except OSError as e:
+                    result["write"] = "errno %d" % e.errno
+            replies[-1]["_probe"] = result
+        for f in got_fds:
+            os.close(f)
     if step["method"].endswith(".OpenRepository") and replies and "error" not in replies[0]:
         handle = replies[0]["parameters"]["handle"]
     out.append(replies)
@@ -90,12 +125,18 @@ interface Reply {
   parameters?: Record<string, any>;
   continues?: boolean;
   error?: string;
+  _fds?: number;
+  _probe?: { names: string[]; read: Record<string, string>; write?: string };
 }
 interface Step {
   method: string;
   parameters?: Record<string, unknown>;
   more?: boolean;
   oneway?: boolean;
+  /** Directories the client opens and passes with the call (SCM_RIGHTS). */
+  send_dirs?: string[];
+  /** Look into the mount descriptor of the reply: list the root, read files, try a write. */
+  probe?: { read?: string[]; write?: string };
 }
 
 async function runClient(dir: string, connect: Record<string, unknown>, steps: Step[]): Promise<Reply[][]> {
@@ -374,4 +415,78 @@ Deno.test("varlink: socket activation on fd 3 (a connected socket, and a listeni
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test({
+  name: "varlink: Mount and OciMount pass back a detached mount descriptor (root: erofs + overlay)",
+  ignore: !isRoot,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "cfsctl-varlink-" });
+    const sock = `${dir}/cfsctl.sock`;
+    const server = new Deno.Command(DENO, {
+      args: [...RUN_FLAGS, MAIN, "varlink", "--address", sock],
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    try {
+      await fixture(dir);
+      const repo = `${dir}/repo`;
+      for (const args of [["init", "--insecure"], ["oci", "pull", `oci:${dir}/layout:t`, "demo"]]) {
+        const c = await runCli(["--repo", repo, ...args]);
+        assertEquals(c.code, 0, c.stderr);
+      }
+      const image =
+        JSON.parse((await runCli(["--repo", repo, "oci", "inspect", "demo"])).stdout).composefs_erofs;
+      await Deno.mkdir(`${dir}/upper`);
+      await Deno.mkdir(`${dir}/work`);
+      const motd = "hello from the second layer, long enough to be an object file\n";
+      const r = await runClient(dir, { mode: "address", path: sock }, [
+        { method: `${R}.OpenRepository`, parameters: { path: repo } },
+        {
+          method: `${R}.Mount`,
+          parameters: { handle: "$handle", name: image, options: {} },
+          probe: { read: ["etc/motd"], write: "x" },
+        },
+        {
+          method: `${R}.Mount`,
+          parameters: { handle: "$handle", name: image, options: { overlay: true, read_write: true } },
+          send_dirs: [`${dir}/upper`, `${dir}/work`],
+          probe: { read: ["etc/motd"], write: "new.txt" },
+        },
+        {
+          method: `${O}.OciMount`,
+          parameters: { handle: "$handle", image: "demo", bootable: false, options: {} },
+          probe: { read: ["usr/bin/tool"] },
+        },
+        { method: `${R}.Mount`, parameters: { handle: "$handle", name: "refs/nosuch", options: {} } },
+        { method: `${R}.Mount`, parameters: { handle: "$handle", name: image, options: { overlay: true } } },
+        { method: `${O}.OciMount`, parameters: { handle: "$handle", image: "nosuch", bootable: false } },
+      ]);
+      const ro = r[1][0];
+      assertEquals(ro.parameters, { fd_index: 0 }, JSON.stringify(ro));
+      assertEquals(ro._fds, 1, "one descriptor comes with the reply");
+      assertEquals(ro._probe!.names, ["etc", "usr"]);
+      assertEquals(ro._probe!.read["etc/motd"], motd);
+      assertEquals(ro._probe!.write, "errno 30", "read-only (EROFS)");
+      const rw = r[2][0];
+      assertEquals(rw.parameters, { fd_index: 0 }, JSON.stringify(rw));
+      assertEquals(rw._probe!.read["etc/motd"], motd);
+      assertEquals(rw._probe!.write, "ok");
+      assertEquals(await Deno.readTextFile(`${dir}/upper/new.txt`), "written through the mount\n");
+      const oci = r[3][0];
+      assertEquals(oci.parameters, { fd_index: 0 }, JSON.stringify(oci));
+      assertMatch(oci._probe!.read["usr/bin/tool"], /^#!\/bin\/sh\n/);
+      assertEquals(r[4][0].error, `${R}.NoSuchRef`);
+      assertEquals(r[5][0].error, `${S}.InvalidParameter`);
+      assertEquals(r[5][0].parameters, { parameter: "fds" });
+      assertEquals(r[6][0].error, `${O}.NoSuchImage`);
+      // Nothing stays mounted in this namespace: the temporary mount points are gone.
+      const mounts = await Deno.readTextFile("/proc/self/mountinfo");
+      assert(!mounts.includes("cfsctl-varlink-mount-"), "no temporary mount left behind");
+    } finally {
+      server.kill("SIGTERM");
+      await server.output();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
 });

@@ -82,6 +82,14 @@ method Gc(handle: int, dry_run: bool, roots: []string) -> (result: GcResult, dry
 # The objects an image refers to, sorted (sha512:<hex> / sha256:<hex>).
 method ImageObjects(handle: int, name: string) -> (object_ids: []string)
 
+# How to mount: overlay = a writable layer whose upper and work directories come as two descriptors
+# with the call (in that order); read_write needs overlay.
+type MountOptions (overlay: ?bool, read_write: ?bool)
+
+# Mounts an image (hex id or refs/NAME) as a detached mount: its descriptor comes with the reply,
+# at index fd_index of the passed descriptors (attach it with move_mount(2)). Needs CAP_SYS_ADMIN.
+method Mount(handle: int, name: string, options: ?MountOptions) -> (fd_index: int)
+
 error RepoNotFound (message: string)
 error InvalidHandle (handle: int)
 error InvalidSpec (message: string)
@@ -183,6 +191,13 @@ method Pull(
   message: ?string,
   completed: ?Completed
 )
+
+# As org.composefs.Repository.MountOptions.
+type MountOptions (overlay: ?bool, read_write: ?bool)
+
+# Mounts the composefs image of a tag (or sha256:<manifest digest>) as a detached mount, passed back
+# like org.composefs.Repository.Mount. bootable: the boot image (not supported yet).
+method OciMount(handle: int, image: string, bootable: bool, options: ?MountOptions) -> (fd_index: int)
 
 error RepoNotFound (message: string)
 error InvalidHandle (handle: int)

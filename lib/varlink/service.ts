@@ -24,6 +24,15 @@ import type { ProgressEvent } from "../progress/events.ts";
 import type { FsckReport } from "../repository/fsck.ts";
 import { SYSTEM_REPO_PATH, userRepoPath } from "../repository/location.ts";
 import { type OpenOptions, Repository } from "../repository/repository.ts";
+import {
+  AT_FDCWD,
+  AT_RECURSIVE,
+  MNT_DETACH,
+  OPEN_TREE_CLONE,
+  openTree,
+  umount2,
+} from "../linux/mount_api.ts";
+import { mountRepositoryImage } from "../mount/repository_image.ts";
 import { INTERFACES } from "./interfaces.ts";
 import {
   type ConnectionInfo,
@@ -103,6 +112,49 @@ export function pullFrame(e: ProgressEvent): Params | null {
       return { message: e.text };
     default:
       return null;
+  }
+}
+
+const OPEN_TREE_CLOEXEC = 0o2000000;
+
+/** `options` of Mount/OciMount: {overlay?, read_write?}. */
+function mountOptions(p: Params): { overlay: boolean; readWrite: boolean } {
+  const o = p.options ?? {};
+  if (typeof o !== "object" || o === null || Array.isArray(o)) return invalid("options");
+  const overlay = bool(o as Params, "overlay", true) ?? false;
+  const readWrite = bool(o as Params, "read_write", true) ?? false;
+  if (readWrite && !overlay) return invalid("options");
+  return { overlay, readWrite };
+}
+
+/**
+ * Mounts `images/<name>` of `repo` as a detached mount and returns its descriptor: mounted on a
+ * private temporary directory, cloned with open_tree(OPEN_TREE_CLONE), and the directory's mount
+ * lazily detached again (the clone lives on while its descriptor is open).
+ */
+async function mountDetached(
+  repo: Repository,
+  name: string,
+  fds: number[],
+  opts: { overlay: boolean; readWrite: boolean },
+): Promise<number> {
+  if (opts.overlay && fds.length < 2) invalid("fds");
+  const dir = await Deno.makeTempDir({ prefix: "cfsctl-varlink-mount-" });
+  try {
+    await mountRepositoryImage(repo, name, dir, {
+      upperdir: opts.overlay ? `/proc/self/fd/${fds[0]}` : undefined,
+      workdir: opts.overlay ? `/proc/self/fd/${fds[1]}` : undefined,
+      readWrite: opts.readWrite,
+    });
+    try {
+      return openTree(AT_FDCWD, dir, OPEN_TREE_CLONE | AT_RECURSIVE | OPEN_TREE_CLOEXEC);
+    } finally {
+      try {
+        umount2(dir, MNT_DETACH);
+      } catch { /* already gone */ }
+    }
+  } finally {
+    await Deno.remove(dir).catch(() => {});
   }
 }
 
@@ -255,6 +307,17 @@ export class CfsctlService implements VarlinkService {
           const ids = collectObjects(bytes, repo.alg).map((id) => id.toId());
           return { object_ids: [...new Set(ids)].sort() };
         }
+        case "Mount": {
+          const repo = this.#repo(p, REPO);
+          const image = str(p, "name");
+          const opts = mountOptions(p);
+          const fd = await mountDetached(repo, image, call.fds, opts).catch((e) => {
+            if (e instanceof NotFoundError) throw new VarlinkError(`${REPO}.NoSuchRef`, { reference: image });
+            return internal(REPO)(e);
+          });
+          sink.attachFds([fd]);
+          return { fd_index: 0 };
+        }
       }
     }
 
@@ -353,6 +416,30 @@ export class CfsctlService implements VarlinkService {
           const tree = await buildImageTree(repo, cfg.diffIds).catch(internal(OCI));
           const id = fsverityDigest(writeErofs(tree, { version: repo.erofsVersions()[0] }), repo.alg);
           return { image_id: id.hex() };
+        }
+        case "OciMount": {
+          const repo = this.#repo(p, OCI);
+          const image = str(p, "image");
+          const opts = mountOptions(p);
+          if (bool(p, "bootable")) {
+            throw new VarlinkError(`${OCI}.InternalError`, {
+              message: "bootable images are not supported yet",
+            });
+          }
+          const digest = await resolveManifestDigest(repo, image).catch(noSuch(image));
+          const m = await openManifest(repo, digest).catch(noSuch(image));
+          const c = await openConfig(repo, m.configDigest, m.refs.get(`config:${m.configDigest}`), m).catch(
+            internal(OCI),
+          );
+          const id = c.refs.get(imageRefKey(repo.erofsVersions()[0]));
+          if (!id) {
+            throw new VarlinkError(`${OCI}.InternalError`, {
+              message: "No composefs EROFS image linked — try re-pulling the image",
+            });
+          }
+          const fd = await mountDetached(repo, id.hex(), call.fds, opts).catch(noSuch(image));
+          sink.attachFds([fd]);
+          return { fd_index: 0 };
         }
         case "Pull": {
           const repo = this.#repo(p, OCI);
