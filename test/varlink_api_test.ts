@@ -364,7 +364,7 @@ Deno.test("varlink: every method through an independent Python client, progress 
   }
 });
 
-Deno.test("varlink: socket activation on fd 3 (a connected socket, and a listening one), bare cfsctl", async () => {
+Deno.test("varlink: socket activation on fd 3 (a connected socket, and a listening one), bare cfsctl, oci varlink", async () => {
   const dir = await Deno.makeTempDir({ prefix: "cfsctl-varlink-" });
   try {
     const repo = `${dir}/repo`;
@@ -384,7 +384,7 @@ Deno.test("varlink: socket activation on fd 3 (a connected socket, and a listeni
     const listening = await runClient(dir, {
       mode: "activated-listening",
       path: `${dir}/listen.sock`,
-      argv: [DENO, ...RUN_FLAGS, MAIN, "varlink"],
+      argv: [DENO, ...RUN_FLAGS, MAIN, "oci", "varlink"], // the same service under `oci`
     }, [
       { method: `${R}.InitRepository`, parameters: { path: repo, insecure: true } },
       { method: `${R}.OpenRepository`, parameters: { path: repo } },

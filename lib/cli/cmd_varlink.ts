@@ -5,17 +5,24 @@ import { UsageError } from "../errors.ts";
 import { globalsOf } from "./program.ts";
 import { examplesText } from "./program.ts";
 
+/** `cfsctl varlink`, and the same service as `cfsctl oci varlink` (spec §1.4). */
 export function registerVarlinkCommand(program: Command): void {
-  program
+  defineVarlink(program, "cfsctl varlink");
+  const oci = program.commands.find((c) => c.name() === "oci");
+  if (oci) defineVarlink(oci, "cfsctl oci varlink");
+}
+
+function defineVarlink(parent: Command, usage: string): void {
+  parent
     .command("varlink")
     .description("serve the varlink API (org.composefs.Repository, org.composefs.Oci) on a unix socket")
     .option("--address <unix:PATH>", "socket to listen on (omit under systemd socket activation)")
     .addHelpText(
       "after",
       examplesText(
-        "cfsctl varlink --address unix:/run/composefs.sock",
-        "cfsctl --insecure varlink --address /tmp/cfsctl.sock",
-      ) + "\nUnder systemd socket activation (e.g. `systemd-socket-activate -l SOCKET cfsctl varlink`)\n" +
+        `${usage} --address unix:/run/composefs.sock`,
+        `${usage.replace("cfsctl", "cfsctl --insecure")} --address /tmp/cfsctl.sock`,
+      ) + `\nUnder systemd socket activation (e.g. \`systemd-socket-activate -l SOCKET ${usage}\`)\n` +
         "the passed socket is used and --address is not needed.\nInterfaces and methods: docs/varlink.md. Repositories are opened by the client " +
         "(OpenRepository);\n--insecure, --require-verity and --no-upgrade apply to every repository it opens.\n",
     )
