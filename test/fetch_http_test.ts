@@ -4,8 +4,10 @@
 import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";
 import { runCli } from "./helpers/cli.ts";
 import { startCuttingProxy } from "./helpers/cutting_proxy.ts";
-import { addImage, tarDirectory } from "./helpers/oci_builder.ts";
+import { addImage, sha256, tarDirectory } from "./helpers/oci_builder.ts";
 import { startBusyboxServer, startStaticServer } from "./helpers/static_server.ts";
+import { Repository } from "../lib/repository/repository.ts";
+import { CONTENT_TYPE, SplitStreamWriter } from "../lib/splitstream/mod.ts";
 
 async function cfs(repo: string, args: string[], expectCode = 0) {
   const r = await runCli(["--repo", repo, ...args]);
@@ -247,6 +249,54 @@ Deno.test("fetch: a name the server does not have is a clear error", async () =>
     assertMatch(bad.stderr, /http:\/\/ or https:\/\//);
   } finally {
     await server.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("fetch: hostile named refs cannot make links outside streams/, and promised digests are checked", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cfsctl-fetch-" });
+  try {
+    const source = `${dir}/source`;
+    await Repository.init(source, { insecure: true });
+    {
+      using repo = await Repository.open(source);
+      const enc = new TextEncoder();
+      const cfg = new SplitStreamWriter(repo.alg, CONTENT_TYPE.OCI_CONFIG);
+      cfg.writeInline(enc.encode('{"hostile":true}'));
+      const cfgId = await repo.writeStream("plain-config", cfg);
+      const layer = new SplitStreamWriter(repo.alg, CONTENT_TYPE.OCI_LAYER);
+      layer.writeInline(enc.encode("not the content its name promises"));
+      const layerId = await repo.writeStream("plain-layer", layer);
+      const evil = new SplitStreamWriter(repo.alg, CONTENT_TYPE.OCI_MANIFEST);
+      evil.writeInline(enc.encode("{}"));
+      evil.addNamedRef("config:../../../escaped", cfgId);
+      await repo.writeStream("evil", evil, "evil");
+      const lying = new SplitStreamWriter(repo.alg, CONTENT_TYPE.OCI_MANIFEST);
+      lying.writeInline(enc.encode("{}"));
+      lying.addNamedRef(`sha256:${"0".repeat(64)}`, layerId);
+      await repo.writeStream("lying", lying);
+    }
+    const server = await startStaticServer(source);
+    try {
+      const target = `${dir}/target`;
+      await cfs(target, ["init", "--insecure"]);
+      const out = JSON.parse(
+        (await cfs(target, ["fetch", server.url, "refs/evil", "--json", "--progress", "none"])).stdout,
+      );
+      // Only the asked-for name (and, for a manifest, its content id) is linked.
+      const manifestId = `streams/oci-manifest-${sha256(new TextEncoder().encode("{}"))}`;
+      assertEquals(out.linked, [manifestId, "streams/refs/evil"]);
+      for (const p of [`${dir}/escaped`, `${target}/escaped`, `${target}/streams/oci-config-..`]) {
+        assert(!(await Deno.lstat(p).then(() => true, () => false)), `${p} must not exist`);
+      }
+      // A layer stream whose content does not have the digest its referrer promises is refused.
+      const r = await cfs(target, ["fetch", server.url, "lying", "--progress", "none"], 1);
+      assertMatch(r.stderr, /has content digest sha256:[0-9a-f]{64}, expected sha256:0{64}/);
+      assert(!(await Deno.lstat(`${target}/streams/lying`).then(() => true, () => false)), "not linked");
+    } finally {
+      await server.close();
+    }
+  } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });

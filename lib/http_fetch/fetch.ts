@@ -389,7 +389,9 @@ export async function fetchStream(
       for (const key of node.keys) {
         if ((ct === CONTENT_TYPE.OCI_LAYER || ct === CONTENT_TYPE.OCI_BLOB) && DIGEST_KEY.test(key)) {
           await link(`streams/${layerStreamId(key)}`, `objects/${node.id.objectPath()}`);
-        } else if (ct === CONTENT_TYPE.OCI_CONFIG && key.startsWith("config:")) {
+        } else if (
+          ct === CONTENT_TYPE.OCI_CONFIG && key.startsWith("config:") && DIGEST_KEY.test(key.slice(7))
+        ) {
           await link(`streams/${configStreamId(key.slice(7))}`, `objects/${node.id.objectPath()}`);
         }
       }
