@@ -4,6 +4,7 @@
 import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";
 import { runCli } from "./helpers/cli.ts";
 import { startCuttingProxy } from "./helpers/cutting_proxy.ts";
+import { Rng } from "./helpers/random_tree.ts";
 import { addImage, sha256, tarDirectory } from "./helpers/oci_builder.ts";
 import { startBusyboxServer, startStaticServer } from "./helpers/static_server.ts";
 import { Repository } from "../lib/repository/repository.ts";
@@ -32,15 +33,7 @@ async function objectFiles(repo: string): Promise<Map<string, number>> {
 }
 
 function randomBytes(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
+  return new Rng(seed).bytes(n);
 }
 
 interface Fixture {
