@@ -5,6 +5,7 @@ import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";
 import { runCli } from "./helpers/cli.ts";
 import { startCuttingProxy } from "./helpers/cutting_proxy.ts";
 import { Rng } from "./helpers/random_tree.ts";
+import { makePki } from "./helpers/registry_server.ts";
 import { addImage, sha256, tarDirectory } from "./helpers/oci_builder.ts";
 import { startBusyboxServer, startStaticServer } from "./helpers/static_server.ts";
 import { Repository } from "../lib/repository/repository.ts";
@@ -219,6 +220,71 @@ Deno.test("fetch: a flipped object on the server is refused and nothing is linke
       } finally {
         await server.close();
       }
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("fetch: https with the registry client's TLS options (--cert-dir, --tls-verify=false)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cfsctl-fetch-" });
+  try {
+    const fx = await makeSource(dir);
+    const pki = await makePki(`${dir}/pki`);
+    const certs = `${dir}/certs`;
+    await Deno.mkdir(certs);
+    await Deno.copyFile(pki.caCert, `${certs}/ca.crt`);
+    const server = await startStaticServer(fx.source, { tls: { cert: pki.leafCert, key: pki.leafKey } });
+    try {
+      assertMatch(server.url, /^https:/);
+      const target = `${dir}/target`;
+      await cfs(target, ["init", "--insecure"]);
+      // Unknown CA: refused before anything is stored.
+      const refused = await cfs(target, [
+        "fetch",
+        server.url,
+        "refs/oci/demo",
+        "--retries",
+        "0",
+        "--progress",
+        "none",
+      ], 1);
+      assertMatch(refused.stderr, /certificate|UnknownIssuer|tls/i);
+      assertEquals(await Array.fromAsync(Deno.readDir(`${target}/streams`)).catch(() => []), []);
+      // The CA from --cert-dir.
+      const ok = JSON.parse(
+        (await cfs(target, [
+          "fetch",
+          server.url,
+          "refs/oci/demo",
+          "--cert-dir",
+          certs,
+          "--json",
+          "--progress",
+          "none",
+        ]))
+          .stdout,
+      );
+      assertEquals(ok.content, fx.manifestDigest);
+      // --tls-verify=false: any certificate (into a fresh repository, so objects really move).
+      const t2 = `${dir}/target2`;
+      await cfs(t2, ["init", "--insecure"]);
+      const insecure = JSON.parse(
+        (await cfs(t2, [
+          "fetch",
+          server.url,
+          "refs/oci/demo",
+          "--tls-verify=false",
+          "--json",
+          "--progress",
+          "none",
+        ]))
+          .stdout,
+      );
+      assertEquals(insecure.content, fx.manifestDigest);
+      assert(insecure.stats.objects_fetched > 0);
+    } finally {
+      await server.close();
     }
   } finally {
     await Deno.remove(dir, { recursive: true });

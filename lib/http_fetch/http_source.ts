@@ -43,6 +43,13 @@ export interface FetchedBody {
   contentType: string | null;
 }
 
+/** A fetch failure's message with its cause (Deno says only "fetch failed"; the cause says why). */
+function errorText(e: unknown): string {
+  if (!(e instanceof Error)) return String(e);
+  const cause = e.cause instanceof Error ? e.cause.message : e.cause !== undefined ? String(e.cause) : "";
+  return cause && !e.message.includes(cause) ? `${e.message}: ${cause}` : e.message;
+}
+
 function contentLength(h: Headers): number | undefined {
   const v = h.get("content-length");
   if (v === null || !/^\d+$/.test(v)) return undefined;
@@ -115,7 +122,7 @@ export class HttpRepositorySource {
         retryAfter = parseRetryAfter(r.headers.get("retry-after"));
       } catch (e) {
         if (e instanceof TransportError) throw e;
-        problem = e instanceof Error ? e.message : String(e);
+        problem = errorText(e);
       }
       if (attempt >= this.#policy.tries) {
         throw new TransportError(`GET ${url}: ${problem} (gave up after ${attempt} tries)`);

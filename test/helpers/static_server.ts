@@ -6,9 +6,29 @@ export interface StaticServer {
   close(): Promise<void>;
 }
 
-export async function startStaticServer(dir: string): Promise<StaticServer> {
+// Python 3.11's http.server has no TLS option: the same handler behind an ssl-wrapped socket.
+const TLS_SERVER = `
+import functools, http.server, ssl, sys
+d, cert, key = sys.argv[1:4]
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+    functools.partial(http.server.SimpleHTTPRequestHandler, directory=d))
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+print("Serving HTTPS on 127.0.0.1 port %d" % s.server_address[1], flush=True)
+s.serve_forever()
+`;
+
+/** `tls`: serve https with this certificate and key (PEM files). */
+export async function startStaticServer(
+  dir: string,
+  opts: { tls?: { cert: string; key: string } } = {},
+): Promise<StaticServer> {
+  const args = opts.tls
+    ? ["-u", "-c", TLS_SERVER, dir, opts.tls.cert, opts.tls.key]
+    : ["-u", "-m", "http.server", "--bind", "127.0.0.1", "--directory", dir, "0"];
   const child = new Deno.Command("python3", {
-    args: ["-u", "-m", "http.server", "--bind", "127.0.0.1", "--directory", dir, "0"],
+    args,
     stdout: "piped",
     stderr: "null",
   }).spawn();
@@ -35,7 +55,7 @@ export async function startStaticServer(dir: string): Promise<StaticServer> {
   })();
   return {
     port,
-    url: `http://127.0.0.1:${port}/`,
+    url: `${opts.tls ? "https" : "http"}://127.0.0.1:${port}/`,
     async close() {
       try {
         child.kill("SIGTERM");
