@@ -13,7 +13,7 @@ export { dumpfileEntryLines, writeDumpfile } from "../dumpfile/write.ts";
 export { lookup } from "../tree/tree.ts";
 export { countLeafLinks } from "../tree/walk.ts";
 export { utf8ToBstr } from "../util/bytes.ts";
-export { hashForRepoless, openRepoFromGlobals } from "./repo_open.ts";
+export { hashForRepoless, openRepoFromGlobals, repoPathFromGlobals } from "./repo_open.ts";
 
 export interface ReadFlags {
   bootable?: boolean;

@@ -5,8 +5,9 @@ import { registerMountCommands } from "./cmd_mount.ts";
 import { registerOciCommands } from "./cmd_oci.ts";
 import { registerImageCommands } from "./cmd_image.ts";
 import { registerCompletionCommand } from "./cmd_completion.ts";
+import { registerBootCommands } from "./cmd_boot.ts";
 
-const PERSONALITIES = ["mkcomposefs", "composefs-info", "mount.composefs"] as const;
+const PERSONALITIES = ["mkcomposefs", "composefs-info", "mount.composefs", "composefs-setup-root"] as const;
 type Personality = typeof PERSONALITIES[number];
 
 async function runPersonality(p: Personality, args: string[]): Promise<number> {
@@ -17,6 +18,8 @@ async function runPersonality(p: Personality, args: string[]): Promise<number> {
       return (await import("./composefs_info.ts")).composefsInfoMain(args);
     case "mount.composefs":
       return (await import("./mount_composefs.ts")).mountComposefsMain(args);
+    case "composefs-setup-root":
+      return (await import("./setup_root.ts")).setupRootMain(args);
   }
 }
 
@@ -25,6 +28,7 @@ export const REGISTRARS: Registrar[] = [
   registerMountCommands,
   registerOciCommands,
   registerImageCommands,
+  registerBootCommands,
   registerCompletionCommand,
 ];
 
