@@ -1,6 +1,5 @@
 # libselinux oracle for test/boot_selabel_test.ts: reads "MODE PATH\0" records (octal st_mode) on stdin
 # and prints one line per record: the label selabel_lookup gives (SELABEL_OPT_PATH = argv[1]) or <<none>>.
-import os
 import sys
 
 import selinux
@@ -15,7 +14,12 @@ for rec in sys.stdin.buffer.read().split(b"\0"):
         continue
     mode, path = rec.split(b" ", 1)
     try:
-        out.append(selinux.selabel_lookup(handle, os.fsdecode(path), int(mode, 8))[1])
+        key = path.decode("utf-8")
+    except UnicodeDecodeError:
+        out.append("<<not-utf-8>>")  # the bindings take str only
+        continue
+    try:
+        out.append(selinux.selabel_lookup(handle, key, int(mode, 8))[1])
     except OSError:
         out.append("<<none>>")
 sys.stdout.write("\n".join(out) + "\n")
