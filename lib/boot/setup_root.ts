@@ -7,7 +7,14 @@
 import { CfsError, FormatError, IntegrityError, NotFoundError } from "../errors.ts";
 import { ObjectId } from "../fsverity/object_id.ts";
 import { closeFd, MNT_DETACH, O_RDONLY, openFd, umount2 } from "../linux/mount_api.ts";
-import { attachAt, bindMount, cloneTree, overlayOver, transientOverlay } from "../mount/attach.ts";
+import {
+  attachAt,
+  bindMount,
+  cloneTree,
+  detachedTmpfs,
+  overlayOver,
+  transientOverlay,
+} from "../mount/attach.ts";
 import { mountComposefs } from "../mount/composefs.ts";
 import { checkImageDigest } from "../mount/image_check.ts";
 import { checkMeta, META_FILENAME } from "../repository/meta.ts";
@@ -224,23 +231,44 @@ export async function setupRoot(opts: SetupRootOptions = {}): Promise<SetupRootR
     try {
       if (opts.rootFs !== undefined) {
         bindMount(opts.rootFs, target);
-        log.push(`root: bind mount of ${opts.rootFs} (testing)`);
-      } else {
-        const r = await mountComposefs({
-          imageFd,
-          objectsDir: `${repoPath}/objects`,
-          mountpoint: target,
-          name: hex,
-          verity,
-        });
-        warnings.push(...r.warnings);
-        log.push(`root: composefs image ${hex} mounted read-only at ${r.mountpoint}`);
-      }
-      mounted.push(target);
-      if (config.root.transient) {
-        transientOverlay(target);
         mounted.push(target);
-        log.push(`root: transient overlay (changes are lost at reboot)`);
+        log.push(`root: bind mount of ${opts.rootFs} (testing)`);
+        if (config.root.transient) {
+          transientOverlay(target);
+          mounted.push(target);
+          log.push(`root: transient overlay (changes are lost at reboot)`);
+        }
+      } else {
+        // A transient root is the composefs overlay itself with an upper layer on a tmpfs: a second
+        // overlay on top would leave no stacking depth for the /etc overlay.
+        const tmp = config.root.transient ? attachedTmpfs() : undefined;
+        try {
+          const r = await mountComposefs({
+            imageFd,
+            objectsDir: `${repoPath}/objects`,
+            mountpoint: target,
+            name: hex,
+            verity,
+            upperdir: tmp !== undefined ? `${tmp}/upper` : undefined,
+            workdir: tmp !== undefined ? `${tmp}/work` : undefined,
+            readWrite: tmp !== undefined,
+          });
+          warnings.push(...r.warnings);
+          mounted.push(target);
+          log.push(
+            tmp !== undefined
+              ? `root: composefs image ${hex} mounted at ${r.mountpoint}, writable on a tmpfs (changes are lost at reboot)`
+              : `root: composefs image ${hex} mounted read-only at ${r.mountpoint}`,
+          );
+        } finally {
+          // The overlay keeps the tmpfs alive; its temporary attachment goes.
+          if (tmp !== undefined) {
+            try {
+              umount2(tmp, MNT_DETACH);
+              Deno.removeSync(tmp);
+            } catch { /* best effort */ }
+          }
+        }
       }
       if (isDir(`${target}/sysroot`)) {
         attachAt(sysrootClone, `${target}/sysroot`);
@@ -300,6 +328,25 @@ export async function setupRoot(opts: SetupRootOptions = {}): Promise<SetupRootR
   } finally {
     if (imageFd !== undefined) closeFd(imageFd);
   }
+}
+
+/** A fresh tmpfs with upper/ and work/, attached at a temporary directory (returned). */
+function attachedTmpfs(): string {
+  let dir: string;
+  try {
+    dir = Deno.makeTempDirSync({ prefix: "composefs-transient-" });
+  } catch {
+    dir = Deno.makeTempDirSync({ dir: "/run", prefix: "composefs-transient-" });
+  }
+  const fd = detachedTmpfs("the transient root");
+  try {
+    attachAt(fd, dir);
+  } finally {
+    closeFd(fd);
+  }
+  Deno.mkdirSync(`${dir}/upper`, { mode: 0o755 });
+  Deno.mkdirSync(`${dir}/work`, { mode: 0o700 });
+  return dir;
 }
 
 /**
