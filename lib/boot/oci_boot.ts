@@ -2,7 +2,7 @@
 // committed in every configured EROFS format and linked from the config stream as
 // `composefs.image.boot[.v1]`; and `oci prepare-boot`, which writes the boot entry and the
 // deployment's state directories.
-import { FormatError, NotFoundError, UsageError } from "../errors.ts";
+import { NotFoundError, UsageError } from "../errors.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
 import {
   imageRefKey,
