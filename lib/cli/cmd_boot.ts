@@ -71,7 +71,7 @@ export function registerBootCommands(program: Command): void {
     .addHelpText(
       "after",
       examplesText(
-        "composefs-setup-root",
+        "cfsctl setup-root",
         'cfsctl setup-root --sysroot /tmp/sysroot --cmdline "composefs=?<hex>" --target /tmp/newroot',
       ),
     )
