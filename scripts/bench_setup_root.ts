@@ -8,7 +8,8 @@
 // inside that root (`chroot`), median of N, each from process spawn to exit:
 //   1. an empty script (`deno run` start-up floor),
 //   2. `cfsctl --version` (the bundle's start-up),
-//   3. `composefs-setup-root --cmdline composefs=?<id> --target /newroot` — process start to mounted
+//   3. `composefs-setup-root` with no karg (refuses at once: start-up and loading the setup-root code),
+//   4. `composefs-setup-root --cmdline composefs=?<id> --target /newroot` — process start to mounted
 //      target (image digest checked in userspace: no fs-verity here; /etc overlay, /var bind),
 // and on the host the same setup-root run in-process (library time only, no start-up).
 import { gunzipSync } from "node:zlib";
@@ -89,7 +90,12 @@ try {
   await Deno.writeTextFile(`${mr}/empty.js`, "");
   await sh("mount", ["-t", "proc", "proc", `${mr}/proc`]);
 
-  const timeInRoot = async (args: string[], env: Record<string, string>, after?: () => Promise<void>) => {
+  const timeInRoot = async (
+    args: string[],
+    env: Record<string, string>,
+    after?: () => Promise<void>,
+    expectFailure = false,
+  ) => {
     const times: number[] = [];
     for (let i = 0; i < runs + 1; i++) {
       const t0 = performance.now();
@@ -101,7 +107,9 @@ try {
         stderr: "piped",
       }).output();
       const t = performance.now() - t0;
-      if (!o.success) throw new Error(`${args.join(" ")}: ${new TextDecoder().decode(o.stderr)}`);
+      if (o.success === expectFailure) {
+        throw new Error(`${args.join(" ")}: ${new TextDecoder().decode(o.stderr)}`);
+      }
       if (after) await after();
       if (i > 0) times.push(t); // the first run warms the page cache
     }
@@ -114,6 +122,12 @@ try {
     ["/cfsctl.js", "--cmdline", `quiet composefs=?${hex}`, "--target", "/newroot"],
     { CFSCTL_INVOKED_AS: "composefs-setup-root" },
     unmount,
+  );
+  const refusal = await timeInRoot(
+    ["/cfsctl.js", "--cmdline", "quiet", "--target", "/newroot"],
+    { CFSCTL_INVOKED_AS: "composefs-setup-root" },
+    undefined,
+    true,
   );
   const lib: number[] = [];
   for (let i = 0; i < runs; i++) {
@@ -134,6 +148,9 @@ try {
   console.log(`  deno run empty.js                       ${empty.toFixed(0)}`);
   console.log(`  cfsctl --version                        ${version.toFixed(0)}`);
   console.log(`  composefs-setup-root (start → mounted)  ${setup.toFixed(0)}   goal < 300`);
+  console.log(
+    `  composefs-setup-root refusing (no karg)  ${refusal.toFixed(0)}   (start-up + setup-root code load)`,
+  );
   console.log(`  setupRoot() in-process (library only)   ${median(lib).toFixed(0)}`);
 } finally {
   await new Deno.Command("umount", { args: ["-R", "-l", `${mr}/newroot`] }).output();
