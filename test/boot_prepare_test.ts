@@ -40,10 +40,7 @@ Deno.test({
   fn: async () => {
     await using d = await tempDir();
     const tree = `${d.path}/tree`;
-    await osTree(tree);
-    // No UKIs in this image: the BLS entry is the first boot entry.
-    await Deno.remove(`${tree}/boot/EFI`, { recursive: true });
-    await Deno.remove(`${tree}/usr/lib/modules/6.1.0/uki-6.1.0.efi`);
+    await blsOsTree(tree);
     const layout = `${d.path}/layout`;
     await addImage(layout, { layers: [{ tar: await tarDirectory(tree), compression: "gzip" }], tag: "os" });
     const sysroot = `${d.path}/sysroot`;
@@ -197,9 +194,7 @@ Deno.test({
     await using d = await tempDir();
     // The OS image, pulled --bootable and prepared into the sysroot.
     const tree = `${d.path}/tree`;
-    await osTree(tree);
-    await Deno.remove(`${tree}/boot/EFI`, { recursive: true });
-    await Deno.remove(`${tree}/usr/lib/modules/6.1.0/uki-6.1.0.efi`);
+    await blsOsTree(tree);
     const layout = `${d.path}/layout`;
     await addImage(layout, { layers: [{ tar: await tarDirectory(tree) }], tag: "os" });
     const initramfs = `${d.path}/initramfs`;
