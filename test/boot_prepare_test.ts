@@ -33,6 +33,13 @@ async function osTree(dir: string, ukiCmdline?: string): Promise<void> {
   await Deno.writeTextFile(`${dir}/etc/os-release`, 'PRETTY_NAME="Busybox Test OS"\n');
 }
 
+/** The OS tree without UKIs: its BLS entry is the first boot entry. */
+async function blsOsTree(dir: string): Promise<void> {
+  await osTree(dir);
+  await Deno.remove(`${dir}/boot/EFI`, { recursive: true });
+  await Deno.remove(`${dir}/usr/lib/modules/6.1.0/uki-6.1.0.efi`);
+}
+
 Deno.test({
   name:
     "oci pull --bootable, oci mount --bootable, oci prepare-boot (BLS) and setup-root of the written karg",
