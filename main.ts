@@ -13,6 +13,11 @@ if (import.meta.main) {
     console.log(VERSION_TEXT);
     Deno.exit(0);
   }
+  if (name === "composefs-setup-root") {
+    // On the boot's critical path: load only setup-root, not the command tree.
+    const { setupRootMain } = await import("./lib/cli/setup_root.ts");
+    Deno.exit(await setupRootMain(args));
+  }
   const { cliMain } = await import("./lib/cli/main.ts");
   Deno.exit(await cliMain(name, args));
 }

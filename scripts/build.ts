@@ -9,7 +9,7 @@
 const root = new URL("../", import.meta.url).pathname;
 const dist = `${root}dist`;
 const deno = Deno.execPath();
-const NAMES = ["mkcomposefs", "composefs-info", "mount.composefs"];
+const NAMES = ["mkcomposefs", "composefs-info", "mount.composefs", "composefs-setup-root"];
 
 /** `import … from "node:x"` (as esbuild writes it) → the same bindings from `await import("node:x")`. */
 export function dynamicNodeImport(clause: string, spec: string): string {

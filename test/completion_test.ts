@@ -53,11 +53,12 @@ Deno.test("completion: bash completes commands, subcommands, options, choices an
   await Deno.writeTextFile(`${d.path}/work/other`, "");
 
   assertEquals(await complete(path, ["cfsctl", "oc"]), ["oci"]);
-  assertEquals(await complete(path, ["cfsctl", "oci", "p"]), ["pull"]);
+  assertEquals(await complete(path, ["cfsctl", "oci", "p"]), ["prepare-boot", "pull"]);
   assertEquals(await complete(path, ["cfsctl", "c"]), [
     "cat",
     "completion",
     "compute-id",
+    "compute-karg",
     "create-dumpfile",
     "create-image",
   ]);

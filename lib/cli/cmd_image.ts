@@ -14,7 +14,7 @@ interface JsonFlag {
 
 function addReadFlags(cmd: Command): Command {
   return cmd
-    .option("--bootable", "apply the boot transform (not supported yet)")
+    .option("--bootable", "boot transform: empty /boot and /sysroot, SELinux labels from the image's policy")
     .option("--no-propagate-usr-to-root", "read the directory as is (all xattrs, no /usr → root metadata)");
 }
 

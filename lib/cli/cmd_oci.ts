@@ -4,6 +4,7 @@
 import { type Command, Option } from "commander";
 import { CfsError, NotFoundError, UsageError } from "../errors.ts";
 import type { Repository } from "../repository/repository.ts";
+import type { Directory } from "../tree/tree.ts";
 import { addRemoteOptions, remoteOptionsFrom } from "./remote_options.ts";
 import { examplesText, globalsOf } from "./program.ts";
 import { errln, out, outBytes, outJson, outln } from "./output.ts";
@@ -11,6 +12,12 @@ import { createReporter } from "./progress_render.ts";
 import { ExitCode } from "./run.ts";
 import { checkMountFlags, mountJson } from "./cmd_mount.ts";
 import { fsckJson, printFsck } from "./cmd_repo.ts";
+
+/** The boot transform (--bootable) on an OCI image's merged tree. */
+async function bootTransform(repo: Repository, tree: Directory): Promise<void> {
+  const { repoLeafReader, transformForBoot } = await import("../boot/transform.ts");
+  await transformForBoot(tree, repoLeafReader(repo));
+}
 
 async function withRepo<T>(cmd: Command, fn: (repo: Repository) => Promise<T>): Promise<T> {
   const { openRepoFromGlobals } = await import("./repo_open.ts");
@@ -40,7 +47,10 @@ export function registerOciCommands(program: Command): void {
       "--platform <OS/ARCH[/VARIANT]>",
       "platform to choose from a multi-platform image (default: this host)",
     )
-    .option("--bootable", "also build the boot image (not supported yet)")
+    .option(
+      "--bootable",
+      "also build the boot image (boot transform: /boot, /sysroot emptied, SELinux labels)",
+    )
     .option("--json", "print the result as JSON")
     .addOption(
       new Option(
@@ -70,7 +80,6 @@ export function registerOciCommands(program: Command): void {
         openImageSource,
         remoteSourceFactory,
       } = await import("./oci_impl.ts");
-      if (opts.bootable) throw new UsageError("--bootable is not supported yet");
       const ref = parseImageReference(image);
       const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
       await withRepo(cmd, async (repo) => {
@@ -94,12 +103,17 @@ export function registerOciCommands(program: Command): void {
           reporter.finish?.();
           // containers-storage read in place: how each object got into the repository (spec §8.4).
           const lf = (source as { localFetchStats?: Record<string, number> }).localFetchStats;
+          const boot = opts.bootable
+            ? await (await import("../boot/oci_boot.ts")).linkBootImages(repo, r.manifestDigest)
+            : undefined;
+          if (boot) { for (const [k, v] of boot.images) r.images.set(k, v); }
+          const manifestVerity = boot?.manifestVerity ?? r.manifestVerity;
           if (opts.json) {
             outJson({
               manifest: r.manifestDigest,
               config: r.configDigest,
-              manifest_verity: r.manifestVerity.hex(),
-              config_verity: r.configVerity.hex(),
+              manifest_verity: manifestVerity.hex(),
+              config_verity: (boot?.configVerity ?? r.configVerity).hex(),
               algorithm: repo.alg,
               tagged: r.tag ?? null,
               is_container: r.isContainer,
@@ -118,9 +132,10 @@ export function registerOciCommands(program: Command): void {
           } else {
             outln(`manifest ${r.manifestDigest}`);
             outln(`config   ${r.configDigest}`);
-            outln(`verity   ${r.manifestVerity.hex()}`);
+            outln(`verity   ${manifestVerity.hex()}`);
             if (r.tag !== undefined) outln(`tagged   ${r.tag}`);
             outln(`objects  ${lf ? formatLocalFetchStats(lf, r.stats) : formatStats(r.stats)}`);
+            if (boot) outln(`Boot image: ${[...boot.images.values()][0].hex()}`);
           }
         } finally {
           reporter.finish?.();
@@ -243,7 +258,7 @@ export function registerOciCommands(program: Command): void {
       "[CONFIG_VERITY]",
       "fs-verity id (hex) of the config splitstream: trust it instead of re-hashing layers",
     )
-    .option("--bootable", "apply the boot transform (not supported yet)")
+    .option("--bootable", "apply the boot transform (/boot, /sysroot emptied, SELinux labels)")
     .addHelpText(
       "after",
       examplesText(
@@ -253,13 +268,14 @@ export function registerOciCommands(program: Command): void {
     )
     .action(async (name: string, verity: string | undefined, opts, cmd: Command) => {
       const { buildImageTree, writeDumpfile, resolveConfig, treeAsStoredIn } = await import("./oci_impl.ts");
-      if (opts.bootable) throw new UsageError("--bootable is not supported yet");
       await withRepo(cmd, async (repo) => {
         const cfg = await resolveConfig(repo, name, verity);
         if (!cfg.isContainer) throw new UsageError(`${name} is an artifact, not a container image`);
+        const tree = await buildImageTree(repo, cfg.diffIds);
+        if (opts.bootable) await bootTransform(repo, tree);
         // What the repository's (default) image stores, not more (issue 11.12).
-        const tree = treeAsStoredIn(await buildImageTree(repo, cfg.diffIds), repo.erofsVersions()[0]);
-        for (const chunk of writeDumpfile(tree)) Deno.stdout.writeSync(chunk);
+        const stored = treeAsStoredIn(tree, repo.erofsVersions()[0]);
+        for (const chunk of writeDumpfile(stored)) Deno.stdout.writeSync(chunk);
       });
     });
 
@@ -270,7 +286,7 @@ export function registerOciCommands(program: Command): void {
       "[CONFIG_VERITY]",
       "fs-verity id (hex) of the config splitstream: trust it instead of re-hashing layers",
     )
-    .option("--bootable", "apply the boot transform (not supported yet)")
+    .option("--bootable", "apply the boot transform (/boot, /sysroot emptied, SELinux labels)")
     .option("--json", "print as JSON")
     .addHelpText(
       "after",
@@ -281,11 +297,11 @@ export function registerOciCommands(program: Command): void {
     )
     .action(async (name: string, verity: string | undefined, opts, cmd: Command) => {
       const { fsverityDigest, writeErofs, buildImageTree, resolveConfig } = await import("./oci_impl.ts");
-      if (opts.bootable) throw new UsageError("--bootable is not supported yet");
       await withRepo(cmd, async (repo) => {
         const cfg = await resolveConfig(repo, name, verity);
         if (!cfg.isContainer) throw new UsageError(`${name} is an artifact, not a container image`);
         const tree = await buildImageTree(repo, cfg.diffIds);
+        if (opts.bootable) await bootTransform(repo, tree);
         const version = repo.erofsVersions()[0];
         const id = fsverityDigest(writeErofs(tree, { version }), repo.alg);
         if (opts.json) outJson({ image_id: id.hex(), algorithm: repo.alg, erofs_version: version });
@@ -297,7 +313,7 @@ export function registerOciCommands(program: Command): void {
     .description("mount the composefs image of a pulled image")
     .argument("<IMAGE>", "tag, or sha256:<manifest digest>")
     .argument("<MOUNTPOINT>", "where to mount it")
-    .option("--bootable", "mount the boot image (not supported yet)")
+    .option("--bootable", "mount the boot image (pulled with --bootable)")
     .option("--upperdir <DIR>", "overlay upper directory (writable layer)")
     .option("--workdir <DIR>", "overlay work directory")
     .option("--read-write", "mount read-write (needs --upperdir)")
@@ -318,14 +334,19 @@ export function registerOciCommands(program: Command): void {
         mountRepositoryImage,
         mountTweaksFromEnv,
       } = await import("./oci_impl.ts");
-      if (opts.bootable) throw new UsageError("No boot EROFS image linked — --bootable is not supported yet");
       checkMountFlags(opts);
       await withRepo(cmd, async (repo) => {
         const digest = await resolveManifestDigest(repo, image);
         const m = await openManifest(repo, digest);
         const c = await openConfig(repo, m.configDigest, m.refs.get(`config:${m.configDigest}`), m);
-        const id = c.refs.get(imageRefKey(repo.erofsVersions()[0]));
-        if (!id) throw new NotFoundError("No composefs EROFS image linked — try re-pulling the image");
+        const id = c.refs.get(imageRefKey(repo.erofsVersions()[0], Boolean(opts.bootable)));
+        if (!id) {
+          throw new NotFoundError(
+            opts.bootable
+              ? "No boot EROFS image linked — try pulling with --bootable"
+              : "No composefs EROFS image linked — try re-pulling the image",
+          );
+        }
         const r = await mountRepositoryImage(repo, id.hex(), mountpoint, {
           upperdir: opts.upperdir,
           workdir: opts.workdir,

@@ -1,6 +1,5 @@
 // What the image commands (cmd_image.ts) run: directory scanning, EROFS writer/reader, dumpfiles;
 // imported when an action starts rather than at start-up.
-import { UsageError } from "../errors.ts";
 import type { HashAlgorithm } from "../fsverity/object_id.ts";
 import type { ObjectStore } from "../repository/object_store.ts";
 import { scanDirectory } from "../tree/scan.ts";
@@ -14,7 +13,7 @@ export { dumpfileEntryLines, writeDumpfile } from "../dumpfile/write.ts";
 export { lookup } from "../tree/tree.ts";
 export { countLeafLinks } from "../tree/walk.ts";
 export { utf8ToBstr } from "../util/bytes.ts";
-export { hashForRepoless, openRepoFromGlobals } from "./repo_open.ts";
+export { hashForRepoless, openRepoFromGlobals, repoPathFromGlobals } from "./repo_open.ts";
 
 export interface ReadFlags {
   bootable?: boolean;
@@ -28,9 +27,6 @@ export async function readFsTree(
   alg: HashAlgorithm,
   store?: ObjectStore,
 ): Promise<Directory> {
-  if (flags.bootable) {
-    throw new UsageError("--bootable is not supported yet (the boot transform is not implemented)");
-  }
   const containerRoot = flags.propagateUsrToRoot !== false;
   const root = await scanDirectory(path, {
     alg,
@@ -41,5 +37,9 @@ export async function readFsTree(
     xattrFilter: containerRoot ? (n) => CONTAINER_XATTR_ALLOWLIST.includes(n) : undefined,
   });
   if (containerRoot) propagateUsrToRoot(root);
+  if (flags.bootable) {
+    const { dirLeafReader, transformForBoot } = await import("../boot/transform.ts");
+    await transformForBoot(root, dirLeafReader(path));
+  }
   return root;
 }

@@ -8,8 +8,9 @@ import { registerCompletionCommand } from "./cmd_completion.ts";
 import { registerFetchCommand } from "./cmd_fetch.ts";
 import { registerImagesCommand } from "./cmd_images.ts";
 import { registerVarlinkCommand } from "./cmd_varlink.ts";
+import { registerBootCommands } from "./cmd_boot.ts";
 
-const PERSONALITIES = ["mkcomposefs", "composefs-info", "mount.composefs"] as const;
+const PERSONALITIES = ["mkcomposefs", "composefs-info", "mount.composefs", "composefs-setup-root"] as const;
 type Personality = typeof PERSONALITIES[number];
 
 async function runPersonality(p: Personality, args: string[]): Promise<number> {
@@ -20,6 +21,8 @@ async function runPersonality(p: Personality, args: string[]): Promise<number> {
       return (await import("./composefs_info.ts")).composefsInfoMain(args);
     case "mount.composefs":
       return (await import("./mount_composefs.ts")).mountComposefsMain(args);
+    case "composefs-setup-root":
+      return (await import("./setup_root.ts")).setupRootMain(args);
   }
 }
 
@@ -28,6 +31,7 @@ export const REGISTRARS: Registrar[] = [
   registerMountCommands,
   registerOciCommands,
   registerImageCommands,
+  registerBootCommands,
   registerCompletionCommand,
   registerFetchCommand,
   registerImagesCommand,
