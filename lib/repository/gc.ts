@@ -5,7 +5,8 @@
 import type { ObjectId } from "../fsverity/object_id.ts";
 import { collectObjects } from "../erofs/reader.ts";
 import type { Repository } from "./repository.ts";
-import { objectIdOfTarget, openStream } from "./streams.ts";
+import { objectIdOfTarget } from "./streams.ts";
+import { SplitStreamReader } from "../splitstream/mod.ts";
 import { readDirOrEmpty } from "../util/fs.ts";
 
 export interface GcOptions {
@@ -120,58 +121,66 @@ async function collectGarbage(
     }
   }
 
-  // 3. Stream roots, depth first; named refs whose object is some stream's object lead to that stream.
-  const streamOfObject = new Map<string, string>();
-  for (const [name, id] of topStreams) if (id) streamOfObject.set(id.hex(), name);
-  const visited = new Set<string>();
-  const pending = [...streamRoots];
-  while (pending.length > 0) {
-    const name = pending.pop()!;
-    if (visited.has(name)) continue;
-    visited.add(name);
+  // 3. Stream roots, depth first, by object: a named ref leads to the object it names whether or not
+  // a streams/ link still points there (a stream renamed or unlinked by a crash keeps its objects
+  // while something references it). A named ref to an EROFS image keeps that image's objects.
+  const pending: ObjectId[] = [];
+  for (const name of streamRoots) {
     const id = topStreams.get(name);
-    if (!id) continue;
-    live.add(id.hex());
-    let reader;
+    if (id) pending.push(id);
+  }
+  const visited = new Set<string>();
+  while (pending.length > 0) {
+    const id = pending.pop()!;
+    const hex = id.hex();
+    if (visited.has(hex)) continue;
+    visited.add(hex);
+    live.add(hex);
+    let bytes: Uint8Array;
     try {
-      reader = await openStream(repo, name);
+      bytes = await repo.readObject(id);
     } catch (e) {
-      warnings.push(`stream ${name}: ${(e as Error).message}`);
+      warnings.push(`stream object ${id.toId()}: ${(e as Error).message}`);
+      continue;
+    }
+    let reader: SplitStreamReader;
+    try {
+      reader = await SplitStreamReader.fromBytes(bytes, { alg: repo.alg });
+    } catch (e) {
+      try {
+        for (const o of collect(bytes, repo.alg)) live.add(o.hex());
+      } catch {
+        warnings.push(`stream object ${id.toId()}: ${(e as Error).message}`);
+      }
       continue;
     }
     for (const o of reader.objectRefs) live.add(o.hex());
-    for (const o of reader.namedRefs.values()) {
-      live.add(o.hex());
-      const s = streamOfObject.get(o.hex());
-      if (s !== undefined && !visited.has(s)) pending.push(s);
-    }
+    for (const o of reader.namedRefs.values()) if (!visited.has(o.hex())) pending.push(o);
   }
 
-  // 4. Unreachable objects go.
-  let objectsRemoved = 0;
-  let bytesRemoved = 0;
+  // 4. Unreachable objects, decided before anything is deleted.
+  const doomed: { rel: string; size: number }[] = [];
   const removed = new Set<string>();
   for (const sub of await readDirOrEmpty(`${root}/objects`)) {
     if (!sub.isDirectory || !/^[0-9a-f]{2}$/.test(sub.name)) continue;
     for (const f of await readDirOrEmpty(`${root}/objects/${sub.name}`)) {
-      const hex = sub.name + f.name;
-      if (live.has(hex)) continue;
-      const p = `${root}/objects/${sub.name}/${f.name}`;
+      if (live.has(sub.name + f.name)) continue;
+      const rel = `objects/${sub.name}/${f.name}`;
       let size = 0;
       try {
-        size = (await Deno.lstat(p)).size;
-        if (!dryRun) await Deno.remove(p);
+        size = (await Deno.lstat(`${root}/${rel}`)).size;
       } catch (e) {
         if (e instanceof Deno.errors.NotFound) continue;
         throw e;
       }
-      objectsRemoved++;
-      bytesRemoved += size;
-      removed.add(`objects/${sub.name}/${f.name}`);
+      doomed.push({ rel, size });
+      removed.add(rel);
     }
   }
 
-  // 5. Links that are (or, in a dry run, would be) broken.
+  // 5. Links that are broken or lead to a doomed object go first — refs, then the top-level links —
+  // and reach the disk before any object is deleted: a gc killed at any point leaves links only to
+  // objects that still exist (docs/gc.md).
   const isBroken = async (abs: string): Promise<boolean> => {
     let real: string;
     try {
@@ -194,10 +203,25 @@ async function collectGarbage(
   };
   const topLinks = async (dir: string) =>
     (await readDirOrEmpty(dir)).filter((e) => e.isSymlink).map((e) => e.name);
-  let imagesPruned = await prune(`${root}/images`, await topLinks(`${root}/images`));
-  let streamsPruned = await prune(`${root}/streams`, await topLinks(`${root}/streams`));
-  imagesPruned += await prune(`${root}/images/refs`, await symlinksBelow(`${root}/images/refs`));
-  streamsPruned += await prune(`${root}/streams/refs`, await symlinksBelow(`${root}/streams/refs`));
+  let imagesPruned = await prune(`${root}/images/refs`, await symlinksBelow(`${root}/images/refs`));
+  let streamsPruned = await prune(`${root}/streams/refs`, await symlinksBelow(`${root}/streams/refs`));
+  imagesPruned += await prune(`${root}/images`, await topLinks(`${root}/images`));
+  streamsPruned += await prune(`${root}/streams`, await topLinks(`${root}/streams`));
+  if (!dryRun && doomed.length > 0) repo.sync();
+
+  // 6. Only now the objects.
+  let objectsRemoved = 0;
+  let bytesRemoved = 0;
+  for (const d of doomed) {
+    try {
+      if (!dryRun) await Deno.remove(`${root}/${d.rel}`);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) continue;
+      throw e;
+    }
+    objectsRemoved++;
+    bytesRemoved += d.size;
+  }
 
   return { objectsRemoved, bytesRemoved, imagesPruned, streamsPruned, warnings };
 }
