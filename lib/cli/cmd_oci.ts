@@ -125,6 +125,8 @@ export function registerOciCommands(program: Command): void {
       const { listImages } = await import("./oci_impl.ts");
       await withRepo(cmd, async (repo) => {
         const images = await listImages(repo);
+        // A bad tag is reported on stderr and does not hide the good ones (exit 1 when there is one).
+        for (const i of images) if (i.error !== undefined) errln(`oci images: tag ${i.name}: ${i.error}`);
         if (opts.json) {
           outJson({
             images: images.map((i) => ({
@@ -136,22 +138,25 @@ export function registerOciCommands(program: Command): void {
               created: i.created,
               layer_count: i.layerCount,
               referrer_count: i.referrerCount,
+              ...(i.error !== undefined ? { error: i.error } : {}),
             })),
           });
+          if (images.some((i) => i.error !== undefined)) throw new ExitCode(1);
           return;
         }
-        if (images.length === 0) {
-          outln("No images found");
-          return;
+        const good = images.filter((i) => i.error === undefined);
+        if (images.length === 0) outln("No images found");
+        else if (good.length > 0) {
+          const rows = good.map((i) => [
+            i.name,
+            i.manifestDigest.replace(/^sha256:/, "").slice(0, 12),
+            i.architecture || "artifact",
+            String(i.layerCount),
+            String(i.referrerCount),
+          ]);
+          out(renderTable(["NAME", "DIGEST", "ARCH", "LAYERS", "REFS"], rows));
         }
-        const rows = images.map((i) => [
-          i.name,
-          i.manifestDigest.replace(/^sha256:/, "").slice(0, 12),
-          i.architecture || "artifact",
-          String(i.layerCount),
-          String(i.referrerCount),
-        ]);
-        out(renderTable(["NAME", "DIGEST", "ARCH", "LAYERS", "REFS"], rows));
+        if (good.length < images.length) throw new ExitCode(1);
       });
     });
 
