@@ -9,7 +9,7 @@ import { examplesText, globalsOf } from "./program.ts";
 import { errln, out, outBytes, outJson, outln } from "./output.ts";
 import { createReporter } from "./progress_render.ts";
 import { ExitCode } from "./run.ts";
-import { checkMountFlags, mountJson } from "./cmd_mount.ts";
+import { checkMountFlags, mountAttrs, mountJson, warnMountRef } from "./cmd_mount.ts";
 import { fsckJson, printFsck } from "./cmd_repo.ts";
 
 async function withRepo<T>(cmd: Command, fn: (repo: Repository) => Promise<T>): Promise<T> {
@@ -293,10 +293,14 @@ export function registerOciCommands(program: Command): void {
     .option("--workdir <DIR>", "overlay work directory")
     .option("--read-write", "mount read-write (needs --upperdir)")
     .option("--json", "describe the mount as JSON")
+    .option("--nosuid", "ignore set-user-id and set-group-id bits (use for untrusted images)")
+    .option("--nodev", "do not allow access to device nodes (use for untrusted images)")
+    .option("--noexec", "do not allow execution of programs (use for untrusted images)")
     .addHelpText(
       "after",
       examplesText(
         "cfsctl --repo /var/tmp/repo oci mount myimage /mnt",
+        "cfsctl oci mount untrusted:latest /mnt --nosuid --nodev --noexec",
         "cfsctl oci mount sha256:<manifest digest> /mnt --upperdir /var/up --workdir /var/work --read-write",
       ),
     )
@@ -321,9 +325,11 @@ export function registerOciCommands(program: Command): void {
           upperdir: opts.upperdir,
           workdir: opts.workdir,
           readWrite: Boolean(opts.readWrite),
+          ...mountAttrs(opts),
           ...mountTweaksFromEnv(),
         });
         for (const w of r.warnings) errln(`kernel: ${w}`);
+        warnMountRef(r);
         if (opts.json) outJson(mountJson(image, r, Boolean(opts.readWrite), id.hex()));
       });
     });

@@ -5,8 +5,14 @@
 import { CfsError, KernelError, NotFoundError, UsageError } from "../errors.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
 import {
+  AT_EMPTY_PATH,
   AT_FDCWD,
   closeFd,
+  MOUNT_ATTR_IDMAP,
+  MOUNT_ATTR_NODEV,
+  MOUNT_ATTR_NOEXEC,
+  MOUNT_ATTR_NOSUID,
+  mountSetattr,
   MOVE_MOUNT_F_EMPTY_PATH,
   moveMount,
   O_DIRECTORY,
@@ -42,6 +48,15 @@ export interface MountComposefsOptions {
   workdir?: string;
   /** Writable mount (needs upperdir/workdir); otherwise the mount is MOUNT_ATTR_RDONLY. */
   readWrite?: boolean;
+  /**
+   * Mount attributes for an untrusted image (docs/mount-options.md): no set-uid/set-gid, no device
+   * nodes, no execution through the mount.
+   */
+  nosuid?: boolean;
+  nodev?: boolean;
+  noexec?: boolean;
+  /** An id-mapped mount: fd of the user namespace whose mapping applies (MOUNT_ATTR_IDMAP). */
+  idmapUsernsFd?: number;
   /** Use a loop device even when EROFS could mount the file directly. */
   forceLoop?: boolean;
   /** How layers are passed to overlayfs; "auto" (default) = fds if the kernel takes them. */
@@ -57,6 +72,10 @@ export interface MountedComposefs {
   verity: "require" | "none";
   /** Set when a digest was checked: "userspace" means the image itself has no fs-verity protection. */
   digestCheckedBy?: DigestSource;
+  /** Name of the mount ref under images/refs/mounts/ (repository mounts, docs/gc.md). */
+  mountRef?: string;
+  /** Why no mount ref could be recorded (read-only repository, …): gc may then collect the image. */
+  mountRefError?: string;
   /** Warnings from the kernel's fs context logs. */
   warnings: string[];
 }
@@ -123,6 +142,24 @@ function openImage(path: string, cleanup: Cleanup): number {
   return fd;
 }
 
+/** Makes the detached mount id-mapped with the user namespace `usernsFd` (before it is attached). */
+function idmap(mountFd: number, usernsFd: number): void {
+  try {
+    mountSetattr(mountFd, "", AT_EMPTY_PATH, { set: MOUNT_ATTR_IDMAP, usernsFd });
+  } catch (e) {
+    if (e instanceof KernelError) {
+      throw new KernelError(
+        e.syscall,
+        e.errno,
+        e.code,
+        `id-mapped mount refused (${e.code}): the user namespace must have a mapping and the ` +
+          `filesystems must support idmapped mounts`,
+      );
+    }
+    throw e;
+  }
+}
+
 function attach(mountFd: number, mountpoint: string): void {
   try {
     moveMount(mountFd, "", AT_FDCWD, mountpoint, MOVE_MOUNT_F_EMPTY_PATH);
@@ -171,11 +208,14 @@ export async function mountComposefs(opts: MountComposefsOptions): Promise<Mount
         upperFd,
         workFd,
         readWrite: Boolean(opts.readWrite),
+        attrs: (opts.nosuid ? MOUNT_ATTR_NOSUID : 0) | (opts.nodev ? MOUNT_ATTR_NODEV : 0) |
+          (opts.noexec ? MOUNT_ATTR_NOEXEC : 0),
       },
       cleanup,
       opts.layerMode ?? "auto",
       warnings,
     );
+    if (opts.idmapUsernsFd !== undefined) idmap(overlay.mountFd, opts.idmapUsernsFd);
     attach(overlay.mountFd, mountpoint);
     return {
       mountpoint,

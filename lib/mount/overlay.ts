@@ -42,6 +42,8 @@ export interface OverlaySpec {
   upperFd?: number;
   workFd?: number;
   readWrite: boolean;
+  /** Extra MOUNT_ATTR_* bits (nosuid, nodev, noexec) for the overlay mount. */
+  attrs?: number;
 }
 
 /** Raised in fd mode when the kernel does not take layers as fds, so the caller can use strings. */
@@ -125,7 +127,7 @@ function createAndMount(
   } catch (e) {
     throw e instanceof KernelError ? explainOverlayCreateError(e, dataOnlyViaString, kernelVersion()) : e;
   }
-  const mnt = fsmount(fsfd, FSMOUNT_CLOEXEC, spec.readWrite ? 0 : MOUNT_ATTR_RDONLY);
+  const mnt = fsmount(fsfd, FSMOUNT_CLOEXEC, (spec.readWrite ? 0 : MOUNT_ATTR_RDONLY) | (spec.attrs ?? 0));
   for (const m of readFsLog(fsfd)) if (m.level === "w") warnings.push(`overlay: ${m.text}`);
   return mnt;
 }

@@ -20,6 +20,7 @@ import { objectOfPath } from "./gc.ts";
 import { collectObjects } from "../erofs/reader.ts";
 import { algorithmName, checkMeta, META_FILENAME, parseMeta } from "./meta.ts";
 import type { Repository } from "./repository.ts";
+import { removeStaleMountRefs } from "./mount_refs.ts";
 import { SplitStreamReader } from "../splitstream/mod.ts";
 import { defaultWritePermits } from "./semaphore.ts";
 
@@ -43,6 +44,8 @@ export interface FsckReport {
   brokenLinks: number;
   missingObjects: number;
   errors: string[];
+  /** Stale mount refs (their mount is gone) that fsck removed: the one thing it changes. */
+  staleMountRefsRemoved: string[];
 }
 
 function detail(e: unknown): string {
@@ -72,9 +75,14 @@ export async function fsck(repo: Repository, opts: FsckOptions = {}): Promise<Fs
     brokenLinks: 0,
     missingObjects: 0,
     errors: [],
+    staleMountRefsRemoved: [],
   };
   const err = (s: string) => r.errors.push(`fsck: ${s}`);
   const fs = repoFs(repo);
+  // Runtime state, not content: a mount ref whose mount is gone is removed (docs/gc.md).
+  if (await repo.ensureWritable().then(() => true, () => false)) {
+    r.staleMountRefsRemoved = removeStaleMountRefs(repo);
+  }
   await checkMetadata(repo, fs, r, err);
   if (!opts.metadataOnly) await checkObjects(repo, fs, r, err, opts.concurrency ?? defaultWritePermits());
   await checkLinkDir(repo, fs, "streams", checkOneStream, r, err);

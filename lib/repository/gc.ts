@@ -18,6 +18,7 @@ import {
   RepoPathError,
 } from "./repo_fs.ts";
 import { describeError } from "../errors.ts";
+import { MOUNT_REFS_DIR, mountRefLive, readMountInfo } from "./mount_refs.ts";
 
 export interface GcOptions {
   /** Extra roots: names matched against top-level entries of images/ and streams/. */
@@ -116,7 +117,15 @@ async function collectGarbage(
   };
 
   // 1. Roots, as objects: refs resolve (inside the repository only) to an image or a stream object.
-  const imageRefs = refLinksBelow(fs, "images/refs", warn);
+  // A mount ref whose mount is gone is no root (docs/gc.md); it is pruned with the broken links.
+  const info = readMountInfo();
+  const staleMountRefs: string[] = [];
+  const imageRefs = refLinksBelow(fs, "images/refs", warn).filter((ref) => {
+    if (!ref.startsWith(`${MOUNT_REFS_DIR}/`)) return true;
+    if (mountRefLive(ref.slice(MOUNT_REFS_DIR.length + 1), info)) return true;
+    staleMountRefs.push(ref);
+    return false;
+  });
   const streamRefs = refLinksBelow(fs, "streams/refs", warn);
   const imageRoots: ObjectId[] = [];
   const streamRoots: ObjectId[] = [];
@@ -254,6 +263,17 @@ async function collectGarbage(
     return n;
   };
   let imagesPruned = prune(imageRefs);
+  for (const rel of staleMountRefs) {
+    if (!dryRun) {
+      try {
+        fs.unlink(rel);
+      } catch (e) {
+        warn(`removing ${rel}: ${describeError(e)}`);
+        continue;
+      }
+    }
+    imagesPruned++;
+  }
   let streamsPruned = prune(streamRefs);
   imagesPruned += prune(topImages);
   streamsPruned += prune(topStreams);
