@@ -37,8 +37,11 @@ export interface MountComposefsOptions {
   mountpoint: string;
   /** Shown as the mount source `composefs:NAME`; without it the source is `composefs`. */
   name?: string;
-  /** `require`: overlayfs checks every object's fs-verity digest against the image. */
-  verity: "require" | "none";
+  /**
+   * `require`: overlayfs checks every object's fs-verity digest against the image. `try`: the same
+   * when the kernel's overlayfs has the verity option, else none (docs/mount-options.md).
+   */
+  verity: "require" | "none" | "try";
   /**
    * Expected fs-verity digest of the image file, checked before mounting. When the kernel measured it
    * (fs-verity on the image), overlay verity is required too, like C mount.composefs.
@@ -55,7 +58,10 @@ export interface MountComposefsOptions {
   nosuid?: boolean;
   nodev?: boolean;
   noexec?: boolean;
-  /** An id-mapped mount: fd of the user namespace whose mapping applies (MOUNT_ATTR_IDMAP). */
+  /**
+   * An id-mapped mount: fd of the user namespace whose mapping applies to the image's ownership
+   * (MOUNT_ATTR_IDMAP on the EROFS layer).
+   */
   idmapUsernsFd?: number;
   /** Use a loop device even when EROFS could mount the file directly. */
   forceLoop?: boolean;
@@ -69,7 +75,7 @@ export interface MountedComposefs {
   source: string;
   layerMode: LayerMode;
   loopDevice?: string;
-  verity: "require" | "none";
+  verity: "require" | "none" | "try";
   /** Set when a digest was checked: "userspace" means the image itself has no fs-verity protection. */
   digestCheckedBy?: DigestSource;
   /** Name of the mount ref under images/refs/mounts/ (repository mounts, docs/gc.md). */
@@ -142,7 +148,7 @@ function openImage(path: string, cleanup: Cleanup): number {
   return fd;
 }
 
-/** Makes the detached mount id-mapped with the user namespace `usernsFd` (before it is attached). */
+/** Makes a detached mount id-mapped with the user namespace `usernsFd` (before it is used). */
 function idmap(mountFd: number, usernsFd: number): void {
   try {
     mountSetattr(mountFd, "", AT_EMPTY_PATH, { set: MOUNT_ATTR_IDMAP, usernsFd });
@@ -199,6 +205,9 @@ export async function mountComposefs(opts: MountComposefsOptions): Promise<Mount
 
     const erofs = mountErofsDetached(imageFd, label, cleanup, { forceLoop: opts.forceLoop });
     warnings.push(...erofs.warnings);
+    // Ownership lives in the EROFS layer (objects carry data only), so that is the layer id-mapped,
+    // as C mount.composefs does; overlayfs takes id-mapped layers.
+    if (opts.idmapUsernsFd !== undefined) idmap(erofs.mountFd, opts.idmapUsernsFd);
     const overlay = mountOverlayDetached(
       {
         source,
@@ -215,7 +224,6 @@ export async function mountComposefs(opts: MountComposefsOptions): Promise<Mount
       opts.layerMode ?? "auto",
       warnings,
     );
-    if (opts.idmapUsernsFd !== undefined) idmap(overlay.mountFd, opts.idmapUsernsFd);
     attach(overlay.mountFd, mountpoint);
     return {
       mountpoint,

@@ -37,7 +37,8 @@ export interface OverlaySpec {
   erofsMountFd: number;
   /** Directory fds (O_PATH) of the objects directories (data-only layers, searched in order). */
   objectsFds: number[];
-  verity: "require" | "none";
+  /** "try": verity=require when the kernel takes the option, else none (C mount.composefs tryverity). */
+  verity: "require" | "none" | "try";
   /** Directory fds (O_PATH) of upper and work dirs, both or neither. */
   upperFd?: number;
   workFd?: number;
@@ -137,6 +138,13 @@ function commonOptions(fsfd: number, spec: OverlaySpec): void {
   setOption(fsfd, "metacopy", "on");
   setOption(fsfd, "redirect_dir", "on");
   if (spec.verity === "require") setOption(fsfd, "verity", "require");
+  if (spec.verity === "try") {
+    try {
+      fsconfigSetString(fsfd, "verity", "require");
+    } catch (e) {
+      if (!(e instanceof KernelError)) throw e; // the kernel has no overlay verity: mount without
+    }
+  }
 }
 
 function overlayWithFds(spec: OverlaySpec, warnings: string[]): number {
