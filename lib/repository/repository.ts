@@ -62,12 +62,21 @@ export interface OpenOptions {
   /** Permits of the object-write semaphore (default: number of cores). */
   writePermits?: number;
   /**
-   * For fsck: open even when meta.json is missing, unparsable or conflicting, with the algorithm
-   * from `hash`, else inferred from objects, else SHA-512 (fsck then reports the problem).
+   * For fsck: open even when meta.json is unreadable or unparsable, with the algorithm from `hash`,
+   * else inferred from objects, else SHA-512 (fsck then reports the problem). Policy refusals — not
+   * initialized, `--no-upgrade` without meta.json, `--hash` disagreeing with meta.json — still refuse.
    */
   lenientMeta?: boolean;
   /** Store objects through named temporaries instead of O_TMPFILE (tests of that fallback). */
   noTmpfile?: boolean;
+}
+
+/**
+ * A refusal by policy (no meta.json under --no-upgrade, not initialized, --hash disagreeing with
+ * meta.json): fsck opens leniently only where meta.json is unreadable, never past these (issue 13.5).
+ */
+class MetaPolicyError extends RepositoryError {
+  override name = "RepositoryError";
 }
 
 async function removeIfExists(path: string, recursive: boolean): Promise<void> {
@@ -97,7 +106,7 @@ async function loadMeta(path: string, opts: OpenOptions): Promise<LoadedMeta> {
   let onDisk = await readMetaFile(path);
   if (onDisk === null) {
     if (opts.noUpgrade || !(await hasObjectsDir(path))) {
-      throw new RepositoryError(
+      throw new MetaPolicyError(
         `${META_FILENAME} not found in ${path}; this repository must be initialized with \`cfsctl init\``,
       );
     }
@@ -108,7 +117,7 @@ async function loadMeta(path: string, opts: OpenOptions): Promise<LoadedMeta> {
       });
     });
     if (opts.hash && opts.hash !== inferred.alg) {
-      throw new RepositoryError(
+      throw new MetaPolicyError(
         `repository is configured for ${algorithmName(inferred.alg)} (inferred from objects) ` +
           `but --hash ${opts.hash} was specified`,
       );
@@ -120,7 +129,7 @@ async function loadMeta(path: string, opts: OpenOptions): Promise<LoadedMeta> {
   const { meta } = onDisk;
   const check = checkMeta(meta);
   if (opts.hash && opts.hash !== check.alg) {
-    throw new RepositoryError(
+    throw new MetaPolicyError(
       `repository is configured for ${meta.algorithm} (from ${META_FILENAME}) but --hash ${opts.hash} was specified`,
     );
   }
@@ -222,7 +231,7 @@ export class Repository implements ObjectStore {
       try {
         loaded = await loadMeta(path, opts);
       } catch (e) {
-        if (!opts.lenientMeta) throw e;
+        if (!opts.lenientMeta || e instanceof MetaPolicyError) throw e;
         const alg = opts.hash ?? (await inferFromObjects(path).then((r) => r.alg, () => "sha512" as const));
         loaded = { meta: newMeta(alg), alg, readOnlyReasons: [] };
       }
