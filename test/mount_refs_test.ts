@@ -45,6 +45,12 @@ async function setup(dir: string) {
   return { repo, mnt: await Deno.realPath(mnt) };
 }
 
+/** `cfsctl unmount`, falling back to umount(8) so a failing test never leaves a mount behind. */
+async function unmount(repo: string, mnt: string): Promise<void> {
+  const r = await runCli(["--repo", repo, "unmount", mnt]);
+  if (r.code !== 0) await new Deno.Command("umount", { args: ["-l", mnt] }).output();
+}
+
 async function mountRefs(repo: string): Promise<string[]> {
   try {
     return (await Array.fromAsync(Deno.readDir(`${repo}/images/refs/mounts`))).map((e) => e.name);
@@ -78,7 +84,7 @@ Deno.test({
       const fsck = JSON.parse((await cfs(repo, ["fsck", "--json"])).stdout);
       assertEquals([fsck.errors, fsck.stale_mount_refs_removed], [[], undefined]);
     } finally {
-      await runCli(["--repo", repo, "unmount", mnt]);
+      await unmount(repo, mnt);
     }
     assertEquals(mountOptions(mnt)?.includes("ro") ?? false, false, "unmounted");
     assertEquals(await mountRefs(repo), []);
@@ -131,7 +137,7 @@ Deno.test({
       const ok = await new Deno.Command(`${mnt}/usr/bin/true`).output();
       assert(ok.success, "executable without --noexec");
     } finally {
-      await runCli(["--repo", repo, "unmount", mnt]);
+      await unmount(repo, mnt);
     }
     await cfs(repo, ["oci", "mount", "img", mnt, "--nosuid", "--nodev", "--noexec"]);
     try {
@@ -147,7 +153,7 @@ Deno.test({
       }
       assert(refused, "execution must fail on a noexec mount");
     } finally {
-      await runCli(["--repo", repo, "unmount", mnt]);
+      await unmount(repo, mnt);
     }
     const id = (await Array.fromAsync(Deno.readDir(`${repo}/images`))).find((e) => e.isSymlink)!.name;
     await cfs(repo, ["mount", id, mnt, "--noexec"]);
@@ -155,7 +161,7 @@ Deno.test({
       const opts = mountOptions(mnt)!;
       assert(opts.includes("noexec") && !opts.includes("nodev"), opts.join(","));
     } finally {
-      await runCli(["--repo", repo, "unmount", mnt]);
+      await unmount(repo, mnt);
     }
   },
 });
