@@ -8,7 +8,7 @@ import { mountComposefs, type MountComposefsOptions, mountTweaksFromEnv } from "
 import { errln, out } from "./output.ts";
 import { reportError } from "./run.ts";
 
-const USAGE = `Usage: mount.composefs [-sfnv] [-t composefs] [-o OPTIONS] IMAGE MOUNTPOINT
+const USAGE = `Usage: mount.composefs [-sfnv] [-o OPTIONS] IMAGE MOUNTPOINT
 
 Mount a composefs image (an EROFS image whose files live in a content-addressed object directory).
 mount(8) runs this helper for \`mount -t composefs\`.
