@@ -4,6 +4,7 @@
 // the components one openat(O_NOFOLLOW) at a time. Also unlinkat relative to a directory fd.
 import { KernelError } from "../errors.ts";
 import { Errno, errno, errnoName, openLibc } from "./libc.ts";
+import { statFd } from "./fs_at.ts";
 
 const SYS_openat2 = 437n; // the same number on x86_64 and aarch64 (unified syscall table)
 
@@ -62,29 +63,46 @@ export function openBeneath(dirFd: number, rel: string, flags: number, what = re
         noOpenat2 = true;
         break;
       }
+      // Container seccomp profiles that predate openat2 answer EPERM: the component walk gives the
+      // same guarantee (and its own errno if the open really is not permitted).
+      if (e === Errno.EPERM) break;
       fail("openat2", what, e);
     }
   }
   return openByComponents(dirFd, rel, flags, what);
 }
 
-function openByComponents(dirFd: number, rel: string, flags: number, what: string): number {
+/** The fallback walk, exported so tests can check it behaves like openat2 on kernels that have it. */
+export function openByComponents(dirFd: number, rel: string, flags: number, what: string): number {
   const parts = rel.split("/").filter((c) => c !== "" && c !== ".");
   if (parts.some((c) => c === "..")) fail("openat", what, Errno.EXDEV);
   let cur = dirFd;
   try {
     for (let i = 0; i < parts.length - 1; i++) {
-      const next = lib().openat(cur, cbytes(parts[i]), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
-      if (next < 0) {
-        const e = errno();
-        fail("openat", what, e === Errno.ENOTDIR ? Errno.ENOTDIR : e);
-      }
+      // O_PATH|O_NOFOLLOW opens a symlink itself: its type then tells ELOOP from ENOTDIR, as openat2.
+      const next = lib().openat(cur, cbytes(parts[i]), O_PATH | O_NOFOLLOW | O_CLOEXEC, 0);
+      if (next < 0) fail("openat", what, errno());
       if (cur !== dirFd) lib().close(cur);
       cur = next;
+      const type = statFd(cur, what).mode & 0o170000;
+      if (type === 0o120000) fail("openat", what, 40 /* ELOOP */);
+      if (type !== 0o040000) fail("openat", what, Errno.ENOTDIR);
     }
     const last = parts.length ? parts[parts.length - 1] : ".";
     const fd = lib().openat(cur, cbytes(last), flags | O_NOFOLLOW | O_CLOEXEC, 0);
-    if (fd < 0) fail("openat", what, errno());
+    if (fd < 0) {
+      const e = errno();
+      if (e === Errno.ENOTDIR && (flags & O_DIRECTORY) !== 0) {
+        // O_DIRECTORY on a final symlink says ENOTDIR; openat2 says ELOOP: answer the same.
+        const p = lib().openat(cur, cbytes(last), O_PATH | O_NOFOLLOW | O_CLOEXEC, 0);
+        if (p >= 0) {
+          const link = (statFd(p, what).mode & 0o170000) === 0o120000;
+          lib().close(p);
+          if (link) fail("openat", what, 40 /* ELOOP */);
+        }
+      }
+      fail("openat", what, e);
+    }
     return fd;
   } finally {
     if (cur !== dirFd) lib().close(cur);
