@@ -2,7 +2,8 @@
 // and the object store. Streams, images, gc and fsck live in their own files and work on this.
 import { NotFoundError, PermissionError, RepositoryError } from "../errors.ts";
 import type { HashAlgorithm, ObjectId } from "../fsverity/object_id.ts";
-import { isWritableFs, syncfs } from "../linux/fs.ts";
+import { closeFd, isWritableFs, syncfs } from "../linux/fs.ts";
+import { type RepoFs, repoFs, RepoPathError } from "./repo_fs.ts";
 import { RepoLock } from "./lock.ts";
 import {
   algorithmName,
@@ -61,12 +62,21 @@ export interface OpenOptions {
   /** Permits of the object-write semaphore (default: number of cores). */
   writePermits?: number;
   /**
-   * For fsck: open even when meta.json is missing, unparsable or conflicting, with the algorithm
-   * from `hash`, else inferred from objects, else SHA-512 (fsck then reports the problem).
+   * For fsck: open even when meta.json is unreadable or unparsable, with the algorithm from `hash`,
+   * else inferred from objects, else SHA-512 (fsck then reports the problem). Policy refusals — not
+   * initialized, `--no-upgrade` without meta.json, `--hash` disagreeing with meta.json — still refuse.
    */
   lenientMeta?: boolean;
   /** Store objects through named temporaries instead of O_TMPFILE (tests of that fallback). */
   noTmpfile?: boolean;
+}
+
+/**
+ * A refusal by policy (no meta.json under --no-upgrade, not initialized, --hash disagreeing with
+ * meta.json): fsck opens leniently only where meta.json is unreadable, never past these (issue 13.5).
+ */
+class MetaPolicyError extends RepositoryError {
+  override name = "RepositoryError";
 }
 
 async function removeIfExists(path: string, recursive: boolean): Promise<void> {
@@ -96,7 +106,7 @@ async function loadMeta(path: string, opts: OpenOptions): Promise<LoadedMeta> {
   let onDisk = await readMetaFile(path);
   if (onDisk === null) {
     if (opts.noUpgrade || !(await hasObjectsDir(path))) {
-      throw new RepositoryError(
+      throw new MetaPolicyError(
         `${META_FILENAME} not found in ${path}; this repository must be initialized with \`cfsctl init\``,
       );
     }
@@ -107,7 +117,7 @@ async function loadMeta(path: string, opts: OpenOptions): Promise<LoadedMeta> {
       });
     });
     if (opts.hash && opts.hash !== inferred.alg) {
-      throw new RepositoryError(
+      throw new MetaPolicyError(
         `repository is configured for ${algorithmName(inferred.alg)} (inferred from objects) ` +
           `but --hash ${opts.hash} was specified`,
       );
@@ -119,7 +129,7 @@ async function loadMeta(path: string, opts: OpenOptions): Promise<LoadedMeta> {
   const { meta } = onDisk;
   const check = checkMeta(meta);
   if (opts.hash && opts.hash !== check.alg) {
-    throw new RepositoryError(
+    throw new MetaPolicyError(
       `repository is configured for ${meta.algorithm} (from ${META_FILENAME}) but --hash ${opts.hash} was specified`,
     );
   }
@@ -221,7 +231,7 @@ export class Repository implements ObjectStore {
       try {
         loaded = await loadMeta(path, opts);
       } catch (e) {
-        if (!opts.lenientMeta) throw e;
+        if (!opts.lenientMeta || e instanceof MetaPolicyError) throw e;
         const alg = opts.hash ?? (await inferFromObjects(path).then((r) => r.alg, () => "sha512" as const));
         loaded = { meta: newMeta(alg), alg, readOnlyReasons: [] };
       }
@@ -304,16 +314,41 @@ export class Repository implements ObjectStore {
     return this.objects.pathOf(id);
   }
 
-  hasObject(id: ObjectId): Promise<boolean> {
-    return this.objects.has(id);
+  /** Strict access below the repository directory (no symlinks where the layout has none). */
+  get fs(): RepoFs {
+    return repoFs(this);
   }
 
+  /** Whether the object exists as a regular file (a symlink or FIFO in its place does not count). */
+  hasObject(id: ObjectId): Promise<boolean> {
+    try {
+      return Promise.resolve(this.fs.kind(`objects/${id.objectPath()}`) === "file");
+    } catch {
+      return Promise.resolve(false);
+    }
+  }
+
+  /** Opens an object; a FIFO, device or symlink in its place is refused (never a hang). */
   openObject(id: ObjectId): Promise<Deno.FsFile> {
+    try {
+      closeFd(this.fs.openFile(`objects/${id.objectPath()}`).fd);
+    } catch (e) {
+      if (e instanceof RepoPathError && e.code === "not-found") return this.objects.open(id);
+      return Promise.reject(e);
+    }
     return this.objects.open(id);
   }
 
   readObject(id: ObjectId): Promise<Uint8Array> {
-    return this.objects.read(id);
+    const rel = `objects/${id.objectPath()}`;
+    try {
+      return Promise.resolve(this.fs.readFile(rel, Number.MAX_SAFE_INTEGER));
+    } catch (e) {
+      if (e instanceof RepoPathError && e.code === "not-found") {
+        return Promise.reject(new NotFoundError(`object ${id.toId()} not found`));
+      }
+      return Promise.reject(e);
+    }
   }
 
   /** The object's content as a web stream (closes the file at the end). */
