@@ -5,6 +5,10 @@ import { FormatError } from "../lib/errors.ts";
 import { MAX_GLOBAL_PAX_TOTAL } from "../lib/oci/tar/reader.ts";
 import { splitTarLayer } from "../lib/oci/layer_split.ts";
 import { concatBytes } from "../lib/util/bytes.ts";
+import { zstdDecompressAll } from "../lib/util/zstd.ts";
+import { CONTENT_TYPE } from "../lib/splitstream/format.ts";
+import { SplitStreamReader } from "../lib/splitstream/reader.ts";
+import { MAX_INLINE_RECORD, SplitStreamWriter } from "../lib/splitstream/writer.ts";
 import { assert, assertEquals, assertRejects } from "./helpers/assert.ts";
 import { MemoryStore } from "./helpers/memory_store.ts";
 import { END, paxMember, readAll, sha256Hex, tarMember } from "./helpers/tar_fixtures.ts";
@@ -145,4 +149,51 @@ function fixChecksum(h: Uint8Array): void {
   for (let i = 0; i < 512; i++) sum += h[i];
   const s = sum.toString(8).padStart(6, "0") + "\0 ";
   for (let i = 0; i < 8; i++) h[148 + i] = s.charCodeAt(i);
+}
+
+Deno.test("splitstream writer: a long inline run is cut at tar block boundaries, independent of write sizes", async () => {
+  const total = 2 * MAX_INLINE_RECORD + 12345;
+  const data = new Uint8Array(total);
+  for (let i = 0; i < total; i += 997) data[i] = i & 0xff;
+  const files: Uint8Array[] = [];
+  const store = new MemoryStore("sha256");
+  const obj = await store.ensureObject(new Uint8Array(100).fill(1));
+  for (const chunk of [1 << 20, 65536 + 3, 7 * 1024 * 1024 + 11]) {
+    const w = new SplitStreamWriter("sha256", CONTENT_TYPE.OCI_LAYER);
+    w.writeExternal(obj, 100); // the inline run starts at stream offset 100, off a 512 boundary
+    for (let o = 0; o < total; o += chunk) w.writeInline(data.subarray(o, Math.min(total, o + chunk)));
+    files.push(await w.finish());
+  }
+  assertEquals(sha256Hex(files[1]), sha256Hex(files[0]));
+  assertEquals(sha256Hex(files[2]), sha256Hex(files[0]));
+  // Read back: the same bytes, in records whose boundaries fall on multiples of 512.
+  const r = await SplitStreamReader.fromBytes(files[0]);
+  const out: Uint8Array[] = [];
+  for await (const c of r.chunks()) if (c.kind === "inline") out.push(c.data.slice());
+  assertEquals(sha256Hex(concatBytes(out)), sha256Hex(data));
+  const records = inlineRecordLengths(files[0]);
+  assertEquals(records.length, 3);
+  assertEquals(records[0], MAX_INLINE_RECORD + 412);
+  assertEquals(records[1], MAX_INLINE_RECORD);
+  assertEquals(records.reduce((a, b) => a + b, 0), total);
+});
+
+/** Lengths of the inline records of a splitstream file (decodes its chunk stream directly). */
+function inlineRecordLengths(file: Uint8Array): number[] {
+  const v = new DataView(file.buffer, file.byteOffset);
+  // info block at 32: the stream range is at info + 32 (start, end as u64).
+  const start = Number(v.getBigUint64(32 + 32, true));
+  const end = Number(v.getBigUint64(32 + 40, true));
+  const stream = zstdDecompressAll(file.subarray(start, end));
+  const sv = new DataView(stream.buffer, stream.byteOffset);
+  const lens: number[] = [];
+  for (let p = 0; p < stream.length;) {
+    const n = Number(sv.getBigInt64(p, true));
+    p += 8;
+    if (n < 0) {
+      lens.push(-n);
+      p += -n;
+    }
+  }
+  return lens;
 }
