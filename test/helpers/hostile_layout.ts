@@ -98,8 +98,11 @@ export async function buildLayout(dir: string, layers: HostileLayer[], edit: {
   };
 }
 
-/** Runs the CLI under GNU time: exit code, output and the peak RSS of the process in KiB. */
-export async function runCliMeasured(args: string[]): Promise<{
+/**
+ * Runs the CLI under GNU time and a hard time limit (`timeout -s KILL`, exit code 137 when it
+ * fires): exit code, output and the peak RSS of the process in KiB.
+ */
+export async function runCliMeasured(args: string[], limitSeconds = 60): Promise<{
   code: number;
   stdout: string;
   stderr: string;
@@ -108,8 +111,19 @@ export async function runCliMeasured(args: string[]): Promise<{
 }> {
   const marker = "@@HOSTILE-RSS";
   const flags = MAIN.endsWith(".js") ? ["run", "-A", "--no-config"] : ["run", "-A", "--no-check"];
-  const o = await new Deno.Command("/usr/bin/time", {
-    args: ["-f", `${marker} %M %e`, DENO, ...flags, MAIN, ...args],
+  const o = await new Deno.Command("timeout", {
+    args: [
+      "-s",
+      "KILL",
+      String(limitSeconds),
+      "/usr/bin/time",
+      "-f",
+      `${marker} %M %e`,
+      DENO,
+      ...flags,
+      MAIN,
+      ...args,
+    ],
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -120,7 +134,7 @@ export async function runCliMeasured(args: string[]): Promise<{
     stderr: new TextDecoder().decode(o.stderr),
   };
   const m = new RegExp(`${marker} (\\d+) ([0-9.]+)\\n?$`).exec(r.stderr);
-  if (!m) throw new Error(`no measurement in stderr: ${r.stderr}`);
+  if (!m) throw new Error(`no measurement (exit ${r.code}, killed after ${limitSeconds} s?): ${r.stderr}`);
   return {
     code: r.code,
     stdout: r.stdout,
