@@ -271,7 +271,13 @@ export async function splitTarLayer(
   opts: SplitTarOptions = {},
 ): Promise<SplitLayerResult> {
   const writer = new SplitStreamWriter(store.alg, CONTENT_TYPE.OCI_LAYER);
-  const stats = await splitTarInto(tar, store, writer, opts);
+  let stats;
+  try {
+    stats = await splitTarInto(tar, store, writer, opts);
+  } catch (e) {
+    writer.discard();
+    throw e;
+  }
   if (writer.streamSize !== stats.size) {
     throw new Error(`internal: splitstream holds ${writer.streamSize} bytes, the tar had ${stats.size}`);
   }
@@ -299,7 +305,17 @@ export async function* tarEntriesFromSplitstream(
   async function* parts(): AsyncGenerator<SourcePart<ObjectId>> {
     for await (const c of chunksOf(source)) yield "inline" in c ? c.inline : { external: c.external };
   }
-  const reader = new TarReader(new ByteSource<ObjectId>(parts()), opts);
+  const src = new ByteSource<ObjectId>(parts());
+  const reader = new TarReader(src, opts);
+  // However the caller stops (error, break), the splitstream reader behind is closed at once.
+  try {
+    yield* entriesOf(reader);
+  } finally {
+    await src.close().catch(() => {});
+  }
+}
+
+async function* entriesOf(reader: TarReader<ObjectId>): AsyncGenerator<SplitTarEntry> {
   for (;;) {
     const h = await reader.next();
     if (!h) return;

@@ -123,7 +123,10 @@ async function importLayer(
   if (isTar) {
     const tar = decompressLayer(raw, desc.mediaType);
     const w = new SplitStreamWriter(repo.alg, CONTENT_TYPE.OCI_LAYER);
-    const r = await splitTarInto(tar, repo, w, { expectedDiffId: key });
+    const r = await splitTarInto(tar, repo, w, { expectedDiffId: key }).catch((e) => {
+      w.discard(); // frees its zstd encoder now
+      throw e;
+    });
     stats.bytesStored += r.externalSize;
     stats.bytesInlined += r.inlineSize;
     verity = await repo.writeStream(layerStreamId(key), w);

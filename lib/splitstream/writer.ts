@@ -174,6 +174,13 @@ export class SplitStreamWriter {
     await this.#stream.drain();
   }
 
+  /** Abandons a stream that will not be finished (after a failed import), freeing the encoder. */
+  discard(): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.#stream.destroy();
+  }
+
   /** Ends the stream and returns the complete splitstream file. */
   async finish(): Promise<Uint8Array> {
     this.#open();

@@ -78,7 +78,7 @@ export class DirFiles implements LayoutFiles {
         if (n === 0) break;
         parts.push(buf.subarray(0, n));
         got += n;
-        if (got > limit) throw new RangeError(`${this.where}/${name} is larger than ${limit} bytes`);
+        if (got > limit) throw new FormatError(`${this.where}/${name} is larger than ${limit} bytes`);
       }
       return parts.length === 1 ? parts[0] : concatBytes(parts);
     } finally {

@@ -43,7 +43,7 @@ export async function readAllLimited(
     n += chunk.length;
     if (n > limit) {
       await stream.cancel().catch(() => {});
-      throw new RangeError(`${what} is larger than ${limit} bytes`);
+      throw new FormatError(`${what} is larger than ${limit} bytes`);
     }
     parts.push(chunk);
   }
