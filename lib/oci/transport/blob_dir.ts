@@ -60,6 +60,9 @@ export async function resolveToManifest(
   if (isIndexMediaType(mediaType)) {
     const entries: Descriptor[] = Array.isArray(doc.manifests) ? doc.manifests : [];
     if (entries.length === 0) throw new NotFoundError(`${where}: index ${desc.digest} lists no manifests`);
+    entries.forEach((m, i) =>
+      checkDescriptor(m, `${where}: index ${desc.digest} manifests[${i}]`, MAX_JSON_BLOB)
+    );
     const chosen = selectPlatformEntry(entries, platform, `${where} index ${desc.digest}`);
     return await resolveToManifest(chosen, platform, readBlob, where, depth + 1);
   }
