@@ -9,6 +9,7 @@ import { Flattener } from "../../lib/oci/flatten.ts";
 import { reassembleTar, splitTarLayer, tarEntriesFromSplitstream } from "../../lib/oci/layer_split.ts";
 import { SplitStreamReader } from "../../lib/splitstream/reader.ts";
 import { concatBytes } from "../../lib/util/bytes.ts";
+import { type Directory, sortedEntries } from "../../lib/tree/tree.ts";
 import { assertEquals } from "./assert.ts";
 import { baseTars, mutateTar, Rng } from "./hostile_mutate.ts";
 import { MemoryStore } from "./memory_store.ts";
@@ -20,6 +21,37 @@ export function peakRssKiB(): number {
 
 async function* chunked(b: Uint8Array, size: number) {
   for (let o = 0; o < b.length; o += size) yield b.subarray(o, o + size);
+}
+
+/** One line per path: what an accepted layer must carry into its image unchanged. */
+function shapeOf(root: Directory): string[] {
+  const out: string[] = [];
+  const walk = (dir: Directory, path: string) => {
+    for (const [name, node] of sortedEntries(dir)) {
+      const p = `${path}/${name}`;
+      const s = node.stat;
+      let what = `${JSON.stringify(p)} ${s.mode.toString(8)} ${s.uid}:${s.gid} `;
+      if (node.kind === "dir") {
+        out.push(what + "dir");
+        walk(node, p);
+        continue;
+      }
+      const c = node.content;
+      what += c.type === "symlink"
+        ? `symlink ${JSON.stringify(c.target)}`
+        : c.type === "chardev" || c.type === "blockdev"
+        ? `${c.type} ${c.rdev}`
+        : c.type === "inline"
+        ? `file ${c.data.length}`
+        : c.type === "external" || c.type === "external-noverity"
+        ? `file ${c.size}`
+        : c.type;
+      out.push(what);
+    }
+  };
+  out.push(`/ ${root.stat.mode.toString(8)} ${root.stat.uid}:${root.stat.gid}`);
+  walk(root, "");
+  return out;
 }
 
 /** What happened to one input: accepted (and checked), or refused with a clean error. */
@@ -49,7 +81,9 @@ async function runOne(tar: Uint8Array, chunk: number): Promise<"accepted" | "ref
     const tree = f.finish();
     const image = writeErofs(tree, { version: 1 });
     fsckMetadata(image, { alg: "sha256" });
-    readErofs(image, { alg: "sha256" });
+    // What the layer says is what the image holds: names, types, modes, owners, link targets,
+    // device numbers, sizes (xattrs and mtimes are compared by the fidelity tests).
+    assertEquals(shapeOf(readErofs(image, { alg: "sha256" })), shapeOf(tree), "image differs from the tree");
   } catch (e) {
     // The flattener may refuse a layer that is a valid tar (no /usr, a parent that is a file…).
     if (e instanceof CfsError && e.message.length > 0) return "refused";
