@@ -311,7 +311,11 @@ Deno.test("numeric fields: base-256 size/uid/mtime (positive and negative), sign
   const tar = concatBytes([h, enc.encode("abc"), new Uint8Array(509), END]);
   const { entries } = await readBytes(tar);
   assertEquals(entries.length, 1);
-  assertEquals([entries[0].entry.size, entries[0].entry.uid, entries[0].entry.mtimeSec], [3, 2 ** 32 - 1, -5]);
+  assertEquals([entries[0].entry.size, entries[0].entry.uid, entries[0].entry.mtimeSec], [
+    3,
+    2 ** 32 - 1,
+    -5,
+  ]);
   assertEquals(new TextDecoder().decode(entries[0].content), "abc");
 });
 
