@@ -36,7 +36,7 @@ function fileTypeName(mode: number): string {
   }
 }
 
-const READ_CHUNK = 1024 * 1024;
+const READ_CHUNK = 256 * 1024;
 
 /**
  * A file of a layout directory, opened as a regular file only: O_NONBLOCK so that a FIFO does not
