@@ -5,7 +5,13 @@ import { parseDigest } from "../digest.ts";
 import { type Platform, selectPlatformEntry } from "../platform.ts";
 import { parseJson, resolveToManifest } from "./blob_dir.ts";
 import type { LayoutFiles } from "./layout_files.ts";
-import { type Descriptor, type ImageSource, MAX_JSON_BLOB, type ResolvedManifest } from "./source.ts";
+import {
+  checkDescriptor,
+  type Descriptor,
+  type ImageSource,
+  MAX_JSON_BLOB,
+  type ResolvedManifest,
+} from "./source.ts";
 
 const REF_NAME = "org.opencontainers.image.ref.name";
 
@@ -13,6 +19,7 @@ const REF_NAME = "org.opencontainers.image.ref.name";
 export function pickFromLayoutIndex(index: any, tag: string | undefined, where: string): Descriptor[] {
   const manifests: Descriptor[] = Array.isArray(index?.manifests) ? index.manifests : [];
   if (manifests.length === 0) throw new NotFoundError(`${where}: index.json lists no images`);
+  manifests.forEach((m, i) => checkDescriptor(m, `${where}: index.json manifests[${i}]`, MAX_JSON_BLOB));
   if (tag !== undefined) {
     const hit = manifests.filter((m) => m.annotations?.[REF_NAME] === tag);
     if (hit.length === 0) {
