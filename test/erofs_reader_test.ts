@@ -234,7 +234,7 @@ Deno.test("user whiteouts: V1 escapes and restores them; stub table skipped; hex
   }
 });
 
-Deno.test("overlay xattrs: user trusted.overlay.* round-trips; bookkeeping names are dropped", () => {
+Deno.test("overlay xattrs: user trusted.overlay.* and user.overlay.* round-trip; only the writer's markers are dropped", () => {
   const x = (pairs: [string, string][]) => new Map(pairs.map(([k, v]) => [k, bstrToBytes(v)]));
   const root = newDirectory(newStat({ mode: 0o755 }));
   root.entries.set(
@@ -259,9 +259,9 @@ Deno.test("overlay xattrs: user trusted.overlay.* round-trips; bookkeeping names
     const f = back.entries.get("f")!;
     assertEquals([...f.stat.xattrs.keys()].sort(), ["trusted.overlay.foo", "trusted.overlay.redirect"]);
     assertEquals(
-      [...back.entries.get("g")!.stat.xattrs.keys()],
-      ["user.a"],
-      "user.overlay.opaque is a V1 marker",
+      [...back.entries.get("g")!.stat.xattrs.keys()].sort(),
+      ["user.a", "user.overlay.opaque"],
+      "user.overlay.opaque is the writer's only on a directory holding whiteouts (issue 11.12)",
     );
     assertEquals([...back.stat.xattrs.keys()], [], "root's trusted.overlay.opaque is dropped");
   }

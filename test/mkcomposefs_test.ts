@@ -95,8 +95,33 @@ Deno.test("--from-file FILE, stdout output, --print-digest and --print-digest-on
   assert(e.code !== 0, "IMAGE required");
   const f = await mk(["--min-version=2", "--from-file", src, `${tmp.path}/y.img`]);
   assert(f.code !== 0 && !(await exists(`${tmp.path}/y.img`)));
-  const g = await mk(["--min-version=1", "--from-file", src, `${tmp.path}/y.img`]); // max becomes 0
-  assert(g.code !== 0, "min 1 with max 0 is an error");
+});
+
+Deno.test("--min-version 1 alone raises max to 1 like C; --max-version 2 is refused with no file", async () => {
+  await using tmp = await tempDir();
+  const src = VECTORS + "special.dump";
+  // special.dump's C image at version 1 is the pinned vector image of the same tree built with 1/1.
+  const both = await mk(["--min-version=1", "--max-version=1", "--from-file", src, `${tmp.path}/both.img`]);
+  assertEquals(both.code, 0, both.stderr);
+  const alone = await mk(["--min-version", "1", "--from-file", src, `${tmp.path}/alone.img`]);
+  assertEquals(alone.code, 0, alone.stderr);
+  assertEquals(await Deno.readFile(`${tmp.path}/alone.img`), await Deno.readFile(`${tmp.path}/both.img`));
+  // The header's composefs_version field (offset 12, little-endian u32) says 1.
+  const hdr = await Deno.readFile(`${tmp.path}/alone.img`);
+  assertEquals(new DataView(hdr.buffer).getUint32(12, true), 1);
+  // max below min: raised, as C does (lcfs_write_to).
+  const lower = await mk(["--min-version=1", "--max-version=0", "--from-file", src, `${tmp.path}/lower.img`]);
+  assertEquals(lower.code, 0, lower.stderr);
+  assertEquals(await Deno.readFile(`${tmp.path}/lower.img`), hdr);
+  // The example of our own --help runs.
+  const ex = await mk(["--min-version", "1", "--from-file", "-", "-"], { stdin: await Deno.readFile(src) });
+  assertEquals([ex.code, ex.stdoutBytes.length > 0], [0, true], ex.stderr);
+  for (const flag of ["--max-version=2", "--min-version=2"]) {
+    const r = await mk([flag, "--from-file", src, `${tmp.path}/two.img`]);
+    assertEquals(r.code, 2, `${flag}: usage error`);
+    assertMatch(r.stderr, /format version 2 is not supported .*--erofs-version 2/);
+    assert(!(await exists(`${tmp.path}/two.img`)));
+  }
 });
 
 Deno.test("a failing run keeps an existing IMAGE untouched", async () => {
@@ -210,4 +235,81 @@ Deno.test({
     assertMatch(text, /refusing to write an image/);
     assertMatch(text, /rc=[1-9]/);
   },
+});
+
+Deno.test("own xattrs colliding with the ones the writer adds are refused (path + xattr named, no file)", async () => {
+  await using tmp = await tempDir();
+  const R = "/ 0 40755 2 0 0 0 0.0 - - -\n";
+  const WO = "/d/w 0 20644 1 0 0 0 0.0 - - -\n";
+  const dir = (x: string) => `/d 0 40755 2 0 0 0 0.0 - - - ${x}\n`;
+  // C 1.0.8 writes an image for each of these, its own value replaced by the writer's.
+  const refused: [string, string, string, string[]][] = [
+    [
+      "whiteout's trusted.overlay.whiteout",
+      R + "/w 0 20644 1 0 0 0 0.0 - - - trusted.overlay.whiteout=\n",
+      "/w",
+      [],
+    ],
+    [
+      "whiteout's user.overlay.whiteout",
+      R + "/w 0 20644 1 0 0 0 0.0 - - - user.overlay.whiteout=abc\n",
+      "/w",
+      [],
+    ],
+    ["dir's trusted.overlay.whiteouts", R + dir("trusted.overlay.whiteouts=") + WO, "/d", []],
+    ["dir's user.overlay.whiteouts", R + dir("user.overlay.whiteouts=") + WO, "/d", ["--max-version=0"]],
+    ["dir's trusted.overlay.opaque (V1)", R + dir("trusted.overlay.opaque=y") + WO, "/d", []],
+    ["dir's user.overlay.opaque (V1)", R + dir("user.overlay.opaque=y") + WO, "/d", ["--min-version=1"]],
+  ];
+  for (const [what, dump, path, flags] of refused) {
+    const out = `${tmp.path}/r.img`;
+    const r = await mk([...flags, "--from-file", "-", out], { stdin: dump });
+    assertEquals(r.code, 1, `${what}: ${r.stderr}`);
+    const xattr = / - - - ([a-z.]+)=/.exec(dump.split("\n").find((l) => l.includes("overlay."))!)![1];
+    assert(r.stderr.includes(`"${path}": its own xattr "${xattr}"`), `${what}: ${r.stderr}`);
+    assert(!(await exists(out)), `${what}: no output file`);
+  }
+  // No collision: the image is C 1.0.8's (sha256 of its output for the same dumpfile and flags).
+  const accepted: [string, string, string[], string][] = [
+    ["dir's own opaque in V0 (no opaque marker there)", R + dir("trusted.overlay.opaque=y") + WO, [
+      "--min-version=0",
+      "--max-version=0",
+    ], "85226db46f256a9b0d003a5116c1ad0d7b81a4d3099f2fab7c8f693b41d17c76"],
+    [
+      "root's own trusted.overlay.opaque",
+      "/ 0 40755 2 0 0 0 0.0 - - - trusted.overlay.opaque=y\n",
+      [],
+      "6dd53186612134f9c0745302a9f65781ff4322dc3b93f7ed518bc43a3d2c77f2",
+    ],
+    [
+      "a dir's opaque without whiteouts",
+      R + dir("trusted.overlay.opaque=y user.overlay.opaque=y"),
+      [],
+      "a95377e731e9f7fb77561d491a79c8a8a04017184305f19ce323bdf2cbc3bef9",
+    ],
+    [
+      "a regular file's user.overlay.whiteout",
+      R + "/f 0 100644 1 0 0 0 0.0 - - - user.overlay.whiteout=\n",
+      [],
+      "d2a2d19948255a5effa024a1c281c671d82461d6adddf6281f83acda204f6cb0",
+    ],
+    [
+      "an external file's own metacopy and redirect",
+      R + "/f 10 100644 1 0 0 0 0.0 ab/cd - - trusted.overlay.metacopy=zz trusted.overlay.redirect=/x\n",
+      [],
+      "23b8cb7f2e6511a9fd294a0e50af7665561d5a9f0b8b070ef5b6761d562629e3",
+    ],
+    [
+      "an already escaped name next to the marker",
+      R + dir("trusted.overlay.overlay.whiteouts=") + WO,
+      [],
+      "f421bab51b51719b1b71e5381f69af3ec5981b607083104a6cb3957041267443",
+    ],
+  ];
+  for (const [what, dump, flags, want] of accepted) {
+    const out = `${tmp.path}/a.img`;
+    const r = await mk([...flags, "--from-file", "-", out], { stdin: dump });
+    assertEquals(r.code, 0, `${what}: ${r.stderr}`);
+    assertEquals(sha256(await Deno.readFile(out)), want, what);
+  }
 });

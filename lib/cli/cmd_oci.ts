@@ -239,12 +239,13 @@ export function registerOciCommands(program: Command): void {
       ),
     )
     .action(async (name: string, verity: string | undefined, opts, cmd: Command) => {
-      const { buildImageTree, writeDumpfile, resolveConfig } = await import("./oci_impl.ts");
+      const { buildImageTree, writeDumpfile, resolveConfig, treeAsStoredIn } = await import("./oci_impl.ts");
       if (opts.bootable) throw new UsageError("--bootable is not supported yet");
       await withRepo(cmd, async (repo) => {
         const cfg = await resolveConfig(repo, name, verity);
         if (!cfg.isContainer) throw new UsageError(`${name} is an artifact, not a container image`);
-        const tree = await buildImageTree(repo, cfg.diffIds);
+        // What the repository's (default) image stores, not more (issue 11.12).
+        const tree = treeAsStoredIn(await buildImageTree(repo, cfg.diffIds), repo.erofsVersions()[0]);
         for (const chunk of writeDumpfile(tree)) Deno.stdout.writeSync(chunk);
       });
     });

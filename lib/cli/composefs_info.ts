@@ -48,29 +48,37 @@ function backingPath(leaf: Leaf): string | undefined {
   return undefined;
 }
 
-async function loadImage(path: string): Promise<Directory> {
+/**
+ * Reads an image. `filters` (top-level names) are applied here, as C applies --filter when it loads
+ * the image: every command then sees only those top-level entries (the root itself stays), so a
+ * hard link whose first path was filtered out is printed in full at the path that remains.
+ */
+async function loadImage(path: string, filters: readonly string[] = []): Promise<Directory> {
   let bytes: Uint8Array;
   try {
     bytes = await Deno.readFile(path);
   } catch (e) {
     throw new CfsError(`failed to open: ${(e as Error).message}`, { context: [path] });
   }
+  let root: Directory;
   try {
-    return readErofs(bytes);
+    root = readErofs(bytes);
   } catch (e) {
     if (e instanceof CfsError) throw e.within(path);
     throw e;
   }
+  if (filters.length > 0) {
+    for (const name of [...root.entries.keys()]) {
+      if (!filters.includes(name)) root.entries.delete(name);
+    }
+  }
+  return root;
 }
 
-function printLs(root: Directory, filters: string[], out: ByteOut): void {
+function printLs(root: Directory, out: ByteOut): void {
   const seen = new Set<Leaf>();
   for (const { path, node } of walkTree(root)) {
     if (path === "/") continue;
-    if (filters.length > 0) {
-      const top = path.slice(1).split("/", 1)[0];
-      if (!filters.includes(top)) continue;
-    }
     let line = lsEscape(path, true);
     if (node.kind === "dir") {
       line += "/\t";
@@ -90,12 +98,11 @@ function bstrToUtf8(s: string): string {
   return new TextDecoder().decode(Buffer.from(s, "latin1"));
 }
 
-/** `ls --json` entries: the same walk and filter as `ls`, every hard link with its backing path. */
-function lsJson(root: Directory, filters: string[]) {
+/** `ls --json` entries: the same walk as `ls`, every hard link with its backing path. */
+function lsJson(root: Directory) {
   const entries = [];
   for (const { path, node } of walkTree(root)) {
     if (path === "/") continue;
-    if (filters.length > 0 && !filters.includes(path.slice(1).split("/", 1)[0])) continue;
     const e: Record<string, unknown> = { path: bstrToUtf8(path) };
     if (node.kind === "dir") e.type = "directory";
     else {
@@ -148,6 +155,8 @@ function addFilter(v: string, prev: string[]): string[] {
   return [...prev, v];
 }
 
+const FILTER_HELP = "only these top-level entries, applied when the image is loaded (repeatable)";
+
 function buildCommand(): Command {
   const program = new Command("composefs-info")
     .description("inspect composefs images")
@@ -163,7 +172,7 @@ function buildCommand(): Command {
     .exitOverride()
     .showHelpAfterError(false)
     // The C tool takes its options before the command: accept them there too.
-    .option("--filter <NAME>", "only these top-level entries (ls; repeatable)", addFilter, [] as string[])
+    .option("--filter <NAME>", FILTER_HELP, addFilter, [] as string[])
     .option("--basedir <DIR>", "object directory (missing-objects)");
   const globals = () => program.opts<{ filter: string[]; basedir?: string }>();
 
@@ -171,7 +180,7 @@ function buildCommand(): Command {
     .command("ls")
     .description("list the files of the images")
     .argument("<IMAGE...>", "composefs image files")
-    .option("--filter <NAME>", "only these top-level entries (repeatable)", addFilter, [] as string[])
+    .option("--filter <NAME>", FILTER_HELP, addFilter, [] as string[])
     .option("--json", "print the listing as JSON")
     .addHelpText(
       "after",
@@ -181,12 +190,12 @@ function buildCommand(): Command {
       const filters = [...globals().filter, ...opts.filter];
       if (opts.json) {
         const list = [];
-        for (const image of images) list.push({ image, entries: lsJson(await loadImage(image), filters) });
+        for (const image of images) list.push({ image, entries: lsJson(await loadImage(image, filters)) });
         outJson({ images: list });
         return;
       }
       const out = new ByteOut();
-      for (const image of images) printLs(await loadImage(image), filters, out);
+      for (const image of images) printLs(await loadImage(image, filters), out);
       out.flush();
     });
 
@@ -194,17 +203,19 @@ function buildCommand(): Command {
     .command("dump")
     .description("print the images as dumpfiles")
     .argument("<IMAGE...>", "composefs image files")
-    .option(
-      "--filter <NAME>",
-      "accepted for compatibility; ignored",
-      (v: string, p: string[]) => [...p, v],
-      [],
+    .option("--filter <NAME>", FILTER_HELP, addFilter, [] as string[])
+    .addHelpText(
+      "after",
+      examplesText(
+        "composefs-info dump image.cfs > image.dump",
+        "composefs-info dump --filter etc image.cfs",
+      ),
     )
-    .addHelpText("after", examplesText("composefs-info dump image.cfs > image.dump"))
-    .action(async (images: string[]) => {
+    .action(async (images: string[], opts: { filter: string[] }) => {
+      const filters = [...globals().filter, ...opts.filter];
       const out = new ByteOut();
       for (const image of images) {
-        for (const line of dumpfileEntryLines(await loadImage(image))) out.write(line + "\n");
+        for (const line of dumpfileEntryLines(await loadImage(image, filters))) out.write(line + "\n");
       }
       out.flush();
     });
@@ -213,19 +224,23 @@ function buildCommand(): Command {
     .command("objects")
     .description("list the backing objects the images refer to")
     .argument("<IMAGE...>", "composefs image files")
+    .option("--filter <NAME>", FILTER_HELP, addFilter, [] as string[])
     .option("--json", "print the object paths as JSON")
     .addHelpText("after", examplesText("composefs-info objects image.cfs"))
-    .action(async (images: string[], opts: { json?: boolean }) => {
+    .action(async (images: string[], opts: { filter: string[]; json?: boolean }) => {
+      const filters = [...globals().filter, ...opts.filter];
       if (opts.json) {
         const list = [];
         for (const image of images) {
-          list.push({ image, objects: objectPaths(await loadImage(image)).map(bstrToUtf8) });
+          list.push({ image, objects: objectPaths(await loadImage(image, filters)).map(bstrToUtf8) });
         }
         outJson({ images: list });
         return;
       }
       for (const image of images) {
-        for (const p of objectPaths(await loadImage(image))) outBytes(Buffer.from(p + "\n", "latin1"));
+        for (const p of objectPaths(await loadImage(image, filters))) {
+          outBytes(Buffer.from(p + "\n", "latin1"));
+        }
       }
     });
 
@@ -233,15 +248,22 @@ function buildCommand(): Command {
     .command("missing-objects")
     .description("list the backing objects missing under --basedir")
     .argument("<IMAGE...>", "composefs image files")
-    .option("--basedir <DIR>", "object directory to look in")
+    .option("--basedir <DIR>", "object directory to look in (required)")
+    .option("--filter <NAME>", FILTER_HELP, addFilter, [] as string[])
     .option("--json", "print the missing object paths as JSON")
     .addHelpText(
       "after",
-      examplesText("composefs-info missing-objects --basedir /composefs/objects image.cfs"),
+      "\n--basedir is required here. C composefs-info without it looks the objects up relative to\n" +
+        "file descriptor 0 and so reports every object as missing; that list is what `objects`\n" +
+        "prints, and a forgotten --basedir should not look like an empty object store.\n" +
+        examplesText("composefs-info missing-objects --basedir /composefs/objects image.cfs"),
     )
-    .action(async (images: string[], opts: { basedir?: string; json?: boolean }) => {
+    .action(async (images: string[], opts: { basedir?: string; filter: string[]; json?: boolean }) => {
+      const filters = [...globals().filter, ...opts.filter];
       const basedir = opts.basedir ?? globals().basedir;
-      if (basedir === undefined) throw new UsageError("missing-objects needs --basedir DIR");
+      if (basedir === undefined) {
+        throw new UsageError("missing-objects needs --basedir DIR (use `objects` to list every object)");
+      }
       try {
         if (!(await Deno.stat(basedir)).isDirectory) throw new Error("not a directory");
       } catch (e) {
@@ -250,7 +272,7 @@ function buildCommand(): Command {
       const list = [];
       for (const image of images) {
         const missing: string[] = [];
-        for (const p of objectPaths(await loadImage(image))) {
+        for (const p of objectPaths(await loadImage(image, filters))) {
           const rel = p.replace(/^\/+/, "");
           const utf8Path = new TextDecoder().decode(Buffer.from(rel, "latin1"));
           if (await exists(`${basedir}/${utf8Path}`)) continue;

@@ -50,14 +50,15 @@ function buildCommand(): Command {
     .option("--skip-xattrs", "leave out all xattrs")
     .option("--user-xattrs", "keep only user.* xattrs")
     .addOption(
-      new Option("--min-version <N>", "lowest format version (default 0)").argParser(
+      new Option("--min-version <N>", "lowest format version, 0 or 1 (default 0)").argParser(
         intArg("min version", 0),
       ),
     )
     .addOption(
-      new Option("--max-version <N>", "highest format version (default 1)").argParser(
-        intArg("max version", 0),
-      ),
+      new Option("--max-version <N>", "highest format version, 0 or 1 (default 1; raised to --min-version)")
+        .argParser(
+          intArg("max version", 0),
+        ),
     )
     .addOption(
       new Option(
@@ -86,18 +87,25 @@ function buildCommand(): Command {
     .showHelpAfterError(false);
 }
 
-/** Format version and V0 promotion limit from the C version flags. */
+/**
+ * Format version and V0 promotion limit from the C version flags (docs/c-compatibility.md).
+ * Like C 1.0.8: without either flag min 0 / max 1; giving only one makes the other 0, then a max
+ * below min is raised to min (so `--min-version 1` alone writes V1). Versions above 1 are refused
+ * like C refuses them: V2 is composefs-rs's format, chosen with --erofs-version 2, not a C version.
+ */
 function chooseFormat(o: MkcomposefsOptions): { version: 0 | 1 | 2; maxVersion: 0 | 1 } {
   if (o.erofsVersion !== undefined) return { version: o.erofsVersion, maxVersion: 1 };
   const given = o.minVersion !== undefined || o.maxVersion !== undefined;
-  // C: without either flag min 0 / max 1; giving only one makes the other 0.
   const min = given ? o.minVersion ?? 0 : 0;
-  const max = given ? o.maxVersion ?? 0 : 1;
-  if (min > max) throw new UsageError(`--min-version ${min} is greater than --max-version ${max}`);
-  if (min > 1) {
-    throw new UsageError(`format version ${min} is not supported (0 or 1; --erofs-version 2 for V2)`);
+  const max = Math.max(given ? o.maxVersion ?? 0 : 1, min);
+  for (const [flag, v] of [["--min-version", o.minVersion], ["--max-version", o.maxVersion]] as const) {
+    if (v !== undefined && v > 1) {
+      throw new UsageError(
+        `${flag} ${v}: format version ${v} is not supported (0 or 1; --erofs-version 2 writes the composefs-rs V2 format)`,
+      );
+    }
   }
-  return { version: min as 0 | 1, maxVersion: Math.min(max, 1) as 0 | 1 };
+  return { version: min as 0 | 1, maxVersion: max as 0 | 1 };
 }
 
 async function readSource(source: string, o: MkcomposefsOptions): Promise<Directory> {

@@ -21,7 +21,7 @@ export {
   tagImage,
   untagImage,
 } from "../oci/image_store.ts";
-export { buildImageTree, layerChunks } from "../oci/image_tree.ts";
+export { buildImageTree, layerChunks, treeAsStoredIn } from "../oci/image_tree.ts";
 export { formatStats, pullImage } from "../oci/pull.ts";
 export { parsePlatform } from "../oci/platform.ts";
 export { parseImageReference } from "../oci/reference.ts";

@@ -60,6 +60,8 @@ const XATTR_BUDGET = 32767;
 const XATTR_SECTION_MAX = 65535;
 const DEFAULT_MAX_LINE = 1 << 20;
 const U32_MAX = 0xffffffff;
+const I64_MAX = (1n << 63n) - 1n;
+const I64_MIN = -(1n << 63n);
 
 interface PendingLink {
   lineNo: number;
@@ -345,11 +347,20 @@ export class DumpfileParser {
     parseUnsigned(f[3], "NLINK", U32_MAX);
     const uid = parseUnsigned(f[4], "UID", U32_MAX);
     const gid = parseUnsigned(f[5], "GID", U32_MAX);
+    // EROFS keeps 32 bits of a device number (C truncates bigger ones silently; we refuse them).
+    if (f[6].length > 15 && DIGITS.test(f[6])) throw `RDEV ${f[6]} does not fit the 32-bit EROFS encoding`;
     const rdev = parseUnsigned(f[6], "RDEV", Number.MAX_SAFE_INTEGER);
     const m = MTIME.exec(f[7]);
     if (!m) throw `invalid MTIME ${JSON.stringify(f[7])} (expected SECONDS.NANOSECONDS)`;
-    const mtimeSec = Number(m[1]);
-    if (!Number.isSafeInteger(mtimeSec)) throw `MTIME seconds ${m[1]} out of range`;
+    // Seconds: any signed 64-bit value, as EROFS holds (C wraps values beyond; we refuse them).
+    let mtimeSec: number | bigint = Number(m[1]);
+    if (!Number.isSafeInteger(mtimeSec)) {
+      if (m[1].length > 21) throw `MTIME seconds ${m[1].slice(0, 24)} out of range (signed 64-bit)`;
+      mtimeSec = BigInt(m[1]);
+      if (mtimeSec > I64_MAX || mtimeSec < I64_MIN) {
+        throw `MTIME seconds ${m[1]} out of range (signed 64-bit)`;
+      }
+    }
     if (m[2].length > 10 || Number(m[2]) >= 1e9) throw `MTIME nanoseconds ${m[2]} not below 10^9`;
     const mtimeNsec = Number(m[2]);
     const payload = unescapeOptional(f[8], "PAYLOAD");
@@ -387,7 +398,7 @@ export class DumpfileParser {
     uid: number,
     gid: number,
     rdev: number,
-    mtimeSec: number,
+    mtimeSec: number | bigint,
     mtimeNsec: number,
     payload: string | null,
     content: string | null,
@@ -405,7 +416,17 @@ export class DumpfileParser {
 
     // Most entries have no xattrs: they share one immutable empty map.
     const xattrs = rest.length > 0 ? new Map<string, Uint8Array>() : NO_XATTRS;
-    const stat: Stat = { mode: mode & 0o7777, uid, gid, mtimeSec, mtimeNsec, xattrs };
+    const stat: Stat = typeof mtimeSec === "number"
+      ? { mode: mode & 0o7777, uid, gid, mtimeSec, mtimeNsec, xattrs }
+      : {
+        mode: mode & 0o7777,
+        uid,
+        gid,
+        mtimeSec: Number(mtimeSec),
+        mtimeSecExact: mtimeSec,
+        mtimeNsec,
+        xattrs,
+      };
     if (rest.length > 0) this.#parseXattrs(rest, stat.xattrs);
 
     let node: Inode;

@@ -62,9 +62,9 @@ export function entryLine(path: string, node: Inode, nlink: number): string {
     }
   }
   return `${escapeField(path)} ${size} ${fullMode(node).toString(8)} ${nlink} ${st.uid} ${st.gid} ${rdev} ` +
-    `${st.mtimeSec}.${st.mtimeNsec} ${escapeField(payload)} ${escapeField(content)} ${digest}${
-      xattrText(node)
-    }`;
+    `${st.mtimeSecExact ?? st.mtimeSec}.${st.mtimeNsec} ${escapeField(payload)} ${
+      escapeField(content)
+    } ${digest}${xattrText(node)}`;
 }
 
 /** The hard-link line for `path` sharing the inode written at `target`. */

@@ -68,8 +68,10 @@ export interface ImageHeader {
   featureIncompat: number;
   rootNid: number;
   inos: number;
-  /** Superblock build_time, read as a signed 64-bit number of seconds. */
+  /** Superblock build_time, read as a signed 64-bit number of seconds (nearest double beyond ±2^53). */
   buildTimeSec: number;
+  /** build_time exactly, only when it is outside the safe-integer range. */
+  buildTimeSecExact?: bigint;
   buildTimeNsec: number;
   blocks: number;
   xattrBlkaddr: number;
@@ -93,7 +95,9 @@ export interface RawInode {
   iU: number;
   uid: number;
   gid: number;
+  /** Nearest double beyond ±2^53; then mtimeSecExact holds the exact value. */
   mtimeSec: number;
+  mtimeSecExact?: bigint;
   mtimeNsec: number;
   xattrIcount: number;
   /** Offset and size of the xattr body (0 bytes when the inode has none). */
@@ -210,19 +214,19 @@ export class ErofsImage {
     const b = this.bytes;
     return (b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24)) >>> 0;
   }
-  /** An unsigned u64 that must fit a safe JS integer. */
+  /** An unsigned u64 of at most 2^53 (exact as a double: the largest file C mkcomposefs writes). */
   #u64(o: number, what: string, nid?: number): number {
     const hi = this.u32(o + 4);
-    if (hi > SAFE_HIGH_WORD) {
+    if (hi > SAFE_HIGH_WORD && !(hi === SAFE_HIGH_WORD + 1 && this.u32(o) === 0)) {
       throw imageError(`${what} is too large (high word ${hex(hi)})`, { nid, offset: o });
     }
     return hi * TWO_POW_32 + this.u32(o);
   }
-  /** A signed i64 (times) that must fit a safe JS integer. */
-  #i64(o: number, what: string, nid?: number): number {
+  /** A signed i64 (times): a number when it is a safe integer, else the exact bigint. */
+  #i64(o: number): number | bigint {
     const hi = this.u32(o + 4) | 0;
     if (hi > SAFE_HIGH_WORD || hi < -SAFE_HIGH_WORD - 1) {
-      throw imageError(`${what} is out of range (high word ${hex(hi >>> 0)})`, { nid, offset: o });
+      return (BigInt(hi) << 32n) | BigInt(this.u32(o));
     }
     return hi * TWO_POW_32 + this.u32(o);
   }
@@ -303,6 +307,7 @@ export class ErofsImage {
       });
     }
     const buildTimeNsec = this.u32(sb + SB.buildTimeNsec);
+    const buildTime = this.#i64(sb + SB.buildTime);
     if (buildTimeNsec > 999_999_999) {
       throw imageError(`build_time_nsec ${buildTimeNsec} is not below 10^9`, {
         offset: sb + SB.buildTimeNsec,
@@ -316,7 +321,8 @@ export class ErofsImage {
       featureIncompat: incompat,
       rootNid: this.u16(sb + SB.rootNid),
       inos: this.#u64(sb + SB.inos, "inos"),
-      buildTimeSec: this.#i64(sb + SB.buildTime, "build_time"),
+      buildTimeSec: Number(buildTime),
+      ...(typeof buildTime === "bigint" ? { buildTimeSecExact: buildTime } : {}),
       buildTimeNsec,
       blocks,
       xattrBlkaddr: this.u32(sb + SB.xattrBlkaddr),
@@ -351,6 +357,7 @@ export class ErofsImage {
     }
     let mode: number, nlink: number, size: number, iU: number, uid: number, gid: number;
     let mtimeSec: number, mtimeNsec: number;
+    let mtimeSecExact: bigint | undefined;
     const xattrIcount = this.u16(offset + INODE_COMPACT.xattrIcount);
     if (extended) {
       const F = INODE_EXTENDED;
@@ -359,7 +366,9 @@ export class ErofsImage {
       iU = this.u32(offset + F.iU);
       uid = this.u32(offset + F.uid);
       gid = this.u32(offset + F.gid);
-      mtimeSec = this.#i64(offset + F.mtime, "mtime", nid);
+      const t = this.#i64(offset + F.mtime);
+      mtimeSec = Number(t);
+      if (typeof t === "bigint") mtimeSecExact = t;
       mtimeNsec = this.u32(offset + F.mtimeNsec);
       nlink = this.u32(offset + F.nlink);
       if (mtimeNsec > 999_999_999) {
@@ -375,6 +384,7 @@ export class ErofsImage {
       gid = this.u16(offset + F.gid);
       // Compact inodes have no mtime of their own: they all share the superblock build_time.
       mtimeSec = this.header.buildTimeSec;
+      mtimeSecExact = this.header.buildTimeSecExact;
       mtimeNsec = this.header.buildTimeNsec;
     }
     const type = mode & S_IFMT;
@@ -447,6 +457,7 @@ export class ErofsImage {
       uid,
       gid,
       mtimeSec,
+      ...(mtimeSecExact !== undefined ? { mtimeSecExact } : {}),
       mtimeNsec,
       xattrIcount,
       xattrStart,

@@ -39,9 +39,7 @@ import {
   OVERLAY_ESCAPED_PREFIX,
   OVERLAY_XATTR_PREFIX,
   XATTR_BLOOM_SEED,
-  XATTR_ESCAPED_OPAQUE,
   XATTR_ESCAPED_WHITEOUT,
-  XATTR_ESCAPED_WHITEOUTS,
   XATTR_FILTER_BITS,
   XATTR_METACOPY,
   XATTR_REDIRECT,
@@ -62,17 +60,19 @@ export interface ReadOptions {
   fsck?: boolean;
 }
 
-/** Xattrs the writer adds for overlayfs bookkeeping: never part of the user's tree. */
-const DROPPED_XATTRS = new Set([
-  XATTR_METACOPY,
-  XATTR_REDIRECT,
-  XATTR_ESCAPED_WHITEOUT,
-  XATTR_ESCAPED_WHITEOUTS,
-  XATTR_ESCAPED_OPAQUE,
-  XATTR_USER_WHITEOUT,
-  XATTR_USER_WHITEOUTS,
-  XATTR_USER_OPAQUE,
-]);
+/**
+ * Xattrs the writer adds for overlayfs bookkeeping, by where it adds them (§5.12). Unescaped
+ * trusted.overlay.* names (metacopy, redirect, the root's opaque) are always the writer's: an entry's
+ * own ones are escaped. The others are user.* or escaped names an entry may also carry itself; they
+ * are dropped only where the writer puts them (the writer refuses an entry whose own xattr would
+ * collide there), so whatever else the image holds is what the reader returns.
+ */
+/** On an escaped (V0/V1) whiteout, stored names. */
+const WHITEOUT_XATTRS = [XATTR_ESCAPED_WHITEOUT, XATTR_USER_WHITEOUT];
+/** On a directory holding escaped whiteouts, names after unescaping; the opaque pair from
+ *  composefs_version 1 on, with value "x". */
+const WHITEOUT_DIR_XATTRS = [OVERLAY_XATTR_PREFIX + "whiteouts", XATTR_USER_WHITEOUTS];
+const WHITEOUT_DIR_OPAQUE_XATTRS = [OVERLAY_XATTR_PREFIX + "opaque", XATTR_USER_OPAQUE];
 
 const FILE_TYPE_OF: Record<number, number> = {
   [S_IFREG]: FT_REG_FILE,
@@ -116,11 +116,12 @@ function q(f: Frame, name: string): string {
   return JSON.stringify(childPath(f, name));
 }
 
-/** Reverses the writer's xattr escaping and drops its bookkeeping xattrs (§5.12). */
-function userXattrs(raw: RawXattr[]): Map<string, Uint8Array> {
+/** Reverses the writer's xattr escaping and drops its unescaped trusted.overlay.* xattrs, and on
+ *  an escaped whiteout its whiteout markers (§5.12). */
+function userXattrs(raw: RawXattr[], whiteout = false): Map<string, Uint8Array> {
   const out = new Map<string, Uint8Array>();
   for (const x of raw) {
-    if (DROPPED_XATTRS.has(x.name)) continue;
+    if (whiteout && WHITEOUT_XATTRS.includes(x.name)) continue;
     if (x.name.startsWith(OVERLAY_ESCAPED_PREFIX)) {
       out.set(OVERLAY_XATTR_PREFIX + x.name.slice(OVERLAY_ESCAPED_PREFIX.length), x.copy ??= x.value.slice());
     } else if (!x.name.startsWith(OVERLAY_XATTR_PREFIX)) {
@@ -130,15 +131,17 @@ function userXattrs(raw: RawXattr[]): Map<string, Uint8Array> {
   return out;
 }
 
-function statOf(inode: RawInode, raw: RawXattr[]): Stat {
-  return {
+function statOf(inode: RawInode, raw: RawXattr[], whiteout = false): Stat {
+  const st: Stat = {
     mode: inode.mode & 0o7777,
     uid: inode.uid,
     gid: inode.gid,
     mtimeSec: inode.mtimeSec,
     mtimeNsec: inode.mtimeNsec,
-    xattrs: userXattrs(raw),
+    xattrs: userXattrs(raw, whiteout),
   };
+  if (inode.mtimeSecExact !== undefined) st.mtimeSecExact = inode.mtimeSecExact;
+  return st;
 }
 
 function find(raw: RawXattr[], name: string): RawXattr | undefined {
@@ -240,6 +243,7 @@ export class TreeReader {
     let prev: string | undefined;
     let dots = 0;
     let subdirs = 0;
+    let escapedWhiteouts = false;
     for (const e of img.dirents(f.inode)) {
       if (prev !== undefined && !(prev < e.name)) {
         throw imageError(
@@ -314,6 +318,7 @@ export class TreeReader {
           );
         }
         if (this.opts.fsck) this.#fsckInode(child, raw, f, e.name, wo, isRoot);
+        if (wo === "escaped") escapedWhiteouts = true;
         // Root entries named like a stub slot that are whiteouts form the overlay stub table.
         const skip = isRoot && wo !== "none" && HEX2_ANY_CASE.test(e.name);
         rec = {
@@ -329,6 +334,7 @@ export class TreeReader {
       if (rec.leaf) f.dir.entries.set(e.name, rec.leaf);
     }
     if (dots !== 2) throw imageError(`directory lacks '.' or '..'`, { nid: f.nid });
+    if (escapedWhiteouts) this.#dropWhiteoutDirMarkers(f.dir);
     if (f.inode.nlink !== 2 + subdirs) {
       throw imageError(
         `directory nlink ${f.inode.nlink}, expected ${2 + subdirs} (2 + ${subdirs} subdirectories)`,
@@ -336,6 +342,18 @@ export class TreeReader {
           nid: f.nid,
         },
       );
+    }
+  }
+
+  /** The markers the writer puts on a directory holding escaped whiteouts (C add_overlayfs_xattrs). */
+  #dropWhiteoutDirMarkers(dir: Directory): void {
+    const x = dir.stat.xattrs;
+    for (const name of WHITEOUT_DIR_XATTRS) x.delete(name);
+    if (this.img.header.composefsVersion >= 1) {
+      for (const name of WHITEOUT_DIR_OPAQUE_XATTRS) {
+        const v = x.get(name);
+        if (v !== undefined && v.length === 1 && v[0] === 0x78) x.delete(name);
+      }
     }
   }
 
@@ -369,7 +387,7 @@ export class TreeReader {
       default:
         content = { type: "socket" };
     }
-    return newLeaf(statOf(inode, raw), content);
+    return newLeaf(statOf(inode, raw, wo === "escaped"), content);
   }
 
   #regular(inode: RawInode, raw: RawXattr[], f: Frame, name: string): LeafContent {

@@ -31,6 +31,8 @@ import {
   FT_SYMLINK,
   OPAQUE_ROOT_VALUE,
   OPAQUE_WHITEOUTS_VALUE,
+  OVERLAY_ESCAPED_PREFIX,
+  OVERLAY_XATTR_PREFIX,
   XATTR_ESCAPED_OPAQUE,
   XATTR_ESCAPED_WHITEOUT,
   XATTR_ESCAPED_WHITEOUTS,
@@ -51,7 +53,7 @@ export class InodeTable {
   readonly stat: Stat[];
   readonly content: (LeafContent | null)[];
   /** Synthetic xattrs other than an external file's metacopy/redirect (derived from `content`):
-   *  final names; they replace own xattrs of the same escaped name. */
+   *  final names; an own xattr of the same escaped name is refused when collecting. */
   readonly extra = new Map<number, [string, Uint8Array][]>();
   /** Directories: entry names sorted bytewise (with "." and "..") and the inode of each. */
   readonly dirNames = new Map<number, string[]>();
@@ -107,6 +109,32 @@ const OPAQUE_X = bstrToBytes(OPAQUE_WHITEOUTS_VALUE);
 function isWhiteout(c: LeafContent): boolean {
   return c.type === "chardev" && c.rdev === 0;
 }
+
+/**
+ * Refuses an inode whose own xattr, once escaped (trusted.overlay.X → trusted.overlay.overlay.X;
+ * user.* as is), has the name of an xattr the writer adds to it (`added`). C 1.0.8 writes such an
+ * image, the writer's value silently replacing the entry's own (a directory's own opaque "y"
+ * becomes "x"); we refuse, so an image never holds other xattrs than its tree (docs/c-compatibility.md).
+ */
+function checkAddedXattrs(stat: Stat, path: string, added: readonly string[]): void {
+  if (stat.xattrs.size === 0) return;
+  for (const own of stat.xattrs.keys()) {
+    const stored = own.startsWith(OVERLAY_XATTR_PREFIX)
+      ? OVERLAY_ESCAPED_PREFIX + own.slice(OVERLAY_XATTR_PREFIX.length)
+      : own;
+    if (added.includes(stored)) {
+      const why = stored === own ? "" : ` (stored as ${JSON.stringify(stored)})`;
+      throw new FormatError(
+        `${JSON.stringify(path)}: its own xattr ${JSON.stringify(own)}${why} collides with the one ` +
+          `the image format adds there for overlayfs; refusing to write an image that would lose it`,
+      );
+    }
+  }
+}
+
+const WHITEOUT_ADDED = [XATTR_ESCAPED_WHITEOUT, XATTR_USER_WHITEOUT];
+const WHITEOUT_DIR_ADDED = [XATTR_ESCAPED_WHITEOUTS, XATTR_USER_WHITEOUTS];
+const WHITEOUT_DIR_ADDED_V1 = [...WHITEOUT_DIR_ADDED, XATTR_ESCAPED_OPAQUE, XATTR_USER_OPAQUE];
 
 /** EROFS dirent file type for S_IF* bits. */
 export function direntFileType(type: number): number {
@@ -266,6 +294,8 @@ export function collectEpoch1(
   const leafInode = new Map<Leaf, number>();
   const deferred: { dir: number; name: string; leaf: Leaf }[] = [];
   const whiteoutDirs: number[] = [];
+  /** Path (byte string) of each directory holding escaped whiteouts, for error messages. */
+  const whiteoutDirPaths: string[] = [];
 
   const rootIno = table.add(S_IFDIR, root.stat, 2, null);
   table.setExtra(rootIno, XATTR_OPAQUE, OPAQUE_Y);
@@ -287,12 +317,14 @@ export function collectEpoch1(
       mtimeNsec: s.mtimeNsec,
       xattrs,
     };
+    if (s.mtimeSecExact !== undefined) stat.mtimeSecExact = s.mtimeSecExact;
     stubs.set(name, { kind: "leaf", stat, content: { type: "chardev", rdev: 0 } });
   }
 
   const queueDirs: Directory[] = [root];
   const queueIno: number[] = [rootIno];
   const queueParent: number[] = [rootIno];
+  const queuePath: string[] = [""]; // "" = the root ("/" in messages)
   for (let qi = 0; qi < queueDirs.length; qi++) {
     const dir = queueDirs[qi], me = queueIno[qi];
     let names = sortedNames(dir);
@@ -308,6 +340,7 @@ export function collectEpoch1(
         queueDirs.push(node);
         queueIno.push(child);
         queueParent.push(me);
+        queuePath.push(queuePath[qi] + "/" + name);
         targets[i] = child;
         continue;
       }
@@ -324,6 +357,7 @@ export function collectEpoch1(
       const content = node.content;
       const child = table.add(leafTypeBits(content), node.stat, refs ?? 1, content);
       if (isWhiteout(content) && !(dir === root && stubs.get(name) === node)) {
+        checkAddedXattrs(node.stat, queuePath[qi] + "/" + name, WHITEOUT_ADDED);
         table.type[child] = S_IFREG;
         table.setExtra(child, XATTR_ESCAPED_WHITEOUT, EMPTY);
         table.setExtra(child, XATTR_USER_WHITEOUT, EMPTY);
@@ -332,7 +366,10 @@ export function collectEpoch1(
       if (refs !== undefined) leafInode.set(node, child);
       targets[i] = child;
     }
-    if (hasWhiteoutChild) whiteoutDirs.push(me);
+    if (hasWhiteoutChild) {
+      whiteoutDirs.push(me);
+      whiteoutDirPaths.push(queuePath[qi] || "/");
+    }
     setDirents(table, me, queueParent[qi], names, targets);
   }
   // Entries met before their canonical occurrence were stored as -1: patch them now.
@@ -350,6 +387,10 @@ export function collectEpoch1(
   }
   // Directories holding escaped whiteouts are marked; opaque=x only from composefs_version 1 on.
   const cfsVersion = composefsVersion(pre.hasWhiteout);
+  const dirAdded = cfsVersion >= 1 ? WHITEOUT_DIR_ADDED_V1 : WHITEOUT_DIR_ADDED;
+  for (let w = 0; w < whiteoutDirs.length; w++) {
+    checkAddedXattrs(table.stat[whiteoutDirs[w]], whiteoutDirPaths[w], dirAdded);
+  }
   for (const me of whiteoutDirs) {
     table.setExtra(me, XATTR_ESCAPED_WHITEOUTS, EMPTY);
     table.setExtra(me, XATTR_USER_WHITEOUTS, EMPTY);

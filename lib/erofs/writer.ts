@@ -5,7 +5,7 @@
 import { FormatError } from "../errors.ts";
 import { KERNEL_ALG_ID } from "../fsverity/object_id.ts";
 import type { Directory, LeafContent } from "../tree/tree.ts";
-import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFREG } from "../tree/tree.ts";
+import { mtimeSeconds, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFREG } from "../tree/tree.ts";
 import {
   BLOCK_SIZE,
   BLOCK_SIZE_BITS,
@@ -88,9 +88,10 @@ function setU64(dv: DataView, off: number, v: number): void {
   dv.setUint32(off + 4, Math.floor(v / TWO32), true);
 }
 
-/** Two's complement for negative values (mtimes before 1970). */
-function setI64(dv: DataView, off: number, v: number): void {
-  if (v >= 0) setU64(dv, off, v);
+/** Two's complement for negative values (mtimes before 1970); bigints for seconds beyond ±2^53. */
+function setI64(dv: DataView, off: number, v: number | bigint): void {
+  if (typeof v === "bigint") dv.setBigInt64(off, v, true);
+  else if (v >= 0) setU64(dv, off, v);
   else dv.setBigInt64(off, BigInt(v), true);
 }
 
@@ -151,6 +152,8 @@ class ImageBuilder {
   overlayNames: XattrName[] | undefined;
   emptyMetacopy = -1;
   minSec = 0;
+  /** The smallest mtime's exact seconds when they are outside the safe-integer range. */
+  minSecExact: bigint | undefined;
   minNsec = 0;
 
   // layout results per inode
@@ -330,19 +333,25 @@ class ImageBuilder {
     if (path) this.xattrs.push(xt.internString(names[1], path));
   }
 
-  /** Smallest mtime, compared as signed numbers (C mkcomposefs); compact inodes inherit it. */
+  /** Smallest mtime, compared as signed numbers (C mkcomposefs); compact inodes inherit it. Seconds
+   *  outside ±2^53 (mtimeSecExact) are compared exactly. */
   findMinMtime(): void {
     const stat = this.t.stat;
-    let minSec = stat[0].mtimeSec, minNsec = stat[0].mtimeNsec;
+    let min = stat[0];
     for (let i = 1; i < this.n; i++) {
-      const s = stat[i].mtimeSec, ns = stat[i].mtimeNsec;
-      if (s < minSec || (s === minSec && ns < minNsec)) {
-        minSec = s;
-        minNsec = ns;
+      const s = stat[i];
+      if (s.mtimeSecExact === undefined && min.mtimeSecExact === undefined) {
+        if (s.mtimeSec < min.mtimeSec || (s.mtimeSec === min.mtimeSec && s.mtimeNsec < min.mtimeNsec)) {
+          min = s;
+        }
+      } else {
+        const a = mtimeSeconds(s), b = mtimeSeconds(min);
+        if (a < b || (a === b && s.mtimeNsec < min.mtimeNsec)) min = s;
       }
     }
-    this.minSec = minSec;
-    this.minNsec = minNsec;
+    this.minSec = min.mtimeSec;
+    this.minSecExact = min.mtimeSecExact;
+    this.minNsec = min.mtimeNsec;
   }
 
   /** Sizes and data layout of inode i (before padding). */
@@ -444,7 +453,8 @@ class ImageBuilder {
     if (this.epoch1) {
       const s = this.t.stat[i];
       this.compact[i] =
-        s.mtimeSec === this.minSec && s.mtimeNsec === this.minNsec && this.t.nlink[i] <= U16_MAX &&
+        s.mtimeSec === this.minSec && s.mtimeSecExact === this.minSecExact && s.mtimeNsec === this.minNsec &&
+          this.t.nlink[i] <= U16_MAX &&
           s.uid <= U16_MAX && s.gid <= U16_MAX && size <= U32_MAX
           ? 1
           : 0;
@@ -510,7 +520,7 @@ class ImageBuilder {
     dv.setUint16(sb + SB.rootNid, this.nid[0], true);
     setU64(dv, sb + SB.inos, this.n);
     if (this.epoch1) {
-      setI64(dv, sb + SB.buildTime, this.minSec);
+      setI64(dv, sb + SB.buildTime, this.minSecExact ?? this.minSec);
       dv.setUint32(sb + SB.buildTimeNsec, this.minNsec, true);
       dv.setUint32(sb + SB.xattrBlkaddr, Math.floor(inodesEnd / BLOCK_SIZE), true);
     }
@@ -555,7 +565,7 @@ class ImageBuilder {
       dv.setUint32(off + INODE_EXTENDED.ino, this.epoch1 ? i : this.nid[i], true);
       dv.setUint32(off + INODE_EXTENDED.uid, s.uid, true);
       dv.setUint32(off + INODE_EXTENDED.gid, s.gid, true);
-      setI64(dv, off + INODE_EXTENDED.mtime, s.mtimeSec);
+      setI64(dv, off + INODE_EXTENDED.mtime, s.mtimeSecExact ?? s.mtimeSec);
       dv.setUint32(off + INODE_EXTENDED.mtimeNsec, this.epoch1 ? s.mtimeNsec : 0, true);
       dv.setUint32(off + INODE_EXTENDED.nlink, t.nlink[i], true);
       off += INODE_EXTENDED_SIZE;

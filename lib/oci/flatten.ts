@@ -14,7 +14,7 @@ import {
   type Stat,
 } from "../tree/tree.ts";
 import type { TarEntry } from "./tar/entry.ts";
-import { propagateUsrToRoot } from "../tree/transform.ts";
+import { rootMetadataForImage } from "../tree/transform.ts";
 
 /** What a layer yields per tar entry: the entry and, for regular files, where its bytes are. */
 export interface LayerItem {
@@ -31,6 +31,9 @@ function statOf(e: TarEntry): Stat {
     uid: e.uid,
     gid: e.gid,
     mtimeSec: e.mtimeSec,
+    // Seconds beyond ±2^53 (PAX or base-256 mtimes) are exact only where the tar reader gives the
+    // bigint too (a `mtimeSecExact` field, as Stat has: see lib/tree/tree.ts).
+    mtimeSecExact: (e as TarEntry & { mtimeSecExact?: bigint }).mtimeSecExact,
     mtimeNsec: e.mtimeNsec,
     xattrs: new Map(e.xattrs),
   });
@@ -64,7 +67,8 @@ function leafContent(item: LayerItem): LeafContent {
 
 /** Accumulates layers, lowest first, into one tree. */
 export class Flattener {
-  readonly root: Directory = newDirectory(newStat({ mode: 0 }));
+  /** Without a root entry in any layer nor a /usr, the image root keeps this: 0755 0:0 mtime 0. */
+  readonly root: Directory = newDirectory(newStat({ mode: 0o755 }));
   /** Paths created or replaced by the layer being applied (whiteouts spare them). */
   #thisLayer = new Set<string>();
 
@@ -142,9 +146,10 @@ export class Flattener {
     this.#markSubtree(leaf, e.path);
   }
 
-  /** The final touches of §7.3: the root takes /usr's metadata, /run is emptied (see propagateUsrToRoot). */
+  /** The final touches of §7.3: the root takes /usr's metadata (or keeps its own without /usr), /run is
+   *  emptied (see rootMetadataForImage). */
   finish(): Directory {
-    propagateUsrToRoot(this.root);
+    rootMetadataForImage(this.root);
     return this.root;
   }
 }

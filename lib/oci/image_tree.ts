@@ -4,6 +4,7 @@ import type { ObjectId } from "../fsverity/object_id.ts";
 import type { Repository } from "../repository/repository.ts";
 import { CONTENT_TYPE } from "../splitstream/mod.ts";
 import type { Directory } from "../tree/tree.ts";
+import { zeroNanoseconds } from "../tree/transform.ts";
 import { writeErofs } from "../erofs/writer.ts";
 import { Flattener } from "./flatten.ts";
 import { type SplitChunk, tarEntriesFromSplitstream } from "./layer_split.ts";
@@ -43,6 +44,16 @@ export async function buildImageTree(
     }
   }
   return f.finish();
+}
+
+/**
+ * Makes `tree` say what an image of `version` stores, so that a dump of it agrees with the image
+ * (docs/c-compatibility.md, "one truth"): the V2 format (composefs-rs) keeps no mtime nanoseconds,
+ * so they become 0 (a PAX mtime of 100.5 is 100.0 in a V2 image); V0/V1 store everything. In place.
+ */
+export function treeAsStoredIn(tree: Directory, version: 0 | 1 | 2): Directory {
+  if (version === 2) zeroNanoseconds(tree);
+  return tree;
 }
 
 /** Writes one EROFS image per configured format; returns [version, image id] pairs, default first. */

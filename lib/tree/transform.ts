@@ -1,7 +1,7 @@
 // Tree transforms applied after reading a tree (spec §1.3 "container root", §7.3 transform_for_oci,
 // §1.5 mkcomposefs options). All mutate the tree in place.
 import { FormatError } from "../errors.ts";
-import type { Directory } from "./tree.ts";
+import { copyMtime, type Directory, setMtimeSeconds } from "./tree.ts";
 import { forEachInode } from "./walk.ts";
 
 /** xattrs kept when reading a container root from disk (composefs-rs FsReadOptions default). */
@@ -34,14 +34,32 @@ export function propagateUsrToRoot(root: Directory): void {
   root.stat.mode = u.mode;
   root.stat.uid = u.uid;
   root.stat.gid = u.gid;
-  root.stat.mtimeSec = u.mtimeSec;
-  root.stat.mtimeNsec = u.mtimeNsec;
+  copyMtime(root.stat, u);
   root.stat.xattrs = new Map(u.xattrs);
   const run = root.entries.get("run");
   if (run && run.kind === "dir") {
     run.entries.clear();
-    run.stat.mtimeSec = u.mtimeSec;
-    run.stat.mtimeNsec = u.mtimeNsec;
+    copyMtime(run.stat, u);
+  }
+}
+
+/**
+ * The root metadata of an image flattened from OCI layers (docs/image-root-metadata.md). With a /usr
+ * directory this is composefs-rs `transform_for_oci` exactly (propagateUsrToRoot: the same image ids).
+ * Without /usr (scratch images: a static binary, an app directory) composefs-rs refuses; here the root
+ * keeps the metadata it has — the layers' own root entry (`./`) when one exists, else what the caller
+ * created it with (the flattener: 0755, 0:0, mtime 0, no xattrs) — and /run, when it is a directory,
+ * is still emptied and takes the root's mtime. A /usr that is not a directory is still an error.
+ */
+export function rootMetadataForImage(root: Directory): void {
+  if (root.entries.has("usr")) {
+    propagateUsrToRoot(root);
+    return;
+  }
+  const run = root.entries.get("run");
+  if (run && run.kind === "dir") {
+    run.entries.clear();
+    copyMtime(run.stat, root.stat);
   }
 }
 
@@ -55,7 +73,14 @@ export function transformForContainerRoot(root: Directory): void {
 /** mkcomposefs --use-epoch: every mtime becomes 0.0. */
 export function zeroMtimes(root: Directory): void {
   forEachInode(root, (node) => {
-    node.stat.mtimeSec = 0;
+    setMtimeSeconds(node.stat, 0);
+    node.stat.mtimeNsec = 0;
+  });
+}
+
+/** Every mtime loses its nanoseconds (what a V2 image stores). */
+export function zeroNanoseconds(root: Directory): void {
+  forEachInode(root, (node) => {
     node.stat.mtimeNsec = 0;
   });
 }

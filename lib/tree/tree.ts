@@ -8,8 +8,14 @@ export interface Stat {
   mode: number;
   uid: number;
   gid: number;
-  /** Seconds since the epoch; may be negative. */
+  /**
+   * Seconds since the epoch; may be negative. Exact within ±(2^53 − 1); EROFS and dumpfiles hold any
+   * signed 64-bit value: beyond the safe range `mtimeSecExact` holds it and this is the nearest double.
+   * Read exact seconds with mtimeSeconds(), set them with setMtimeSeconds().
+   */
   mtimeSec: number;
+  /** Only for seconds outside the safe-integer range: the exact value (a signed 64-bit integer). */
+  mtimeSecExact?: bigint;
   /** 0..999999999 */
   mtimeNsec: number;
   /** xattr name (byte string) → value. Order of insertion is not significant: writers sort. */
@@ -74,7 +80,7 @@ export const NO_XATTRS: Map<string, Uint8Array> = Object.freeze(
 );
 
 export function newStat(partial: Partial<Stat> = {}): Stat {
-  return {
+  const st: Stat = {
     mode: partial.mode ?? 0,
     uid: partial.uid ?? 0,
     gid: partial.gid ?? 0,
@@ -82,7 +88,33 @@ export function newStat(partial: Partial<Stat> = {}): Stat {
     mtimeNsec: partial.mtimeNsec ?? 0,
     xattrs: partial.xattrs ?? new Map(),
   };
+  if (partial.mtimeSecExact !== undefined) setMtimeSeconds(st, partial.mtimeSecExact);
+  return st;
 }
+
+/** Exact mtime seconds of a stat. */
+export function mtimeSeconds(st: Stat): bigint {
+  return st.mtimeSecExact ?? BigInt(st.mtimeSec);
+}
+
+/** Sets mtime seconds, keeping `mtimeSec`/`mtimeSecExact` consistent. */
+export function setMtimeSeconds(st: Stat, sec: number | bigint): void {
+  if (typeof sec === "number" || (sec >= -MAX_SAFE_BIG && sec <= MAX_SAFE_BIG)) {
+    st.mtimeSec = Number(sec);
+    if (st.mtimeSecExact !== undefined) delete st.mtimeSecExact;
+  } else {
+    st.mtimeSec = Number(sec);
+    st.mtimeSecExact = sec;
+  }
+}
+
+/** Copies the mtime (seconds and nanoseconds) of `from` to `to`. */
+export function copyMtime(to: Stat, from: Stat): void {
+  setMtimeSeconds(to, mtimeSeconds(from));
+  to.mtimeNsec = from.mtimeNsec;
+}
+
+const MAX_SAFE_BIG = BigInt(Number.MAX_SAFE_INTEGER);
 
 export function newDirectory(stat: Stat = newStat({ mode: 0o755 })): Directory {
   return { kind: "dir", stat, entries: new Map() };

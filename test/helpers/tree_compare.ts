@@ -34,9 +34,9 @@ function statLine(node: Inode, o: FlattenOptions): string {
   const xattrs = [...s.xattrs].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
     .map(([k, v]) => `${JSON.stringify(k)}=${toHex(v)}`);
   const nsec = o.dropNsec ? 0 : s.mtimeNsec;
-  return `mode=${s.mode.toString(8)} uid=${s.uid} gid=${s.gid} mtime=${s.mtimeSec}.${nsec} [${
-    xattrs.join(",")
-  }]`;
+  return `mode=${s.mode.toString(8)} uid=${s.uid} gid=${s.gid} mtime=${
+    s.mtimeSecExact ?? s.mtimeSec
+  }.${nsec} [${xattrs.join(",")}]`;
 }
 
 export function flattenTree(root: Directory, o: FlattenOptions = {}): string[] {
