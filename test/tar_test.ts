@@ -157,7 +157,7 @@ build("pax", tarfile.PAX_FORMAT, [
 ])
 build("gnu", tarfile.GNU_FORMAT, [
     dict(name="./", type=D),
-    dict(name="g" * 150, data=b"gnu long name", uid=10**10, gid=7, mtime=-100),
+    dict(name="g" * 150, data=b"gnu long name", uid=2**32 - 1, gid=7, mtime=-100),
     dict(name="h" * 120, type=tarfile.LNKTYPE, linkname="g" * 150),
     dict(name="s", type=tarfile.SYMTYPE, linkname="z" * 180),
     dict(name="big-mtime", data=b"", mtime=8**11 + 5),
@@ -289,13 +289,13 @@ Deno.test("end of archive: stray zero block, single zero block, clean EOF, recor
 
 Deno.test("numeric fields: base-256 size/uid/mtime (positive and negative), signed checksum", async () => {
   const h = ustarHeader({ name: "x", size: 0 });
-  // size = 3 in base-256, uid = 2^40, mtime = -5
+  // size = 3 in base-256, uid = 2^32 - 1 (the largest an image holds), mtime = -5
   h.fill(0, 124, 136);
   h[124] = 0x80;
   h[135] = 3;
   h.fill(0, 108, 116);
   h[108] = 0x80;
-  h[110] = 1; // 2^40 in an 8-byte field: byte index 2 of 8 → 2^(8*5)
+  h.fill(0xff, 112, 116); // 2^32 - 1 in the low four bytes of the 8-byte field
   h.fill(0xff, 136, 148);
   h[147] = 0xfb;
   h[156] = "0".charCodeAt(0);
@@ -311,7 +311,7 @@ Deno.test("numeric fields: base-256 size/uid/mtime (positive and negative), sign
   const tar = concatBytes([h, enc.encode("abc"), new Uint8Array(509), END]);
   const { entries } = await readBytes(tar);
   assertEquals(entries.length, 1);
-  assertEquals([entries[0].entry.size, entries[0].entry.uid, entries[0].entry.mtimeSec], [3, 2 ** 40, -5]);
+  assertEquals([entries[0].entry.size, entries[0].entry.uid, entries[0].entry.mtimeSec], [3, 2 ** 32 - 1, -5]);
   assertEquals(new TextDecoder().decode(entries[0].content), "abc");
 });
 

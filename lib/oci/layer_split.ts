@@ -2,6 +2,7 @@
 // Headers, padding, small files (≤ 64 bytes) and everything after the end blocks stay inline;
 // larger regular files become objects. The sha256 of the whole stream (the diff_id) is computed on
 // the way and checked before anything is handed back, so a wrong layer is never registered.
+import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import { FormatError, IntegrityError } from "../errors.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
@@ -22,6 +23,20 @@ const SMALL_OBJECT_MAX = 1024 * 1024;
 /** Small objects being stored concurrently while parsing goes on (stores without a synchronous path). */
 const MAX_IN_FLIGHT = 8;
 const DRAIN_EVERY = 256 * 1024;
+/** Inline bytes that may wait (copied) behind small objects still being stored. */
+const MAX_QUEUED_INLINE = 4 * 1024 * 1024;
+/** Non-zero bytes allowed after a tar's end-of-archive blocks (counted per chunk that holds any). */
+export const MAX_TRAILER_DATA = 16 * 1024 * 1024;
+
+const ZEROS = new Uint8Array(64 * 1024);
+/** True when every byte is 0 (memcmp against a zero block, not a byte loop). */
+function isAllZero(b: Uint8Array): boolean {
+  for (let o = 0; o < b.length; o += ZEROS.length) {
+    const n = Math.min(ZEROS.length, b.length - o);
+    if (Buffer.compare(b.subarray(o, o + n), ZEROS.subarray(0, n)) !== 0) return false;
+  }
+  return true;
+}
 
 /** Where the split goes: a splitstream writer (lib/splitstream) or anything shaped like one. */
 export interface SplitSink {
@@ -107,16 +122,20 @@ export async function splitTarInto(
       await sink.drain();
     }
   };
+  let queuedInline = 0; // bytes of inline copies waiting in the queue
   const flush = async (all: boolean) => {
     while (queue.length) {
       const p = queue[0];
       if (p.kind === "external") {
-        if (!all && inFlight < MAX_IN_FLIGHT) return;
+        // Waiting is deferred while few stores are in flight, but not while inline copies pile
+        // up behind them (a long run of headers, or data after the end of the archive).
+        if (!all && inFlight < MAX_IN_FLIGHT && queuedInline < MAX_QUEUED_INLINE) return;
         const id = await p.id;
         inFlight--;
         const r = sink.writeExternal(id, p.size);
         if (isPromise(r)) await r;
       } else {
+        queuedInline -= p.data.length;
         await writeInline(p.data);
       }
       queue.shift();
@@ -127,7 +146,10 @@ export async function splitTarInto(
     if (data.length === 0) return;
     stats.inlineSize += data.length;
     if (queue.length === 0) await writeInline(data);
-    else queue.push({ kind: "inline", data: data.slice() });
+    else {
+      queue.push({ kind: "inline", data: data.slice() });
+      queuedInline += data.length;
+    }
   };
   const external = async (id: ObjectId | Promise<ObjectId>, size: number) => {
     if (!isPromise(id) && queue.length === 0) {
@@ -191,7 +213,19 @@ export async function splitTarInto(
         opts.onProgress(lastProgress);
       }
     }
+    // Everything after the end-of-archive blocks stays inline (the diff_id covers it). It streams
+    // through (the splitstream writer cuts long inline runs); zeros (record padding) compress to
+    // nearly nothing, other bytes would be held compressed in memory, so they are limited.
+    let trailerData = 0;
     for await (const c of reader.trailer()) {
+      if (!isAllZero(c)) {
+        trailerData += c.length;
+        if (trailerData > MAX_TRAILER_DATA) {
+          throw new FormatError(
+            `layer has more than ${MAX_TRAILER_DATA} bytes of non-zero data after the end-of-archive blocks`,
+          );
+        }
+      }
       await inline(c);
       await flush(false);
     }
@@ -237,7 +271,13 @@ export async function splitTarLayer(
   opts: SplitTarOptions = {},
 ): Promise<SplitLayerResult> {
   const writer = new SplitStreamWriter(store.alg, CONTENT_TYPE.OCI_LAYER);
-  const stats = await splitTarInto(tar, store, writer, opts);
+  let stats;
+  try {
+    stats = await splitTarInto(tar, store, writer, opts);
+  } catch (e) {
+    writer.discard();
+    throw e;
+  }
   if (writer.streamSize !== stats.size) {
     throw new Error(`internal: splitstream holds ${writer.streamSize} bytes, the tar had ${stats.size}`);
   }
@@ -265,7 +305,17 @@ export async function* tarEntriesFromSplitstream(
   async function* parts(): AsyncGenerator<SourcePart<ObjectId>> {
     for await (const c of chunksOf(source)) yield "inline" in c ? c.inline : { external: c.external };
   }
-  const reader = new TarReader(new ByteSource<ObjectId>(parts()), opts);
+  const src = new ByteSource<ObjectId>(parts());
+  const reader = new TarReader(src, opts);
+  // However the caller stops (error, break), the splitstream reader behind is closed at once.
+  try {
+    yield* entriesOf(reader);
+  } finally {
+    await src.close().catch(() => {});
+  }
+}
+
+async function* entriesOf(reader: TarReader<ObjectId>): AsyncGenerator<SplitTarEntry> {
   for (;;) {
     const h = await reader.next();
     if (!h) return;

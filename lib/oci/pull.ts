@@ -24,7 +24,14 @@ import { isImageConfigMediaType, MT } from "./media_types.ts";
 import { hostPlatform, type Platform } from "./platform.ts";
 import { layerStreamId, validateTagName } from "./tags.ts";
 import { parseJson } from "./transport/blob_dir.ts";
-import { type Descriptor, type ImageSource, MAX_JSON_BLOB, readAllLimited } from "./transport/source.ts";
+import {
+  checkDescriptor,
+  checkDescriptorSize,
+  type Descriptor,
+  type ImageSource,
+  MAX_JSON_BLOB,
+  readAllLimited,
+} from "./transport/source.ts";
 
 export interface PullOptions {
   /** Tag to set (default: none; the CLI passes the reference string). */
@@ -61,6 +68,16 @@ export function formatStats(s: PullStats): string {
   return `${s.objectsNew} new + ${s.objectsPresent} already present objects; ${
     humanBytes(s.bytesStored)
   } stored, ${humanBytes(s.bytesInlined)} inlined`;
+}
+
+/** Refuses a digest that is not `sha256:<64 hex>` (other algorithms cannot be stored by name). */
+function sha256Only(digest: string, what: string): void {
+  const { alg } = parseDigest(digest, what);
+  if (alg !== "sha256") {
+    throw new FormatError(
+      `${what} ${digest}: only sha256 digests are supported for manifests, configs and layers`,
+    );
+  }
 }
 
 async function runBounded<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
@@ -106,7 +123,10 @@ async function importLayer(
   if (isTar) {
     const tar = decompressLayer(raw, desc.mediaType);
     const w = new SplitStreamWriter(repo.alg, CONTENT_TYPE.OCI_LAYER);
-    const r = await splitTarInto(tar, repo, w, { expectedDiffId: key });
+    const r = await splitTarInto(tar, repo, w, { expectedDiffId: key }).catch((e) => {
+      w.discard(); // frees its zstd encoder now
+      throw e;
+    });
     stats.bytesStored += r.externalSize;
     stats.bytesInlined += r.inlineSize;
     verity = await repo.writeStream(layerStreamId(key), w);
@@ -147,6 +167,13 @@ export async function pullImage(
   if (!configDesc || typeof configDesc.digest !== "string") {
     throw new FormatError(`${source.description}: manifest ${resolved.digest} has no config`);
   }
+  // Every descriptor is checked before anything is fetched; sizes are then held to (config here,
+  // layers by digestCheckingStream). The repository names manifests, configs and layer streams by
+  // sha256 digests (as composefs-rs does), so other algorithms are refused here, not half-stored.
+  sha256Only(resolved.digest, `${source.description}: manifest digest`);
+  checkDescriptor(configDesc, `${source.description}: config`, MAX_JSON_BLOB);
+  sha256Only(configDesc.digest, `${source.description}: config digest`);
+  layers.forEach((l, i) => checkDescriptor(l, `${source.description}: layer ${i}`));
   const isContainer = isImageConfigMediaType(configDesc.mediaType) ||
     (configDesc.mediaType === undefined && resolved.mediaType === MT.DOCKER_MANIFEST);
 
@@ -185,9 +212,9 @@ export async function pullImage(
     } catch { /* damaged or incomplete: pull again */ }
   }
 
-  // Config (small JSON): digest checked before anything is parsed.
-  if (configDesc.size > MAX_JSON_BLOB) throw new FormatError(`config ${configDesc.digest} is too large`);
-  const configBytes = await readAllLimited(await source.getBlob(configDesc), MAX_JSON_BLOB, "config");
+  // Config (small JSON): size and digest checked before anything is parsed.
+  const configBytes = await readAllLimited(await source.getBlob(configDesc), configDesc.size, "config");
+  checkDescriptorSize(configBytes, configDesc, `${source.description}: config`);
   verifyDigest(configBytes, configDesc.digest, `${source.description}: config`);
   const config = parseJson(configBytes, `config ${configDesc.digest}`);
   let keys: string[];
@@ -201,7 +228,7 @@ export async function pullImage(
         `config ${configDesc.digest} lists ${keys.length} diff_ids but the manifest has ${layers.length} layers`,
       );
     }
-    for (const k of keys) parseDigest(k, "diff_id");
+    for (const k of keys) sha256Only(k, `config ${configDesc.digest}: diff_id`);
     for (const l of layers) {
       if (!isTarLayerMediaType(l.mediaType)) {
         throw new FormatError(`layer ${l.digest}: media type ${l.mediaType} is not a tar layer`);
@@ -209,6 +236,7 @@ export async function pullImage(
     }
   } else {
     keys = layers.map((l) => l.digest);
+    for (const k of keys) sha256Only(k, `${source.description}: artifact layer digest`);
   }
   reporter.report({
     type: "plan",

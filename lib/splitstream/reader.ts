@@ -164,13 +164,25 @@ export class SplitStreamReader {
       for (let o = 0; o < compressed.length; o += FEED_SIZE) yield compressed.subarray(o, o + FEED_SIZE);
     }
     const refs = this.objectRefs;
+    const it = zstdDecompressFrames(feed());
+    // A consumer that stops early (an error in what it builds) must not leave the decoder open.
+    try {
+      yield* this.#records(it, refs);
+    } finally {
+      await it.return(undefined);
+    }
+  }
+
+  async *#records(
+    it: AsyncGenerator<Uint8Array>,
+    refs: readonly ObjectId[],
+  ): AsyncGenerator<SplitStreamChunk> {
     const head = new Uint8Array(8);
     const headView = new DataView(head.buffer);
     let headLen = 0;
     let inlineLeft = 0; // bytes of the current inline record still to come
     let recordAt = 0; // offset of the current record in the uncompressed stream
     let offset = 0; // uncompressed bytes consumed
-    const it = zstdDecompressFrames(feed());
     for (;;) {
       let r;
       try {

@@ -18,6 +18,15 @@ import {
 
 /** libzstd's default level, which the Rust writer asks for as "level 0". */
 const ZSTD_LEVEL = 3;
+/**
+ * The longest inline record written. composefs-rs keeps a whole run in memory, however long; a run
+ * this long (tens of thousands of tar entries with no file over 64 bytes between them, or data
+ * after a tar's end-of-archive blocks) only happens in hostile or odd layers, and cutting it keeps
+ * the memory of an import bounded. Readers take consecutive inline records as one byte sequence.
+ * See docs/security.md.
+ */
+export const MAX_INLINE_RECORD = 32 * 1024 * 1024;
+const CUT_ALIGN = 512;
 /** Small writes are gathered into pieces of this size before they reach the encoder. */
 const STAGE_SIZE = 128 * 1024;
 
@@ -115,14 +124,26 @@ export class SplitStreamWriter {
     return this.#objectRefs.list;
   }
 
-  /** Appends inline bytes (copied; consecutive writes become one record). */
+  /**
+   * Appends inline bytes (copied; consecutive writes become one record). A run longer than
+   * MAX_INLINE_RECORD is cut at the first stream offset past that length that is a multiple of 512
+   * (a tar block boundary, so no reader sees a header split across records); the cuts depend on
+   * the bytes only, not on how they were handed in.
+   */
   writeInline(data: Uint8Array): void {
     this.#open();
-    if (data.length === 0) return;
-    this.#inline.add(data);
-    this.#inlineLen += data.length;
-    this.#streamSize += data.length;
-    this.#inlineBytes += data.length;
+    while (data.length > 0) {
+      const runStart = this.#streamSize - this.#inlineLen;
+      const cutAt = Math.ceil((runStart + MAX_INLINE_RECORD) / CUT_ALIGN) * CUT_ALIGN;
+      const room = cutAt - this.#streamSize;
+      const part = data.length > room ? data.subarray(0, room) : data;
+      this.#inline.add(part);
+      this.#inlineLen += part.length;
+      this.#streamSize += part.length;
+      this.#inlineBytes += part.length;
+      if (this.#streamSize === cutAt) this.#flushInline();
+      data = data.subarray(part.length);
+    }
   }
 
   /** Appends a reference to a stored object of `size` bytes. */
@@ -151,6 +172,13 @@ export class SplitStreamWriter {
   /** Waits until the encoder has consumed what was handed to it (bounds memory for big streams). */
   async drain(): Promise<void> {
     await this.#stream.drain();
+  }
+
+  /** Abandons a stream that will not be finished (after a failed import), freeing the encoder. */
+  discard(): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.#stream.destroy();
   }
 
   /** Ends the stream and returns the complete splitstream file. */

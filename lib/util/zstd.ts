@@ -500,6 +500,12 @@ export class ZstdStreamCompressor {
     });
   }
 
+  /** Drops the encoder without output (its native state is freed now, not at some later GC). */
+  destroy(): void {
+    this.#enc.destroy();
+    this.#out = [];
+  }
+
   /** Ends the frame and returns the compressed bytes. */
   async finish(): Promise<Uint8Array> {
     if (this.#error) throw this.#error;

@@ -123,6 +123,17 @@ export class ByteSource<T = unknown> {
     }
   }
 
+  /**
+   * Stops reading: the source iterator is returned, so a generator behind it (a decompressor with
+   * native state) finishes its cleanup now rather than when it is garbage-collected.
+   */
+  async close(): Promise<void> {
+    this.#eof = true;
+    this.#chunks = [];
+    this.#buffered = 0;
+    await this.#it.return?.();
+  }
+
   /** When the next part is an external marker (no bytes buffered before it), takes and returns it. */
   async takeExternal(): Promise<ExternalPart<T> | null> {
     if (this.#buffered === 0) await this.#pull();

@@ -2,7 +2,8 @@
 // blocks, PAX `g`/`x` and GNU `L`/`K` extension headers with their padded payloads, the main
 // header), then the content as a stream, then the padding; after the last entry, the end blocks
 // and everything after them (GNU record padding). Concatenating all of it reproduces the input.
-// Memory: one header block, extension payloads (≤ 1 MiB each, ≤ 16 per entry) and a source chunk.
+// Memory: one header block, extension payloads (≤ 1 MiB each, ≤ 16 per entry), a source chunk and
+// the global PAX state (bounded for the whole archive).
 import { FormatError } from "../../errors.ts";
 import type { ByteSource, ExternalPart } from "./byte_source.ts";
 import { kindOfTypeflag, MAX_PATH, normalizeTarPath, type TarEntry } from "./entry.ts";
@@ -13,6 +14,16 @@ import { concatBytes } from "../../util/bytes.ts";
 export const MAX_PAX_SIZE = 1024 * 1024;
 export const MAX_LONG_NAME = MAX_PATH;
 export const MAX_PENDING_EXTENSIONS = 16;
+/** Largest uid/gid an image can hold (32-bit fields of EROFS extended inodes). */
+export const MAX_ID = 0xffffffff;
+/**
+ * PAX global (`g`) headers apply to every later entry, so what they may hold is bounded for the
+ * whole archive, not per entry: their payloads in total, and the distinct keys kept from them
+ * (a later global record for a key replaces the earlier one; keys without meaning are dropped).
+ * Real writers emit one global header (git archive's commit id, Python's pax_headers).
+ */
+export const MAX_GLOBAL_PAX_TOTAL = 4 * 1024 * 1024;
+export const MAX_GLOBAL_PAX_KEYS = 256;
 
 export interface TarReaderOptions {
   /** Honour libarchive's `LIBARCHIVE.xattr.<url-encoded name>=<base64 value>` records (default true). */
@@ -27,13 +38,22 @@ export interface TarHeaderRead {
 
 type State = "header" | "content" | "padding" | "end";
 
+/** Whether a global record can change an entry (path, linkpath and size never apply globally here). */
+function globalKeyMatters(key: string, libarchive: boolean): boolean {
+  return key === "uid" || key === "gid" || key === "mtime" || key.startsWith("SCHILY.xattr.") ||
+    key.startsWith("GNU.sparse.") || (libarchive && key.startsWith("LIBARCHIVE.xattr."));
+}
+
 export class TarReader<T = unknown> {
   #src: ByteSource<T>;
   #libarchive: boolean;
   #state: State = "header";
   #entry: TarEntry | null = null;
-  /** Global PAX records seen so far; they apply to every later entry (except path/linkpath/size). */
-  #global: [string, Uint8Array][] = [];
+  /** Global PAX records in force, by key (the latest value for each key, in the order last set). */
+  #global = new Map<string, Uint8Array>();
+  /** #global as a list, rebuilt only after a global header changed it. */
+  #globalList: [string, Uint8Array][] = [];
+  #globalBytes = 0;
   #endBytes: Uint8Array = new Uint8Array(0);
   entries = 0;
 
@@ -120,8 +140,7 @@ export class TarReader<T = unknown> {
         raw.push(body);
         const payload = body.subarray(0, h.size);
         if (t === "g") {
-          const recs = parsePaxRecords(payload);
-          for (const r of recs) this.#global.push(r);
+          this.#addGlobal(payload, hdrStart);
           // A global header counts toward the limit but does not need an entry after it.
           continue;
         }
@@ -149,9 +168,8 @@ export class TarReader<T = unknown> {
 
       // The main header: global records first, then local ones on top.
       const local = emptyOverrides();
-      const globals = this.#global.filter(([k]) => k !== "path" && k !== "linkpath" && k !== "size");
       try {
-        applyPaxRecords(local, globals, { libarchiveXattrs: this.#libarchive });
+        applyPaxRecords(local, this.#globalList, { libarchiveXattrs: this.#libarchive });
         applyPaxRecords(local, localRecords, { libarchiveXattrs: this.#libarchive });
       } catch (e) {
         throw (e as FormatError).within(`PAX header before offset ${hdrStart}`);
@@ -164,6 +182,25 @@ export class TarReader<T = unknown> {
       let path: string;
       let linkTarget = "";
       try {
+        // The kernel and every C consumer read names as NUL-terminated strings: "/etc\0/shadow"
+        // would be "/etc" to them while the dump shows the whole string.
+        if (rawPath.includes("\0")) {
+          throw new FormatError(`tar entry path ${JSON.stringify(rawPath)} contains a NUL byte`);
+        }
+        if (rawLink.includes("\0")) {
+          throw new FormatError(
+            `tar entry ${JSON.stringify(rawPath)}: link target ${
+              JSON.stringify(rawLink)
+            } contains a NUL byte`,
+          );
+        }
+        for (const name of local.xattrs.keys()) {
+          if (name.includes("\0")) {
+            throw new FormatError(
+              `tar entry ${JSON.stringify(rawPath)}: xattr name ${JSON.stringify(name)} contains a NUL byte`,
+            );
+          }
+        }
         path = normalizeTarPath(rawPath);
         if (kind === "hardlink") linkTarget = normalizeTarPath(rawLink, "hard link target");
         else if (kind === "symlink") {
@@ -191,6 +228,15 @@ export class TarReader<T = unknown> {
         xattrs: local.xattrs,
       };
       if (entry.size < 0) throw this.#err(`negative size ${entry.size}`, hdrStart);
+      // EROFS (extended inodes) holds 32-bit ids; a bigger one would be truncated silently.
+      for (const [what, id] of [["uid", entry.uid], ["gid", entry.gid]] as const) {
+        if (id < 0 || id > MAX_ID) {
+          throw this.#err(
+            `tar entry ${JSON.stringify(path)}: ${what} ${id} does not fit in 32 bits`,
+            hdrStart,
+          );
+        }
+      }
       this.#entry = entry;
       this.#state = "content";
       this.#contentLeft = entry.size;
@@ -200,6 +246,29 @@ export class TarReader<T = unknown> {
   }
 
   #contentLeft = 0;
+
+  /** Merges one global header's records into the global state (bounded, see MAX_GLOBAL_PAX_*). */
+  #addGlobal(payload: Uint8Array, hdrStart: number): void {
+    this.#globalBytes += payload.length;
+    if (this.#globalBytes > MAX_GLOBAL_PAX_TOTAL) {
+      throw this.#err(`PAX global headers total more than ${MAX_GLOBAL_PAX_TOTAL} bytes`, hdrStart);
+    }
+    let recs;
+    try {
+      recs = parsePaxRecords(payload);
+    } catch (e) {
+      throw (e as FormatError).within(`PAX global header at offset ${hdrStart}`);
+    }
+    for (const [k, v] of recs) {
+      if (!globalKeyMatters(k, this.#libarchive)) continue;
+      this.#global.delete(k);
+      this.#global.set(k, v);
+    }
+    if (this.#global.size > MAX_GLOBAL_PAX_KEYS) {
+      throw this.#err(`PAX global headers set more than ${MAX_GLOBAL_PAX_KEYS} distinct keys`, hdrStart);
+    }
+    this.#globalList = [...this.#global];
+  }
 
   /** The current entry's content bytes (views valid until the next call). */
   async *content(): AsyncGenerator<Uint8Array> {

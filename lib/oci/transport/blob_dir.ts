@@ -1,16 +1,32 @@
 // Shared by the local transports: index/manifest walking over a blob lookup function.
 import { FormatError, NotFoundError } from "../../errors.ts";
-import { parseDigest, verifyDigest } from "../digest.ts";
+import { verifyDigest } from "../digest.ts";
 import { isIndexMediaType, isManifestMediaType, MT } from "../media_types.ts";
 import { type Platform, selectPlatformEntry } from "../platform.ts";
 import type { Descriptor, ResolvedManifest } from "./source.ts";
-import { MAX_JSON_BLOB } from "./source.ts";
+import { checkDescriptor, checkDescriptorSize, MAX_JSON_BLOB } from "./source.ts";
 
+/**
+ * Parses a JSON document. The error names the file and where parsing stopped, never the content:
+ * the bytes may be anything a hostile layout links to (V8's own message quotes them).
+ */
 export function parseJson(bytes: Uint8Array, what: string): any {
+  let text: string;
   try {
-    return JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw new FormatError(`${what}: not valid UTF-8 (${bytes.length} bytes)`);
+  }
+  try {
+    return JSON.parse(text);
   } catch (e) {
-    throw new FormatError(`${what}: invalid JSON: ${(e as Error).message}`);
+    const at = /at position (\d+)/.exec((e as Error).message);
+    const where = at
+      ? `at character ${at[1]}`
+      : /end of JSON input/.test((e as Error).message)
+      ? "at its end"
+      : "";
+    throw new FormatError(`${what}: invalid JSON (${bytes.length} bytes${where ? ", error " + where : ""})`);
   }
 }
 
@@ -35,12 +51,10 @@ export async function resolveToManifest(
   depth = 0,
 ): Promise<ResolvedManifest> {
   if (depth > 8) throw new FormatError(`${where}: image indexes nested more than 8 deep`);
-  parseDigest(desc.digest, "descriptor digest");
-  if (desc.size > MAX_JSON_BLOB) {
-    throw new FormatError(`${where}: manifest ${desc.digest} is too large (${desc.size} bytes)`);
-  }
+  checkDescriptor(desc, `${where}: manifest`, MAX_JSON_BLOB);
   const bytes = await readBlob(desc);
   verifyDigest(bytes, desc.digest, `${where}: manifest ${desc.digest}`);
+  checkDescriptorSize(bytes, desc, `${where}: manifest`);
   const doc = parseJson(bytes, `${where}: manifest ${desc.digest}`);
   const mediaType = documentMediaType(doc, desc.mediaType);
   if (isIndexMediaType(mediaType)) {

@@ -1,6 +1,8 @@
 // One interface for every place images come from; the pull logic is written once over it.
 import type { Platform } from "../platform.ts";
 import { concatBytes } from "../../util/bytes.ts";
+import { FormatError, IntegrityError } from "../../errors.ts";
+import { parseDigest } from "../digest.ts";
 
 export interface Descriptor {
   mediaType: string;
@@ -41,7 +43,7 @@ export async function readAllLimited(
     n += chunk.length;
     if (n > limit) {
       await stream.cancel().catch(() => {});
-      throw new RangeError(`${what} is larger than ${limit} bytes`);
+      throw new FormatError(`${what} is larger than ${limit} bytes`);
     }
     parts.push(chunk);
   }
@@ -50,3 +52,40 @@ export async function readAllLimited(
 
 /** Manifests and configs beyond this size are refused (a hostile source cannot exhaust memory). */
 export const MAX_JSON_BLOB = 8 * 1024 * 1024;
+
+/** No blob is believed to be larger than this (16 TiB): a bigger declared size is refused up front. */
+export const MAX_BLOB_SIZE = 2 ** 44;
+
+/**
+ * Checks a descriptor from a document we were given before anything is fetched through it: an
+ * object with a valid digest, a size that is a non-negative integer not above `maxSize`, and a
+ * string media type when there is one. Returns it typed.
+ */
+export function checkDescriptor(d: unknown, what: string, maxSize = MAX_BLOB_SIZE): Descriptor {
+  if (typeof d !== "object" || d === null || Array.isArray(d)) {
+    throw new FormatError(`${what}: descriptor is not a JSON object`);
+  }
+  const desc = d as Record<string, unknown>;
+  if (typeof desc.digest !== "string") throw new FormatError(`${what}: descriptor has no digest`);
+  parseDigest(desc.digest, `${what} digest`);
+  const size = desc.size;
+  if (typeof size !== "number" || !Number.isSafeInteger(size) || size < 0) {
+    throw new FormatError(`${what} ${desc.digest}: invalid size ${JSON.stringify(size) ?? "(missing)"}`);
+  }
+  if (size > maxSize) {
+    throw new FormatError(`${what} ${desc.digest}: size ${size} exceeds the limit of ${maxSize} bytes`);
+  }
+  if (desc.mediaType !== undefined && typeof desc.mediaType !== "string") {
+    throw new FormatError(`${what} ${desc.digest}: mediaType is not a string`);
+  }
+  return d as Descriptor;
+}
+
+/** Throws IntegrityError unless `bytes` has exactly the size its descriptor declares. */
+export function checkDescriptorSize(bytes: Uint8Array, desc: Descriptor, what: string): void {
+  if (bytes.length !== desc.size) {
+    throw new IntegrityError(
+      `${what} ${desc.digest}: ${bytes.length} bytes, but its descriptor declares ${desc.size}`,
+    );
+  }
+}

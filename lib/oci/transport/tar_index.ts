@@ -48,7 +48,8 @@ export async function indexTar(path: string): Promise<Map<string, TarMember>> {
     const h = new Uint8Array(512);
     let pos = 0;
     let longName: string | undefined;
-    let paxPath: string | undefined;
+    let longLink: string | undefined;
+    let pax: Map<string, string> | undefined;
     while (pos + 512 <= size) {
       await f.seek(pos, Deno.SeekMode.Start);
       let got = 0;
@@ -60,13 +61,19 @@ export async function indexTar(path: string): Promise<Map<string, TarMember>> {
       if (h.every((b) => b === 0)) break;
       if (!checksumOk(h)) throw new FormatError(`${path}: bad tar header checksum at offset ${pos}`);
       const type = String.fromCharCode(h[156] || 0x30);
-      const msize = octal(h, 124, 12, `${path} @${pos}`);
+      const headerSize = octal(h, 124, 12, `${path} @${pos}`);
+      // A PAX size applies to the member the extension header precedes.
+      const paxSize = type !== "x" && type !== "g" ? pax?.get("size") : undefined;
+      if (paxSize !== undefined && !/^[0-9]{1,16}$/.test(paxSize)) {
+        throw new FormatError(`${path}: invalid PAX size ${JSON.stringify(paxSize)} at offset ${pos}`);
+      }
+      const msize = paxSize !== undefined ? Number(paxSize) : headerSize;
       const dataOff = pos + 512;
       if (dataOff + msize > size) {
         throw new FormatError(`${path}: tar member at offset ${pos} runs past the end`);
       }
       pos = dataOff + Math.ceil(msize / 512) * 512;
-      if (type === "L" || type === "x") {
+      if (type === "L" || type === "K" || type === "x") {
         if (msize > 1 << 20) {
           throw new FormatError(`${path}: oversized tar extension header at ${dataOff - 512}`);
         }
@@ -80,21 +87,29 @@ export async function indexTar(path: string): Promise<Map<string, TarMember>> {
         }
         const text = new TextDecoder().decode(buf);
         if (type === "L") longName = text.replace(/\0+$/, "");
+        else if (type === "K") longLink = text.replace(/\0+$/, "");
         else {
-          const m = /(?:^|\n)\d+ path=([^\n]*)\n/.exec(text);
-          if (m) paxPath = m[1];
+          pax = new Map();
+          for (const m of text.matchAll(/(?:^|\n)\d+ ([^=\n]+)=([^\n]*)(?=\n)/g)) pax.set(m[1], m[2]);
         }
         continue;
       }
-      if (type === "g" || type === "K") continue;
+      if (type === "g") continue;
       const prefix = field(h, 345, 155);
-      const name = paxPath ?? longName ?? (prefix ? prefix + "/" : "") + field(h, 0, 100);
-      paxPath = longName = undefined;
+      const name = pax?.get("path") ?? longName ?? (prefix ? prefix + "/" : "") + field(h, 0, 100);
+      const link = pax?.get("linkpath") ?? longLink ?? field(h, 157, 100);
+      pax = longName = longLink = undefined;
+      if (name.includes("\0") || link.includes("\0")) {
+        throw new FormatError(
+          `${path}: tar member name or link target with a NUL byte at offset ${dataOff - 512}`,
+        );
+      }
       members.set(normalise(name), {
         offset: dataOff,
         size: msize,
         type,
-        linkName: type === "1" || type === "2" ? normalise(field(h, 157, 100)) : undefined,
+        // Hard links name archive members; a symlink's target is kept as written (resolved later).
+        linkName: type === "1" ? normalise(link) : type === "2" ? link : undefined,
       });
     }
     return members;
@@ -103,17 +118,56 @@ export async function indexTar(path: string): Promise<Map<string, TarMember>> {
   }
 }
 
+/**
+ * The member `name` stands for, after following hard links (archive-root-relative names) and
+ * symbolic links (relative to the link's directory; an absolute target is taken from the archive's
+ * root: nothing outside the archive is ever read). Null when it leads nowhere or loops.
+ */
+export function resolveTarMember(members: Map<string, TarMember>, name: string): TarMember | null {
+  let key = normalise(name);
+  for (let hops = 0; hops <= MAX_LINK_HOPS; hops++) {
+    const m = members.get(key);
+    if (!m) return null;
+    if (m.type === "1") key = m.linkName!;
+    else if (m.type === "2") {
+      const target = m.linkName!;
+      const dir = key.includes("/") ? key.slice(0, key.lastIndexOf("/")) : "";
+      const joined = resolveWithin(target.startsWith("/") ? target : `${dir}/${target}`);
+      if (joined === null) return null;
+      key = joined;
+    } else return m;
+  }
+  return null;
+}
+
+const MAX_LINK_HOPS = 8;
+
+/** `a/./b/../c` → `a/c`; null when ".." would climb above the archive's root. */
+function resolveWithin(path: string): string | null {
+  const out: string[] = [];
+  for (const p of path.split("/")) {
+    if (p === "" || p === ".") continue;
+    if (p === "..") {
+      if (out.length === 0) return null;
+      out.pop();
+    } else out.push(p);
+  }
+  return out.join("/");
+}
+
 /** A member's bytes as a stream (hard and symbolic links within the archive are followed). */
 export async function openTarMember(
   archive: string,
   members: Map<string, TarMember>,
   name: string,
 ): Promise<ReadableStream<Uint8Array>> {
-  let m = members.get(normalise(name));
-  for (let hops = 0; m && (m.type === "1" || m.type === "2") && hops < 8; hops++) {
-    m = members.get(m.linkName!);
-  }
+  const m = resolveTarMember(members, name);
   if (!m) throw new NotFoundError(`${archive}: no member ${JSON.stringify(name)}`);
+  if (m.type !== "0" && m.type !== "7") {
+    throw new FormatError(
+      `${archive}: member ${JSON.stringify(name)} is not a regular file (type '${m.type}')`,
+    );
+  }
   const f = await Deno.open(archive);
   await f.seek(m.offset, Deno.SeekMode.Start);
   let left = m.size;
@@ -140,18 +194,28 @@ export async function openTarMember(
   });
 }
 
+/** A member's bytes, refused beyond `limit` (the size of what a link leads to, and the bytes read). */
 export async function readTarMember(
   archive: string,
   members: Map<string, TarMember>,
   name: string,
   limit: number,
 ): Promise<Uint8Array> {
-  const m = members.get(normalise(name));
-  if (m && m.size > limit) throw new FormatError(`${archive}: member ${name} is too large (${m.size} bytes)`);
+  const m = resolveTarMember(members, name);
+  if (m && m.size > limit) {
+    throw new FormatError(`${archive}: member ${name} is too large (${m.size} bytes, limit ${limit})`);
+  }
   const s = await openTarMember(archive, members, name);
   const parts: Uint8Array[] = [];
-  for await (const c of s) parts.push(c);
-  const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
+  let n = 0;
+  for await (const c of s) {
+    n += c.length;
+    if (n > limit) {
+      throw new FormatError(`${archive}: member ${name} is larger than ${limit} bytes`);
+    }
+    parts.push(c);
+  }
+  const out = new Uint8Array(n);
   let o = 0;
   for (const p of parts) {
     out.set(p, o);
