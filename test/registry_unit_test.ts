@@ -316,3 +316,30 @@ Deno.test({
     }
   },
 });
+
+Deno.test("resumable body: the expected size ends the blob, however long the connection stays open", async () => {
+  const data = Uint8Array.from({ length: 2000 }, (_, i) => (i * 7) & 0xff);
+  let cancelled = false;
+  // Sends the blob and 100 bytes more in one chunk, then never ends (an overstated Content-Length).
+  const body = resumableBody(
+    () =>
+      Promise.resolve({
+        body: new ReadableStream<Uint8Array>({
+          start(ctl) {
+            const more = new Uint8Array(data.length + 100);
+            more.set(data);
+            ctl.enqueue(more);
+          },
+          cancel() {
+            cancelled = true;
+          },
+        }),
+        offset: 0,
+      }),
+    data.length,
+    retryPolicy(0, 1),
+    "blob",
+  );
+  assertEquals(await collect(body), data);
+  assert(cancelled, "the connection was not let go");
+});

@@ -1,9 +1,10 @@
 // Pulls through `skopeo experimental-image-proxy` (socketpair + SCM_RIGHTS over FFI): the same image
 // from dir:, docker-archive: and a registry gives the same composefs image id as the native paths.
 import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";
-import { runCli, tempDir } from "./helpers/cli.ts";
+import { DENO, MAIN, runCli, tempDir } from "./helpers/cli.ts";
+import { startFaultProxy } from "./helpers/fault_proxy.ts";
 import { buildFixtures, imageId, initRepo, manifestDigestOf } from "./helpers/registry_fixtures.ts";
-import { pushImage, startRegistry } from "./helpers/registry_server.ts";
+import { htpasswdFile, pushImage, startRegistry } from "./helpers/registry_server.ts";
 import { closeFd, receiveMessage, sendMessage, socketPair } from "../lib/linux/socket.ts";
 
 const haveSkopeo = (() => {
@@ -111,6 +112,122 @@ Deno.test({
       assertEquals(native.code, 0, native.stderr);
       assertEquals(await imageId(repo, "arm"), await imageId(repo, "arm2"));
     });
+
+    await t.step(
+      "--creds with skopeo: nothing holding the password on disk after SIGTERM/SIGKILL",
+      async () => {
+        const user = "carol";
+        const pass = `pw-${crypto.randomUUID()}`;
+        const secrets = [pass, btoa(`${user}:${pass}`)];
+        const htpasswd = await htpasswdFile(`${tmp.path}/htpasswd`, user, pass);
+        await using areg = await startRegistry(`${tmp.path}/areg`, { htpasswd });
+        await pushImage(`oci:${fx.layout}:v1`, `docker://${areg.host}/test/app:v1`, {
+          creds: `${user}:${pass}`,
+        });
+        const runtime = `${tmp.path}/xdg-run`;
+        await Deno.mkdir(runtime, { recursive: true });
+        const marker = `${tmp.path}/marker`;
+        await Deno.writeTextFile(marker, "");
+        await new Promise((r) => setTimeout(r, 20)); // mtimes after the marker's
+        // The big layer stalls half-way: the pull is mid-way (skopeo running, credentials in use) for good.
+        await using proxy = startFaultProxy(areg.host, [
+          {
+            path: new RegExp(`/blobs/${fx.bigLayer}$`),
+            fault: { kind: "stall", afterBytes: 100_000 },
+            times: 100,
+          },
+        ]);
+        const flags = MAIN.endsWith(".js") ? ["run", "-A", "--no-config"] : ["run", "-A", "--no-check"];
+        const search = async (roots: string[]) => {
+          const o = await new Deno.Command("sh", {
+            args: [
+              "-c",
+              'find "$@" -xdev -type f -newer "$M" -size -4M -print0 2>/dev/null | xargs -0 -r grep -l -F -e "$S1" -e "$S2" 2>/dev/null; true',
+              "sh",
+              ...roots,
+            ],
+            env: { M: marker, S1: secrets[0], S2: secrets[1] },
+            stdout: "piped",
+          }).output();
+          return new TextDecoder().decode(o.stdout).trim();
+        };
+        for (const signal of ["SIGTERM", "SIGKILL", "SIGINT"] as const) {
+          const repo = `${tmp.path}/kill-${signal}`;
+          await initRepo(repo);
+          proxy.seen.length = 0;
+          const child = new Deno.Command(DENO, {
+            args: [
+              ...flags,
+              MAIN,
+              "--repo",
+              repo,
+              "oci",
+              "pull",
+              "--progress",
+              "none",
+              "--transport-backend",
+              "skopeo",
+              "--tls-verify=false",
+              "--creds",
+              `${user}:${pass}`,
+              `docker://${proxy.host}/test/app:v1`,
+              "app",
+            ],
+            stdin: "null",
+            stdout: "null",
+            stderr: "piped",
+            env: { XDG_RUNTIME_DIR: runtime, HOME: `${tmp.path}/home` },
+          }).spawn();
+          const stderr = new Response(child.stderr).text();
+          const deadline = Date.now() + 30_000;
+          while (!proxy.seen.some((s) => s.path.includes(fx.bigLayer) && s.sent >= 100_000)) {
+            assert(
+              Date.now() < deadline,
+              `the pull never reached the stalled blob: ${JSON.stringify(proxy.seen)}`,
+            );
+            await new Promise((r) => setTimeout(r, 50));
+          }
+          // skopeo authenticated (the registry wants Basic auth): the credentials reached it.
+          assert(proxy.seen.some((s) => s.authorization && s.status === 200), JSON.stringify(proxy.seen));
+          let skopeoPids: string[] = [];
+          try {
+            skopeoPids = (await Deno.readTextFile(`/proc/${child.pid}/task/${child.pid}/children`)).trim()
+              .split(/\s+/).filter(Boolean);
+          } catch { /* none */ }
+          const started = Date.now();
+          child.kill(signal);
+          const status = await child.status;
+          assert(Date.now() - started < 10_000, `${signal}: took ${Date.now() - started} ms to end`);
+          assert(!status.success, `${signal}: exited 0: ${await stderr}`);
+          // skopeo loses its socket with its parent and exits; give it a moment, then make sure.
+          for (const pid of skopeoPids) {
+            for (let i = 0; i < 50 && (await Deno.stat(`/proc/${pid}`).then(() => true, () => false)); i++) {
+              await new Promise((r) => setTimeout(r, 100));
+            }
+            try {
+              Deno.kill(Number(pid), "SIGKILL");
+            } catch { /* gone */ }
+          }
+          const found = await search(["/tmp", "/dev/shm", "/var/tmp", runtime, repo, Deno.cwd()]);
+          assertEquals(found, "", `${signal}: files holding the password remain: ${found}`);
+          assert(!(await stderr).includes(pass), `${signal}: password in stderr`);
+        }
+        // And a complete pull with the same credentials still works (the unnamed file is readable).
+        proxy.rules.length = 0;
+        const ok = await pull(
+          "--transport-backend",
+          "skopeo",
+          "--tls-verify=false",
+          "--creds",
+          `${user}:${pass}`,
+          `docker://${areg.host}/test/app:v1`,
+          "auth-ok",
+        );
+        assertEquals(ok.code, 0, ok.stderr);
+        assertEquals(await imageId(repo, "auth-ok"), nativeId);
+        assertEquals(await search(["/tmp", "/dev/shm", "/var/tmp", runtime, repo]), "");
+      },
+    );
 
     await t.step("errors: unknown image, skopeo missing", async () => {
       const a = await pull(`skopeo:dir:${tmp.path}/does-not-exist`, "x");

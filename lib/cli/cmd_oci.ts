@@ -72,14 +72,22 @@ export function registerOciCommands(program: Command): void {
       const ref = parseImageReference(image);
       const platform = opts.platform ? parsePlatform(opts.platform) : undefined;
       await withRepo(cmd, async (repo) => {
+        // Every failure says which pull it ended, OS errors from the filesystem (ENOSPC) included.
+        const inPull = (e: unknown) => {
+          if (e instanceof CfsError) return e.within(`pulling ${image}`);
+          if (e instanceof Error && typeof (e as { code?: unknown }).code === "string") {
+            return new CfsError(e.message, { cause: e, context: [`pulling ${image}`] });
+          }
+          return e;
+        };
         const source = await openImageSource(ref, { remote: remoteSourceFactory(remoteOptionsFrom(opts)) })
           .catch((e) => {
-            throw e instanceof CfsError ? e.within(`pulling ${image}`) : e;
+            throw inPull(e);
           });
         const reporter = createReporter(opts.progress, opts.progressFd);
         try {
           const r = await pullImage(repo, source, { name: name ?? image, platform, reporter }).catch((e) => {
-            throw e instanceof CfsError ? e.within(`pulling ${image}`) : e;
+            throw inPull(e);
           });
           reporter.finish?.();
           if (opts.json) {

@@ -27,6 +27,11 @@ export function addRemoteOptions(cmd: Command): void {
       "registries.conf to use (default: $CONTAINERS_REGISTRIES_CONF or the system one)",
     )
     .option("--retries <N>", "retries for failed registry requests and interrupted downloads (default 4)")
+    .option(
+      "--timeout <SECONDS>",
+      "stall timeout for every registry read: no response, or no bytes of a manifest, token, error or " +
+        "blob body, for this long counts as a dropped connection (default 60; env CFSCTL_TIMEOUT)",
+    )
     .addOption(
       new Option("--transport-backend <BACKEND>", "what serves docker:// references: native or skopeo")
         .choices(["native", "skopeo"]),
@@ -43,7 +48,18 @@ export function remoteOptionsFrom(opts: Record<string, unknown>): RemoteOptions 
       );
     }
   }
+  let timeoutMs: number | undefined;
+  const timeout = opts.timeout ?? Deno.env.get("CFSCTL_TIMEOUT");
+  if (timeout !== undefined && timeout !== "") {
+    const s = Number(timeout);
+    if (!Number.isFinite(s) || s <= 0 || s > 86_400) {
+      const from = opts.timeout !== undefined ? "--timeout" : "CFSCTL_TIMEOUT";
+      throw new UsageError(`${from} takes seconds (above 0, at most 86400), not ${JSON.stringify(timeout)}`);
+    }
+    timeoutMs = Math.round(s * 1000);
+  }
   return {
+    timeoutMs,
     authfile: opts.authfile as string | undefined,
     creds: opts.creds as string | undefined,
     certDir: opts.certDir as string | undefined,

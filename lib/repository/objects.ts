@@ -352,7 +352,7 @@ export class ObjectDir implements ObjectStore {
         writeAll(fd, data);
       } catch (e) {
         closeFd(fd);
-        throw e;
+        throw named(e, fd, `new object ${id.objectPath()} in ${this.dir}`);
       }
       const sealed = this.sealTmpfile(fd, `${this.dir}/${id.hex().slice(0, 2)}`, id);
       try {
@@ -399,6 +399,12 @@ export class ObjectDir implements ObjectStore {
   createObjectWriter(): ObjectWriter {
     return new TmpfileObjectWriter(this);
   }
+}
+
+/** A write error names the file being written (an fd number means nothing to a user). */
+function named(e: unknown, fd: number, where: string): unknown {
+  if (e instanceof KernelError) e.context = e.context.map((c) => (c === `fd ${fd}` ? where : c));
+  return e;
 }
 
 function kernelError(syscall: string, where: string): KernelError {
@@ -450,8 +456,13 @@ class TmpfileObjectWriter implements ObjectWriter {
     if (this.#state === "done") throw new Error("object writer already finished");
     if (this.#state === "new") await this.#open();
     if (chunk.length === 0) return;
-    if (this.#fd >= 0) writeAll(this.#fd, chunk);
-    else await writeFileAll(this.#tmpFile!, chunk);
+    if (this.#fd >= 0) {
+      try {
+        writeAll(this.#fd, chunk);
+      } catch (e) {
+        throw named(e, this.#fd, `new object (unnamed temporary file) in ${this.#store.dir}`);
+      }
+    } else await writeFileAll(this.#tmpFile!, chunk);
     this.#hasher.update(chunk);
   }
 

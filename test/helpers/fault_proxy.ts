@@ -1,12 +1,20 @@
 // An HTTP/1.1 proxy in front of a test registry that injects faults on matching requests: a cut
-// connection after N body bytes (Content-Length promised in full), an error status (with Retry-After),
-// a corrupted byte, or a redirect to a second "CDN" listener on another port. It answers one request
-// per connection (Connection: close) and records every request it saw.
+// connection after N body bytes (Content-Length promised in full), a body that stalls after N bytes
+// (the connection held open), an error status (with Retry-After, and a body that stalls or is huge),
+// a corrupted byte, an overstated Content-Length, an HTML page instead of the content, or a redirect
+// to a second "CDN" listener on another port. It answers one request per connection
+// (Connection: close) and records every request it saw, with the body bytes it managed to send.
+
+/** An error body: the registry's JSON (default), one that stalls after its first bytes, or `bytes` long. */
+export type ErrorBody = "json" | "stall" | { huge: number; declareLength: boolean };
 
 export type Fault =
   | { kind: "cut"; afterBytes: number }
-  | { kind: "status"; status: number; retryAfter?: string }
+  | { kind: "stall"; afterBytes: number }
+  | { kind: "status"; status: number; retryAfter?: string; body?: ErrorBody }
   | { kind: "corrupt"; offset: number }
+  | { kind: "overstate"; extra: number; hold: boolean }
+  | { kind: "html" }
   | { kind: "redirect" };
 
 export interface FaultRule {
@@ -25,6 +33,8 @@ export interface SeenRequest {
   range?: string;
   authorization: boolean;
   status: number;
+  /** Body bytes written to the client. */
+  sent: number;
 }
 
 export interface FaultProxy {
@@ -69,10 +79,20 @@ async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
   while (off < data.length) off += await conn.write(data.subarray(off));
 }
 
-function head(status: number, headers: [string, string][], length: number): Uint8Array {
+/** A response head; `length` null sends no Content-Length (the body ends when the connection closes). */
+function head(status: number, headers: [string, string][], length: number | null): Uint8Array {
   const lines = [`HTTP/1.1 ${status} X`, ...headers.map(([k, v]) => `${k}: ${v}`)];
-  lines.push(`Content-Length: ${length}`, "Connection: close", "", "");
+  if (length !== null) lines.push(`Content-Length: ${length}`);
+  lines.push("Connection: close", "", "");
   return enc.encode(lines.join("\r\n"));
+}
+
+/** Waits until the client hangs up (or the proxy stops and closes the connection). */
+async function holdOpen(conn: Deno.Conn): Promise<void> {
+  const buf = new Uint8Array(1024);
+  try {
+    while ((await conn.read(buf)) !== null) { /* ignore */ }
+  } catch { /* closed */ }
 }
 
 const HOP = new Set(["connection", "keep-alive", "transfer-encoding", "content-length", "host"]);
@@ -85,6 +105,7 @@ export function startFaultProxy(upstream: string, rules: FaultRule[] = []): Faul
   const used = new Map<FaultRule, number>();
   // Authorization captured from the redirected request, standing in for a pre-signed URL's signature.
   const presigned = new Map<string, string | null>();
+  const open = new Set<Deno.Conn>();
 
   async function forward(method: string, path: string, headers: Headers, auth: string | null) {
     const h = new Headers();
@@ -102,23 +123,32 @@ export function startFaultProxy(upstream: string, rules: FaultRule[] = []): Faul
   }
 
   async function serve(conn: Deno.Conn, listener: "main" | "cdn") {
+    open.add(conn);
+    let entry: SeenRequest | undefined;
+    const send = async (data: Uint8Array) => {
+      await writeAll(conn, data);
+      if (entry) entry.sent += data.length;
+    };
     try {
       const req = await readHead(conn);
       if (!req) return;
-      const record = (status: number) =>
-        seen.push({
+      const record = (status: number) => {
+        entry = {
           listener,
           path: req.path,
           range: req.headers.get("range") ?? undefined,
           authorization: req.headers.has("authorization"),
           status,
-        });
+          sent: 0,
+        };
+        seen.push(entry);
+      };
       if (listener === "cdn") {
         const auth = presigned.get(req.path) ?? null;
         const r = await forward(req.method, req.path.replace(/^\/cdn/, ""), req.headers, auth);
         record(r.status);
         await writeAll(conn, head(r.status, r.headers, r.body.length));
-        if (req.method !== "HEAD") await writeAll(conn, r.body);
+        if (req.method !== "HEAD") await send(r.body);
         return;
       }
       const rule = rules.find((ru) =>
@@ -134,8 +164,33 @@ export function startFaultProxy(upstream: string, rules: FaultRule[] = []): Faul
         );
         const hs: [string, string][] = [["Content-Type", "application/json"]];
         if (f.retryAfter !== undefined) hs.push(["Retry-After", f.retryAfter]);
-        await writeAll(conn, head(f.status, hs, body.length));
-        await writeAll(conn, body);
+        const b = f.body ?? "json";
+        if (b === "json") {
+          await writeAll(conn, head(f.status, hs, body.length));
+          await send(body);
+        } else if (b === "stall") {
+          await writeAll(conn, head(f.status, hs, body.length));
+          await send(body.subarray(0, 10));
+          await holdOpen(conn);
+        } else {
+          // `{"errors":[` and then spaces, in 64 KiB writes, until the size or a hang-up.
+          await writeAll(conn, head(f.status, hs, b.declareLength ? b.huge : null));
+          const chunk = new Uint8Array(65536).fill(0x20);
+          await send(enc.encode('{"errors":['));
+          let left = b.huge - 11;
+          while (left > 0) {
+            const n = Math.min(left, chunk.length);
+            await send(chunk.subarray(0, n));
+            left -= n;
+          }
+        }
+        return;
+      }
+      if (f?.kind === "html") {
+        record(200);
+        const page = enc.encode("<html><body><h1>Please log in</h1></body></html>\n");
+        await writeAll(conn, head(200, [["Content-Type", "text/html; charset=utf-8"]], page.length));
+        await send(page);
         return;
       }
       if (f?.kind === "redirect") {
@@ -152,16 +207,24 @@ export function startFaultProxy(upstream: string, rules: FaultRule[] = []): Faul
         body = body.slice();
         body[f.offset] ^= 0xff;
       }
-      await writeAll(conn, head(r.status, r.headers, body.length));
+      const overstated = f?.kind === "overstate" && r.status === 200;
+      await writeAll(conn, head(r.status, r.headers, body.length + (overstated ? f.extra : 0)));
       if (req.method === "HEAD") return;
       if (f?.kind === "cut") {
-        await writeAll(conn, body.subarray(0, Math.min(f.afterBytes, body.length)));
+        await send(body.subarray(0, Math.min(f.afterBytes, body.length)));
         return; // closing now leaves the promised Content-Length unmet
       }
-      await writeAll(conn, body);
+      if (f?.kind === "stall") {
+        await send(body.subarray(0, Math.min(f.afterBytes, body.length)));
+        await holdOpen(conn);
+        return;
+      }
+      await send(body);
+      if (overstated && f.hold) await holdOpen(conn);
     } catch {
       // a client that went away
     } finally {
+      open.delete(conn);
       try {
         conn.close();
       } catch { /* closed */ }
@@ -176,6 +239,11 @@ export function startFaultProxy(upstream: string, rules: FaultRule[] = []): Faul
       main.close();
       cdn.close();
     } catch { /* closed */ }
+    for (const c of open) {
+      try {
+        c.close();
+      } catch { /* closed */ }
+    }
     await Promise.allSettled(loops);
   };
   return {

@@ -1,6 +1,7 @@
 // A small Docker token server (distribution token auth) for tests: checks Basic credentials, issues
 // RS256 JWTs whose x5c header carries a self-signed certificate that the registry trusts through its
-// `rootcertbundle`, and records what each request asked for.
+// `rootcertbundle`, and records what each request asked for. Faults for tests of the client's limits:
+// a reply that stalls after its first bytes, or a huge one (streamed, never buffered).
 import { createPrivateKey, sign } from "node:crypto";
 
 export interface TokenServer {
@@ -11,6 +12,8 @@ export interface TokenServer {
   rootCertBundle: string;
   /** Requests seen: scope, account, whether Basic credentials were sent and accepted. */
   requests: { scope: string[]; account?: string; hadCredentials: boolean; accepted: boolean }[];
+  /** Body bytes handed out by faulty replies (how much of a huge one the client pulled). */
+  faultBytesSent: number;
   stop(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
 }
@@ -23,6 +26,8 @@ export interface TokenServerOptions {
   /** Reply field for the token: `token` (default) or `access_token`. */
   field?: "token" | "access_token";
   expiresIn?: number;
+  /** Instead of the token: a reply that stalls after a few bytes, or one of `huge` bytes. */
+  fault?: "stall" | { huge: number };
 }
 
 function b64url(data: Uint8Array | string): string {
@@ -67,6 +72,31 @@ export async function startTokenServer(dir: string, opts: TokenServerOptions): P
   const issuer = "cfsctl-test-issuer";
   const requests: TokenServer["requests"] = [];
 
+  const stalled = new Set<ReadableStreamDefaultController<Uint8Array>>();
+  const state = { faultBytesSent: 0 };
+  const faultReply = (fault: "stall" | { huge: number }): Response => {
+    let left = fault === "stall" ? 0 : fault.huge;
+    const chunk = new Uint8Array(65536).fill(0x20);
+    const body = new ReadableStream<Uint8Array>({
+      start(ctl) {
+        const first = new TextEncoder().encode('{"token":"');
+        ctl.enqueue(first);
+        state.faultBytesSent += first.length;
+        if (fault === "stall") stalled.add(ctl);
+      },
+      pull(ctl) {
+        if (fault === "stall") return;
+        if (left <= 0) return ctl.close();
+        const n = Math.min(left, chunk.length);
+        left -= n;
+        state.faultBytesSent += n;
+        ctl.enqueue(chunk.slice(0, n));
+      },
+      cancel() {},
+    }, { highWaterMark: 0 });
+    return new Response(body, { headers: { "content-type": "application/json" } });
+  };
+
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (req) => {
     const url = new URL(req.url);
     const scope = url.searchParams.getAll("scope");
@@ -88,6 +118,7 @@ export async function startTokenServer(dir: string, opts: TokenServerOptions): P
       hadCredentials: !!auth,
       accepted,
     });
+    if (opts.fault) return faultReply(opts.fault);
     if (auth && !accepted) return new Response('{"details":"invalid credentials"}', { status: 401 });
     if (!auth && !opts.allowAnonymous) {
       return new Response('{"details":"authentication required"}', { status: 401 });
@@ -117,9 +148,17 @@ export async function startTokenServer(dir: string, opts: TokenServerOptions): P
   });
   const port = server.addr.port;
   const stop = async () => {
+    for (const c of stalled) {
+      try {
+        c.close();
+      } catch { /* closed */ }
+    }
     await server.shutdown();
   };
   return {
+    get faultBytesSent() {
+      return state.faultBytesSent;
+    },
     realm: `http://127.0.0.1:${port}/token`,
     service,
     issuer,

@@ -20,6 +20,15 @@ import {
   shutdownSocket,
   socketPair,
 } from "../../linux/socket.ts";
+import {
+  closeFd as closeFile,
+  O_CREAT,
+  O_EXCL,
+  O_RDWR,
+  openPath,
+  openTmpfile,
+  writeAll,
+} from "../../linux/fs.ts";
 import type { Platform } from "../platform.ts";
 import { parseJson } from "./blob_dir.ts";
 import { parseCredsOption } from "./registry/auth_file.ts";
@@ -43,6 +52,48 @@ function sha256(bytes: Uint8Array): string {
   return "sha256:" + createHash("sha256").update(bytes).digest("hex");
 }
 
+/**
+ * A file holding `data` that has no name anywhere: O_TMPFILE in a memory-backed directory when there
+ * is one ($XDG_RUNTIME_DIR, /dev/shm), else in the temporary directory; without O_TMPFILE, a file
+ * created exclusively and unlinked at once. Returned close-on-exec, offset past the data (skopeo
+ * opens it anew through /proc/self/fd/N and reads from the start).
+ */
+function unnamedFile(data: Uint8Array): number {
+  const dirs = [Deno.env.get("XDG_RUNTIME_DIR"), "/dev/shm", Deno.env.get("TMPDIR"), "/tmp"]
+    .filter((d): d is string => !!d);
+  let fd = -1;
+  let lastError: unknown;
+  for (const dir of dirs) {
+    try {
+      const t = openTmpfile(dir, 0o600);
+      if (t !== null) {
+        fd = t;
+        break;
+      }
+      const path = `${dir}/.cfsctl-auth-${crypto.randomUUID()}`;
+      fd = openPath(path, O_RDWR | O_CREAT | O_EXCL, 0o600);
+      Deno.removeSync(path);
+      break;
+    } catch (e) {
+      if (fd >= 0) closeFile(fd);
+      fd = -1;
+      lastError = e;
+    }
+  }
+  if (fd < 0) {
+    throw new TransportError(
+      `cannot create a private file for skopeo's credentials: ${(lastError as Error)?.message}`,
+    );
+  }
+  try {
+    writeAll(fd, data);
+  } catch (e) {
+    closeFile(fd);
+    throw e;
+  }
+  return fd;
+}
+
 export class SkopeoProxySource implements ImageSource {
   readonly description: string;
   #child?: Deno.ChildProcess;
@@ -51,7 +102,6 @@ export class SkopeoProxySource implements ImageSource {
   #imageId?: number;
   #dead?: string;
   #stderr: string[] = [];
-  #tempDir?: string;
   /** When the proxy converted the manifest, its config exists only as GetFullConfig's output. */
   #convertedConfig?: { digest: string; bytes: Uint8Array };
 
@@ -59,8 +109,10 @@ export class SkopeoProxySource implements ImageSource {
     this.description = `skopeo:${ref}`;
   }
 
-  async #args(platform: Platform, sockFd: number): Promise<string[]> {
+  /** skopeo's arguments, and the descriptor of the private auth file it is to inherit (or -1). */
+  #args(platform: Platform, sockFd: number): { args: string[]; authFd: number } {
     const a: string[] = [];
+    let authFd = -1;
     if (this.opts.registriesConf) a.push("--registries-conf", this.opts.registriesConf);
     a.push("--override-os", platform.os, "--override-arch", platform.architecture);
     if (platform.variant) a.push("--override-variant", platform.variant);
@@ -68,7 +120,8 @@ export class SkopeoProxySource implements ImageSource {
     if (this.opts.tlsVerify !== undefined) a.push(`--tls-verify=${this.opts.tlsVerify}`);
     if (this.opts.certDir) a.push("--cert-dir", this.opts.certDir);
     if (this.opts.creds) {
-      // Credentials go through a private auth file, not argv (which other users can read in /proc).
+      // Credentials go neither into argv (other users read /proc/PID/cmdline) nor into a named file
+      // (a kill would leave it behind): an unnamed file skopeo inherits and opens as /proc/self/fd/N.
       const c = parseCredsOption(this.opts.creds);
       let key = "";
       if (this.ref.startsWith("docker://")) {
@@ -76,22 +129,30 @@ export class SkopeoProxySource implements ImageSource {
         key = `${d.registry}/${d.repository}`;
       }
       if (key) {
-        this.#tempDir = await Deno.makeTempDir({ prefix: "cfsctl-skopeo-" });
-        const file = `${this.#tempDir}/auth.json`;
         const auth = btoa(String.fromCharCode(...new TextEncoder().encode(`${c.username}:${c.password}`)));
-        await Deno.writeTextFile(file, JSON.stringify({ auths: { [key]: { auth } } }), { mode: 0o600 });
-        a.push("--authfile", file);
+        authFd = unnamedFile(new TextEncoder().encode(JSON.stringify({ auths: { [key]: { auth } } })));
+        a.push("--authfile", `/proc/self/fd/${authFd}`);
       }
     } else if (this.opts.authfile) a.push("--authfile", this.opts.authfile);
-    return a;
+    return { args: a, authFd };
   }
 
-  async #start(platform: Platform): Promise<void> {
+  #start(platform: Platform): void {
     const [mine, theirs] = socketPair();
     this.#sock = mine;
-    const args = await this.#args(platform, theirs);
-    // The child gets `theirs` by inheritance; it is inheritable only for the instant of the spawn.
+    let args: string[];
+    let authFd: number;
+    try {
+      ({ args, authFd } = this.#args(platform, theirs));
+    } catch (e) {
+      closeFd(mine);
+      closeFd(theirs);
+      this.#sock = -1;
+      throw e;
+    }
+    // The child gets `theirs` (and the auth file) by inheritance; inheritable only for the spawn.
     setInheritable(theirs, true);
+    if (authFd >= 0) setInheritable(authFd, true);
     let spawnError: unknown;
     try {
       this.#child = new Deno.Command(this.opts.skopeoPath ?? "skopeo", {
@@ -104,6 +165,8 @@ export class SkopeoProxySource implements ImageSource {
       spawnError = e;
     }
     closeFd(theirs);
+    // skopeo holds its own copy; the file is gone once skopeo exits, however it ends.
+    if (authFd >= 0) closeFile(authFd);
     if (spawnError !== undefined || !this.#child) {
       closeFd(mine);
       this.#sock = -1;
@@ -260,7 +323,7 @@ export class SkopeoProxySource implements ImageSource {
 
   async getManifest(platform: Platform): Promise<ResolvedManifest> {
     if (this.#child) throw new Error("SkopeoProxySource.getManifest() called twice");
-    await this.#start(platform);
+    this.#start(platform);
     const version = String((await this.#call("Initialize", [])).value);
     const m = /^0\.(\d+)\.(\d+)/.exec(version);
     if (!m || Number(m[1]) !== MIN_MINOR_PATCH[0] || Number(m[2]) < MIN_MINOR_PATCH[1]) {
@@ -327,7 +390,6 @@ export class SkopeoProxySource implements ImageSource {
         await this.#child.status.catch(() => {});
         clearTimeout(t);
       }
-      if (this.#tempDir) await Deno.remove(this.#tempDir, { recursive: true }).catch(() => {});
     }
   }
 }

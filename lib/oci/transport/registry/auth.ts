@@ -5,8 +5,12 @@ import { TransportError } from "../../../errors.ts";
 import type { Credentials } from "./auth_file.ts";
 import type { HttpResponse } from "./http_transport.ts";
 import { type Challenge, parseWwwAuthenticate } from "./www_authenticate.ts";
+import { declaredOver, kib, MAX_TOKEN_BODY, readCapped } from "./bounded_read.ts";
 
 export type TokenFetcher = (url: URL, headers: Headers) => Promise<HttpResponse>;
+
+/** How the registry itself is reached: a plain-HTTP token realm is only allowed for insecure ones. */
+export type RegistrySecurity = () => { registryHttps: boolean; insecure: boolean };
 
 interface CachedToken {
   token: string;
@@ -37,6 +41,7 @@ export class RegistryAuth {
     readonly repository: string,
     private lookup: () => Promise<Credentials | undefined>,
     private fetchToken: TokenFetcher,
+    private security: RegistrySecurity = () => ({ registryHttps: false, insecure: true }),
   ) {}
 
   get pullScope(): string {
@@ -100,6 +105,16 @@ export class RegistryAuth {
     } catch {
       throw new TransportError(`${this.registry}: Bearer challenge has an invalid realm`);
     }
+    const sec = this.security();
+    if (url.protocol === "http:" && sec.registryHttps && !sec.insecure) {
+      // The registry is TLS-protected; its token server on plain HTTP would get the Basic credentials
+      // (and hand out the token) in cleartext.
+      throw new TransportError(
+        `${this.registry}: refusing the token realm ${safeUrl(url)}: it is plain HTTP while the registry ` +
+          `is served over HTTPS, so credentials and tokens would travel unencrypted ` +
+          `(use --tls-verify=false or mark the registry insecure in registries.conf to allow it)`,
+      );
+    }
     if (ch.params.service) url.searchParams.set("service", ch.params.service);
     for (const s of (ch.params.scope ?? scope).split(" ")) if (s) url.searchParams.append("scope", s);
     if (!url.searchParams.has("scope")) url.searchParams.append("scope", scope);
@@ -124,9 +139,32 @@ export class RegistryAuth {
       await res.body?.cancel().catch(() => {});
       throw new TransportError(`${this.registry}: ${where} answered HTTP ${res.status}`);
     }
+    const tooLarge = () =>
+      new TransportError(
+        `${this.registry}: ${where} sent a reply larger than ${
+          kib(MAX_TOKEN_BODY)
+        } (the limit for a token reply)`,
+      );
+    if (declaredOver(res.headers, MAX_TOKEN_BODY)) {
+      await res.body?.cancel().catch(() => {});
+      throw tooLarge();
+    }
+    let text: string;
+    try {
+      const { bytes, over } = await readCapped(res.body ?? new Blob([]).stream(), MAX_TOKEN_BODY);
+      if (over) throw tooLarge();
+      text = new TextDecoder().decode(bytes);
+    } catch (e) {
+      if (e instanceof TransportError) throw e;
+      throw new TransportError(
+        `${this.registry}: reading the reply of ${where} failed: ${
+          e instanceof Error ? e.message : String(e)
+        }`,
+      );
+    }
     let doc: any;
     try {
-      doc = JSON.parse(await new Response(res.body).text());
+      doc = JSON.parse(text);
     } catch {
       throw new TransportError(`${this.registry}: ${where} sent a reply that is not JSON`);
     }

@@ -6,6 +6,7 @@ import https from "node:https";
 import type { IncomingMessage } from "node:http";
 import type { TlsMaterial } from "./tls_config.ts";
 import { systemCaBundle } from "./tls_config.ts";
+import { seconds, stallGuard } from "./bounded_read.ts";
 
 export interface HttpResponse {
   status: number;
@@ -18,9 +19,6 @@ export interface HttpRequest {
   headers: Headers;
 }
 
-/** How long to wait for a response's headers (connect + TLS + server think time). */
-export const HEADERS_TIMEOUT_MS = 60_000;
-
 export interface HttpTransport {
   send(url: URL, req: HttpRequest): Promise<HttpResponse>;
   close(): void;
@@ -29,7 +27,11 @@ export interface HttpTransport {
 /** fetch() through a Deno.HttpClient: system + extra CAs, optional client certificate. */
 export class FetchTransport implements HttpTransport {
   #client: Deno.HttpClient;
-  constructor(tls: TlsMaterial) {
+  /**
+   * `timeoutMs` bounds the wait for the headers (connect + TLS + server think time) and, through
+   * stallGuard, every read of the body.
+   */
+  constructor(tls: TlsMaterial, private timeoutMs: number) {
     const system = systemCaBundle();
     const caCerts = [...(system ? [system] : []), ...tls.caCerts];
     const opts: Deno.CreateHttpClientOptions = { caCerts };
@@ -42,8 +44,8 @@ export class FetchTransport implements HttpTransport {
   async send(url: URL, req: HttpRequest): Promise<HttpResponse> {
     const ctl = new AbortController();
     const timer = setTimeout(
-      () => ctl.abort(new Error(`no response within ${HEADERS_TIMEOUT_MS / 1000} s`)),
-      HEADERS_TIMEOUT_MS,
+      () => ctl.abort(new Error(`no response within ${seconds(this.timeoutMs)}`)),
+      this.timeoutMs,
     );
     const init: RequestInit & { client: Deno.HttpClient } = {
       method: req.method,
@@ -54,7 +56,7 @@ export class FetchTransport implements HttpTransport {
     };
     try {
       const r = await fetch(url, init);
-      return { status: r.status, headers: r.headers, body: r.body };
+      return { status: r.status, headers: r.headers, body: r.body && stallGuard(r.body, this.timeoutMs) };
     } finally {
       clearTimeout(timer);
     }
@@ -108,14 +110,14 @@ function webBody(res: IncomingMessage): ReadableStream<Uint8Array> {
 export class InsecureTlsTransport implements HttpTransport {
   #agent: https.Agent;
   #fallback: FetchTransport;
-  constructor(tls: TlsMaterial) {
+  constructor(tls: TlsMaterial, private timeoutMs: number) {
     this.#agent = new https.Agent({
       keepAlive: true,
       rejectUnauthorized: false,
       cert: tls.cert,
       key: tls.key,
     });
-    this.#fallback = new FetchTransport({ caCerts: [] });
+    this.#fallback = new FetchTransport({ caCerts: [] }, timeoutMs);
   }
   send(url: URL, req: HttpRequest): Promise<HttpResponse> {
     if (url.protocol !== "https:") return this.#fallback.send(url, req);
@@ -123,17 +125,25 @@ export class InsecureTlsTransport implements HttpTransport {
       const headers: Record<string, string> = {};
       req.headers.forEach((v, k) => (headers[k] = v));
       const r = https.request(url, { method: req.method, headers, agent: this.#agent }, (res) => {
+        // Headers are in: from here stallGuard times the body's reads (an idle socket timer would also
+        // fire while the consumer applies backpressure).
+        r.setTimeout(0);
         const h = new Headers();
         for (const [k, v] of Object.entries(res.headers)) {
           if (Array.isArray(v)) { for (const x of v) h.append(k, x); }
           else if (v !== undefined) h.set(k, String(v));
         }
         const noBody = req.method === "HEAD" || res.statusCode === 204 || res.statusCode === 304;
-        resolve({ status: res.statusCode ?? 0, headers: h, body: noBody ? null : webBody(res) });
+        resolve({
+          status: res.statusCode ?? 0,
+          headers: h,
+          body: noBody ? null : stallGuard(webBody(res), this.timeoutMs),
+        });
       });
+      // Socket idle timeout: covers the wait for headers; the body's reads have stallGuard.
       r.setTimeout(
-        HEADERS_TIMEOUT_MS,
-        () => r.destroy(new Error(`no response within ${HEADERS_TIMEOUT_MS / 1000} s`)),
+        this.timeoutMs,
+        () => r.destroy(new Error(`no response within ${seconds(this.timeoutMs)}`)),
       );
       r.on("error", reject);
       r.end();

@@ -1,7 +1,7 @@
 // HTTP for one repository on one registry endpoint (distribution API v2): finds the scheme with a
 // /v2/ ping, authorizes requests, retries connection failures, 5xx and 429 with backoff, and follows
 // redirects by hand so the registry's Authorization header never goes to another host.
-import { NotFoundError, TransportError } from "../../../errors.ts";
+import { CfsError, NotFoundError, TransportError } from "../../../errors.ts";
 import { RegistryAuth, safeUrl } from "./auth.ts";
 import type { Credentials } from "./auth_file.ts";
 import { apiHost } from "./docker_reference.ts";
@@ -13,6 +13,7 @@ import {
 } from "./http_transport.ts";
 import { backoffDelay, isRetryableStatus, parseRetryAfter, type RetryPolicy, sleep } from "./retry_policy.ts";
 import type { TlsMaterial } from "./tls_config.ts";
+import { declaredOver, kib, MAX_ERROR_BODY, readCapped } from "./bounded_read.ts";
 
 export interface EndpointOptions {
   /** Registry name as in references (docker.io is mapped to its API host). */
@@ -23,6 +24,8 @@ export interface EndpointOptions {
   tls: TlsMaterial;
   credentials: () => Promise<Credentials | undefined>;
   retry: RetryPolicy;
+  /** Stall timeout for response headers and for every body read. */
+  timeoutMs: number;
 }
 
 const MAX_REDIRECTS = 10;
@@ -37,11 +40,27 @@ function describeCause(e: unknown): string {
   return String(e);
 }
 
-/** The registry's error list (`{"errors":[{"code","message"}]}`) as one short line. */
+/**
+ * The registry's error list (`{"errors":[{"code","message"}]}`) as one short line, read from at most
+ * MAX_ERROR_BODY bytes; a larger or stalled body is said to be so instead.
+ */
 async function registryErrorText(res: HttpResponse): Promise<string> {
   if (!res.body) return "";
+  if (declaredOver(res.headers, MAX_ERROR_BODY)) {
+    await res.body.cancel().catch(() => {});
+    return `error body of ${res.headers.get("content-length")} bytes not read: over the ${
+      kib(MAX_ERROR_BODY)
+    } limit`;
+  }
+  let text: string;
   try {
-    const text = await new Response(res.body).text();
+    const { bytes, over } = await readCapped(res.body, MAX_ERROR_BODY);
+    if (over) return `error body not read past the ${kib(MAX_ERROR_BODY)} limit`;
+    text = new TextDecoder().decode(bytes);
+  } catch (e) {
+    return `error body unreadable: ${e instanceof Error ? e.message : String(e)}`;
+  }
+  try {
     const doc = JSON.parse(text);
     if (Array.isArray(doc?.errors) && doc.errors.length > 0) {
       return doc.errors.map((e: any) => [e.code, e.message].filter(Boolean).join(": ")).join("; ");
@@ -60,12 +79,15 @@ export class RegistryClient {
 
   constructor(readonly opts: EndpointOptions) {
     this.host = apiHost(opts.registry);
-    this.#transport = opts.insecure ? new InsecureTlsTransport(opts.tls) : new FetchTransport(opts.tls);
+    this.#transport = opts.insecure
+      ? new InsecureTlsTransport(opts.tls, opts.timeoutMs)
+      : new FetchTransport(opts.tls, opts.timeoutMs);
     this.auth = new RegistryAuth(
       opts.registry,
       opts.repository,
       opts.credentials,
       (url, headers) => this.#withRetries(url, headers, false),
+      () => ({ registryHttps: this.#base?.protocol === "https:", insecure: opts.insecure }),
     );
   }
 
@@ -165,7 +187,8 @@ export class RegistryClient {
       try {
         res = await this.#once(url, headers, authorize);
       } catch (e) {
-        if (e instanceof TransportError) throw e;
+        // Our own errors are verdicts (a bad auth file, a refused token realm): retrying cannot help.
+        if (e instanceof CfsError) throw e;
         lastProblem = describeCause(e);
       }
       if (res) {

@@ -1,7 +1,7 @@
 // `docker://` images straight from a registry (OCI distribution API v2): manifests (OCI manifest and
 // index, Docker schema 2 manifest and list; schema 1 refused), platform selection, digest checks, and
 // blobs streamed with transparent resume. Mirrors from registries.conf are tried first.
-import { CfsError, FormatError, IntegrityError } from "../../../errors.ts";
+import { CfsError, FormatError, IntegrityError, TransportError } from "../../../errors.ts";
 import { parseDigest } from "../../digest.ts";
 import { MT } from "../../media_types.ts";
 import type { Platform } from "../../platform.ts";
@@ -19,7 +19,9 @@ import { type PullEndpoint, pullEndpoints, type RegistriesConf } from "./registr
 import { RegistryClient } from "./registry_client.ts";
 import type { RemoteOptions } from "./remote_options.ts";
 import { resumableBody } from "./resumable_body.ts";
-import { retryPolicy } from "./retry_policy.ts";
+import { backoffDelay, retryPolicy, sleep } from "./retry_policy.ts";
+import { DEFAULT_TIMEOUT_MS } from "./bounded_read.ts";
+import { safeUrl } from "./auth.ts";
 import { tlsMaterialFor } from "./tls_config.ts";
 import { createHash } from "node:crypto";
 
@@ -76,6 +78,7 @@ export class RegistrySource implements ImageSource {
           creds: this.opts.creds,
         }),
       retry: retryPolicy(this.opts.retries, this.opts.retryDelayMs),
+      timeoutMs: this.opts.timeoutMs ?? DEFAULT_TIMEOUT_MS,
     });
     this.#clients.push(client);
     return client;
@@ -88,14 +91,31 @@ export class RegistrySource implements ImageSource {
   ): Promise<Descriptor & { bytes: Uint8Array }> {
     const path = `manifests/${reference}`;
     const what = `manifest ${reference}`;
-    const res = await client.get(path, new Headers({ accept: MANIFEST_ACCEPT }));
-    if (res.status !== 200) await client.fail(res, path, what);
-    const declared = Number(res.headers.get("content-length") ?? "0");
-    if (declared > MAX_JSON_BLOB) {
-      await res.body?.cancel().catch(() => {});
-      throw new FormatError(`${what}: manifest is too large (${declared} bytes)`);
+    const policy = client.opts.retry;
+    let res;
+    let bytes: Uint8Array;
+    for (let attempt = 1;; attempt++) {
+      res = await client.get(path, new Headers({ accept: MANIFEST_ACCEPT }));
+      if (res.status !== 200) await client.fail(res, path, what);
+      const declared = Number(res.headers.get("content-length") ?? "0");
+      if (declared > MAX_JSON_BLOB) {
+        await res.body?.cancel().catch(() => {});
+        throw new FormatError(`${what}: manifest is too large (${declared} bytes)`);
+      }
+      try {
+        bytes = await readAllLimited(res.body ?? new Blob([]).stream(), MAX_JSON_BLOB, what);
+        break;
+      } catch (e) {
+        if (e instanceof RangeError) throw new FormatError(e.message);
+        if (e instanceof CfsError) throw e;
+        // A body that stalls or breaks is a dropped connection: asked for again, like a 503.
+        const why = `${what}: reading ${safeUrl(client.url(path))} failed: ${
+          e instanceof Error ? e.message : String(e)
+        }`;
+        if (attempt >= policy.tries) throw new TransportError(`${why} (gave up after ${attempt} tries)`);
+        await sleep(backoffDelay(policy, attempt));
+      }
     }
-    const bytes = await readAllLimited(res.body ?? new Blob([]).stream(), MAX_JSON_BLOB, what);
     const byDigest = reference.includes(":");
     let digest: string;
     if (byDigest) {
@@ -180,7 +200,26 @@ export class RegistrySource implements ImageSource {
         const m = /^bytes (\d+)-/.exec(res.headers.get("content-range") ?? "");
         return { body: res.body ?? new Blob([]).stream(), offset: m ? Number(m[1]) : offset };
       }
-      if (res.status === 200) return { body: res.body ?? new Blob([]).stream(), offset: 0 };
+      if (res.status === 200) {
+        const url = safeUrl(client.url(path));
+        const type = res.headers.get("content-type") ?? "";
+        if (/^\s*(text\/html|application\/xhtml)/i.test(type)) {
+          // A captive portal, a login page or a proxy's error page answering 200.
+          await res.body?.cancel().catch(() => {});
+          throw new TransportError(
+            `${what}: ${url} sent an HTML page (Content-Type: ${type}) instead of the blob ` +
+              `(a login portal or a proxy's error page?)`,
+          );
+        }
+        const length = res.headers.get("content-length");
+        if (length !== null && /^\d+$/.test(length) && Number(length) < desc.size) {
+          await res.body?.cancel().catch(() => {});
+          throw new TransportError(
+            `${what}: ${url} announces ${length} bytes, but the blob has ${desc.size} (its descriptor's size)`,
+          );
+        }
+        return { body: res.body ?? new Blob([]).stream(), offset: 0 };
+      }
       return await client.fail(res, path, what);
     };
     const retry = retryPolicy(this.opts.retries, this.opts.retryDelayMs);

@@ -14,6 +14,8 @@ export interface RemoteOptions {
   registriesConf?: string;
   /** Retries after the first attempt for each request and each blob resume. */
   retries?: number;
+  /** `--timeout`: stall timeout for every registry read (headers and bodies); default 60 s. */
+  timeoutMs?: number;
   /** Base of the exponential backoff (tests shorten it). */
   retryDelayMs?: number;
   /** certs.d roots (else $CFSCTL_CERTS_D, else /etc/containers/certs.d and /etc/docker/certs.d). */

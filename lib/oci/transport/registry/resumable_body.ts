@@ -1,6 +1,9 @@
 // A blob body that survives connection drops: when the stream breaks (or ends short of the expected
 // size) it is re-requested from the byte already received (HTTP Range), and the bytes a server that
-// ignores Range sends again are skipped. The consumer sees one uninterrupted stream.
+// ignores Range sends again are skipped. The consumer sees one uninterrupted stream. A stalled body
+// (StallError from the transport's stallGuard) is a dropped connection like any other. The expected
+// size (the descriptor's) decides when the blob is complete: once it has arrived the connection is let
+// go, whatever Content-Length promised.
 import { CfsError, TransportError } from "../../../errors.ts";
 import { backoffDelay, type RetryPolicy, sleep } from "./retry_policy.ts";
 
@@ -12,23 +15,6 @@ export interface OpenedBody {
 
 /** Progress after which a connection counts as healthy again (the failure count restarts). */
 const HEALTHY_BYTES = 1 << 20;
-/** A body that delivers nothing for this long is treated as a dropped connection. */
-export const STALL_TIMEOUT_MS = 60_000;
-
-class Stalled extends Error {}
-
-/** reader.read(), failing with Stalled when nothing arrives within `ms`. */
-function readWithin<T>(
-  reader: ReadableStreamDefaultReader<T>,
-  ms: number,
-): Promise<ReadableStreamReadResult<T>> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const stall = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Stalled(`no data for ${ms / 1000} s`)), ms);
-  });
-  return Promise.race([reader.read(), stall]).finally(() => clearTimeout(timer));
-}
-
 /**
  * `open(offset)` performs the (re)request; errors it throws are final (it retries on its own).
  * `expectedSize`, when known, lets a short body be recognised as a cut.
@@ -58,7 +44,7 @@ export function resumableBody(
         }
         let problem: string;
         try {
-          const { done, value } = await readWithin(reader, STALL_TIMEOUT_MS);
+          const { done, value } = await reader.read();
           if (!done) {
             let chunk = value;
             if (skip > 0) {
@@ -66,6 +52,16 @@ export function resumableBody(
               skip -= n;
               chunk = chunk.subarray(n);
               if (chunk.length === 0) continue;
+            }
+            if (expectedSize !== undefined && received + chunk.length >= expectedSize) {
+              // Complete: bytes past the size are not the blob's (the digest check sees exactly `size`).
+              chunk = chunk.subarray(0, expectedSize - received);
+              received += chunk.length;
+              if (chunk.length > 0) ctl.enqueue(chunk);
+              reader.cancel().catch(() => {});
+              reader = undefined;
+              ctl.close();
+              return;
             }
             received += chunk.length;
             sinceFailure += chunk.length;
@@ -82,7 +78,7 @@ export function resumableBody(
           if (e instanceof CfsError) throw e;
           problem = `connection lost after ${received} bytes: ${e instanceof Error ? e.message : String(e)}`;
         }
-        reader.cancel().catch(() => {});
+        reader?.cancel().catch(() => {});
         reader = undefined;
         failures++;
         sinceFailure = 0;
