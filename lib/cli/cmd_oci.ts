@@ -9,7 +9,7 @@ import { examplesText, globalsOf } from "./program.ts";
 import { errln, out, outBytes, outJson, outln } from "./output.ts";
 import { createReporter } from "./progress_render.ts";
 import { ExitCode } from "./run.ts";
-import { checkMountFlags, mountJson } from "./cmd_mount.ts";
+import { checkMountFlags, mountAttrs, mountJson, warnMountRef } from "./cmd_mount.ts";
 import { fsckJson, printFsck } from "./cmd_repo.ts";
 
 async function withRepo<T>(cmd: Command, fn: (repo: Repository) => Promise<T>): Promise<T> {
@@ -133,6 +133,8 @@ export function registerOciCommands(program: Command): void {
       const { listImages } = await import("./oci_impl.ts");
       await withRepo(cmd, async (repo) => {
         const images = await listImages(repo);
+        // A bad tag is reported on stderr and does not hide the good ones (exit 1 when there is one).
+        for (const i of images) if (i.error !== undefined) errln(`oci images: tag ${i.name}: ${i.error}`);
         if (opts.json) {
           outJson({
             images: images.map((i) => ({
@@ -144,22 +146,25 @@ export function registerOciCommands(program: Command): void {
               created: i.created,
               layer_count: i.layerCount,
               referrer_count: i.referrerCount,
+              ...(i.error !== undefined ? { error: i.error } : {}),
             })),
           });
+          if (images.some((i) => i.error !== undefined)) throw new ExitCode(1);
           return;
         }
-        if (images.length === 0) {
-          outln("No images found");
-          return;
+        const good = images.filter((i) => i.error === undefined);
+        if (images.length === 0) outln("No images found");
+        else if (good.length > 0) {
+          const rows = good.map((i) => [
+            i.name,
+            i.manifestDigest.replace(/^sha256:/, "").slice(0, 12),
+            i.architecture || "artifact",
+            String(i.layerCount),
+            String(i.referrerCount),
+          ]);
+          out(renderTable(["NAME", "DIGEST", "ARCH", "LAYERS", "REFS"], rows));
         }
-        const rows = images.map((i) => [
-          i.name,
-          i.manifestDigest.replace(/^sha256:/, "").slice(0, 12),
-          i.architecture || "artifact",
-          String(i.layerCount),
-          String(i.referrerCount),
-        ]);
-        out(renderTable(["NAME", "DIGEST", "ARCH", "LAYERS", "REFS"], rows));
+        if (good.length < images.length) throw new ExitCode(1);
       });
     });
 
@@ -297,10 +302,14 @@ export function registerOciCommands(program: Command): void {
     .option("--workdir <DIR>", "overlay work directory")
     .option("--read-write", "mount read-write (needs --upperdir)")
     .option("--json", "describe the mount as JSON")
+    .option("--nosuid", "ignore set-user-id and set-group-id bits (use for untrusted images)")
+    .option("--nodev", "do not allow access to device nodes (use for untrusted images)")
+    .option("--noexec", "do not allow execution of programs (use for untrusted images)")
     .addHelpText(
       "after",
       examplesText(
         "cfsctl --repo /var/tmp/repo oci mount myimage /mnt",
+        "cfsctl oci mount untrusted:latest /mnt --nosuid --nodev --noexec",
         "cfsctl oci mount sha256:<manifest digest> /mnt --upperdir /var/up --workdir /var/work --read-write",
       ),
     )
@@ -325,9 +334,11 @@ export function registerOciCommands(program: Command): void {
           upperdir: opts.upperdir,
           workdir: opts.workdir,
           readWrite: Boolean(opts.readWrite),
+          ...mountAttrs(opts),
           ...mountTweaksFromEnv(),
         });
         for (const w of r.warnings) errln(`kernel: ${w}`);
+        warnMountRef(r);
         if (opts.json) outJson(mountJson(image, r, Boolean(opts.readWrite), id.hex()));
       });
     });

@@ -197,6 +197,8 @@ export function fsckJson(r: FsckReport) {
     broken_links: r.brokenLinks,
     missing_objects: r.missingObjects,
     errors: r.errors,
+    // only when fsck removed some (docs/gc.md), so the usual key set is unchanged
+    ...(r.staleMountRefsRemoved.length ? { stale_mount_refs_removed: r.staleMountRefsRemoved } : {}),
   };
 }
 
@@ -207,6 +209,7 @@ export function printFsck(r: FsckReport): void {
   outln(`images: ${r.imagesChecked - r.imagesCorrupted}/${r.imagesChecked} ok`);
   if (r.brokenLinks > 0) outln(`broken symlinks: ${r.brokenLinks}`);
   if (r.missingObjects > 0) outln(`missing objects: ${r.missingObjects}`);
+  for (const m of r.staleMountRefsRemoved) outln(`removed stale mount ref: images/refs/mounts/${m}`);
   if (r.ok) {
     outln("status: ok");
     return;

@@ -1,19 +1,21 @@
 // mount.composefs: the mount(8) helper personality, option-compatible with C composefs
 // (`mount -t composefs IMAGE MNT -o basedir=DIR` runs `/sbin/mount.composefs IMAGE MNT -o basedir=DIR`).
 // mount(8) calls helpers as `SOURCE TARGET [-sfnv] [-o OPTIONS]`; options may come before or after.
-import { UsageError } from "../errors.ts";
+import { describeError, UsageError } from "../errors.ts";
+import { closeFd, O_NOCTTY, O_RDONLY, openPath } from "../linux/fs.ts";
 import { ObjectId } from "../fsverity/object_id.ts";
 import { mountComposefs, type MountComposefsOptions, mountTweaksFromEnv } from "../mount/composefs.ts";
 import { errln, out } from "./output.ts";
 import { reportError } from "./run.ts";
 
-const USAGE = `Usage: mount.composefs [-sfnv] [-o OPTIONS] IMAGE MOUNTPOINT
+const USAGE = `Usage: mount.composefs [-sfnv] [-t composefs] [-o OPTIONS] IMAGE MOUNTPOINT
 
 Mount a composefs image (an EROFS image whose files live in a content-addressed object directory).
 mount(8) runs this helper for \`mount -t composefs\`.
 
 Flags:
   -o OPTIONS  comma-separated mount options (below); may be repeated
+  -t TYPE     file system type as mount(8) passes it; only "composefs"
   -s          sloppy: ignore options this helper does not know
   -f          fake: check everything, do not mount
   -n          no mtab (accepted; there is no /etc/mtab to write)
@@ -24,6 +26,9 @@ Options:
   basedir=DIR[:DIR...]  object directories the image's files are read from (required)
   digest=HEX            the image's expected fs-verity digest (SHA-256 or SHA-512)
   verity                require fs-verity on every object (overlayfs verity=require)
+  tryverity             verity=require when the kernel's overlayfs has the option, else no verity
+  idmap=PATH            id-mapped mount with the user namespace at PATH (e.g. /proc/PID/ns/user)
+  nosuid, nodev, noexec mount attributes, for untrusted images (suid, dev, exec: the defaults)
   upperdir=DIR          writable overlay layer (needs workdir)
   workdir=DIR           overlay work directory on the same file system as upperdir
   ro, rw                read-only (default without upperdir) / read-write
@@ -40,6 +45,12 @@ export interface MountComposefsArgs {
   basedirs: string[];
   digest?: string;
   verity: boolean;
+  tryVerity: boolean;
+  /** idmap=PATH: a user namespace file whose mapping the mount gets. */
+  idmap?: string;
+  nosuid: boolean;
+  nodev: boolean;
+  noexec: boolean;
   upperdir?: string;
   workdir?: string;
   readOnly: boolean;
@@ -83,8 +94,26 @@ function parseOptions(opts: string, into: MountComposefsArgs, sloppy: boolean): 
       case "rw":
         into.readOnly = false;
         break;
+      case "tryverity":
+        into.tryVerity = true;
+        break;
       case "idmap":
-        throw new UsageError("option idmap is not supported by this mount.composefs");
+        into.idmap = need();
+        break;
+      case "nosuid":
+      case "nodev":
+      case "noexec":
+        into[key] = true;
+        break;
+      case "suid":
+        into.nosuid = false;
+        break;
+      case "dev":
+        into.nodev = false;
+        break;
+      case "exec":
+        into.noexec = false;
+        break;
       default:
         if (IGNORED.has(key) || key.startsWith("x-") || sloppy) break;
         throw new UsageError(`unsupported option ${JSON.stringify(opt)}`);
@@ -103,7 +132,12 @@ export function parseMountComposefsArgs(args: string[]): MountComposefsArgs {
       positional.push(...args.slice(i + 1));
       break;
     }
-    if (a === "-o") {
+    if (a === "-t" || (a.startsWith("-t") && a.length > 2)) {
+      // mount(8) passes the type it was given; C mount.composefs accepts only its own.
+      const type = a === "-t" ? args[++i] : a.slice(2);
+      if (type === undefined) throw new UsageError("-t needs an argument");
+      if (type !== "composefs") throw new UsageError(`unsupported file system type ${JSON.stringify(type)}`);
+    } else if (a === "-o") {
       if (i + 1 >= args.length) throw new UsageError("-o needs an argument");
       optionStrings.push(args[++i]);
     } else if (a.startsWith("-o")) {
@@ -127,6 +161,10 @@ export function parseMountComposefsArgs(args: string[]): MountComposefsArgs {
     mountpoint: positional[1],
     basedirs: [],
     verity: false,
+    tryVerity: false,
+    nosuid: false,
+    nodev: false,
+    noexec: false,
     readOnly: false,
     fake,
     verbose,
@@ -153,7 +191,10 @@ export function toMountOptions(a: MountComposefsArgs): MountComposefsOptions {
     imagePath: a.image,
     objectsDir: a.basedirs,
     mountpoint: a.mountpoint,
-    verity: a.verity ? "require" : "none",
+    verity: a.verity ? "require" : a.tryVerity ? "try" : "none",
+    nosuid: a.nosuid,
+    nodev: a.nodev,
+    noexec: a.noexec,
     digest,
     upperdir: a.upperdir,
     workdir: a.workdir,
@@ -161,6 +202,15 @@ export function toMountOptions(a: MountComposefsArgs): MountComposefsOptions {
     readWrite: a.upperdir !== undefined && !a.readOnly,
     ...mountTweaksFromEnv(),
   };
+}
+
+/** Opens the user namespace file of idmap=PATH (a plain open, as C mount.composefs does). */
+function openUserns(path: string): number {
+  try {
+    return openPath(path, O_RDONLY | O_NOCTTY);
+  } catch (e) {
+    throw new UsageError(`idmap=${path}: cannot open the user namespace: ${describeError(e)}`);
+  }
 }
 
 export async function mountComposefsMain(args: string[]): Promise<number> {
@@ -182,7 +232,14 @@ export async function mountComposefsMain(args: string[]): Promise<number> {
       }
       return 0;
     }
-    const r = await mountComposefs(opts);
+    let r;
+    let usernsFd: number | undefined;
+    try {
+      if (parsed.idmap !== undefined) usernsFd = openUserns(parsed.idmap);
+      r = await mountComposefs({ ...opts, idmapUsernsFd: usernsFd });
+    } finally {
+      if (usernsFd !== undefined) closeFd(usernsFd);
+    }
     for (const w of r.warnings) errln(`mount.composefs: kernel: ${w}`);
     if (r.digestCheckedBy === "userspace") {
       errln(

@@ -25,6 +25,7 @@ export const MOUNT_ATTR_RDONLY = 0x1;
 export const MOUNT_ATTR_NOSUID = 0x2;
 export const MOUNT_ATTR_NODEV = 0x4;
 export const MOUNT_ATTR_NOEXEC = 0x8;
+export const MOUNT_ATTR_IDMAP = 0x100000;
 
 export const MOVE_MOUNT_F_EMPTY_PATH = 0x4;
 export const OPEN_TREE_CLONE = 0x1;

@@ -5,8 +5,14 @@
 import { CfsError, KernelError, NotFoundError, UsageError } from "../errors.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
 import {
+  AT_EMPTY_PATH,
   AT_FDCWD,
   closeFd,
+  MOUNT_ATTR_IDMAP,
+  MOUNT_ATTR_NODEV,
+  MOUNT_ATTR_NOEXEC,
+  MOUNT_ATTR_NOSUID,
+  mountSetattr,
   MOVE_MOUNT_F_EMPTY_PATH,
   moveMount,
   O_DIRECTORY,
@@ -31,8 +37,11 @@ export interface MountComposefsOptions {
   mountpoint: string;
   /** Shown as the mount source `composefs:NAME`; without it the source is `composefs`. */
   name?: string;
-  /** `require`: overlayfs checks every object's fs-verity digest against the image. */
-  verity: "require" | "none";
+  /**
+   * `require`: overlayfs checks every object's fs-verity digest against the image. `try`: the same
+   * when the kernel's overlayfs has the verity option, else none (docs/mount-options.md).
+   */
+  verity: "require" | "none" | "try";
   /**
    * Expected fs-verity digest of the image file, checked before mounting. When the kernel measured it
    * (fs-verity on the image), overlay verity is required too, like C mount.composefs.
@@ -42,6 +51,18 @@ export interface MountComposefsOptions {
   workdir?: string;
   /** Writable mount (needs upperdir/workdir); otherwise the mount is MOUNT_ATTR_RDONLY. */
   readWrite?: boolean;
+  /**
+   * Mount attributes for an untrusted image (docs/mount-options.md): no set-uid/set-gid, no device
+   * nodes, no execution through the mount.
+   */
+  nosuid?: boolean;
+  nodev?: boolean;
+  noexec?: boolean;
+  /**
+   * An id-mapped mount: fd of the user namespace whose mapping applies to the image's ownership
+   * (MOUNT_ATTR_IDMAP on the EROFS layer).
+   */
+  idmapUsernsFd?: number;
   /** Use a loop device even when EROFS could mount the file directly. */
   forceLoop?: boolean;
   /** How layers are passed to overlayfs; "auto" (default) = fds if the kernel takes them. */
@@ -54,9 +75,13 @@ export interface MountedComposefs {
   source: string;
   layerMode: LayerMode;
   loopDevice?: string;
-  verity: "require" | "none";
+  verity: "require" | "none" | "try";
   /** Set when a digest was checked: "userspace" means the image itself has no fs-verity protection. */
   digestCheckedBy?: DigestSource;
+  /** Name of the mount ref under images/refs/mounts/ (repository mounts, docs/gc.md). */
+  mountRef?: string;
+  /** Why no mount ref could be recorded (read-only repository, …): gc may then collect the image. */
+  mountRefError?: string;
   /** Warnings from the kernel's fs context logs. */
   warnings: string[];
 }
@@ -123,6 +148,24 @@ function openImage(path: string, cleanup: Cleanup): number {
   return fd;
 }
 
+/** Makes a detached mount id-mapped with the user namespace `usernsFd` (before it is used). */
+function idmap(mountFd: number, usernsFd: number): void {
+  try {
+    mountSetattr(mountFd, "", AT_EMPTY_PATH, { set: MOUNT_ATTR_IDMAP, usernsFd });
+  } catch (e) {
+    if (e instanceof KernelError) {
+      throw new KernelError(
+        e.syscall,
+        e.errno,
+        e.code,
+        `id-mapped mount refused (${e.code}): the user namespace must have a mapping and the ` +
+          `filesystems must support idmapped mounts`,
+      );
+    }
+    throw e;
+  }
+}
+
 function attach(mountFd: number, mountpoint: string): void {
   try {
     moveMount(mountFd, "", AT_FDCWD, mountpoint, MOVE_MOUNT_F_EMPTY_PATH);
@@ -162,6 +205,9 @@ export async function mountComposefs(opts: MountComposefsOptions): Promise<Mount
 
     const erofs = mountErofsDetached(imageFd, label, cleanup, { forceLoop: opts.forceLoop });
     warnings.push(...erofs.warnings);
+    // Ownership lives in the EROFS layer (objects carry data only), so that is the layer id-mapped,
+    // as C mount.composefs does; overlayfs takes id-mapped layers.
+    if (opts.idmapUsernsFd !== undefined) idmap(erofs.mountFd, opts.idmapUsernsFd);
     const overlay = mountOverlayDetached(
       {
         source,
@@ -171,6 +217,8 @@ export async function mountComposefs(opts: MountComposefsOptions): Promise<Mount
         upperFd,
         workFd,
         readWrite: Boolean(opts.readWrite),
+        attrs: (opts.nosuid ? MOUNT_ATTR_NOSUID : 0) | (opts.nodev ? MOUNT_ATTR_NODEV : 0) |
+          (opts.noexec ? MOUNT_ATTR_NOEXEC : 0),
       },
       cleanup,
       opts.layerMode ?? "auto",

@@ -37,11 +37,14 @@ export interface OverlaySpec {
   erofsMountFd: number;
   /** Directory fds (O_PATH) of the objects directories (data-only layers, searched in order). */
   objectsFds: number[];
-  verity: "require" | "none";
+  /** "try": verity=require when the kernel takes the option, else none (C mount.composefs tryverity). */
+  verity: "require" | "none" | "try";
   /** Directory fds (O_PATH) of upper and work dirs, both or neither. */
   upperFd?: number;
   workFd?: number;
   readWrite: boolean;
+  /** Extra MOUNT_ATTR_* bits (nosuid, nodev, noexec) for the overlay mount. */
+  attrs?: number;
 }
 
 /** Raised in fd mode when the kernel does not take layers as fds, so the caller can use strings. */
@@ -125,7 +128,7 @@ function createAndMount(
   } catch (e) {
     throw e instanceof KernelError ? explainOverlayCreateError(e, dataOnlyViaString, kernelVersion()) : e;
   }
-  const mnt = fsmount(fsfd, FSMOUNT_CLOEXEC, spec.readWrite ? 0 : MOUNT_ATTR_RDONLY);
+  const mnt = fsmount(fsfd, FSMOUNT_CLOEXEC, (spec.readWrite ? 0 : MOUNT_ATTR_RDONLY) | (spec.attrs ?? 0));
   for (const m of readFsLog(fsfd)) if (m.level === "w") warnings.push(`overlay: ${m.text}`);
   return mnt;
 }
@@ -135,6 +138,13 @@ function commonOptions(fsfd: number, spec: OverlaySpec): void {
   setOption(fsfd, "metacopy", "on");
   setOption(fsfd, "redirect_dir", "on");
   if (spec.verity === "require") setOption(fsfd, "verity", "require");
+  if (spec.verity === "try") {
+    try {
+      fsconfigSetString(fsfd, "verity", "require");
+    } catch (e) {
+      if (!(e instanceof KernelError)) throw e; // the kernel has no overlay verity: mount without
+    }
+  }
 }
 
 function overlayWithFds(spec: OverlaySpec, warnings: string[]): number {

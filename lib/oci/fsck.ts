@@ -1,6 +1,7 @@
 // Per-tag OCI checks on top of the repository fsck (spec §2.9, second half). Each problem becomes one
 // stable error string `fsck: <code>: <tag>: <detail>`; nothing is changed.
 import { describeError } from "../errors.ts";
+import { RepoPathError } from "../repository/repo_fs.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
 import type { Repository } from "../repository/repository.ts";
 import { CONTENT_TYPE } from "../splitstream/mod.ts";
@@ -18,11 +19,12 @@ export interface OciFsckReport {
 
 const SEAL_LABEL = "containers.composefs.fsverity";
 
-async function tagNames(repo: Repository): Promise<string[]> {
+/** Tag file names, read strictly below the repository (a symlinked refs dir is not followed). */
+function tagNames(repo: Repository): string[] {
   try {
-    return (await Array.fromAsync(Deno.readDir(`${repo.path}/streams/refs/oci`))).map((e) => e.name).sort();
+    return repo.fs.list("streams/refs/oci").map((e) => e.name);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return [];
+    if (e instanceof RepoPathError && e.code === "not-found") return [];
     throw e;
   }
 }
@@ -48,11 +50,11 @@ async function checkTag(repo: Repository, encoded: string): Promise<string[]> {
   }
   let manifestDigest: string;
   try {
-    const target = await Deno.readLink(`${repo.path}/streams/refs/oci/${encoded}`);
+    const target = repo.fs.readLink(`streams/refs/oci/${encoded}`);
     const base = target.slice(target.lastIndexOf("/") + 1);
     if (!base.startsWith("oci-manifest-")) throw new Error(`points at ${target}`);
     manifestDigest = base.slice("oci-manifest-".length);
-    await Deno.stat(`${repo.path}/streams/refs/oci/${encoded}`);
+    repo.fs.resolve(`streams/refs/oci/${encoded}`); // inside the repository, or an error
   } catch (e) {
     err("ref-resolve-failed", describeError(e));
     return errors;
@@ -149,7 +151,7 @@ async function checkTag(repo: Repository, encoded: string): Promise<string[]> {
 
 /** Checks every tag, or only `image` when given. */
 export async function ociFsck(repo: Repository, image?: string): Promise<OciFsckReport> {
-  const names = image !== undefined ? [encodeTag(image)] : await tagNames(repo);
+  const names = image !== undefined ? [encodeTag(image)] : tagNames(repo);
   const r: OciFsckReport = { ok: true, imagesChecked: 0, imagesCorrupted: 0, errors: [] };
   for (const enc of names) {
     r.imagesChecked++;

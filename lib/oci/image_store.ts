@@ -1,7 +1,8 @@
 // OCI images inside a composefs repository (spec §7.4–7.7): manifests and configs stored as
 // splitstreams holding the raw JSON as one object, with named refs to layer streams and to the
 // composefs EROFS images; tags as symlinks under streams/refs/oci/.
-import { FormatError, IntegrityError, NotFoundError } from "../errors.ts";
+import { describeError, FormatError, IntegrityError, NotFoundError } from "../errors.ts";
+import { repoFs, RepoPathError } from "../repository/repo_fs.ts";
 import { ObjectId } from "../fsverity/object_id.ts";
 import type { Repository } from "../repository/repository.ts";
 import { CONTENT_TYPE, SplitStreamWriter } from "../splitstream/mod.ts";
@@ -186,37 +187,71 @@ export interface ImageListEntry {
   created: string | null;
   layerCount: number;
   referrerCount: number;
+  /** Set when the tag cannot be read (dangling, looping, outward, damaged): the other fields are empty. */
+  error?: string;
 }
 
-/** Every tag with what `oci images` shows, sorted by name. */
+/**
+ * Every tag with what `oci images` shows, sorted by name. A tag that cannot be read does not hide
+ * the others: it is listed with `error` set (docs/repository-safety.md).
+ */
 export async function listImages(repo: Repository): Promise<ImageListEntry[]> {
-  const dir = `${repo.path}/streams/refs/oci`;
-  const names: string[] = [];
+  const fs = repoFs(repo);
+  let names: string[];
   try {
-    for await (const e of Deno.readDir(dir)) names.push(e.name);
+    names = fs.list("streams/refs/oci").map((e) => e.name);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return [];
+    if (e instanceof RepoPathError && e.code === "not-found") return [];
     throw e;
   }
-  names.sort();
   const out: ImageListEntry[] = [];
   for (const enc of names) {
     const name = decodeTag(enc);
-    const manifestDigest = await resolveManifestDigest(repo, name);
-    const m = await openManifest(repo, manifestDigest);
-    const c = await openConfig(repo, m.configDigest, m.refs.get(`config:${m.configDigest}`), m);
-    out.push({
-      name,
-      manifestDigest,
-      isContainer: c.isContainer,
-      architecture: c.isContainer ? String(c.json?.architecture ?? "") : "",
-      os: c.isContainer ? String(c.json?.os ?? "") : "",
-      created: typeof c.json?.created === "string" ? c.json.created : null,
-      layerCount: Array.isArray(m.json?.layers) ? m.json.layers.length : 0,
-      referrerCount: await countReferrers(repo, manifestDigest),
-    });
+    try {
+      out.push(await describeTag(repo, enc, name));
+    } catch (e) {
+      out.push({
+        name,
+        manifestDigest: "",
+        isContainer: false,
+        architecture: "",
+        os: "",
+        created: null,
+        layerCount: 0,
+        referrerCount: 0,
+        error: describeError(e),
+      });
+    }
   }
   return out;
+}
+
+async function describeTag(repo: Repository, enc: string, name: string): Promise<ImageListEntry> {
+  // The tag must resolve, inside the repository, to a manifest stream's object.
+  const rel = `streams/refs/oci/${enc}`;
+  const fs = repoFs(repo);
+  const target = fs.readLink(rel);
+  const base = target.slice(target.lastIndexOf("/") + 1);
+  if (!base.startsWith("oci-manifest-")) {
+    throw new FormatError(`tag ${name}: points at ${target}, not a manifest`);
+  }
+  const real = fs.resolve(rel);
+  if (!/^objects\/[0-9a-f]{2}\/[0-9a-f]+$/.test(real)) {
+    throw new FormatError(`tag ${name}: leads to ${real}, not a stored manifest`);
+  }
+  const manifestDigest = parseDigest(base.slice("oci-manifest-".length), `tag ${name} target`).digest;
+  const m = await openManifest(repo, manifestDigest);
+  const c = await openConfig(repo, m.configDigest, m.refs.get(`config:${m.configDigest}`), m);
+  return {
+    name,
+    manifestDigest,
+    isContainer: c.isContainer,
+    architecture: c.isContainer ? String(c.json?.architecture ?? "") : "",
+    os: c.isContainer ? String(c.json?.os ?? "") : "",
+    created: typeof c.json?.created === "string" ? c.json.created : null,
+    layerCount: Array.isArray(m.json?.layers) ? m.json.layers.length : 0,
+    referrerCount: await countReferrers(repo, manifestDigest),
+  };
 }
 
 async function countReferrers(repo: Repository, subject: string): Promise<number> {

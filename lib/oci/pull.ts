@@ -20,6 +20,8 @@ import {
 } from "./image_store.ts";
 import { buildImageTree, commitImages } from "./image_tree.ts";
 import { splitTarInto } from "./layer_split.ts";
+import { completeStream } from "../repository/completeness.ts";
+import { storedImageComplete } from "./stored_complete.ts";
 import { isImageConfigMediaType, MT } from "./media_types.ts";
 import { hostPlatform, type Platform } from "./platform.ts";
 import { layerStreamId, validateTagName } from "./tags.ts";
@@ -193,7 +195,9 @@ export async function pullImage(
     try {
       const m = await openManifest(repo, resolved.digest);
       const c = await openConfig(repo, m.configDigest, m.refs.get(`config:${m.configDigest}`), m);
-      const complete = !c.isContainer || wanted.every((v) => c.refs.has(imageRefKey(v)));
+      // Everything the tag would rely on must still be there (a killed gc, a lost object): else pull.
+      const complete = (!c.isContainer || wanted.every((v) => c.refs.has(imageRefKey(v)))) &&
+        await storedImageComplete(repo, c, wanted);
       if (complete) {
         reporter.report({ type: "message", text: `Already have manifest ${resolved.digest}` });
         if (opts.name !== undefined) await tagImage(repo, resolved.digest, opts.name);
@@ -247,7 +251,7 @@ export async function pullImage(
   const layerVerity = new Map<string, ObjectId>();
   const todo: number[] = [];
   for (let i = 0; i < layers.length; i++) {
-    const have = await repo.hasStream(layerStreamId(keys[i]));
+    const have = await completeStream(repo, layerStreamId(keys[i])); // missing objects: import again
     if (have) {
       layerVerity.set(keys[i], have);
       stats.layersSkipped++;

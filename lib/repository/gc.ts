@@ -1,12 +1,24 @@
-// Garbage collection (spec §2.8). Roots are the named refs (images/refs, streams/refs) plus names
-// given by the caller; everything reachable from them — image objects and the objects their
-// EROFS metadata references, streams and their object and named refs, transitively — is kept.
+// Garbage collection (spec §2.8, docs/gc.md). Roots are the named refs (images/refs, streams/refs)
+// plus names given by the caller; everything reachable from them — image objects and the objects
+// their EROFS metadata references, streams and their object and named refs, transitively — is kept.
 // Runs under the exclusive lock so no writer is between storing objects and linking its stream.
-import type { ObjectId } from "../fsverity/object_id.ts";
+// Crash-safe: links go (and reach the disk) before the objects they lead to. Never leaves the
+// repository: every access goes through RepoFs (no symlink followed where the layout has none,
+// layout links resolved only while they stay inside; docs/repository-safety.md).
+import { ObjectId } from "../fsverity/object_id.ts";
 import { collectObjects } from "../erofs/reader.ts";
 import type { Repository } from "./repository.ts";
-import { objectIdOfTarget, openStream } from "./streams.ts";
-import { readDirOrEmpty } from "../util/fs.ts";
+import { SplitStreamReader } from "../splitstream/mod.ts";
+import {
+  MAX_METADATA_OBJECT,
+  MAX_REF_DEPTH,
+  type RepoEntry,
+  type RepoFs,
+  repoFs,
+  RepoPathError,
+} from "./repo_fs.ts";
+import { describeError } from "../errors.ts";
+import { MOUNT_REFS_DIR, mountRefLive, readMountInfo } from "./mount_refs.ts";
 
 export interface GcOptions {
   /** Extra roots: names matched against top-level entries of images/ and streams/. */
@@ -27,27 +39,37 @@ export interface GcResult {
 /** Parses an image and returns the objects it references (pluggable for tests). */
 export type ImageObjectCollector = (image: Uint8Array, alg: ObjectId["alg"]) => ObjectId[];
 
-/** Every symlink below `dir` (recursively), as paths relative to `dir`. */
-async function symlinksBelow(dir: string, rel = ""): Promise<string[]> {
+/** Every symlink below the layout directory `dir` (recursively, bounded depth), repository-relative. */
+export function refLinksBelow(fs: RepoFs, dir: string, warn: (s: string) => void, depth = 0): string[] {
   const out: string[] = [];
-  for (const e of await readDirOrEmpty(rel ? `${dir}/${rel}` : dir)) {
-    const p = rel ? `${rel}/${e.name}` : e.name;
-    if (e.isSymlink) out.push(p);
-    else if (e.isDirectory) out.push(...await symlinksBelow(dir, p));
+  let entries;
+  try {
+    entries = fs.list(dir);
+  } catch (e) {
+    warn(`${dir}: ${describeError(e)}`);
+    return out;
+  }
+  for (const e of entries) {
+    const p = `${dir}/${e.name}`;
+    if (e.kind === "symlink") out.push(p);
+    else if (e.kind === "dir") {
+      if (depth + 1 >= MAX_REF_DEPTH) {
+        warn(`${p}: refs tree deeper than ${MAX_REF_DEPTH} levels (not walked)`);
+      } else out.push(...refLinksBelow(fs, p, warn, depth + 1));
+    }
   }
   return out;
 }
 
-async function readLinkOrNull(path: string): Promise<string | null> {
+/** The object a resolved repository-relative path names, or null. */
+export function objectOfPath(rel: string, alg: ObjectId["alg"]): ObjectId | null {
+  const m = /^objects\/([0-9a-f]{2})\/([0-9a-f]+)$/.exec(rel);
+  if (!m) return null;
   try {
-    return await Deno.readLink(path);
+    return ObjectId.fromHex(m[1] + m[2], alg);
   } catch {
     return null;
   }
-}
-
-function basename(p: string): string {
-  return p.slice(p.lastIndexOf("/") + 1);
 }
 
 export async function gc(
@@ -73,131 +95,206 @@ async function collectGarbage(
   dryRun: boolean,
   collect: ImageObjectCollector,
 ): Promise<GcResult> {
-  const root = repo.path;
+  const fs = repoFs(repo);
   const live = new Set<string>(); // object hex
   const warnings: string[] = [];
+  const warn = (s: string) => warnings.push(s);
+  const resolveObject = (rel: string): ObjectId | null => {
+    try {
+      return objectOfPath(fs.resolve(rel), repo.alg);
+    } catch (e) {
+      if (!(e instanceof RepoPathError && e.code === "not-found")) warn(`${rel}: ${describeError(e)}`);
+      return null;
+    }
+  };
+  const readObject = (id: ObjectId): Uint8Array | null => {
+    try {
+      return fs.readFile(`objects/${id.objectPath()}`, MAX_METADATA_OBJECT);
+    } catch (e) {
+      warn(`object ${id.toId()}: ${describeError(e)}`);
+      return null;
+    }
+  };
 
-  // 1. Roots: every ref resolves (by basename) to a top-level image or stream name.
-  const imageRoots = new Set<string>();
-  const streamRoots = new Set<string>();
-  for (const ref of await symlinksBelow(`${root}/images/refs`)) {
-    const t = await readLinkOrNull(`${root}/images/refs/${ref}`);
-    if (t !== null) imageRoots.add(basename(t));
+  // 1. Roots, as objects: refs resolve (inside the repository only) to an image or a stream object.
+  // A mount ref whose mount is gone is no root (docs/gc.md); it is pruned with the broken links.
+  const info = readMountInfo();
+  const staleMountRefs: string[] = [];
+  const imageRefs = refLinksBelow(fs, "images/refs", warn).filter((ref) => {
+    if (!ref.startsWith(`${MOUNT_REFS_DIR}/`)) return true;
+    if (mountRefLive(ref.slice(MOUNT_REFS_DIR.length + 1), info)) return true;
+    staleMountRefs.push(ref);
+    return false;
+  });
+  const streamRefs = refLinksBelow(fs, "streams/refs", warn);
+  const imageRoots: ObjectId[] = [];
+  const streamRoots: ObjectId[] = [];
+  for (const ref of imageRefs) {
+    const id = resolveObject(ref);
+    if (id) imageRoots.push(id);
   }
-  for (const ref of await symlinksBelow(`${root}/streams/refs`)) {
-    const t = await readLinkOrNull(`${root}/streams/refs/${ref}`);
-    if (t !== null) streamRoots.add(basename(t));
+  for (const ref of streamRefs) {
+    const id = resolveObject(ref);
+    if (id) streamRoots.push(id);
   }
-  const topImages = new Set((await readDirOrEmpty(`${root}/images`)).map((e) => e.name));
-  const topStreams = new Map<string, ObjectId | null>();
-  for (const e of await readDirOrEmpty(`${root}/streams`)) {
-    if (!e.isSymlink) continue;
-    const t = await readLinkOrNull(`${root}/streams/${e.name}`);
-    topStreams.set(e.name, t === null ? null : objectIdOfTarget(t, repo.alg));
-  }
+  const topLinks = (dir: string): string[] => {
+    try {
+      return fs.list(dir).filter((e) => e.kind === "symlink").map((e) => `${dir}/${e.name}`);
+    } catch (e) {
+      warn(`${dir}: ${describeError(e)}`);
+      return [];
+    }
+  };
+  const topImages = topLinks("images");
+  const topStreams = topLinks("streams");
   for (const name of extraRoots) {
-    if (topImages.has(name)) imageRoots.add(name);
-    if (topStreams.has(name)) streamRoots.add(name);
+    if (topImages.includes(`images/${name}`)) {
+      const id = resolveObject(`images/${name}`);
+      if (id) imageRoots.push(id);
+    }
+    if (topStreams.includes(`streams/${name}`)) {
+      const id = resolveObject(`streams/${name}`);
+      if (id) streamRoots.push(id);
+    }
   }
 
   // 2. Image roots: the image object and every object its metadata references.
-  for (const name of imageRoots) {
-    const t = await readLinkOrNull(`${root}/images/${name}`);
-    const id = t === null ? null : objectIdOfTarget(t, repo.alg);
-    if (!id) continue;
+  for (const id of imageRoots) {
+    if (live.has(id.hex())) continue;
     live.add(id.hex());
-    let bytes: Uint8Array;
-    try {
-      bytes = await repo.readObject(id);
-    } catch (e) {
-      warnings.push(`image ${name}: ${(e as Error).message}`);
-      continue;
-    }
+    const bytes = readObject(id);
+    if (!bytes) continue;
     try {
       for (const o of collect(bytes, repo.alg)) live.add(o.hex());
     } catch (e) {
-      warnings.push(`image ${name}: ${(e as Error).message}`);
+      warn(`image ${id.hex()}: ${(e as Error).message}`);
     }
   }
 
-  // 3. Stream roots, depth first; named refs whose object is some stream's object lead to that stream.
-  const streamOfObject = new Map<string, string>();
-  for (const [name, id] of topStreams) if (id) streamOfObject.set(id.hex(), name);
-  const visited = new Set<string>();
+  // 3. Stream roots, depth first, by object: a named ref leads to the object it names whether or not
+  // a streams/ link still points there (a stream renamed or unlinked by a crash keeps its objects
+  // while something references it). A named ref to an EROFS image keeps that image's objects.
   const pending = [...streamRoots];
+  const visited = new Set<string>();
   while (pending.length > 0) {
-    const name = pending.pop()!;
-    if (visited.has(name)) continue;
-    visited.add(name);
-    const id = topStreams.get(name);
-    if (!id) continue;
-    live.add(id.hex());
-    let reader;
+    const id = pending.pop()!;
+    const hex = id.hex();
+    if (visited.has(hex)) continue;
+    visited.add(hex);
+    live.add(hex);
+    const bytes = readObject(id);
+    if (!bytes) continue;
+    let reader: SplitStreamReader;
     try {
-      reader = await openStream(repo, name);
+      reader = await SplitStreamReader.fromBytes(bytes, { alg: repo.alg });
     } catch (e) {
-      warnings.push(`stream ${name}: ${(e as Error).message}`);
+      try {
+        for (const o of collect(bytes, repo.alg)) live.add(o.hex());
+      } catch {
+        warn(`stream object ${id.toId()}: ${(e as Error).message}`);
+      }
       continue;
     }
     for (const o of reader.objectRefs) live.add(o.hex());
-    for (const o of reader.namedRefs.values()) {
-      live.add(o.hex());
-      const s = streamOfObject.get(o.hex());
-      if (s !== undefined && !visited.has(s)) pending.push(s);
-    }
+    for (const o of reader.namedRefs.values()) if (!visited.has(o.hex())) pending.push(o);
   }
 
-  // 4. Unreachable objects go.
-  let objectsRemoved = 0;
-  let bytesRemoved = 0;
+  // 4. Unreachable objects, decided before anything is deleted.
+  const doomed: { rel: string; size: number }[] = [];
   const removed = new Set<string>();
-  for (const sub of await readDirOrEmpty(`${root}/objects`)) {
-    if (!sub.isDirectory || !/^[0-9a-f]{2}$/.test(sub.name)) continue;
-    for (const f of await readDirOrEmpty(`${root}/objects/${sub.name}`)) {
-      const hex = sub.name + f.name;
-      if (live.has(hex)) continue;
-      const p = `${root}/objects/${sub.name}/${f.name}`;
-      let size = 0;
-      try {
-        size = (await Deno.lstat(p)).size;
-        if (!dryRun) await Deno.remove(p);
-      } catch (e) {
-        if (e instanceof Deno.errors.NotFound) continue;
-        throw e;
+  let subdirs: RepoEntry[];
+  try {
+    subdirs = fs.list("objects");
+  } catch (e) {
+    warn(`objects: ${describeError(e)}`);
+    subdirs = [];
+  }
+  for (const sub of subdirs) {
+    if (!/^[0-9a-f]{2}$/.test(sub.name)) continue;
+    if (sub.kind !== "dir") {
+      if (sub.kind === "symlink") {
+        warn(`objects/${sub.name}: a symlink where the layout has a directory (not followed)`);
       }
-      objectsRemoved++;
-      bytesRemoved += size;
-      removed.add(`objects/${sub.name}/${f.name}`);
+      continue;
+    }
+    let files;
+    try {
+      files = fs.list(`objects/${sub.name}`);
+    } catch (e) {
+      warn(`objects/${sub.name}: ${describeError(e)}`);
+      continue;
+    }
+    for (const f of files) {
+      if (f.kind === "dir" || live.has(sub.name + f.name)) continue;
+      const rel = `objects/${sub.name}/${f.name}`;
+      const st = fs.lstat(rel);
+      if (st === null) continue;
+      doomed.push({ rel, size: f.kind === "file" ? st.size : 0 });
+      removed.add(rel);
     }
   }
 
-  // 5. Links that are (or, in a dry run, would be) broken.
-  const isBroken = async (abs: string): Promise<boolean> => {
+  // 5. Links that are broken, lead outside, or lead to a doomed object go first — refs, then the
+  // top-level links — and reach the disk before any object is deleted: a gc killed at any point
+  // leaves links only to objects that still exist (docs/gc.md).
+  const isBroken = (rel: string): boolean => {
     let real: string;
     try {
-      real = await Deno.realPath(abs);
+      real = fs.resolve(rel);
     } catch {
       return true;
     }
-    const m = /objects\/[0-9a-f]{2}\/[0-9a-f]+$/.exec(real);
-    return m !== null && removed.has(m[0]);
+    return removed.has(real);
   };
-  const prune = async (dir: string, names: string[]): Promise<number> => {
+  const prune = (links: string[]): number => {
     let n = 0;
-    for (const name of names) {
-      const abs = `${dir}/${name}`;
-      if (!(await isBroken(abs))) continue;
-      if (!dryRun) await Deno.remove(abs).catch(() => {});
+    for (const rel of links) {
+      if (!isBroken(rel)) continue;
+      if (!dryRun) {
+        try {
+          fs.unlink(rel);
+        } catch (e) {
+          warn(`removing ${rel}: ${describeError(e)}`);
+          continue;
+        }
+      }
       n++;
     }
     return n;
   };
-  const topLinks = async (dir: string) =>
-    (await readDirOrEmpty(dir)).filter((e) => e.isSymlink).map((e) => e.name);
-  let imagesPruned = await prune(`${root}/images`, await topLinks(`${root}/images`));
-  let streamsPruned = await prune(`${root}/streams`, await topLinks(`${root}/streams`));
-  imagesPruned += await prune(`${root}/images/refs`, await symlinksBelow(`${root}/images/refs`));
-  streamsPruned += await prune(`${root}/streams/refs`, await symlinksBelow(`${root}/streams/refs`));
+  let imagesPruned = prune(imageRefs);
+  for (const rel of staleMountRefs) {
+    if (!dryRun) {
+      try {
+        fs.unlink(rel);
+      } catch (e) {
+        warn(`removing ${rel}: ${describeError(e)}`);
+        continue;
+      }
+    }
+    imagesPruned++;
+  }
+  let streamsPruned = prune(streamRefs);
+  imagesPruned += prune(topImages);
+  streamsPruned += prune(topStreams);
+  if (!dryRun && doomed.length > 0) repo.sync();
+
+  // 6. Only now the objects.
+  let objectsRemoved = 0;
+  let bytesRemoved = 0;
+  for (const d of doomed) {
+    if (!dryRun) {
+      try {
+        fs.unlink(d.rel);
+      } catch (e) {
+        if (e instanceof RepoPathError && e.code === "not-found") continue;
+        if ((e as { errno?: number }).errno === 2) continue;
+        throw e;
+      }
+    }
+    objectsRemoved++;
+    bytesRemoved += d.size;
+  }
 
   return { objectsRemoved, bytesRemoved, imagesPruned, streamsPruned, warnings };
 }

@@ -1,10 +1,11 @@
 // images/<hex> and images/refs/<name> (spec §2.1, §2.5): EROFS images the repository made or
 // imported — the only things it mounts. A hex name is the image's fs-verity digest and is checked
 // on open (kernel measurement, or a userspace digest where the file has no verity).
-import { IntegrityError, NotFoundError } from "../errors.ts";
+import { CfsError, IntegrityError, NotFoundError } from "../errors.ts";
+import { MAX_REF_DEPTH, type RepoEntry, RepoPathError } from "./repo_fs.ts";
 import { fsverityDigestFile } from "../fsverity/digest_file.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
-import { closeFd, O_RDONLY, openPath } from "../linux/fs.ts";
+import { closeFd } from "../linux/fs.ts";
 import type { Repository } from "./repository.ts";
 import { objectIdOfTarget } from "./streams.ts";
 import { checkLinkName, linkRelative } from "./symlinks.ts";
@@ -39,17 +40,24 @@ export interface OpenedImage {
  */
 export async function openImage(repo: Repository, name: string): Promise<OpenedImage> {
   checkLinkName(name, "image");
-  let real: string;
+  // Followed only inside the repository, and only to a regular file (a FIFO never hangs a mount).
+  let rel: string;
+  let fd: number;
   try {
-    real = await Deno.realPath(`${repo.path}/images/${name}`);
+    rel = repo.fs.resolve(`images/${name}`);
+    if (!objectIdOfTarget(rel, repo.alg)) {
+      throw new IntegrityError(`image ${name} does not resolve to an object (${rel})`);
+    }
+    fd = repo.fs.openFile(rel).fd;
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new NotFoundError(`image ${name} not found`);
-    throw e;
+    if (e instanceof RepoPathError && e.code === "not-found") {
+      throw new NotFoundError(`image ${name} not found`);
+    }
+    throw e instanceof CfsError ? e.within(`image ${name}`) : e;
   }
-  const id = objectIdOfTarget(real, repo.alg);
-  if (!id) throw new IntegrityError(`image ${name} does not resolve to an object (${real})`);
+  const real = `${repo.path}/${rel}`;
+  const id = objectIdOfTarget(rel, repo.alg)!;
   const expected = name.includes("/") ? id : nameAsId(repo, name);
-  const fd = openPath(real, O_RDONLY);
   let measured: ObjectId | null;
   try {
     measured = measureOrNull(fd, repo.alg);
@@ -81,7 +89,7 @@ export async function readImage(
   name: string,
 ): Promise<{ image: OpenedImage; bytes: Uint8Array }> {
   const image = await openImage(repo, name);
-  return { image, bytes: await Deno.readFile(image.path) };
+  return { image, bytes: repo.fs.readFile(repo.fs.resolve(`images/${name}`), 1 << 30) };
 }
 
 export interface ImageEntry {
@@ -92,27 +100,29 @@ export interface ImageEntry {
 }
 
 /** Top-level `images/<hex>` links and, recursively, `images/refs/…`, sorted by name. */
-export async function listImages(repo: Repository): Promise<ImageEntry[]> {
+export function listImages(repo: Repository): Promise<ImageEntry[]> {
   const out: ImageEntry[] = [];
-  const walk = async (rel: string) => {
-    let entries: Deno.DirEntry[];
+  const fs = repo.fs;
+  const walk = (rel: string, depth: number) => {
+    let entries: RepoEntry[];
     try {
-      entries = await Array.fromAsync(Deno.readDir(`${repo.path}/images${rel ? "/" + rel : ""}`));
+      entries = fs.list(`images${rel ? "/" + rel : ""}`);
     } catch {
-      return;
+      return; // not a directory, or a symlink where one should be: fsck reports it
     }
     for (const e of entries) {
       const name = rel ? `${rel}/${e.name}` : e.name;
-      if (e.isDirectory && (rel !== "" || e.name === "refs")) await walk(name);
-      else if (e.isSymlink) {
+      if (e.kind === "dir" && (rel !== "" || e.name === "refs")) {
+        if (depth < MAX_REF_DEPTH) walk(name, depth + 1);
+      } else if (e.kind === "symlink") {
         let id: ObjectId | null = null;
         try {
-          id = objectIdOfTarget(await Deno.realPath(`${repo.path}/images/${name}`), repo.alg);
-        } catch { /* broken link */ }
+          id = objectIdOfTarget(fs.resolve(`images/${name}`), repo.alg);
+        } catch { /* broken or outward link */ }
         out.push({ name, id });
       }
     }
   };
-  await walk("");
-  return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  walk("", 0);
+  return Promise.resolve(out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)));
 }

@@ -4,7 +4,22 @@
 // carries fs-verity.
 import { RepositoryError } from "../errors.ts";
 import type { HashAlgorithm } from "../fsverity/object_id.ts";
-import { closeFd, fsync, linkTmpfile, O_RDONLY, openPath, openTmpfile, writeAll } from "../linux/fs.ts";
+import {
+  closeFd,
+  fsync,
+  linkTmpfile,
+  O_DIRECTORY,
+  O_NOFOLLOW,
+  O_NONBLOCK,
+  O_RDONLY,
+  openPath,
+  openTmpfile,
+  writeAll,
+} from "../linux/fs.ts";
+import { RepoFs, RepoPathError } from "./repo_fs.ts";
+
+/** meta.json is a few hundred bytes; anything beyond this is not one. */
+const MAX_META_BYTES = 1 << 20;
 import { enableVerityOnTmpfile } from "../linux/fsverity_ioctl.ts";
 import { META_FILENAME, parseAlgorithm, parseMeta, type RepoMeta, serializeMeta } from "./meta.ts";
 import { enableOrTolerate, measureOrNull, noVerityError } from "./verity.ts";
@@ -74,12 +89,17 @@ export interface MetaOnDisk {
 /** Reads and parses meta.json; null when absent. Parse errors are RepositoryErrors. */
 export async function readMetaFile(repoPath: string): Promise<MetaOnDisk | null> {
   let bytes: Uint8Array;
+  // Strictly: no symlink, and a regular file of sane size (a FIFO or /dev/zero never hangs an open).
+  const dirFd = openPath(repoPath, O_RDONLY | O_DIRECTORY);
   try {
-    bytes = await Deno.readFile(`${repoPath}/${META_FILENAME}`);
+    bytes = new RepoFs(dirFd, repoPath).readFile(META_FILENAME, MAX_META_BYTES);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return null;
+    if (e instanceof RepoPathError && e.code === "not-found") return null;
     throw new RepositoryError(`reading ${META_FILENAME}`, { cause: e });
+  } finally {
+    closeFd(dirFd);
   }
+  await Promise.resolve();
   try {
     return { meta: parseMeta(bytes), bytes };
   } catch (e) {
@@ -89,7 +109,7 @@ export async function readMetaFile(repoPath: string): Promise<MetaOnDisk | null>
 
 /** True when meta.json carries fs-verity of algorithm `alg` (the repository is then "secure"). */
 export function metaHasVerity(repoPath: string, alg: HashAlgorithm): boolean {
-  const fd = openPath(`${repoPath}/${META_FILENAME}`, O_RDONLY);
+  const fd = openPath(`${repoPath}/${META_FILENAME}`, O_RDONLY | O_NONBLOCK | O_NOFOLLOW);
   try {
     return measureOrNull(fd, alg) !== null;
   } finally {

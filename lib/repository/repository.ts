@@ -2,7 +2,8 @@
 // and the object store. Streams, images, gc and fsck live in their own files and work on this.
 import { NotFoundError, PermissionError, RepositoryError } from "../errors.ts";
 import type { HashAlgorithm, ObjectId } from "../fsverity/object_id.ts";
-import { isWritableFs, syncfs } from "../linux/fs.ts";
+import { closeFd, isWritableFs, syncfs } from "../linux/fs.ts";
+import { type RepoFs, repoFs, RepoPathError } from "./repo_fs.ts";
 import { RepoLock } from "./lock.ts";
 import {
   algorithmName,
@@ -304,16 +305,41 @@ export class Repository implements ObjectStore {
     return this.objects.pathOf(id);
   }
 
-  hasObject(id: ObjectId): Promise<boolean> {
-    return this.objects.has(id);
+  /** Strict access below the repository directory (no symlinks where the layout has none). */
+  get fs(): RepoFs {
+    return repoFs(this);
   }
 
+  /** Whether the object exists as a regular file (a symlink or FIFO in its place does not count). */
+  hasObject(id: ObjectId): Promise<boolean> {
+    try {
+      return Promise.resolve(this.fs.kind(`objects/${id.objectPath()}`) === "file");
+    } catch {
+      return Promise.resolve(false);
+    }
+  }
+
+  /** Opens an object; a FIFO, device or symlink in its place is refused (never a hang). */
   openObject(id: ObjectId): Promise<Deno.FsFile> {
+    try {
+      closeFd(this.fs.openFile(`objects/${id.objectPath()}`).fd);
+    } catch (e) {
+      if (e instanceof RepoPathError && e.code === "not-found") return this.objects.open(id);
+      return Promise.reject(e);
+    }
     return this.objects.open(id);
   }
 
   readObject(id: ObjectId): Promise<Uint8Array> {
-    return this.objects.read(id);
+    const rel = `objects/${id.objectPath()}`;
+    try {
+      return Promise.resolve(this.fs.readFile(rel, Number.MAX_SAFE_INTEGER));
+    } catch (e) {
+      if (e instanceof RepoPathError && e.code === "not-found") {
+        return Promise.reject(new NotFoundError(`object ${id.toId()} not found`));
+      }
+      return Promise.reject(e);
+    }
   }
 
   /** The object's content as a web stream (closes the file at the end). */

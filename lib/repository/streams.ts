@@ -1,7 +1,11 @@
 // streams/<content-id> and streams/refs/<name> (spec §2.1, §2.5): splitstreams stored as objects,
 // found by a caller-chosen content id. The symlink is made only after syncfs, so a visible stream
 // never refers to objects that a crash could lose.
-import { FormatError, IntegrityError, NotFoundError } from "../errors.ts";
+import { CfsError, FormatError, IntegrityError, NotFoundError } from "../errors.ts";
+import { RepoPathError } from "./repo_fs.ts";
+
+/** Largest splitstream read into memory (streams hold inline data of small files only). */
+const MAX_STREAM = 1 << 30;
 import { ObjectId } from "../fsverity/object_id.ts";
 import { closeFd, O_RDONLY, openPath } from "../linux/fs.ts";
 import { SplitStreamReader, type SplitStreamWriter } from "../splitstream/mod.ts";
@@ -25,10 +29,11 @@ export async function hasStream(repo: Repository, contentId: string): Promise<Ob
   checkLinkName(contentId, "stream");
   let target: string;
   try {
-    target = await Deno.readLink(`${repo.path}/streams/${contentId}`);
+    target = repo.fs.readLink(`streams/${contentId}`);
   } catch {
     return null;
   }
+  await Promise.resolve();
   if (!target.startsWith("../")) return null;
   return objectIdOfTarget(target, repo.alg);
 }
@@ -75,12 +80,12 @@ export async function openStream(
   if (verity) {
     const path = repo.objectPath(verity);
     try {
-      data = await Deno.readFile(path);
+      data = repo.fs.readFile(`objects/${verity.objectPath()}`, MAX_STREAM);
     } catch (e) {
-      if (e instanceof Deno.errors.NotFound) {
+      if (e instanceof RepoPathError && e.code === "not-found") {
         throw new NotFoundError(`stream object ${verity.toId()} not found`, { context: [`stream ${name}`] });
       }
-      throw e;
+      throw e instanceof CfsError ? e.within(`stream ${name}`) : e;
     }
     if (!repo.insecure) {
       const fd = openPath(path, O_RDONLY);
@@ -100,10 +105,13 @@ export async function openStream(
     }
   } else {
     try {
-      data = await Deno.readFile(`${repo.path}/streams/${name}`);
+      // The link (and a refs/ link before it) is followed only inside the repository.
+      data = repo.fs.readFile(repo.fs.resolve(`streams/${name}`), MAX_STREAM);
     } catch (e) {
-      if (e instanceof Deno.errors.NotFound) throw new NotFoundError(`stream ${name} not found`);
-      throw e;
+      if (e instanceof RepoPathError && e.code === "not-found") {
+        throw new NotFoundError(`stream ${name} not found`);
+      }
+      throw e instanceof CfsError ? e.within(`stream ${name}`) : e;
     }
   }
   try {
