@@ -33,7 +33,7 @@ export function registerOciCommands(program: Command): void {
     .description("pull an image into the repository and build its composefs image")
     .argument(
       "<IMAGE>",
-      "oci:PATH[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF], dir:PATH, docker://…",
+      "oci:PATH[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF], dir:PATH, docker://…, containers-storage:IMAGE",
     )
     .argument("[NAME]", "tag to give it (default: the IMAGE string)")
     .option(
@@ -57,11 +57,13 @@ export function registerOciCommands(program: Command): void {
         "cfsctl oci pull docker://quay.io/fedora/fedora:latest fedora --platform linux/arm64",
         "cfsctl oci pull docker://registry.example:5000/app:1.0 app --creds user:secret --tls-verify=false",
         "cfsctl oci pull --progress json --progress-fd 3 oci-archive:image.tar img 3>progress.jsonl",
+        "cfsctl oci pull --local-fetch zerocopy containers-storage:quay.io/fedora/fedora:41 fedora",
       ),
     )
     .action(async (image: string, name: string | undefined, opts, cmd: Command) => {
       const {
         formatStats,
+        formatLocalFetchStats,
         pullImage,
         parsePlatform,
         parseImageReference,
@@ -90,6 +92,8 @@ export function registerOciCommands(program: Command): void {
             throw inPull(e);
           });
           reporter.finish?.();
+          // containers-storage read in place: how each object got into the repository (spec §8.4).
+          const lf = (source as { localFetchStats?: Record<string, number> }).localFetchStats;
           if (opts.json) {
             outJson({
               manifest: r.manifestDigest,
@@ -108,6 +112,7 @@ export function registerOciCommands(program: Command): void {
                 bytes_stored: r.stats.bytesStored,
                 bytes_inlined: r.stats.bytesInlined,
                 bytes_fetched: r.stats.bytesFetched,
+                ...(lf ? { local_fetch: lf } : {}),
               },
             });
           } else {
@@ -115,7 +120,7 @@ export function registerOciCommands(program: Command): void {
             outln(`config   ${r.configDigest}`);
             outln(`verity   ${r.manifestVerity.hex()}`);
             if (r.tag !== undefined) outln(`tagged   ${r.tag}`);
-            outln(`objects  ${formatStats(r.stats)}`);
+            outln(`objects  ${lf ? formatLocalFetchStats(lf, r.stats) : formatStats(r.stats)}`);
           }
         } finally {
           reporter.finish?.();

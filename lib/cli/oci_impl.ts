@@ -23,6 +23,7 @@ export {
 } from "../oci/image_store.ts";
 export { buildImageTree, layerChunks, treeAsStoredIn } from "../oci/image_tree.ts";
 export { formatStats, pullImage } from "../oci/pull.ts";
+export { formatLocalFetchStats } from "../oci/transport/containers_storage/layer_import.ts";
 export { parsePlatform } from "../oci/platform.ts";
 export { parseImageReference } from "../oci/reference.ts";
 export { openImageSource } from "../oci/transport/open_source.ts";

@@ -35,6 +35,21 @@ export function addRemoteOptions(cmd: Command): void {
     .addOption(
       new Option("--transport-backend <BACKEND>", "what serves docker:// references: native or skopeo")
         .choices(["native", "skopeo"]),
+    )
+    .addOption(
+      new Option(
+        "--local-fetch <MODE>",
+        "containers-storage: read the overlay store directly (auto: reflink, else hard link, else copy; " +
+          "zerocopy: fail rather than copy; disabled: through skopeo)",
+      ).choices(["disabled", "auto", "zerocopy"]),
+    )
+    .option(
+      "--storage-root <DIR>",
+      "containers-storage graphroot (default: storage.conf's, /var/lib/containers/storage)",
+    )
+    .option(
+      "--storage-trust-diff-ids",
+      "containers-storage: do not re-hash layers against their diff_id (faster; a changed diff/ file goes unnoticed)",
     );
 }
 
@@ -67,5 +82,8 @@ export function remoteOptionsFrom(opts: Record<string, unknown>): RemoteOptions 
     registriesConf: opts.registriesConf as string | undefined,
     retries,
     backend: opts.transportBackend as "native" | "skopeo" | undefined,
+    localFetch: opts.localFetch as RemoteOptions["localFetch"],
+    storageRoot: opts.storageRoot as string | undefined,
+    trustStorageDiffIds: opts.storageTrustDiffIds === true ? true : undefined,
   };
 }

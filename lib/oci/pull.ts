@@ -110,6 +110,23 @@ async function importLayer(
   stats: PullStats,
 ): Promise<ObjectId> {
   parseDigest(desc.digest, "layer digest");
+  if (isTar && source.splitLayer) {
+    // The source imports the layer itself (containers-storage: files in place, no blob).
+    reporter.report({ type: "started", id: key, unit: "bytes" });
+    const progress = new ThrottledProgress(reporter, key);
+    let last = 0;
+    const w = new SplitStreamWriter(repo.alg, CONTENT_TYPE.OCI_LAYER);
+    const r = await source.splitLayer(desc, key, repo, w, (done) => {
+      progress.add(done - last);
+      last = done;
+    });
+    stats.bytesStored += r.externalSize;
+    stats.bytesInlined += r.inlineSize;
+    const verity = await repo.writeStream(layerStreamId(key), w);
+    progress.flush();
+    reporter.report({ type: "done", id: key, transferred: progress.done });
+    return verity;
+  }
   reporter.report({ type: "started", id: key, total: desc.size, unit: "bytes" });
   const progress = new ThrottledProgress(reporter, key, desc.size);
   const counted = new TransformStream<Uint8Array, Uint8Array>({

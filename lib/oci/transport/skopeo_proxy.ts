@@ -30,6 +30,8 @@ import {
   writeAll,
 } from "../../linux/fs.ts";
 import type { Platform } from "../platform.ts";
+import { type SplitSink, splitTarInto } from "../layer_split.ts";
+import type { ObjectStore } from "../../repository/object_store.ts";
 import { parseJson } from "./blob_dir.ts";
 import { parseCredsOption } from "./registry/auth_file.ts";
 import { parseDockerReference } from "./registry/docker_reference.ts";
@@ -105,8 +107,45 @@ export class SkopeoProxySource implements ImageSource {
   /** When the proxy converted the manifest, its config exists only as GetFullConfig's output. */
   #convertedConfig?: { digest: string; bytes: Uint8Array };
 
+  /**
+   * containers-storage: through skopeo 1.9, which lacks GetLayerInfo: the store serves layers only
+   * under their uncompressed digests, so layers are asked for by diff_id and split here.
+   */
+  splitLayer?: ImageSource["splitLayer"];
+
   constructor(readonly ref: string, private opts: RemoteOptions = {}) {
     this.description = `skopeo:${ref}`;
+    if (ref.startsWith("containers-storage:")) {
+      this.splitLayer = (_desc, diffId, repo, sink, onProgress) =>
+        this.#splitByDiffId(diffId, repo, sink, onProgress);
+    }
+  }
+
+  async #splitByDiffId(
+    diffId: string,
+    repo: ObjectStore,
+    sink: SplitSink,
+    onProgress: (done: number, total?: number) => void,
+  ): Promise<{ size: number; externalSize: number; inlineSize: number }> {
+    if (this.#imageId === undefined) throw new Error("SkopeoProxySource.splitLayer() before getManifest()");
+    // The proxy insists on the blob's exact size, which only its reply tells: a first request (its
+    // pipe closed at once, its FinishPipe error ignored) learns it, the second one reads the layer.
+    const probe = await this.#call("GetBlob", [this.#imageId, diffId, 0]);
+    if (probe.pipe) {
+      closeFd(probe.pipe.fd);
+      await this.#call("FinishPipe", [probe.pipe.id]).catch(() => {});
+    }
+    const size = Number(probe.value);
+    if (!Number.isSafeInteger(size) || size < 0) {
+      throw new FormatError(`skopeo GetBlob ${diffId}: unknown size ${JSON.stringify(probe.value)}`);
+    }
+    const r = await this.#call("GetBlob", [this.#imageId, diffId, size]);
+    if (!r.pipe) throw new FormatError(`skopeo GetBlob ${diffId} returned no data`);
+    const stream = await this.#pipeStream(r.pipe, size);
+    return await splitTarInto(stream, repo, sink, {
+      expectedDiffId: diffId,
+      onProgress: (n) => onProgress(n, size),
+    });
   }
 
   /** skopeo's arguments, and the descriptor of the private auth file it is to inherit (or -1). */

@@ -1,5 +1,7 @@
 // One interface for every place images come from; the pull logic is written once over it.
 import type { Platform } from "../platform.ts";
+import type { SplitSink } from "../layer_split.ts";
+import type { Repository } from "../../repository/repository.ts";
 import { concatBytes } from "../../util/bytes.ts";
 import { FormatError, IntegrityError } from "../../errors.ts";
 import { parseDigest } from "../digest.ts";
@@ -28,6 +30,17 @@ export interface ImageSource {
   getManifest(platform: Platform): Promise<ResolvedManifest>;
   /** The blob's bytes as stored (compressed layers stay compressed). The caller verifies the digest. */
   getBlob(desc: Descriptor): Promise<ReadableStream<Uint8Array>>;
+  /**
+   * Optional: writes the tar layer with this diff_id straight into `sink` instead of serving its
+   * blob (containers-storage reads files in place); checks the diff_id itself unless told to trust it.
+   */
+  splitLayer?(
+    desc: Descriptor,
+    diffId: string,
+    repo: Repository,
+    sink: SplitSink,
+    onProgress: (done: number, total?: number) => void,
+  ): Promise<{ size: number; externalSize: number; inlineSize: number }>;
   close(): Promise<void>;
 }
 

@@ -4,6 +4,7 @@
 // sends any reference through skopeo.
 import type { ImageReference } from "../../reference.ts";
 import { SkopeoProxySource } from "../skopeo_proxy.ts";
+import { openContainersStorage } from "../containers_storage/source.ts";
 import type { ImageSource } from "../source.ts";
 import { parseDockerReference } from "./docker_reference.ts";
 import { loadRegistriesConf } from "./registries_conf.ts";
@@ -22,6 +23,15 @@ export function remoteSourceFactory(opts: RemoteOptions = {}): (ref: ImageRefere
     }
     if (ref.transport === "skopeo") {
       const inner = ref.ref.startsWith(SKOPEO_PREFIX) ? ref.ref.slice(SKOPEO_PREFIX.length) : ref.ref;
+      if (inner === ref.ref && inner.startsWith("containers-storage:")) {
+        // Native overlay-store import unless disabled; null = not servable here, skopeo takes it.
+        const native = await openContainersStorage(inner, {
+          mode: opts.localFetch ?? "auto",
+          storageRoot: opts.storageRoot,
+          trustDiffIds: opts.trustStorageDiffIds,
+        });
+        if (native) return native;
+      }
       return new SkopeoProxySource(inner, opts);
     }
     throw new Error(`remoteSourceFactory: transport ${ref.transport} is local`);

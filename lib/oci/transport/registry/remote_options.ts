@@ -24,4 +24,10 @@ export interface RemoteOptions {
   backend?: "native" | "skopeo";
   /** The skopeo binary (default: `skopeo` from PATH). */
   skopeoPath?: string;
+  /** `--local-fetch`: how containers-storage: is read (default auto; see docs/containers-storage.md). */
+  localFetch?: "disabled" | "auto" | "zerocopy";
+  /** `--storage-root`: containers-storage graphroot (default: storage.conf, then /var/lib/containers/storage). */
+  storageRoot?: string;
+  /** `--storage-trust-diff-ids`: containers-storage layers are not re-hashed against their diff_id. */
+  trustStorageDiffIds?: boolean;
 }

@@ -1,0 +1,196 @@
+// `containers-storage:` images read straight from an overlay-driver store (spec §8.4), no skopeo:
+// the manifest and config come from the image store's big-data files, layers are imported from
+// diff/ + tar-split by lib/oci/pull.ts calling splitLayer(). Stores with other drivers, a missing
+// store, or (in auto mode) an image this store does not have go to the skopeo proxy instead
+// (openContainersStorage returns null). Reference syntax and limits: docs/containers-storage.md.
+import { FormatError, NotFoundError, UsageError } from "../../../errors.ts";
+import type { Repository } from "../../../repository/repository.ts";
+import type { SplitSink } from "../../layer_split.ts";
+import { MT } from "../../media_types.ts";
+import type { Platform } from "../../platform.ts";
+import { parseJson } from "../blob_dir.ts";
+import { type Descriptor, type ImageSource, MAX_JSON_BLOB, type ResolvedManifest } from "../source.ts";
+import {
+  importOverlayLayer,
+  type LocalFetchMode,
+  type LocalFetchStats,
+  ZeroCopyState,
+} from "./layer_import.ts";
+import { locateStorage, OverlayStore, type StorageImage, type StorageLayer } from "./store.ts";
+import { createHash } from "node:crypto";
+
+export interface ContainersStorageOptions {
+  mode: LocalFetchMode;
+  /** `--storage-root`: the store's graphroot (else the reference's `[driver@root]`, else storage.conf). */
+  storageRoot?: string;
+  /** `--storage-trust-diff-ids`: take each layer's diff_id from the store instead of re-hashing it. */
+  trustDiffIds?: boolean;
+}
+
+export interface ParsedStorageReference {
+  driver?: string;
+  root?: string;
+  image: string;
+}
+
+/** `containers-storage:[driver@root+runroot:options]IMAGE` (the store part is optional). */
+export function parseStorageReference(ref: string): ParsedStorageReference {
+  let rest = ref.replace(/^containers-storage:/, "");
+  let driver: string | undefined;
+  let root: string | undefined;
+  if (rest.startsWith("[")) {
+    const end = rest.indexOf("]");
+    if (end < 0) {
+      throw new UsageError(`invalid containers-storage reference ${JSON.stringify(ref)}: missing ]`);
+    }
+    let spec = rest.slice(1, end);
+    rest = rest.slice(end + 1);
+    const at = spec.indexOf("@");
+    if (at >= 0) {
+      driver = spec.slice(0, at) || undefined;
+      spec = spec.slice(at + 1);
+    }
+    root = spec.split(/[+:]/)[0] || undefined;
+  }
+  if (!rest) throw new UsageError(`invalid containers-storage reference ${JSON.stringify(ref)}: no image`);
+  return { driver, root, image: rest };
+}
+
+function sha256(b: Uint8Array): string {
+  return "sha256:" + createHash("sha256").update(b).digest("hex");
+}
+
+export class ContainersStorageSource implements ImageSource {
+  readonly description: string;
+  readonly state = new ZeroCopyState();
+  #layers: StorageLayer[];
+  #configKey: string;
+
+  constructor(
+    readonly store: OverlayStore,
+    readonly image: StorageImage,
+    readonly opts: ContainersStorageOptions,
+  ) {
+    this.description = `containers-storage:[overlay@${store.root}]${image.id}`;
+    this.#layers = store.layerChain(image);
+    this.#configKey = `sha256:${image.id}`;
+  }
+
+  /** Objects reflinked / hard-linked / copied / found present so far (for the pull summary). */
+  get localFetchStats(): LocalFetchStats {
+    return this.state.stats;
+  }
+
+  async getManifest(platform: Platform): Promise<ResolvedManifest> {
+    const bytes = await this.store.readBigData(this.image, "manifest", MAX_JSON_BLOB);
+    const m = parseJson(bytes, `${this.description}: manifest`);
+    const mediaType = typeof m?.mediaType === "string" ? m.mediaType : MT.OCI_MANIFEST;
+    if (Array.isArray(m?.manifests)) {
+      // A list stored as the image's manifest: its instance for this platform is kept as manifest-<digest>.
+      const inst = (m.manifests as Descriptor[]).find((d) =>
+        d.platform?.os === platform.os && d.platform?.architecture === platform.architecture &&
+        (!platform.variant || d.platform?.variant === platform.variant)
+      );
+      if (!inst) {
+        throw new NotFoundError(
+          `${this.description}: no manifest for ${platform.os}/${platform.architecture}`,
+        );
+      }
+      const ib = await this.store.readBigData(this.image, `manifest-${inst.digest}`, MAX_JSON_BLOB);
+      return { bytes: ib, digest: sha256(ib), mediaType: inst.mediaType };
+    }
+    return { bytes, digest: sha256(bytes), mediaType };
+  }
+
+  async getBlob(desc: Descriptor): Promise<ReadableStream<Uint8Array>> {
+    if (desc.digest === this.#configKey) {
+      const bytes = await this.store.readBigData(this.image, this.#configKey, MAX_JSON_BLOB);
+      return ReadableStream.from([bytes]);
+    }
+    throw new FormatError(
+      `${this.description}: blob ${desc.digest} is not served as a blob (layers are imported from diff/)`,
+    );
+  }
+
+  /** The image's layer with this diff_id (the same content may appear twice: either will do). */
+  #layerFor(diffId: string): StorageLayer {
+    const l = this.#layers.find((x) => x.diffDigest === diffId);
+    if (!l) {
+      throw new FormatError(
+        `${this.description}: no layer with diff_id ${diffId} in the image's layer chain (${this.#layers.length} layers)`,
+      );
+    }
+    return l;
+  }
+
+  async splitLayer(
+    _desc: Descriptor,
+    diffId: string,
+    repo: Repository,
+    sink: SplitSink,
+    onProgress: (done: number, total?: number) => void,
+  ): Promise<{ size: number; externalSize: number; inlineSize: number }> {
+    const layer = this.#layerFor(diffId);
+    if (this.opts.mode === "disabled") throw new Error("internal: local fetch disabled");
+    let done = 0;
+    return await importOverlayLayer(
+      this.store.tarSplitPath(layer),
+      this.store.diffDir(layer),
+      repo.objects,
+      sink,
+      this.state,
+      {
+        mode: this.opts.mode,
+        verifyDiffId: this.opts.trustDiffIds ? undefined : diffId,
+        insecure: repo.insecure,
+        onProgress: (n) => onProgress(done += n, layer.diffSize),
+      },
+    ).catch((e) => {
+      throw e instanceof Error && "within" in e ? (e as FormatError).within(`layer ${layer.id}`) : e;
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.state.close();
+  }
+}
+
+/**
+ * The native source for `ref`, or null where the skopeo proxy should serve it: the store uses a
+ * driver other than overlay, does not exist, or (mode auto) lacks the image. In zerocopy mode a
+ * missing store or image is an error (the user asked for this path).
+ */
+export async function openContainersStorage(
+  ref: string,
+  opts: ContainersStorageOptions,
+): Promise<ContainersStorageSource | null> {
+  if (opts.mode === "disabled") return null;
+  const parsed = parseStorageReference(ref);
+  const loc = await locateStorage(opts.storageRoot ?? parsed.root, parsed.driver);
+  const strict = opts.mode === "zerocopy";
+  if (loc.driver !== "overlay") {
+    if (strict) {
+      throw new UsageError(
+        `--local-fetch zerocopy: storage driver ${loc.driver} at ${loc.root} is not overlay`,
+      );
+    }
+    return null;
+  }
+  try {
+    await Deno.stat(`${loc.root}/overlay-images`);
+  } catch (e) {
+    if (!strict && (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied)) {
+      return null;
+    }
+    throw new NotFoundError(`no containers-storage image store at ${loc.root} (${loc.from})`, { cause: e });
+  }
+  const store = await OverlayStore.open(loc.root);
+  const image = store.findImage(parsed.image);
+  if (!image) {
+    if (!strict) return null;
+    throw new NotFoundError(
+      `image ${JSON.stringify(parsed.image)} is not in containers-storage at ${loc.root}`,
+    );
+  }
+  return new ContainersStorageSource(store, image, opts);
+}

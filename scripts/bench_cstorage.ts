@@ -1,0 +1,146 @@
+// Benchmark of issue 16 item 1: `cfsctl oci pull containers-storage:…` of the debootstrap rootfs
+// image (3 layers, ≈ 400 MB, 11k entries; built by scripts/bench_import.ts) read natively with
+// `--local-fetch zerocopy` (reflinks) against the skopeo-proxy path (`--local-fetch disabled`:
+// `skopeo experimental-image-proxy` serialises each layer into a tar that we split and copy),
+// storage and repository on one loop-mounted xfs (mkfs.xfs -m reflink=1) or btrfs. Runs as root.
+//
+//   deno run -A scripts/bench_cstorage.ts [--rounds 3] [--fs xfs|btrfs] [--dir /var/tmp/cfsctl-bench-cstorage]
+//                                         [--layout /var/tmp/cfsctl-bench/oci-rootfs-gz] [--no-drop-caches]
+//
+// Each round runs every variant once, in turn, into a fresh insecure repository, page cache dropped
+// before each run (sync; drop_caches) unless --no-drop-caches. The table gives the median wall time
+// and its ratio to the skopeo path measured in the same run; every variant must give the same image id.
+const args = Deno.args;
+const opt = (name: string, def: string) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : def;
+};
+const ROUNDS = Number(opt("--rounds", "3"));
+const FS = opt("--fs", "xfs");
+const BASE = opt("--dir", "/var/tmp/cfsctl-bench-cstorage");
+const LAYOUT = opt("--layout", "/var/tmp/cfsctl-bench/oci-rootfs-gz");
+const DROP = !args.includes("--no-drop-caches");
+const ROOT = new URL("../", import.meta.url).pathname;
+const DENO = Deno.execPath();
+const MNT = `${BASE}/mnt`;
+const STORAGE = `${MNT}/storage`;
+const RUNROOT = `${MNT}/run`;
+
+async function sh(cmd: string): Promise<string> {
+  const out = await new Deno.Command("sh", { args: ["-c", cmd], stdout: "piped", stderr: "piped" }).output();
+  if (!out.success) throw new Error(`${cmd}: ${new TextDecoder().decode(out.stderr)}`);
+  return new TextDecoder().decode(out.stdout);
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await Deno.lstat(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function setup(): Promise<string> {
+  if (Deno.uid() !== 0) throw new Error("run as root (loop mount, podman storage)");
+  if (!(await exists(`${LAYOUT}/index.json`))) {
+    console.error(`building ${LAYOUT} with scripts/bench_import.ts --prepare-only --only rootfs …`);
+    await sh(`${DENO} run -A ${ROOT}scripts/bench_import.ts --prepare-only --only rootfs`);
+  }
+  await Deno.mkdir(MNT, { recursive: true });
+  if ((await sh(`findmnt -n -o FSTYPE ${MNT} || true`)).trim() !== FS) {
+    await sh(`umount ${MNT} 2>/dev/null || true; rm -f ${BASE}/fs.img; truncate -s 8G ${BASE}/fs.img`);
+    await sh(FS === "xfs" ? `mkfs.xfs -q -f -m reflink=1 ${BASE}/fs.img` : `mkfs.btrfs -q -f ${BASE}/fs.img`);
+    await sh(`mount -o loop ${BASE}/fs.img ${MNT}`);
+  }
+  const podman = `podman --root ${STORAGE} --runroot ${RUNROOT} --storage-driver overlay`;
+  const id = (await sh(`${podman} pull -q oci:${LAYOUT}`)).trim().split("\n").pop()!;
+  return id;
+}
+
+interface Variant {
+  name: string;
+  flags: string[];
+}
+
+const VARIANTS: Variant[] = [
+  { name: "skopeo proxy (--local-fetch disabled)", flags: ["--local-fetch", "disabled"] },
+  { name: "native --local-fetch zerocopy", flags: ["--local-fetch", "zerocopy"] },
+  {
+    name: "native --local-fetch zerocopy --storage-trust-diff-ids",
+    flags: ["--local-fetch", "zerocopy", "--storage-trust-diff-ids"],
+  },
+];
+
+async function run(v: Variant, imageId: string): Promise<{ secs: number; verity: string; objects: string }> {
+  const repo = `${MNT}/repo`;
+  await sh(`rm -rf ${repo}`);
+  await sh(`${DENO} run -A ${ROOT}main.ts --repo ${repo} init --insecure`);
+  await sh("sync");
+  if (DROP) await sh("echo 3 > /proc/sys/vm/drop_caches");
+  const ref = `containers-storage:[overlay@${STORAGE}+${RUNROOT}]${imageId}`;
+  const cmd = [
+    DENO,
+    "run",
+    "-A",
+    `${ROOT}main.ts`,
+    "--repo",
+    repo,
+    "oci",
+    "pull",
+    "--progress",
+    "none",
+    ...v.flags,
+  ];
+  if (!v.flags.includes("disabled")) cmd.push("--storage-root", STORAGE);
+  cmd.push(ref, "img");
+  const t0 = performance.now();
+  const out = await new Deno.Command(cmd[0], { args: cmd.slice(1), stdout: "piped", stderr: "piped" })
+    .output();
+  const secs = (performance.now() - t0) / 1000;
+  const text = new TextDecoder().decode(out.stdout);
+  if (!out.success) throw new Error(`${cmd.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+  const verity = /^verity\s+(\S+)/m.exec(text)?.[1] ?? "?";
+  const objects = /^objects\s+(.*)$/m.exec(text)?.[1] ?? "?";
+  return { secs, verity, objects };
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+async function main() {
+  const imageId = await setup();
+  console.log(`image ${imageId} from ${LAYOUT}; storage and repository on ${FS} (${MNT}); ${ROUNDS} rounds`);
+  const times = new Map<string, number[]>(VARIANTS.map((v) => [v.name, []]));
+  const verities = new Set<string>();
+  const objects = new Map<string, string>();
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const v of VARIANTS) {
+      const res = await run(v, imageId);
+      times.get(v.name)!.push(res.secs);
+      verities.add(res.verity);
+      objects.set(v.name, res.objects);
+      console.error(`round ${r + 1}: ${v.name}: ${res.secs.toFixed(2)} s`);
+    }
+  }
+  if (verities.size !== 1) {
+    throw new Error(`variants disagree on the manifest stream verity: ${[...verities]}`);
+  }
+  const base = median(times.get(VARIANTS[0].name)!);
+  console.log(`\n| variant | median s | runs | × skopeo path |`);
+  console.log(`|---|---|---|---|`);
+  for (const v of VARIANTS) {
+    const t = times.get(v.name)!;
+    console.log(
+      `| ${v.name} | ${median(t).toFixed(2)} | ${t.map((x) => x.toFixed(2)).join(", ")} | ${
+        (median(t) / base).toFixed(3)
+      } |`,
+    );
+  }
+  console.log(`\nsame manifest stream verity in every run: ${[...verities][0].slice(0, 16)}…`);
+  for (const [k, o] of objects) console.log(`${k}: objects ${o}`);
+}
+
+await main();
