@@ -5,6 +5,9 @@ import { registerMountCommands } from "./cmd_mount.ts";
 import { registerOciCommands } from "./cmd_oci.ts";
 import { registerImageCommands } from "./cmd_image.ts";
 import { registerCompletionCommand } from "./cmd_completion.ts";
+import { registerFetchCommand } from "./cmd_fetch.ts";
+import { registerImagesCommand } from "./cmd_images.ts";
+import { registerVarlinkCommand } from "./cmd_varlink.ts";
 
 const PERSONALITIES = ["mkcomposefs", "composefs-info", "mount.composefs"] as const;
 type Personality = typeof PERSONALITIES[number];
@@ -26,6 +29,9 @@ export const REGISTRARS: Registrar[] = [
   registerOciCommands,
   registerImageCommands,
   registerCompletionCommand,
+  registerFetchCommand,
+  registerImagesCommand,
+  registerVarlinkCommand,
 ];
 
 export async function cliMain(invokedAs: string, args: string[]): Promise<number> {
@@ -34,6 +40,8 @@ export async function cliMain(invokedAs: string, args: string[]): Promise<number
   const first = PERSONALITIES.find((p) => p === args[0]);
   if (first) return await runPersonality(first, args.slice(1));
 
+  // Started without arguments by systemd socket activation: serve varlink (spec §1.1).
+  if (args.length === 0 && Deno.env.get("LISTEN_FDS") !== undefined) args = ["varlink"];
   const program = buildProgram(REGISTRARS);
   try {
     await program.parseAsync(args, { from: "user" });

@@ -1,0 +1,441 @@
+// `cfsctl fetch URL NAME` (docs/fetch.md): copies a splitstream, the streams it references
+// (recursively) and every object they reference from a web server that serves a repository
+// directory as static files. Every object's fs-verity digest is checked against the id it was asked
+// for; every stream referenced under a content digest (layer diff_id, `config:<digest>`) is
+// reassembled and hashed; objects already present are not downloaded. Links (streams/…, images/…)
+// are made only after everything is on disk and synced, so an interrupted fetch leaves only
+// complete, correctly named objects behind (which `gc` removes if nothing ever refers to them).
+import { createHash } from "node:crypto";
+import { CfsError, FormatError, IntegrityError, NotFoundError, UsageError } from "../errors.ts";
+import { fsverityDigest } from "../fsverity/hasher.ts";
+import type { ObjectId } from "../fsverity/object_id.ts";
+import { configStreamId, layerStreamId, manifestStreamId } from "../oci/tags.ts";
+import { nullReporter, type ProgressReporter, ThrottledProgress } from "../progress/events.ts";
+import type { Repository } from "../repository/repository.ts";
+import { catStream, objectIdOfTarget } from "../repository/streams.ts";
+import { checkLinkName, linkRelative } from "../repository/symlinks.ts";
+import { CONTENT_TYPE, MAGIC } from "../splitstream/format.ts";
+import { SplitStreamReader } from "../splitstream/mod.ts";
+import { equalBytes } from "../util/bytes.ts";
+import { HttpRepositorySource, type HttpSourceOptions } from "./http_source.ts";
+
+export interface FetchOptions extends HttpSourceOptions {
+  /** Concurrent object downloads (default 4). */
+  concurrency?: number;
+  reporter?: ProgressReporter;
+  /**
+   * Downloads the objects instead of this process (the CLI shares them out to helper processes
+   * running fetchObjects); must store each one verified, like fetchObjects. Links are made here after.
+   */
+  objectFetcher?: (ids: ObjectId[]) => Promise<ObjectFetchStats>;
+}
+
+export interface ObjectFetchStats {
+  fetched: number;
+  present: number;
+  bytes: number;
+  /** Processes that shared the work (1 when not said). */
+  processes?: number;
+}
+
+export interface FetchStats {
+  streams: number;
+  streamsFetched: number;
+  objects: number;
+  objectsFetched: number;
+  objectsPresent: number;
+  /** Bytes of object and stream bodies received (after resumes: what was kept). */
+  bytesFetched: number;
+  /** EROFS images (composefs.image* named refs) linked under images/. */
+  images: number;
+  /** Processes that downloaded objects (see FetchOptions.objectFetcher). */
+  processes: number;
+}
+
+export interface FetchResult {
+  /** `sha256:<hex>` of the stream's reassembled content. */
+  contentDigest: string;
+  /** The stream's object id. */
+  verity: ObjectId;
+  /** Where the stream was linked, relative to the repository (`streams/…`). */
+  linked: string[];
+  stats: FetchStats;
+}
+
+/** A splitstream object is read into memory: refuse anything bigger (a hostile server). */
+const MAX_STREAM_BYTES = 512 << 20;
+/** Objects up to this size are fetched into memory and checked before anything is written. */
+const SMALL_OBJECT = 64 << 10;
+
+/** Named-ref keys that name EROFS images rather than splitstreams (config streams, §7.7). */
+const isImageKey = (k: string) => k.startsWith("composefs.image");
+const DIGEST_KEY = /^(sha256|sha512):[0-9a-f]+$/;
+
+/** The content digest a named-ref key promises for its stream, if any. */
+function promisedDigest(key: string): string | undefined {
+  if (DIGEST_KEY.test(key)) return key;
+  if (key.startsWith("config:") && DIGEST_KEY.test(key.slice(7))) return key.slice(7);
+  return undefined;
+}
+
+interface StreamNode {
+  id: ObjectId;
+  reader: SplitStreamReader;
+  /** Named-ref keys under which other streams refer to this one. */
+  keys: Set<string>;
+  /** Content digest promised by a referrer (all referrers must agree). */
+  expected?: string;
+}
+
+async function runBounded<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  let failed: unknown;
+  const worker = async () => {
+    while (failed === undefined && next < items.length) {
+      const item = items[next++];
+      try {
+        await fn(item);
+      } catch (e) {
+        failed ??= e;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+  if (failed !== undefined) throw failed;
+}
+
+class Fetcher {
+  readonly stats: FetchStats = {
+    streams: 0,
+    streamsFetched: 0,
+    objects: 0,
+    objectsFetched: 0,
+    objectsPresent: 0,
+    bytesFetched: 0,
+    images: 0,
+    processes: 1,
+  };
+  constructor(
+    private repo: Repository,
+    private src: HttpRepositorySource,
+    private reporter: ProgressReporter,
+  ) {}
+
+  #where(rel: string): string {
+    return String(this.src.urlOf(rel));
+  }
+
+  /** Stores in-memory bytes that must have fs-verity digest `id` (checked before storing). */
+  async #storeChecked(id: ObjectId, data: Uint8Array, rel: string): Promise<void> {
+    const actual = fsverityDigest(data, this.repo.alg);
+    if (!actual.equals(id)) {
+      throw new IntegrityError(
+        `server sent content with fs-verity digest ${actual.hex()}, expected ${id.hex()}`,
+        {
+          context: [`fetching ${this.#where(rel)}`],
+        },
+      );
+    }
+    await this.repo.ensureObject(data);
+  }
+
+  /** A stream object's bytes: local when present, else downloaded and checked. */
+  async streamBytes(id: ObjectId): Promise<Uint8Array> {
+    if (await this.repo.hasObject(id)) return await this.repo.readObject(id);
+    const rel = `objects/${id.objectPath()}`;
+    const got = await this.src.getBytes(rel, MAX_STREAM_BYTES);
+    if (!got) {
+      throw new NotFoundError(`stream object ${id.toId()} is not on the server (${this.#where(rel)})`);
+    }
+    await this.#storeChecked(id, got.data, rel);
+    this.stats.streamsFetched++;
+    this.stats.bytesFetched += got.data.length;
+    return got.data;
+  }
+
+  /** Downloads one object unless present; its digest must be `id`. */
+  async object(id: ObjectId, progress: ThrottledProgress): Promise<void> {
+    if (await this.repo.hasObject(id)) {
+      this.stats.objectsPresent++;
+      progress.add(1);
+      return;
+    }
+    const rel = `objects/${id.objectPath()}`;
+    const got = await this.src.get(rel);
+    if (!got) throw new NotFoundError(`object ${id.toId()} is not on the server (${this.#where(rel)})`);
+    if (got.size !== undefined && got.size <= SMALL_OBJECT) {
+      const parts: Uint8Array[] = [];
+      let n = 0;
+      for await (const c of got.body) {
+        n += c.length;
+        if (n > SMALL_OBJECT) {
+          throw new IntegrityError(`more bytes than the announced ${got.size}`, { context: [rel] });
+        }
+        parts.push(c);
+      }
+      const data = new Uint8Array(n);
+      let o = 0;
+      for (const p of parts) {
+        data.set(p, o);
+        o += p.length;
+      }
+      await this.#storeChecked(id, data, rel);
+      this.stats.bytesFetched += n;
+    } else {
+      // Large: streamed into an anonymous temporary; it only gets a name once complete, and the
+      // name is its own digest — a wrong one is removed again and reported.
+      const w = this.repo.createObjectWriter();
+      let n = 0;
+      try {
+        for await (const c of got.body) {
+          await w.write(c);
+          n += c.length;
+        }
+      } catch (e) {
+        await w.abort();
+        throw e instanceof CfsError ? e.within(`fetching ${this.#where(rel)}`) : e;
+      }
+      const r = await w.finish();
+      if (!r.id.equals(id)) {
+        if (!r.alreadyPresent) await Deno.remove(this.repo.objectPath(r.id)).catch(() => {});
+        throw new IntegrityError(
+          `server sent content with fs-verity digest ${r.id.hex()}, expected ${id.hex()}`,
+          {
+            context: [`fetching ${this.#where(rel)}`],
+          },
+        );
+      }
+      this.stats.bytesFetched += n;
+    }
+    this.stats.objectsFetched++;
+    progress.add(1);
+  }
+}
+
+async function contentDigest(repo: Repository, reader: SplitStreamReader, alg: string): Promise<string> {
+  const h = createHash(alg);
+  await catStream(repo, reader, (c) => {
+    h.update(c);
+  });
+  return `${alg}:${h.digest("hex")}`;
+}
+
+/** The stream id a well-known stream name promises (`oci-layer-sha256:…` etc.). */
+function digestOfName(name: string): string | undefined {
+  const m = /^oci-(?:layer|config|manifest)-((?:sha256|sha512):[0-9a-f]+)$/.exec(name);
+  return m ? m[1] : undefined;
+}
+
+/**
+ * Fetches `streams/<name>` from the repository served at `url` into `repo`, with every stream and
+ * object it references. Returns the stream's content digest and object id.
+ */
+export async function fetchStream(
+  repo: Repository,
+  url: string,
+  name: string,
+  opts: FetchOptions = {},
+): Promise<FetchResult> {
+  checkLinkName(name, "stream");
+  if (name.split("/").some((c) => c.startsWith("."))) throw new UsageError(`invalid stream name ${name}`);
+  await repo.ensureWritable();
+  const reporter = opts.reporter ?? nullReporter;
+  const src = await HttpRepositorySource.open(url, opts);
+  try {
+    const f = new Fetcher(repo, src, reporter);
+
+    // 1. The stream itself: a server that follows symlinks sends the object's bytes; one that
+    //    marks symlinks (text/x-symlink-target) sends the link target, naming the object.
+    const top = await src.getBytes(`streams/${name}`, MAX_STREAM_BYTES);
+    if (!top) throw new NotFoundError(`stream ${name} not found at ${src.urlOf(`streams/${name}`)}`);
+    let topId: ObjectId;
+    let topBytes: Uint8Array;
+    if (/^text\/x-symlink-target\b/.test(top.contentType ?? "")) {
+      const target = new TextDecoder().decode(top.data).trim();
+      const id = objectIdOfTarget(target, repo.alg);
+      if (!id) throw new FormatError(`stream ${name}: link target ${JSON.stringify(target)} names no object`);
+      topId = id;
+      topBytes = await f.streamBytes(id);
+    } else {
+      topId = fsverityDigest(top.data, repo.alg);
+      topBytes = top.data;
+      if (!(await repo.hasObject(topId))) {
+        await repo.ensureObject(top.data);
+        f.stats.streamsFetched++;
+        f.stats.bytesFetched += top.data.length;
+      }
+    }
+
+    // 2. Walk the stream graph (headers only); collect objects and EROFS images.
+    const streams = new Map<string, StreamNode>();
+    const objects = new Map<string, ObjectId>();
+    const images = new Map<string, ObjectId>();
+    const parse = async (id: ObjectId, bytes: Uint8Array): Promise<SplitStreamReader> => {
+      if (!equalBytes(bytes.subarray(0, MAGIC.length), MAGIC)) {
+        throw new FormatError(`object ${id.toId()} is referenced as a stream but is not a splitstream`);
+      }
+      try {
+        return await SplitStreamReader.fromBytes(bytes, { alg: repo.alg });
+      } catch (e) {
+        throw e instanceof CfsError ? e.within(`stream object ${id.toId()}`) : e;
+      }
+    };
+    const todo: StreamNode[] = [];
+    const rootNode: StreamNode = { id: topId, reader: await parse(topId, topBytes), keys: new Set() };
+    rootNode.expected = digestOfName(name);
+    streams.set(topId.hex(), rootNode);
+    todo.push(rootNode);
+    reporter.report({ type: "started", id: `streams:${name}`, unit: "items" });
+    while (todo.length > 0) {
+      const node = todo.pop()!;
+      const named = new Set<string>();
+      for (const [key, sid] of node.reader.namedRefs) {
+        named.add(sid.hex());
+        if (isImageKey(key)) {
+          images.set(sid.hex(), sid);
+          objects.set(sid.hex(), sid);
+          continue;
+        }
+        const promised = promisedDigest(key);
+        let child = streams.get(sid.hex());
+        if (!child) {
+          child = { id: sid, reader: await parse(sid, await f.streamBytes(sid)), keys: new Set() };
+          streams.set(sid.hex(), child);
+          todo.push(child);
+        }
+        child.keys.add(key);
+        if (promised !== undefined) {
+          if (child.expected !== undefined && child.expected !== promised) {
+            throw new IntegrityError(
+              `stream ${sid.toId()} is referenced with content digests ${child.expected} and ${promised}`,
+            );
+          }
+          child.expected = promised;
+        }
+      }
+      // Stream refs without a name: further streams.
+      for (const sid of node.reader.streamRefs) {
+        if (named.has(sid.hex()) || streams.has(sid.hex())) continue;
+        const child: StreamNode = {
+          id: sid,
+          reader: await parse(sid, await f.streamBytes(sid)),
+          keys: new Set(),
+        };
+        streams.set(sid.hex(), child);
+        todo.push(child);
+      }
+      for (const oid of node.reader.objectRefs) if (!streams.has(oid.hex())) objects.set(oid.hex(), oid);
+    }
+    f.stats.streams = streams.size;
+    reporter.report({ type: "done", id: `streams:${name}`, transferred: f.stats.streamsFetched });
+
+    // 3. The objects, in parallel.
+    const list = [...objects.values()].filter((o) => !streams.has(o.hex()));
+    f.stats.objects = list.length;
+    const pid = `objects:${name}`;
+    reporter.report({ type: "started", id: pid, total: list.length, unit: "items" });
+    if (opts.objectFetcher && list.length > 0) {
+      const r = await opts.objectFetcher(list);
+      f.stats.objectsFetched += r.fetched;
+      f.stats.objectsPresent += r.present;
+      f.stats.bytesFetched += r.bytes;
+      f.stats.processes = r.processes ?? 1;
+      // Whoever stored them, every object must be here now (and was checked when stored).
+      for (const id of list) {
+        if (!(await repo.hasObject(id))) {
+          throw new NotFoundError(`object ${id.toId()} missing after the download`);
+        }
+      }
+    } else {
+      const progress = new ThrottledProgress(reporter, pid, list.length);
+      await runBounded(list, opts.concurrency ?? 4, (id) => f.object(id, progress));
+      progress.flush();
+    }
+    reporter.report({ type: "done", id: pid, transferred: f.stats.objectsFetched });
+    await repo.settle();
+
+    // 4. Content digests: every promised one, and the stream's own (reported).
+    let topDigest = "";
+    await runBounded([...streams.values()], 2, async (node) => {
+      const alg = node.expected?.split(":")[0] ?? "sha256";
+      const got = await contentDigest(repo, node.reader, alg);
+      if (node.expected !== undefined && got !== node.expected) {
+        throw new IntegrityError(
+          `stream ${node.id.toId()} has content digest ${got}, expected ${node.expected}`,
+          {
+            context: [`fetching ${name} from ${src.base}`],
+          },
+        );
+      }
+      if (node === rootNode) {
+        topDigest = alg === "sha256" ? got : await contentDigest(repo, node.reader, "sha256");
+      }
+    });
+
+    // 5. Publish: sync, then the links.
+    repo.sync();
+    const linked: string[] = [];
+    const link = async (rel: string, target: string) => {
+      await linkRelative(repo.path, rel, target);
+      linked.push(rel);
+    };
+    for (const [hex, id] of images) {
+      await link(`images/${hex}`, `objects/${id.objectPath()}`);
+      f.stats.images++;
+    }
+    for (const node of streams.values()) {
+      if (node === rootNode) continue;
+      const ct = node.reader.contentType;
+      for (const key of node.keys) {
+        if ((ct === CONTENT_TYPE.OCI_LAYER || ct === CONTENT_TYPE.OCI_BLOB) && DIGEST_KEY.test(key)) {
+          await link(`streams/${layerStreamId(key)}`, `objects/${node.id.objectPath()}`);
+        } else if (
+          ct === CONTENT_TYPE.OCI_CONFIG && key.startsWith("config:") && DIGEST_KEY.test(key.slice(7))
+        ) {
+          await link(`streams/${configStreamId(key.slice(7))}`, `objects/${node.id.objectPath()}`);
+        }
+      }
+    }
+    if (name.startsWith("refs/")) {
+      // A ref: link the content id the stream's type gives it (tags point at manifests), else the
+      // ref straight at the object.
+      if (rootNode.reader.contentType === CONTENT_TYPE.OCI_MANIFEST) {
+        const cid = manifestStreamId(topDigest);
+        await link(`streams/${cid}`, `objects/${topId.objectPath()}`);
+        await link(`streams/${name}`, `streams/${cid}`);
+      } else {
+        await link(`streams/${name}`, `objects/${topId.objectPath()}`);
+      }
+    } else {
+      await link(`streams/${name}`, `objects/${topId.objectPath()}`);
+    }
+    return { contentDigest: topDigest, verity: topId, linked, stats: f.stats };
+  } finally {
+    src.close();
+  }
+}
+
+/**
+ * Downloads the given objects (each checked against its id, present ones skipped) from the
+ * repository served at `url`, without touching streams or links: the share of one helper process
+ * of a fetch (see FetchOptions.objectFetcher).
+ */
+export async function fetchObjects(
+  repo: Repository,
+  url: string,
+  ids: ObjectId[],
+  opts: FetchOptions = {},
+): Promise<ObjectFetchStats> {
+  await repo.ensureWritable();
+  const reporter = opts.reporter ?? nullReporter;
+  const src = await HttpRepositorySource.open(url, opts);
+  try {
+    const f = new Fetcher(repo, src, reporter);
+    const progress = new ThrottledProgress(reporter, "objects", ids.length);
+    await runBounded(ids, opts.concurrency ?? 4, (id) => f.object(id, progress));
+    await repo.settle();
+    return { fetched: f.stats.objectsFetched, present: f.stats.objectsPresent, bytes: f.stats.bytesFetched };
+  } finally {
+    src.close();
+  }
+}
