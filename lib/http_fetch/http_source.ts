@@ -18,6 +18,7 @@ import {
   sleep,
 } from "../oci/transport/registry/retry_policy.ts";
 import { tlsMaterialFor } from "../oci/transport/registry/tls_config.ts";
+import { DEFAULT_TIMEOUT_MS } from "../oci/transport/registry/bounded_read.ts";
 
 export interface HttpSourceOptions {
   /** `--cert-dir`: TLS material instead of certs.d (`<root>/<host:port>/`). */
@@ -33,6 +34,8 @@ export interface HttpSourceOptions {
   certsDRoots?: string[];
   /** Extra request headers (tests). */
   headers?: Record<string, string>;
+  /** Stall timeout for every response (headers and each body read), as for registries (`--timeout`). */
+  timeoutMs?: number;
 }
 
 /** A body being received: the stream (resumed transparently) and the size the server announced. */
@@ -84,7 +87,10 @@ export class HttpRepositorySource {
       throw new UsageError(`fetch needs an http:// or https:// URL, not ${base.protocol}`);
     }
     const tls = await tlsMaterialFor(base.host, { certDir: opts.certDir, roots: opts.certsDRoots });
-    const transport = opts.tlsVerify === false ? new InsecureTlsTransport(tls) : new FetchTransport(tls);
+    const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const transport = opts.tlsVerify === false
+      ? new InsecureTlsTransport(tls, timeoutMs)
+      : new FetchTransport(tls, timeoutMs);
     return new HttpRepositorySource(base, transport, retryPolicy(opts.retries, opts.retryDelayMs), opts);
   }
 
