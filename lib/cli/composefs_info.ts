@@ -5,7 +5,7 @@ import { examplesText, exitCodeForThrown } from "./program.ts";
 import { CfsError, UsageError } from "../errors.ts";
 import { readErofs } from "../erofs/reader.ts";
 import { dumpfileEntryLines } from "../dumpfile/write.ts";
-import { measureFileWithFallback } from "../linux/fsverity_ioctl.ts";
+import { measureFileWithFallback } from "../fsverity/measure.ts";
 import type { Directory, Leaf } from "../tree/tree.ts";
 import { walkTree } from "../tree/walk.ts";
 import { err, outBytes, outJson, outln } from "./output.ts";

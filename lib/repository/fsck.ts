@@ -6,7 +6,8 @@ import { describeError, FormatError } from "../errors.ts";
 import { fsverityDigestReader } from "../fsverity/digest_file.ts";
 import { ObjectId } from "../fsverity/object_id.ts";
 import { closeFd, preadAsync } from "../linux/fs.ts";
-import { measureVerity, VerityError } from "../linux/fsverity_ioctl.ts";
+import { measureVerity } from "../fsverity/measure.ts";
+import { VerityError } from "../linux/fsverity_ioctl.ts";
 import { createHash } from "node:crypto";
 import {
   MAX_METADATA_OBJECT,
