@@ -14,7 +14,8 @@ import { nullReporter, type ProgressReporter, ThrottledProgress } from "../progr
 import type { Repository } from "../repository/repository.ts";
 import { catStream, objectIdOfTarget } from "../repository/streams.ts";
 import { checkLinkName, linkRelative } from "../repository/symlinks.ts";
-import { CONTENT_TYPE, MAGIC } from "../splitstream/format.ts";
+import { CONTENT_TYPE } from "../oci/content_types.ts";
+import { MAGIC } from "../splitstream/format.ts";
 import { SplitStreamReader } from "../splitstream/mod.ts";
 import { equalBytes } from "../util/bytes.ts";
 import { HttpRepositorySource, type HttpSourceOptions } from "./http_source.ts";

@@ -4,7 +4,7 @@ import { describeError } from "../errors.ts";
 import { RepoPathError } from "../repository/repo_fs.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
 import type { Repository } from "../repository/repository.ts";
-import { CONTENT_TYPE } from "../splitstream/mod.ts";
+import { CONTENT_TYPE } from "./content_types.ts";
 import { sha256Digest } from "./digest.ts";
 import { readSingleObjectStream } from "./image_store.ts";
 import { isImageConfigMediaType } from "./media_types.ts";

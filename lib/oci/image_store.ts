@@ -5,12 +5,13 @@ import { describeError, FormatError, IntegrityError, NotFoundError } from "../er
 import { repoFs, RepoPathError } from "../repository/repo_fs.ts";
 import { ObjectId } from "../fsverity/object_id.ts";
 import type { Repository } from "../repository/repository.ts";
-import { CONTENT_TYPE, SplitStreamWriter } from "../splitstream/mod.ts";
+import { SplitStreamWriter } from "../splitstream/mod.ts";
+import { CONTENT_TYPE } from "./content_types.ts";
 import type { SplitStreamReader } from "../splitstream/mod.ts";
 import { parseDigest, sha256Digest } from "./digest.ts";
 import { isImageConfigMediaType } from "./media_types.ts";
 import { configStreamId, decodeTag, encodeTag, layerStreamId, manifestStreamId, tagRefName } from "./tags.ts";
-import { parseJson } from "./transport/blob_dir.ts";
+import { parseJson } from "../util/json.ts";
 import { concatBytes } from "../util/bytes.ts";
 
 /** Named-ref keys on a config stream that point at EROFS images. */

@@ -2,7 +2,7 @@
 import { FormatError, NotFoundError } from "../errors.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
 import type { Repository } from "../repository/repository.ts";
-import { CONTENT_TYPE } from "../splitstream/mod.ts";
+import { CONTENT_TYPE } from "./content_types.ts";
 import type { Directory } from "../tree/tree.ts";
 import { zeroNanoseconds } from "../tree/transform.ts";
 import { writeErofs } from "../erofs/writer.ts";

@@ -7,7 +7,8 @@ import { humanBytes } from "../util/format.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
 import { nullReporter, type ProgressReporter, ThrottledProgress } from "../progress/events.ts";
 import type { Repository } from "../repository/repository.ts";
-import { CONTENT_TYPE, SplitStreamWriter } from "../splitstream/mod.ts";
+import { SplitStreamWriter } from "../splitstream/mod.ts";
+import { CONTENT_TYPE } from "./content_types.ts";
 import { decompressLayer, isTarLayerMediaType } from "./decompress.ts";
 import { digestCheckingStream, parseDigest, verifyDigest } from "./digest.ts";
 import {
@@ -25,7 +26,7 @@ import { storedImageComplete } from "./stored_complete.ts";
 import { isImageConfigMediaType, MT } from "./media_types.ts";
 import { hostPlatform, type Platform } from "./platform.ts";
 import { layerStreamId, validateTagName } from "./tags.ts";
-import { parseJson } from "./transport/blob_dir.ts";
+import { parseJson } from "../util/json.ts";
 import {
   checkDescriptor,
   checkDescriptorSize,

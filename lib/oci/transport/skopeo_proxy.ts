@@ -32,7 +32,7 @@ import {
 import type { Platform } from "../platform.ts";
 import { type SplitSink, splitTarInto } from "../layer_split.ts";
 import type { ObjectStore } from "../../repository/object_store.ts";
-import { parseJson } from "./blob_dir.ts";
+import { parseJson } from "../../util/json.ts";
 import { parseCredsOption } from "./registry/auth_file.ts";
 import { parseDockerReference } from "./registry/docker_reference.ts";
 import type { RemoteOptions } from "./registry/remote_options.ts";

@@ -8,7 +8,7 @@ import type { Repository } from "../../../repository/repository.ts";
 import type { SplitSink } from "../../layer_split.ts";
 import { MT } from "../../media_types.ts";
 import type { Platform } from "../../platform.ts";
-import { parseJson } from "../blob_dir.ts";
+import { parseJson } from "../../../util/json.ts";
 import { type Descriptor, type ImageSource, MAX_JSON_BLOB, type ResolvedManifest } from "../source.ts";
 import {
   importOverlayLayer,
