@@ -1,5 +1,5 @@
-// `composefs-info`: the C-compatible image inspector (spec §1.6): ls, dump, objects, missing-objects,
-// measure-file. Images are read with the strict reader; output formats follow the C tool.
+// `composefs-info`: the C-compatible image inspector (README.md#command-reference): ls, dump, objects,
+// missing-objects, measure-file. Images are read with the strict reader; output formats follow the C tool.
 import { Command } from "commander";
 import { examplesText, exitCodeForThrown } from "./program.ts";
 import { CfsError, UsageError } from "../errors.ts";

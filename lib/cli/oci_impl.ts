@@ -50,7 +50,7 @@ export function parseDigest(s: string, what: string): ReturnType<typeof parseDig
 
 /**
  * NAME (a tag) or `@sha256:…` (a config digest, whose layers are re-verified by hashing) → the
- * config digest and the layer diff_ids, for dump and compute-id (§7.8).
+ * config digest and the layer diff_ids, for dump and compute-id (docs/oci.md#link).
  */
 export async function resolveConfig(repo: Repository, name: string, configVerity?: string) {
   if (name.startsWith("@")) {

@@ -1,4 +1,4 @@
-// Dumpfile parser (spec §6, composefs-dump(5)) building the file tree of lib/tree/tree.ts.
+// Dumpfile parser (docs/dumpfile.md, composefs-dump(5)) building the file tree of lib/tree/tree.ts.
 // Acceptance follows C mkcomposefs 1.0.8 (the authority for what a dumpfile may hold), with stricter
 // path rules: paths must be canonical. Notable C-compatible rules:
 // - a hard link (`@` MODE) names its target in PAYLOAD; targets are resolved after all lines are read,

@@ -68,7 +68,7 @@ const MAX_STREAM_BYTES = 512 << 20;
 /** Objects up to this size are fetched into memory and checked before anything is written. */
 const SMALL_OBJECT = 64 << 10;
 
-/** Named-ref keys that name EROFS images rather than splitstreams (config streams, §7.7). */
+/** Named-ref keys that name EROFS images rather than splitstreams (config streams, docs/oci.md#link). */
 const isImageKey = (k: string) => k.startsWith("composefs.image");
 const DIGEST_KEY = /^(sha256|sha512):[0-9a-f]+$/;
 

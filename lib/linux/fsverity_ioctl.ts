@@ -1,4 +1,4 @@
-// fs-verity through the kernel (spec §4.2, §4.3): FS_IOC_ENABLE_VERITY / FS_IOC_MEASURE_VERITY on an
+// fs-verity through the kernel (docs/fsverity.md#kernel): FS_IOC_ENABLE_VERITY / FS_IOC_MEASURE_VERITY on an
 // fd, their errno meanings as a typed VerityError, and the enable-on-a-fresh-tmpfile procedure.
 // The kernel's hash algorithm numbers live here; lib/fsverity/ builds the ObjectId type on them and
 // holds measure-with-userspace-fallback. Struct building, parsing and errno mapping are pure
@@ -198,7 +198,7 @@ function copyContent(srcFd: number, dstFd: number): void {
 const MAX_COPIES = 3;
 
 /**
- * Enables fs-verity on a freshly written file (spec §4.3). Takes ownership of the writable fd
+ * Enables fs-verity on a freshly written file (docs/fsverity.md#kernel). Takes ownership of the writable fd
  * `writeFd`: it is reopened read-only through /proc/self/fd and closed. ETXTBSY (another thread
  * forked while holding a writable fd) is retried twice after 1 ms; if still busy the data is copied
  * into a new O_TMPFILE in `dir` and the copy is used. Returns the read-only fd (caller closes it)

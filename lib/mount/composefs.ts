@@ -1,4 +1,4 @@
-// Mounting a composefs image (spec §9): EROFS image (detached, read-only) + objects directory as a
+// Mounting a composefs image (docs/mount.md): EROFS image (detached, read-only) + objects directory as a
 // data-only layer, joined by overlayfs with metacopy/redirect_dir, then attached at the mountpoint.
 // Nothing is left behind on failure: every fd, temporary mount and loop device is registered in a
 // Cleanup as soon as it exists, and released in `finally` on every path.

@@ -1,4 +1,4 @@
-// Per-tag OCI checks on top of the repository fsck (spec §2.9, second half). Each problem becomes one
+// Per-tag OCI checks on top of the repository fsck (docs/oci.md#fsck). Each problem becomes one
 // stable error string `fsck: <code>: <tag>: <detail>`; nothing is changed.
 import { describeError } from "../errors.ts";
 import { RepoPathError } from "../repository/repo_fs.ts";

@@ -1,4 +1,4 @@
-// OCI images inside a composefs repository (spec §7.4–7.7): manifests and configs stored as
+// OCI images inside a composefs repository (docs/oci.md#identifiers): manifests and configs stored as
 // splitstreams holding the raw JSON as one object, with named refs to layer streams and to the
 // composefs EROFS images; tags as symlinks under streams/refs/oci/.
 import { describeError, FormatError, IntegrityError, NotFoundError } from "../errors.ts";
@@ -20,7 +20,7 @@ export const IMAGE_REF_V1 = "composefs.image.v1";
 export const IMAGE_REF_BOOT_V2 = "composefs.image.boot";
 export const IMAGE_REF_BOOT_V1 = "composefs.image.boot.v1";
 
-/** The config-stream key for a format version: V0/V1 share the V1 slot (§7.7). */
+/** The config-stream key for a format version: V0/V1 share the V1 slot (docs/oci.md#link). */
 export function imageRefKey(version: 0 | 1 | 2, boot = false): string {
   if (version === 2) return boot ? IMAGE_REF_BOOT_V2 : IMAGE_REF_V2;
   return boot ? IMAGE_REF_BOOT_V1 : IMAGE_REF_V1;

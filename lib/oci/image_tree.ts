@@ -1,4 +1,5 @@
-// From stored layer streams to the image's file tree and its committed EROFS images (§7.3, §7.7).
+// From stored layer streams to the image's file tree and its committed EROFS images (docs/oci.md#flatten,
+// #link).
 import { FormatError, NotFoundError } from "../errors.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
 import type { Repository } from "../repository/repository.ts";

@@ -1,7 +1,7 @@
-// Splitting an uncompressed tar layer into a splitstream (spec §3.7) and reading it back (§3.8).
-// Headers, padding, small files (≤ 64 bytes) and everything after the end blocks stay inline;
-// larger regular files become objects. The sha256 of the whole stream (the diff_id) is computed on
-// the way and checked before anything is handed back, so a wrong layer is never registered.
+// Splitting an uncompressed tar layer into a splitstream and reading it back
+// (docs/splitstream.md#tar-layers). Headers, padding, small files (≤ 64 bytes) and everything after the end
+// blocks stay inline; larger regular files become objects. The sha256 of the whole stream (the diff_id) is
+// computed on the way and checked before anything is handed back, so a wrong layer is never registered.
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import { FormatError, IntegrityError } from "../errors.ts";
@@ -285,7 +285,7 @@ export async function splitTarLayer(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Reading back (§3.8)
+// Reading back (docs/splitstream.md#tar-layers)
 
 /** A tar entry read back from a splitstream; regular files carry their content or object id. */
 export interface SplitTarEntry extends TarEntry {

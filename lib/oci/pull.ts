@@ -1,7 +1,7 @@
-// Pulling an image from any ImageSource into the repository (spec §8, §7.7), written once for every
-// transport. Unlike composefs-rs 0.7.0 every digest is checked (manifest, config, compressed blob,
-// diff_id of the uncompressed tar), and the config/manifest streams are written once, after the EROFS
-// images exist, so the printed verities name the streams that are kept.
+// Pulling an image from any ImageSource into the repository (docs/oci.md#verification, docs/oci.md#link),
+// written once for every transport. Unlike composefs-rs 0.7.0 every digest is checked (manifest, config,
+// compressed blob, diff_id of the uncompressed tar), and the config/manifest streams are written once, after
+// the EROFS images exist, so the printed verities name the streams that are kept.
 import { FormatError, IntegrityError } from "../errors.ts";
 import { humanBytes } from "../util/format.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
@@ -151,7 +151,7 @@ async function importLayer(
     stats.bytesInlined += r.inlineSize;
     verity = await repo.writeStream(layerStreamId(key), w);
   } else {
-    // Artifact layer: the raw blob as one object in an oci_blob splitstream (§7.6).
+    // Artifact layer: the raw blob as one object in an oci_blob splitstream (docs/oci.md#identifiers).
     const ow = repo.createObjectWriter();
     try {
       for await (const chunk of raw) await ow.write(chunk);

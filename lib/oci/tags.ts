@@ -1,4 +1,4 @@
-// OCI tag names ↔ ref file names under streams/refs/oci/ (spec §7.5): `%` → `%25`, then `/` → `%2F`.
+// OCI tag names ↔ ref file names under streams/refs/oci/ (docs/oci.md#tags): `%` → `%25`, then `/` → `%2F`.
 // Decoding is a single pass that keeps unknown `%xx` sequences as they are.
 import { UsageError } from "../errors.ts";
 

@@ -1,6 +1,6 @@
-// Garbage collection (spec §2.8, docs/gc.md). Roots are the named refs (images/refs, streams/refs)
-// plus names given by the caller; everything reachable from them — image objects and the objects
-// their EROFS metadata references, streams and their object and named refs, transitively — is kept.
+// Garbage collection (docs/repository.md#gc, docs/gc.md). Roots are the named refs (images/refs,
+// streams/refs) plus names given by the caller; everything reachable from them — image objects and the
+// objects their EROFS metadata references, streams and their object and named refs, transitively — is kept.
 // Runs under the exclusive lock so no writer is between storing objects and linking its stream.
 // Crash-safe: links go (and reach the disk) before the objects they lead to. Never leaves the
 // repository: every access goes through RepoFs (no symlink followed where the layout has none,

@@ -1,4 +1,4 @@
-// Where a repository lives when no path is given (spec §1.2): --user, --system, or by uid.
+// Where a repository lives when no path is given (README.md#command-reference): --user, --system, or by uid.
 import { UsageError } from "../errors.ts";
 
 export const SYSTEM_REPO_PATH = "/sysroot/composefs";

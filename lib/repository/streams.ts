@@ -1,5 +1,5 @@
-// streams/<content-id> and streams/refs/<name> (spec §2.1, §2.5): splitstreams stored as objects,
-// found by a caller-chosen content id. The symlink is made only after syncfs, so a visible stream
+// streams/<content-id> and streams/refs/<name> (docs/repository.md#streams-images): splitstreams stored as
+// objects, found by a caller-chosen content id. The symlink is made only after syncfs, so a visible stream
 // never refers to objects that a crash could lose.
 import { CfsError, FormatError, IntegrityError, NotFoundError } from "../errors.ts";
 import { RepoPathError } from "./repo_fs.ts";

@@ -1,5 +1,5 @@
 // How the repository applies fs-verity: secure repositories require it, insecure ones use it when
-// the filesystem has it and fall back to userspace digests otherwise (spec §2.7, §4.3).
+// the filesystem has it and fall back to userspace digests otherwise (docs/fsverity.md#kernel).
 import { IntegrityError, RepositoryError } from "../errors.ts";
 import type { HashAlgorithm, ObjectId } from "../fsverity/object_id.ts";
 import { measureVerity } from "../fsverity/measure.ts";

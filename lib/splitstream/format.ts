@@ -1,4 +1,4 @@
-// Splitstream on-disk constants and layout (spec §3). All integers little-endian.
+// Splitstream on-disk constants and layout (docs/splitstream.md). All integers little-endian.
 import { FormatError } from "../errors.ts";
 
 export const MAGIC: Uint8Array = new TextEncoder().encode("SplitStream");

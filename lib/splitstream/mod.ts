@@ -1,4 +1,5 @@
-// Splitstream: a zstd-compressed stream of inline data and references to stored objects (spec §3).
+// Splitstream (docs/splitstream.md): a zstd-compressed stream of inline data and references to stored
+// objects.
 export { contentTypeFromAscii, contentTypeName } from "./format.ts";
 export { SplitStreamWriter } from "./writer.ts";
 export { type SplitStreamChunk, SplitStreamReader } from "./reader.ts";

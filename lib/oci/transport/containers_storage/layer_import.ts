@@ -1,9 +1,9 @@
-// Importing one overlay-driver layer into the repository without building its tar (spec §8.4): the
-// tar-split records give the tar headers (written inline into the splitstream) and, for each file,
-// the path of its content in the layer's diff/ directory. Contents over 64 bytes become objects by
-// the cheapest safe method: reflink (FICLONE into an O_TMPFILE in objects/), else a hard link of the
-// diff/ file itself (only where that is safe, see canHardlink), else a copy (not in zerocopy mode).
-// The splitstream is the same as a pull of the original layer tar gives (same inline/external split
+// Importing one overlay-driver layer into the repository without building its tar
+// (docs/containers-storage.md): the tar-split records give the tar headers (written inline into the
+// splitstream) and, for each file, the path of its content in the layer's diff/ directory. Contents over 64
+// bytes become objects by the cheapest safe method: reflink (FICLONE into an O_TMPFILE in objects/), else a
+// hard link of the diff/ file itself (only where that is safe, see canHardlink), else a copy (not in zerocopy
+// mode). The splitstream is the same as a pull of the original layer tar gives (same inline/external split
 // as lib/oci/layer_split.ts), and the sha256 of the reassembled bytes is checked against the diff_id
 // unless the caller trusts the store. Every object is hashed from its own bytes (the clone, or the
 // linked file), so what is named by a digest is what was hashed. Why and how: docs/containers-storage.md.
@@ -64,7 +64,7 @@ export function emptyLocalFetchStats(): LocalFetchStats {
   };
 }
 
-/** The pull summary when objects came from containers-storage (spec §8.4 wording). */
+/** The pull summary when objects came from containers-storage (docs/containers-storage.md wording). */
 export function formatLocalFetchStats(
   s: Record<string, number>,
   pull: { bytesStored: number; bytesInlined: number },

@@ -1,5 +1,5 @@
-// `containers-storage:` images read straight from an overlay-driver store (spec §8.4), no skopeo:
-// the manifest and config come from the image store's big-data files, layers are imported from
+// `containers-storage:` images read straight from an overlay-driver store (docs/containers-storage.md), no
+// skopeo: the manifest and config come from the image store's big-data files, layers are imported from
 // diff/ + tar-split by lib/oci/pull.ts calling splitLayer(). Stores with other drivers, a missing
 // store, or (in auto mode) an image this store does not have go to the skopeo proxy instead
 // (openContainersStorage returns null). Reference syntax and limits: docs/containers-storage.md.
