@@ -6,7 +6,7 @@
 // are made only after everything is on disk and synced, so an interrupted fetch leaves only
 // complete, correctly named objects behind (which `gc` removes if nothing ever refers to them).
 import { createHash } from "node:crypto";
-import { CfsError, FormatError, IntegrityError, NotFoundError, UsageError } from "../errors.ts";
+import { CfsError, FormatError, IntegrityError, InvalidArgumentError, NotFoundError } from "../errors.ts";
 import { fsverityDigest } from "../fsverity/hasher.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
 import { configStreamId, layerStreamId, manifestStreamId } from "../oci/tags.ts";
@@ -238,7 +238,9 @@ export async function fetchStream(
   opts: FetchOptions = {},
 ): Promise<FetchResult> {
   checkLinkName(name, "stream");
-  if (name.split("/").some((c) => c.startsWith("."))) throw new UsageError(`invalid stream name ${name}`);
+  if (name.split("/").some((c) => c.startsWith("."))) {
+    throw new InvalidArgumentError(`invalid stream name ${name}`);
+  }
   await repo.ensureWritable();
   const reporter = opts.reporter ?? nullReporter;
   const src = await HttpRepositorySource.open(url, opts);

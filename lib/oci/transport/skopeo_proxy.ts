@@ -10,7 +10,13 @@
 // several blobs flowing at once); GetManifest converts Docker manifests to OCI (returning the
 // original digest) and then the config must come from GetFullConfig.
 import { createHash } from "node:crypto";
-import { FormatError, IntegrityError, NotFoundError, TransportError, UsageError } from "../../errors.ts";
+import {
+  FormatError,
+  IntegrityError,
+  InvalidArgumentError,
+  NotFoundError,
+  TransportError,
+} from "../../errors.ts";
 import {
   closeFd,
   receiveMessage,
@@ -210,7 +216,7 @@ export class SkopeoProxySource implements ImageSource {
       closeFd(mine);
       this.#sock = -1;
       if (spawnError instanceof Deno.errors.NotFound) {
-        throw new UsageError(
+        throw new InvalidArgumentError(
           "skopeo is not installed (needed for this transport; install the skopeo package)",
         );
       }

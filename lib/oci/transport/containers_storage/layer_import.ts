@@ -8,7 +8,7 @@
 // unless the caller trusts the store. Every object is hashed from its own bytes (the clone, or the
 // linked file), so what is named by a digest is what was hashed. Why and how: docs/containers-storage.md.
 import { createHash, type Hash } from "node:crypto";
-import { FormatError, IntegrityError, KernelError, UsageError } from "../../../errors.ts";
+import { FormatError, IntegrityError, InvalidArgumentError, KernelError } from "../../../errors.ts";
 import { FsVerityHasher } from "../../../fsverity/hasher.ts";
 import type { ObjectId } from "../../../fsverity/object_id.ts";
 import {
@@ -268,7 +268,7 @@ function toQueued(
  * Walks `tarSplitPath` and writes the layer into `sink`, storing contents from `diffDir` in
  * `objects`. Throws IntegrityError when the reassembled stream does not hash to the diff_id,
  * FormatError for a record that does not match diff/ (missing file, not a regular file, wrong size),
- * UsageError in zerocopy mode when a file can neither be reflinked nor hard-linked. On failure the
+ * InvalidArgumentError in zerocopy mode when a file can neither be reflinked nor hard-linked. On failure the
  * sink holds a partial stream (discard it); objects stored so far stay as garbage for gc.
  */
 export async function importOverlayLayer(
@@ -538,7 +538,7 @@ async function copyFile(
   whyNot: string,
 ): Promise<ObjectId> {
   if (opts.mode === "zerocopy") {
-    throw new UsageError(
+    throw new InvalidArgumentError(
       `--local-fetch zerocopy: ${label} can be neither reflinked nor hard-linked (${whyNot})`,
     );
   }
