@@ -273,14 +273,8 @@ export const XATTR_POSIX_ACL_DEFAULT = "system.posix_acl_default";
 // ---------------------------------------------------------------------------------------------------
 // Limits
 
-/** Longest symlink target composefs accepts. */
-export const MAX_SYMLINK_TARGET = 1024;
 /** C mkcomposefs accepts symlink targets up to PATH_MAX − 1 bytes (long ones go to a data block). */
 export const MAX_SYMLINK_TARGET_C = 4095;
-/** Regular files up to this size are stored inline by default (larger ones become external objects). */
-export const MAX_INLINE_DEFAULT = 64;
-/** composefs-rs reader/dumpfile limit for inline file content. */
-export const MAX_INLINE_CONTENT = 512;
 /** C mkcomposefs accepts inline content up to this size in dumpfiles. */
 export const MAX_INLINE_CONTENT_C = 5000;
 /** Epoch 1: an inline tail larger than this goes to a data block (C mkcomposefs behaviour). */

@@ -10,7 +10,7 @@ import { CONTENT_TYPE } from "./content_types.ts";
 import type { SplitStreamReader } from "../splitstream/mod.ts";
 import { parseDigest, sha256Digest } from "./digest.ts";
 import { isImageConfigMediaType } from "./media_types.ts";
-import { configStreamId, decodeTag, encodeTag, layerStreamId, manifestStreamId, tagRefName } from "./tags.ts";
+import { configStreamId, decodeTag, encodeTag, manifestStreamId, tagRefName } from "./tags.ts";
 import { parseJson } from "../util/json.ts";
 import { concatBytes } from "../util/bytes.ts";
 
@@ -261,11 +261,6 @@ async function countReferrers(repo: Repository, subject: string): Promise<number
     for await (const _ of Deno.readDir(`${repo.path}/streams/refs/oci-referrers/${encodeTag(subject)}`)) n++;
   } catch { /* none */ }
   return n;
-}
-
-/** The layer stream id of a diff_id, if stored. */
-export function hasLayer(repo: Repository, diffId: string): Promise<ObjectId | null> {
-  return repo.hasStream(layerStreamId(diffId));
 }
 
 export { ObjectId };
