@@ -5,6 +5,7 @@
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import { FormatError, IntegrityError } from "../errors.ts";
+import { parseDigest } from "./digest.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
 import type { ObjectStore } from "../repository/object_store.ts";
 import { CONTENT_TYPE } from "./content_types.ts";
@@ -99,7 +100,7 @@ export async function splitTarInto(
   opts: SplitTarOptions = {},
 ): Promise<SplitTarStats> {
   const expected = opts.expectedDiffId;
-  const alg = expected === undefined ? "sha256" : diffIdAlgorithm(expected);
+  const alg = expected === undefined ? "sha256" : parseDigest(expected, "diff_id").alg;
   const sha = createHash(alg);
   const source = inPlaceChunks(tar) ?? tar;
   const src = new ByteSource<never>(source as AsyncIterable<SourcePart<never>>, (c) => sha.update(c));
@@ -244,17 +245,6 @@ export async function splitTarInto(
   return { diffId, size: src.consumed, ...stats };
 }
 
-const DIGEST_HEX: Record<string, number> = { sha256: 64, sha384: 96, sha512: 128 };
-
-/** The hash algorithm of an `alg:hex` diff_id; FormatError when it is not one. */
-function diffIdAlgorithm(diffId: string): string {
-  const m = /^(sha256|sha384|sha512):([0-9a-f]+)$/.exec(diffId);
-  if (!m || m[2].length !== DIGEST_HEX[m[1]]) {
-    throw new FormatError(`invalid diff_id ${JSON.stringify(diffId)} (want sha256:<64 hex digits>)`);
-  }
-  return m[1];
-}
-
 /** The result of splitting a layer: the splitstream file bytes (content type `ocilayer`) and stats. */
 export interface SplitLayerResult extends SplitTarStats {
   splitstream: Uint8Array;
@@ -394,7 +384,7 @@ export async function verifyLayerDiffId(
   openObject: ObjectOpener,
   diffId: string,
 ): Promise<void> {
-  const alg = diffIdAlgorithm(diffId);
+  const alg = parseDigest(diffId, "diff_id").alg;
   const sha = createHash(alg);
   let size = 0;
   for await (const c of reassemble(reader, openObject)) {

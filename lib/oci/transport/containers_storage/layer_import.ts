@@ -9,6 +9,7 @@
 // linked file), so what is named by a digest is what was hashed. Why and how: docs/containers-storage.md.
 import { createHash, type Hash } from "node:crypto";
 import { FormatError, IntegrityError, InvalidArgumentError, KernelError } from "../../../errors.ts";
+import { parseDigest } from "../../digest.ts";
 import { FsVerityHasher } from "../../../fsverity/hasher.ts";
 import type { ObjectId } from "../../../fsverity/object_id.ts";
 import {
@@ -279,7 +280,9 @@ export async function importOverlayLayer(
   state: ZeroCopyState,
   opts: LayerImportOptions,
 ): Promise<LayerImportResult> {
-  const sha = opts.verifyDiffId !== undefined ? createHash(diffIdAlg(opts.verifyDiffId)) : undefined;
+  const sha = opts.verifyDiffId !== undefined
+    ? createHash(parseDigest(opts.verifyDiffId, "diff_id").alg)
+    : undefined;
   await objects.prepare();
   if (state.objectsDev === undefined) {
     const fd = openPath(objects.dir, O_RDONLY | O_DIRECTORY);
@@ -405,7 +408,7 @@ export async function importOverlayLayer(
   }
   if (sinceProgress && opts.onProgress) opts.onProgress(sinceProgress);
   if (sha) {
-    const got = `${diffIdAlg(opts.verifyDiffId!)}:${sha.digest("hex")}`;
+    const got = `${parseDigest(opts.verifyDiffId!, "diff_id").alg}:${sha.digest("hex")}`;
     if (got !== opts.verifyDiffId) {
       throw new IntegrityError(
         `layer diff_id mismatch: expected ${opts.verifyDiffId}, the ${r.size} bytes rebuilt from ${diffDir} and its tar-split hash to ${got} (was a file in diff/ changed?)`,
@@ -413,12 +416,6 @@ export async function importOverlayLayer(
     }
   }
   return r;
-}
-
-function diffIdAlg(diffId: string): string {
-  const m = /^(sha256|sha384|sha512):[0-9a-f]+$/.exec(diffId);
-  if (!m) throw new FormatError(`invalid diff_id ${JSON.stringify(diffId)}`);
-  return m[1];
 }
 
 function readExactly(fd: number, size: number, buf: Uint8Array, label: string): Uint8Array {
