@@ -18,6 +18,7 @@ import { CONTENT_TYPE } from "../oci/content_types.ts";
 import { MAGIC } from "../splitstream/format.ts";
 import { SplitStreamReader } from "../splitstream/mod.ts";
 import { equalBytes } from "../util/bytes.ts";
+import { runBounded } from "../util/run_bounded.ts";
 import { HttpRepositorySource, type HttpSourceOptions } from "./http_source.ts";
 
 export interface FetchOptions extends HttpSourceOptions {
@@ -86,23 +87,6 @@ interface StreamNode {
   keys: Set<string>;
   /** Content digest promised by a referrer (all referrers must agree). */
   expected?: string;
-}
-
-async function runBounded<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  let failed: unknown;
-  const worker = async () => {
-    while (failed === undefined && next < items.length) {
-      const item = items[next++];
-      try {
-        await fn(item);
-      } catch (e) {
-        failed ??= e;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
-  if (failed !== undefined) throw failed;
 }
 
 class Fetcher {

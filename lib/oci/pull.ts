@@ -27,6 +27,7 @@ import { isImageConfigMediaType, MT } from "./media_types.ts";
 import { hostPlatform, type Platform } from "./platform.ts";
 import { layerStreamId, validateTagName } from "./tags.ts";
 import { parseJson } from "../util/json.ts";
+import { runBounded } from "../util/run_bounded.ts";
 import {
   checkDescriptor,
   checkDescriptorSize,
@@ -81,23 +82,6 @@ function sha256Only(digest: string, what: string): void {
       `${what} ${digest}: only sha256 digests are supported for manifests, configs and layers`,
     );
   }
-}
-
-async function runBounded<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  let failed: unknown;
-  const worker = async () => {
-    while (failed === undefined && next < items.length) {
-      const item = items[next++];
-      try {
-        await fn(item);
-      } catch (e) {
-        failed ??= e;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
-  if (failed !== undefined) throw failed;
 }
 
 /** Imports one layer blob (any tar media type, or a raw artifact blob); returns its stream verity. */
