@@ -19,6 +19,7 @@ import {
 } from "../oci/transport/registry/retry_policy.ts";
 import { tlsMaterialFor } from "../oci/transport/registry/tls_config.ts";
 import { DEFAULT_TIMEOUT_MS } from "../oci/transport/registry/bounded_read.ts";
+import { concatBytes } from "../util/bytes.ts";
 
 export interface HttpSourceOptions {
   /** `--cert-dir`: TLS material instead of certs.d (`<root>/<host:port>/`). */
@@ -177,12 +178,6 @@ export class HttpRepositorySource {
       if (n > limit) throw new TransportError(`GET ${this.urlOf(rel)}: more than the ${limit} bytes allowed`);
       parts.push(c);
     }
-    const data = new Uint8Array(n);
-    let o = 0;
-    for (const p of parts) {
-      data.set(p, o);
-      o += p.length;
-    }
-    return { data, contentType: got.contentType };
+    return { data: concatBytes(parts), contentType: got.contentType };
   }
 }
