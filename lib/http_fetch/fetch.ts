@@ -12,11 +12,11 @@ import type { ObjectId } from "../fsverity/object_id.ts";
 import { configStreamId, layerStreamId, manifestStreamId } from "../oci/tags.ts";
 import { nullReporter, type ProgressReporter, ThrottledProgress } from "../progress/events.ts";
 import type { Repository } from "../repository/repository.ts";
-import { catStream, objectIdOfTarget } from "../repository/streams.ts";
+import { objectIdOfTarget } from "../repository/streams.ts";
 import { checkLinkName, linkRelative } from "../repository/symlinks.ts";
 import { CONTENT_TYPE } from "../oci/content_types.ts";
 import { MAGIC } from "../splitstream/format.ts";
-import { SplitStreamReader } from "../splitstream/mod.ts";
+import { reassemble, SplitStreamReader } from "../splitstream/mod.ts";
 import { equalBytes } from "../util/bytes.ts";
 import { runBounded } from "../util/run_bounded.ts";
 import { HttpRepositorySource, type HttpSourceOptions } from "./http_source.ts";
@@ -199,9 +199,7 @@ class Fetcher {
 
 async function contentDigest(repo: Repository, reader: SplitStreamReader, alg: string): Promise<string> {
   const h = createHash(alg);
-  await catStream(repo, reader, (c) => {
-    h.update(c);
-  });
+  for await (const c of reassemble(reader, (id) => repo.openObjectStream(id))) h.update(c);
   return `${alg}:${h.digest("hex")}`;
 }
 

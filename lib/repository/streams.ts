@@ -121,24 +121,3 @@ export async function openStream(
     throw e;
   }
 }
-
-/** Writes the reassembled content of a stream (inline data and whole external objects) to `out`. */
-export async function catStream(
-  repo: Repository,
-  reader: SplitStreamReader,
-  out: (chunk: Uint8Array) => Promise<void> | void,
-): Promise<void> {
-  const buf = new Uint8Array(1 << 20);
-  for await (const chunk of reader.chunks()) {
-    if (chunk.kind === "inline") {
-      await out(chunk.data);
-      continue;
-    }
-    using f = await repo.openObject(chunk.id);
-    for (;;) {
-      const n = await f.read(buf);
-      if (n === null) break;
-      await out(buf.subarray(0, n));
-    }
-  }
-}
