@@ -246,10 +246,11 @@ async function collectGarbage(
     }
     return removed.has(real);
   };
-  const prune = (links: string[]): number => {
+  /** Removes the links that pass `which` (not in a dry run); returns how many are, or would be, gone. */
+  const removeLinks = (links: string[], which: (rel: string) => boolean = () => true): number => {
     let n = 0;
     for (const rel of links) {
-      if (!isBroken(rel)) continue;
+      if (!which(rel)) continue;
       if (!dryRun) {
         try {
           fs.unlink(rel);
@@ -262,18 +263,9 @@ async function collectGarbage(
     }
     return n;
   };
+  const prune = (links: string[]): number => removeLinks(links, isBroken);
   let imagesPruned = prune(imageRefs);
-  for (const rel of staleMountRefs) {
-    if (!dryRun) {
-      try {
-        fs.unlink(rel);
-      } catch (e) {
-        warn(`removing ${rel}: ${describeError(e)}`);
-        continue;
-      }
-    }
-    imagesPruned++;
-  }
+  imagesPruned += removeLinks(staleMountRefs);
   let streamsPruned = prune(streamRefs);
   imagesPruned += prune(topImages);
   streamsPruned += prune(topStreams);
