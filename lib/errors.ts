@@ -19,8 +19,16 @@ export class CfsError extends Error {
   }
 }
 
-/** Wrong command-line usage: exit code 2. */
-export class UsageError extends CfsError {
+/**
+ * A value the caller gave is not acceptable: a malformed name, reference, URL or platform, options
+ * that exclude each other. The caller's mistake, not the data's (that is FormatError); the CLI reports
+ * it as wrong usage (exit code 2).
+ */
+export class InvalidArgumentError extends CfsError {
+  override name = "InvalidArgumentError";
+}
+/** Wrong command-line usage: exit code 2. Thrown by lib/cli only; the library throws InvalidArgumentError. */
+export class UsageError extends InvalidArgumentError {
   override name = "UsageError";
 }
 /** Malformed input data (dumpfile, EROFS image, splitstream, tar, JSON…). */

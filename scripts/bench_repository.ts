@@ -4,7 +4,8 @@
 //
 //   deno run -A scripts/bench_repository.ts [--files 10000] [--size 204800] [--dir /var/tmp]
 import { Repository } from "../lib/repository/repository.ts";
-import { CONTENT_TYPE, SplitStreamWriter } from "../lib/splitstream/mod.ts";
+import { SplitStreamWriter } from "../lib/splitstream/mod.ts";
+import { CONTENT_TYPE } from "../lib/oci/content_types.ts";
 import type { ObjectId } from "../lib/fsverity/object_id.ts";
 import { hashBackendName } from "../lib/fsverity/backend.ts";
 

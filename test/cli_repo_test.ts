@@ -3,7 +3,8 @@
 import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";
 import { runCli, tempDir } from "./helpers/cli.ts";
 import { Repository } from "../lib/repository/repository.ts";
-import { CONTENT_TYPE, SplitStreamWriter } from "../lib/splitstream/mod.ts";
+import { SplitStreamWriter } from "../lib/splitstream/mod.ts";
+import { CONTENT_TYPE } from "../lib/oci/content_types.ts";
 import { DENO, MAIN } from "./helpers/cli.ts";
 
 const enc = new TextEncoder();

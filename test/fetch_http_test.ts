@@ -9,7 +9,8 @@ import { makePki } from "./helpers/registry_server.ts";
 import { addImage, sha256, tarDirectory } from "./helpers/oci_builder.ts";
 import { startBusyboxServer, startStaticServer } from "./helpers/static_server.ts";
 import { Repository } from "../lib/repository/repository.ts";
-import { CONTENT_TYPE, SplitStreamWriter } from "../lib/splitstream/mod.ts";
+import { SplitStreamWriter } from "../lib/splitstream/mod.ts";
+import { CONTENT_TYPE } from "../lib/oci/content_types.ts";
 
 async function cfs(repo: string, args: string[], expectCode = 0) {
   const r = await runCli(["--repo", repo, ...args]);

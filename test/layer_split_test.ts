@@ -14,7 +14,7 @@ import {
 } from "../lib/oci/layer_split.ts";
 import { Repository } from "../lib/repository/repository.ts";
 import { SplitStreamReader } from "../lib/splitstream/reader.ts";
-import { CONTENT_TYPE } from "../lib/splitstream/format.ts";
+import { CONTENT_TYPE } from "../lib/oci/content_types.ts";
 import { concatBytes } from "../lib/util/bytes.ts";
 import { assert, assertEquals, assertRejects } from "./helpers/assert.ts";
 import { MemoryStore } from "./helpers/memory_store.ts";

@@ -38,12 +38,11 @@ import {
   FS_IOC_ENABLE_VERITY,
   FS_IOC_MEASURE_VERITY,
   measureErrorKind,
-  measureFileWithFallback,
-  measureVerity,
   parseMeasureBuffer,
   VerityError,
   verityErrorFor,
 } from "../lib/linux/fsverity_ioctl.ts";
+import { measureFileWithFallback, measureVerity } from "../lib/fsverity/measure.ts";
 import { fsverityDigestFd } from "../lib/fsverity/digest_fd.ts";
 import type { HashAlgorithm } from "../lib/fsverity/object_id.ts";
 

@@ -5,7 +5,14 @@
 import { createHash } from "node:crypto";
 import { assert, assertEquals, assertMatch, assertRejects, isRoot } from "./helpers/assert.ts";
 import { DENO, MAIN, runCli } from "./helpers/cli.ts";
-import { FormatError, IntegrityError, KernelError, NotFoundError, UsageError } from "../lib/errors.ts";
+import {
+  FormatError,
+  IntegrityError,
+  InvalidArgumentError,
+  KernelError,
+  NotFoundError,
+  UsageError,
+} from "../lib/errors.ts";
 import { fsverityDigestFile } from "../lib/fsverity/digest_file.ts";
 import {
   buildLoopConfig,
@@ -599,16 +606,20 @@ Deno.test({
       NotFoundError,
       /image .*no-such-image not found/,
     );
-    await expectError({ imagePath: f.dir }, UsageError, /is not a regular file/);
+    await expectError({ imagePath: f.dir }, InvalidArgumentError, /is not a regular file/);
     await expectError({ mountpoint: `${f.dir}/no-such-dir` }, NotFoundError, /mountpoint .* does not exist/);
-    await expectError({ mountpoint: f.image }, UsageError, /mountpoint .* is not a directory/);
+    await expectError({ mountpoint: f.image }, InvalidArgumentError, /mountpoint .* is not a directory/);
     await expectError(
       { objectsDir: `${f.dir}/no-objects` },
       NotFoundError,
       /objects directory .* does not exist/,
     );
-    await expectError({ upperdir: f.dir }, UsageError, /upperdir and workdir must be given together/);
-    await expectError({ readWrite: true }, UsageError, /read-write mount needs an upperdir/);
+    await expectError(
+      { upperdir: f.dir },
+      InvalidArgumentError,
+      /upperdir and workdir must be given together/,
+    );
+    await expectError({ readWrite: true }, InvalidArgumentError, /read-write mount needs an upperdir/);
 
     // not EROFS: random bytes, an empty file, a short file
     const junk = `${f.dir}/junk.img`;

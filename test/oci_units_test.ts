@@ -6,7 +6,7 @@ import { parsePlatform, selectPlatformEntry } from "../lib/oci/platform.ts";
 import { OciLayoutSource } from "../lib/oci/transport/oci_layout.ts";
 import { DirFiles } from "../lib/oci/transport/layout_files.ts";
 import { addImage, sha256 } from "./helpers/oci_builder.ts";
-import { NotFoundError, UsageError } from "../lib/errors.ts";
+import { InvalidArgumentError, NotFoundError } from "../lib/errors.ts";
 
 Deno.test("reference: transports and the oci: tag rule (last ':' is a tag only if no '/' follows)", () => {
   assertEquals(parseImageReference("oci:/a/b:latest"), { transport: "oci", path: "/a/b", tag: "latest" });
@@ -27,8 +27,8 @@ Deno.test("reference: transports and the oci: tag rule (last ':' is a tag only i
     transport: "skopeo",
     ref: "containers-storage:x",
   });
-  assertThrows(() => parseImageReference("no-transport"), UsageError);
-  assertThrows(() => parseImageReference("docker:quay.io/x"), UsageError);
+  assertThrows(() => parseImageReference("no-transport"), InvalidArgumentError);
+  assertThrows(() => parseImageReference("docker:quay.io/x"), InvalidArgumentError);
 });
 
 Deno.test("tags: percent-encoding of spec §7.5 round-trips, unknown escapes kept, '@' names refused", () => {
@@ -36,13 +36,13 @@ Deno.test("tags: percent-encoding of spec §7.5 round-trips, unknown escapes kep
   assertEquals(encodeTag("100%/a"), "100%25%2Fa");
   for (const t of ["a/b%c", "%2F", "%%", "plain"]) assertEquals(decodeTag(encodeTag(t)), t);
   assertEquals(decodeTag("a%41b"), "a%41b");
-  assertThrows(() => encodeTag("@sha256:x"), UsageError);
-  assertThrows(() => encodeTag(""), UsageError);
+  assertThrows(() => encodeTag("@sha256:x"), InvalidArgumentError);
+  assertThrows(() => encodeTag(""), InvalidArgumentError);
 });
 
 Deno.test("platform: parse and select (variants, missing platforms, clear error)", () => {
   assertEquals(parsePlatform("linux/arm64/v8"), { os: "linux", architecture: "arm64", variant: "v8" });
-  assertThrows(() => parsePlatform("linux"), UsageError);
+  assertThrows(() => parsePlatform("linux"), InvalidArgumentError);
   const entries = [
     { d: "amd", platform: { os: "linux", architecture: "amd64" } },
     { d: "arm7", platform: { os: "linux", architecture: "arm", variant: "v7" } },

@@ -10,7 +10,7 @@ import { authKeys, findInAuthFile, lookupCredentials } from "../lib/oci/transpor
 import { parseRetryAfter, retryPolicy } from "../lib/oci/transport/registry/retry_policy.ts";
 import { resumableBody } from "../lib/oci/transport/registry/resumable_body.ts";
 import { RegistrySource } from "../lib/oci/transport/registry/registry_source.ts";
-import { FormatError, IntegrityError, TransportError, UsageError } from "../lib/errors.ts";
+import { FormatError, IntegrityError, InvalidArgumentError, TransportError } from "../lib/errors.ts";
 import { sha256 } from "./helpers/oci_builder.ts";
 
 Deno.test("docker references normalise like docker/containers-image", () => {
@@ -35,10 +35,10 @@ Deno.test("docker references normalise like docker/containers-image", () => {
   assertEquals(p("localhost:5000/ns/app:v2").tag, "v2");
   const d = "sha256:" + "a".repeat(64);
   assertEquals(p(`quay.io/app@${d}`), { registry: "quay.io", repository: "app", tag: undefined, digest: d });
-  assertThrows(() => p(`quay.io/app:v1@${d}`), UsageError);
-  assertThrows(() => p("quay.io/App"), UsageError);
-  assertThrows(() => p("quay.io/app@sha256:abc"), UsageError);
-  assertThrows(() => p(""), UsageError);
+  assertThrows(() => p(`quay.io/app:v1@${d}`), InvalidArgumentError);
+  assertThrows(() => p("quay.io/App"), InvalidArgumentError);
+  assertThrows(() => p("quay.io/app@sha256:abc"), InvalidArgumentError);
+  assertThrows(() => p(""), InvalidArgumentError);
 });
 
 Deno.test("WWW-Authenticate: Bearer and Basic, quoted commas, several challenges", () => {
@@ -153,7 +153,7 @@ Deno.test("auth files: key order, legacy keys, file order, explicit file, --cred
   const c = await lookupCredentials("r.example", "x", { env: get });
   assertEquals([c?.username, c?.source], ["runtime", `${tmp.path}/run/containers/auth.json`]);
   env.REGISTRY_AUTH_FILE = `${tmp.path}/env.json`;
-  await assertRejects(() => lookupCredentials("r.example", "x", { env: get }), UsageError);
+  await assertRejects(() => lookupCredentials("r.example", "x", { env: get }), InvalidArgumentError);
   await write(env.REGISTRY_AUTH_FILE, "envfile");
   assertEquals((await lookupCredentials("r.example", "x", { env: get }))?.username, "envfile");
   await write(`${tmp.path}/explicit.json`, "explicit");

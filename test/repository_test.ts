@@ -5,7 +5,8 @@ import { assert, assertEquals, assertMatch, assertRejects, isRoot } from "./help
 import { DENO, tempDir } from "./helpers/cli.ts";
 import { Repository } from "../lib/repository/repository.ts";
 import { relativeTarget } from "../lib/repository/symlinks.ts";
-import { CONTENT_TYPE, SplitStreamWriter } from "../lib/splitstream/mod.ts";
+import { SplitStreamWriter } from "../lib/splitstream/mod.ts";
+import { CONTENT_TYPE } from "../lib/oci/content_types.ts";
 import type { HashAlgorithm, ObjectId } from "../lib/fsverity/object_id.ts";
 import { newDirectory, newLeaf, newStat } from "../lib/tree/tree.ts";
 import { writeErofs } from "../lib/erofs/writer.ts";
@@ -565,7 +566,8 @@ Deno.test("fsck: bad object name, corrupt stream and image, meta.json problems â
 
 const CHILD_WRITER = `
 import { Repository } from "${LIB}repository/repository.ts";
-import { CONTENT_TYPE, SplitStreamWriter } from "${LIB}splitstream/mod.ts";
+import { SplitStreamWriter } from "${LIB}splitstream/mod.ts";
+import { CONTENT_TYPE } from "${LIB}oci/content_types.ts";
 const [path, mode] = Deno.args;
 const repo = await Repository.open(path);
 function bytesOf(seed, n) {

@@ -2,8 +2,8 @@
 // decoded with the zstd CLI and the records parsed by hand here, independently of the reader.
 import { describeError, FormatError } from "../lib/errors.ts";
 import { type HashAlgorithm, ObjectId } from "../lib/fsverity/object_id.ts";
+import { CONTENT_TYPE } from "../lib/oci/content_types.ts";
 import {
-  CONTENT_TYPE,
   contentTypeFromAscii,
   contentTypeName,
   reassemble,

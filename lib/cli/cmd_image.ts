@@ -1,5 +1,5 @@
-// Image commands (spec §1.3): create-image, compute-id, create-dumpfile, image-objects, dump-files.
-// The image code (./image_impl.ts) is loaded when an action starts, not at start-up.
+// Image commands (README.md#command-reference): create-image, compute-id, create-dumpfile, image-objects,
+// dump-files. The image code (./image_impl.ts) is loaded when an action starts, not at start-up.
 import type { Command } from "commander";
 import { Buffer } from "node:buffer";
 import { CfsError, NotFoundError, UsageError } from "../errors.ts";

@@ -1,5 +1,5 @@
-// `cfsctl mount NAME MOUNTPOINT` (spec §1.3, §9): mounts a repository image (the mount code is
-// imported when the action starts).
+// `cfsctl mount NAME MOUNTPOINT` (README.md#command-reference, docs/mount.md): mounts a repository image (the
+// mount code is imported when the action starts).
 import { type Command, Option } from "commander";
 import { UsageError } from "../errors.ts";
 import type { MountedComposefs } from "../mount/composefs.ts";

@@ -1,4 +1,4 @@
-// `cfsctl oci …`: pulling, listing, inspecting, tagging and dumping OCI images (spec §1.4).
+// `cfsctl oci …`: pulling, listing, inspecting, tagging and dumping OCI images (README.md#command-reference).
 // Only the command tree is built at start-up: what the actions run comes from ./oci_impl.ts, loaded
 // when an action starts, so `--help` and unrelated commands do not load the OCI code.
 import { type Command, Option } from "commander";
@@ -101,7 +101,8 @@ export function registerOciCommands(program: Command): void {
             throw inPull(e);
           });
           reporter.finish?.();
-          // containers-storage read in place: how each object got into the repository (spec §8.4).
+          // containers-storage read in place: how each object got into the repository
+          // (docs/containers-storage.md).
           const lf = (source as { localFetchStats?: Record<string, number> }).localFetchStats;
           const boot = opts.bootable
             ? await (await import("../boot/oci_boot.ts")).linkBootImages(repo, r.manifestDigest)

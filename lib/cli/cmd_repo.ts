@@ -1,5 +1,5 @@
-// Repository commands (spec §1.3): init, cat, gc, fsck, import-image, transaction. The repository code
-// is imported when an action starts, not at start-up.
+// Repository commands (README.md#command-reference): init, cat, gc, fsck, import-image, transaction. The
+// repository code is imported when an action starts, not at start-up.
 import { type Command, Option } from "commander";
 import { UsageError } from "../errors.ts";
 import type { FsckReport } from "../repository/fsck.ts";

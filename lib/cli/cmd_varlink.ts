@@ -1,11 +1,11 @@
-// `cfsctl varlink [--address unix:PATH]` (spec §1.7, docs/varlink.md): starts the varlink server of
+// `cfsctl varlink [--address unix:PATH]` (docs/varlink.md): starts the varlink server of
 // lib/varlink on a unix socket, or on the socket systemd passed (LISTEN_FDS/LISTEN_PID, fd 3).
 import type { Command } from "commander";
 import { UsageError } from "../errors.ts";
 import { globalsOf } from "./program.ts";
 import { examplesText } from "./program.ts";
 
-/** `cfsctl varlink`, and the same service as `cfsctl oci varlink` (spec §1.4). */
+/** `cfsctl varlink`, and the same service as `cfsctl oci varlink` (README.md#command-reference). */
 export function registerVarlinkCommand(program: Command): void {
   defineVarlink(program, "cfsctl varlink");
   const oci = program.commands.find((c) => c.name() === "oci");

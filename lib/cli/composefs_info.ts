@@ -1,14 +1,15 @@
-// `composefs-info`: the C-compatible image inspector (spec §1.6): ls, dump, objects, missing-objects,
-// measure-file. Images are read with the strict reader; output formats follow the C tool.
+// `composefs-info`: the C-compatible image inspector (README.md#command-reference): ls, dump, objects,
+// missing-objects, measure-file. Images are read with the strict reader; output formats follow the C tool.
 import { Command } from "commander";
 import { examplesText, exitCodeForThrown } from "./program.ts";
 import { CfsError, UsageError } from "../errors.ts";
 import { readErofs } from "../erofs/reader.ts";
 import { dumpfileEntryLines } from "../dumpfile/write.ts";
-import { measureFileWithFallback } from "../linux/fsverity_ioctl.ts";
+import { measureFileWithFallback } from "../fsverity/measure.ts";
 import type { Directory, Leaf } from "../tree/tree.ts";
 import { walkTree } from "../tree/walk.ts";
 import { err, outBytes, outJson, outln } from "./output.ts";
+import { bstrToUtf8Lossy } from "../util/bytes.ts";
 import { Buffer } from "node:buffer";
 
 /** Accumulates byte-string output and flushes it in large writes. */
@@ -93,17 +94,12 @@ function printLs(root: Directory, out: ByteOut): void {
   }
 }
 
-/** A byte-string name as JSON text: UTF-8 decoded, invalid bytes as U+FFFD. */
-function bstrToUtf8(s: string): string {
-  return new TextDecoder().decode(Buffer.from(s, "latin1"));
-}
-
 /** `ls --json` entries: the same walk as `ls`, every hard link with its backing path. */
 function lsJson(root: Directory) {
   const entries = [];
   for (const { path, node } of walkTree(root)) {
     if (path === "/") continue;
-    const e: Record<string, unknown> = { path: bstrToUtf8(path) };
+    const e: Record<string, unknown> = { path: bstrToUtf8Lossy(path) };
     if (node.kind === "dir") e.type = "directory";
     else {
       const c = node.content;
@@ -118,11 +114,11 @@ function lsJson(root: Directory) {
         : c.type === "socket"
         ? "socket"
         : "file";
-      if (c.type === "symlink") e.target = bstrToUtf8(c.target);
+      if (c.type === "symlink") e.target = bstrToUtf8Lossy(c.target);
       if (c.type === "inline") e.size = c.data.length;
       if (c.type === "external" || c.type === "external-noverity") e.size = c.size;
       const backing = backingPath(node);
-      if (backing !== undefined) e.backing = bstrToUtf8(backing);
+      if (backing !== undefined) e.backing = bstrToUtf8Lossy(backing);
     }
     entries.push(e);
   }
@@ -232,7 +228,7 @@ function buildCommand(): Command {
       if (opts.json) {
         const list = [];
         for (const image of images) {
-          list.push({ image, objects: objectPaths(await loadImage(image, filters)).map(bstrToUtf8) });
+          list.push({ image, objects: objectPaths(await loadImage(image, filters)).map(bstrToUtf8Lossy) });
         }
         outJson({ images: list });
         return;
@@ -274,9 +270,9 @@ function buildCommand(): Command {
         const missing: string[] = [];
         for (const p of objectPaths(await loadImage(image, filters))) {
           const rel = p.replace(/^\/+/, "");
-          const utf8Path = new TextDecoder().decode(Buffer.from(rel, "latin1"));
+          const utf8Path = bstrToUtf8Lossy(rel);
           if (await exists(`${basedir}/${utf8Path}`)) continue;
-          if (opts.json) missing.push(bstrToUtf8(p));
+          if (opts.json) missing.push(bstrToUtf8Lossy(p));
           else outBytes(Buffer.from(p + "\n", "latin1"));
         }
         list.push({ image, missing });

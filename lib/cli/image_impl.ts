@@ -20,7 +20,7 @@ export interface ReadFlags {
   propagateUsrToRoot?: boolean; // commander: --no-propagate-usr-to-root sets false
 }
 
-/** Reads PATH the way create-image / compute-id / create-dumpfile do (spec §1.3 FsReadOptions). */
+/** Reads PATH the way create-image / compute-id / create-dumpfile do (README.md#command-reference). */
 export async function readFsTree(
   path: string,
   flags: ReadFlags,

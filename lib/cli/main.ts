@@ -44,7 +44,7 @@ export async function cliMain(invokedAs: string, args: string[]): Promise<number
   const first = PERSONALITIES.find((p) => p === args[0]);
   if (first) return await runPersonality(first, args.slice(1));
 
-  // Started without arguments by systemd socket activation: serve varlink (spec §1.1).
+  // Started without arguments by systemd socket activation: serve varlink (docs/varlink.md).
   if (args.length === 0 && Deno.env.get("LISTEN_FDS") !== undefined) args = ["varlink"];
   const program = buildProgram(REGISTRARS);
   try {

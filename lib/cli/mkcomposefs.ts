@@ -1,6 +1,6 @@
-// `mkcomposefs`: the C-compatible image builder (spec §1.5). SOURCE is a directory, or a dumpfile with
-// --from-file (`-` = stdin). IMAGE `-` = stdout (never a terminal). Always SHA-256. The image file is
-// written to a temporary name beside IMAGE and renamed into place: no output file on any error.
+// `mkcomposefs`: the C-compatible image builder (README.md#command-reference). SOURCE is a directory, or a
+// dumpfile with --from-file (`-` = stdin). IMAGE `-` = stdout (never a terminal). Always SHA-256. The image
+// file is written to a temporary name beside IMAGE and renamed into place: no output file on any error.
 import { Command, Option } from "commander";
 import { CfsError, UsageError } from "../errors.ts";
 import { examplesText, exitCodeForThrown, parseErofsVersion } from "./program.ts";

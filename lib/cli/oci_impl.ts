@@ -32,7 +32,8 @@ export { writeDumpfile } from "../dumpfile/write.ts";
 export { layerStreamId } from "../oci/tags.ts";
 export { ociFsck } from "../oci/fsck.ts";
 export { reassembleSplitstream, splitTarInto, tarEntriesFromSplitstream } from "../oci/layer_split.ts";
-export { CONTENT_TYPE, SplitStreamWriter } from "../splitstream/mod.ts";
+export { SplitStreamWriter } from "../splitstream/mod.ts";
+export { CONTENT_TYPE } from "../oci/content_types.ts";
 export { mountRepositoryImage } from "../mount/repository_image.ts";
 export { mountTweaksFromEnv } from "../mount/composefs.ts";
 export { bstrToBytes } from "../util/bytes.ts";
@@ -49,7 +50,7 @@ export function parseDigest(s: string, what: string): ReturnType<typeof parseDig
 
 /**
  * NAME (a tag) or `@sha256:…` (a config digest, whose layers are re-verified by hashing) → the
- * config digest and the layer diff_ids, for dump and compute-id (§7.8).
+ * config digest and the layer diff_ids, for dump and compute-id (docs/oci.md#link).
  */
 export async function resolveConfig(repo: Repository, name: string, configVerity?: string) {
   if (name.startsWith("@")) {

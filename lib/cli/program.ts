@@ -8,7 +8,7 @@ import { err, errln, out } from "./output.ts";
 import { VERSION_TEXT } from "./version.ts";
 export { VERSION } from "./version.ts";
 
-/** Options valid before any subcommand (spec §1.2). */
+/** Options valid before any subcommand (README.md#command-reference). */
 export interface GlobalOptions {
   repo?: string;
   user?: boolean;

@@ -1,4 +1,4 @@
-// Opening the repository a command works on, from the global options (spec §1.2).
+// Opening the repository a command works on, from the global options (README.md#command-reference).
 import { UsageError } from "../errors.ts";
 import type { HashAlgorithm } from "../fsverity/object_id.ts";
 import { resolveRepoPath } from "../repository/location.ts";

@@ -1,6 +1,6 @@
 // Wraps command actions: maps errors to `error: WHAT: WHY` on stderr and to exit codes
 // (1 = failure, 2 = usage error). Stack traces only with --debug or CFSCTL_LOG=debug.
-import { describeError, UsageError } from "../errors.ts";
+import { describeError, InvalidArgumentError } from "../errors.ts";
 import { errln } from "./output.ts";
 
 export let debugEnabled = (() => {
@@ -15,9 +15,9 @@ export function setDebug(on: boolean): void {
   if (on) debugEnabled = true;
 }
 
-/** Exit code a thrown value maps to. */
+/** Exit code a thrown value maps to: 2 for wrong usage (UsageError is an InvalidArgumentError). */
 export function exitCodeFor(e: unknown): number {
-  if (e instanceof UsageError) return 2;
+  if (e instanceof InvalidArgumentError) return 2;
   return 1;
 }
 

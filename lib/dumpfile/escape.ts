@@ -1,6 +1,7 @@
-// Dumpfile field escaping (spec §6.2). Fields are byte strings (one char per byte, see lib/util/bytes.ts).
-// Writer: every byte outside 0x21..0x7E becomes \xHH (lowercase), except \\ \n \r \t; `=` is escaped in
-// xattr keys and values only (it separates them). Reader: \\ \n \r \t \xHH (either case), nothing else.
+// Dumpfile field escaping (docs/dumpfile.md). Fields are byte strings (one char per byte, see
+// lib/util/bytes.ts). Writer: every byte outside 0x21..0x7E becomes \xHH (lowercase), except \\ \n \r \t; `=`
+// is escaped in xattr keys and values only (it separates them). Reader: \\ \n \r \t \xHH (either case),
+// nothing else.
 import { FormatError } from "../errors.ts";
 
 const HEX = "0123456789abcdef";

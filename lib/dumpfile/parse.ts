@@ -1,4 +1,4 @@
-// Dumpfile parser (spec §6, composefs-dump(5)) building the file tree of lib/tree/tree.ts.
+// Dumpfile parser (docs/dumpfile.md, composefs-dump(5)) building the file tree of lib/tree/tree.ts.
 // Acceptance follows C mkcomposefs 1.0.8 (the authority for what a dumpfile may hold), with stricter
 // path rules: paths must be canonical. Notable C-compatible rules:
 // - a hard link (`@` MODE) names its target in PAYLOAD; targets are resolved after all lines are read,
@@ -80,35 +80,37 @@ const DIGITS = /^[0-9]+$/;
 const OCTAL = /^[0-7]+$/;
 const MTIME = /^(-?[0-9]+)\.([0-9]+)$/;
 
-/** Unsigned decimal within `max` (≤ 2^53); throws a plain message string on error. */
+/** Unsigned decimal within `max` (≤ 2^53). */
 function parseUnsigned(s: string, what: string, max: number): number {
-  if (!DIGITS.test(s) || s.length > 16) throw `invalid ${what} ${JSON.stringify(s)}`;
+  if (!DIGITS.test(s) || s.length > 16) throw new FormatError(`invalid ${what} ${JSON.stringify(s)}`);
   const v = Number(s);
-  if (v > max) throw `${what} ${s} out of range (max ${max})`;
+  if (v > max) throw new FormatError(`${what} ${s} out of range (max ${max})`);
   return v;
 }
 
 /** SIZE: any u64; values above 2^53 come back as Infinity (only non-inline files care). */
 function parseSize(s: string): number {
-  if (!DIGITS.test(s)) throw `invalid SIZE ${JSON.stringify(s)}`;
+  if (!DIGITS.test(s)) throw new FormatError(`invalid SIZE ${JSON.stringify(s)}`);
   if (s.length <= 15) return Number(s);
   const b = BigInt(s);
-  if (b > 0xffffffffffffffffn) throw `SIZE ${s} out of range`;
+  if (b > 0xffffffffffffffffn) throw new FormatError(`SIZE ${s} out of range`);
   return b > BigInt(MAX_EXTERNAL_SIZE) ? Infinity : Number(b);
 }
 
 /** Checks a canonical absolute path (byte string); returns its components ([] for "/"). */
 function checkPath(p: string): string[] {
-  if (p.length === 0) throw "empty path";
-  if (p.length > PATH_MAX_BYTES) throw `path longer than ${PATH_MAX_BYTES} bytes`;
-  if (p.charCodeAt(0) !== 0x2f) throw `path ${JSON.stringify(p)} is not absolute`;
-  if (p.includes("\0")) throw "NUL byte in path";
+  if (p.length === 0) throw new FormatError("empty path");
+  if (p.length > PATH_MAX_BYTES) throw new FormatError(`path longer than ${PATH_MAX_BYTES} bytes`);
+  if (p.charCodeAt(0) !== 0x2f) throw new FormatError(`path ${JSON.stringify(p)} is not absolute`);
+  if (p.includes("\0")) throw new FormatError("NUL byte in path");
   if (p === "/") return [];
   const parts = p.slice(1).split("/");
   for (const c of parts) {
-    if (c === "") throw `path ${JSON.stringify(p)} has an empty component (not canonical)`;
-    if (c === "." || c === "..") throw `invalid "." or ".." in path ${JSON.stringify(p)}`;
-    if (c.length > NAME_MAX_BYTES) throw `file name longer than ${NAME_MAX_BYTES} bytes in path`;
+    if (c === "") throw new FormatError(`path ${JSON.stringify(p)} has an empty component (not canonical)`);
+    if (c === "." || c === "..") throw new FormatError(`invalid "." or ".." in path ${JSON.stringify(p)}`);
+    if (c.length > NAME_MAX_BYTES) {
+      throw new FormatError(`file name longer than ${NAME_MAX_BYTES} bytes in path`);
+    }
   }
   return parts;
 }
@@ -208,7 +210,7 @@ export class DumpfileParser {
     try {
       if (!this.#addLineFast(s, start, end)) this.#addLine(s.slice(start, end));
     } catch (e) {
-      if (typeof e === "string") throw lineError(lineNo, e);
+      // Errors of the line's fields carry no context yet: they get the line number here.
       if (e instanceof FormatError && e.context.length === 0) throw e.within(`line ${lineNo}`);
       throw e;
     }
@@ -302,16 +304,16 @@ export class DumpfileParser {
 
   #checkRoot(isRoot: boolean, type: number, isLink: boolean): void {
     if (isRoot) {
-      if (this.#root) throw "more than one root (/) line";
-      if (type !== S_IFDIR || isLink) throw "the root must be a directory";
+      if (this.#root) throw new FormatError("more than one root (/) line");
+      if (type !== S_IFDIR || isLink) throw new FormatError("the root must be a directory");
     } else if (!this.#root) {
-      throw "the first line must be the root directory /";
+      throw new FormatError("the first line must be the root directory /");
     }
   }
 
   #addLine(line: string): void {
     const nul = line.indexOf("\0");
-    if (nul >= 0) throw `NUL byte at position ${nul}`;
+    if (nul >= 0) throw new FormatError(`NUL byte at position ${nul}`);
     const { f, rest } = splitFields(line);
     const path = unescapeField(f[0], "PATH");
     const parts = checkPath(path);
@@ -319,23 +321,25 @@ export class DumpfileParser {
     let modeField = f[2];
     const isLink = modeField.startsWith("@");
     if (isLink) modeField = modeField.slice(1);
-    if (!OCTAL.test(modeField) || modeField.length > 11) throw `invalid MODE ${JSON.stringify(f[2])}`;
+    if (!OCTAL.test(modeField) || modeField.length > 11) {
+      throw new FormatError(`invalid MODE ${JSON.stringify(f[2])}`);
+    }
     const mode = parseInt(modeField, 8);
-    if (mode > U32_MAX) throw `MODE ${f[2]} out of range`;
+    if (mode > U32_MAX) throw new FormatError(`MODE ${f[2]} out of range`);
     const type = mode & S_IFMT;
-    if (!isValidType(type)) throw `invalid file type in MODE ${f[2]}`;
+    if (!isValidType(type)) throw new FormatError(`invalid file type in MODE ${f[2]}`);
 
     this.#checkRoot(parts.length === 0, type, isLink);
 
     if (isLink) {
-      if (type === S_IFDIR) throw "directories can't be hard links";
+      if (type === S_IFDIR) throw new FormatError("directories can't be hard links");
       const target = unescapeOptional(f[8], "PAYLOAD");
-      if (!target) throw "hard link without a target path";
-      if (target.includes("\0")) throw "NUL byte in hard link target";
+      if (!target) throw new FormatError("hard link without a target path");
+      if (target.includes("\0")) throw new FormatError("NUL byte in hard link target");
       const placeholder = newLeaf(newStat(), { type: "fifo" });
       const parent = this.#parentOf(path, 0, path.length, path.lastIndexOf("/"));
       const name = parts[parts.length - 1];
-      if (parent.entries.has(name)) throw `path ${JSON.stringify(path)} already exists`;
+      if (parent.entries.has(name)) throw new FormatError(`path ${JSON.stringify(path)} already exists`);
       parent.entries.set(name, placeholder);
       const link: PendingLink = { lineNo: this.#lineNo, parent, name, target, placeholder };
       this.#links.push(link);
@@ -348,20 +352,26 @@ export class DumpfileParser {
     const uid = parseUnsigned(f[4], "UID", U32_MAX);
     const gid = parseUnsigned(f[5], "GID", U32_MAX);
     // EROFS keeps 32 bits of a device number (C truncates bigger ones silently; we refuse them).
-    if (f[6].length > 15 && DIGITS.test(f[6])) throw `RDEV ${f[6]} does not fit the 32-bit EROFS encoding`;
+    if (f[6].length > 15 && DIGITS.test(f[6])) {
+      throw new FormatError(`RDEV ${f[6]} does not fit the 32-bit EROFS encoding`);
+    }
     const rdev = parseUnsigned(f[6], "RDEV", Number.MAX_SAFE_INTEGER);
     const m = MTIME.exec(f[7]);
-    if (!m) throw `invalid MTIME ${JSON.stringify(f[7])} (expected SECONDS.NANOSECONDS)`;
+    if (!m) throw new FormatError(`invalid MTIME ${JSON.stringify(f[7])} (expected SECONDS.NANOSECONDS)`);
     // Seconds: any signed 64-bit value, as EROFS holds (C wraps values beyond; we refuse them).
     let mtimeSec: number | bigint = Number(m[1]);
     if (!Number.isSafeInteger(mtimeSec)) {
-      if (m[1].length > 21) throw `MTIME seconds ${m[1].slice(0, 24)} out of range (signed 64-bit)`;
+      if (m[1].length > 21) {
+        throw new FormatError(`MTIME seconds ${m[1].slice(0, 24)} out of range (signed 64-bit)`);
+      }
       mtimeSec = BigInt(m[1]);
       if (mtimeSec > I64_MAX || mtimeSec < I64_MIN) {
-        throw `MTIME seconds ${m[1]} out of range (signed 64-bit)`;
+        throw new FormatError(`MTIME seconds ${m[1]} out of range (signed 64-bit)`);
       }
     }
-    if (m[2].length > 10 || Number(m[2]) >= 1e9) throw `MTIME nanoseconds ${m[2]} not below 10^9`;
+    if (m[2].length > 10 || Number(m[2]) >= 1e9) {
+      throw new FormatError(`MTIME nanoseconds ${m[2]} not below 10^9`);
+    }
     const mtimeNsec = Number(m[2]);
     const payload = unescapeOptional(f[8], "PAYLOAD");
     const content = unescapeOptional(f[9], "CONTENT");
@@ -406,12 +416,14 @@ export class DumpfileParser {
     rest: string,
   ): void {
     const strict = this.#strict;
-    if (type !== S_IFCHR && type !== S_IFBLK && rdev !== 0 && strict) throw "non-zero RDEV on a non-device";
+    if (type !== S_IFCHR && type !== S_IFBLK && rdev !== 0 && strict) {
+      throw new FormatError("non-zero RDEV on a non-device");
+    }
     if (type !== S_IFREG) {
       if (content !== null && content.length > 0 && (type !== S_IFLNK || strict)) {
-        throw "CONTENT is only allowed for regular files";
+        throw new FormatError("CONTENT is only allowed for regular files");
       }
-      if (digestHex !== null) throw "DIGEST is only allowed for regular files";
+      if (digestHex !== null) throw new FormatError("DIGEST is only allowed for regular files");
     }
 
     // Most entries have no xattrs: they share one immutable empty map.
@@ -449,7 +461,9 @@ export class DumpfileParser {
     const entries = parent.entries;
     const before = entries.size;
     entries.set(s.slice(cut + 1, end), node);
-    if (entries.size === before) throw `path ${JSON.stringify(s.slice(start, end))} already exists`;
+    if (entries.size === before) {
+      throw new FormatError(`path ${JSON.stringify(s.slice(start, end))} already exists`);
+    }
     if (node.kind === "dir") this.#dirs.set(s.slice(start, end), node);
   }
 
@@ -466,19 +480,23 @@ export class DumpfileParser {
       case S_IFREG: {
         if (content !== null) {
           if (content.length !== size) {
-            throw `CONTENT length ${content.length} does not match SIZE ${size}`;
+            throw new FormatError(`CONTENT length ${content.length} does not match SIZE ${size}`);
           }
           if (content.length > INLINE_CONTENT_MAX) {
-            throw `inline CONTENT of ${content.length} bytes exceeds the maximum of ${INLINE_CONTENT_MAX}`;
+            throw new FormatError(
+              `inline CONTENT of ${content.length} bytes exceeds the maximum of ${INLINE_CONTENT_MAX}`,
+            );
           }
           return { type: "inline", data: Buffer.from(content, "latin1") };
         }
         if (size === 0) return { type: "inline", data: new Uint8Array(0) };
-        if (size > MAX_EXTERNAL_SIZE) throw `file too big: SIZE exceeds 2^53 bytes (C mkcomposefs limit)`;
+        if (size > MAX_EXTERNAL_SIZE) {
+          throw new FormatError(`file too big: SIZE exceeds 2^53 bytes (C mkcomposefs limit)`);
+        }
         const backing = payload === null || payload === "" ? undefined : payload;
         if (backing !== undefined) checkPayload(backing);
         if (digestHex !== null) {
-          if (backing === undefined) throw "DIGEST without a PAYLOAD (backing path)";
+          if (backing === undefined) throw new FormatError("DIGEST without a PAYLOAD (backing path)");
           const id = parseDigest(digestHex, this.#opts.alg);
           return backing === id.objectPath()
             ? { type: "external", id, size }
@@ -489,13 +507,15 @@ export class DumpfileParser {
           : { type: "external-noverity", size, payload: backing };
       }
       case S_IFLNK: {
-        if (payload === null || payload === "") throw "symlink without a target (PAYLOAD)";
+        if (payload === null || payload === "") throw new FormatError("symlink without a target (PAYLOAD)");
         if (payload.length > SYMLINK_MAX_BYTES) {
-          throw `symlink target of ${payload.length} bytes exceeds the maximum of ${SYMLINK_MAX_BYTES}`;
+          throw new FormatError(
+            `symlink target of ${payload.length} bytes exceeds the maximum of ${SYMLINK_MAX_BYTES}`,
+          );
         }
-        if (payload.includes("\0")) throw "NUL byte in symlink target";
+        if (payload.includes("\0")) throw new FormatError("NUL byte in symlink target");
         if (strict && size !== payload.length) {
-          throw `symlink SIZE ${size} does not match the target length ${payload.length}`;
+          throw new FormatError(`symlink SIZE ${size} does not match the target length ${payload.length}`);
         }
         return { type: "symlink", target: payload };
       }
@@ -512,22 +532,28 @@ export class DumpfileParser {
 
   #parseXattrs(rest: string, into: Map<string, Uint8Array>): void {
     if (rest.length === 0) return;
-    if (rest.length > XATTR_SECTION_MAX) throw `too many xattrs (${rest.length} bytes of xattr text)`;
+    if (rest.length > XATTR_SECTION_MAX) {
+      throw new FormatError(`too many xattrs (${rest.length} bytes of xattr text)`);
+    }
     const items = rest.split(" ");
     // One trailing space is tolerated (C does), other empty items are malformed.
     if (items[items.length - 1] === "") items.pop();
     let budget = 12;
     for (const item of items) {
       const eq = item.indexOf("=");
-      if (eq < 0) throw `missing '=' in xattr ${JSON.stringify(item.slice(0, 64))}`;
+      if (eq < 0) throw new FormatError(`missing '=' in xattr ${JSON.stringify(item.slice(0, 64))}`);
       const key = unescapeField(item.slice(0, eq), "xattr name");
       const value = unescapeField(item.slice(eq + 1), "xattr value");
-      if (key.length === 0) throw "empty xattr name";
-      if (key.length > XATTR_NAME_MAX) throw `xattr name longer than ${XATTR_NAME_MAX} bytes`;
-      if (key.includes("\0")) throw "NUL byte in xattr name";
-      if (value.length > XATTR_VALUE_MAX) throw `xattr value longer than ${XATTR_VALUE_MAX} bytes`;
+      if (key.length === 0) throw new FormatError("empty xattr name");
+      if (key.length > XATTR_NAME_MAX) {
+        throw new FormatError(`xattr name longer than ${XATTR_NAME_MAX} bytes`);
+      }
+      if (key.includes("\0")) throw new FormatError("NUL byte in xattr name");
+      if (value.length > XATTR_VALUE_MAX) {
+        throw new FormatError(`xattr value longer than ${XATTR_VALUE_MAX} bytes`);
+      }
       budget += 7 + key.length + value.length;
-      if (budget > XATTR_BUDGET) throw `xattrs too large (more than ${XATTR_BUDGET} bytes)`;
+      if (budget > XATTR_BUDGET) throw new FormatError(`xattrs too large (more than ${XATTR_BUDGET} bytes)`);
       into.delete(key);
       into.set(key, Buffer.from(value, "latin1"));
     }
@@ -552,8 +578,8 @@ export class DumpfileParser {
     for (let i = 0; i < parts.length - 1 && node; i++) {
       node = node.kind === "dir" ? node.entries.get(parts[i]) : undefined;
     }
-    if (node) throw `parent of ${JSON.stringify(path)} is not a directory`;
-    throw `parent directory of ${JSON.stringify(path)} is missing`;
+    if (node) throw new FormatError(`parent of ${JSON.stringify(path)} is not a directory`);
+    throw new FormatError(`parent directory of ${JSON.stringify(path)} is missing`);
   }
 
   /** Resolves hard links and returns the root. Call once, after the last line. */
@@ -615,17 +641,17 @@ function isValidType(t: number): boolean {
 }
 
 function checkPayload(p: string): void {
-  if (p.length >= PATH_MAX_BYTES) throw `PAYLOAD longer than ${PATH_MAX_BYTES - 1} bytes`;
-  if (p.includes("\0")) throw "NUL byte in PAYLOAD";
+  if (p.length >= PATH_MAX_BYTES) throw new FormatError(`PAYLOAD longer than ${PATH_MAX_BYTES - 1} bytes`);
+  if (p.includes("\0")) throw new FormatError("NUL byte in PAYLOAD");
 }
 
 function parseDigest(hex: string, alg?: HashAlgorithm): ObjectId {
   const h = hex.toLowerCase();
   if (!/^[0-9a-f]+$/.test(h) || (h.length !== 64 && h.length !== 128)) {
-    throw `invalid DIGEST ${JSON.stringify(hex.slice(0, 140))}`;
+    throw new FormatError(`invalid DIGEST ${JSON.stringify(hex.slice(0, 140))}`);
   }
   const a: HashAlgorithm = h.length === 64 ? "sha256" : "sha512";
-  if (alg && a !== alg) throw `DIGEST is ${a}, expected ${alg}`;
+  if (alg && a !== alg) throw new FormatError(`DIGEST is ${a}, expected ${alg}`);
   return ObjectId.fromHex(h, a);
 }
 

@@ -1,4 +1,4 @@
-// Dumpfile writer (spec §6.1): a depth-first walk in byte order of names, one line per entry.
+// Dumpfile writer (docs/dumpfile.md): a depth-first walk in byte order of names, one line per entry.
 // A leaf reachable by several paths is written in full once, at its canonical path, and as
 // `PATH 0 @120000 - - - - 0.0 TARGET - -` elsewhere. The canonical path is leaf.canonicalPath when
 // that path really reaches the leaf (trees read from C dumpfiles), otherwise its first path in the walk.

@@ -1,9 +1,9 @@
-// On-disk constants and struct offsets of composefs EROFS images (spec §5). Shared by the writer and
+// On-disk constants and struct offsets of composefs EROFS images (docs/erofs.md). Shared by the writer and
 // the reader: every number that describes the format lives here, nothing else does.
 // All integers are little-endian. Offsets are relative to the start of their struct.
 
 // ---------------------------------------------------------------------------------------------------
-// Blocks and overall layout (§5.2)
+// Blocks and overall layout (docs/erofs.md#layout)
 
 export const BLOCK_SIZE_BITS = 12;
 export const BLOCK_SIZE = 1 << BLOCK_SIZE_BITS; // 4096
@@ -17,7 +17,7 @@ export const SUPERBLOCK_SIZE = 128;
 export const INODE_TABLE_START = SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE; // 1152
 
 // ---------------------------------------------------------------------------------------------------
-// Composefs header (32 bytes at offset 0, §5.3)
+// Composefs header (32 bytes at offset 0, docs/erofs.md#layout)
 
 export const COMPOSEFS_MAGIC = 0xd078629a;
 /** Header layout version (always 1). */
@@ -27,17 +27,17 @@ export const CFS_HDR = {
   magic: 0, // u32
   version: 4, // u32: COMPOSEFS_HEADER_VERSION
   flags: 8, // u32: COMPOSEFS_FLAGS_*
-  composefsVersion: 12, // u32: 0, 1 or 2 (§5.1)
+  composefsVersion: 12, // u32: 0, 1 or 2 (docs/erofs.md#versions)
   unused: 16, // u32[4]
 } as const;
 /** Header flag: some inode carries a POSIX ACL xattr (epoch 1 only). */
 export const COMPOSEFS_FLAGS_HAS_ACL = 1 << 0;
 
-/** The image format versions this project writes (§5.1). */
+/** The image format versions this project writes (docs/erofs.md#versions). */
 export type FormatVersion = 0 | 1 | 2;
 
 // ---------------------------------------------------------------------------------------------------
-// EROFS superblock (128 bytes at offset 1024, §5.4)
+// EROFS superblock (128 bytes at offset 1024, docs/erofs.md#layout)
 
 export const EROFS_MAGIC = 0xe0f5e1e2;
 export const SB = {
@@ -83,7 +83,7 @@ export const FEATURE_INCOMPAT_FRAGMENTS = 0x20;
 export const FEATURE_INCOMPAT_XATTR_PREFIXES = 0x40;
 
 // ---------------------------------------------------------------------------------------------------
-// Inodes (§5.5)
+// Inodes (docs/erofs.md#inodes)
 
 export const INODE_COMPACT_SIZE = 32;
 export const INODE_EXTENDED_SIZE = 64;
@@ -156,7 +156,7 @@ export const CHUNK_BLOCKMAP_ENTRY_SIZE = 4;
 export const MAX_CHUNK_BITS = BLOCK_SIZE_BITS + CHUNK_FORMAT_BLKBITS_MASK; // 43
 
 // ---------------------------------------------------------------------------------------------------
-// Extended attributes (§5.6)
+// Extended attributes (docs/erofs.md#xattrs)
 
 /** In-inode xattr header: name_filter u32, shared_count u8, reserved[7]; then shared_count u32 refs. */
 export const XATTR_IBODY_HEADER_SIZE = 12;
@@ -211,7 +211,7 @@ export const XATTR_BLOOM_SEED = 0x25bbe08f;
 export const XATTR_FILTER_BITS = 32;
 
 // ---------------------------------------------------------------------------------------------------
-// Directories (§5.8)
+// Directories (docs/erofs.md#directories)
 
 /** Dirent: nid u64, nameoff u16, file_type u8, reserved u8. Names follow all dirents (no NUL). */
 export const DIRENT_SIZE = 12;
@@ -273,14 +273,8 @@ export const XATTR_POSIX_ACL_DEFAULT = "system.posix_acl_default";
 // ---------------------------------------------------------------------------------------------------
 // Limits
 
-/** Longest symlink target composefs accepts. */
-export const MAX_SYMLINK_TARGET = 1024;
 /** C mkcomposefs accepts symlink targets up to PATH_MAX − 1 bytes (long ones go to a data block). */
 export const MAX_SYMLINK_TARGET_C = 4095;
-/** Regular files up to this size are stored inline by default (larger ones become external objects). */
-export const MAX_INLINE_DEFAULT = 64;
-/** composefs-rs reader/dumpfile limit for inline file content. */
-export const MAX_INLINE_CONTENT = 512;
 /** C mkcomposefs accepts inline content up to this size in dumpfiles. */
 export const MAX_INLINE_CONTENT_C = 5000;
 /** Epoch 1: an inline tail larger than this goes to a data block (C mkcomposefs behaviour). */

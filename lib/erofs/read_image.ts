@@ -1,4 +1,4 @@
-// Low-level, bounds-checked access to a composefs EROFS image (spec §5, §5.12): header and
+// Low-level, bounds-checked access to a composefs EROFS image (docs/erofs.md#layout, #reader): header and
 // superblock validation, inode headers, xattrs, directory entries and file data. Every read checks
 // its range against the image first, and every region of the image handed out (inode, shared xattr,
 // data or directory block) is charged to a budget equal to the image length: in a valid image these
@@ -243,7 +243,7 @@ export class ErofsImage {
   }
 
   // -------------------------------------------------------------------------------------------
-  // Header and superblock (§5.3, §5.4, strict rules of §5.12)
+  // Header and superblock (docs/erofs.md#layout, strict rules of #reader)
 
   #readHeader(): ImageHeader {
     const n = this.bytes.length;
@@ -330,7 +330,7 @@ export class ErofsImage {
   }
 
   // -------------------------------------------------------------------------------------------
-  // Inodes (§5.5, §5.7)
+  // Inodes (docs/erofs.md#inodes)
 
   /** Decodes (once) the inode at `nid`, checking that its header, xattrs and inline part fit. */
   inode(nid: number): RawInode {
@@ -532,7 +532,7 @@ export class ErofsImage {
   }
 
   // -------------------------------------------------------------------------------------------
-  // Extended attributes (§5.6)
+  // Extended attributes (docs/erofs.md#xattrs)
 
   /** Decodes one xattr entry at `at`, which must end at or before `limit`. Returns it and its padded end. */
   #xattrEntry(at: number, limit: number, nid?: number): { x: RawXattr; end: number } {
@@ -629,7 +629,7 @@ export class ErofsImage {
   }
 
   // -------------------------------------------------------------------------------------------
-  // Directories (§5.8)
+  // Directories (docs/erofs.md#directories)
 
   /** All entries of a directory inode in on-disk order ('.' and '..' included), fully validated. */
   dirents(inode: RawInode): RawDirent[] {

@@ -1,6 +1,6 @@
-// Composefs EROFS image → file tree (spec §5.12): walks the directories from the root with an explicit
-// stack, validates the structure (dot entries, sort order, nlink counts, file types, depth, cycles) and
-// undoes the writer's encodings (escaped xattrs, V1 escaped whiteouts, whiteout stub table, metacopy).
+// Composefs EROFS image → file tree (docs/erofs.md#reader): walks the directories from the root with an
+// explicit stack, validates the structure (dot entries, sort order, nlink counts, file types, depth, cycles)
+// and undoes the writer's encodings (escaped xattrs, V1 escaped whiteouts, whiteout stub table, metacopy).
 // With `fsck`, also checks the invariants of the layout epoch (fsck_metadata).
 import { FormatError } from "../errors.ts";
 import { algorithmFromKernelId, DIGEST_SIZE, type HashAlgorithm, ObjectId } from "../fsverity/object_id.ts";
@@ -61,7 +61,7 @@ export interface ReadOptions {
 }
 
 /**
- * Xattrs the writer adds for overlayfs bookkeeping, by where it adds them (§5.12). Unescaped
+ * Xattrs the writer adds for overlayfs bookkeeping, by where it adds them (docs/erofs.md#reader). Unescaped
  * trusted.overlay.* names (metacopy, redirect, the root's opaque) are always the writer's: an entry's
  * own ones are escaped. The others are user.* or escaped names an entry may also carry itself; they
  * are dropped only where the writer puts them (the writer refuses an entry whose own xattr would
@@ -117,7 +117,7 @@ function q(f: Frame, name: string): string {
 }
 
 /** Reverses the writer's xattr escaping and drops its unescaped trusted.overlay.* xattrs, and on
- *  an escaped whiteout its whiteout markers (§5.12). */
+ *  an escaped whiteout its whiteout markers (docs/erofs.md#reader). */
 function userXattrs(raw: RawXattr[], whiteout = false): Map<string, Uint8Array> {
   const out = new Map<string, Uint8Array>();
   for (const x of raw) {

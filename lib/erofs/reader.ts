@@ -1,4 +1,4 @@
-// Public entry points of the composefs EROFS reader (spec §5.12). Strict: every image is checked
+// Public entry points of the composefs EROFS reader (docs/erofs.md#reader). Strict: every image is checked
 // against the composefs restrictions, and a malformed or hostile image gives a FormatError naming
 // the nid / byte offset at fault, never another exception, a hang or an outsized allocation.
 //

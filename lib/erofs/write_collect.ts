@@ -1,4 +1,4 @@
-// Turns a file tree into the EROFS inode table (spec §5.10): inodes in table order with their file
+// Turns a file tree into the EROFS inode table (docs/erofs.md#order): inodes in table order with their file
 // type, link count, synthetic xattrs (whiteout markers, root opaque) and directory entries. The
 // caller's tree is never modified: stubs and escapes live in the table.
 //

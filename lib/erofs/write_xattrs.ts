@@ -1,4 +1,4 @@
-// Extended attributes for the EROFS writer (spec §5.6): name-prefix encoding, the per-inode bloom
+// Extended attributes for the EROFS writer (docs/erofs.md#xattrs): name-prefix encoding, the per-inode bloom
 // filter, and the shared xattr table. Names are interned once (prefix split and filter hash per
 // distinct name); values are interned through a numeric hash computed here (V8 spends about a
 // microsecond hashing each fresh string used as a Map key: one per redirect path).

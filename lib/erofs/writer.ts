@@ -1,5 +1,5 @@
 // composefs EROFS image writer, formats V0, V1 (byte-identical to C mkcomposefs 1.0.8) and V2
-// (byte-identical to composefs-rs 0.7.0). Spec §5. Two passes over the inode table: a layout pass
+// (byte-identical to composefs-rs 0.7.0; docs/erofs.md). Two passes over the inode table: a layout pass
 // fixes every size, padding, nid and block address; the emit pass fills one preallocated buffer.
 // Per-inode results live in typed arrays (see write_collect.ts) to keep big trees cheap.
 import { FormatError } from "../errors.ts";

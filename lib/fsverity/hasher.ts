@@ -1,4 +1,4 @@
-// Streaming fs-verity digest (spec §4.1): 4096-byte blocks, no salt, SHA-256 or SHA-512.
+// Streaming fs-verity digest (docs/fsverity.md#digest): 4096-byte blocks, no salt, SHA-256 or SHA-512.
 // Memory is bounded: one partial block per tree level. Full blocks of a level are hashed as soon as
 // they fill, so the tree is never held; the unfinished right edge is completed in digest().
 import { BLOCK_SIZE, type HashBackend, hashBackend } from "./backend.ts";

@@ -1,12 +1,12 @@
 // The one object-id type: an fs-verity digest plus the algorithm that made it.
 import { FormatError } from "../errors.ts";
+import { DIGEST_SIZE, type HashAlgorithm } from "../linux/fsverity_ioctl.ts";
 import { fromHex, toHex } from "../util/bytes.ts";
 
-export type HashAlgorithm = "sha256" | "sha512";
-
-/** Kernel fs-verity algorithm numbers (FS_VERITY_HASH_ALG_*). */
-export const KERNEL_ALG_ID: Record<HashAlgorithm, number> = { sha256: 1, sha512: 2 };
-export const DIGEST_SIZE: Record<HashAlgorithm, number> = { sha256: 32, sha512: 64 };
+// The algorithms and their kernel numbers are the kernel's (lib/linux/); the rooms above take them
+// from here, with the ObjectId built on them.
+export { DIGEST_SIZE, KERNEL_ALG_ID } from "../linux/fsverity_ioctl.ts";
+export type { HashAlgorithm } from "../linux/fsverity_ioctl.ts";
 
 export function algorithmFromKernelId(id: number): HashAlgorithm {
   if (id === 1) return "sha256";

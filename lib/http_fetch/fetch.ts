@@ -6,17 +6,19 @@
 // are made only after everything is on disk and synced, so an interrupted fetch leaves only
 // complete, correctly named objects behind (which `gc` removes if nothing ever refers to them).
 import { createHash } from "node:crypto";
-import { CfsError, FormatError, IntegrityError, NotFoundError, UsageError } from "../errors.ts";
+import { CfsError, FormatError, IntegrityError, InvalidArgumentError, NotFoundError } from "../errors.ts";
 import { fsverityDigest } from "../fsverity/hasher.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
 import { configStreamId, layerStreamId, manifestStreamId } from "../oci/tags.ts";
 import { nullReporter, type ProgressReporter, ThrottledProgress } from "../progress/events.ts";
 import type { Repository } from "../repository/repository.ts";
-import { catStream, objectIdOfTarget } from "../repository/streams.ts";
+import { objectIdOfTarget } from "../repository/streams.ts";
 import { checkLinkName, linkRelative } from "../repository/symlinks.ts";
-import { CONTENT_TYPE, MAGIC } from "../splitstream/format.ts";
-import { SplitStreamReader } from "../splitstream/mod.ts";
+import { CONTENT_TYPE } from "../oci/content_types.ts";
+import { MAGIC } from "../splitstream/format.ts";
+import { reassemble, SplitStreamReader } from "../splitstream/mod.ts";
 import { equalBytes } from "../util/bytes.ts";
+import { runBounded } from "../util/run_bounded.ts";
 import { HttpRepositorySource, type HttpSourceOptions } from "./http_source.ts";
 
 export interface FetchOptions extends HttpSourceOptions {
@@ -67,7 +69,7 @@ const MAX_STREAM_BYTES = 512 << 20;
 /** Objects up to this size are fetched into memory and checked before anything is written. */
 const SMALL_OBJECT = 64 << 10;
 
-/** Named-ref keys that name EROFS images rather than splitstreams (config streams, §7.7). */
+/** Named-ref keys that name EROFS images rather than splitstreams (config streams, docs/oci.md#link). */
 const isImageKey = (k: string) => k.startsWith("composefs.image");
 const DIGEST_KEY = /^(sha256|sha512):[0-9a-f]+$/;
 
@@ -85,23 +87,6 @@ interface StreamNode {
   keys: Set<string>;
   /** Content digest promised by a referrer (all referrers must agree). */
   expected?: string;
-}
-
-async function runBounded<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  let failed: unknown;
-  const worker = async () => {
-    while (failed === undefined && next < items.length) {
-      const item = items[next++];
-      try {
-        await fn(item);
-      } catch (e) {
-        failed ??= e;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
-  if (failed !== undefined) throw failed;
 }
 
 class Fetcher {
@@ -214,9 +199,7 @@ class Fetcher {
 
 async function contentDigest(repo: Repository, reader: SplitStreamReader, alg: string): Promise<string> {
   const h = createHash(alg);
-  await catStream(repo, reader, (c) => {
-    h.update(c);
-  });
+  for await (const c of reassemble(reader, (id) => repo.openObjectStream(id))) h.update(c);
   return `${alg}:${h.digest("hex")}`;
 }
 
@@ -237,7 +220,9 @@ export async function fetchStream(
   opts: FetchOptions = {},
 ): Promise<FetchResult> {
   checkLinkName(name, "stream");
-  if (name.split("/").some((c) => c.startsWith("."))) throw new UsageError(`invalid stream name ${name}`);
+  if (name.split("/").some((c) => c.startsWith("."))) {
+    throw new InvalidArgumentError(`invalid stream name ${name}`);
+  }
   await repo.ensureWritable();
   const reporter = opts.reporter ?? nullReporter;
   const src = await HttpRepositorySource.open(url, opts);

@@ -1,7 +1,7 @@
 // The web server side of `cfsctl fetch` (docs/fetch.md): GETs of `streams/NAME` and
 // `objects/XX/REST` below a base URL, through the registry client's transports (same TLS material,
 // `--tls-verify=false` semantics and retry policy), with interrupted bodies resumed by HTTP Range.
-import { TransportError, UsageError } from "../errors.ts";
+import { InvalidArgumentError, TransportError } from "../errors.ts";
 import {
   FetchTransport,
   type HttpResponse,
@@ -19,6 +19,7 @@ import {
 } from "../oci/transport/registry/retry_policy.ts";
 import { tlsMaterialFor } from "../oci/transport/registry/tls_config.ts";
 import { DEFAULT_TIMEOUT_MS } from "../oci/transport/registry/bounded_read.ts";
+import { concatBytes } from "../util/bytes.ts";
 
 export interface HttpSourceOptions {
   /** `--cert-dir`: TLS material instead of certs.d (`<root>/<host:port>/`). */
@@ -78,7 +79,7 @@ export class HttpRepositorySource {
     this.#policy = policy;
     this.#headers = opts.headers ?? {};
     if (opts.creds !== undefined) {
-      if (!opts.creds.includes(":")) throw new UsageError("--creds takes USER:PASSWORD");
+      if (!opts.creds.includes(":")) throw new InvalidArgumentError("--creds takes USER:PASSWORD");
       this.#auth = "Basic " + btoa(opts.creds);
     }
   }
@@ -88,10 +89,10 @@ export class HttpRepositorySource {
     try {
       base = new URL(url.endsWith("/") ? url : url + "/");
     } catch {
-      throw new UsageError(`not a URL: ${JSON.stringify(url)}`);
+      throw new InvalidArgumentError(`not a URL: ${JSON.stringify(url)}`);
     }
     if (base.protocol !== "http:" && base.protocol !== "https:") {
-      throw new UsageError(`fetch needs an http:// or https:// URL, not ${base.protocol}`);
+      throw new InvalidArgumentError(`fetch needs an http:// or https:// URL, not ${base.protocol}`);
     }
     const tls = await tlsMaterialFor(base.host, { certDir: opts.certDir, roots: opts.certsDRoots });
     const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
@@ -184,12 +185,6 @@ export class HttpRepositorySource {
       if (n > limit) throw new TransportError(`GET ${this.urlOf(rel)}: more than the ${limit} bytes allowed`);
       parts.push(c);
     }
-    const data = new Uint8Array(n);
-    let o = 0;
-    for (const p of parts) {
-      data.set(p, o);
-      o += p.length;
-    }
-    return { data, contentType: got.contentType };
+    return { data: concatBytes(parts), contentType: got.contentType };
   }
 }

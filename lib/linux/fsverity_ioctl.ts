@@ -1,22 +1,25 @@
-// fs-verity through the kernel (spec §4.2, §4.3): FS_IOC_ENABLE_VERITY / FS_IOC_MEASURE_VERITY on an
-// fd, their errno meanings as a typed VerityError, the enable-on-a-fresh-tmpfile procedure, and
-// measure-with-userspace-fallback (composefs-info measure-file). Struct building, parsing and errno
-// mapping are pure functions so they can be tested on a kernel without fs-verity.
+// fs-verity through the kernel (docs/fsverity.md#kernel): FS_IOC_ENABLE_VERITY / FS_IOC_MEASURE_VERITY on an
+// fd, their errno meanings as a typed VerityError, and the enable-on-a-fresh-tmpfile procedure.
+// The kernel's hash algorithm numbers live here; lib/fsverity/ builds the ObjectId type on them and
+// holds measure-with-userspace-fallback. Struct building, parsing and errno mapping are pure
+// functions so they can be tested on a kernel without fs-verity.
 import { KernelError } from "../errors.ts";
-import { DIGEST_SIZE, type HashAlgorithm, KERNEL_ALG_ID, ObjectId } from "../fsverity/object_id.ts";
-import { fsverityDigestFd } from "../fsverity/digest_fd.ts";
 import { Errno, errno, errnoName, openLibc } from "./libc.ts";
-import {
-  closeFd,
-  O_RDONLY,
-  openPath,
-  openTmpfile,
-  type PathArg,
-  pathLabel,
-  pread,
-  reopenReadOnly,
-  writeAll,
-} from "./fs.ts";
+import { closeFd, openTmpfile, type PathArg, pathLabel, pread, reopenReadOnly, writeAll } from "./fs.ts";
+
+/** The hash algorithms fs-verity supports (and composefs uses). */
+export type HashAlgorithm = "sha256" | "sha512";
+
+/** Kernel fs-verity algorithm numbers (FS_VERITY_HASH_ALG_*). */
+export const KERNEL_ALG_ID: Record<HashAlgorithm, number> = { sha256: 1, sha512: 2 };
+/** Digest size in bytes of each algorithm. */
+export const DIGEST_SIZE: Record<HashAlgorithm, number> = { sha256: 32, sha512: 64 };
+
+/** A digest as the kernel reports it: the bytes and their algorithm (lib/fsverity/ makes it an ObjectId). */
+export interface VerityDigest {
+  alg: HashAlgorithm;
+  bytes: Uint8Array;
+}
 
 export const FS_IOC_ENABLE_VERITY = 0x40806685;
 export const FS_IOC_MEASURE_VERITY = 0xc0046686;
@@ -120,7 +123,7 @@ export function buildMeasureBuffer(alg: HashAlgorithm): Uint8Array<ArrayBuffer> 
 }
 
 /** The digest the kernel wrote into a measure buffer, checked against the expected algorithm. */
-export function parseMeasureBuffer(b: Uint8Array, alg: HashAlgorithm, context?: string[]): ObjectId {
+export function parseMeasureBuffer(b: Uint8Array, alg: HashAlgorithm, context?: string[]): VerityDigest {
   const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
   const gotAlg = v.getUint16(0, true);
   const gotSize = v.getUint16(2, true);
@@ -143,7 +146,7 @@ export function parseMeasureBuffer(b: Uint8Array, alg: HashAlgorithm, context?: 
       context,
     );
   }
-  return new ObjectId(alg, b.slice(4, 4 + gotSize));
+  return { alg, bytes: b.slice(4, 4 + gotSize) };
 }
 
 const ioctlSymbols = {
@@ -162,7 +165,7 @@ export function enableVerity(fd: number, alg: HashAlgorithm): void {
 }
 
 /** FS_IOC_MEASURE_VERITY on `fd`: the kernel's digest, checked to be of algorithm `alg`. */
-export function measureVerity(fd: number, alg: HashAlgorithm): ObjectId {
+export function measureVerityDigest(fd: number, alg: HashAlgorithm): VerityDigest {
   const buf = buildMeasureBuffer(alg);
   if (openLibc(ioctlSymbols).ioctl(fd, BigInt(FS_IOC_MEASURE_VERITY), buf) < 0) {
     throw verityErrorFor("measure", errno(), [`fd ${fd}`]);
@@ -195,7 +198,7 @@ function copyContent(srcFd: number, dstFd: number): void {
 const MAX_COPIES = 3;
 
 /**
- * Enables fs-verity on a freshly written file (spec §4.3). Takes ownership of the writable fd
+ * Enables fs-verity on a freshly written file (docs/fsverity.md#kernel). Takes ownership of the writable fd
  * `writeFd`: it is reopened read-only through /proc/self/fd and closed. ETXTBSY (another thread
  * forked while holding a writable fd) is retried twice after 1 ms; if still busy the data is copied
  * into a new O_TMPFILE in `dir` and the copy is used. Returns the read-only fd (caller closes it)
@@ -254,25 +257,5 @@ function copyToFreshTmpfile(ro: number, dir: PathArg): number {
     }
   } finally {
     closeFd(ro);
-  }
-}
-
-/**
- * The fs-verity digest of the file at `path`: measured by the kernel when the file has verity,
- * computed in userspace when it has none or the filesystem lacks fs-verity.
- */
-export async function measureFileWithFallback(path: PathArg, alg: HashAlgorithm): Promise<ObjectId> {
-  const fd = openPath(path, O_RDONLY);
-  try {
-    try {
-      return measureVerity(fd, alg);
-    } catch (e) {
-      if (!(e instanceof VerityError && (e.kind === "missing" || e.kind === "unsupported"))) {
-        throw e instanceof VerityError ? e.within(pathLabel(path)) : e;
-      }
-    }
-    return await fsverityDigestFd(fd, alg);
-  } finally {
-    closeFd(fd);
   }
 }

@@ -86,16 +86,6 @@ function libcPath(): string {
   return "libc.so.6";
 }
 
-/** True when FFI to libc works in this process (permission granted, libc present). */
-export function libcAvailable(): boolean {
-  try {
-    base();
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 function base(): Deno.DynamicLibrary<typeof baseSymbols> {
   if (baseLib) return baseLib;
   if (ffiUnavailable) throw ffiUnavailable;

@@ -7,7 +7,6 @@ import { bstrToBytes, bytesToBstr } from "../util/bytes.ts";
 const symbols = {
   llistxattr: { parameters: ["buffer", "buffer", "usize"], result: "isize" },
   lgetxattr: { parameters: ["buffer", "buffer", "buffer", "usize"], result: "isize" },
-  lsetxattr: { parameters: ["buffer", "buffer", "buffer", "usize", "i32"], result: "i32" },
   flistxattr: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   fgetxattr: { parameters: ["i32", "buffer", "buffer", "usize"], result: "isize" },
 } as const;
@@ -95,16 +94,6 @@ export function readXattrsFd(fd: number): Map<string, Uint8Array> {
     if (v !== null) out.set(name, v.slice());
   }
   return out;
-}
-
-/** Sets xattr `name` on `path` (not following a final symlink). */
-export function setXattr(path: Uint8Array, name: string, value: Uint8Array): void {
-  const v = new Uint8Array(value);
-  check(
-    "lsetxattr",
-    lib().lsetxattr(cstrBytes(path), cstrBytes(bstrToBytes(name)), v, BigInt(v.length), 0),
-    bytesToBstr(path),
-  );
 }
 
 // Scratch buffers for the scan's per-file xattr reads: one list call answers "none" (the common

@@ -1,8 +1,8 @@
-// Mounting a composefs image (spec §9): EROFS image (detached, read-only) + objects directory as a
+// Mounting a composefs image (docs/mount.md): EROFS image (detached, read-only) + objects directory as a
 // data-only layer, joined by overlayfs with metacopy/redirect_dir, then attached at the mountpoint.
 // Nothing is left behind on failure: every fd, temporary mount and loop device is registered in a
 // Cleanup as soon as it exists, and released in `finally` on every path.
-import { CfsError, KernelError, NotFoundError, UsageError } from "../errors.ts";
+import { CfsError, InvalidArgumentError, KernelError, NotFoundError } from "../errors.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
 import {
   AT_EMPTY_PATH,
@@ -104,13 +104,13 @@ export function mountTweaksFromEnv(): Pick<MountComposefsOptions, "forceLoop" | 
 
 function validate(o: MountComposefsOptions): void {
   if ((o.imagePath === undefined) === (o.imageFd === undefined)) {
-    throw new UsageError("exactly one of imagePath and imageFd must be given");
+    throw new InvalidArgumentError("exactly one of imagePath and imageFd must be given");
   }
   if ((o.upperdir === undefined) !== (o.workdir === undefined)) {
-    throw new UsageError("upperdir and workdir must be given together");
+    throw new InvalidArgumentError("upperdir and workdir must be given together");
   }
   if (o.readWrite && o.upperdir === undefined) {
-    throw new UsageError("a read-write mount needs an upperdir and a workdir");
+    throw new InvalidArgumentError("a read-write mount needs an upperdir and a workdir");
   }
 }
 
@@ -123,7 +123,7 @@ function existingDir(path: string, what: string): string {
     if (e instanceof Deno.errors.NotFound) throw new NotFoundError(`${what} ${path} does not exist`);
     throw e;
   }
-  if (!st.isDirectory) throw new UsageError(`${what} ${path} is not a directory`);
+  if (!st.isDirectory) throw new InvalidArgumentError(`${what} ${path} is not a directory`);
   return Deno.realPathSync(path);
 }
 
@@ -142,7 +142,7 @@ function openImage(path: string, cleanup: Cleanup): number {
     if (e instanceof Deno.errors.NotFound) throw new NotFoundError(`image ${path} not found`);
     throw e;
   }
-  if (!st.isFile) throw new UsageError(`image ${path} is not a regular file`);
+  if (!st.isFile) throw new InvalidArgumentError(`image ${path} is not a regular file`);
   const fd = openFd(path, O_RDONLY);
   cleanup.defer(() => closeFd(fd));
   return fd;
@@ -198,7 +198,7 @@ export async function mountComposefs(opts: MountComposefsOptions): Promise<Mount
       if (digestCheckedBy === "kernel") verity = "require";
     }
     const objectsDirs = typeof opts.objectsDir === "string" ? [opts.objectsDir] : opts.objectsDir;
-    if (objectsDirs.length === 0) throw new UsageError("at least one objects directory is needed");
+    if (objectsDirs.length === 0) throw new InvalidArgumentError("at least one objects directory is needed");
     const objectsFds = objectsDirs.map((d) => openDir(d, "objects directory", cleanup));
     const upperFd = opts.upperdir !== undefined ? openDir(opts.upperdir, "upperdir", cleanup) : undefined;
     const workFd = opts.workdir !== undefined ? openDir(opts.workdir, "workdir", cleanup) : undefined;
@@ -235,7 +235,9 @@ export async function mountComposefs(opts: MountComposefsOptions): Promise<Mount
       warnings,
     };
   } catch (e) {
-    if (e instanceof CfsError && !(e instanceof UsageError)) e.within(`mounting ${label} on ${mountpoint}`);
+    if (e instanceof CfsError && !(e instanceof InvalidArgumentError)) {
+      e.within(`mounting ${label} on ${mountpoint}`);
+    }
     throw e;
   } finally {
     cleanup.run();

@@ -4,7 +4,8 @@ import { FormatError, IntegrityError } from "../errors.ts";
 import { EROFS_MAGIC, SUPERBLOCK_OFFSET } from "../erofs/format.ts";
 import { fsverityDigestFd } from "../fsverity/digest_fd.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
-import { measureVerity, VerityError } from "../linux/fsverity_ioctl.ts";
+import { measureVerity } from "../fsverity/measure.ts";
+import { VerityError } from "../linux/fsverity_ioctl.ts";
 import { preadFd } from "../linux/mount_api.ts";
 
 /** Throws FormatError unless the file behind `fd` has the EROFS superblock magic at offset 1024. */

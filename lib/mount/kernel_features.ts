@@ -21,12 +21,6 @@ export function kernelVersion(): [number, number] | undefined {
   }
 }
 
-export function kernelAtLeast(major: number, minor: number): boolean | undefined {
-  const v = kernelVersion();
-  if (!v) return undefined;
-  return v[0] > major || (v[0] === major && v[1] >= minor);
-}
-
 /** Describes a file system type the kernel refused to open (fsopen → ENODEV). */
 export function missingFilesystemMessage(fsType: string, purpose: string): string {
   const fss = kernelFilesystems();

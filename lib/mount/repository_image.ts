@@ -1,4 +1,4 @@
-// Mounting an image of a repository (spec §9, `cfsctl mount` and `cfsctl oci mount`): only images
+// Mounting an image of a repository (docs/mount.md, `cfsctl mount` and `cfsctl oci mount`): only images
 // the repository itself links under images/ are mounted; their digest is checked on open, and the
 // overlay requires fs-verity unless the repository is insecure and the image has none.
 import { describeError, NotFoundError, RepositoryError } from "../errors.ts";

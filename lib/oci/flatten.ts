@@ -1,4 +1,4 @@
-// Flattening the layers of an image into one file tree (spec §7.3), following the OCI image spec
+// Flattening the layers of an image into one file tree (docs/oci.md#flatten), following the OCI image spec
 // for whiteouts: `.wh.NAME` and `.wh..wh..opq` hide what *lower* layers put there; entries of the
 // same layer survive whatever their order in the tar ("Read first" item 2).
 import { FormatError } from "../errors.ts";
@@ -146,8 +146,8 @@ export class Flattener {
     this.#markSubtree(leaf, e.path);
   }
 
-  /** The final touches of §7.3: the root takes /usr's metadata (or keeps its own without /usr), /run is
-   *  emptied (see rootMetadataForImage). */
+  /** The final touches (docs/oci.md#flatten): the root takes /usr's metadata (or keeps its own without
+   *  /usr), /run is emptied (see rootMetadataForImage). */
   finish(): Directory {
     rootMetadataForImage(this.root);
     return this.root;

@@ -1,10 +1,10 @@
-// Per-tag OCI checks on top of the repository fsck (spec §2.9, second half). Each problem becomes one
+// Per-tag OCI checks on top of the repository fsck (docs/oci.md#fsck). Each problem becomes one
 // stable error string `fsck: <code>: <tag>: <detail>`; nothing is changed.
 import { describeError } from "../errors.ts";
 import { RepoPathError } from "../repository/repo_fs.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
 import type { Repository } from "../repository/repository.ts";
-import { CONTENT_TYPE } from "../splitstream/mod.ts";
+import { CONTENT_TYPE } from "./content_types.ts";
 import { sha256Digest } from "./digest.ts";
 import { readSingleObjectStream } from "./image_store.ts";
 import { isImageConfigMediaType } from "./media_types.ts";

@@ -1,16 +1,17 @@
-// OCI images inside a composefs repository (spec §7.4–7.7): manifests and configs stored as
+// OCI images inside a composefs repository (docs/oci.md#identifiers): manifests and configs stored as
 // splitstreams holding the raw JSON as one object, with named refs to layer streams and to the
 // composefs EROFS images; tags as symlinks under streams/refs/oci/.
 import { describeError, FormatError, IntegrityError, NotFoundError } from "../errors.ts";
 import { repoFs, RepoPathError } from "../repository/repo_fs.ts";
 import { ObjectId } from "../fsverity/object_id.ts";
 import type { Repository } from "../repository/repository.ts";
-import { CONTENT_TYPE, SplitStreamWriter } from "../splitstream/mod.ts";
+import { SplitStreamWriter } from "../splitstream/mod.ts";
+import { CONTENT_TYPE } from "./content_types.ts";
 import type { SplitStreamReader } from "../splitstream/mod.ts";
 import { parseDigest, sha256Digest } from "./digest.ts";
 import { isImageConfigMediaType } from "./media_types.ts";
-import { configStreamId, decodeTag, encodeTag, layerStreamId, manifestStreamId, tagRefName } from "./tags.ts";
-import { parseJson } from "./transport/blob_dir.ts";
+import { configStreamId, decodeTag, encodeTag, manifestStreamId, tagRefName } from "./tags.ts";
+import { parseJson } from "../util/json.ts";
 import { concatBytes } from "../util/bytes.ts";
 
 /** Named-ref keys on a config stream that point at EROFS images. */
@@ -19,7 +20,7 @@ export const IMAGE_REF_V1 = "composefs.image.v1";
 export const IMAGE_REF_BOOT_V2 = "composefs.image.boot";
 export const IMAGE_REF_BOOT_V1 = "composefs.image.boot.v1";
 
-/** The config-stream key for a format version: V0/V1 share the V1 slot (§7.7). */
+/** The config-stream key for a format version: V0/V1 share the V1 slot (docs/oci.md#link). */
 export function imageRefKey(version: 0 | 1 | 2, boot = false): string {
   if (version === 2) return boot ? IMAGE_REF_BOOT_V2 : IMAGE_REF_V2;
   return boot ? IMAGE_REF_BOOT_V1 : IMAGE_REF_V1;
@@ -260,11 +261,6 @@ async function countReferrers(repo: Repository, subject: string): Promise<number
     for await (const _ of Deno.readDir(`${repo.path}/streams/refs/oci-referrers/${encodeTag(subject)}`)) n++;
   } catch { /* none */ }
   return n;
-}
-
-/** The layer stream id of a diff_id, if stored. */
-export function hasLayer(repo: Repository, diffId: string): Promise<ObjectId | null> {
-  return repo.hasStream(layerStreamId(diffId));
 }
 
 export { ObjectId };

@@ -1,8 +1,9 @@
-// From stored layer streams to the image's file tree and its committed EROFS images (§7.3, §7.7).
+// From stored layer streams to the image's file tree and its committed EROFS images (docs/oci.md#flatten,
+// #link).
 import { FormatError, NotFoundError } from "../errors.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
 import type { Repository } from "../repository/repository.ts";
-import { CONTENT_TYPE } from "../splitstream/mod.ts";
+import { CONTENT_TYPE } from "./content_types.ts";
 import type { Directory } from "../tree/tree.ts";
 import { zeroNanoseconds } from "../tree/transform.ts";
 import { writeErofs } from "../erofs/writer.ts";

@@ -1,13 +1,14 @@
-// Splitting an uncompressed tar layer into a splitstream (spec §3.7) and reading it back (§3.8).
-// Headers, padding, small files (≤ 64 bytes) and everything after the end blocks stay inline;
-// larger regular files become objects. The sha256 of the whole stream (the diff_id) is computed on
-// the way and checked before anything is handed back, so a wrong layer is never registered.
+// Splitting an uncompressed tar layer into a splitstream and reading it back
+// (docs/splitstream.md#tar-layers). Headers, padding, small files (≤ 64 bytes) and everything after the end
+// blocks stay inline; larger regular files become objects. The sha256 of the whole stream (the diff_id) is
+// computed on the way and checked before anything is handed back, so a wrong layer is never registered.
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import { FormatError, IntegrityError } from "../errors.ts";
+import { parseDigest } from "./digest.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
 import type { ObjectStore } from "../repository/object_store.ts";
-import { CONTENT_TYPE } from "../splitstream/format.ts";
+import { CONTENT_TYPE } from "./content_types.ts";
 import { type ObjectOpener, reassemble } from "../splitstream/reassemble.ts";
 import type { SplitStreamChunk, SplitStreamReader } from "../splitstream/reader.ts";
 import { SplitStreamWriter } from "../splitstream/writer.ts";
@@ -99,7 +100,7 @@ export async function splitTarInto(
   opts: SplitTarOptions = {},
 ): Promise<SplitTarStats> {
   const expected = opts.expectedDiffId;
-  const alg = expected === undefined ? "sha256" : diffIdAlgorithm(expected);
+  const alg = expected === undefined ? "sha256" : parseDigest(expected, "diff_id").alg;
   const sha = createHash(alg);
   const source = inPlaceChunks(tar) ?? tar;
   const src = new ByteSource<never>(source as AsyncIterable<SourcePart<never>>, (c) => sha.update(c));
@@ -244,17 +245,6 @@ export async function splitTarInto(
   return { diffId, size: src.consumed, ...stats };
 }
 
-const DIGEST_HEX: Record<string, number> = { sha256: 64, sha384: 96, sha512: 128 };
-
-/** The hash algorithm of an `alg:hex` diff_id; FormatError when it is not one. */
-function diffIdAlgorithm(diffId: string): string {
-  const m = /^(sha256|sha384|sha512):([0-9a-f]+)$/.exec(diffId);
-  if (!m || m[2].length !== DIGEST_HEX[m[1]]) {
-    throw new FormatError(`invalid diff_id ${JSON.stringify(diffId)} (want sha256:<64 hex digits>)`);
-  }
-  return m[1];
-}
-
 /** The result of splitting a layer: the splitstream file bytes (content type `ocilayer`) and stats. */
 export interface SplitLayerResult extends SplitTarStats {
   splitstream: Uint8Array;
@@ -285,7 +275,7 @@ export async function splitTarLayer(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Reading back (§3.8)
+// Reading back (docs/splitstream.md#tar-layers)
 
 /** A tar entry read back from a splitstream; regular files carry their content or object id. */
 export interface SplitTarEntry extends TarEntry {
@@ -394,7 +384,7 @@ export async function verifyLayerDiffId(
   openObject: ObjectOpener,
   diffId: string,
 ): Promise<void> {
-  const alg = diffIdAlgorithm(diffId);
+  const alg = parseDigest(diffId, "diff_id").alg;
   const sha = createHash(alg);
   let size = 0;
   for await (const c of reassemble(reader, openObject)) {

@@ -1,5 +1,5 @@
 // Platform (os/arch/variant) parsing and manifest selection from an index.
-import { NotFoundError, UsageError } from "../errors.ts";
+import { InvalidArgumentError, NotFoundError } from "../errors.ts";
 
 export interface Platform {
   os: string;
@@ -18,7 +18,7 @@ export function hostPlatform(): Platform {
 export function parsePlatform(s: string): Platform {
   const parts = s.split("/");
   if (parts.length < 2 || parts.length > 3 || parts.some((p) => p === "")) {
-    throw new UsageError(`invalid platform ${JSON.stringify(s)} (expected os/arch[/variant])`);
+    throw new InvalidArgumentError(`invalid platform ${JSON.stringify(s)} (expected os/arch[/variant])`);
   }
   return { os: parts[0], architecture: parts[1], variant: parts[2] };
 }

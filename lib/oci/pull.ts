@@ -1,13 +1,14 @@
-// Pulling an image from any ImageSource into the repository (spec §8, §7.7), written once for every
-// transport. Unlike composefs-rs 0.7.0 every digest is checked (manifest, config, compressed blob,
-// diff_id of the uncompressed tar), and the config/manifest streams are written once, after the EROFS
-// images exist, so the printed verities name the streams that are kept.
+// Pulling an image from any ImageSource into the repository (docs/oci.md#verification, docs/oci.md#link),
+// written once for every transport. Unlike composefs-rs 0.7.0 every digest is checked (manifest, config,
+// compressed blob, diff_id of the uncompressed tar), and the config/manifest streams are written once, after
+// the EROFS images exist, so the printed verities name the streams that are kept.
 import { FormatError, IntegrityError } from "../errors.ts";
 import { humanBytes } from "../util/format.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
 import { nullReporter, type ProgressReporter, ThrottledProgress } from "../progress/events.ts";
 import type { Repository } from "../repository/repository.ts";
-import { CONTENT_TYPE, SplitStreamWriter } from "../splitstream/mod.ts";
+import { SplitStreamWriter } from "../splitstream/mod.ts";
+import { CONTENT_TYPE } from "./content_types.ts";
 import { decompressLayer, isTarLayerMediaType } from "./decompress.ts";
 import { digestCheckingStream, parseDigest, verifyDigest } from "./digest.ts";
 import {
@@ -25,7 +26,8 @@ import { storedImageComplete } from "./stored_complete.ts";
 import { isImageConfigMediaType, MT } from "./media_types.ts";
 import { hostPlatform, type Platform } from "./platform.ts";
 import { layerStreamId, validateTagName } from "./tags.ts";
-import { parseJson } from "./transport/blob_dir.ts";
+import { parseJson } from "../util/json.ts";
+import { runBounded } from "../util/run_bounded.ts";
 import {
   checkDescriptor,
   checkDescriptorSize,
@@ -82,23 +84,6 @@ function sha256Only(digest: string, what: string): void {
   }
 }
 
-async function runBounded<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  let failed: unknown;
-  const worker = async () => {
-    while (failed === undefined && next < items.length) {
-      const item = items[next++];
-      try {
-        await fn(item);
-      } catch (e) {
-        failed ??= e;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
-  if (failed !== undefined) throw failed;
-}
-
 /** Imports one layer blob (any tar media type, or a raw artifact blob); returns its stream verity. */
 async function importLayer(
   repo: Repository,
@@ -150,7 +135,7 @@ async function importLayer(
     stats.bytesInlined += r.inlineSize;
     verity = await repo.writeStream(layerStreamId(key), w);
   } else {
-    // Artifact layer: the raw blob as one object in an oci_blob splitstream (§7.6).
+    // Artifact layer: the raw blob as one object in an oci_blob splitstream (docs/oci.md#identifiers).
     const ow = repo.createObjectWriter();
     try {
       for await (const chunk of raw) await ow.write(chunk);

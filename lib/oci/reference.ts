@@ -1,5 +1,5 @@
 // skopeo-style image references: `transport:details`.
-import { UsageError } from "../errors.ts";
+import { InvalidArgumentError } from "../errors.ts";
 
 export type ImageReference =
   | { transport: "oci"; path: string; tag?: string }
@@ -21,7 +21,7 @@ function splitPathTag(s: string): { path: string; tag?: string } {
 export function parseImageReference(s: string): ImageReference {
   const i = s.indexOf(":");
   if (i <= 0) {
-    throw new UsageError(
+    throw new InvalidArgumentError(
       `invalid image reference ${
         JSON.stringify(s)
       }: expected TRANSPORT:NAME (oci:, oci-archive:, docker-archive:, dir:, docker://, containers-storage:…)`,
@@ -49,7 +49,9 @@ export function parseImageReference(s: string): ImageReference {
       return { transport: "dir", path: rest };
     case "docker":
       if (!rest.startsWith("//")) {
-        throw new UsageError(`invalid docker reference ${JSON.stringify(s)}: expected docker://NAME`);
+        throw new InvalidArgumentError(
+          `invalid docker reference ${JSON.stringify(s)}: expected docker://NAME`,
+        );
       }
       return { transport: "docker", ref: rest.slice(2) };
     default:

@@ -1,6 +1,6 @@
-// OCI tag names ↔ ref file names under streams/refs/oci/ (spec §7.5): `%` → `%25`, then `/` → `%2F`.
+// OCI tag names ↔ ref file names under streams/refs/oci/ (docs/oci.md#tags): `%` → `%25`, then `/` → `%2F`.
 // Decoding is a single pass that keeps unknown `%xx` sequences as they are.
-import { UsageError } from "../errors.ts";
+import { InvalidArgumentError } from "../errors.ts";
 
 export function encodeTag(name: string): string {
   validateTagName(name);
@@ -23,11 +23,11 @@ export function decodeTag(encoded: string): string {
 }
 
 export function validateTagName(name: string): void {
-  if (name === "") throw new UsageError("image name must not be empty");
+  if (name === "") throw new InvalidArgumentError("image name must not be empty");
   if (name.startsWith("@")) {
-    throw new UsageError(`image name must not start with '@': ${JSON.stringify(name)}`);
+    throw new InvalidArgumentError(`image name must not start with '@': ${JSON.stringify(name)}`);
   }
-  if (name.includes("\0")) throw new UsageError("image name must not contain NUL");
+  if (name.includes("\0")) throw new InvalidArgumentError("image name must not contain NUL");
 }
 
 export const layerStreamId = (diffId: string): string => `oci-layer-${diffId}`;

@@ -1,12 +1,13 @@
-// Repository consistency check (spec §2.9). Never changes anything. Never leaves the repository:
-// everything is opened through RepoFs (docs/repository-safety.md), so a symlink, FIFO or device
+// Repository consistency check (docs/repository.md#fsck). Never changes anything. Never leaves the
+// repository: everything is opened through RepoFs (docs/repository-safety.md), so a symlink, FIFO or device
 // planted in the layout becomes a finding instead of a hang or a walk elsewhere. Each problem becomes one
 // stable kebab-case error string (`fsck: <code>: <path>: <detail>`) so scripts can match them.
 import { describeError, FormatError } from "../errors.ts";
 import { fsverityDigestReader } from "../fsverity/digest_file.ts";
 import { ObjectId } from "../fsverity/object_id.ts";
 import { closeFd, preadAsync } from "../linux/fs.ts";
-import { measureVerity, VerityError } from "../linux/fsverity_ioctl.ts";
+import { measureVerity } from "../fsverity/measure.ts";
+import { VerityError } from "../linux/fsverity_ioctl.ts";
 import { createHash } from "node:crypto";
 import {
   MAX_METADATA_OBJECT,

@@ -1,6 +1,6 @@
-// Garbage collection (spec §2.8, docs/gc.md). Roots are the named refs (images/refs, streams/refs)
-// plus names given by the caller; everything reachable from them — image objects and the objects
-// their EROFS metadata references, streams and their object and named refs, transitively — is kept.
+// Garbage collection (docs/repository.md#gc, docs/gc.md). Roots are the named refs (images/refs,
+// streams/refs) plus names given by the caller; everything reachable from them — image objects and the
+// objects their EROFS metadata references, streams and their object and named refs, transitively — is kept.
 // Runs under the exclusive lock so no writer is between storing objects and linking its stream.
 // Crash-safe: links go (and reach the disk) before the objects they lead to. Never leaves the
 // repository: every access goes through RepoFs (no symlink followed where the layout has none,
@@ -246,10 +246,11 @@ async function collectGarbage(
     }
     return removed.has(real);
   };
-  const prune = (links: string[]): number => {
+  /** Removes the links that pass `which` (not in a dry run); returns how many are, or would be, gone. */
+  const removeLinks = (links: string[], which: (rel: string) => boolean = () => true): number => {
     let n = 0;
     for (const rel of links) {
-      if (!isBroken(rel)) continue;
+      if (!which(rel)) continue;
       if (!dryRun) {
         try {
           fs.unlink(rel);
@@ -262,18 +263,9 @@ async function collectGarbage(
     }
     return n;
   };
+  const prune = (links: string[]): number => removeLinks(links, isBroken);
   let imagesPruned = prune(imageRefs);
-  for (const rel of staleMountRefs) {
-    if (!dryRun) {
-      try {
-        fs.unlink(rel);
-      } catch (e) {
-        warn(`removing ${rel}: ${describeError(e)}`);
-        continue;
-      }
-    }
-    imagesPruned++;
-  }
+  imagesPruned += removeLinks(staleMountRefs);
   let streamsPruned = prune(streamRefs);
   imagesPruned += prune(topImages);
   streamsPruned += prune(topStreams);

@@ -1,5 +1,5 @@
-// images/<hex> and images/refs/<name> (spec §2.1, §2.5): EROFS images the repository made or
-// imported — the only things it mounts. A hex name is the image's fs-verity digest and is checked
+// images/<hex> and images/refs/<name> (docs/repository.md#streams-images): EROFS images the repository made
+// or imported — the only things it mounts. A hex name is the image's fs-verity digest and is checked
 // on open (kernel measurement, or a userspace digest where the file has no verity).
 import { CfsError, IntegrityError, NotFoundError } from "../errors.ts";
 import { MAX_REF_DEPTH, type RepoEntry, RepoPathError } from "./repo_fs.ts";

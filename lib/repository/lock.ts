@@ -1,5 +1,6 @@
-// The repository lock (spec §2.3): flock on the repository directory fd. Every open repository
-// holds it shared; gc converts it to exclusive so it waits until no other process has the repo open.
+// The repository lock (docs/repository.md#locking): flock on the repository directory fd. Every open
+// repository holds it shared; gc converts it to exclusive so it waits until no other process has the repo
+// open.
 import { closeFd, flock, openDir } from "../linux/fs.ts";
 
 export class RepoLock {

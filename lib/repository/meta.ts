@@ -1,6 +1,6 @@
 // meta.json: the repository's format version, digest algorithm, feature flags and EROFS formats
-// (spec §2.2). Serialised byte-exactly like the reference tool (pretty JSON, 2-space indent,
-// fixed field order, trailing newline) so that repositories are interchangeable.
+// (docs/repository.md#meta-json). Serialised byte-exactly like the reference tool (pretty JSON, 2-space
+// indent, fixed field order, trailing newline) so that repositories are interchangeable.
 import { FormatError, RepositoryError } from "../errors.ts";
 import type { HashAlgorithm } from "../fsverity/object_id.ts";
 

@@ -1,5 +1,5 @@
-// Reading and writing meta.json on disk (spec §2.2). Writing goes through an O_TMPFILE that gets
-// its verity before it is linked, so a visible meta.json is always complete (and sealed when the
+// Reading and writing meta.json on disk (docs/repository.md#meta-json). Writing goes through an O_TMPFILE
+// that gets its verity before it is linked, so a visible meta.json is always complete (and sealed when the
 // repository is secure). Whether a repository is secure is not stored: it is whether meta.json
 // carries fs-verity.
 import { RepositoryError } from "../errors.ts";

@@ -1,5 +1,5 @@
-// Repositories made before meta.json existed (spec §2.2): the algorithm is read off the length of
-// object file names (62 hex chars after the XX/ directory → SHA-256, 126 → SHA-512) and whether
+// Repositories made before meta.json existed (docs/repository.md#meta-json): the algorithm is read off the
+// length of object file names (62 hex chars after the XX/ directory → SHA-256, 126 → SHA-512) and whether
 // objects carry verity decides whether the new meta.json gets it.
 import { RepositoryError } from "../errors.ts";
 import type { HashAlgorithm } from "../fsverity/object_id.ts";

@@ -1,4 +1,4 @@
-// A composefs repository (spec §2): opening and initialising, the shared lock, meta.json policy,
+// A composefs repository (docs/repository.md): opening and initialising, the shared lock, meta.json policy,
 // and the object store. Streams, images, gc and fsck live in their own files and work on this.
 import { NotFoundError, PermissionError, RepositoryError } from "../errors.ts";
 import type { HashAlgorithm, ObjectId } from "../fsverity/object_id.ts";
@@ -280,7 +280,8 @@ export class Repository implements ObjectStore {
     return this.#lock;
   }
 
-  /** Writability pre-check (spec §2.3): read-only mounts and unwritable directories fail early. */
+  /** Writability pre-check (docs/repository.md#locking): read-only mounts and unwritable directories
+   *  fail early. */
   ensureWritable(): Promise<void> {
     return this.#writable ??= isWritableFs(this.path) ? Promise.resolve() : Promise.reject(
       new PermissionError(`repository ${this.path} is read-only (read-only filesystem or no write access)`),

@@ -1,5 +1,5 @@
-// streams/<content-id> and streams/refs/<name> (spec §2.1, §2.5): splitstreams stored as objects,
-// found by a caller-chosen content id. The symlink is made only after syncfs, so a visible stream
+// streams/<content-id> and streams/refs/<name> (docs/repository.md#streams-images): splitstreams stored as
+// objects, found by a caller-chosen content id. The symlink is made only after syncfs, so a visible stream
 // never refers to objects that a crash could lose.
 import { CfsError, FormatError, IntegrityError, NotFoundError } from "../errors.ts";
 import { RepoPathError } from "./repo_fs.ts";
@@ -119,26 +119,5 @@ export async function openStream(
   } catch (e) {
     if (e instanceof FormatError) throw e.within(`stream ${name}`);
     throw e;
-  }
-}
-
-/** Writes the reassembled content of a stream (inline data and whole external objects) to `out`. */
-export async function catStream(
-  repo: Repository,
-  reader: SplitStreamReader,
-  out: (chunk: Uint8Array) => Promise<void> | void,
-): Promise<void> {
-  const buf = new Uint8Array(1 << 20);
-  for await (const chunk of reader.chunks()) {
-    if (chunk.kind === "inline") {
-      await out(chunk.data);
-      continue;
-    }
-    using f = await repo.openObject(chunk.id);
-    for (;;) {
-      const n = await f.read(buf);
-      if (n === null) break;
-      await out(buf.subarray(0, n));
-    }
   }
 }

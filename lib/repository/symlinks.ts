@@ -1,4 +1,4 @@
-// Relative symlinks inside the repository (spec §2.1): targets are the shortest relative path
+// Relative symlinks inside the repository (docs/repository.md#layout): targets are the shortest relative path
 // between link and target, and links are replaced atomically so a reader never sees a missing
 // or half-made link.
 import { RepositoryError } from "../errors.ts";

@@ -1,8 +1,9 @@
 // How the repository applies fs-verity: secure repositories require it, insecure ones use it when
-// the filesystem has it and fall back to userspace digests otherwise (spec §2.7, §4.3).
+// the filesystem has it and fall back to userspace digests otherwise (docs/fsverity.md#kernel).
 import { IntegrityError, RepositoryError } from "../errors.ts";
 import type { HashAlgorithm, ObjectId } from "../fsverity/object_id.ts";
-import { enableVerity, measureVerity, VerityError } from "../linux/fsverity_ioctl.ts";
+import { measureVerity } from "../fsverity/measure.ts";
+import { enableVerity, VerityError } from "../linux/fsverity_ioctl.ts";
 
 /** True for the verity errors that mean "this file/filesystem has no verity" (not a real failure). */
 export function isNoVerity(e: unknown): boolean {

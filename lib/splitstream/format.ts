@@ -1,4 +1,4 @@
-// Splitstream on-disk constants and layout (spec §3). All integers little-endian.
+// Splitstream on-disk constants and layout (docs/splitstream.md). All integers little-endian.
 import { FormatError } from "../errors.ts";
 
 export const MAGIC: Uint8Array = new TextEncoder().encode("SplitStream");
@@ -50,17 +50,6 @@ export function contentTypeName(v: bigint): string {
   }
   return s;
 }
-
-export const CONTENT_TYPE = {
-  /** tar layer: `ocilayer` = 0x726579616c69636f */
-  OCI_LAYER: contentTypeFromAscii("ocilayer"),
-  /** OCI config: `ociconfg` = 0x67666e6f6369636f */
-  OCI_CONFIG: contentTypeFromAscii("ociconfg"),
-  /** OCI manifest: `ocimanif` = 0x66696e616d69636f */
-  OCI_MANIFEST: contentTypeFromAscii("ocimanif"),
-  /** OCI blob / artifact layer: `oci_blob` = 0x626f6c625f69636f */
-  OCI_BLOB: contentTypeFromAscii("oci_blob"),
-} as const;
 
 /** A section's place in the file: absolute offsets, end exclusive. */
 export interface FileRange {

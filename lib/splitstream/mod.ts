@@ -1,5 +1,6 @@
-// Splitstream: a zstd-compressed stream of inline data and references to stored objects (spec §3).
-export { CONTENT_TYPE, contentTypeFromAscii, contentTypeName } from "./format.ts";
+// Splitstream (docs/splitstream.md): a zstd-compressed stream of inline data and references to stored
+// objects.
+export { contentTypeFromAscii, contentTypeName } from "./format.ts";
 export { SplitStreamWriter } from "./writer.ts";
 export { type SplitStreamChunk, SplitStreamReader } from "./reader.ts";
 export { type ObjectOpener, reassemble } from "./reassemble.ts";

@@ -1,4 +1,4 @@
-// Reads a splitstream file (spec §3) held in memory: the header, info and reference tables are
+// Reads a splitstream file (docs/splitstream.md) held in memory: the header, info and reference tables are
 // checked up front; the chunk stream is decompressed lazily, piece by piece, by chunks().
 import { FormatError } from "../errors.ts";
 import { algorithmFromKernelId, DIGEST_SIZE, type HashAlgorithm, ObjectId } from "../fsverity/object_id.ts";

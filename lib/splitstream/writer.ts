@@ -1,4 +1,4 @@
-// Builds a splitstream file (spec §3) in memory. The chunk stream is compressed as it is written,
+// Builds a splitstream file (docs/splitstream.md) in memory. The chunk stream is compressed as it is written,
 // so only the compressed form and the current run of inline data are held.
 import { FormatError } from "../errors.ts";
 import { DIGEST_SIZE, type HashAlgorithm, KERNEL_ALG_ID, type ObjectId } from "../fsverity/object_id.ts";

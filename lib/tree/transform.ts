@@ -1,5 +1,6 @@
-// Tree transforms applied after reading a tree (spec §1.3 "container root", §7.3 transform_for_oci,
-// §1.5 mkcomposefs options). All mutate the tree in place.
+// Tree transforms applied after reading a tree: the container-root transform of OCI flattening
+// (docs/oci.md#flatten), the reading options of create-image and mkcomposefs
+// (README.md#command-reference). All mutate the tree in place.
 import { FormatError } from "../errors.ts";
 import { copyMtime, type Directory, setMtimeSeconds } from "./tree.ts";
 import { forEachInode } from "./walk.ts";
@@ -63,8 +64,8 @@ export function rootMetadataForImage(root: Directory): void {
   }
 }
 
-/** The default reading of `create-image` / `compute-id` / `create-dumpfile` (spec §1.3): xattrs
- *  filtered to the allowlist, then /usr → root metadata, /run emptied. */
+/** The default reading of `create-image` / `compute-id` / `create-dumpfile` (README.md#command-reference):
+ *  xattrs filtered to the allowlist, then /usr → root metadata, /run emptied. */
 export function transformForContainerRoot(root: Directory): void {
   filterXattrs(root, (name) => CONTAINER_XATTR_ALLOWLIST.includes(name));
   propagateUsrToRoot(root);

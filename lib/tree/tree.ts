@@ -1,5 +1,5 @@
-// The in-memory composefs file tree (spec §6.4): a root directory owning subdirectories, and leaves
-// that may be shared by several directory entries (hard links = the same Leaf object twice).
+// The in-memory composefs file tree (docs/dumpfile.md#tree): a root directory owning subdirectories, and
+// leaves that may be shared by several directory entries (hard links = the same Leaf object twice).
 // Names, symlink targets and xattr names are byte strings (see lib/util/bytes.ts); xattr values are bytes.
 import type { ObjectId } from "../fsverity/object_id.ts";
 

@@ -4,6 +4,7 @@
 
 const utf8Enc = new TextEncoder();
 const utf8Dec = new TextDecoder("utf-8", { fatal: true });
+const utf8LossyDec = new TextDecoder("utf-8");
 
 /** Raw bytes → byte string. */
 export function bytesToBstr(b: Uint8Array): string {
@@ -34,6 +35,11 @@ export function utf8ToBstr(s: string): string {
 /** Byte string → normal JS string, decoding UTF-8 (throws TypeError when not valid UTF-8). */
 export function bstrToUtf8(s: string): string {
   return utf8Dec.decode(bstrToBytes(s));
+}
+
+/** Byte string → normal JS string for JSON or display: UTF-8 decoded, invalid bytes as U+FFFD. */
+export function bstrToUtf8Lossy(s: string): string {
+  return utf8LossyDec.decode(bstrToBytes(s));
 }
 
 /** Byte-order comparison of two byte strings (also correct for plain ASCII). */

@@ -1,4 +1,4 @@
-// The cfsctl varlink service (spec §1.7, docs/varlink.md): org.composefs.Repository and
+// The cfsctl varlink service (docs/varlink.md): org.composefs.Repository and
 // org.composefs.Oci on one socket, plus org.varlink.service. Repositories are addressed by handles
 // (1, 2, …, never reused in one process); a connection's handles are released when it closes.
 import { describeError, NotFoundError } from "../errors.ts";

@@ -39,7 +39,7 @@ export interface TarEntry {
 export const MAX_PATH = 4096;
 
 /**
- * Normalises a tar path (§7.2): leading "/" dropped then one prepended, empty and "." components
+ * Normalises a tar path (docs/oci.md#tar): leading "/" dropped then one prepended, empty and "." components
  * skipped (so "./x", "x/", "a//b" work), ".." refused.
  */
 export function normalizeTarPath(raw: string, what = "path"): string {

@@ -1,34 +1,11 @@
 // Shared by the local transports: index/manifest walking over a blob lookup function.
 import { FormatError, NotFoundError } from "../../errors.ts";
+import { parseJson } from "../../util/json.ts";
 import { verifyDigest } from "../digest.ts";
 import { isIndexMediaType, isManifestMediaType, MT } from "../media_types.ts";
 import { type Platform, selectPlatformEntry } from "../platform.ts";
 import type { Descriptor, ResolvedManifest } from "./source.ts";
 import { checkDescriptor, checkDescriptorSize, MAX_JSON_BLOB } from "./source.ts";
-
-/**
- * Parses a JSON document. The error names the file and where parsing stopped, never the content:
- * the bytes may be anything a hostile layout links to (V8's own message quotes them).
- */
-export function parseJson(bytes: Uint8Array, what: string): any {
-  let text: string;
-  try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
-  } catch {
-    throw new FormatError(`${what}: not valid UTF-8 (${bytes.length} bytes)`);
-  }
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    const at = /at position (\d+)/.exec((e as Error).message);
-    const where = at
-      ? `at character ${at[1]}`
-      : /end of JSON input/.test((e as Error).message)
-      ? "at its end"
-      : "";
-    throw new FormatError(`${what}: invalid JSON (${bytes.length} bytes${where ? ", error " + where : ""})`);
-  }
-}
 
 /** The media type of a manifest/index document (field, else guessed from its shape). */
 export function documentMediaType(doc: any, fallback?: string): string {

@@ -2,7 +2,8 @@
 import { parseDigest, sha256Digest } from "../digest.ts";
 import type { Platform } from "../platform.ts";
 import { isIndexMediaType, MT } from "../media_types.ts";
-import { documentMediaType, parseJson } from "./blob_dir.ts";
+import { parseJson } from "../../util/json.ts";
+import { documentMediaType } from "./blob_dir.ts";
 import type { LayoutFiles } from "./layout_files.ts";
 import { type Descriptor, type ImageSource, MAX_JSON_BLOB, type ResolvedManifest } from "./source.ts";
 import { FormatError, NotFoundError } from "../../errors.ts";

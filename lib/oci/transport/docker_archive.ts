@@ -5,7 +5,7 @@ import { FormatError, NotFoundError } from "../../errors.ts";
 import { sha256Digest } from "../digest.ts";
 import { MT } from "../media_types.ts";
 import type { Platform } from "../platform.ts";
-import { parseJson } from "./blob_dir.ts";
+import { parseJson } from "../../util/json.ts";
 import type { LayoutFiles } from "./layout_files.ts";
 import { type Descriptor, type ImageSource, MAX_JSON_BLOB, type ResolvedManifest } from "./source.ts";
 

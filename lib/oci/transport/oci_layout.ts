@@ -3,7 +3,8 @@
 import { FormatError, NotFoundError } from "../../errors.ts";
 import { parseDigest } from "../digest.ts";
 import { type Platform, selectPlatformEntry } from "../platform.ts";
-import { parseJson, resolveToManifest } from "./blob_dir.ts";
+import { parseJson } from "../../util/json.ts";
+import { resolveToManifest } from "./blob_dir.ts";
 import type { LayoutFiles } from "./layout_files.ts";
 import {
   checkDescriptor,

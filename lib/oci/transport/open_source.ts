@@ -1,5 +1,5 @@
 // Turns a parsed image reference into an ImageSource.
-import { UsageError } from "../../errors.ts";
+import { InvalidArgumentError } from "../../errors.ts";
 import type { ImageReference } from "../reference.ts";
 import { DirSource } from "./dir_layout.ts";
 import { DockerArchiveSource } from "./docker_archive.ts";
@@ -35,7 +35,7 @@ export async function openImageSource(ref: ImageReference, opts: SourceOptions =
     case "docker":
     case "skopeo":
       if (opts.remote) return await opts.remote(ref);
-      throw new UsageError(
+      throw new InvalidArgumentError(
         `transport ${
           ref.transport === "docker" ? "docker://" : ref.ref.split(":")[0] + ":"
         } is not available in this build`,

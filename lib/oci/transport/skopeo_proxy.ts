@@ -10,7 +10,13 @@
 // several blobs flowing at once); GetManifest converts Docker manifests to OCI (returning the
 // original digest) and then the config must come from GetFullConfig.
 import { createHash } from "node:crypto";
-import { FormatError, IntegrityError, NotFoundError, TransportError, UsageError } from "../../errors.ts";
+import {
+  FormatError,
+  IntegrityError,
+  InvalidArgumentError,
+  NotFoundError,
+  TransportError,
+} from "../../errors.ts";
 import {
   closeFd,
   receiveMessage,
@@ -32,7 +38,7 @@ import {
 import type { Platform } from "../platform.ts";
 import { type SplitSink, splitTarInto } from "../layer_split.ts";
 import type { ObjectStore } from "../../repository/object_store.ts";
-import { parseJson } from "./blob_dir.ts";
+import { parseJson } from "../../util/json.ts";
 import { parseCredsOption } from "./registry/auth_file.ts";
 import { parseDockerReference } from "./registry/docker_reference.ts";
 import type { RemoteOptions } from "./registry/remote_options.ts";
@@ -213,7 +219,7 @@ export class SkopeoProxySource implements ImageSource {
       closeFd(mine);
       this.#sock = -1;
       if (spawnError instanceof Deno.errors.NotFound) {
-        throw new UsageError(
+        throw new InvalidArgumentError(
           "skopeo is not installed (needed for this transport; install the skopeo package)",
         );
       }

@@ -1,6 +1,7 @@
 // Random access into an uncompressed tar archive (oci-archive, docker-archive): one pass over the
 // headers records where each member's data lies, then blobs are read by offset, never extracted.
 import { FormatError, NotFoundError } from "../../errors.ts";
+import { concatBytes } from "../../util/bytes.ts";
 
 export interface TarMember {
   offset: number;
@@ -215,11 +216,5 @@ export async function readTarMember(
     }
     parts.push(c);
   }
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
+  return concatBytes(parts);
 }

@@ -1,14 +1,15 @@
-// Importing one overlay-driver layer into the repository without building its tar (spec §8.4): the
-// tar-split records give the tar headers (written inline into the splitstream) and, for each file,
-// the path of its content in the layer's diff/ directory. Contents over 64 bytes become objects by
-// the cheapest safe method: reflink (FICLONE into an O_TMPFILE in objects/), else a hard link of the
-// diff/ file itself (only where that is safe, see canHardlink), else a copy (not in zerocopy mode).
-// The splitstream is the same as a pull of the original layer tar gives (same inline/external split
+// Importing one overlay-driver layer into the repository without building its tar
+// (docs/containers-storage.md): the tar-split records give the tar headers (written inline into the
+// splitstream) and, for each file, the path of its content in the layer's diff/ directory. Contents over 64
+// bytes become objects by the cheapest safe method: reflink (FICLONE into an O_TMPFILE in objects/), else a
+// hard link of the diff/ file itself (only where that is safe, see canHardlink), else a copy (not in zerocopy
+// mode). The splitstream is the same as a pull of the original layer tar gives (same inline/external split
 // as lib/oci/layer_split.ts), and the sha256 of the reassembled bytes is checked against the diff_id
 // unless the caller trusts the store. Every object is hashed from its own bytes (the clone, or the
 // linked file), so what is named by a digest is what was hashed. Why and how: docs/containers-storage.md.
 import { createHash, type Hash } from "node:crypto";
-import { FormatError, IntegrityError, KernelError, UsageError } from "../../../errors.ts";
+import { FormatError, IntegrityError, InvalidArgumentError, KernelError } from "../../../errors.ts";
+import { parseDigest } from "../../digest.ts";
 import { FsVerityHasher } from "../../../fsverity/hasher.ts";
 import type { ObjectId } from "../../../fsverity/object_id.ts";
 import {
@@ -64,7 +65,7 @@ export function emptyLocalFetchStats(): LocalFetchStats {
   };
 }
 
-/** The pull summary when objects came from containers-storage (spec §8.4 wording). */
+/** The pull summary when objects came from containers-storage (docs/containers-storage.md wording). */
 export function formatLocalFetchStats(
   s: Record<string, number>,
   pull: { bytesStored: number; bytesInlined: number },
@@ -268,7 +269,7 @@ function toQueued(
  * Walks `tarSplitPath` and writes the layer into `sink`, storing contents from `diffDir` in
  * `objects`. Throws IntegrityError when the reassembled stream does not hash to the diff_id,
  * FormatError for a record that does not match diff/ (missing file, not a regular file, wrong size),
- * UsageError in zerocopy mode when a file can neither be reflinked nor hard-linked. On failure the
+ * InvalidArgumentError in zerocopy mode when a file can neither be reflinked nor hard-linked. On failure the
  * sink holds a partial stream (discard it); objects stored so far stay as garbage for gc.
  */
 export async function importOverlayLayer(
@@ -279,7 +280,9 @@ export async function importOverlayLayer(
   state: ZeroCopyState,
   opts: LayerImportOptions,
 ): Promise<LayerImportResult> {
-  const sha = opts.verifyDiffId !== undefined ? createHash(diffIdAlg(opts.verifyDiffId)) : undefined;
+  const sha = opts.verifyDiffId !== undefined
+    ? createHash(parseDigest(opts.verifyDiffId, "diff_id").alg)
+    : undefined;
   await objects.prepare();
   if (state.objectsDev === undefined) {
     const fd = openPath(objects.dir, O_RDONLY | O_DIRECTORY);
@@ -405,7 +408,7 @@ export async function importOverlayLayer(
   }
   if (sinceProgress && opts.onProgress) opts.onProgress(sinceProgress);
   if (sha) {
-    const got = `${diffIdAlg(opts.verifyDiffId!)}:${sha.digest("hex")}`;
+    const got = `${parseDigest(opts.verifyDiffId!, "diff_id").alg}:${sha.digest("hex")}`;
     if (got !== opts.verifyDiffId) {
       throw new IntegrityError(
         `layer diff_id mismatch: expected ${opts.verifyDiffId}, the ${r.size} bytes rebuilt from ${diffDir} and its tar-split hash to ${got} (was a file in diff/ changed?)`,
@@ -413,12 +416,6 @@ export async function importOverlayLayer(
     }
   }
   return r;
-}
-
-function diffIdAlg(diffId: string): string {
-  const m = /^(sha256|sha384|sha512):[0-9a-f]+$/.exec(diffId);
-  if (!m) throw new FormatError(`invalid diff_id ${JSON.stringify(diffId)}`);
-  return m[1];
 }
 
 function readExactly(fd: number, size: number, buf: Uint8Array, label: string): Uint8Array {
@@ -538,7 +535,7 @@ async function copyFile(
   whyNot: string,
 ): Promise<ObjectId> {
   if (opts.mode === "zerocopy") {
-    throw new UsageError(
+    throw new InvalidArgumentError(
       `--local-fetch zerocopy: ${label} can be neither reflinked nor hard-linked (${whyNot})`,
     );
   }

@@ -1,14 +1,14 @@
-// `containers-storage:` images read straight from an overlay-driver store (spec §8.4), no skopeo:
-// the manifest and config come from the image store's big-data files, layers are imported from
+// `containers-storage:` images read straight from an overlay-driver store (docs/containers-storage.md), no
+// skopeo: the manifest and config come from the image store's big-data files, layers are imported from
 // diff/ + tar-split by lib/oci/pull.ts calling splitLayer(). Stores with other drivers, a missing
 // store, or (in auto mode) an image this store does not have go to the skopeo proxy instead
 // (openContainersStorage returns null). Reference syntax and limits: docs/containers-storage.md.
-import { FormatError, NotFoundError, UsageError } from "../../../errors.ts";
+import { FormatError, InvalidArgumentError, NotFoundError } from "../../../errors.ts";
 import type { Repository } from "../../../repository/repository.ts";
 import type { SplitSink } from "../../layer_split.ts";
 import { MT } from "../../media_types.ts";
 import type { Platform } from "../../platform.ts";
-import { parseJson } from "../blob_dir.ts";
+import { parseJson } from "../../../util/json.ts";
 import { type Descriptor, type ImageSource, MAX_JSON_BLOB, type ResolvedManifest } from "../source.ts";
 import {
   importOverlayLayer,
@@ -41,7 +41,9 @@ export function parseStorageReference(ref: string): ParsedStorageReference {
   if (rest.startsWith("[")) {
     const end = rest.indexOf("]");
     if (end < 0) {
-      throw new UsageError(`invalid containers-storage reference ${JSON.stringify(ref)}: missing ]`);
+      throw new InvalidArgumentError(
+        `invalid containers-storage reference ${JSON.stringify(ref)}: missing ]`,
+      );
     }
     let spec = rest.slice(1, end);
     rest = rest.slice(end + 1);
@@ -52,7 +54,9 @@ export function parseStorageReference(ref: string): ParsedStorageReference {
     }
     root = spec.split(/[+:]/)[0] || undefined;
   }
-  if (!rest) throw new UsageError(`invalid containers-storage reference ${JSON.stringify(ref)}: no image`);
+  if (!rest) {
+    throw new InvalidArgumentError(`invalid containers-storage reference ${JSON.stringify(ref)}: no image`);
+  }
   return { driver, root, image: rest };
 }
 
@@ -170,7 +174,7 @@ export async function openContainersStorage(
   const strict = opts.mode === "zerocopy";
   if (loc.driver !== "overlay") {
     if (strict) {
-      throw new UsageError(
+      throw new InvalidArgumentError(
         `--local-fetch zerocopy: storage driver ${loc.driver} at ${loc.root} is not overlay`,
       );
     }

@@ -1,6 +1,6 @@
 // Registry credentials from containers-auth.json(5) files and `--creds`. Secrets stay inside the
 // returned object: nothing here puts a password into an error message.
-import { FormatError, UsageError } from "../../../errors.ts";
+import { FormatError, InvalidArgumentError } from "../../../errors.ts";
 import { DOCKER_HUB } from "./docker_reference.ts";
 
 export interface Credentials {
@@ -22,7 +22,7 @@ export interface CredentialLookupOptions {
 /** Parses `USER:PASS` (the password may contain ':'). */
 export function parseCredsOption(s: string): Credentials {
   const i = s.indexOf(":");
-  if (i <= 0) throw new UsageError("--creds must be USERNAME:PASSWORD");
+  if (i <= 0) throw new InvalidArgumentError("--creds must be USERNAME:PASSWORD");
   return { username: s.slice(0, i), password: s.slice(i + 1), source: "--creds" };
 }
 
@@ -126,7 +126,7 @@ export async function lookupCredentials(
       text = await Deno.readTextFile(p);
     } catch (e) {
       if (e instanceof Deno.errors.NotFound && !explicit) continue;
-      if (e instanceof Deno.errors.NotFound) throw new UsageError(`auth file ${p} does not exist`);
+      if (e instanceof Deno.errors.NotFound) throw new InvalidArgumentError(`auth file ${p} does not exist`);
       throw new FormatError(`${p}: cannot read auth file: ${(e as Error).message}`);
     }
     let doc: any;

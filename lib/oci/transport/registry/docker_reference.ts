@@ -1,6 +1,6 @@
 // Docker image references (`HOST[:PORT]/NAME[:TAG|@DIGEST]`) normalised the way docker and
 // containers/image do: no host part means Docker Hub, whose one-component names live under `library/`.
-import { UsageError } from "../../../errors.ts";
+import { InvalidArgumentError } from "../../../errors.ts";
 import { parseDigest } from "../../digest.ts";
 
 export const DOCKER_HUB = "docker.io";
@@ -21,8 +21,8 @@ const TAG = /^[\w][\w.-]{0,127}$/;
 const HOST =
   /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?$/;
 
-function bad(s: string, why: string): UsageError {
-  return new UsageError(`invalid docker reference ${JSON.stringify(s)}: ${why}`);
+function bad(s: string, why: string): InvalidArgumentError {
+  return new InvalidArgumentError(`invalid docker reference ${JSON.stringify(s)}: ${why}`);
 }
 
 /** Parses the part after `docker://`. A reference with both a tag and a digest is refused (as skopeo does). */
