@@ -2,7 +2,7 @@
 // committed in every configured EROFS format and linked from the config stream as
 // `composefs.image.boot[.v1]`; and `oci prepare-boot`, which writes the boot entry and the
 // deployment's state directories.
-import { NotFoundError, UsageError } from "../errors.ts";
+import { InvalidArgumentError, NotFoundError } from "../errors.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
 import {
   imageRefKey,
@@ -25,7 +25,9 @@ export async function bootImageTree(
   repo: Repository,
   cfg: StoredConfig,
 ): Promise<{ tree: Directory; entries: BootEntry[]; policy: string | null }> {
-  if (!cfg.isContainer) throw new UsageError(`config ${cfg.digest} is an artifact, not a container image`);
+  if (!cfg.isContainer) {
+    throw new InvalidArgumentError(`config ${cfg.digest} is an artifact, not a container image`);
+  }
   const tree = await buildImageTree(repo, cfg.diffIds);
   const r = await transformForBoot(tree, repoLeafReader(repo));
   return { tree, entries: r.entries, policy: r.policy };
@@ -119,7 +121,7 @@ export async function prepareBoot(
   const v2 = committed.find(([v]) => v === 2);
   const chosen = v1 ?? v2;
   if (!chosen) {
-    throw new UsageError("the repository only makes V0 images; a boot image needs format V1 or V2");
+    throw new InvalidArgumentError("the repository only makes V0 images; a boot image needs format V1 or V2");
   }
   const [version, imageId] = chosen;
   const karg = formatKarg(

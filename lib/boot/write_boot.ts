@@ -1,7 +1,7 @@
 // Writing an image's boot entry into a boot directory (`oci prepare-boot`, docs/boot.md): a BLS
 // type 1 entry (its kernel and initramfs copied, the composefs karg and extra arguments on its
 // `options` line) or a UKI (copied; its own .cmdline must already name this image).
-import { FormatError, UsageError } from "../errors.ts";
+import { FormatError, InvalidArgumentError } from "../errors.ts";
 import { bstrToUtf8 } from "../util/bytes.ts";
 import { BlsEntry, type BootEntry, type LeafReader, type Type1Entry } from "./entries.ts";
 import { parseComposefsKarg } from "./karg.ts";
@@ -104,7 +104,9 @@ async function writeType1(t1: Type1Entry, opts: WriteBootOptions, renamed: boole
 /** Writes ENTRY into opts.bootdir. */
 export async function writeBootEntry(entry: BootEntry, opts: WriteBootOptions): Promise<WrittenBoot> {
   if (opts.entryId !== undefined) safeRel(opts.entryId, "--entry-id");
-  if (opts.entryId?.includes("/")) throw new UsageError(`--entry-id ${opts.entryId} must not contain "/"`);
+  if (opts.entryId?.includes("/")) {
+    throw new InvalidArgumentError(`--entry-id ${opts.entryId} must not contain "/"`);
+  }
   switch (entry.kind) {
     case "bls":
       return await writeType1(entry, opts, false);
@@ -112,7 +114,7 @@ export async function writeBootEntry(entry: BootEntry, opts: WriteBootOptions): 
       return await writeType1(await plainToType1(entry, opts), opts, true);
     case "uki": {
       if (opts.cmdline.length > 0) {
-        throw new UsageError("--cmdline cannot be added to a UKI (its command line is signed)");
+        throw new InvalidArgumentError("--cmdline cannot be added to a UKI (its command line is signed)");
       }
       const what = `UKI ${
         entry.kver ? `/usr/lib/modules/${entry.kver}/` : "/boot/EFI/Linux/"
