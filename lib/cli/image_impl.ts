@@ -2,7 +2,7 @@
 // imported when an action starts rather than at start-up.
 import { UsageError } from "../errors.ts";
 import type { HashAlgorithm } from "../fsverity/object_id.ts";
-import type { ObjectStore } from "../repository/object_store.ts";
+import type { ObjectStore } from "../objects/store.ts";
 import { scanDirectory } from "../tree/scan.ts";
 import { CONTAINER_XATTR_ALLOWLIST, propagateUsrToRoot } from "../tree/transform.ts";
 import type { Directory } from "../tree/tree.ts";

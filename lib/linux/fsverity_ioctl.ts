@@ -17,9 +17,9 @@ import {
   reopenReadOnly,
   writeAll,
 } from "./fs.ts";
+import { FS_IOC_ENABLE_VERITY, FS_IOC_MEASURE_VERITY } from "./constants.ts";
+export { FS_IOC_ENABLE_VERITY, FS_IOC_MEASURE_VERITY } from "./constants.ts";
 
-export const FS_IOC_ENABLE_VERITY = 0x40806685;
-export const FS_IOC_MEASURE_VERITY = 0xc0046686;
 const ENABLE_ARG_SIZE = 128;
 const BLOCK_SIZE = 4096;
 

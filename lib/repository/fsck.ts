@@ -9,7 +9,7 @@ import { collectObjects } from "../erofs/reader.ts";
 import { algorithmName, checkMeta, META_FILENAME, parseMeta } from "./meta.ts";
 import type { Repository } from "./repository.ts";
 import { SplitStreamReader } from "../splitstream/mod.ts";
-import { defaultWritePermits } from "./semaphore.ts";
+import { defaultWritePermits } from "../objects/semaphore.ts";
 import { readDirOrEmpty } from "../util/fs.ts";
 
 export interface FsckOptions {

@@ -7,7 +7,7 @@ import type { HashAlgorithm } from "../fsverity/object_id.ts";
 import { closeFd, fsync, linkTmpfile, O_RDONLY, openPath, openTmpfile, writeAll } from "../linux/fs.ts";
 import { enableVerityOnTmpfile } from "../linux/fsverity_ioctl.ts";
 import { META_FILENAME, parseAlgorithm, parseMeta, type RepoMeta, serializeMeta } from "./meta.ts";
-import { enableOrTolerate, measureOrNull, noVerityError } from "./verity.ts";
+import { enableOrTolerate, measureOrNull, noVerityError } from "../objects/verity.ts";
 
 /** Writes meta.json unless it exists. Returns false (and writes nothing) when it already exists. */
 export async function writeMetaFile(repoPath: string, meta: RepoMeta, withVerity: boolean): Promise<boolean> {
