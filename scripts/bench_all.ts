@@ -191,9 +191,9 @@ async function pullGoals(): Promise<AsyncDisposable | null> {
       error: havePodman ? undefined : `no podman in ${CHROOT} (run ../shared/tools/peer-chroot.sh setup)`,
     };
     const tarx: Contender = {
-      name: "gzip -dc | tar -x, + sync",
+      name: "gzip -dc | tar -x, + syncfs",
       setup: () => sh(`rm -rf ${x} && mkdir -p ${x}`).then(() => {}),
-      cmd: `${extract} && sync`,
+      cmd: `${extract} && sync -f ${x}`,
       cleanup: () => sh(`rm -rf ${x}`).then(() => {}),
       samples: [],
     };
@@ -208,7 +208,7 @@ async function pullGoals(): Promise<AsyncDisposable | null> {
       goal: `pull ${name} (${layers.length} gzip layers, ${mb.toFixed(0)} MB tar)`,
       ours,
       peers: [podman, tarx, skopeo],
-      limits: { "podman pull": 0.8, "gzip -dc | tar -x, + sync": 1.0 },
+      limits: { "podman pull": 0.8, "gzip -dc | tar -x, + syncfs": 1.0 },
       rssLimitMiB: 250,
     });
   }
