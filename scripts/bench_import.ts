@@ -29,7 +29,7 @@ const PREPARE_ONLY = args.includes("--prepare-only");
 const ROOT = new URL("../", import.meta.url).pathname;
 const DENO = Deno.execPath();
 
-async function sh(cmd: string): Promise<string> {
+export async function sh(cmd: string): Promise<string> {
   const out = await new Deno.Command("sh", { args: ["-c", cmd], stdout: "piped", stderr: "piped" }).output();
   if (!out.success) throw new Error(`${cmd}: ${new TextDecoder().decode(out.stderr)}`);
   return new TextDecoder().decode(out.stdout);
@@ -45,7 +45,7 @@ async function exists(p: string): Promise<boolean> {
 }
 
 /** Runs `cmd` under GNU time: wall seconds and peak RSS (MiB) of the largest process. */
-async function timed(cmd: string): Promise<{ secs: number; rssMiB: number }> {
+export async function timed(cmd: string): Promise<{ secs: number; rssMiB: number }> {
   const out = await new Deno.Command("/usr/bin/time", {
     args: ["-f", "TIME %e %M", "sh", "-c", cmd],
     stdout: "piped",
@@ -58,14 +58,14 @@ async function timed(cmd: string): Promise<{ secs: number; rssMiB: number }> {
   return { secs: Number(m[1]), rssMiB: Number(m[2]) / 1024 };
 }
 
-async function dropCaches(): Promise<void> {
+export async function dropCaches(): Promise<void> {
   await sh("sync");
   if (DROP) await sh("echo 3 > /proc/sys/vm/drop_caches");
 }
 
 // ---- data sets ------------------------------------------------------------------------------------
 
-async function rootfsTree(): Promise<string> {
+export async function rootfsTree(): Promise<string> {
   const dir = `${CACHE}/rootfs`;
   if (await exists(`${CACHE}/.rootfs-complete`)) return dir;
   await Deno.mkdir(CACHE, { recursive: true });
@@ -88,7 +88,7 @@ async function rootfsTree(): Promise<string> {
  * 100,000 files of 16 B – 8 KiB (deterministic), 100 per directory, under usr/share/bench (an image
  * needs /usr: the root directory takes its metadata).
  */
-async function smallTree(): Promise<string> {
+export async function smallTree(): Promise<string> {
   const dir = `${CACHE}/small`;
   if (await exists(`${CACHE}/.small-complete`)) return dir;
   await sh(`rm -rf ${dir}`);
@@ -110,14 +110,14 @@ async function smallTree(): Promise<string> {
   return dir;
 }
 
-interface Layer {
+export interface Layer {
   tar: string;
   size: number;
   diffId: string;
 }
 
 /** Tars (and compresses) each layer once; cached next to the trees. */
-async function makeLayers(name: string, tree: string, parts: string[][]): Promise<Layer[]> {
+export async function makeLayers(name: string, tree: string, parts: string[][]): Promise<Layer[]> {
   const out: Layer[] = [];
   for (let i = 0; i < parts.length; i++) {
     const tar = `${CACHE}/layers/${name}-${i + 1}.tar`;
@@ -153,7 +153,7 @@ async function putBlob(
 }
 
 /** An OCI layout whose layers are hard links to the cached compressed tars. */
-async function makeLayout(layout: string, layers: Layer[], codec: "gz" | "zst"): Promise<void> {
+export async function makeLayout(layout: string, layers: Layer[], codec: "gz" | "zst"): Promise<void> {
   await sh(`rm -rf ${layout}`);
   await Deno.mkdir(`${layout}/blobs/sha256`, { recursive: true });
   await Deno.writeTextFile(`${layout}/oci-layout`, JSON.stringify({ imageLayoutVersion: "1.0.0" }));
@@ -295,4 +295,5 @@ async function main(): Promise<void> {
   console.log(lines.join("\n"));
 }
 
-await main();
+// Also a module: scripts/bench_all.ts reuses the data sets and helpers.
+if (import.meta.main) await main();

@@ -74,7 +74,7 @@ async function bundle(): Promise<number> {
   await Deno.mkdir(dist, { recursive: true });
   // Minified because start-up time grows with the size of the file Deno has to load (0.7 MB → 0.34 MB
   // saves about 30 ms). Not --keep-names: it wraps functions in a helper, which breaks code that is
-  // shipped to a worker as source text (lib/repository/object_write_worker.ts); no code here depends
+  // shipped to a worker as source text (lib/linux/tmpfile_batch_thread.ts); no code here depends
   // on function or class names.
   const r = await run([
     "bundle",

@@ -7,7 +7,7 @@ import {
   isTarLayerMediaType,
   layerCompressionOf,
 } from "../lib/oci/decompress.ts";
-import { nativeCodecAvailable, RECYCLE_DISTANCE } from "../lib/util/native_decompress.ts";
+import { nativeCodecAvailable, RECYCLE_DISTANCE } from "../lib/linux/native_decompress.ts";
 import { concatBytes } from "../lib/util/bytes.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./helpers/assert.ts";
 import { run, sha256Hex } from "./helpers/tar_fixtures.ts";

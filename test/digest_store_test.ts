@@ -4,7 +4,7 @@
 // the directory.
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { tempDir } from "./helpers/cli.ts";
-import { FlatDigestStore } from "../lib/tree/digest_store.ts";
+import { FlatDigestStore } from "../lib/objects/digest_store.ts";
 import type { ObjectId } from "../lib/fsverity/object_id.ts";
 
 async function fsverityTool(path: string): Promise<string> {

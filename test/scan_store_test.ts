@@ -5,10 +5,10 @@
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { tempDir } from "./helpers/cli.ts";
 import { scanDirectory } from "../lib/tree/scan.ts";
-import { FlatDigestStore } from "../lib/tree/digest_store.ts";
+import { FlatDigestStore } from "../lib/objects/digest_store.ts";
 import { Repository } from "../lib/repository/repository.ts";
 import type { Directory, Leaf } from "../lib/tree/tree.ts";
-import type { ObjectStore } from "../lib/repository/object_store.ts";
+import type { ObjectStore } from "../lib/objects/store.ts";
 import { fsverityDigest } from "../lib/fsverity/hasher.ts";
 import type { ObjectId } from "../lib/fsverity/object_id.ts";
 

@@ -7,7 +7,7 @@ import { type Directory, fileTypeBits, type Inode, type Leaf, lookup } from "../
 import { walkTree } from "../lib/tree/walk.ts";
 import { describeError, KernelError } from "../lib/errors.ts";
 import { type HashAlgorithm, ObjectId } from "../lib/fsverity/object_id.ts";
-import type { ObjectStore, ObjectWriter } from "../lib/repository/object_store.ts";
+import type { ObjectStore, ObjectWriter } from "../lib/objects/store.ts";
 import { fsverityDigest } from "../lib/fsverity/hasher.ts";
 import { bytesToBstr, concatBytes, toHex, utf8ToBstr } from "../lib/util/bytes.ts";
 

@@ -1,7 +1,7 @@
 // What the image commands (cmd_image.ts) run: directory scanning, EROFS writer/reader, dumpfiles;
 // imported when an action starts rather than at start-up.
 import type { HashAlgorithm } from "../fsverity/object_id.ts";
-import type { ObjectStore } from "../repository/object_store.ts";
+import type { ObjectStore } from "../objects/store.ts";
 import { scanDirectory } from "../tree/scan.ts";
 import { CONTAINER_XATTR_ALLOWLIST, propagateUsrToRoot } from "../tree/transform.ts";
 import type { Directory } from "../tree/tree.ts";

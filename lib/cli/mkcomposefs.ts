@@ -8,7 +8,7 @@ import { writeErofs } from "../erofs/writer.ts";
 import { fsverityDigest } from "../fsverity/hasher.ts";
 import { parseDumpfile } from "../dumpfile/parse.ts";
 import { scanDirectory } from "../tree/scan.ts";
-import { FlatDigestStore } from "../tree/digest_store.ts";
+import { FlatDigestStore } from "../objects/digest_store.ts";
 import { filterXattrs, removeDevices, zeroMtimes } from "../tree/transform.ts";
 import type { Directory } from "../tree/tree.ts";
 import { err, errln, outBytes, outln } from "./output.ts";

@@ -1,10 +1,10 @@
 // The hash primitive behind the fs-verity Merkle tree. fs-verity hashes every 4 KiB block on its own,
-// so what matters is the cost per small one-shot hash: libcrypto through FFI (EVP_Digest with a
-// pre-fetched EVP_MD and raw addresses, no per-call allocation in JS) is ~2× faster than
-// node:crypto's createHash per block. libcrypto may be missing (minimal hosts) or FFI not allowed:
+// so what matters is the cost per small one-shot hash: libcrypto through FFI (lib/linux/libcrypto.ts)
+// is ~2× faster than node:crypto's createHash per block. libcrypto may be missing (minimal hosts) or FFI not allowed:
 // node:crypto is the always-available fallback.
 import { createHash } from "node:crypto";
 import { DIGEST_SIZE, type HashAlgorithm } from "./object_id.ts";
+import { type LibcryptoDigest, loadLibcrypto } from "../linux/libcrypto.ts";
 
 export const BLOCK_SIZE = 4096;
 
@@ -55,120 +55,22 @@ const nodeBackend: HashBackend = {
   },
 };
 
-// ---- libcrypto through FFI ---------------------------------------------------------------------
+// ---- libcrypto (lib/linux/libcrypto.ts) ---------------------------------------------------------
 
-// Addresses are passed as `usize` numbers (user-space addresses fit in 2^53): no pointer objects
-// or subarrays are created per block. Only off-heap buffers (≥ 4096 bytes, or ones we allocate)
-// are ever addressed, so their backing stores do not move while we hold the address.
-const cryptoSymbols = {
-  EVP_MD_fetch: { parameters: ["pointer", "buffer", "pointer"], result: "pointer" },
-  EVP_Digest: { parameters: ["usize", "usize", "usize", "pointer", "pointer", "pointer"], result: "i32" },
-} as const;
-
-type CryptoLib = Deno.DynamicLibrary<typeof cryptoSymbols>["symbols"];
-// Deno's typings say bigint for usize parameters; at run time numbers are accepted (and cheaper).
-type EvpDigest = (
-  data: number,
-  count: number,
-  md: number,
-  size: null,
-  type: Deno.PointerObject,
-  impl: null,
-) => number;
-
-/** Base addresses of large (off-heap, so never moving) buffers: hashing many small files asks often. */
-const bases = new WeakMap<ArrayBufferLike, number>();
-
-function addressOf(b: Uint8Array): number {
-  if (b.buffer.byteLength >= BLOCK_SIZE) {
-    const base = bases.get(b.buffer);
-    if (base !== undefined) return base + b.byteOffset;
-  }
-  const p = Deno.UnsafePointer.of(b);
-  if (p === null) throw new RangeError("cannot take the address of an empty buffer");
-  const a = Number(Deno.UnsafePointer.value(p));
-  if (b.buffer.byteLength >= BLOCK_SIZE) bases.set(b.buffer, a - b.byteOffset);
-  return a;
-}
-
-function makeLibcryptoBackend(lib: CryptoLib): HashBackend {
-  const mds: Record<HashAlgorithm, Deno.PointerObject> = {
-    sha256: fetchMd(lib, "SHA256"),
-    sha512: fetchMd(lib, "SHA512"),
-  };
-  // Scratch for hashing short or on-heap inputs (the descriptor, tiny chunks).
-  const scratchIn = new Uint8Array(BLOCK_SIZE);
-  const scratchOut = new Uint8Array(BLOCK_SIZE);
-  const scratchInAddr = addressOf(scratchIn);
-  const scratchOutAddr = addressOf(scratchOut);
-
-  function hashBlocks(
-    alg: HashAlgorithm,
-    src: Uint8Array,
-    srcOff: number,
-    count: number,
-    dst: Uint8Array,
-    dstOff: number,
-  ): void {
-    if (count <= 0) return;
-    if (srcOff < 0 || srcOff + count * BLOCK_SIZE > src.length) {
-      throw new RangeError("source range out of bounds");
-    }
-    const ds = DIGEST_SIZE[alg];
-    if (dstOff < 0 || dstOff + count * ds > dst.length) throw new RangeError("digest range out of bounds");
-    const md = mds[alg];
-    const evp = lib.EVP_Digest as unknown as EvpDigest;
-    const s = addressOf(src) + srcOff;
-    // A small buffer may live on the V8 heap (movable): go through scratch then.
-    const direct = dst.buffer.byteLength >= BLOCK_SIZE;
-    const d = direct ? addressOf(dst) + dstOff : scratchOutAddr;
-    for (let i = 0; i < count; i++) {
-      if (evp(s + i * BLOCK_SIZE, BLOCK_SIZE, d + i * ds, null, md, null) !== 1) {
-        throw new Error("EVP_Digest failed");
-      }
-    }
-    if (!direct) dst.set(scratchOut.subarray(0, count * ds), dstOff);
-  }
-
-  function hashInto(alg: HashAlgorithm, data: Uint8Array, dst: Uint8Array, dstOff: number): void {
-    const ds = DIGEST_SIZE[alg];
-    let src: number;
-    if (data.buffer.byteLength >= BLOCK_SIZE) {
-      src = addressOf(data);
-    } else {
-      scratchIn.set(data);
-      src = scratchInAddr;
-    }
-    const evp = lib.EVP_Digest as unknown as EvpDigest;
-    if (evp(src, data.length, scratchOutAddr, null, mds[alg], null) !== 1) {
-      throw new Error("EVP_Digest failed");
-    }
-    dst.set(scratchOut.subarray(0, ds), dstOff);
-  }
-
-  return { name: "libcrypto", hashBlocks, hashInto };
-}
-
-function fetchMd(lib: CryptoLib, name: string): Deno.PointerObject {
-  const md = lib.EVP_MD_fetch(null, new TextEncoder().encode(name + "\0"), null);
-  if (md === null) throw new Error(`EVP_MD_fetch(${name}) failed`);
-  return md;
-}
+const OPENSSL_NAME: Record<HashAlgorithm, LibcryptoDigest> = { sha256: "SHA256", sha512: "SHA512" };
 
 let libcryptoBackend: HashBackend | null | undefined;
 
 /** The libcrypto backend, or null when FFI is not permitted or libcrypto.so.3 is absent. */
-function loadLibcrypto(): HashBackend | null {
+function loadLibcryptoBackend(): HashBackend | null {
   if (libcryptoBackend !== undefined) return libcryptoBackend;
-  libcryptoBackend = null;
-  try {
-    // querySync first: dlopen without permission would prompt on a terminal.
-    if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return null;
-    const lib = Deno.dlopen("libcrypto.so.3", cryptoSymbols);
-    libcryptoBackend = makeLibcryptoBackend(lib.symbols);
-  } catch {
-    libcryptoBackend = null;
-  }
+  const lib = loadLibcrypto();
+  libcryptoBackend = lib && {
+    name: "libcrypto",
+    hashBlocks: (alg, src, srcOff, count, dst, dstOff) =>
+      lib.hashBlocks(OPENSSL_NAME[alg], BLOCK_SIZE, src, srcOff, count, dst, dstOff),
+    hashInto: (alg, data, dst, dstOff) => lib.hashInto(OPENSSL_NAME[alg], data, dst, dstOff),
+  };
   return libcryptoBackend;
 }
 
@@ -187,7 +89,7 @@ export function setHashBackend(choice: HashBackendChoice): void {
   if (choice !== "auto" && choice !== "libcrypto" && choice !== "node:crypto") {
     throw new RangeError(`unknown hash backend ${JSON.stringify(choice)}`);
   }
-  if (choice === "libcrypto" && loadLibcrypto() === null) {
+  if (choice === "libcrypto" && loadLibcryptoBackend() === null) {
     throw new Error("libcrypto backend unavailable (needs --allow-ffi and libcrypto.so.3)");
   }
   forced = choice;
@@ -198,7 +100,7 @@ export function setHashBackend(choice: HashBackendChoice): void {
 export function hashBackend(): HashBackend {
   if (current) return current;
   if (forced === "node:crypto") current = nodeBackend;
-  else current = loadLibcrypto() ?? nodeBackend;
+  else current = loadLibcryptoBackend() ?? nodeBackend;
   return current;
 }
 
@@ -208,5 +110,5 @@ export function hashBackendName(): HashBackendName {
 
 /** True when the libcrypto backend can be loaded in this process. */
 export function libcryptoAvailable(): boolean {
-  return loadLibcrypto() !== null;
+  return loadLibcryptoBackend() !== null;
 }

@@ -5,36 +5,43 @@
 // 64-bit FFI values: Deno wants bigint in its typings and always returns bigint for 64-bit results.
 import { KernelError } from "../errors.ts";
 import { check, cstr, cstrBytes, Errno, errno, errnoName, openLibc } from "./libc.ts";
+import {
+  AT_FDCWD,
+  AT_SYMLINK_FOLLOW,
+  FICLONE,
+  LOCK_EX,
+  LOCK_NB,
+  LOCK_SH,
+  LOCK_UN,
+  O_CLOEXEC,
+  O_DIRECTORY,
+  O_RDONLY,
+  O_RDWR,
+  O_TMPFILE,
+  RENAME_NOREPLACE,
+  ST_RDONLY,
+  W_OK,
+} from "./constants.ts";
+export {
+  AT_FDCWD,
+  O_APPEND,
+  O_CLOEXEC,
+  O_CREAT,
+  O_DIRECTORY,
+  O_EXCL,
+  O_NOCTTY,
+  O_NOFOLLOW,
+  O_NONBLOCK,
+  O_PATH,
+  O_RDONLY,
+  O_RDWR,
+  O_TMPFILE,
+  O_TRUNC,
+  O_WRONLY,
+} from "./constants.ts";
 
 /** A path as a Unicode string (UTF-8 encoded) or raw bytes. */
 export type PathArg = string | Uint8Array;
-
-// x86_64/aarch64 generic values (asm-generic and x86 agree on these).
-export const O_RDONLY = 0o0;
-export const O_WRONLY = 0o1;
-export const O_RDWR = 0o2;
-export const O_CREAT = 0o100;
-export const O_EXCL = 0o200;
-export const O_NOCTTY = 0o400;
-export const O_TRUNC = 0o1000;
-export const O_APPEND = 0o2000;
-export const O_NONBLOCK = 0o4000;
-export const O_DIRECTORY = 0o200000;
-export const O_NOFOLLOW = 0o400000;
-export const O_CLOEXEC = 0o2000000;
-export const O_PATH = 0o10000000;
-export const O_TMPFILE = 0o20000000 | O_DIRECTORY;
-
-export const AT_FDCWD = -100;
-const AT_SYMLINK_FOLLOW = 0x400;
-const RENAME_NOREPLACE = 1;
-const W_OK = 2;
-const ST_RDONLY = 1;
-const LOCK_SH = 1;
-const LOCK_EX = 2;
-const LOCK_NB = 4;
-const LOCK_UN = 8;
-const FICLONE = 0x40049409n;
 
 const symbols = {
   open: { parameters: ["buffer", "i32", "u32"], result: "i32" },

@@ -3,6 +3,15 @@
 import { check, Errno, errno, errnoName, openLibc } from "./libc.ts";
 import { KernelError } from "../errors.ts";
 import { bytesToBstr } from "../util/bytes.ts";
+import {
+  AT_EMPTY_PATH,
+  AT_SYMLINK_NOFOLLOW,
+  O_CLOEXEC,
+  O_RDWR,
+  O_TMPFILE,
+  STATX_BASIC_STATS,
+} from "./constants.ts";
+export { AT_FDCWD, O_CLOEXEC, O_DIRECTORY, O_NOFOLLOW, O_RDONLY } from "./constants.ts";
 
 const symbols = {
   openat: { parameters: ["i32", "buffer", "i32", "u32"], result: "i32" },
@@ -17,15 +26,6 @@ const symbols = {
 function lib() {
   return openLibc(symbols);
 }
-
-export const AT_FDCWD = -100;
-export const O_RDONLY = 0;
-export const O_DIRECTORY = 0o200000;
-export const O_NOFOLLOW = 0o400000;
-export const O_CLOEXEC = 0o2000000;
-const AT_SYMLINK_NOFOLLOW = 0x100;
-const AT_EMPTY_PATH = 0x1000;
-const STATX_BASIC_STATS = 0x7ff;
 
 export interface StatxResult {
   /** Full st_mode (type and permission bits). */
@@ -155,15 +155,13 @@ export function existsAt(dirfd: number, name: Uint8Array, what?: string): boolea
   throw fail("statx", what ?? bytesToBstr(name));
 }
 
-const O_TMPFILE_RDWR = 0o20000000 | O_DIRECTORY | 0o2;
-
 /**
  * An unnamed writable file (O_TMPFILE) in the directory `name` relative to `dirfd`, or null when
  * the filesystem does not support O_TMPFILE.
  */
 export function openTmpfileIn(dirfd: number, name: Uint8Array, mode: number, what?: string): number | null {
   for (;;) {
-    const fd = lib().openat(dirfd, cname(name), O_TMPFILE_RDWR | O_CLOEXEC, mode);
+    const fd = lib().openat(dirfd, cname(name), O_TMPFILE | O_RDWR | O_CLOEXEC, mode);
     if (fd >= 0) return fd;
     const e = errno();
     if (e === Errno.EINTR) continue;

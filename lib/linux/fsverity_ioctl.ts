@@ -6,6 +6,8 @@
 import { KernelError } from "../errors.ts";
 import { Errno, errno, errnoName, openLibc } from "./libc.ts";
 import { closeFd, openTmpfile, type PathArg, pathLabel, pread, reopenReadOnly, writeAll } from "./fs.ts";
+import { FS_IOC_ENABLE_VERITY, FS_IOC_MEASURE_VERITY } from "./constants.ts";
+export { FS_IOC_ENABLE_VERITY, FS_IOC_MEASURE_VERITY } from "./constants.ts";
 
 /** The hash algorithms fs-verity supports (and composefs uses). */
 export type HashAlgorithm = "sha256" | "sha512";
@@ -21,8 +23,6 @@ export interface VerityDigest {
   bytes: Uint8Array;
 }
 
-export const FS_IOC_ENABLE_VERITY = 0x40806685;
-export const FS_IOC_MEASURE_VERITY = 0xc0046686;
 const ENABLE_ARG_SIZE = 128;
 const BLOCK_SIZE = 4096;
 

@@ -2,74 +2,13 @@
 // table and opens it with `openLibc` (dlopen is reference-counted, so several tables are cheap).
 // errno is read through __errno_location right after a failing call (FFI calls are synchronous).
 import { KernelError } from "../errors.ts";
+import { Errno } from "./constants.ts";
+export { Errno } from "./constants.ts";
 
-const ERRNO_NAMES: Record<number, string> = {
-  1: "EPERM",
-  2: "ENOENT",
-  3: "ESRCH",
-  4: "EINTR",
-  5: "EIO",
-  6: "ENXIO",
-  7: "E2BIG",
-  9: "EBADF",
-  11: "EAGAIN",
-  12: "ENOMEM",
-  13: "EACCES",
-  14: "EFAULT",
-  16: "EBUSY",
-  17: "EEXIST",
-  18: "EXDEV",
-  19: "ENODEV",
-  20: "ENOTDIR",
-  21: "EISDIR",
-  22: "EINVAL",
-  23: "ENFILE",
-  24: "EMFILE",
-  25: "ENOTTY",
-  26: "ETXTBSY",
-  27: "EFBIG",
-  28: "ENOSPC",
-  30: "EROFS",
-  31: "EMLINK",
-  36: "ENAMETOOLONG",
-  38: "ENOSYS",
-  39: "ENOTEMPTY",
-  40: "ELOOP",
-  61: "ENODATA",
-  75: "EOVERFLOW",
-  95: "EOPNOTSUPP",
-  122: "EDQUOT",
-  129: "EKEYREJECTED",
-};
-
-export const Errno = {
-  EPERM: 1,
-  ENOENT: 2,
-  EINTR: 4,
-  EIO: 5,
-  EBADF: 9,
-  EAGAIN: 11,
-  ENOMEM: 12,
-  EACCES: 13,
-  EBUSY: 16,
-  EEXIST: 17,
-  EXDEV: 18,
-  ENODEV: 19,
-  ENOTDIR: 20,
-  EISDIR: 21,
-  EINVAL: 22,
-  ENOTTY: 25,
-  ETXTBSY: 26,
-  ENOSPC: 28,
-  EROFS: 30,
-  ENAMETOOLONG: 36,
-  ENOSYS: 38,
-  ENOTEMPTY: 39,
-  ENODATA: 61,
-  EOVERFLOW: 75,
-  EOPNOTSUPP: 95,
-  EKEYREJECTED: 129,
-} as const;
+/** errno number → name, for messages. */
+const ERRNO_NAMES: Record<number, string> = Object.fromEntries(
+  Object.entries(Errno).map(([name, value]) => [value, name]),
+);
 
 export function errnoName(errno: number): string {
   return ERRNO_NAMES[errno] ?? `E${errno}`;

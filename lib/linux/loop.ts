@@ -4,15 +4,23 @@
 import { KernelError } from "../errors.ts";
 import { errno, errnoName, openLibc } from "./libc.ts";
 import { closeFd, O_RDONLY, openFd } from "./mount_api.ts";
-
-export const LOOP_CTL_GET_FREE = 0x4c82;
-export const LOOP_CONFIGURE = 0x4c0a;
-export const LOOP_CLR_FD = 0x4c01;
-
-export const LO_FLAGS_READ_ONLY = 1;
-export const LO_FLAGS_AUTOCLEAR = 4;
-export const LO_FLAGS_PARTSCAN = 8;
-export const LO_FLAGS_DIRECT_IO = 16;
+import {
+  LO_FLAGS_AUTOCLEAR,
+  LO_FLAGS_DIRECT_IO,
+  LO_FLAGS_READ_ONLY,
+  LOOP_CLR_FD,
+  LOOP_CONFIGURE,
+  LOOP_CTL_GET_FREE,
+} from "./constants.ts";
+export {
+  LO_FLAGS_AUTOCLEAR,
+  LO_FLAGS_DIRECT_IO,
+  LO_FLAGS_PARTSCAN,
+  LO_FLAGS_READ_ONLY,
+  LOOP_CLR_FD,
+  LOOP_CONFIGURE,
+  LOOP_CTL_GET_FREE,
+} from "./constants.ts";
 
 /** sizeof(struct loop_info64) and sizeof(struct loop_config) from <linux/loop.h> (x86_64). */
 export const LOOP_INFO64_SIZE = 232;

@@ -4,46 +4,49 @@
 // the context fd as "e …"/"w …"/"i …" lines), not in errno: we read it and put it in the error.
 import { KernelError } from "../errors.ts";
 import { cstr, errno, errnoName, openLibc } from "./libc.ts";
+import {
+  Errno,
+  FSCONFIG_CMD_CREATE,
+  FSCONFIG_SET_FD,
+  FSCONFIG_SET_FLAG,
+  FSCONFIG_SET_STRING,
+  FSOPEN_CLOEXEC,
+  O_CLOEXEC,
+  SYS_FSCONFIG,
+  SYS_FSMOUNT,
+  SYS_FSOPEN,
+  SYS_MOUNT_SETATTR,
+  SYS_MOVE_MOUNT,
+  SYS_OPEN_TREE,
+} from "./constants.ts";
+export {
+  AT_EMPTY_PATH,
+  AT_FDCWD,
+  AT_RECURSIVE,
+  FSCONFIG_CMD_CREATE,
+  FSCONFIG_SET_FD,
+  FSCONFIG_SET_FLAG,
+  FSCONFIG_SET_STRING,
+  FSMOUNT_CLOEXEC,
+  FSOPEN_CLOEXEC,
+  MNT_DETACH,
+  MNT_FORCE,
+  MOUNT_ATTR_IDMAP,
+  MOUNT_ATTR_NODEV,
+  MOUNT_ATTR_NOEXEC,
+  MOUNT_ATTR_NOSUID,
+  MOUNT_ATTR_RDONLY,
+  MOVE_MOUNT_F_EMPTY_PATH,
+  O_CLOEXEC,
+  O_DIRECTORY,
+  O_PATH,
+  O_RDONLY,
+  O_RDWR,
+  OPEN_TREE_CLONE,
+} from "./constants.ts";
 
-// x86_64 system call numbers.
-const SYS_OPEN_TREE = 428;
-const SYS_MOVE_MOUNT = 429;
-const SYS_FSOPEN = 430;
-const SYS_FSCONFIG = 431;
-const SYS_FSMOUNT = 432;
-const SYS_MOUNT_SETATTR = 442;
-
-export const FSOPEN_CLOEXEC = 0x1;
-export const FSMOUNT_CLOEXEC = 0x1;
-
-export const FSCONFIG_SET_FLAG = 0;
-export const FSCONFIG_SET_STRING = 1;
-export const FSCONFIG_SET_FD = 5;
-export const FSCONFIG_CMD_CREATE = 6;
-
-export const MOUNT_ATTR_RDONLY = 0x1;
-export const MOUNT_ATTR_NOSUID = 0x2;
-export const MOUNT_ATTR_NODEV = 0x4;
-export const MOUNT_ATTR_NOEXEC = 0x8;
-export const MOUNT_ATTR_IDMAP = 0x100000;
-
-export const MOVE_MOUNT_F_EMPTY_PATH = 0x4;
-export const OPEN_TREE_CLONE = 0x1;
-export const AT_FDCWD = -100;
-export const AT_EMPTY_PATH = 0x1000;
-export const AT_RECURSIVE = 0x8000;
-
-export const MNT_FORCE = 1;
-export const MNT_DETACH = 2;
-
-export const O_RDONLY = 0;
-export const O_RDWR = 2;
-export const O_DIRECTORY = 0o200000;
-export const O_CLOEXEC = 0o2000000;
-export const O_PATH = 0o10000000;
-
-/** errno values the mount code reacts to that lib/linux/libc.ts does not name. */
-export const ENOTBLK = 15;
+/** errno values the mount code reacts to. */
+export const ENOTBLK = Errno.ENOTBLK;
 
 const symbols = {
   sys_fsopen: { name: "syscall", parameters: ["i64", "buffer", "u32"], result: "i64" },

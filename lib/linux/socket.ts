@@ -3,17 +3,21 @@
 // (`nonblocking`) so the event loop never blocks on the socket.
 import { KernelError } from "../errors.ts";
 import { check, errno, errnoName, openLibc } from "./libc.ts";
-
-const AF_UNIX = 1;
-export const SOCK_SEQPACKET = 5;
-const SOCK_CLOEXEC = 0o2000000;
-const SOL_SOCKET = 1;
-const SCM_RIGHTS = 1;
-const F_GETFD = 1;
-const F_SETFD = 2;
-const FD_CLOEXEC = 1;
-const F_SETPIPE_SZ = 1031;
-const MSG_CMSG_CLOEXEC = 0x40000000;
+import {
+  AF_UNIX,
+  F_GETFD,
+  F_SETFD,
+  F_SETPIPE_SZ,
+  FD_CLOEXEC,
+  MSG_CMSG_CLOEXEC,
+  MSG_CTRUNC,
+  MSG_TRUNC,
+  SCM_RIGHTS,
+  SOCK_CLOEXEC,
+  SOCK_SEQPACKET,
+  SOL_SOCKET,
+} from "./constants.ts";
+export { SOCK_SEQPACKET } from "./constants.ts";
 
 const symbols = {
   socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
@@ -142,6 +146,5 @@ export async function receiveMessage(fd: number, maxLen: number, maxFds = 4): Pr
     }
     off += cmsgSpace(len - CMSG_HDR);
   }
-  // MSG_TRUNC = 0x20, MSG_CTRUNC = 0x08
-  return { data: payload.slice(0, n), fds, truncated: (flags & 0x28) !== 0 };
+  return { data: payload.slice(0, n), fds, truncated: (flags & (MSG_TRUNC | MSG_CTRUNC)) !== 0 };
 }

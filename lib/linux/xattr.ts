@@ -15,7 +15,6 @@ function lib() {
   return openLibc(symbols);
 }
 
-const ERANGE = 34;
 const EMPTY = new Uint8Array(0);
 
 /** Calls `fn(buf, size)` until the buffer is large enough (the value may grow between calls).
@@ -37,11 +36,11 @@ function sized(
     const got = Number(fn(buf, need));
     if (got >= 0) return buf.subarray(0, got);
     const e = errno();
-    if (e === ERANGE) continue;
+    if (e === Errno.ERANGE) continue;
     if (absent.includes(e)) return null;
     check(what, -1);
   }
-  throw new KernelError(what, ERANGE, "ERANGE", `${what}: value keeps growing`);
+  throw new KernelError(what, Errno.ERANGE, "ERANGE", `${what}: value keeps growing`);
 }
 
 function splitNames(list: Uint8Array): string[] {
@@ -117,7 +116,7 @@ export function readXattrsOrNull(fd: number, path?: Uint8Array): Map<string, Uin
     );
     if (len >= 0) break;
     const e = errno();
-    if (e === ERANGE) {
+    if (e === Errno.ERANGE) {
       const need = Number(p ? lib().llistxattr(p, null, 0n) : lib().flistxattr(fd, null, 0n));
       if (need < 0) check(what, -1, path ? bytesToBstr(path) : undefined);
       listBuf = new Uint8Array(Math.max(need, listBuf.length * 2));
@@ -142,7 +141,7 @@ export function readXattrsOrNull(fd: number, path?: Uint8Array): Map<string, Uin
       }
       const e = errno();
       if (e === Errno.ENODATA) break; // removed since the list call
-      if (e !== ERANGE) check(p ? "lgetxattr" : "fgetxattr", -1, path ? bytesToBstr(path) : undefined);
+      if (e !== Errno.ERANGE) check(p ? "lgetxattr" : "fgetxattr", -1, path ? bytesToBstr(path) : undefined);
       const need = Number(p ? lib().lgetxattr(p, nb, null, 0n) : lib().fgetxattr(fd, nb, null, 0n));
       valueBuf = new Uint8Array(Math.max(need, valueBuf.length * 2));
     }

@@ -3,7 +3,7 @@
 import { Duplex } from "node:stream";
 import { createGunzip } from "node:zlib";
 import { CfsError, FormatError } from "../errors.ts";
-import { nativeDecompress } from "../util/native_decompress.ts";
+import { nativeDecompress } from "../linux/native_decompress.ts";
 import { zstdDecompressStream } from "../util/zstd.ts";
 
 export type LayerCompression = "none" | "gzip" | "zstd";
@@ -64,7 +64,7 @@ export function decompressLayer(
 
 /**
  * Decompresses with the given method (errors from the decoder become FormatError): with the system
- * libzstd / zlib on a pool thread where FFI allows it (lib/util/native_decompress.ts), else node:zlib.
+ * libzstd / zlib on a pool thread where FFI allows it (lib/linux/native_decompress.ts), else node:zlib.
  */
 export function decompress(
   input: ReadableStream<Uint8Array>,

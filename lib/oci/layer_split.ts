@@ -7,7 +7,7 @@ import { createHash } from "node:crypto";
 import { FormatError, IntegrityError } from "../errors.ts";
 import { parseDigest } from "./digest.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
-import type { ObjectStore } from "../repository/object_store.ts";
+import type { ObjectStore } from "../objects/store.ts";
 import { CONTENT_TYPE } from "./content_types.ts";
 import { type ObjectOpener, reassemble } from "../splitstream/reassemble.ts";
 import type { SplitStreamChunk, SplitStreamReader } from "../splitstream/reader.ts";

@@ -23,7 +23,7 @@ import { algorithmName, checkMeta, META_FILENAME, parseMeta } from "./meta.ts";
 import type { Repository } from "./repository.ts";
 import { removeStaleMountRefs } from "./mount_refs.ts";
 import { SplitStreamReader } from "../splitstream/mod.ts";
-import { defaultWritePermits } from "./semaphore.ts";
+import { defaultWritePermits } from "../objects/semaphore.ts";
 
 export interface FsckOptions {
   /** Skip phase 1 (object digests). */

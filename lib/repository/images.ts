@@ -9,7 +9,7 @@ import { closeFd } from "../linux/fs.ts";
 import type { Repository } from "./repository.ts";
 import { objectIdOfTarget } from "./streams.ts";
 import { checkLinkName, linkRelative } from "./symlinks.ts";
-import { measureOrNull } from "./verity.ts";
+import { measureOrNull } from "../objects/verity.ts";
 
 const HEX_NAME = /^[0-9a-f]+$/;
 

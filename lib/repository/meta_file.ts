@@ -22,7 +22,7 @@ import { RepoFs, RepoPathError } from "./repo_fs.ts";
 const MAX_META_BYTES = 1 << 20;
 import { enableVerityOnTmpfile } from "../linux/fsverity_ioctl.ts";
 import { META_FILENAME, parseAlgorithm, parseMeta, type RepoMeta, serializeMeta } from "./meta.ts";
-import { enableOrTolerate, measureOrNull, noVerityError } from "./verity.ts";
+import { enableOrTolerate, measureOrNull, noVerityError } from "../objects/verity.ts";
 
 /** Writes meta.json unless it exists. Returns false (and writes nothing) when it already exists. */
 export async function writeMetaFile(repoPath: string, meta: RepoMeta, withVerity: boolean): Promise<boolean> {

@@ -4,7 +4,7 @@
 import { RepositoryError } from "../errors.ts";
 import type { HashAlgorithm } from "../fsverity/object_id.ts";
 import { closeFd, O_RDONLY, openPath } from "../linux/fs.ts";
-import { measureOrNull } from "./verity.ts";
+import { measureOrNull } from "../objects/verity.ts";
 
 const SUBDIR = /^[0-9a-f]{2}$/;
 

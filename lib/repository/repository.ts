@@ -19,8 +19,8 @@ import {
   sameMeta,
 } from "./meta.ts";
 import { metaHasVerity, readMetaFile, writeMetaFile } from "./meta_file.ts";
-import type { ObjectStore, ObjectWriter } from "./object_store.ts";
-import { ObjectDir } from "./objects.ts";
+import type { ObjectStore, ObjectWriter } from "../objects/store.ts";
+import { ObjectDir } from "../objects/object_dir.ts";
 import { hasObjectsDir, inferFromObjects } from "./old_format.ts";
 import type { SplitStreamReader, SplitStreamWriter } from "../splitstream/mod.ts";
 import * as streams from "./streams.ts";
@@ -166,8 +166,8 @@ export class Repository implements ObjectStore {
     this.readOnlyReasons = readOnlyReasons;
     const formats = effectiveErofsFormats(meta);
     this.erofsFormats = opts.erofsVersion !== undefined ? { default: opts.erofsVersion, extra: [] } : formats;
-    this.objects = new ObjectDir(path, alg, {
-      insecure: () => this.#insecure,
+    this.objects = new ObjectDir(`${path}/objects`, alg, {
+      verity: () => this.#insecure ? "tolerate" : "require",
       beforeWrite: () => this.ensureWritable(),
       permits: opts.writePermits,
       noTmpfile: opts.noTmpfile,

@@ -11,7 +11,7 @@ import { closeFd, O_RDONLY, openPath } from "../linux/fs.ts";
 import { SplitStreamReader, type SplitStreamWriter } from "../splitstream/mod.ts";
 import type { Repository } from "./repository.ts";
 import { checkLinkName, linkRelative } from "./symlinks.ts";
-import { measureOrNull } from "./verity.ts";
+import { measureOrNull } from "../objects/verity.ts";
 
 /** The object a `../objects/XX/rest`-style link target names, or null when it names none. */
 export function objectIdOfTarget(target: string, alg: ObjectId["alg"]): ObjectId | null {

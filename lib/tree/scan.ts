@@ -23,7 +23,7 @@ import {
 } from "../linux/fs_at.ts";
 import { readXattrsOrNull } from "../linux/xattr.ts";
 import { preadAsync } from "../linux/fs.ts";
-import type { ObjectStore } from "../repository/object_store.ts";
+import type { ObjectStore } from "../objects/store.ts";
 import { bytesToBstr, concatBytes, utf8 } from "../util/bytes.ts";
 import {
   type Directory,

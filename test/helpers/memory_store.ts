@@ -1,7 +1,7 @@
 // A test-only ObjectStore keeping objects in a Map, ids computed with the real fs-verity hasher.
 import { FsVerityHasher } from "../../lib/fsverity/hasher.ts";
 import type { HashAlgorithm, ObjectId } from "../../lib/fsverity/object_id.ts";
-import type { ObjectStore, ObjectWriter } from "../../lib/repository/object_store.ts";
+import type { ObjectStore, ObjectWriter } from "../../lib/objects/store.ts";
 import { concatBytes } from "../../lib/util/bytes.ts";
 
 export class MemoryStore implements ObjectStore {

@@ -37,7 +37,7 @@ import {
 } from "../../linux/fs.ts";
 import type { Platform } from "../platform.ts";
 import { type SplitSink, splitTarInto } from "../layer_split.ts";
-import type { ObjectStore } from "../../repository/object_store.ts";
+import type { ObjectStore } from "../../objects/store.ts";
 import { parseJson } from "../../util/json.ts";
 import { parseCredsOption } from "./registry/auth_file.ts";
 import { parseDockerReference } from "./registry/docker_reference.ts";

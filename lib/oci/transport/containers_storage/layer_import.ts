@@ -34,7 +34,7 @@ import {
 } from "../../../linux/file_extents.ts";
 import { Errno, errnoName } from "../../../linux/libc.ts";
 import { readXattrsFd } from "../../../linux/xattr.ts";
-import type { ObjectDir } from "../../../repository/objects.ts";
+import type { ObjectDir } from "../../../objects/object_dir.ts";
 import { INLINE_CONTENT_MAX, type SplitSink } from "../../layer_split.ts";
 import { readTarSplit } from "./tar_split.ts";
 import { type PrefetchItem, type PrefetchResult, PrefetchWorker } from "./prefetch_worker.ts";

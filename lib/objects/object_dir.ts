@@ -1,29 +1,46 @@
-// objects/XX/<rest>: the content-addressed store (spec §2.4). An object becomes visible only
-// complete and under its final name: data goes to an anonymous O_TMPFILE (or, where that is not
+// The one content-addressed object store: DIR/XX/<rest of the hex digest>, used as a repository's
+// objects/ and as `mkcomposefs --digest-store DIR` (docs/repository.md). An object becomes visible
+// only complete and under its final name: data goes to an anonymous O_TMPFILE (or, where that is not
 // supported, a `.tmp-…` file renamed without replacing), is hashed while it is written, and is
 // linked into place at the end. A killed writer therefore leaves nothing behind.
+//
+// fs-verity follows a policy read at each write: "require" (secure repositories: fail without it,
+// check the kernel's digest) or "tolerate" (insecure repositories, digest stores: enable it where
+// the filesystem has it, remember once that it has not).
+//
+// In-memory objects take a synchronous path where the policy tolerates missing verity: hash,
+// "already there?", then O_TMPFILE + write (+ verity) + linkat on the calling thread (Deno's async
+// file ops cost a round trip to an I/O thread each, which dominated imports of many small files).
+// After a few hundred objects on a filesystem without fs-verity, the writes move to a worker thread
+// (./write_worker.ts), so the kernel's per-file cost runs beside decoding and hashing; settle() waits
+// for them.
 import { KernelError, NotFoundError } from "../errors.ts";
 import { FsVerityHasher } from "../fsverity/hasher.ts";
 import type { HashAlgorithm, ObjectId } from "../fsverity/object_id.ts";
+import { O_DIRECTORY, O_PATH } from "../linux/constants.ts";
 import {
   closeFd,
   linkTmpfile,
+  linkTmpfileAt,
   O_RDONLY,
   openPath,
   openTmpfile,
   renameNoReplace,
   writeAll,
 } from "../linux/fs.ts";
+import { existsAt, mkdirAt, openTmpfileIn } from "../linux/fs_at.ts";
 import { enableVerityOnTmpfile } from "../linux/fsverity_ioctl.ts";
-import { errno, errnoName, openLibc } from "../linux/libc.ts";
-import type { ObjectStore, ObjectWriter } from "./object_store.ts";
-import { ObjectWriteWorker } from "./object_write_worker.ts";
+import type { ObjectStore, ObjectWriter } from "./store.ts";
+import { ObjectWriteWorker } from "./write_worker.ts";
 import { Semaphore } from "./semaphore.ts";
 import { checkMeasured, enableOrTolerate, noVerityError } from "./verity.ts";
 
+/** How fs-verity is applied to new objects (see the header). */
+export type VerityPolicy = "require" | "tolerate";
+
 export interface ObjectDirOptions {
-  /** Whether the repository is insecure (read at each write: it can be switched after opening). */
-  insecure: () => boolean;
+  /** The verity policy, read at each write (a repository can be switched to insecure after opening). */
+  verity: () => VerityPolicy;
   /** Called once before the first write (writability pre-check). */
   beforeWrite?: () => Promise<void>;
   permits?: number;
@@ -31,42 +48,9 @@ export interface ObjectDirOptions {
   noTmpfile?: boolean;
 }
 
-// The synchronous object path (insecure repositories on filesystems without fs-verity): a few
-// system calls on the calling thread, no promises, paths relative to an objects/ dir fd.
-const syncSymbols = {
-  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
-  openat: { parameters: ["i32", "buffer", "i32", "u32"], result: "i32" },
-  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-  close: { parameters: ["i32"], result: "i32" },
-  linkat: { parameters: ["i32", "buffer", "i32", "buffer", "i32"], result: "i32" },
-  fstatat: { parameters: ["i32", "buffer", "buffer", "i32"], result: "i32" },
-} as const;
-const O_RDWR = 0o2;
-const O_DIRECTORY = 0o200000;
-const O_CLOEXEC = 0o2000000;
-const O_PATH = 0o10000000;
-const O_TMPFILE = 0o20000000 | O_DIRECTORY;
-const AT_FDCWD = -100;
-const AT_SYMLINK_FOLLOW = 0x400;
-const EINTR = 4;
-const EEXIST = 17;
-const S_IFMT = 0o170000;
-const S_IFREG = 0o100000;
-/** st_mode in struct stat: after dev, ino, nlink on x86_64; after dev, ino on the generic layout. */
-const ST_MODE_OFFSET = Deno.build.arch === "x86_64" ? 24 : 16;
 /** Objects stored synchronously before the writes move to a worker thread (small imports never start one). */
 const WORKER_AFTER = 256;
-
-/** Reusable NUL-terminated path buffers (ASCII paths only: object paths and /proc/self/fd/N). */
-class CPath {
-  readonly bytes = new Uint8Array(256);
-  #enc = new TextEncoder();
-  set(s: string): Uint8Array {
-    const { written } = this.#enc.encodeInto(s, this.bytes);
-    this.bytes[written] = 0;
-    return this.bytes;
-  }
-}
+const enc = new TextEncoder();
 
 export class ObjectDir implements ObjectStore {
   readonly alg: HashAlgorithm;
@@ -75,30 +59,34 @@ export class ObjectDir implements ObjectStore {
   #opts: ObjectDirOptions;
   #madeDirs = new Set<string>();
   #ready?: Promise<void>;
-  /** Set after the filesystem said "no fs-verity here" (insecure repos only): skips further attempts. */
+  /** Set after the filesystem said "no fs-verity here" (tolerant policy only): skips further attempts. */
   #noVerityFs = false;
   /** Set once prepare() has succeeded. */
   #prepared = false;
-  /** objects/ opened O_PATH for the synchronous path (-1 until first needed). */
+  /** The directory opened O_PATH for the synchronous path (-1 until first needed). */
   #dirFd = -1;
   #hasher?: FsVerityHasher;
-  #stat = new Uint8Array(256);
-  #rel = new CPath();
-  #proc = new CPath();
+  /** XX subdirectories this store created: they hold only objects in #stored (no lookup needed). */
+  #freshDirs = new Set<string>();
+  /** Hex ids of the objects this store stored or handed to the worker (the strings ObjectId caches). */
+  #stored = new Set<string>();
   #syncStored = 0;
+  /** Set when the filesystem answered O_TMPFILE with "not supported": named temporaries from then on. */
+  #noTmpfileFs = false;
   /** The worker thread taking the synchronous path's writes; null once it could not be started. */
   #bg?: ObjectWriteWorker | null;
 
-  constructor(repoPath: string, alg: HashAlgorithm, opts: ObjectDirOptions) {
+  /** `dir` is the store itself (a repository passes its objects/ directory). */
+  constructor(dir: string, alg: HashAlgorithm, opts: ObjectDirOptions) {
     this.alg = alg;
-    this.dir = `${repoPath}/objects`;
+    this.dir = dir;
     this.#opts = opts;
     this.semaphore = new Semaphore(opts.permits);
   }
 
   /** An O_TMPFILE in `dir`, or null where the filesystem has none (then named temporaries are used). */
   tmpfile(dir: string): number | null {
-    return this.#opts.noTmpfile ? null : openTmpfile(dir, 0o644);
+    return this.#opts.noTmpfile || this.#noTmpfileFs ? null : openTmpfile(dir, 0o644);
   }
 
   pathOf(id: ObjectId): string {
@@ -170,7 +158,7 @@ export class ObjectDir implements ObjectStore {
    * checked. A filesystem without verity (insecure repos) is remembered so later objects skip it.
    */
   sealTmpfile(writeFd: number, dir: string, id: ObjectId): number {
-    const insecure = this.#opts.insecure();
+    const insecure = this.#tolerant();
     if (insecure && this.#noVerityFs) return writeFd;
     const { fd, enabled } = enableVerityOnTmpfile(writeFd, dir, id.alg);
     if (!enabled) {
@@ -192,7 +180,7 @@ export class ObjectDir implements ObjectStore {
 
   /** Like sealTmpfile for a named file (no-O_TMPFILE fallback). */
   sealNamed(path: string, id: ObjectId): void {
-    const insecure = this.#opts.insecure();
+    const insecure = this.#tolerant();
     if (insecure && this.#noVerityFs) return;
     const fd = openPath(path, O_RDONLY);
     try {
@@ -236,19 +224,26 @@ export class ObjectDir implements ObjectStore {
 
   /**
    * Like ensureObject, but `data` is only read before this returns, so the caller may reuse its
-   * buffer at once. Where the synchronous path applies (insecure repository, no fs-verity on the
-   * filesystem, O_TMPFILE supported, objects/ prepared) the object is stored before returning and
-   * the id comes back as a value; otherwise as a promise (from a copy of `data`).
+   * buffer at once. Where the synchronous path applies (tolerant verity policy, O_TMPFILE
+   * supported, the store prepared) the object is stored, or handed to the write worker, before
+   * this returns and the id comes back as a value; otherwise as a promise (from a copy of `data`).
    */
   ensureObjectBorrowed(data: Uint8Array): ObjectId | Promise<ObjectId> {
     const id = this.digestOf(data);
     if (!this.#syncPathUsable()) return this.#ensureKnown(id, data.slice());
-    const bg = this.#worker();
-    if (!bg) {
-      this.#storeSync(id, data);
+    const hex = id.hex();
+    if (this.#stored.has(hex)) {
+      this.#present++;
       return id;
     }
-    // The worker writes it later; settle() is the barrier before a stream refers to it.
+    const bg = this.#worker();
+    if (!bg) {
+      if (!this.#storeSync(id, data)) return this.#ensureKnown(id, data.slice());
+      return id;
+    }
+    // The worker writes it later (and checks for a copy already on disk); settle() is the barrier
+    // before anything refers to it.
+    this.#stored.add(hex);
     const rel = id.objectPath();
     if (bg.tryAdd(rel, data)) {
       this.#bgAdded++;
@@ -262,10 +257,10 @@ export class ObjectDir implements ObjectStore {
     })();
   }
 
-  /** The write worker, started after WORKER_AFTER synchronous objects; null where none can run. */
+  /** The write worker, once WORKER_AFTER objects were stored here and fs-verity is known absent. */
   #worker(): ObjectWriteWorker | null {
     if (this.#bg !== undefined) return this.#bg;
-    if (++this.#syncStored <= WORKER_AFTER) return null;
+    if (!this.#noVerityFs || this.#syncStored < WORKER_AFTER) return null;
     try {
       this.#bg = new ObjectWriteWorker(this.dir);
     } catch {
@@ -274,66 +269,68 @@ export class ObjectDir implements ObjectStore {
     return this.#bg;
   }
 
-  #syncPathUsable(): boolean {
-    return this.#prepared && this.#noVerityFs && !this.#opts.noTmpfile && this.#opts.insecure();
+  #tolerant(): boolean {
+    return this.#opts.verity() === "tolerate";
   }
 
-  /** O_TMPFILE in objects/XX, write, link under the final name; skipped when the name exists. */
-  #storeSync(id: ObjectId, data: Uint8Array): void {
-    const lib = openLibc(syncSymbols);
-    if (this.#dirFd < 0) {
-      const fd = lib.open(this.#rel.set(this.dir), O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
-      if (fd < 0) throw kernelError("open", this.dir);
-      this.#dirFd = fd;
+  #syncPathUsable(): boolean {
+    if (this.#opts.noTmpfile || this.#noTmpfileFs || !this.#tolerant()) return false;
+    if (!this.#prepared && !this.#opts.beforeWrite) {
+      // Nothing to check before writing: create the directory now instead of on the async path.
+      Deno.mkdirSync(this.dir, { recursive: true, mode: 0o755 });
+      this.#prepared = true;
     }
+    return this.#prepared;
+  }
+
+  /** Makes sure DIR/XX exists (synchronously); remembers when it was created just now. */
+  #subdirSync(xx: string): void {
+    if (this.#madeDirs.has(xx)) return;
+    if (mkdirAt(this.#dirFd, enc.encode(xx), 0o755, `${this.dir}/${xx}`)) this.#freshDirs.add(xx);
+    this.#madeDirs.add(xx);
+  }
+
+  /**
+   * O_TMPFILE in DIR/XX, write, verity where the filesystem has it, link under the final name;
+   * skipped when the name exists. False when the filesystem has no O_TMPFILE (nothing was done).
+   */
+  #storeSync(id: ObjectId, data: Uint8Array): boolean {
+    if (this.#dirFd < 0) this.#dirFd = openPath(this.dir, O_PATH | O_DIRECTORY);
     const hex = id.hex();
     const xx = hex.slice(0, 2);
-    const rel = this.#rel.set(`${xx}/${hex.slice(2)}`);
-    if (lib.fstatat(this.#dirFd, rel, this.#stat, 0) === 0) {
-      const mode = new DataView(this.#stat.buffer).getUint32(ST_MODE_OFFSET, true);
-      if ((mode & S_IFMT) === S_IFREG) {
-        this.#present++;
-        return;
-      }
+    const rel = enc.encode(`${xx}/${hex.slice(2)}`);
+    this.#subdirSync(xx);
+    // In a directory made here, only objects stored here exist (another writer's copy of the same
+    // object makes linkat say EEXIST, which is fine): no system call to ask.
+    if (!this.#freshDirs.has(xx) && existsAt(this.#dirFd, rel, this.pathOf(id))) {
+      this.#stored.add(hex);
+      this.#present++;
+      return true;
     }
-    if (!this.#madeDirs.has(xx)) {
-      try {
-        Deno.mkdirSync(`${this.dir}/${xx}`, { mode: 0o755 });
-      } catch (e) {
-        if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
-      }
-      this.#madeDirs.add(xx);
+    let fd = openTmpfileIn(this.#dirFd, enc.encode(xx), 0o644, `${this.dir}/${xx}`);
+    if (fd === null) {
+      this.#noTmpfileFs = true;
+      return false;
     }
-    let fd: number;
-    do fd = lib.openat(this.#dirFd, this.#proc.set(xx), O_TMPFILE | O_RDWR | O_CLOEXEC, 0o644); while (
-      fd < 0 && errno() === EINTR
-    );
-    if (fd < 0) throw kernelError("open(O_TMPFILE)", `${this.dir}/${xx}`);
     try {
-      let off = 0;
-      while (off < data.length) {
-        const n = Number(lib.write(fd, off === 0 ? data : data.subarray(off), BigInt(data.length - off)));
-        if (n < 0) {
-          if (errno() === EINTR) continue;
-          throw kernelError("write", `object ${id.objectPath()}`);
-        }
-        off += n;
-      }
-      if (
-        lib.linkat(AT_FDCWD, this.#proc.set(`/proc/self/fd/${fd}`), this.#dirFd, rel, AT_SYMLINK_FOLLOW) < 0
-      ) {
-        // EEXIST: stored meanwhile by someone else, which is fine (same name = same content).
-        if (errno() !== EEXIST) throw kernelError("linkat", `${this.dir}/${id.objectPath()}`);
-        this.#present++;
-      } else this.#written++;
+      writeAll(fd, data);
+      const w = fd;
+      fd = -1; // sealTmpfile owns (and closes) the writable fd
+      fd = this.sealTmpfile(w, `${this.dir}/${xx}`, id);
+      // false: the name exists (an equal object stored meanwhile): nothing to do.
+      if (linkTmpfileAt(fd, this.#dirFd, rel)) this.#written++;
+      else this.#present++;
     } finally {
-      lib.close(fd);
+      if (fd >= 0) closeFd(fd);
     }
+    this.#stored.add(hex);
+    this.#syncStored++;
+    return true;
   }
 
   async #ensureKnown(id: ObjectId, data: Uint8Array): Promise<ObjectId> {
     if (await this.has(id)) {
-      if (!this.#opts.insecure()) this.#checkExisting(id);
+      if (!this.#tolerant()) this.#checkExisting(id);
       this.#present++;
       return id;
     }
@@ -405,11 +402,6 @@ export class ObjectDir implements ObjectStore {
 function named(e: unknown, fd: number, where: string): unknown {
   if (e instanceof KernelError) e.context = e.context.map((c) => (c === `fd ${fd}` ? where : c));
   return e;
-}
-
-function kernelError(syscall: string, where: string): KernelError {
-  const e = errno();
-  return new KernelError(syscall, e, errnoName(e), undefined, [where]);
 }
 
 async function writeFileAll(f: Deno.FsFile, data: Uint8Array): Promise<void> {

@@ -5,115 +5,21 @@
 // them — as `tar -x` runs beside `zstd -dc`. Objects stay atomic (O_TMPFILE, linked when complete);
 // settle() is the barrier before anything that refers to them is published.
 //
-// The worker is a node:worker_threads worker from source text (a blob of this file's workerMain),
-// so it also runs from the single-file bundle; it keeps the process alive only while batches are
-// pending.
+// The worker runs lib/linux/tmpfile_batch_thread.ts from source text, so it also runs from the
+// single-file bundle; it keeps the process alive only while batches are pending.
 import { Worker } from "node:worker_threads";
 import { KernelError } from "../errors.ts";
 import { errnoName } from "../linux/libc.ts";
+import {
+  type FileBatch,
+  type FileBatchReply,
+  tmpfileBatchThreadSource,
+} from "../linux/tmpfile_batch_thread.ts";
 
 const BATCH_SIZE = 4 << 20;
 const MAX_BATCHES = 6;
 /** Objects per batch message (bounds the names array). */
 const MAX_ITEMS = 1024;
-
-interface BatchMessage {
-  seq: number;
-  buf: ArrayBuffer;
-  names: string[];
-  offs: number[];
-  lens: number[];
-}
-
-interface BatchReply {
-  seq: number;
-  buf: ArrayBuffer;
-  /** Objects found already present (not written). */
-  present: number;
-  err: { syscall: string; errno: number; where: string } | null;
-}
-
-/**
- * The worker's code. It runs from its source text in a fresh isolate: it may use only its argument
- * and globals (Deno FFI), nothing imported by this module.
- */
-function workerMain(wt: any, dir: string): void {
-  const D = (globalThis as any).Deno;
-  const lib = D.dlopen("libc.so.6", {
-    open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
-    openat: { parameters: ["i32", "buffer", "i32", "u32"], result: "i32" },
-    mkdirat: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-    write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-    close: { parameters: ["i32"], result: "i32" },
-    linkat: { parameters: ["i32", "buffer", "i32", "buffer", "i32"], result: "i32" },
-    fstatat: { parameters: ["i32", "buffer", "buffer", "i32"], result: "i32" },
-    __errno_location: { parameters: [], result: "pointer" },
-  }).symbols;
-  const O_RDWR = 0o2, O_DIRECTORY = 0o200000, O_CLOEXEC = 0o2000000, O_PATH = 0o10000000;
-  const O_TMPFILE = 0o20000000 | O_DIRECTORY;
-  const AT_FDCWD = -100, AT_SYMLINK_FOLLOW = 0x400, EINTR = 4, EEXIST = 17;
-  const enc = new TextEncoder();
-  const paths = [new Uint8Array(4096), new Uint8Array(256), new Uint8Array(256)];
-  const cstr = (i: number, s: string) => {
-    const { written } = enc.encodeInto(s, paths[i]);
-    paths[i][written] = 0;
-    return paths[i];
-  };
-  const errno = () => new D.UnsafePointerView(lib.__errno_location()).getInt32(0);
-  const st = new Uint8Array(256);
-  const made = new Set<string>();
-  const dirFd = lib.open(cstr(0, dir), O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
-  const initErr = dirFd < 0 ? { syscall: "open", errno: errno(), where: dir } : null;
-
-  function store(bytes: Uint8Array, name: string, off: number, len: number): boolean {
-    const rel = cstr(1, name);
-    if (lib.fstatat(dirFd, rel, st, 0) === 0) return true;
-    const xx = name.slice(0, 2);
-    if (!made.has(xx)) {
-      if (lib.mkdirat(dirFd, cstr(2, xx), 0o755) < 0 && errno() !== EEXIST) {
-        throw { syscall: "mkdir", errno: errno(), where: `${dir}/${xx}` };
-      }
-      made.add(xx);
-    }
-    let fd: number;
-    do fd = lib.openat(dirFd, cstr(2, xx), O_TMPFILE | O_RDWR | O_CLOEXEC, 0o644); while (
-      fd < 0 && errno() === EINTR
-    );
-    if (fd < 0) throw { syscall: "open(O_TMPFILE)", errno: errno(), where: `${dir}/${xx}` };
-    try {
-      let done = 0;
-      while (done < len) {
-        const n = Number(lib.write(fd, bytes.subarray(off + done, off + len), BigInt(len - done)));
-        if (n < 0) {
-          if (errno() === EINTR) continue;
-          throw { syscall: "write", errno: errno(), where: `${dir}/${name}` };
-        }
-        done += n;
-      }
-      if (lib.linkat(AT_FDCWD, cstr(2, `/proc/self/fd/${fd}`), dirFd, rel, AT_SYMLINK_FOLLOW) < 0) {
-        if (errno() !== EEXIST) throw { syscall: "linkat", errno: errno(), where: `${dir}/${name}` };
-      }
-    } finally {
-      lib.close(fd);
-    }
-    return false;
-  }
-
-  wt.parentPort.on("message", (m: BatchMessage) => {
-    const bytes = new Uint8Array(m.buf);
-    let present = 0;
-    let err = initErr;
-    for (let i = 0; i < m.names.length && !err; i++) {
-      try {
-        if (store(bytes, m.names[i], m.offs[i], m.lens[i])) present++;
-      } catch (e) {
-        err = e as typeof err;
-      }
-    }
-    const reply: BatchReply = { seq: m.seq, buf: m.buf, present, err };
-    wt.parentPort.postMessage(reply, [m.buf]);
-  });
-}
 
 interface OpenBatch {
   buf: ArrayBuffer;
@@ -139,12 +45,9 @@ export class ObjectWriteWorker {
   present = 0;
 
   constructor(objectsDir: string) {
-    const src = `const wt = require("node:worker_threads"); (${workerMain.toString()})(wt, ${
-      JSON.stringify(objectsDir)
-    });`;
-    this.#worker = new Worker(src, { eval: true });
+    this.#worker = new Worker(tmpfileBatchThreadSource(objectsDir), { eval: true });
     this.#worker.unref();
-    this.#worker.on("message", (r: BatchReply) => this.#done(r));
+    this.#worker.on("message", (r: FileBatchReply) => this.#done(r));
     this.#worker.on("error", (e: Error) => this.#fail(e));
   }
 
@@ -215,11 +118,11 @@ export class ObjectWriteWorker {
     this.#cur = null;
     if (this.#inFlight++ === 0) this.#worker.ref(); // keeps the process alive while work is pending
 
-    const msg: BatchMessage = { seq: this.#seq++, buf: b.buf, names: b.names, offs: b.offs, lens: b.lens };
+    const msg: FileBatch = { seq: this.#seq++, buf: b.buf, names: b.names, offs: b.offs, lens: b.lens };
     this.#worker.postMessage(msg, [b.buf]);
   }
 
-  #done(r: BatchReply): void {
+  #done(r: FileBatchReply): void {
     if (--this.#inFlight === 0) this.#worker.unref();
     this.present += r.present;
     this.#free.push(r.buf);
