@@ -1,4 +1,4 @@
-// The kernel argument that names the root image (spec §11.1, docs/boot.md "Kernel argument"):
+// The kernel argument that names the root image (docs/boot.md "Kernel argument"):
 // `composefs.digest=v1-<sha256|sha512>-12:<hex>` for V0/V1 images, `composefs=<hex>` for V2 (legacy),
 // a `?` directly after `=` when the repository is insecure (fs-verity optional at boot).
 import { FormatError } from "../errors.ts";

@@ -1,4 +1,4 @@
-// The boot transform (`--bootable`, spec §11.1, docs/boot.md): boot entries are collected first, then
+// The boot transform (`--bootable`, docs/boot.md): boot entries are collected first, then
 // /boot and /sysroot are emptied (they must exist: the booted system mounts its boot partition and
 // the physical root there) and get /usr's mtime seconds, then every node is relabelled from the
 // image's own SELinux policy, or stripped of security.selinux when the image names none.

@@ -154,7 +154,7 @@ export class ObjectDir implements ObjectStore {
 
   /**
    * Takes a finished O_TMPFILE's writable fd and returns the fd to link (the caller closes it):
-   * verity is enabled where the repository wants it (spec §4.3 procedure) and the kernel digest
+   * verity is enabled where the repository wants it (docs/fsverity.md#kernel) and the kernel digest
    * checked. A filesystem without verity (insecure repos) is remembered so later objects skip it.
    */
   sealTmpfile(writeFd: number, dir: string, id: ObjectId): number {
@@ -217,7 +217,7 @@ export class ObjectDir implements ObjectStore {
     return h.digest();
   }
 
-  /** Stores in-memory data (spec §2.4 path 1) and returns its id; an existing object is kept. */
+  /** Stores in-memory data (docs/repository.md#objects) and returns its id; an existing object is kept. */
   ensureObject(data: Uint8Array): Promise<ObjectId> {
     return this.#ensureKnown(this.digestOf(data), data);
   }
@@ -409,7 +409,7 @@ async function writeFileAll(f: Deno.FsFile, data: Uint8Array): Promise<void> {
   while (off < data.length) off += await f.write(data.subarray(off));
 }
 
-/** Streamed object (spec §2.4 path 2): hashed while written, linked under its id at finish(). */
+/** Streamed object (docs/repository.md#objects): hashed while written, linked under its id at finish(). */
 class TmpfileObjectWriter implements ObjectWriter {
   #store: ObjectDir;
   #hasher: FsVerityHasher;

@@ -1,4 +1,4 @@
-// Layer media types and their decompression (spec §7.1, "Read first" item 3): every gzip member
+// Layer media types and their decompression (docs/oci.md#media-types): every gzip member
 // and every zstd frame is decoded (skippable frames skipped), unlike composefs-rs 0.7.0.
 import { Duplex } from "node:stream";
 import { createGunzip } from "node:zlib";

@@ -1,4 +1,4 @@
-// Reading a directory on disk into a file tree (spec §1.3 create-image, §1.5 mkcomposefs).
+// Reading a directory on disk into a file tree (README.md#command-reference: create-image, mkcomposefs).
 // Metadata comes from statx/getdents64/readlinkat/l*xattr through FFI (lib/linux/): raw-byte names,
 // nanosecond mtimes, rdev. Regular files up to `inlineMax` bytes are kept inline; larger ones get
 // their fs-verity digest and, with a store, are copied into it in the same pass. The walk opens each
