@@ -4,6 +4,8 @@
 import { FormatError } from "../lib/errors.ts";
 import { ByteSource } from "../lib/oci/tar/byte_source.ts";
 import { TarReader } from "../lib/oci/tar/reader.ts";
+import { Flattener } from "../lib/oci/flatten.ts";
+import { writeDumpfile } from "../lib/dumpfile/write.ts";
 import { concatBytes, toHex } from "../lib/util/bytes.ts";
 import { assert, assertEquals, assertRejects } from "./helpers/assert.ts";
 import {
@@ -357,4 +359,45 @@ Deno.test("GNU tar --sparse archives (typeflag 'S' and PAX GNU.sparse.*) are ref
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("mtimes beyond 2^53: PAX and base-256 values are exact through the reader and the flattened tree", async () => {
+  const big = "4611686018427387904"; // 2^62
+  const tar = concatBytes([
+    paxMember([["mtime", `${big}.5`]]),
+    tarMember({ name: "a", size: 0 }),
+    paxMember([["mtime", "-9223372036854775808"]]), // the smallest i64
+    tarMember({ name: "b", size: 0 }),
+    END,
+  ]);
+  const { entries } = await readBytes(tar);
+  assertEquals(entries.map((e) => [e.entry.mtimeSecExact, e.entry.mtimeNsec]), [
+    [2n ** 62n, 500_000_000],
+    [-(2n ** 63n), 0],
+  ]);
+  // base-256 (12-byte field): 2^62 + 1, which no double holds
+  const h = ustarHeader({ name: "c", size: 0 });
+  h.fill(0, 136, 148);
+  h[136] = 0x80;
+  new DataView(h.buffer).setBigUint64(140, 2n ** 62n + 1n);
+  h.fill(0x20, 148, 156);
+  let sum = 0;
+  for (const x of h) sum += x;
+  const ck = sum.toString(8).padStart(6, "0") + "\0 ";
+  for (let i = 0; i < 8; i++) h[148 + i] = ck.charCodeAt(i);
+  const r2 = await readBytes(concatBytes([h, END]));
+  assertEquals(r2.entries[0].entry.mtimeSecExact, 2n ** 62n + 1n);
+  // the flattened tree and its dumpfile keep the exact value
+  const f = new Flattener();
+  f.beginLayer();
+  f.apply({ entry: { ...r2.entries[0].entry, path: "/usr", kind: "dir", mode: 0o40755 } });
+  const root = f.finish();
+  const dump = new TextDecoder().decode(concatBytes([...writeDumpfile(root)]));
+  assert(dump.includes(` ${2n ** 62n + 1n}.0 `), dump);
+  // beyond 64 bits: refused, not wrapped
+  await assertRejects(
+    () =>
+      readBytes(concatBytes([paxMember([["mtime", "9223372036854775808"]]), tarMember({ name: "d" }), END])),
+    /out of range \(64 bits\)/,
+  );
 });

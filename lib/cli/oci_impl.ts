@@ -83,6 +83,7 @@ export function tarEntryDumpLine(e: SplitTarEntry): string {
     uid: e.uid,
     gid: e.gid,
     mtimeSec: e.mtimeSec,
+    mtimeSecExact: e.mtimeSecExact,
     mtimeNsec: e.mtimeNsec,
     xattrs: e.xattrs,
   });

@@ -156,10 +156,12 @@ const ioctlSymbols = {
 /** FS_IOC_ENABLE_VERITY on `fd` (must be read-only, with no writable fds open on the file). */
 export function enableVerity(fd: number, alg: HashAlgorithm): void {
   const arg = buildEnableArg(alg);
+  let attempts = 0;
   for (;;) {
     if (openLibc(ioctlSymbols).ioctl(fd, BigInt(FS_IOC_ENABLE_VERITY), arg) >= 0) return;
     const e = errno();
-    if (e === Errno.EINTR) continue;
+    if (e === Errno.EINTR) continue; // as above: EAGAIN is no answer of this ioctl either
+    if (e === Errno.EAGAIN && attempts++ < 3) continue;
     throw verityErrorFor("enable", e, [`fd ${fd}`]);
   }
 }
@@ -167,8 +169,13 @@ export function enableVerity(fd: number, alg: HashAlgorithm): void {
 /** FS_IOC_MEASURE_VERITY on `fd`: the kernel's digest, checked to be of algorithm `alg`. */
 export function measureVerityDigest(fd: number, alg: HashAlgorithm): VerityDigest {
   const buf = buildMeasureBuffer(alg);
-  if (openLibc(ioctlSymbols).ioctl(fd, BigInt(FS_IOC_MEASURE_VERITY), buf) < 0) {
-    throw verityErrorFor("measure", errno(), [`fd ${fd}`]);
+  for (let attempt = 0;; attempt++) {
+    if (openLibc(ioctlSymbols).ioctl(fd, BigInt(FS_IOC_MEASURE_VERITY), buf) >= 0) break;
+    const e = errno();
+    // errno is read by a second FFI call; the runtime's own system calls in between (a futex during
+    // garbage collection) can leave EAGAIN/EINTR there, which this ioctl never reports: ask again.
+    if ((e === Errno.EAGAIN || e === Errno.EINTR) && attempt < 3) continue;
+    throw verityErrorFor("measure", e, [`fd ${fd}`]);
   }
   return parseMeasureBuffer(buf, alg, [`fd ${fd}`]);
 }

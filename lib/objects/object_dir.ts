@@ -313,7 +313,11 @@ export class ObjectDir implements ObjectStore {
       return false;
     }
     try {
-      writeAll(fd, data);
+      try {
+        writeAll(fd, data);
+      } catch (e) {
+        throw named(e, fd, `new object ${id.objectPath()} in ${this.dir}/${xx}`);
+      }
       const w = fd;
       fd = -1; // sealTmpfile owns (and closes) the writable fd
       fd = this.sealTmpfile(w, `${this.dir}/${xx}`, id);

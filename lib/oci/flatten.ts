@@ -31,9 +31,8 @@ function statOf(e: TarEntry): Stat {
     uid: e.uid,
     gid: e.gid,
     mtimeSec: e.mtimeSec,
-    // Seconds beyond ±2^53 (PAX or base-256 mtimes) are exact only where the tar reader gives the
-    // bigint too (a `mtimeSecExact` field, as Stat has: see lib/tree/tree.ts).
-    mtimeSecExact: (e as TarEntry & { mtimeSecExact?: bigint }).mtimeSecExact,
+    // Seconds beyond ±2^53 (PAX or base-256 mtimes) come exact from the tar reader.
+    mtimeSecExact: e.mtimeSecExact,
     mtimeNsec: e.mtimeNsec,
     xattrs: new Map(e.xattrs),
   });

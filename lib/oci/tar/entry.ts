@@ -22,6 +22,8 @@ export interface TarEntry {
   uid: number;
   gid: number;
   mtimeSec: number;
+  /** The exact seconds when they lie beyond ±2^53 (PAX or base-256 mtime); `mtimeSec` is then the nearest double. */
+  mtimeSecExact?: bigint;
   /** From a PAX `mtime` fraction, else 0. */
   mtimeNsec: number;
   /** Bytes of content following the header (PAX `size` wins over the header field). */

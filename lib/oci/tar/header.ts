@@ -30,13 +30,8 @@ export function textField(b: Uint8Array, off: number, len: number): string {
  * big-endian two's complement). Throws FormatError on anything else or values beyond 2^53.
  */
 export function numericField(b: Uint8Array, off: number, len: number, what: string): number {
-  const first = b[off];
-  if (first & 0x80) {
-    const negative = first === 0xff;
-    if (!negative && first !== 0x80) throw new FormatError(`tar header: invalid base-256 ${what} field`);
-    let v = 0n;
-    for (let i = off; i < off + len; i++) v = (v << 8n) | BigInt(i === off ? first & 0x7f : b[i]);
-    if (negative) v -= 1n << BigInt(8 * len - 1);
+  if (b[off] & 0x80) {
+    const v = base256Field(b, off, len, what);
     if (v > BigInt(Number.MAX_SAFE_INTEGER) || v < BigInt(Number.MIN_SAFE_INTEGER)) {
       throw new FormatError(`tar header: ${what} ${v} is out of range`);
     }
@@ -64,6 +59,33 @@ export function numericField(b: Uint8Array, off: number, len: number, what: stri
   }
   if (!Number.isSafeInteger(v)) throw new FormatError(`tar header: ${what} is out of range`);
   return digits === 0 ? 0 : v;
+}
+
+/** A GNU base-256 field (high bit of the first byte set) as an exact bigint. */
+function base256Field(b: Uint8Array, off: number, len: number, what: string): bigint {
+  const first = b[off];
+  const negative = first === 0xff;
+  if (!negative && first !== 0x80) throw new FormatError(`tar header: invalid base-256 ${what} field`);
+  let v = 0n;
+  for (let i = off; i < off + len; i++) v = (v << 8n) | BigInt(i === off ? first & 0x7f : b[i]);
+  if (negative) v -= 1n << BigInt(8 * len - 1);
+  return v;
+}
+
+/** The signed 64-bit range EROFS (and C mkcomposefs) holds for mtime seconds (docs/dumpfile.md). */
+export const I64_MIN = -(1n << 63n);
+export const I64_MAX = (1n << 63n) - 1n;
+
+/**
+ * The mtime field: a number where it is exact, plus the bigint when a base-256 value lies beyond ±2^53
+ * (any signed 64-bit value is kept exactly; beyond that the entry is refused).
+ */
+export function mtimeField(b: Uint8Array, off: number, len: number): { sec: number; exact?: bigint } {
+  if (!(b[off] & 0x80)) return { sec: numericField(b, off, len, "mtime") };
+  const v = base256Field(b, off, len, "mtime");
+  if (v < I64_MIN || v > I64_MAX) throw new FormatError(`tar header: mtime ${v} is out of range (64 bits)`);
+  if (v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER)) return { sec: Number(v) };
+  return { sec: Number(v), exact: v };
 }
 
 /** Checks the header checksum; tar writers have used both unsigned and signed byte sums. */
@@ -105,6 +127,8 @@ export interface RawHeader {
   gid: number;
   size: number;
   mtime: number;
+  /** The exact mtime seconds when they lie beyond ±2^53 (base-256), else absent. */
+  mtimeExact?: bigint;
   linkname: string;
   devmajor: number;
   devminor: number;
@@ -121,6 +145,7 @@ export function decodeHeader(b: Uint8Array): RawHeader {
     if (prefix !== "") name = prefix + "/" + name;
   }
   const isDev = typeflag === "3" || typeflag === "4";
+  const mtime = mtimeField(b, 136, 12);
   return {
     typeflag,
     name,
@@ -128,7 +153,8 @@ export function decodeHeader(b: Uint8Array): RawHeader {
     uid: numericField(b, 108, 8, "uid"),
     gid: numericField(b, 116, 8, "gid"),
     size: numericField(b, 124, 12, "size"),
-    mtime: numericField(b, 136, 12, "mtime"),
+    mtime: mtime.sec,
+    ...(mtime.exact !== undefined ? { mtimeExact: mtime.exact } : {}),
     linkname: textField(b, 157, 100),
     devmajor: isDev && flavour !== "v7" ? numericField(b, 329, 8, "devmajor") : 0,
     devminor: isDev && flavour !== "v7" ? numericField(b, 337, 8, "devminor") : 0,

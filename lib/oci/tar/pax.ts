@@ -61,21 +61,26 @@ export function paxDecimal(key: string, v: Uint8Array): number {
  * zero-padded to 9 digits). Negative times are floored so that time = sec + nsec / 1e9 with
  * 0 ≤ nsec < 1e9 ("-1.5" → sec -2, nsec 500000000).
  */
-export function paxTime(key: string, v: Uint8Array): { sec: number; nsec: number } {
+export function paxTime(key: string, v: Uint8Array): { sec: number; nsec: number; secExact?: bigint } {
   const s = bstr(v);
   const m = /^(-?)([0-9]+)(?:\.([0-9]*))?$/.exec(s);
   if (!m) throw new FormatError(`PAX header: invalid ${key} ${JSON.stringify(s)}`);
-  let sec = Number(m[2]);
+  if (m[2].length > 20) throw new FormatError(`PAX header: ${key} ${s} is out of range (64 bits)`);
+  // Exact integer arithmetic: seconds may lie anywhere in the signed 64-bit range EROFS holds.
+  let sec = BigInt(m[2]);
   let nsec = Number((m[3] ?? "").slice(0, 9).padEnd(9, "0"));
-  if (!Number.isSafeInteger(sec)) throw new FormatError(`PAX header: ${key} ${s} is out of range`);
   if (m[1] === "-") {
     sec = -sec;
     if (nsec !== 0) {
-      sec -= 1;
+      sec -= 1n;
       nsec = 1_000_000_000 - nsec;
     }
   }
-  return { sec, nsec };
+  if (sec < -(1n << 63n) || sec > (1n << 63n) - 1n) {
+    throw new FormatError(`PAX header: ${key} ${s} is out of range (64 bits)`);
+  }
+  const safe = sec >= BigInt(Number.MIN_SAFE_INTEGER) && sec <= BigInt(Number.MAX_SAFE_INTEGER);
+  return safe ? { sec: Number(sec), nsec } : { sec: Number(sec), nsec, secExact: sec };
 }
 
 /** Decodes %XX escapes (libarchive URL-encodes xattr names in `LIBARCHIVE.xattr.<name>` keys). */
@@ -116,7 +121,7 @@ export interface PaxOverrides {
   size?: number;
   uid?: number;
   gid?: number;
-  mtime?: { sec: number; nsec: number };
+  mtime?: { sec: number; nsec: number; secExact?: bigint };
   xattrs: Map<string, Uint8Array>;
   /** True when any GNU.sparse.* key was seen (sparse files are refused). */
   sparse: boolean;

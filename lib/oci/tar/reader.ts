@@ -219,6 +219,7 @@ export class TarReader<T = unknown> {
         uid: local.uid ?? h.uid,
         gid: local.gid ?? h.gid,
         mtimeSec: local.mtime ? local.mtime.sec : h.mtime,
+        mtimeSecExact: local.mtime ? local.mtime.secExact : h.mtimeExact,
         mtimeNsec: local.mtime ? local.mtime.nsec : 0,
         size: local.size ?? h.size,
         linkTarget,
