@@ -38,13 +38,20 @@ const sleepUntil = (t: number) =>
     else setTimeout(r, ms);
   });
 
+/**
+ * Timers fire late (≥ 1 ms); without slack every late wake-up would be lost link time and the rate
+ * would fall well below the nominal one. A link idle for longer than this starts from "now" again
+ * (at 200 Mbit/s, 5 ms is a burst of 125 KB, like a tbf bucket).
+ */
+const SLACK_MS = 5;
+
 /** The shared link of one direction: the time (performance.now ms) at which it is next free. */
 class Link {
   #freeAt = 0;
   constructor(private readonly bytesPerMs: number) {}
   /** Reserves the link for `n` bytes; returns when their last bit has been sent. */
   async send(n: number): Promise<number> {
-    const start = Math.max(performance.now(), this.#freeAt);
+    const start = Math.max(performance.now() - SLACK_MS, this.#freeAt);
     this.#freeAt = start + n / this.bytesPerMs;
     const done = this.#freeAt;
     await sleepUntil(done);
@@ -81,8 +88,11 @@ async function pump(
         const buf = new Uint8Array(64 * 1024);
         const n = await from.read(buf);
         if (n === null) break;
+        const readAt = performance.now();
+        // The delay counts from the end of the transmission, never from before the bytes were read
+        // (the link's slack can put the end of a small chunk's transmission slightly in the past).
         const sent = await link.send(n);
-        queue.push({ chunk: buf.subarray(0, n), due: sent + delayMs });
+        queue.push({ chunk: buf.subarray(0, n), due: Math.max(sent, readAt) + delayMs });
         queued += n;
         signal();
       }
