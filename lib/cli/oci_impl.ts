@@ -5,9 +5,10 @@ import { FormatError, IntegrityError, UsageError } from "../errors.ts";
 import { parseDigest as parseDigestData } from "../oci/digest.ts";
 import { openConfig, openManifest, resolveManifestDigest } from "../oci/image_store.ts";
 import { layerChunks } from "../oci/image_tree.ts";
+import { statOf } from "../oci/flatten.ts";
 import { reassembleSplitstream, type SplitTarEntry } from "../oci/layer_split.ts";
 import { entryLine, hardlinkLine } from "../dumpfile/write.ts";
-import { type LeafContent, newDirectory, newLeaf, newStat } from "../tree/tree.ts";
+import { type LeafContent, newDirectory, newLeaf } from "../tree/tree.ts";
 import type { Repository } from "../repository/repository.ts";
 
 export { fsverityDigest } from "../fsverity/hasher.ts";
@@ -78,15 +79,7 @@ export async function resolveConfig(repo: Repository, name: string, configVerity
 /** One dumpfile line for a tar entry as `oci layer --dumpfile` prints it (nlink always 1). */
 export function tarEntryDumpLine(e: SplitTarEntry): string {
   if (e.kind === "hardlink") return hardlinkLine(e.path, e.linkTarget);
-  const stat = newStat({
-    mode: e.mode & 0o7777,
-    uid: e.uid,
-    gid: e.gid,
-    mtimeSec: e.mtimeSec,
-    mtimeSecExact: e.mtimeSecExact,
-    mtimeNsec: e.mtimeNsec,
-    xattrs: e.xattrs,
-  });
+  const stat = statOf(e);
   if (e.kind === "dir") return entryLine(e.path, newDirectory(stat), 1);
   const content: LeafContent = e.kind === "file"
     ? (e.content ?? { type: "inline", data: new Uint8Array() })

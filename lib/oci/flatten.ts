@@ -25,7 +25,8 @@ export interface LayerItem {
 const WHITEOUT_PREFIX = ".wh.";
 const OPAQUE_MARKER = ".wh..wh..opq";
 
-function statOf(e: TarEntry): Stat {
+/** A tar entry's metadata as a tree Stat (mode bits only; xattrs copied). */
+export function statOf(e: TarEntry): Stat {
   return newStat({
     mode: e.mode & 0o7777,
     uid: e.uid,
