@@ -11,6 +11,7 @@ import {
   lookup,
   newDirectory,
   newStat,
+  NO_XATTRS,
   type Stat,
 } from "../tree/tree.ts";
 import type { TarEntry } from "./tar/entry.ts";
@@ -35,7 +36,8 @@ function statOf(e: TarEntry): Stat {
     // bigint too (a `mtimeSecExact` field, as Stat has: see lib/tree/tree.ts).
     mtimeSecExact: (e as TarEntry & { mtimeSecExact?: bigint }).mtimeSecExact,
     mtimeNsec: e.mtimeNsec,
-    xattrs: new Map(e.xattrs),
+    // Most entries have no xattrs: they share the immutable empty map (a Map per inode is ~150 bytes).
+    xattrs: e.xattrs.size === 0 ? NO_XATTRS : new Map(e.xattrs),
   });
 }
 
