@@ -17,10 +17,16 @@ function status(field: string): number {
   return m ? Number(m[1]) * 1024 : NaN;
 }
 
+let last = performance.now();
 function report(tag: string): void {
   const m = Deno.memoryUsage();
+  const now = performance.now();
+  const ms = (now - last).toFixed(0);
+  last = now;
   console.log(
-    `${tag}: rss ${mib(status("VmRSS"))} hwm ${mib(status("VmHWM"))} heapUsed ${mib(m.heapUsed)} ` +
+    `${tag} (${ms} ms): rss ${mib(status("VmRSS"))} hwm ${mib(status("VmHWM"))} heapUsed ${
+      mib(m.heapUsed)
+    } ` +
       `heapTotal ${mib(m.heapTotal)} external ${mib(m.external)} (MiB)`,
   );
 }

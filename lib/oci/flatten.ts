@@ -71,11 +71,22 @@ function leafContent(item: LayerItem): LeafContent {
 export class Flattener {
   /** Without a root entry in any layer nor a /usr, the image root keeps this: 0755 0:0 mtime 0. */
   readonly root: Directory = newDirectory(newStat({ mode: 0o755 }));
-  /** Paths created or replaced by the layer being applied (whiteouts spare them). */
+  /** Paths created or replaced by the layer being applied (whiteouts spare them). Not kept for the
+   *  lowest layer: everything in the tree then is its own (a Set of 100k paths is ~10 MiB). */
   #thisLayer = new Set<string>();
+  #layers = 0;
 
   beginLayer(): void {
+    this.#layers++;
     this.#thisLayer = new Set();
+  }
+
+  #inThisLayer(path: string): boolean {
+    return this.#layers <= 1 || this.#thisLayer.has(path);
+  }
+
+  #addToThisLayer(path: string): void {
+    if (this.#layers > 1) this.#thisLayer.add(path);
   }
 
   #dir(path: string, forWhat: string): Directory {
@@ -89,12 +100,13 @@ export class Flattener {
   #hideLower(dir: Directory, path: string): void {
     for (const [name, child] of [...dir.entries]) {
       const childPath = path === "/" ? `/${name}` : `${path}/${name}`;
-      if (!this.#thisLayer.has(childPath)) dir.entries.delete(name);
+      if (!this.#inThisLayer(childPath)) dir.entries.delete(name);
       else if (child.kind === "dir") this.#hideLower(child, childPath);
     }
   }
 
   #markSubtree(node: Inode, path: string): void {
+    if (this.#layers <= 1) return;
     this.#thisLayer.add(path);
     if (node.kind === "dir") {
       for (const [name, child] of node.entries) {
@@ -122,7 +134,7 @@ export class Flattener {
         throw new FormatError(`hostile whiteout ${JSON.stringify(e.path)}: it names no sibling entry`);
       }
       const targetPath = parent === "/" ? `/${target}` : `${parent}/${target}`;
-      if (!this.#thisLayer.has(targetPath)) dir.entries.delete(target);
+      if (!this.#inThisLayer(targetPath)) dir.entries.delete(target);
       return;
     }
     const dir = this.#dir(parent, e.path);
@@ -130,7 +142,7 @@ export class Flattener {
     if (e.kind === "dir") {
       if (existing?.kind === "dir") existing.stat = statOf(e); // most derived layer's metadata, children kept
       else dir.entries.set(name, newDirectory(statOf(e)));
-      this.#thisLayer.add(e.path);
+      this.#addToThisLayer(e.path);
       return;
     }
     let leaf: Leaf;
