@@ -14,12 +14,47 @@ import {
   XATTR_PREFIXES,
 } from "./format.ts";
 import { xxh32Bstr } from "./xxh32.ts";
+import type { ObjectId } from "../fsverity/object_id.ts";
 
 /**
- * An xattr value: bytes, or a byte string (one char per byte) for values the writer makes. A given
- * name always gets values of one kind (redirect targets are strings, everything else bytes).
+ * An xattr value: bytes, or a byte string (one char per byte) for values the writer makes, or an
+ * object id standing for its object path `XX/rest` (spelt out only when emitted: a path string per
+ * external file cost ~200 bytes of heap on images of 100k files). A given name always gets values
+ * of one family (redirect targets are strings or ids, everything else bytes).
  */
-export type XattrValue = Uint8Array | string;
+export type XattrValue = Uint8Array | string | ObjectId;
+
+const HEX_CODES = [..."0123456789abcdef"].map((c) => c.charCodeAt(0));
+
+/** Char code j of an id's object path `XX/rest` (hex digits, "/" after the second). */
+function pathCode(id: ObjectId, j: number): number {
+  if (j === 2) return 0x2f;
+  const k = j < 2 ? j : j - 1;
+  const b = id.bytes[k >> 1];
+  return HEX_CODES[k & 1 ? b & 15 : b >> 4];
+}
+
+function pathLength(id: ObjectId): number {
+  return id.bytes.length * 2 + 1;
+}
+
+/** Char code j of a string-family value (a byte string or an id's object path). */
+function strCode(v: string | ObjectId, j: number): number {
+  return typeof v === "string" ? v.charCodeAt(j) : pathCode(v, j);
+}
+
+function strLength(v: string | ObjectId): number {
+  return typeof v === "string" ? v.length : pathLength(v);
+}
+
+/** Equal string-family values: a path string and the id it names are the same value. */
+function sameStr(a: string | ObjectId, b: string | ObjectId): boolean {
+  if (typeof a === "string" && typeof b === "string") return a === b;
+  const n = strLength(a);
+  if (n !== strLength(b)) return false;
+  for (let j = 0; j < n; j++) if (strCode(a, j) !== strCode(b, j)) return false;
+  return true;
+}
 
 /** One distinct xattr name. */
 export interface XattrName {
@@ -48,12 +83,12 @@ function hashValue(v: Uint8Array): number {
  * Hash of a string from its length and up to 32 sampled chars (its ends): cheap for the long,
  * distinct paths redirects carry (object paths differ in their first chars). Collisions are fine.
  */
-function hashString(s: string): number {
-  const n = s.length;
+function hashString(s: string | ObjectId): number {
+  const n = strLength(s);
   let h = 0x811c9dc5 ^ n;
   const head = Math.min(n, 16);
-  for (let i = 0; i < head; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
-  for (let i = Math.max(head, n - 16); i < n; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  for (let i = 0; i < head; i++) h = Math.imul(h ^ strCode(s, i), 0x01000193);
+  for (let i = Math.max(head, n - 16); i < n; i++) h = Math.imul(h ^ strCode(s, i), 0x01000193);
   return h;
 }
 
@@ -160,10 +195,11 @@ export class XattrTable {
   }
 
   /**
-   * Interns a value given as a byte string (stored after the name's lead). A name must always be
-   * given values the same way (by bytes or by string): redirect targets only.
+   * Interns a value given as a byte string or as an id meaning its object path (stored after the
+   * name's lead). A name must always be given values the same way (by bytes or by string/id):
+   * redirect targets only.
    */
-  internString(xn: XattrName, value: string): number {
+  internString(xn: XattrName, value: string | ObjectId): number {
     const h = hashString(value);
     const found = xn.byString.get(h);
     let e: number | undefined;
@@ -171,14 +207,14 @@ export class XattrTable {
       e = this.#newEntry(xn, value);
       xn.byString.set(h, e);
     } else if (typeof found === "number") {
-      if (this.#value[found] === value) {
+      if (sameStr(this.#value[found] as string | ObjectId, value)) {
         e = found;
       } else {
         e = this.#newEntry(xn, value);
         xn.byString.set(h, [found, e]);
       }
     } else {
-      e = found.find((x) => this.#value[x] === value);
+      e = found.find((x) => sameStr(this.#value[x] as string | ObjectId, value));
       if (e === undefined) {
         e = this.#newEntry(xn, value);
         found.push(e);
@@ -195,8 +231,8 @@ export class XattrTable {
     this.#shared = grow(this.#shared, e);
     this.#name.push(xn);
     this.#value.push(value);
-    const lead = typeof value === "string" ? xn.lead.length : 0;
-    this.#size[e] = align4(XATTR_ENTRY_HEADER_SIZE + xn.suffix.length + lead + value.length);
+    const len = value instanceof Uint8Array ? value.length : xn.lead.length + strLength(value);
+    this.#size[e] = align4(XATTR_ENTRY_HEADER_SIZE + xn.suffix.length + len);
     this.#shared[e] = -1;
     return e;
   }
@@ -212,15 +248,15 @@ export class XattrTable {
 
   #valueLength(e: number): number {
     const v = this.#value[e];
-    return (typeof v === "string" ? this.#name[e].lead.length : 0) + v.length;
+    return v instanceof Uint8Array ? v.length : this.#name[e].lead.length + strLength(v);
   }
 
   /** Byte i of an entry's value (lead included). */
   #valueByte(e: number, i: number): number {
     const v = this.#value[e];
-    if (typeof v !== "string") return v[i];
+    if (v instanceof Uint8Array) return v[i];
     const lead = this.#name[e].lead;
-    return i < lead.length ? lead.charCodeAt(i) : v.charCodeAt(i - lead.length);
+    return i < lead.length ? lead.charCodeAt(i) : strCode(v, i - lead.length);
   }
 
   /** Byte-order comparison of two values (shorter prefix first). */
@@ -274,19 +310,20 @@ export class XattrTable {
     const xn = this.#name[e];
     const suffix = xn.suffix;
     const v = this.#value[e];
-    const lead = typeof v === "string" ? xn.lead : "";
-    const len = lead.length + v.length;
+    const lead = v instanceof Uint8Array ? "" : xn.lead;
+    const len = v instanceof Uint8Array ? v.length : lead.length + strLength(v);
     out[off] = suffix.length;
     out[off + 1] = xn.index;
     out[off + 2] = len & 0xff;
     out[off + 3] = len >>> 8;
     let o = off + XATTR_ENTRY_HEADER_SIZE;
     for (let i = 0; i < suffix.length; i++) out[o++] = suffix.charCodeAt(i);
-    if (typeof v === "string") {
-      for (let i = 0; i < lead.length; i++) out[o++] = lead.charCodeAt(i);
-      for (let i = 0; i < v.length; i++) out[o++] = v.charCodeAt(i);
-    } else {
+    if (v instanceof Uint8Array) {
       out.set(v, o);
+    } else {
+      for (let i = 0; i < lead.length; i++) out[o++] = lead.charCodeAt(i);
+      if (typeof v === "string") { for (let i = 0; i < v.length; i++) out[o++] = v.charCodeAt(i); }
+      else for (let i = 0, n = pathLength(v); i < n; i++) out[o++] = pathCode(v, i);
     }
     return off + this.#size[e];
   }

@@ -3,7 +3,7 @@
 // fixes every size, padding, nid and block address; the emit pass fills one preallocated buffer.
 // Per-inode results live in typed arrays (see write_collect.ts) to keep big trees cheap.
 import { FormatError } from "../errors.ts";
-import { KERNEL_ALG_ID } from "../fsverity/object_id.ts";
+import { KERNEL_ALG_ID, type ObjectId } from "../fsverity/object_id.ts";
 import type { Directory, LeafContent } from "../tree/tree.ts";
 import { mtimeSeconds, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFREG } from "../tree/tree.ts";
 import {
@@ -71,6 +71,8 @@ const U32_MAX = 0xffffffff;
 const U16_MAX = 0xffff;
 const TWO32 = 0x100000000;
 const EMPTY = new Uint8Array(0);
+/** Bytes per slab of metacopy values. */
+const METACOPY_SLAB = 64 * 1024;
 
 function roundUp(n: number, a: number): number {
   return Math.ceil(n / a) * a;
@@ -151,6 +153,8 @@ class ImageBuilder {
   hasAcl = false;
   overlayNames: XattrName[] | undefined;
   emptyMetacopy = -1;
+  slab = EMPTY;
+  slabUsed = 0;
   minSec = 0;
   /** The smallest mtime's exact seconds when they are outside the safe-integer range. */
   minSecExact: bigint | undefined;
@@ -306,17 +310,17 @@ class ImageBuilder {
    */
   internOverlayData(c: LeafContent): void {
     const xt = this.xt;
-    let metacopy = EMPTY;
-    let path: string | undefined;
+    let metacopy: Uint8Array = EMPTY;
+    let path: string | ObjectId | undefined;
     if (c.type === "external") {
       const d = c.id.bytes;
-      metacopy = new Uint8Array(METACOPY_HEADER_SIZE + d.length);
+      metacopy = this.metacopyBytes(METACOPY_HEADER_SIZE + d.length);
       metacopy[METACOPY.version] = METACOPY_VERSION;
       metacopy[METACOPY.len] = metacopy.length;
       metacopy[METACOPY.digestAlgo] = KERNEL_ALG_ID[c.id.alg];
       metacopy.set(d, METACOPY.digest);
       // A dumpfile's payload is kept verbatim (C); trees without one name the object.
-      path = c.payload ?? c.id.objectPath();
+      path = c.payload ?? c.id;
     } else if (c.type === "external-noverity") {
       path = c.payload;
     }
@@ -331,6 +335,18 @@ class ImageBuilder {
       this.xattrs.push(xt.intern(names[0], metacopy));
     }
     if (path) this.xattrs.push(xt.internString(names[1], path));
+  }
+
+  /** A zeroed value of `n` bytes carved from a shared slab: one ArrayBuffer per external file
+   *  costs ~150 bytes beyond its data on images of 100k files (docs/performance.md#memory). */
+  metacopyBytes(n: number): Uint8Array {
+    if (this.slabUsed + n > this.slab.length) {
+      this.slab = new Uint8Array(METACOPY_SLAB);
+      this.slabUsed = 0;
+    }
+    const v = this.slab.subarray(this.slabUsed, this.slabUsed + n);
+    this.slabUsed += n;
+    return v;
   }
 
   /** Smallest mtime, compared as signed numbers (C mkcomposefs); compact inodes inherit it. Seconds

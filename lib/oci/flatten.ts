@@ -11,6 +11,7 @@ import {
   lookup,
   newDirectory,
   newStat,
+  NO_XATTRS,
   type Stat,
 } from "../tree/tree.ts";
 import type { TarEntry } from "./tar/entry.ts";
@@ -35,7 +36,8 @@ export function statOf(e: TarEntry): Stat {
     // Seconds beyond ±2^53 (PAX or base-256 mtimes) come exact from the tar reader.
     mtimeSecExact: e.mtimeSecExact,
     mtimeNsec: e.mtimeNsec,
-    xattrs: new Map(e.xattrs),
+    // Most entries have no xattrs: they share the immutable empty map (a Map per inode is ~150 bytes).
+    xattrs: e.xattrs.size === 0 ? NO_XATTRS : new Map(e.xattrs),
   });
 }
 
@@ -69,11 +71,22 @@ function leafContent(item: LayerItem): LeafContent {
 export class Flattener {
   /** Without a root entry in any layer nor a /usr, the image root keeps this: 0755 0:0 mtime 0. */
   readonly root: Directory = newDirectory(newStat({ mode: 0o755 }));
-  /** Paths created or replaced by the layer being applied (whiteouts spare them). */
+  /** Paths created or replaced by the layer being applied (whiteouts spare them). Not kept for the
+   *  lowest layer: everything in the tree then is its own (a Set of 100k paths is ~10 MiB). */
   #thisLayer = new Set<string>();
+  #layers = 0;
 
   beginLayer(): void {
+    this.#layers++;
     this.#thisLayer = new Set();
+  }
+
+  #inThisLayer(path: string): boolean {
+    return this.#layers <= 1 || this.#thisLayer.has(path);
+  }
+
+  #addToThisLayer(path: string): void {
+    if (this.#layers > 1) this.#thisLayer.add(path);
   }
 
   #dir(path: string, forWhat: string): Directory {
@@ -87,12 +100,13 @@ export class Flattener {
   #hideLower(dir: Directory, path: string): void {
     for (const [name, child] of [...dir.entries]) {
       const childPath = path === "/" ? `/${name}` : `${path}/${name}`;
-      if (!this.#thisLayer.has(childPath)) dir.entries.delete(name);
+      if (!this.#inThisLayer(childPath)) dir.entries.delete(name);
       else if (child.kind === "dir") this.#hideLower(child, childPath);
     }
   }
 
   #markSubtree(node: Inode, path: string): void {
+    if (this.#layers <= 1) return;
     this.#thisLayer.add(path);
     if (node.kind === "dir") {
       for (const [name, child] of node.entries) {
@@ -120,7 +134,7 @@ export class Flattener {
         throw new FormatError(`hostile whiteout ${JSON.stringify(e.path)}: it names no sibling entry`);
       }
       const targetPath = parent === "/" ? `/${target}` : `${parent}/${target}`;
-      if (!this.#thisLayer.has(targetPath)) dir.entries.delete(target);
+      if (!this.#inThisLayer(targetPath)) dir.entries.delete(target);
       return;
     }
     const dir = this.#dir(parent, e.path);
@@ -128,7 +142,7 @@ export class Flattener {
     if (e.kind === "dir") {
       if (existing?.kind === "dir") existing.stat = statOf(e); // most derived layer's metadata, children kept
       else dir.entries.set(name, newDirectory(statOf(e)));
-      this.#thisLayer.add(e.path);
+      this.#addToThisLayer(e.path);
       return;
     }
     let leaf: Leaf;
