@@ -7,8 +7,7 @@
 // each batch of inputs runs in its own process (test/helpers/hostile_layout_worker.ts), whose peak
 // RSS is asserted. Reproduce a failure with HOSTILE_SEED=<seed> (and the mutant index it names).
 import { assert } from "./helpers/assert.ts";
-import { DENO } from "./helpers/cli.ts";
-import { runSeed } from "./helpers/hostile_mutate.ts";
+import { runSeed, runWorkerBatch } from "./helpers/hostile_mutate.ts";
 import type { LayoutBatchResult } from "./helpers/hostile_layout_worker.ts";
 
 const COUNT = Number(Deno.env.get("HOSTILE_LAYOUT_COUNT") ?? 2000);
@@ -17,27 +16,8 @@ const PER_INPUT_MS = 10_000;
 const RSS_LIMIT_KIB = 300 * 1024;
 const WORKER = new URL("./helpers/hostile_layout_worker.ts", import.meta.url).pathname;
 
-async function batch(seed: number, start: number, count: number): Promise<LayoutBatchResult> {
-  const o = await new Deno.Command("timeout", {
-    args: [
-      "-s",
-      "KILL",
-      "600",
-      DENO,
-      "run",
-      "-A",
-      "--no-check",
-      WORKER,
-      String(seed),
-      String(start),
-      String(count),
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(o.stdout).trim();
-  assert(o.code === 0 && text, `worker exited ${o.code}: ${new TextDecoder().decode(o.stderr)}`);
-  return JSON.parse(text.split("\n").pop()!);
+function batch(seed: number, start: number, count: number): Promise<LayoutBatchResult> {
+  return runWorkerBatch<LayoutBatchResult>(WORKER, 600, seed, start, count);
 }
 
 Deno.test(`hostile layout generator: ${COUNT} seeded layouts/archives end in a clean error or a checked image`, async () => {

@@ -6,8 +6,7 @@
 // hostile_tar_worker.ts), so that the peak RSS measured is that of the work, per batch of inputs.
 // Reproduce a failure with HOSTILE_SEED=<seed> (and the mutant index it names).
 import { assert } from "./helpers/assert.ts";
-import { DENO } from "./helpers/cli.ts";
-import { runSeed } from "./helpers/hostile_mutate.ts";
+import { runSeed, runWorkerBatch } from "./helpers/hostile_mutate.ts";
 import type { BatchResult } from "./helpers/hostile_tar_worker.ts";
 
 const COUNT = Number(Deno.env.get("HOSTILE_TAR_COUNT") ?? 3000);
@@ -16,27 +15,8 @@ const PER_INPUT_MS = 3000;
 const RSS_LIMIT_KIB = 300 * 1024;
 const WORKER = new URL("./helpers/hostile_tar_worker.ts", import.meta.url).pathname;
 
-async function batch(seed: number, start: number, count: number): Promise<BatchResult> {
-  const o = await new Deno.Command("timeout", {
-    args: [
-      "-s",
-      "KILL",
-      "300",
-      DENO,
-      "run",
-      "-A",
-      "--no-check",
-      WORKER,
-      String(seed),
-      String(start),
-      String(count),
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(o.stdout).trim();
-  assert(o.code === 0 && text, `worker exited ${o.code}: ${new TextDecoder().decode(o.stderr)}`);
-  return JSON.parse(text.split("\n").pop()!);
+function batch(seed: number, start: number, count: number): Promise<BatchResult> {
+  return runWorkerBatch<BatchResult>(WORKER, 300, seed, start, count);
 }
 
 Deno.test(`hostile tar generator: ${COUNT} seeded mutants end in a clean error or a checked image`, async () => {

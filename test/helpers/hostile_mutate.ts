@@ -3,6 +3,7 @@
 // failure names the seed and index that reproduce it; sizes stay small so thousands run per minute.
 import { concatBytes } from "../../lib/util/bytes.ts";
 import { END, paxMember, tarMember } from "./tar_fixtures.ts";
+import { DENO } from "./cli.ts";
 
 /** mulberry32: small, fast, good enough for choosing mutations. */
 export class Rng {
@@ -313,4 +314,39 @@ export function mutateJson(rng: Rng, doc: unknown): unknown {
     parent[last] = s.slice(0, i) + rng.pick([..."0123456789abcdefG"]) + s.slice(i + 1);
   } else parent[last] = rng.pick(JSON_VALUES);
   return root;
+}
+
+/**
+ * Runs one batch of a generator's inputs in a worker process (killed after `killAfterSec`) and returns the
+ * JSON result line it prints last.
+ */
+export async function runWorkerBatch<T>(
+  worker: string,
+  killAfterSec: number,
+  seed: number,
+  start: number,
+  count: number,
+): Promise<T> {
+  const o = await new Deno.Command("timeout", {
+    args: [
+      "-s",
+      "KILL",
+      String(killAfterSec),
+      DENO,
+      "run",
+      "-A",
+      "--no-check",
+      worker,
+      String(seed),
+      String(start),
+      String(count),
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(o.stdout).trim();
+  if (o.code !== 0 || !text) {
+    throw new Error(`worker exited ${o.code}: ${new TextDecoder().decode(o.stderr)}`);
+  }
+  return JSON.parse(text.split("\n").pop()!) as T;
 }
