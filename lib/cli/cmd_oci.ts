@@ -494,7 +494,7 @@ export function registerOciCommands(program: Command): void {
             images_checked: oci.imagesChecked,
             images_corrupted: oci.imagesCorrupted,
             errors: oci.errors,
-            repo: fsckJson(base),
+            repo: await fsckJson(base),
           });
           return;
         }

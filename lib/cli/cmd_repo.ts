@@ -121,7 +121,7 @@ export function registerRepoCommands(program: Command): void {
       using repo = await openRepoFromGlobals(globalsOf(cmd), { lenientMeta: true });
       const report = await repo.fsck({ metadataOnly: Boolean(opts.metadataOnly) });
       if (opts.json) {
-        outJson(fsckJson(report));
+        outJson(await fsckJson(report));
         return;
       }
       printFsck(report);
@@ -184,19 +184,11 @@ function printGc(r: GcResult, dryRun: boolean): void {
   }
 }
 
-export function fsckJson(r: FsckReport) {
+/** `fsck --json`: the report's fields, plus the stale mount refs fsck removed (loads lib/repository lazily). */
+export async function fsckJson(r: FsckReport) {
+  const { fsckReportFields } = await import("../repository/fsck_json.ts");
   return {
-    ok: r.ok,
-    has_metadata: r.hasMetadata,
-    objects_checked: r.objectsChecked,
-    objects_corrupted: r.objectsCorrupted,
-    streams_checked: r.streamsChecked,
-    streams_corrupted: r.streamsCorrupted,
-    images_checked: r.imagesChecked,
-    images_corrupted: r.imagesCorrupted,
-    broken_links: r.brokenLinks,
-    missing_objects: r.missingObjects,
-    errors: r.errors,
+    ...fsckReportFields(r),
     // only when fsck removed some (docs/gc.md), so the usual key set is unchanged
     ...(r.staleMountRefsRemoved.length ? { stale_mount_refs_removed: r.staleMountRefsRemoved } : {}),
   };

@@ -1,6 +1,7 @@
 // The cfsctl varlink service (docs/varlink.md): org.composefs.Repository and
 // org.composefs.Oci on one socket, plus org.varlink.service. Repositories are addressed by handles
 // (1, 2, …, never reused in one process); a connection's handles are released when it closes.
+import { fsckReportFields } from "../repository/fsck_json.ts";
 import { describeError, NotFoundError } from "../errors.ts";
 import { collectObjects } from "../erofs/reader.ts";
 import { writeErofs } from "../erofs/writer.ts";
@@ -82,19 +83,7 @@ function message(e: unknown): string {
 }
 
 function fsckReply(r: FsckReport): Params {
-  return {
-    ok: r.ok,
-    has_metadata: r.hasMetadata,
-    objects_checked: r.objectsChecked,
-    objects_corrupted: r.objectsCorrupted,
-    streams_checked: r.streamsChecked,
-    streams_corrupted: r.streamsCorrupted,
-    images_checked: r.imagesChecked,
-    images_corrupted: r.imagesCorrupted,
-    broken_links: r.brokenLinks,
-    missing_objects: r.missingObjects,
-    errors: r.errors,
-  };
+  return fsckReportFields(r);
 }
 
 /** A library progress event as a Pull frame (exactly one field set), or null for events not sent. */
