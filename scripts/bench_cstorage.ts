@@ -10,6 +10,7 @@
 // Each round runs every variant once, in turn, into a fresh insecure repository, page cache dropped
 // before each run (sync; drop_caches) unless --no-drop-caches. The table gives the median wall time
 // and its ratio to the skopeo path measured in the same run; every variant must give the same image id.
+import { exists, sh } from "./bench_import.ts";
 const args = Deno.args;
 const opt = (name: string, def: string) => {
   const i = args.indexOf(name);
@@ -25,21 +26,6 @@ const DENO = Deno.execPath();
 const MNT = `${BASE}/mnt`;
 const STORAGE = `${MNT}/storage`;
 const RUNROOT = `${MNT}/run`;
-
-async function sh(cmd: string): Promise<string> {
-  const out = await new Deno.Command("sh", { args: ["-c", cmd], stdout: "piped", stderr: "piped" }).output();
-  if (!out.success) throw new Error(`${cmd}: ${new TextDecoder().decode(out.stderr)}`);
-  return new TextDecoder().decode(out.stdout);
-}
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await Deno.lstat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function setup(): Promise<string> {
   if (Deno.uid() !== 0) throw new Error("run as root (loop mount, podman storage)");

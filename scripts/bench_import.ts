@@ -35,7 +35,7 @@ export async function sh(cmd: string): Promise<string> {
   return new TextDecoder().decode(out.stdout);
 }
 
-async function exists(p: string): Promise<boolean> {
+export async function exists(p: string): Promise<boolean> {
   try {
     await Deno.lstat(p);
     return true;
