@@ -4,34 +4,10 @@
 import { concatBytes } from "../../lib/util/bytes.ts";
 import { END, paxMember, tarMember } from "./tar_fixtures.ts";
 import { DENO } from "./cli.ts";
+import { Rng } from "./random_tree.ts";
 
-/** mulberry32: small, fast, good enough for choosing mutations. */
-export class Rng {
-  #s: number;
-  constructor(seed: number) {
-    this.#s = seed >>> 0;
-  }
-  next(): number {
-    let t = (this.#s = (this.#s + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  int(lo: number, hi: number): number {
-    return lo + Math.floor(this.next() * (hi - lo + 1));
-  }
-  pick<T>(xs: readonly T[]): T {
-    return xs[Math.floor(this.next() * xs.length)];
-  }
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
-  bytes(n: number): Uint8Array {
-    const b = new Uint8Array(n);
-    for (let i = 0; i < n; i++) b[i] = Math.floor(this.next() * 256);
-    return b;
-  }
-}
+// The seeded generator the mutations draw from (mulberry32; same sequence as before it moved).
+export { Rng };
 
 /** The seed of this run: HOSTILE_SEED when set (to reproduce a failure), else fixed per file. */
 export function runSeed(fallback: number): number {
