@@ -5,13 +5,17 @@
 // one on fd 3). A pull streams progress frames before its result.
 import { assert, assertEquals, assertMatch, isRoot } from "./helpers/assert.ts";
 import { DENO, MAIN, PROJECT_ROOT, runCli } from "./helpers/cli.ts";
+import { makeBootTree } from "./helpers/boot_fixtures.ts";
 import { addImage, tarDirectory } from "./helpers/oci_builder.ts";
+import { pushImage, startRegistry } from "./helpers/registry_server.ts";
+import { startThrottleProxy } from "./helpers/throttle_proxy.ts";
 
 const RUN_FLAGS = MAIN.endsWith(".js") ? ["run", "-A", "--no-config"] : ["run", "-A", "--no-check"];
 
 // The client: reads {"connect": …, "steps": [{method, parameters, more?, oneway?}]} on stdin and
 // prints, as JSON, the list of replies of every step. A string parameter "$handle" is replaced by
-// the handle of the last OpenRepository reply.
+// the handle of the last OpenRepository reply. A step with "hangup_after": N closes the socket after
+// N replies and ends the run there; "shutdown_write" shuts down the sending side after the call.
 const CLIENT = String.raw`
 import json, os, socket, subprocess, sys, time
 
@@ -67,8 +71,11 @@ for step in spec["steps"]:
             os.close(d)
     else:
         sock.sendall(data)
+    if step.get("shutdown_write"):
+        sock.shutdown(socket.SHUT_WR)
     replies = []
     got_fds = []
+    hung_up = False
     while not step.get("oneway"):
         while b"\0" not in buf:
             chunk, fds, _flags, _addr = socket.recv_fds(sock, 65536, 8)
@@ -79,8 +86,14 @@ for step in spec["steps"]:
         raw, _, buf = buf.partition(b"\0")
         reply = json.loads(raw)
         replies.append(reply)
+        if step.get("hangup_after") and len(replies) >= step["hangup_after"]:
+            hung_up = True
+            break
         if not reply.get("continues"):
             break
+    if hung_up:
+        out.append(replies)
+        break
     if got_fds:
         replies[-1]["_fds"] = len(got_fds)
         probe = step.get("probe")
@@ -91,6 +104,11 @@ for step in spec["steps"]:
             root = os.open(".", os.O_RDONLY | os.O_DIRECTORY, dir_fd=mnt)
             result["names"] = sorted(os.listdir(root))
             os.close(root)
+            result["lists"] = {}
+            for rel in probe.get("list", []):
+                d = os.open(rel, os.O_RDONLY | os.O_DIRECTORY, dir_fd=mnt)
+                result["lists"][rel] = sorted(os.listdir(d))
+                os.close(d)
             result["read"] = {}
             for rel in probe.get("read", []):
                 f = os.open(rel, os.O_RDONLY, dir_fd=mnt)
@@ -126,7 +144,7 @@ interface Reply {
   continues?: boolean;
   error?: string;
   _fds?: number;
-  _probe?: { names: string[]; read: Record<string, string>; write?: string };
+  _probe?: { names: string[]; lists: Record<string, string[]>; read: Record<string, string>; write?: string };
 }
 interface Step {
   method: string;
@@ -135,8 +153,12 @@ interface Step {
   oneway?: boolean;
   /** Directories the client opens and passes with the call (SCM_RIGHTS). */
   send_dirs?: string[];
-  /** Look into the mount descriptor of the reply: list the root, read files, try a write. */
-  probe?: { read?: string[]; write?: string };
+  /** Look into the mount descriptor of the reply: list the root (and directories), read files, try a write. */
+  probe?: { list?: string[]; read?: string[]; write?: string };
+  /** Close the connection after this many replies (and run no further steps). */
+  hangup_after?: number;
+  /** Shut down the client's sending side once the call is sent (it still reads the replies). */
+  shutdown_write?: boolean;
 }
 
 async function runClient(dir: string, connect: Record<string, unknown>, steps: Step[]): Promise<Reply[][]> {
@@ -497,4 +519,133 @@ Deno.test({
       await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+/** `cfsctl varlink --address SOCK` as a child process; `stop()` ends it and checks how it ended. */
+function startServer(sock: string, env?: Record<string, string>) {
+  const child = new Deno.Command(DENO, {
+    args: [...RUN_FLAGS, MAIN, "varlink", "--address", sock],
+    stdout: "null",
+    stderr: "piped",
+    env,
+  }).spawn();
+  return {
+    async stop() {
+      child.kill("SIGTERM");
+      const st = await child.output();
+      const err = new TextDecoder().decode(st.stderr);
+      assert(st.code === 0 || st.signal === "SIGTERM", `server exit ${st.code}: ${err}`);
+    },
+  };
+}
+
+async function cliOk(args: string[]): Promise<string> {
+  const r = await runCli(args);
+  assertEquals(r.code, 0, `cfsctl ${args.join(" ")}: ${r.stderr}`);
+  return r.stdout;
+}
+
+function okParams(replies: Reply[], what: string): Record<string, any> {
+  assertEquals(replies.length, 1, `${what}: ${JSON.stringify(replies)}`);
+  assert(replies[0].error === undefined, `${what} failed: ${JSON.stringify(replies[0])}`);
+  return replies[0].parameters ?? {};
+}
+
+Deno.test("varlink: bootable Pull, ComputeId and OciMount give the CLI's --bootable ids; bad Pull parameters", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cfsctl-varlink-" });
+  const sock = `${dir}/cfsctl.sock`;
+  const server = startServer(sock);
+  try {
+    // A bootable image (BLS entry, UKIs, kernels in /boot and /usr/lib/modules, junk in /sysroot)
+    // and a plain one.
+    await makeBootTree(`${dir}/tree`);
+    const layout = `${dir}/layout`;
+    await addImage(layout, {
+      tag: "os",
+      layers: [{ tar: await tarDirectory(`${dir}/tree`), compression: "gzip" }],
+    });
+    await fixture(dir); // tag "t" in the same layout
+    // The CLI's answers, in a repository of their own.
+    const cliRepo = `${dir}/cli-repo`;
+    await cliOk(["--repo", cliRepo, "init", "--insecure"]);
+    const cliPull = JSON.parse(
+      await cliOk(["--repo", cliRepo, "oci", "pull", "--bootable", "--json", `oci:${layout}:os`, "os"]),
+    );
+    const bootHex = (await cliOk(["--repo", cliRepo, "oci", "compute-id", "--bootable", "os"])).trim();
+    assertMatch(bootHex, /^[0-9a-f]{128}$/);
+
+    const repo = `${dir}/repo`;
+    const pullOs = (name: string, bootable: boolean, extra: Record<string, unknown> = {}): Step => ({
+      method: `${O}.Pull`,
+      parameters: {
+        handle: "$handle",
+        image: `oci:${layout}:${name}`,
+        name,
+        local_fetch: "auto",
+        bootable,
+        ...extra,
+      },
+    });
+    const steps: Step[] = [
+      { method: `${R}.InitRepository`, parameters: { path: repo, insecure: true } }, // 0
+      { method: `${R}.OpenRepository`, parameters: { path: repo } }, // 1
+      pullOs("os", true), // 2
+      { method: `${O}.ComputeId`, parameters: { handle: "$handle", image: "os", bootable: true } }, // 3
+      { method: `${O}.ComputeId`, parameters: { handle: "$handle", image: "os", bootable: false } }, // 4
+      { method: `${O}.Inspect`, parameters: { handle: "$handle", image: "os" } }, // 5
+      pullOs("t", false), // 6
+      pullOs("t", false, { local_fetch: "sometimes" }), // 7
+      pullOs("t", false, { storage_root: "relative/storage" }), // 8
+      pullOs("t", false, { local_fetch: undefined }), // 9
+    ];
+    if (isRoot) {
+      steps.push(
+        {
+          method: `${O}.OciMount`,
+          parameters: { handle: "$handle", image: "os", bootable: true, options: {} },
+          probe: { list: ["boot", "sysroot", "usr/lib/modules/6.1.0"] },
+        }, // 10
+        {
+          method: `${O}.OciMount`,
+          parameters: { handle: "$handle", image: "os", bootable: false, options: {} },
+          probe: { list: ["boot", "sysroot"] },
+        }, // 11
+        { method: `${O}.OciMount`, parameters: { handle: "$handle", image: "t", bootable: true } }, // 12
+      );
+    }
+    const r = await runClient(dir, { mode: "address", path: sock }, steps);
+    const completed = okParams(r[2], "bootable pull").completed;
+    assertEquals(completed.boot_image, bootHex, "the boot image is the CLI's compute-id --bootable");
+    assertEquals(completed.manifest_verity, cliPull.manifest_verity, "the manifest stream that links it");
+    assertEquals(completed.config_verity, cliPull.config_verity);
+    assertEquals(okParams(r[3], "ComputeId bootable").image_id, bootHex);
+    const plain = okParams(r[4], "ComputeId").image_id;
+    assert(plain !== bootHex, "the boot transform changes the image");
+    const insp = okParams(r[5], "Inspect");
+    assertEquals(insp.composefs_boot_erofs, bootHex);
+    assertEquals(insp.composefs_erofs, plain);
+    assertEquals(okParams(r[6], "plain pull").completed.boot_image, null);
+    assertEquals(r[7][0].error, `${S}.InvalidParameter`);
+    assertEquals(r[7][0].parameters, { parameter: "local_fetch" });
+    assertEquals(r[8][0].error, `${S}.InvalidParameter`);
+    assertEquals(r[8][0].parameters, { parameter: "storage_root" });
+    assertEquals(r[9][0].parameters, { parameter: "local_fetch" });
+    if (!isRoot) {
+      console.log("SKIPPED: OciMount bootable (needs root)");
+      return;
+    }
+    const boot = r[10][0];
+    assertEquals(boot.parameters, { fd_index: 0 }, JSON.stringify(boot));
+    assertEquals(boot._probe!.lists.boot, [], "the boot image has an empty /boot");
+    assertEquals(boot._probe!.lists.sysroot, []);
+    assert(boot._probe!.lists["usr/lib/modules/6.1.0"].includes("vmlinuz"), JSON.stringify(boot._probe));
+    const full = r[11][0];
+    assertEquals(full._probe!.lists.boot, ["EFI", "initramfs-6.1.img", "loader", "vmlinuz-6.1"]);
+    assertEquals(full._probe!.lists.sysroot, ["ostree"]);
+    assertEquals(r[12][0].error, `${O}.InternalError`);
+    assertMatch(r[12][0].parameters!.message, /No boot EROFS image linked/);
+  } finally {
+    await server.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
 });

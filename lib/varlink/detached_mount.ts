@@ -11,6 +11,7 @@ import {
 } from "../linux/mount_api.ts";
 import { mountRepositoryImage } from "../mount/repository_image.ts";
 import type { Repository } from "../repository/repository.ts";
+import type { CallContext } from "./method.ts";
 import { bool, invalid, type Params, struct } from "./params.ts";
 
 const OPEN_TREE_CLOEXEC = 0o2000000;
@@ -55,4 +56,20 @@ export async function mountDetached(
   } finally {
     await Deno.remove(dir).catch(() => {});
   }
+}
+
+/**
+ * The reply of Mount and OciMount: `{fd_index: 0}`, the detached mount's descriptor passed with it.
+ * `onError` maps a failure to the method's varlink error.
+ */
+export async function replyWithMount(
+  cx: CallContext,
+  repo: Repository,
+  name: string,
+  opts: DetachedMountOptions,
+  onError: (e: unknown) => never,
+): Promise<Params> {
+  const fd = await mountDetached(repo, name, cx.call.fds, opts).catch(onError);
+  cx.sink.attachFds([fd]);
+  return { fd_index: 0 };
 }

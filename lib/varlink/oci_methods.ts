@@ -19,7 +19,7 @@ import {
 import { buildImageTree } from "../oci/image_tree.ts";
 import { fsckReportFields } from "../repository/fsck_json.ts";
 import type { Repository } from "../repository/repository.ts";
-import { mountDetached, mountOptions } from "./detached_mount.ts";
+import { mountOptions, replyWithMount } from "./detached_mount.ts";
 import { IFACE } from "./interfaces.ts";
 import { type CallContext, failure, internalError, type Method, repoOf } from "./method.ts";
 import { bool, type Params, str } from "./params.ts";
@@ -146,9 +146,7 @@ async function ociMount(cx: CallContext): Promise<Params> {
         : "No composefs EROFS image linked — try re-pulling the image",
     );
   }
-  const fd = await mountDetached(repo, id.hex(), cx.call.fds, opts).catch(noSuch(image));
-  cx.sink.attachFds([fd]);
-  return { fd_index: 0 };
+  return await replyWithMount(cx, repo, id.hex(), opts, noSuch(image));
 }
 
 export const OCI_METHODS: Record<string, Method> = {

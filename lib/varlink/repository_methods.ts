@@ -5,7 +5,7 @@ import { fsckReportFields } from "../repository/fsck_json.ts";
 import { SYSTEM_REPO_PATH, userRepoPath } from "../repository/location.ts";
 import { Repository } from "../repository/repository.ts";
 import { describeError } from "../errors.ts";
-import { mountDetached, mountOptions } from "./detached_mount.ts";
+import { mountOptions, replyWithMount } from "./detached_mount.ts";
 import { IFACE } from "./interfaces.ts";
 import { type CallContext, failure, type Method, repoOf } from "./method.ts";
 import { bool, int, type Params, str, strings } from "./params.ts";
@@ -91,10 +91,7 @@ async function mount(cx: CallContext): Promise<Params> {
   const repo = repoOf(cx, REPO);
   const image = str(cx.p, "name");
   const opts = mountOptions(cx.p);
-  const fd = await mountDetached(repo, image, cx.call.fds, opts)
-    .catch(failure(REPO, ["NoSuchRef", { reference: image }]));
-  cx.sink.attachFds([fd]);
-  return { fd_index: 0 };
+  return await replyWithMount(cx, repo, image, opts, failure(REPO, ["NoSuchRef", { reference: image }]));
 }
 
 export const REPOSITORY_METHODS: Record<string, Method> = {
