@@ -649,3 +649,100 @@ Deno.test("varlink: bootable Pull, ComputeId and OciMount give the CLI's --boota
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+const haveRegistry = ["docker-registry", "skopeo"].every((t) => {
+  try {
+    return new Deno.Command(t, { args: ["--version"], stdout: "null", stderr: "null" }).outputSync().success;
+  } catch {
+    return false;
+  }
+});
+
+Deno.test({
+  name: "varlink: a Pull whose client hangs up is cancelled; a half-closed client still gets its reply",
+  ignore: !haveRegistry,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "cfsctl-varlink-" });
+    await using reg = await startRegistry(`${dir}/reg`);
+    // One layer of 8 MiB that does not compress, behind a 16 Mbit/s link: a pull takes about 4 s.
+    const src = `${dir}/big`;
+    await Deno.mkdir(src);
+    const LAYER = 8 << 20;
+    const data = new Uint8Array(LAYER);
+    for (let o = 0; o < LAYER; o += 65536) crypto.getRandomValues(data.subarray(o, o + 65536));
+    await Deno.writeFile(`${src}/random`, data);
+    const built = await addImage(`${dir}/layout`, {
+      tag: "slow",
+      layers: [{ tar: await tarDirectory(src) }],
+    });
+    await pushImage(`oci:${dir}/layout:slow`, `docker://${reg.host}/test/slow:v1`);
+    await using proxy = startThrottleProxy(reg.port, { bitsPerSecond: 16e6, delayMs: 2 });
+    const conf = `${dir}/registries.conf`;
+    await Deno.writeTextFile(conf, `[[registry]]\nlocation = "${proxy.host}"\ninsecure = true\n`);
+    const repo = `${dir}/repo`;
+    await cliOk(["--repo", repo, "init", "--insecure"]);
+    const sock = `${dir}/cfsctl.sock`;
+    const server = startServer(sock, { CONTAINERS_REGISTRIES_CONF: conf });
+    try {
+      const pull = (extra: Partial<Step>): Step => ({
+        method: `${O}.Pull`,
+        parameters: {
+          handle: "$handle",
+          image: `docker://${proxy.host}/test/slow:v1`,
+          name: "slow",
+          local_fetch: "disabled",
+          bootable: false,
+        },
+        ...extra,
+      });
+      // The client goes away once the layer's download has begun.
+      const gone = await runClient(dir, { mode: "address", path: sock }, [
+        { method: `${R}.OpenRepository`, parameters: { path: repo } },
+        pull({ more: true, hangup_after: 2 }),
+      ]);
+      assertEquals(gone[1].length, 2, JSON.stringify(gone));
+      assertEquals(gone[1][0].parameters!.started?.id, built.diffIds[0], JSON.stringify(gone[1]));
+      // The download stops: no byte crosses the link for a second, and the blob never arrived.
+      let last = -1;
+      let still = 0;
+      for (let i = 0; i < 40 && still < 4; i++) {
+        await new Promise((r) => setTimeout(r, 250));
+        still = proxy.bytesDown === last ? still + 1 : 0;
+        last = proxy.bytesDown;
+      }
+      assertEquals(still, 4, `the download went on: ${proxy.bytesDown} bytes`);
+      assert(proxy.bytesDown < LAYER * 0.75, `downloaded ${proxy.bytesDown} of ${LAYER} bytes`);
+      // Nothing of the pull is visible: no tag, no manifest, config or layer stream, no image.
+      const names = async (d: string) => {
+        const out: string[] = [];
+        try {
+          for await (const e of Deno.readDir(d)) out.push(e.name);
+        } catch (e) {
+          if (!(e instanceof Deno.errors.NotFound)) throw e;
+        }
+        return out.sort();
+      };
+      assertEquals((await names(`${repo}/streams`)).filter((n) => n !== "refs"), []);
+      assertEquals(await names(`${repo}/streams/refs`), []);
+      assertEquals(await names(`${repo}/images`), []);
+      assertEquals((await runCli(["--repo", repo, "fsck"])).code, 0);
+
+      // The server still serves: a listing on a new connection, and a client that shut down its
+      // sending side after a (non-more) Pull still gets the completed pull.
+      const next = await runClient(dir, { mode: "address", path: sock }, [
+        { method: `${R}.OpenRepository`, parameters: { path: repo } },
+        { method: `${O}.ListImages`, parameters: { handle: "$handle" } },
+        pull({ shutdown_write: true }),
+      ]);
+      assertEquals(okParams(next[1], "ListImages"), { images: [] });
+      const done = okParams(next[2], "half-closed pull").completed;
+      assertEquals(done.manifest_digest, built.manifestDigest);
+      assert(proxy.bytesDown >= LAYER, "the second pull downloaded the layer");
+      const list = JSON.parse(await cliOk(["--repo", repo, "oci", "images", "--json"])).images;
+      assertEquals(list.map((i: { name: string }) => i.name), ["slow"]);
+    } finally {
+      await server.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

@@ -30,11 +30,18 @@ export function resumableBody(
   let skip = 0;
   let failures = 0;
   let sinceFailure = 0;
+  // Cancelled by the consumer: a read the cancel cut short is not a dropped connection to resume.
+  let cancelled = false;
   return new ReadableStream<Uint8Array>({
     async pull(ctl) {
       for (;;) {
+        if (cancelled) return;
         if (!reader) {
           const opened = await open(received);
+          if (cancelled) {
+            await opened.body.cancel().catch(() => {});
+            return;
+          }
           if (opened.offset > received) {
             await opened.body.cancel().catch(() => {});
             throw new TransportError(`${what}: server resumed at byte ${opened.offset}, wanted ${received}`);
@@ -45,6 +52,7 @@ export function resumableBody(
         let problem: string;
         try {
           const { done, value } = await reader.read();
+          if (cancelled) return;
           if (!done) {
             let chunk = value;
             if (skip > 0) {
@@ -75,6 +83,7 @@ export function resumableBody(
           }
           problem = `connection ended after ${received} of ${expectedSize} bytes`;
         } catch (e) {
+          if (cancelled) return;
           if (e instanceof CfsError) throw e;
           problem = `connection lost after ${received} bytes: ${e instanceof Error ? e.message : String(e)}`;
         }
@@ -89,6 +98,7 @@ export function resumableBody(
       }
     },
     cancel(reason) {
+      cancelled = true;
       return reader?.cancel(reason);
     },
   }, { highWaterMark: 0 });
