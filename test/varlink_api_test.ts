@@ -746,3 +746,76 @@ Deno.test({
     }
   },
 });
+
+const havePodman = isRoot && (() => {
+  try {
+    return new Deno.Command("podman", { args: ["--version"], stdout: "null", stderr: "null" }).outputSync()
+      .success;
+  } catch {
+    return false;
+  }
+})();
+
+Deno.test({
+  name:
+    "varlink: Pull from containers-storage reads the store named by storage_root, as local_fetch says (root, podman)",
+  ignore: !havePodman,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "cfsctl-varlink-" });
+    const sock = `${dir}/cfsctl.sock`;
+    const server = startServer(sock);
+    try {
+      const built = await fixture(dir);
+      // podman's overlay store in a fresh graphroot, as test/cstorage_test.ts makes one.
+      const storage = `${dir}/storage`;
+      const podman = ["--root", storage, "--runroot", `${dir}/run`, "--storage-driver", "overlay"];
+      const p = await new Deno.Command("podman", { args: [...podman, "pull", "-q", `oci:${dir}/layout:t`] })
+        .output();
+      assertEquals(p.code, 0, new TextDecoder().decode(p.stderr));
+      const imageId = built.configDigest.slice("sha256:".length);
+      // The same image pulled from the layout, for its composefs id.
+      const cliRepo = `${dir}/cli-repo`;
+      await cliOk(["--repo", cliRepo, "init", "--insecure"]);
+      await cliOk(["--repo", cliRepo, "oci", "pull", `oci:${dir}/layout:t`, "t"]);
+      const want = JSON.parse(await cliOk(["--repo", cliRepo, "oci", "inspect", "t"])).composefs_erofs;
+
+      const repo = `${dir}/repo`;
+      const pull = (localFetch: string, storageRoot?: string): Step => ({
+        method: `${O}.Pull`,
+        more: true,
+        parameters: {
+          handle: "$handle",
+          image: `containers-storage:${imageId}`,
+          name: "cs",
+          local_fetch: localFetch,
+          storage_root: storageRoot,
+          bootable: false,
+        },
+      });
+      const r = await runClient(dir, { mode: "address", path: sock }, [
+        { method: `${R}.InitRepository`, parameters: { path: repo, insecure: true } },
+        { method: `${R}.OpenRepository`, parameters: { path: repo } },
+        pull("zerocopy", `${dir}/no-store`), // 2
+        pull("auto", storage), // 3
+        { method: `${O}.Inspect`, parameters: { handle: "$handle", image: "cs" } }, // 4
+      ]);
+      // zerocopy insists on the store it was given, which does not exist.
+      const refused = r[2][r[2].length - 1];
+      assertEquals(refused.error, `${O}.InternalError`, JSON.stringify(r[2]));
+      assert(refused.parameters!.message.includes(`${dir}/no-store`), refused.parameters!.message);
+      // auto from the given graphroot: read in place (layers imported by the store's own files,
+      // so no layer has a blob size to report), the same image as the layout's.
+      const frames = r[3].slice(0, -1).map((f) => f.parameters!);
+      const completed = r[3][r[3].length - 1].parameters!.completed;
+      assert(completed, JSON.stringify(r[3]));
+      assertEquals(completed.manifest_digest, built.manifestDigest);
+      const started = frames.filter((f) => f.started).map((f) => f.started);
+      assertEquals(started.map((s) => s.id).sort(), [...built.diffIds].sort());
+      assert(started.every((s) => s.total === undefined || s.total === null), JSON.stringify(started));
+      assertEquals(okParams(r[4], "Inspect").composefs_erofs, want);
+    } finally {
+      await server.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
