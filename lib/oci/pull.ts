@@ -45,7 +45,10 @@ export interface PullOptions {
   reporter?: ProgressReporter;
   /** Concurrent layer imports (default: number of cores). */
   concurrency?: number;
-  /** Abort: downloads stop at once, nothing after the layers (images, streams, tag) is written. */
+  /**
+   * Aborts the pull while it fetches: downloads stop at once and no image, config or manifest stream
+   * or tag is written. Once every layer is in, the rest is local work and runs to the end.
+   */
   signal?: AbortSignal;
 }
 
@@ -291,7 +294,6 @@ export async function pullImage(
     const tree = await buildImageTree(repo, keys, layerVerity);
     for (const [version, id] of await commitImages(repo, tree)) images.set(imageRefKey(version), id);
   }
-  opts.signal?.throwIfAborted();
   const configVerity = await writeConfigStream(repo, configDesc.digest, configBytes, layerRefs, [...images]);
   const manifestVerity = await writeManifestStream(
     repo,

@@ -171,7 +171,7 @@ method ComputeId(handle: int, image: string, verity: ?string, bootable: bool) ->
 # is read (disabled: through skopeo, auto: in place by reflink, hard link or copy, zerocopy: in
 # place or fail); storage_root: its graphroot, an absolute path (default: storage.conf's).
 # bootable: also build and link the boot image (its id in boot_image). A client that hangs up
-# cancels the pull: nothing of it is written.
+# while the pull fetches cancels it: no image, stream or tag of it is written.
 method Pull(
   handle: int,
   image: string,

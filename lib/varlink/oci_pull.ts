@@ -80,7 +80,6 @@ async function pullAndLink(
       },
     });
     if (!req.bootable) return { result };
-    signal.throwIfAborted();
     const linked = await linkBootImages(repo, result.manifestDigest);
     return {
       result,
