@@ -30,20 +30,16 @@ export function resumableBody(
   let skip = 0;
   let failures = 0;
   let sinceFailure = 0;
-  // Cancelled by the consumer: a read the cancel cut short is not a dropped connection to resume.
-  let cancelled = false;
+  let cancelled = false; // by the consumer: the read the cancel cut short is no dropped connection
   return new ReadableStream<Uint8Array>({
     async pull(ctl) {
       for (;;) {
         if (cancelled) return;
         if (!reader) {
           const opened = await open(received);
-          if (cancelled) {
+          if (cancelled || opened.offset > received) {
             await opened.body.cancel().catch(() => {});
-            return;
-          }
-          if (opened.offset > received) {
-            await opened.body.cancel().catch(() => {});
+            if (cancelled) return;
             throw new TransportError(`${what}: server resumed at byte ${opened.offset}, wanted ${received}`);
           }
           reader = opened.body.getReader();
