@@ -6,6 +6,7 @@
 import { assert, assertEquals, assertMatch, isRoot } from "./helpers/assert.ts";
 import { DENO, MAIN, PROJECT_ROOT, runCli } from "./helpers/cli.ts";
 import { makeBootTree } from "./helpers/boot_fixtures.ts";
+import { haveTools } from "./helpers/have_tools.ts";
 import { addImage, tarDirectory } from "./helpers/oci_builder.ts";
 import { pushImage, startRegistry } from "./helpers/registry_server.ts";
 import { startThrottleProxy } from "./helpers/throttle_proxy.ts";
@@ -650,13 +651,7 @@ Deno.test("varlink: bootable Pull, ComputeId and OciMount give the CLI's --boota
   }
 });
 
-const haveRegistry = ["docker-registry", "skopeo"].every((t) => {
-  try {
-    return new Deno.Command(t, { args: ["--version"], stdout: "null", stderr: "null" }).outputSync().success;
-  } catch {
-    return false;
-  }
-});
+const haveRegistry = haveTools("docker-registry", "skopeo");
 
 Deno.test({
   name: "varlink: a Pull whose client hangs up is cancelled; a half-closed client still gets its reply",
@@ -747,14 +742,7 @@ Deno.test({
   },
 });
 
-const havePodman = isRoot && (() => {
-  try {
-    return new Deno.Command("podman", { args: ["--version"], stdout: "null", stderr: "null" }).outputSync()
-      .success;
-  } catch {
-    return false;
-  }
-})();
+const havePodman = isRoot && haveTools("podman");
 
 Deno.test({
   name:
