@@ -654,7 +654,7 @@ Deno.test("varlink: bootable Pull, ComputeId and OciMount give the CLI's --boota
 const haveRegistry = haveTools("docker-registry", "skopeo");
 
 Deno.test({
-  name: "varlink: a Pull whose client hangs up is cancelled; a half-closed client still gets its reply",
+  name: "varlink: a Pull whose client hangs up is cancelled; half-closed and oneway clients get theirs done",
   ignore: !haveRegistry,
   fn: async () => {
     const dir = await Deno.makeTempDir({ prefix: "cfsctl-varlink-" });
@@ -672,19 +672,24 @@ Deno.test({
     });
     await pushImage(`oci:${dir}/layout:slow`, `docker://${reg.host}/test/slow:v1`);
     await using proxy = startThrottleProxy(reg.port, { bitsPerSecond: 16e6, delayMs: 2 });
+    // A faster link (about 1 s a pull) for the pulls that run to the end.
+    await using fast = startThrottleProxy(reg.port, { bitsPerSecond: 64e6, delayMs: 2 });
     const conf = `${dir}/registries.conf`;
-    await Deno.writeTextFile(conf, `[[registry]]\nlocation = "${proxy.host}"\ninsecure = true\n`);
+    await Deno.writeTextFile(
+      conf,
+      [proxy, fast].map((p) => `[[registry]]\nlocation = "${p.host}"\ninsecure = true\n`).join("\n"),
+    );
     const repo = `${dir}/repo`;
     await cliOk(["--repo", repo, "init", "--insecure"]);
     const sock = `${dir}/cfsctl.sock`;
     const server = startServer(sock, { CONTAINERS_REGISTRIES_CONF: conf });
     try {
-      const pull = (extra: Partial<Step>): Step => ({
+      const pull = (extra: Partial<Step>, host = proxy.host, name = "slow"): Step => ({
         method: `${O}.Pull`,
         parameters: {
           handle: "$handle",
-          image: `docker://${proxy.host}/test/slow:v1`,
-          name: "slow",
+          image: `docker://${host}/test/slow:v1`,
+          name,
           local_fetch: "disabled",
           bootable: false,
         },
@@ -723,18 +728,30 @@ Deno.test({
       assertEquals((await runCli(["--repo", repo, "fsck"])).code, 0);
 
       // The server still serves: a listing on a new connection, and a client that shut down its
-      // sending side after a (non-more) Pull still gets the completed pull.
-      const next = await runClient(dir, { mode: "address", path: sock }, [
-        { method: `${R}.OpenRepository`, parameters: { path: repo } },
-        { method: `${O}.ListImages`, parameters: { handle: "$handle" } },
-        pull({ shutdown_write: true }),
+      // sending side after a (non-more) Pull still gets the completed pull. At the same time, a
+      // oneway Pull whose client leaves at once runs to the end (it asked for no reply).
+      const [next, oneway] = await Promise.all([
+        runClient(dir, { mode: "address", path: sock }, [
+          { method: `${R}.OpenRepository`, parameters: { path: repo } },
+          { method: `${O}.ListImages`, parameters: { handle: "$handle" } },
+          pull({ shutdown_write: true }, fast.host),
+        ]),
+        runClient(dir, { mode: "address", path: sock }, [
+          { method: `${R}.OpenRepository`, parameters: { path: repo } },
+          pull({ oneway: true }, fast.host, "oneway"),
+        ]),
       ]);
       assertEquals(okParams(next[1], "ListImages"), { images: [] });
       const done = okParams(next[2], "half-closed pull").completed;
       assertEquals(done.manifest_digest, built.manifestDigest);
-      assert(proxy.bytesDown >= LAYER, "the second pull downloaded the layer");
-      const list = JSON.parse(await cliOk(["--repo", repo, "oci", "images", "--json"])).images;
-      assertEquals(list.map((i: { name: string }) => i.name), ["slow"]);
+      assertEquals(oneway[1], [], "a oneway call gets no reply");
+      const tags = async () =>
+        JSON.parse(await cliOk(["--repo", repo, "oci", "images", "--json"])).images.map((
+          i: { name: string },
+        ) => i.name);
+      for (let i = 0; i < 50 && (await tags()).length < 2; i++) await new Promise((r) => setTimeout(r, 200));
+      assertEquals(await tags(), ["oneway", "slow"]);
+      assert(fast.bytesDown >= LAYER, "the layer came over the fast link");
     } finally {
       await server.stop();
       await Deno.remove(dir, { recursive: true });

@@ -16,7 +16,7 @@ export interface VarlinkCall {
   oneway: boolean;
   /** Descriptors the client passed with the call (SCM_RIGHTS); closed by the server after the call. */
   fds: number[];
-  /** Aborted when the client hangs up (or the server stops) before the call is answered. */
+  /** Aborted when the client hangs up (or the server stops) before the call is answered (not oneway). */
   signal: AbortSignal;
 }
 
@@ -173,8 +173,11 @@ class Connection {
       this.#send(errorReply(e));
       return;
     }
-    const watch = setInterval(() => {
-      if (this.#broken || this.stream.hungUp()) abort.abort(new CfsError("the varlink client hung up"));
+    // A oneway call's client wants no reply and may be gone already: its call runs to the end.
+    const watch = call.oneway ? undefined : setInterval(() => {
+      if (!this.#broken && !this.stream.hungUp()) return;
+      abort.abort(new CfsError("the varlink client hung up"));
+      clearInterval(watch);
     }, HANGUP_CHECK_MS);
     try {
       await this.#run(call);
