@@ -123,9 +123,8 @@ async function computeId(cx: CallContext): Promise<Params> {
   }
   const cfg = await openConfig(repo, configDigest, configVerity).catch(noSuch(image));
   if (!cfg.isContainer) throw internalError(OCI, `${image} is an artifact, not a container image`);
-  const tree =
-    await (bootable ? bootImageTree(repo, cfg).then((b) => b.tree) : buildImageTree(repo, cfg.diffIds))
-      .catch(failure(OCI));
+  const build = bootable ? bootImageTree(repo, cfg).then((b) => b.tree) : buildImageTree(repo, cfg.diffIds);
+  const tree = await build.catch(failure(OCI));
   const id = fsverityDigest(writeErofs(tree, { version: repo.erofsVersions()[0] }), repo.alg);
   return { image_id: id.hex() };
 }
