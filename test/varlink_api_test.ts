@@ -5,13 +5,18 @@
 // one on fd 3). A pull streams progress frames before its result.
 import { assert, assertEquals, assertMatch, isRoot } from "./helpers/assert.ts";
 import { DENO, MAIN, PROJECT_ROOT, runCli } from "./helpers/cli.ts";
+import { makeBootTree } from "./helpers/boot_fixtures.ts";
+import { haveTools } from "./helpers/have_tools.ts";
 import { addImage, tarDirectory } from "./helpers/oci_builder.ts";
+import { pushImage, startRegistry } from "./helpers/registry_server.ts";
+import { startThrottleProxy } from "./helpers/throttle_proxy.ts";
 
 const RUN_FLAGS = MAIN.endsWith(".js") ? ["run", "-A", "--no-config"] : ["run", "-A", "--no-check"];
 
 // The client: reads {"connect": …, "steps": [{method, parameters, more?, oneway?}]} on stdin and
 // prints, as JSON, the list of replies of every step. A string parameter "$handle" is replaced by
-// the handle of the last OpenRepository reply.
+// the handle of the last OpenRepository reply. A step with "hangup_after": N closes the socket after
+// N replies and ends the run there; "shutdown_write" shuts down the sending side after the call.
 const CLIENT = String.raw`
 import json, os, socket, subprocess, sys, time
 
@@ -67,8 +72,11 @@ for step in spec["steps"]:
             os.close(d)
     else:
         sock.sendall(data)
+    if step.get("shutdown_write"):
+        sock.shutdown(socket.SHUT_WR)
     replies = []
     got_fds = []
+    hung_up = False
     while not step.get("oneway"):
         while b"\0" not in buf:
             chunk, fds, _flags, _addr = socket.recv_fds(sock, 65536, 8)
@@ -79,8 +87,14 @@ for step in spec["steps"]:
         raw, _, buf = buf.partition(b"\0")
         reply = json.loads(raw)
         replies.append(reply)
+        if step.get("hangup_after") and len(replies) >= step["hangup_after"]:
+            hung_up = True
+            break
         if not reply.get("continues"):
             break
+    if hung_up:
+        out.append(replies)
+        break
     if got_fds:
         replies[-1]["_fds"] = len(got_fds)
         probe = step.get("probe")
@@ -91,6 +105,11 @@ for step in spec["steps"]:
             root = os.open(".", os.O_RDONLY | os.O_DIRECTORY, dir_fd=mnt)
             result["names"] = sorted(os.listdir(root))
             os.close(root)
+            result["lists"] = {}
+            for rel in probe.get("list", []):
+                d = os.open(rel, os.O_RDONLY | os.O_DIRECTORY, dir_fd=mnt)
+                result["lists"][rel] = sorted(os.listdir(d))
+                os.close(d)
             result["read"] = {}
             for rel in probe.get("read", []):
                 f = os.open(rel, os.O_RDONLY, dir_fd=mnt)
@@ -126,7 +145,7 @@ interface Reply {
   continues?: boolean;
   error?: string;
   _fds?: number;
-  _probe?: { names: string[]; read: Record<string, string>; write?: string };
+  _probe?: { names: string[]; lists: Record<string, string[]>; read: Record<string, string>; write?: string };
 }
 interface Step {
   method: string;
@@ -135,8 +154,12 @@ interface Step {
   oneway?: boolean;
   /** Directories the client opens and passes with the call (SCM_RIGHTS). */
   send_dirs?: string[];
-  /** Look into the mount descriptor of the reply: list the root, read files, try a write. */
-  probe?: { read?: string[]; write?: string };
+  /** Look into the mount descriptor of the reply: list the root (and directories), read files, try a write. */
+  probe?: { list?: string[]; read?: string[]; write?: string };
+  /** Close the connection after this many replies (and run no further steps). */
+  hangup_after?: number;
+  /** Shut down the client's sending side once the call is sent (it still reads the replies). */
+  shutdown_write?: boolean;
 }
 
 async function runClient(dir: string, connect: Record<string, unknown>, steps: Step[]): Promise<Reply[][]> {
@@ -494,6 +517,309 @@ Deno.test({
     } finally {
       server.kill("SIGTERM");
       await server.output();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+/** `cfsctl varlink --address SOCK` as a child process; `stop()` ends it and checks how it ended. */
+function startServer(sock: string, env?: Record<string, string>) {
+  const child = new Deno.Command(DENO, {
+    args: [...RUN_FLAGS, MAIN, "varlink", "--address", sock],
+    stdout: "null",
+    stderr: "piped",
+    env,
+  }).spawn();
+  return {
+    async stop() {
+      child.kill("SIGTERM");
+      const st = await child.output();
+      const err = new TextDecoder().decode(st.stderr);
+      assert(st.code === 0 || st.signal === "SIGTERM", `server exit ${st.code}: ${err}`);
+    },
+  };
+}
+
+async function cliOk(args: string[]): Promise<string> {
+  const r = await runCli(args);
+  assertEquals(r.code, 0, `cfsctl ${args.join(" ")}: ${r.stderr}`);
+  return r.stdout;
+}
+
+function okParams(replies: Reply[], what: string): Record<string, any> {
+  assertEquals(replies.length, 1, `${what}: ${JSON.stringify(replies)}`);
+  assert(replies[0].error === undefined, `${what} failed: ${JSON.stringify(replies[0])}`);
+  return replies[0].parameters ?? {};
+}
+
+Deno.test("varlink: bootable Pull, ComputeId and OciMount give the CLI's --bootable ids; bad Pull parameters", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cfsctl-varlink-" });
+  const sock = `${dir}/cfsctl.sock`;
+  const server = startServer(sock);
+  try {
+    // A bootable image (BLS entry, UKIs, kernels in /boot and /usr/lib/modules, junk in /sysroot)
+    // and a plain one.
+    await makeBootTree(`${dir}/tree`);
+    const layout = `${dir}/layout`;
+    await addImage(layout, {
+      tag: "os",
+      layers: [{ tar: await tarDirectory(`${dir}/tree`), compression: "gzip" }],
+    });
+    await fixture(dir); // tag "t" in the same layout
+    // The CLI's answers, in a repository of their own.
+    const cliRepo = `${dir}/cli-repo`;
+    await cliOk(["--repo", cliRepo, "init", "--insecure"]);
+    const cliPull = JSON.parse(
+      await cliOk(["--repo", cliRepo, "oci", "pull", "--bootable", "--json", `oci:${layout}:os`, "os"]),
+    );
+    const bootHex = (await cliOk(["--repo", cliRepo, "oci", "compute-id", "--bootable", "os"])).trim();
+    assertMatch(bootHex, /^[0-9a-f]{128}$/);
+
+    const repo = `${dir}/repo`;
+    const pullOs = (name: string, bootable: boolean, extra: Record<string, unknown> = {}): Step => ({
+      method: `${O}.Pull`,
+      parameters: {
+        handle: "$handle",
+        image: `oci:${layout}:${name}`,
+        name,
+        local_fetch: "auto",
+        bootable,
+        ...extra,
+      },
+    });
+    const steps: Step[] = [
+      { method: `${R}.InitRepository`, parameters: { path: repo, insecure: true } }, // 0
+      { method: `${R}.OpenRepository`, parameters: { path: repo } }, // 1
+      pullOs("os", true), // 2
+      { method: `${O}.ComputeId`, parameters: { handle: "$handle", image: "os", bootable: true } }, // 3
+      { method: `${O}.ComputeId`, parameters: { handle: "$handle", image: "os", bootable: false } }, // 4
+      { method: `${O}.Inspect`, parameters: { handle: "$handle", image: "os" } }, // 5
+      pullOs("t", false), // 6
+      pullOs("t", false, { local_fetch: "sometimes" }), // 7
+      pullOs("t", false, { storage_root: "relative/storage" }), // 8
+      pullOs("t", false, { local_fetch: undefined }), // 9
+    ];
+    if (isRoot) {
+      steps.push(
+        {
+          method: `${O}.OciMount`,
+          parameters: { handle: "$handle", image: "os", bootable: true, options: {} },
+          probe: { list: ["boot", "sysroot", "usr/lib/modules/6.1.0"] },
+        }, // 10
+        {
+          method: `${O}.OciMount`,
+          parameters: { handle: "$handle", image: "os", bootable: false, options: {} },
+          probe: { list: ["boot", "sysroot"] },
+        }, // 11
+        { method: `${O}.OciMount`, parameters: { handle: "$handle", image: "t", bootable: true } }, // 12
+      );
+    }
+    const r = await runClient(dir, { mode: "address", path: sock }, steps);
+    const completed = okParams(r[2], "bootable pull").completed;
+    assertEquals(completed.boot_image, bootHex, "the boot image is the CLI's compute-id --bootable");
+    assertEquals(completed.manifest_verity, cliPull.manifest_verity, "the manifest stream that links it");
+    assertEquals(completed.config_verity, cliPull.config_verity);
+    assertEquals(okParams(r[3], "ComputeId bootable").image_id, bootHex);
+    const plain = okParams(r[4], "ComputeId").image_id;
+    assert(plain !== bootHex, "the boot transform changes the image");
+    const insp = okParams(r[5], "Inspect");
+    assertEquals(insp.composefs_boot_erofs, bootHex);
+    assertEquals(insp.composefs_erofs, plain);
+    assertEquals(okParams(r[6], "plain pull").completed.boot_image, null);
+    assertEquals(r[7][0].error, `${S}.InvalidParameter`);
+    assertEquals(r[7][0].parameters, { parameter: "local_fetch" });
+    assertEquals(r[8][0].error, `${S}.InvalidParameter`);
+    assertEquals(r[8][0].parameters, { parameter: "storage_root" });
+    assertEquals(r[9][0].parameters, { parameter: "local_fetch" });
+    if (!isRoot) {
+      console.log("SKIPPED: OciMount bootable (needs root)");
+      return;
+    }
+    const boot = r[10][0];
+    assertEquals(boot.parameters, { fd_index: 0 }, JSON.stringify(boot));
+    assertEquals(boot._probe!.lists.boot, [], "the boot image has an empty /boot");
+    assertEquals(boot._probe!.lists.sysroot, []);
+    assert(boot._probe!.lists["usr/lib/modules/6.1.0"].includes("vmlinuz"), JSON.stringify(boot._probe));
+    const full = r[11][0];
+    assertEquals(full._probe!.lists.boot, ["EFI", "initramfs-6.1.img", "loader", "vmlinuz-6.1"]);
+    assertEquals(full._probe!.lists.sysroot, ["ostree"]);
+    assertEquals(r[12][0].error, `${O}.InternalError`);
+    assertMatch(r[12][0].parameters!.message, /No boot EROFS image linked/);
+  } finally {
+    await server.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+const haveRegistry = haveTools("docker-registry", "skopeo");
+
+Deno.test({
+  name: "varlink: a Pull whose client hangs up is cancelled; half-closed and oneway clients get theirs done",
+  ignore: !haveRegistry,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "cfsctl-varlink-" });
+    await using reg = await startRegistry(`${dir}/reg`);
+    // One layer of 8 MiB that does not compress, behind a 16 Mbit/s link: a pull takes about 4 s.
+    const src = `${dir}/big`;
+    await Deno.mkdir(src);
+    const LAYER = 8 << 20;
+    const data = new Uint8Array(LAYER);
+    for (let o = 0; o < LAYER; o += 65536) crypto.getRandomValues(data.subarray(o, o + 65536));
+    await Deno.writeFile(`${src}/random`, data);
+    const built = await addImage(`${dir}/layout`, {
+      tag: "slow",
+      layers: [{ tar: await tarDirectory(src) }],
+    });
+    await pushImage(`oci:${dir}/layout:slow`, `docker://${reg.host}/test/slow:v1`);
+    await using proxy = startThrottleProxy(reg.port, { bitsPerSecond: 16e6, delayMs: 2 });
+    // A faster link (about 1 s a pull) for the pulls that run to the end.
+    await using fast = startThrottleProxy(reg.port, { bitsPerSecond: 64e6, delayMs: 2 });
+    const conf = `${dir}/registries.conf`;
+    await Deno.writeTextFile(
+      conf,
+      [proxy, fast].map((p) => `[[registry]]\nlocation = "${p.host}"\ninsecure = true\n`).join("\n"),
+    );
+    const repo = `${dir}/repo`;
+    await cliOk(["--repo", repo, "init", "--insecure"]);
+    const sock = `${dir}/cfsctl.sock`;
+    const server = startServer(sock, { CONTAINERS_REGISTRIES_CONF: conf });
+    try {
+      const pull = (extra: Partial<Step>, host = proxy.host, name = "slow"): Step => ({
+        method: `${O}.Pull`,
+        parameters: {
+          handle: "$handle",
+          image: `docker://${host}/test/slow:v1`,
+          name,
+          local_fetch: "disabled",
+          bootable: false,
+        },
+        ...extra,
+      });
+      // The client goes away once the layer's download has begun.
+      const gone = await runClient(dir, { mode: "address", path: sock }, [
+        { method: `${R}.OpenRepository`, parameters: { path: repo } },
+        pull({ more: true, hangup_after: 2 }),
+      ]);
+      assertEquals(gone[1].length, 2, JSON.stringify(gone));
+      assertEquals(gone[1][0].parameters!.started?.id, built.diffIds[0], JSON.stringify(gone[1]));
+      // The download stops: no byte crosses the link for a second, and the blob never arrived.
+      let last = -1;
+      let still = 0;
+      for (let i = 0; i < 40 && still < 4; i++) {
+        await new Promise((r) => setTimeout(r, 250));
+        still = proxy.bytesDown === last ? still + 1 : 0;
+        last = proxy.bytesDown;
+      }
+      assertEquals(still, 4, `the download went on: ${proxy.bytesDown} bytes`);
+      assert(proxy.bytesDown < LAYER * 0.75, `downloaded ${proxy.bytesDown} of ${LAYER} bytes`);
+      // Nothing of the pull is visible: no tag, no manifest, config or layer stream, no image.
+      const names = async (d: string) => {
+        const out: string[] = [];
+        try {
+          for await (const e of Deno.readDir(d)) out.push(e.name);
+        } catch (e) {
+          if (!(e instanceof Deno.errors.NotFound)) throw e;
+        }
+        return out.sort();
+      };
+      assertEquals((await names(`${repo}/streams`)).filter((n) => n !== "refs"), []);
+      assertEquals(await names(`${repo}/streams/refs`), []);
+      assertEquals(await names(`${repo}/images`), []);
+      assertEquals((await runCli(["--repo", repo, "fsck"])).code, 0);
+
+      // The server still serves: a listing on a new connection, and a client that shut down its
+      // sending side after a (non-more) Pull still gets the completed pull. At the same time, a
+      // oneway Pull whose client leaves at once runs to the end (it asked for no reply).
+      const [next, oneway] = await Promise.all([
+        runClient(dir, { mode: "address", path: sock }, [
+          { method: `${R}.OpenRepository`, parameters: { path: repo } },
+          { method: `${O}.ListImages`, parameters: { handle: "$handle" } },
+          pull({ shutdown_write: true }, fast.host),
+        ]),
+        runClient(dir, { mode: "address", path: sock }, [
+          { method: `${R}.OpenRepository`, parameters: { path: repo } },
+          pull({ oneway: true }, fast.host, "oneway"),
+        ]),
+      ]);
+      assertEquals(okParams(next[1], "ListImages"), { images: [] });
+      const done = okParams(next[2], "half-closed pull").completed;
+      assertEquals(done.manifest_digest, built.manifestDigest);
+      assertEquals(oneway[1], [], "a oneway call gets no reply");
+      const tags = async () =>
+        JSON.parse(await cliOk(["--repo", repo, "oci", "images", "--json"])).images.map((
+          i: { name: string },
+        ) => i.name);
+      for (let i = 0; i < 50 && (await tags()).length < 2; i++) await new Promise((r) => setTimeout(r, 200));
+      assertEquals(await tags(), ["oneway", "slow"]);
+      assert(fast.bytesDown >= LAYER, "the layer came over the fast link");
+    } finally {
+      await server.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+const havePodman = isRoot && haveTools("podman");
+
+Deno.test({
+  name:
+    "varlink: Pull from containers-storage reads the store named by storage_root, as local_fetch says (root, podman)",
+  ignore: !havePodman,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "cfsctl-varlink-" });
+    const sock = `${dir}/cfsctl.sock`;
+    const server = startServer(sock);
+    try {
+      const built = await fixture(dir);
+      // podman's overlay store in a fresh graphroot, as test/cstorage_test.ts makes one.
+      const storage = `${dir}/storage`;
+      const podman = ["--root", storage, "--runroot", `${dir}/run`, "--storage-driver", "overlay"];
+      const p = await new Deno.Command("podman", { args: [...podman, "pull", "-q", `oci:${dir}/layout:t`] })
+        .output();
+      assertEquals(p.code, 0, new TextDecoder().decode(p.stderr));
+      const imageId = built.configDigest.slice("sha256:".length);
+      // The same image pulled from the layout, for its composefs id.
+      const cliRepo = `${dir}/cli-repo`;
+      await cliOk(["--repo", cliRepo, "init", "--insecure"]);
+      await cliOk(["--repo", cliRepo, "oci", "pull", `oci:${dir}/layout:t`, "t"]);
+      const want = JSON.parse(await cliOk(["--repo", cliRepo, "oci", "inspect", "t"])).composefs_erofs;
+
+      const repo = `${dir}/repo`;
+      const pull = (localFetch: string, storageRoot?: string): Step => ({
+        method: `${O}.Pull`,
+        more: true,
+        parameters: {
+          handle: "$handle",
+          image: `containers-storage:${imageId}`,
+          name: "cs",
+          local_fetch: localFetch,
+          storage_root: storageRoot,
+          bootable: false,
+        },
+      });
+      const r = await runClient(dir, { mode: "address", path: sock }, [
+        { method: `${R}.InitRepository`, parameters: { path: repo, insecure: true } },
+        { method: `${R}.OpenRepository`, parameters: { path: repo } },
+        pull("zerocopy", `${dir}/no-store`), // 2
+        pull("auto", storage), // 3
+        { method: `${O}.Inspect`, parameters: { handle: "$handle", image: "cs" } }, // 4
+      ]);
+      // zerocopy insists on the store it was given, which does not exist.
+      const refused = r[2][r[2].length - 1];
+      assertEquals(refused.error, `${O}.InternalError`, JSON.stringify(r[2]));
+      assert(refused.parameters!.message.includes(`${dir}/no-store`), refused.parameters!.message);
+      // auto from the given graphroot: read in place (layers imported by the store's own files,
+      // so no layer has a blob size to report), the same image as the layout's.
+      const frames = r[3].slice(0, -1).map((f) => f.parameters!);
+      const completed = r[3][r[3].length - 1].parameters!.completed;
+      assert(completed, JSON.stringify(r[3]));
+      assertEquals(completed.manifest_digest, built.manifestDigest);
+      const started = frames.filter((f) => f.started).map((f) => f.started);
+      assertEquals(started.map((s) => s.id).sort(), [...built.diffIds].sort());
+      assert(started.every((s) => s.total === undefined || s.total === null), JSON.stringify(started));
+      assertEquals(okParams(r[4], "Inspect").composefs_erofs, want);
+    } finally {
+      await server.stop();
       await Deno.remove(dir, { recursive: true });
     }
   },

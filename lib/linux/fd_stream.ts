@@ -12,6 +12,8 @@ const SOCK_STREAM = 1;
 const SOCK_CLOEXEC = 0o2000000;
 const SHUT_RDWR = 2;
 const EINTR = 4;
+const POLLERR = 0x008;
+const POLLHUP = 0x010;
 
 const symbols = {
   accept4: { parameters: ["i32", "pointer", "pointer", "i32"], result: "i32", nonblocking: true },
@@ -24,6 +26,7 @@ const symbols = {
   socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
   bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   listen: { parameters: ["i32", "i32"], result: "i32" },
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
 } as const;
 // errno of a `nonblocking` call belongs to the worker thread that ran it and cannot be read here:
 // failed reads are retried a few times, then reported without an errno.
@@ -102,6 +105,18 @@ export class FdStream {
       }
       off += n;
     }
+  }
+
+  /**
+   * Whether the peer has closed its end completely (POLLHUP, without waiting). A peer that only shut
+   * down its writing side (and still reads replies) has not hung up.
+   */
+  hungUp(): boolean {
+    if (this.#closed) return true;
+    const pfd = new Uint8Array(8); // struct pollfd: fd i32, events i16 (0: POLLHUP/POLLERR only), revents i16
+    new DataView(pfd.buffer).setInt32(0, this.fd, true);
+    if (libc().poll(pfd, 1n, 0) <= 0) return false;
+    return (new DataView(pfd.buffer).getInt16(6, true) & (POLLHUP | POLLERR)) !== 0;
   }
 
   close(): void {

@@ -28,6 +28,7 @@ import { hostPlatform, type Platform } from "./platform.ts";
 import { layerStreamId, validateTagName } from "./tags.ts";
 import { parseJson } from "../util/json.ts";
 import { runBounded } from "../util/run_bounded.ts";
+import { abortableSource } from "./transport/abortable_source.ts";
 import {
   checkDescriptor,
   checkDescriptorSize,
@@ -44,6 +45,11 @@ export interface PullOptions {
   reporter?: ProgressReporter;
   /** Concurrent layer imports (default: number of cores). */
   concurrency?: number;
+  /**
+   * Aborts the pull while it fetches: downloads stop at once and no image, config or manifest stream
+   * or tag is written. Once every layer is in, the rest is local work and runs to the end.
+   */
+  signal?: AbortSignal;
 }
 
 export interface PullStats {
@@ -162,6 +168,7 @@ export async function pullImage(
 ): Promise<PullResult> {
   const reporter = opts.reporter ?? nullReporter;
   if (opts.name !== undefined) validateTagName(opts.name);
+  if (opts.signal) source = abortableSource(source, opts.signal);
   await repo.checkWritable();
   const resolved = await source.getManifest(opts.platform ?? hostPlatform());
   verifyDigest(resolved.bytes, resolved.digest, `${source.description}: manifest`);
@@ -276,6 +283,7 @@ export async function pullImage(
     }
   });
 
+  opts.signal?.throwIfAborted();
   const after = repo.objects.counts();
   // Each imported layer also stored its splitstream as one object: count file contents only.
   stats.objectsNew = Math.max(0, after.written - before.written - unique.length);

@@ -2,6 +2,27 @@
 // composefs ones are the files next to this one (lib/varlink/*.varlink, kept identical by
 // test/varlink_api_test.ts), inlined so the single-file binary carries them.
 
+/** The interface names. */
+export const IFACE = {
+  service: "org.varlink.service",
+  repository: "org.composefs.Repository",
+  oci: "org.composefs.Oci",
+} as const;
+
+// The fields of a repository check (the FsckReply and RepoFsck types, and the reply of Fsck, which
+// as a method's reply cannot name a type).
+const FSCK_FIELDS = `  ok: bool,
+  has_metadata: bool,
+  objects_checked: int,
+  objects_corrupted: int,
+  streams_checked: int,
+  streams_corrupted: int,
+  images_checked: int,
+  images_corrupted: int,
+  broken_links: int,
+  missing_objects: int,
+  errors: []string`;
+
 export const SERVICE_INTERFACE = `# The varlink service interface (https://varlink.org/Service).
 interface org.varlink.service
 
@@ -30,17 +51,7 @@ interface org.composefs.Repository
 
 # The result of a consistency check (the fields of \`cfsctl fsck --json\`).
 type FsckReply (
-  ok: bool,
-  has_metadata: bool,
-  objects_checked: int,
-  objects_corrupted: int,
-  streams_checked: int,
-  streams_corrupted: int,
-  images_checked: int,
-  images_corrupted: int,
-  broken_links: int,
-  missing_objects: int,
-  errors: []string
+${FSCK_FIELDS}
 )
 
 # What a garbage collection removed (or would remove, in a dry run).
@@ -63,17 +74,7 @@ method CloseRepository(handle: int) -> ()
 
 # Checks the repository; metadata_only skips re-hashing the objects.
 method Fsck(handle: int, metadata_only: ?bool) -> (
-  ok: bool,
-  has_metadata: bool,
-  objects_checked: int,
-  objects_corrupted: int,
-  streams_checked: int,
-  streams_corrupted: int,
-  images_checked: int,
-  images_corrupted: int,
-  broken_links: int,
-  missing_objects: int,
-  errors: []string
+${FSCK_FIELDS}
 )
 
 # Removes what no image, stream or root refers to (roots: names under images/ or streams/).
@@ -114,17 +115,7 @@ type ImageEntry (
 )
 
 type RepoFsck (
-  ok: bool,
-  has_metadata: bool,
-  objects_checked: int,
-  objects_corrupted: int,
-  streams_checked: int,
-  streams_corrupted: int,
-  images_checked: int,
-  images_corrupted: int,
-  broken_links: int,
-  missing_objects: int,
-  errors: []string
+${FSCK_FIELDS}
 )
 
 type ProgressUnit (Bytes, Items)
@@ -171,11 +162,16 @@ method Tag(handle: int, manifest_digest: string, name: string) -> ()
 
 method Untag(handle: int, name: string) -> ()
 
-# The composefs image id of a tag (or @sha256:<config digest> with the config stream's verity).
+# The composefs image id of a tag (or @sha256:<config digest> with the config stream's verity);
+# bootable: of the tree after the boot transform (/boot and /sysroot emptied, SELinux labels).
 method ComputeId(handle: int, image: string, verity: ?string, bootable: bool) -> (image_id: string)
 
 # Pulls an image (any transport \`cfsctl oci pull\` takes). With "more", progress frames (one field
-# set each) precede the final frame, which has \`completed\`.
+# set each) precede the final frame, which has \`completed\`. local_fetch: how containers-storage:
+# is read (disabled: through skopeo, auto: in place by reflink, hard link or copy, zerocopy: in
+# place or fail); storage_root: its graphroot, an absolute path (default: storage.conf's).
+# bootable: also build and link the boot image (its id in boot_image). A client that hangs up
+# while the pull fetches cancels it: no image, stream or tag of it is written.
 method Pull(
   handle: int,
   image: string,
@@ -196,7 +192,7 @@ method Pull(
 type MountOptions (overlay: ?bool, read_write: ?bool)
 
 # Mounts the composefs image of a tag (or sha256:<manifest digest>) as a detached mount, passed back
-# like org.composefs.Repository.Mount. bootable: the boot image (not supported yet).
+# like org.composefs.Repository.Mount. bootable: the boot image (linked by a bootable Pull).
 method OciMount(handle: int, image: string, bootable: bool, options: ?MountOptions) -> (fd_index: int)
 
 error RepoNotFound (message: string)
@@ -206,7 +202,7 @@ error InternalError (message: string)
 `;
 
 export const INTERFACES: Record<string, string> = {
-  "org.varlink.service": SERVICE_INTERFACE,
-  "org.composefs.Repository": REPOSITORY_INTERFACE,
-  "org.composefs.Oci": OCI_INTERFACE,
+  [IFACE.service]: SERVICE_INTERFACE,
+  [IFACE.repository]: REPOSITORY_INTERFACE,
+  [IFACE.oci]: OCI_INTERFACE,
 };

@@ -4,6 +4,7 @@
 // `more` may get several replies, all but the last with `continues: true`.
 import { FdListener, FdStream, listenUnix } from "../linux/fd_stream.ts";
 import { closeFd } from "../linux/socket.ts";
+import { CfsError } from "../errors.ts";
 
 /** Largest message accepted from a client (a hostile one cannot make the server buffer more). */
 export const MAX_MESSAGE = 8 << 20;
@@ -15,6 +16,8 @@ export interface VarlinkCall {
   oneway: boolean;
   /** Descriptors the client passed with the call (SCM_RIGHTS); closed by the server after the call. */
   fds: number[];
+  /** Aborted when the client hangs up (or the server stops) before the call is answered (not oneway). */
+  signal: AbortSignal;
 }
 
 /** A varlink error reply: `error` is the qualified name, `parameters` its fields. */
@@ -44,117 +47,167 @@ export interface ConnectionInfo {
   id: number;
 }
 
+/**
+ * How often a running call checks whether its client hung up. A call reads nothing from the socket
+ * while it runs (calls are answered in order), so the hang-up is seen by polling for POLLHUP — not
+ * by end of input, which a client that shut down only its writing side also gives (it still reads).
+ */
+const HANGUP_CHECK_MS = 200;
+
 const enc = new TextEncoder();
 const dec = new TextDecoder("utf-8", { fatal: true });
 
-function parseCall(bytes: Uint8Array, fds: number[]): VarlinkCall {
+function invalidMessage(parameter: string): VarlinkError {
+  return new VarlinkError("org.varlink.service.InvalidParameter", { parameter });
+}
+
+function parseCall(bytes: Uint8Array, fds: number[], signal: AbortSignal): VarlinkCall {
   let v: unknown;
   try {
     v = JSON.parse(dec.decode(bytes));
   } catch {
-    throw new VarlinkError("org.varlink.service.InvalidParameter", { parameter: "message" });
+    throw invalidMessage("message");
   }
   const o = v as Record<string, unknown>;
-  if (!o || typeof o !== "object" || typeof o.method !== "string") {
-    throw new VarlinkError("org.varlink.service.InvalidParameter", { parameter: "method" });
-  }
+  if (!o || typeof o !== "object" || typeof o.method !== "string") throw invalidMessage("method");
   const p = o.parameters ?? {};
-  if (typeof p !== "object" || p === null || Array.isArray(p)) {
-    throw new VarlinkError("org.varlink.service.InvalidParameter", { parameter: "parameters" });
-  }
+  if (typeof p !== "object" || p === null || Array.isArray(p)) throw invalidMessage("parameters");
   return {
     method: o.method,
     parameters: p as Record<string, unknown>,
     more: o.more === true,
     oneway: o.oneway === true,
     fds,
+    signal,
   };
+}
+
+/** The error reply for whatever a call threw. */
+function errorReply(e: unknown): Record<string, unknown> {
+  if (e instanceof VarlinkError) return { error: e.error, parameters: e.parameters };
+  const message = e instanceof Error ? e.message : String(e);
+  return { error: "org.varlink.service.InternalError", parameters: { message } };
+}
+
+function closeAll(fds: number[]): void {
+  for (const f of fds) closeFd(f);
 }
 
 let nextConnId = 1;
 
-async function serveConnection(stream: FdStream, service: VarlinkService): Promise<void> {
-  const info: ConnectionInfo = { id: nextConnId++ };
-  // Writes are queued so replies keep their order even while progress arrives from other tasks.
-  let writing: Promise<void> = Promise.resolve();
-  let broken = false;
-  const send = (msg: Record<string, unknown>, fds: number[] = []) => {
+/** One client connection: reads NUL-terminated calls and answers them one after the other. */
+class Connection {
+  readonly info: ConnectionInfo = { id: nextConnId++ };
+  /** Writes are queued so replies keep their order even while progress arrives from other tasks. */
+  #writing: Promise<void> = Promise.resolve();
+  /** A write failed: the client is gone. */
+  #broken = false;
+  #pending = new Uint8Array(0);
+  /** Descriptors received since the last complete message: they belong to the next one. */
+  #inFds: number[] = [];
+
+  constructor(private stream: FdStream, private service: VarlinkService) {}
+
+  async serve(): Promise<void> {
+    try {
+      for (;;) {
+        const got = await this.stream.recv();
+        if (got === null || this.#broken) break;
+        this.#inFds.push(...got.fds);
+        this.#append(got.data);
+        for (let m = this.#nextMessage(); m; m = this.#nextMessage()) await this.#answer(m.bytes, m.fds);
+        if (this.#pending.length > MAX_MESSAGE) {
+          this.#send(errorReply(invalidMessage("message")));
+          break;
+        }
+      }
+    } catch {
+      // the peer went away
+    } finally {
+      await this.#writing;
+      closeAll(this.#inFds);
+      this.service.closed?.(this.info);
+      this.stream.close();
+    }
+  }
+
+  #send(msg: Record<string, unknown>, fds: number[] = []): void {
     const bytes = enc.encode(JSON.stringify(msg) + "\0");
-    writing = writing.then(() => {
+    this.#writing = this.#writing.then(() => {
       try {
-        if (!broken) stream.send(bytes, fds);
+        if (!this.#broken) this.stream.send(bytes, fds);
       } catch {
-        broken = true;
+        this.#broken = true;
       } finally {
-        for (const f of fds) closeFd(f);
+        closeAll(fds);
       }
     });
-  };
-  let pending = new Uint8Array(0);
-  /** Descriptors received since the last complete message: they belong to the next one. */
-  let inFds: number[] = [];
-  try {
-    for (;;) {
-      const got = await stream.recv();
-      if (got === null || broken) break;
-      inFds.push(...got.fds);
-      const joined = new Uint8Array(pending.length + got.data.length);
-      joined.set(pending);
-      joined.set(got.data, pending.length);
-      pending = joined;
-      let nul: number;
-      while ((nul = pending.indexOf(0)) >= 0) {
-        const message = pending.subarray(0, nul);
-        pending = pending.slice(nul + 1);
-        const fds = inFds;
-        inFds = [];
-        let call: VarlinkCall;
-        try {
-          call = parseCall(message, fds);
-        } catch (e) {
-          for (const f of fds) closeFd(f);
-          const ve = e as VarlinkError;
-          send({ error: ve.error, parameters: ve.parameters });
-          continue;
-        }
-        let outFds: number[] = [];
-        const sink: ReplySink = {
-          progress: (parameters) => {
-            if (call.more && !call.oneway) send({ parameters, continues: true });
-          },
-          attachFds: (f) => {
-            outFds = f;
-          },
-        };
-        try {
-          const parameters = await service.handle(call, sink, info);
-          if (!call.oneway) send({ parameters }, outFds);
-          else for (const f of outFds) closeFd(f);
-        } catch (e) {
-          for (const f of outFds) closeFd(f);
-          if (e instanceof VarlinkError) {
-            if (!call.oneway) send({ error: e.error, parameters: e.parameters });
-          } else {
-            const message = e instanceof Error ? e.message : String(e);
-            if (!call.oneway) send({ error: "org.varlink.service.InternalError", parameters: { message } });
-          }
-        } finally {
-          for (const f of call.fds) closeFd(f);
-        }
-        await writing;
-      }
-      if (pending.length > MAX_MESSAGE) {
-        send({ error: "org.varlink.service.InvalidParameter", parameters: { parameter: "message" } });
-        break;
-      }
+  }
+
+  #append(data: Uint8Array): void {
+    const joined = new Uint8Array(this.#pending.length + data.length);
+    joined.set(this.#pending);
+    joined.set(data, this.#pending.length);
+    this.#pending = joined;
+  }
+
+  /** The next complete message and its descriptors, or null. */
+  #nextMessage(): { bytes: Uint8Array; fds: number[] } | null {
+    const nul = this.#pending.indexOf(0);
+    if (nul < 0) return null;
+    const bytes = this.#pending.subarray(0, nul);
+    this.#pending = this.#pending.slice(nul + 1);
+    const fds = this.#inFds;
+    this.#inFds = [];
+    return { bytes, fds };
+  }
+
+  /** Parses and runs one call; returns once its replies are written. */
+  async #answer(bytes: Uint8Array, fds: number[]): Promise<void> {
+    const abort = new AbortController();
+    let call: VarlinkCall;
+    try {
+      call = parseCall(bytes, fds, abort.signal);
+    } catch (e) {
+      closeAll(fds);
+      this.#send(errorReply(e));
+      return;
     }
-  } catch {
-    // the peer went away
-  } finally {
-    await writing;
-    for (const f of inFds) closeFd(f);
-    service.closed?.(info);
-    stream.close();
+    // A oneway call's client wants no reply and may be gone already: its call runs to the end.
+    const watch = call.oneway ? undefined : setInterval(() => {
+      if (!this.#broken && !this.stream.hungUp()) return;
+      abort.abort(new CfsError("the varlink client hung up"));
+      clearInterval(watch);
+    }, HANGUP_CHECK_MS);
+    try {
+      await this.#run(call);
+    } finally {
+      clearInterval(watch);
+      closeAll(call.fds);
+    }
+    await this.#writing;
+  }
+
+  async #run(call: VarlinkCall): Promise<void> {
+    let outFds: number[] = [];
+    const sink: ReplySink = {
+      progress: (parameters) => {
+        if (call.more && !call.oneway) this.#send({ parameters, continues: true });
+      },
+      attachFds: (f) => {
+        outFds = f;
+      },
+    };
+    let reply: Record<string, unknown>;
+    try {
+      reply = { parameters: await this.service.handle(call, sink, this.info) };
+    } catch (e) {
+      closeAll(outFds);
+      outFds = [];
+      reply = errorReply(e);
+    }
+    if (call.oneway) closeAll(outFds);
+    else this.#send(reply, outFds);
   }
 }
 
@@ -185,7 +238,7 @@ export function serveUnix(path: string, service: VarlinkService): RunningServer 
 export function serveFd(fd: number, kind: "listening" | "connected", service: VarlinkService): RunningServer {
   if (kind === "connected") {
     const s = new FdStream(fd);
-    return { done: serveConnection(s, service), close: () => s.close() };
+    return { done: new Connection(s, service).serve(), close: () => s.close() };
   }
   const l = new FdListener(fd);
   const conns = new Set<Promise<void>>();
@@ -195,7 +248,7 @@ export function serveFd(fd: number, kind: "listening" | "connected", service: Va
       const c = await l.accept();
       if (!c) break;
       streams.add(c);
-      const p = serveConnection(c, service).finally(() => {
+      const p = new Connection(c, service).serve().finally(() => {
         conns.delete(p);
         streams.delete(c);
       });

@@ -30,13 +30,16 @@ export function resumableBody(
   let skip = 0;
   let failures = 0;
   let sinceFailure = 0;
+  let cancelled = false; // by the consumer: the read the cancel cut short is no dropped connection
   return new ReadableStream<Uint8Array>({
     async pull(ctl) {
       for (;;) {
+        if (cancelled) return;
         if (!reader) {
           const opened = await open(received);
-          if (opened.offset > received) {
+          if (cancelled || opened.offset > received) {
             await opened.body.cancel().catch(() => {});
+            if (cancelled) return;
             throw new TransportError(`${what}: server resumed at byte ${opened.offset}, wanted ${received}`);
           }
           reader = opened.body.getReader();
@@ -45,6 +48,7 @@ export function resumableBody(
         let problem: string;
         try {
           const { done, value } = await reader.read();
+          if (cancelled) return;
           if (!done) {
             let chunk = value;
             if (skip > 0) {
@@ -75,6 +79,7 @@ export function resumableBody(
           }
           problem = `connection ended after ${received} of ${expectedSize} bytes`;
         } catch (e) {
+          if (cancelled) return;
           if (e instanceof CfsError) throw e;
           problem = `connection lost after ${received} bytes: ${e instanceof Error ? e.message : String(e)}`;
         }
@@ -89,6 +94,7 @@ export function resumableBody(
       }
     },
     cancel(reason) {
+      cancelled = true;
       return reader?.cancel(reason);
     },
   }, { highWaterMark: 0 });
