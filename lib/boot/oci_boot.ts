@@ -4,14 +4,8 @@
 // deployment's state directories.
 import { InvalidArgumentError, NotFoundError } from "../errors.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
-import {
-  imageRefKey,
-  openConfig,
-  openManifest,
-  type StoredConfig,
-  writeConfigStream,
-  writeManifestStream,
-} from "../oci/image_store.ts";
+import { writeConfigStream, writeManifestStream } from "../oci/image_store.ts";
+import { imageRefKey, OciImage, type StoredConfig } from "../oci/oci_image.ts";
 import { buildImageTree, commitImages } from "../oci/image_tree.ts";
 import type { Repository } from "../repository/repository.ts";
 import type { Directory } from "../tree/tree.ts";
@@ -46,8 +40,9 @@ export interface LinkedBootImages {
  * so they follow). Already linked for every format → nothing is rewritten.
  */
 export async function linkBootImages(repo: Repository, manifestDigest: string): Promise<LinkedBootImages> {
-  const m = await openManifest(repo, manifestDigest);
-  const cfg = await openConfig(repo, m.configDigest, m.refs.get(`config:${m.configDigest}`), m);
+  const img = await OciImage.openManifest(repo, manifestDigest);
+  const m = img.manifest!;
+  const cfg = img.config;
   const versions = repo.erofsVersions();
   const have = versions.map((v) => cfg.refs.get(imageRefKey(v, true)));
   if (have.every((x) => x !== undefined)) {

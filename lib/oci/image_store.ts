@@ -12,20 +12,9 @@ import { parseDigest } from "./digest.ts";
 import { manifestDigestOfLink, OciImage } from "./oci_image.ts";
 import { configStreamId, decodeTag, encodeTag, manifestStreamId, tagRefName } from "./tags.ts";
 
-// Opening stored images moved to ./oci_image.ts; these names stay importable from here.
-export {
-  IMAGE_REF_BOOT_V1,
-  IMAGE_REF_BOOT_V2,
-  IMAGE_REF_V1,
-  IMAGE_REF_V2,
-  imageRefKey,
-  openConfig,
-  openManifest,
-  readSingleObjectStream,
-  resolveManifestDigest,
-  type StoredConfig,
-  type StoredManifest,
-} from "./oci_image.ts";
+// Opening stored images is ./oci_image.ts's; lib/varlink/service.ts still imports these from here
+// (drop them when it opens images through OciImage).
+export { imageRefKey, openConfig, openManifest, resolveManifestDigest } from "./oci_image.ts";
 
 /** Stores config JSON with its named refs; returns the stream's verity. */
 export async function writeConfigStream(

@@ -83,24 +83,36 @@ export interface StoredConfig {
   diffIds: string[];
 }
 
+/** A stored manifest or config stream, read and its content checked against its digest. */
+async function readStoredJson(
+  repo: Repository,
+  kind: "manifest" | "config",
+  digest: string,
+  verity: ObjectId | undefined,
+): Promise<{ verity: ObjectId; bytes: Uint8Array; refs: Map<string, ObjectId>; doc: unknown }> {
+  parseDigest(digest, `${kind} digest`);
+  const id = kind === "manifest" ? manifestStreamId(digest) : configStreamId(digest);
+  const v = verity ?? await repo.hasStream(id);
+  if (!v) throw new NotFoundError(`no stored ${kind} ${digest}`);
+  const type = kind === "manifest" ? CONTENT_TYPE.OCI_MANIFEST : CONTENT_TYPE.OCI_CONFIG;
+  const reader = await repo.openStream(id, v, type);
+  const bytes = await readSingleObjectStream(repo, reader, `${kind} ${digest}`);
+  if (sha256Digest(bytes) !== digest) {
+    throw new IntegrityError(`stored ${kind} ${digest}: content digest mismatch`);
+  }
+  return { verity: v, bytes, refs: reader.namedRefs, doc: parseJson(bytes, `${kind} ${digest}`) };
+}
+
 /** Opens a stored manifest by digest (verifying the JSON's sha256 against it). */
 export async function openManifest(
   repo: Repository,
   digest: string,
   verity?: ObjectId,
 ): Promise<StoredManifest> {
-  parseDigest(digest, "manifest digest");
-  const id = manifestStreamId(digest);
-  const v = verity ?? await repo.hasStream(id);
-  if (!v) throw new NotFoundError(`no stored manifest ${digest}`);
-  const reader = await repo.openStream(id, v, CONTENT_TYPE.OCI_MANIFEST);
-  const bytes = await readSingleObjectStream(repo, reader, `manifest ${digest}`);
-  if (sha256Digest(bytes) !== digest) {
-    throw new IntegrityError(`stored manifest ${digest}: content digest mismatch`);
-  }
-  const json = asManifest(parseJson(bytes, `manifest ${digest}`));
+  const s = await readStoredJson(repo, "manifest", digest, verity);
+  const json = asManifest(s.doc);
   if (!json) throw new FormatError(`manifest ${digest}: no config descriptor`);
-  return { digest, verity: v, bytes, json, refs: reader.namedRefs, configDigest: json.config.digest };
+  return { digest, verity: s.verity, bytes: s.bytes, json, refs: s.refs, configDigest: json.config.digest };
 }
 
 /** The layer digests a stored manifest lists, each checked to be a string. */
@@ -122,16 +134,8 @@ export async function openConfig(
   verity?: ObjectId,
   manifest?: StoredManifest,
 ): Promise<StoredConfig> {
-  parseDigest(digest, "config digest");
-  const id = configStreamId(digest);
-  const v = verity ?? await repo.hasStream(id);
-  if (!v) throw new NotFoundError(`no stored config ${digest}`);
-  const reader = await repo.openStream(id, v, CONTENT_TYPE.OCI_CONFIG);
-  const bytes = await readSingleObjectStream(repo, reader, `config ${digest}`);
-  if (sha256Digest(bytes) !== digest) {
-    throw new IntegrityError(`stored config ${digest}: content digest mismatch`);
-  }
-  const json = asImageConfig(parseJson(bytes, `config ${digest}`));
+  const s = await readStoredJson(repo, "config", digest, verity);
+  const json = asImageConfig(s.doc);
   const mt = manifest?.json.config.mediaType;
   const isContainer = mt === undefined ? hasDiffIdArray(json) : isImageConfigMediaType(mt);
   let diffIds: string[];
@@ -140,7 +144,7 @@ export async function openConfig(
     if (!ids) throw new FormatError(`config ${digest}: rootfs.diff_ids missing or malformed`);
     diffIds = ids;
   } else diffIds = manifest ? layerDigests(manifest) : [];
-  return { digest, verity: v, bytes, json, refs: reader.namedRefs, isContainer, diffIds };
+  return { digest, verity: s.verity, bytes: s.bytes, json, refs: s.refs, isContainer, diffIds };
 }
 
 /** The manifest digest a tag link's target names (`…/oci-manifest-<digest>`), or undefined. */

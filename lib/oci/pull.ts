@@ -20,7 +20,7 @@ import { completeStream } from "../repository/completeness.ts";
 import { storedImageComplete } from "./stored_complete.ts";
 import { isImageConfigMediaType, MT } from "./media_types.ts";
 import { hostPlatform, type Platform } from "./platform.ts";
-import { layerStreamId, validateTagName } from "./tags.ts";
+import { layerStreamId, manifestStreamId, validateTagName } from "./tags.ts";
 import { parseJson } from "../util/json.ts";
 import { runBounded } from "../util/run_bounded.ts";
 import {
@@ -191,7 +191,7 @@ async function alreadyStored(
   reporter: ProgressReporter,
   stats: PullStats,
 ): Promise<PullResult | undefined> {
-  if (!(await repo.hasStream(`oci-manifest-${plan.digest}`))) return undefined;
+  if (!(await repo.hasStream(manifestStreamId(plan.digest)))) return undefined;
   const wanted = repo.erofsVersions();
   try {
     const img = await OciImage.openManifest(repo, plan.digest);
