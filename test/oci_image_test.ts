@@ -8,6 +8,7 @@ import { END, tarMember } from "./helpers/tar_fixtures.ts";
 import { FormatError, IntegrityError, NotFoundError } from "../lib/errors.ts";
 import { imageRefKey, OciImage, openImageByNameOrConfig } from "../lib/oci/oci_image.ts";
 import { imageListFields, inspectFields } from "../lib/oci/image_json.ts";
+import { asImageConfig, asIndex, asManifest, configDiffIds } from "../lib/oci/json_types.ts";
 import { listImages } from "../lib/oci/image_store.ts";
 import { pullImage } from "../lib/oci/pull.ts";
 import { parseImageReference } from "../lib/oci/reference.ts";
@@ -179,4 +180,18 @@ Deno.test("OciImage: verifyLayers re-hashes the layers and catches a tampered on
   assertEquals(byTag.layersVouched, true);
   await byTag.tree();
   await rejectsWith(() => byTag.verifyLayers(), IntegrityError, "diff_id mismatch");
+});
+
+Deno.test("json_types: manifests without a config descriptor, malformed diff_ids and indexes are told apart", () => {
+  const config = { mediaType: "m", digest: "sha256:" + "1".repeat(64), size: 2 };
+  assertEquals(asManifest({ config })?.layers, [], "no layers array reads as no layers");
+  for (const bad of [null, [], "x", {}, { config: null }, { config: { digest: 5 } }, { config: [] }]) {
+    assertEquals(asManifest(bad), undefined, JSON.stringify(bad));
+  }
+  assertEquals(configDiffIds(asImageConfig({ rootfs: { diff_ids: ["a", "b"] } })), ["a", "b"]);
+  assertEquals(configDiffIds(asImageConfig({ rootfs: { diff_ids: ["a", 1] } })), undefined);
+  assertEquals(configDiffIds(asImageConfig(null)), undefined);
+  assertEquals(asImageConfig([1, 2]), {});
+  assertEquals(asIndex({ manifests: [config] })?.manifests, [config]);
+  assertEquals(asIndex({ manifests: {} }), undefined);
 });
