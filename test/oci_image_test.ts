@@ -3,7 +3,7 @@
 // when nothing vouches for a config's layer refs, and catches a tampered layer.
 import { assert, assertEquals, assertRejects } from "./helpers/assert.ts";
 import { tempDir } from "./helpers/cli.ts";
-import { addImage, type BuiltImage } from "./helpers/oci_builder.ts";
+import { addImage, type BuiltImage, sha256 } from "./helpers/oci_builder.ts";
 import { END, tarMember } from "./helpers/tar_fixtures.ts";
 import { FormatError, IntegrityError, NotFoundError } from "../lib/errors.ts";
 import { imageRefKey, OciImage, openImageByNameOrConfig } from "../lib/oci/oci_image.ts";
@@ -12,6 +12,7 @@ import { asImageConfig, asIndex, asManifest, configDiffIds } from "../lib/oci/js
 import { listImages } from "../lib/oci/image_store.ts";
 import { pullImage } from "../lib/oci/pull.ts";
 import { parseImageReference } from "../lib/oci/reference.ts";
+import { storedImageComplete } from "../lib/oci/stored_complete.ts";
 import { layerStreamId } from "../lib/oci/tags.ts";
 import { openImageSource } from "../lib/oci/transport/open_source.ts";
 import { Repository } from "../lib/repository/repository.ts";
@@ -194,4 +195,57 @@ Deno.test("json_types: manifests without a config descriptor, malformed diff_ids
   assertEquals(asImageConfig([1, 2]), {});
   assertEquals(asIndex({ manifests: [config] })?.manifests, [config]);
   assertEquals(asIndex({ manifests: {} }), undefined);
+});
+
+Deno.test("OciImage: an artifact has the manifest's layer digests as keys, its refs, and no EROFS image", async () => {
+  await using t = await tempDir("cfsctl-ociimage-");
+  const layout = `${t.path}/layout`;
+  await Deno.mkdir(`${layout}/blobs/sha256`, { recursive: true });
+  const put = async (data: Uint8Array) => {
+    const d = sha256(data);
+    await Deno.writeFile(`${layout}/blobs/sha256/${d.slice(7)}`, data);
+    return { digest: d, size: data.length };
+  };
+  const layer = await put(enc.encode("an SBOM, not a tar\n".repeat(20)));
+  const config = await put(enc.encode("{}"));
+  const m = await put(enc.encode(JSON.stringify({
+    schemaVersion: 2,
+    mediaType: "application/vnd.oci.image.manifest.v1+json",
+    config: { mediaType: "application/vnd.oci.empty.v1+json", ...config },
+    layers: [{ mediaType: "application/vnd.example.sbom.v1+json", ...layer }],
+  })));
+  await Deno.writeTextFile(`${layout}/oci-layout`, '{"imageLayoutVersion":"1.0.0"}');
+  await Deno.writeTextFile(
+    `${layout}/index.json`,
+    JSON.stringify({
+      schemaVersion: 2,
+      manifests: [{
+        mediaType: "application/vnd.oci.image.manifest.v1+json",
+        ...m,
+        annotations: { "org.opencontainers.image.ref.name": "sbom" },
+      }],
+    }),
+  );
+  await Repository.init(`${t.path}/repo`, { insecure: true });
+  using repo = await Repository.open(`${t.path}/repo`);
+  const source = await openImageSource(parseImageReference(`oci:${layout}:sbom`), {});
+  try {
+    await pullImage(repo, source, { name: "sbom" });
+  } finally {
+    await source.close();
+  }
+  const img = await OciImage.open(repo, "sbom");
+  assertEquals([img.isContainer, img.architecture, img.os, img.layerCount], [false, "", "", 1]);
+  assertEquals(img.diffIds, [layer.digest]);
+  assertEquals(
+    img.layerRefs.get(layer.digest)?.hex(),
+    (await repo.hasStream(layerStreamId(layer.digest)))?.hex(),
+  );
+  assertEquals(img.imageIds.size, 0);
+  await rejectsWith(async () => img.requireImageId(repo.erofsVersions()[0]), NotFoundError, "re-pulling");
+  await img.verifyLayers(); // nothing to re-hash: an artifact has no diff_ids
+  assertEquals(await storedImageComplete(img, repo.erofsVersions()), true);
+  // Opened by its config digest alone, nothing says it is an artifact's: no layers, not a container.
+  const byConfig = await OciImage.openConfig(repo, config.digest);
+  assertEquals([byConfig.isContainer, byConfig.diffIds.length], [false, 0]);
 });
