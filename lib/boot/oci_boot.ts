@@ -4,15 +4,9 @@
 // deployment's state directories.
 import { InvalidArgumentError, NotFoundError } from "../errors.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
-import {
-  imageRefKey,
-  openConfig,
-  openManifest,
-  type StoredConfig,
-  writeConfigStream,
-  writeManifestStream,
-} from "../oci/image_store.ts";
-import { buildImageTree, commitImages } from "../oci/image_tree.ts";
+import { writeConfigStream, writeManifestStream } from "../oci/image_store.ts";
+import { imageRefKey, OciImage } from "../oci/oci_image.ts";
+import { commitImages } from "../oci/image_tree.ts";
 import type { Repository } from "../repository/repository.ts";
 import type { Directory } from "../tree/tree.ts";
 import type { BootEntry } from "./entries.ts";
@@ -20,15 +14,18 @@ import { formatKarg } from "./karg.ts";
 import { repoLeafReader, transformForBoot } from "./transform.ts";
 import { writeBootEntry, type WrittenBoot } from "./write_boot.ts";
 
-/** The image's merged tree with the boot transform applied, and the boot entries found in it. */
+/**
+ * The image's merged tree with the boot transform applied, and the boot entries found in it. The tree
+ * comes from `OciImage.tree()`, which re-hashes the layers when nothing vouches for them.
+ */
 export async function bootImageTree(
   repo: Repository,
-  cfg: StoredConfig,
+  img: OciImage,
 ): Promise<{ tree: Directory; entries: BootEntry[]; policy: string | null }> {
-  if (!cfg.isContainer) {
-    throw new InvalidArgumentError(`config ${cfg.digest} is an artifact, not a container image`);
+  if (!img.isContainer) {
+    throw new InvalidArgumentError(`config ${img.configDigest} is an artifact, not a container image`);
   }
-  const tree = await buildImageTree(repo, cfg.diffIds);
+  const tree = await img.tree();
   const r = await transformForBoot(tree, repoLeafReader(repo));
   return { tree, entries: r.entries, policy: r.policy };
 }
@@ -46,8 +43,9 @@ export interface LinkedBootImages {
  * so they follow). Already linked for every format → nothing is rewritten.
  */
 export async function linkBootImages(repo: Repository, manifestDigest: string): Promise<LinkedBootImages> {
-  const m = await openManifest(repo, manifestDigest);
-  const cfg = await openConfig(repo, m.configDigest, m.refs.get(`config:${m.configDigest}`), m);
+  const img = await OciImage.openManifest(repo, manifestDigest);
+  const m = img.manifest!;
+  const cfg = img.config;
   const versions = repo.erofsVersions();
   const have = versions.map((v) => cfg.refs.get(imageRefKey(v, true)));
   if (have.every((x) => x !== undefined)) {
@@ -57,7 +55,7 @@ export async function linkBootImages(repo: Repository, manifestDigest: string): 
       configVerity: cfg.verity,
     };
   }
-  const { tree } = await bootImageTree(repo, cfg);
+  const { tree } = await bootImageTree(repo, img);
   const images = new Map<string, ObjectId>();
   for (const [v, id] of await commitImages(repo, tree)) images.set(imageRefKey(v, true), id);
   const layerRefs = cfg.diffIds.map((d): [string, ObjectId] => {
@@ -106,13 +104,13 @@ export interface PreparedBoot {
  */
 export async function prepareBoot(
   repo: Repository,
-  cfg: StoredConfig,
+  img: OciImage,
   opts: PrepareBootOptions,
 ): Promise<PreparedBoot> {
-  const { tree, entries } = await bootImageTree(repo, cfg);
+  const { tree, entries } = await bootImageTree(repo, img);
   if (entries.length === 0) {
     throw new NotFoundError(
-      `image ${cfg.digest} has no boot entries (no /boot/loader/entries/*.conf, no UKI in /boot/EFI/Linux ` +
+      `image ${img.configDigest} has no boot entries (no /boot/loader/entries/*.conf, no UKI in /boot/EFI/Linux ` +
         `or /usr/lib/modules/<kver>/, no /usr/lib/modules/<kver>/vmlinuz)`,
     );
   }

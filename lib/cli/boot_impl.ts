@@ -8,7 +8,7 @@ import type { Repository } from "../repository/repository.ts";
 import type { Directory } from "../tree/tree.ts";
 
 export { openRepoFromGlobals } from "./repo_open.ts";
-export { resolveConfig } from "./oci_impl.ts";
+export { openNamedImage } from "./oci_impl.ts";
 export { bootImageTree, prepareBoot } from "../boot/oci_boot.ts";
 
 /** True when PATH holds a repository whose meta.json has no fs-verity; false when there is none. */

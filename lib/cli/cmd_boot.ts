@@ -93,10 +93,9 @@ function registerOciBootCommands(oci: Command): void {
     .option("--json", "print the karg and the image id as JSON")
     .addHelpText("after", examplesText("cfsctl --repo /var/tmp/repo oci compute-karg myimage"))
     .action(async (name: string, verity: string | undefined, opts: { json?: boolean }, cmd: Command) => {
-      const { openRepoFromGlobals, resolveConfig, bootImageTree, bootKarg } = await import("./boot_impl.ts");
+      const { openRepoFromGlobals, openNamedImage, bootImageTree, bootKarg } = await import("./boot_impl.ts");
       using repo = await openRepoFromGlobals(globalsOf(cmd));
-      const cfg = await resolveConfig(repo, name, verity);
-      const { tree } = await bootImageTree(repo, cfg);
+      const { tree } = await bootImageTree(repo, await openNamedImage(repo, name, verity));
       const k = bootKarg(repo, tree);
       if (opts.json) {
         outJson({
@@ -124,15 +123,15 @@ function registerOciBootCommands(oci: Command): void {
       ),
     )
     .action(async (name: string, verity: string | undefined, opts, cmd: Command) => {
-      const { openRepoFromGlobals, resolveConfig, prepareBoot, stateRootFor } = await import(
+      const { openRepoFromGlobals, openNamedImage, prepareBoot, stateRootFor } = await import(
         "./boot_impl.ts"
       );
       const g = globalsOf(cmd);
       using repo = await openRepoFromGlobals(g);
       await repo.ensureWritable();
-      const cfg = await resolveConfig(repo, name, verity);
-      if (!cfg.isContainer) throw new UsageError(`${name} is an artifact, not a container image`);
-      const r = await prepareBoot(repo, cfg, {
+      const img = await openNamedImage(repo, name, verity);
+      if (!img.isContainer) throw new UsageError(`${name} is an artifact, not a container image`);
+      const r = await prepareBoot(repo, img, {
         bootdir: opts.bootdir,
         entryId: opts.entryId,
         cmdline: opts.cmdline,

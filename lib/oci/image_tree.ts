@@ -7,6 +7,7 @@ import { CONTENT_TYPE } from "./content_types.ts";
 import type { Directory } from "../tree/tree.ts";
 import { zeroNanoseconds } from "../tree/transform.ts";
 import { writeErofs } from "../erofs/writer.ts";
+import { fsverityDigest } from "../fsverity/hasher.ts";
 import { Flattener } from "./flatten.ts";
 import { type SplitChunk, tarEntriesFromSplitstream } from "./layer_split.ts";
 import { layerStreamId } from "./tags.ts";
@@ -64,4 +65,9 @@ export async function commitImages(repo: Repository, tree: Directory): Promise<[
     out.push([version, await repo.writeImage(writeErofs(tree, { version }))]);
   }
   return out;
+}
+
+/** The composefs image id of `tree` in one format: the fs-verity digest of its EROFS image (nothing stored). */
+export function computeImageId(repo: Repository, tree: Directory, version: 0 | 1 | 2): ObjectId {
+  return fsverityDigest(writeErofs(tree, { version }), repo.alg);
 }

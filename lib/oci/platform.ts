@@ -1,5 +1,6 @@
 // Platform (os/arch/variant) parsing and manifest selection from an index.
 import { InvalidArgumentError, NotFoundError } from "../errors.ts";
+import type { OciDescriptor } from "./json_types.ts";
 
 export interface Platform {
   os: string;
@@ -27,8 +28,9 @@ export function formatPlatform(p: Platform): string {
   return `${p.os}/${p.architecture}${p.variant ? "/" + p.variant : ""}`;
 }
 
+/** What is read of an index entry (an OciDescriptor, or a test's stand-in). */
 interface IndexEntry {
-  platform?: { os?: string; architecture?: string; variant?: string };
+  platform?: OciDescriptor["platform"];
 }
 
 /**

@@ -11,21 +11,16 @@ import { SplitStreamWriter } from "../splitstream/mod.ts";
 import { CONTENT_TYPE } from "./content_types.ts";
 import { decompressLayer, isTarLayerMediaType } from "./decompress.ts";
 import { digestCheckingStream, parseDigest, verifyDigest } from "./digest.ts";
-import {
-  imageRefKey,
-  openConfig,
-  openManifest,
-  tagImage,
-  writeConfigStream,
-  writeManifestStream,
-} from "./image_store.ts";
+import { tagImage, writeConfigStream, writeManifestStream } from "./image_store.ts";
+import { asImageConfig, asManifest, configDiffIds } from "./json_types.ts";
+import { imageRefKey, OciImage } from "./oci_image.ts";
 import { buildImageTree, commitImages } from "./image_tree.ts";
 import { splitTarInto } from "./layer_split.ts";
 import { completeStream } from "../repository/completeness.ts";
 import { storedImageComplete } from "./stored_complete.ts";
 import { isImageConfigMediaType, MT } from "./media_types.ts";
 import { hostPlatform, type Platform } from "./platform.ts";
-import { layerStreamId, validateTagName } from "./tags.ts";
+import { layerStreamId, manifestStreamId, validateTagName } from "./tags.ts";
 import { parseJson } from "../util/json.ts";
 import { runBounded } from "../util/run_bounded.ts";
 import { abortableSource } from "./transport/abortable_source.ts";
@@ -161,102 +156,115 @@ async function importLayer(
   return verity;
 }
 
-export async function pullImage(
-  repo: Repository,
-  source: ImageSource,
-  opts: PullOptions = {},
-): Promise<PullResult> {
-  const reporter = opts.reporter ?? nullReporter;
-  if (opts.name !== undefined) validateTagName(opts.name);
-  if (opts.signal) source = abortableSource(source, opts.signal);
-  await repo.checkWritable();
-  const resolved = await source.getManifest(opts.platform ?? hostPlatform());
+/** A manifest fetched from the source and checked, with what the pull reads from it. */
+interface PullPlan {
+  digest: string;
+  bytes: Uint8Array;
+  configDesc: Descriptor;
+  layers: Descriptor[];
+  isContainer: boolean;
+}
+
+/**
+ * Fetches the manifest for the platform and checks every descriptor before anything else is fetched;
+ * sizes are then held to (config here, layers by digestCheckingStream). The repository names
+ * manifests, configs and layer streams by sha256 digests (as composefs-rs does), so other algorithms
+ * are refused here, not half-stored.
+ */
+async function fetchManifest(source: ImageSource, platform: Platform): Promise<PullPlan> {
+  const resolved = await source.getManifest(platform);
   verifyDigest(resolved.bytes, resolved.digest, `${source.description}: manifest`);
-  const manifest = parseJson(resolved.bytes, `${source.description}: manifest ${resolved.digest}`);
-  const configDesc: Descriptor | undefined = manifest?.config;
-  const layers: Descriptor[] = Array.isArray(manifest?.layers) ? manifest.layers : [];
-  if (!configDesc || typeof configDesc.digest !== "string") {
-    throw new FormatError(`${source.description}: manifest ${resolved.digest} has no config`);
-  }
-  // Every descriptor is checked before anything is fetched; sizes are then held to (config here,
-  // layers by digestCheckingStream). The repository names manifests, configs and layer streams by
-  // sha256 digests (as composefs-rs does), so other algorithms are refused here, not half-stored.
+  const manifest = asManifest(
+    parseJson(resolved.bytes, `${source.description}: manifest ${resolved.digest}`),
+  );
+  if (!manifest) throw new FormatError(`${source.description}: manifest ${resolved.digest} has no config`);
+  const configDesc: Descriptor = manifest.config;
+  const layers: Descriptor[] = manifest.layers;
   sha256Only(resolved.digest, `${source.description}: manifest digest`);
   checkDescriptor(configDesc, `${source.description}: config`, MAX_JSON_BLOB);
   sha256Only(configDesc.digest, `${source.description}: config digest`);
   layers.forEach((l, i) => checkDescriptor(l, `${source.description}: layer ${i}`));
   const isContainer = isImageConfigMediaType(configDesc.mediaType) ||
     (configDesc.mediaType === undefined && resolved.mediaType === MT.DOCKER_MANIFEST);
+  return { digest: resolved.digest, bytes: resolved.bytes, configDesc, layers, isContainer };
+}
 
-  const stats: PullStats = {
-    layers: layers.length,
-    layersSkipped: 0,
-    objectsNew: 0,
-    objectsPresent: 0,
-    bytesStored: 0,
-    bytesInlined: 0,
-    bytesFetched: 0,
-  };
-
-  // Re-pull of a complete image: nothing to fetch, only (re)tag.
+/** Re-pull of a complete image: nothing to fetch, only (re)tag. Undefined when something is missing. */
+async function alreadyStored(
+  repo: Repository,
+  plan: PullPlan,
+  opts: PullOptions,
+  reporter: ProgressReporter,
+  stats: PullStats,
+): Promise<PullResult | undefined> {
+  if (!(await repo.hasStream(manifestStreamId(plan.digest)))) return undefined;
   const wanted = repo.erofsVersions();
-  if (await repo.hasStream(`oci-manifest-${resolved.digest}`)) {
-    try {
-      const m = await openManifest(repo, resolved.digest);
-      const c = await openConfig(repo, m.configDigest, m.refs.get(`config:${m.configDigest}`), m);
-      // Everything the tag would rely on must still be there (a killed gc, a lost object): else pull.
-      const complete = (!c.isContainer || wanted.every((v) => c.refs.has(imageRefKey(v)))) &&
-        await storedImageComplete(repo, c, wanted);
-      if (complete) {
-        reporter.report({ type: "message", text: `Already have manifest ${resolved.digest}` });
-        if (opts.name !== undefined) await tagImage(repo, resolved.digest, opts.name);
-        stats.layersSkipped = layers.length;
-        return {
-          manifestDigest: resolved.digest,
-          configDigest: m.configDigest,
-          manifestVerity: m.verity,
-          configVerity: c.verity,
-          tag: opts.name,
-          isContainer: c.isContainer,
-          images: new Map([...c.refs].filter(([k]) => k.startsWith("composefs.image"))),
-          stats,
-        };
-      }
-    } catch { /* damaged or incomplete: pull again */ }
+  try {
+    const img = await OciImage.openManifest(repo, plan.digest);
+    // Everything the tag would rely on must still be there (a killed gc, a lost object): else pull.
+    const complete = (!img.isContainer || wanted.every((v) => img.imageId(v) !== undefined)) &&
+      await storedImageComplete(img, wanted);
+    if (!complete) return undefined;
+    reporter.report({ type: "message", text: `Already have manifest ${plan.digest}` });
+    if (opts.name !== undefined) await tagImage(repo, plan.digest, opts.name);
+    stats.layersSkipped = plan.layers.length;
+    return {
+      manifestDigest: plan.digest,
+      configDigest: img.configDigest,
+      manifestVerity: img.manifest!.verity,
+      configVerity: img.config.verity,
+      tag: opts.name,
+      isContainer: img.isContainer,
+      images: img.imageIds,
+      stats,
+    };
+  } catch {
+    return undefined; // damaged or incomplete: pull again
   }
+}
 
-  // Config (small JSON): size and digest checked before anything is parsed.
-  const configBytes = await readAllLimited(await source.getBlob(configDesc), configDesc.size, "config");
-  checkDescriptorSize(configBytes, configDesc, `${source.description}: config`);
-  verifyDigest(configBytes, configDesc.digest, `${source.description}: config`);
-  const config = parseJson(configBytes, `config ${configDesc.digest}`);
-  let keys: string[];
-  if (isContainer) {
-    keys = config?.rootfs?.diff_ids;
-    if (!Array.isArray(keys) || keys.some((d) => typeof d !== "string")) {
-      throw new FormatError(`config ${configDesc.digest}: rootfs.diff_ids missing or malformed`);
-    }
-    if (keys.length !== layers.length) {
-      throw new FormatError(
-        `config ${configDesc.digest} lists ${keys.length} diff_ids but the manifest has ${layers.length} layers`,
-      );
-    }
-    for (const k of keys) sha256Only(k, `config ${configDesc.digest}: diff_id`);
-    for (const l of layers) {
-      if (!isTarLayerMediaType(l.mediaType)) {
-        throw new FormatError(`layer ${l.digest}: media type ${l.mediaType} is not a tar layer`);
-      }
-    }
-  } else {
-    keys = layers.map((l) => l.digest);
+/** Fetches the config (small JSON: size and digest checked before it is parsed); returns it and the layer keys. */
+async function fetchConfig(
+  source: ImageSource,
+  plan: PullPlan,
+): Promise<{ bytes: Uint8Array; keys: string[] }> {
+  const { configDesc, layers } = plan;
+  const bytes = await readAllLimited(await source.getBlob(configDesc), configDesc.size, "config");
+  checkDescriptorSize(bytes, configDesc, `${source.description}: config`);
+  verifyDigest(bytes, configDesc.digest, `${source.description}: config`);
+  const config = asImageConfig(parseJson(bytes, `config ${configDesc.digest}`));
+  if (!plan.isContainer) {
+    const keys = layers.map((l) => l.digest);
     for (const k of keys) sha256Only(k, `${source.description}: artifact layer digest`);
+    return { bytes, keys };
   }
-  reporter.report({
-    type: "plan",
-    components: layers.map((l, i) => ({ id: keys[i], total: l.size, skipped: false })),
-  });
+  const keys = configDiffIds(config);
+  if (!keys) throw new FormatError(`config ${configDesc.digest}: rootfs.diff_ids missing or malformed`);
+  if (keys.length !== layers.length) {
+    throw new FormatError(
+      `config ${configDesc.digest} lists ${keys.length} diff_ids but the manifest has ${layers.length} layers`,
+    );
+  }
+  for (const k of keys) sha256Only(k, `config ${configDesc.digest}: diff_id`);
+  for (const l of layers) {
+    if (!isTarLayerMediaType(l.mediaType)) {
+      throw new FormatError(`layer ${l.digest}: media type ${l.mediaType} is not a tar layer`);
+    }
+  }
+  return { bytes, keys };
+}
 
-  // Layers: missing ones fetched in parallel, largest first.
+/** Layer stream verity by key: complete ones kept, missing ones fetched in parallel, largest first. */
+async function importLayers(
+  repo: Repository,
+  source: ImageSource,
+  plan: PullPlan,
+  keys: string[],
+  opts: PullOptions,
+  reporter: ProgressReporter,
+  stats: PullStats,
+): Promise<Map<string, ObjectId>> {
+  const { layers } = plan;
   const layerVerity = new Map<string, ObjectId>();
   const todo: number[] = [];
   for (let i = 0; i < layers.length; i++) {
@@ -275,42 +283,76 @@ export async function pullImage(
     try {
       layerVerity.set(
         keys[i],
-        await importLayer(repo, source, layers[i], keys[i], isContainer, reporter, stats),
+        await importLayer(repo, source, layers[i], keys[i], plan.isContainer, reporter, stats),
       );
     } catch (e) {
       if (e instanceof Error && "within" in e) (e as IntegrityError).within(`layer ${layers[i].digest}`);
       throw e;
     }
   });
-
   opts.signal?.throwIfAborted();
   const after = repo.objects.counts();
   // Each imported layer also stored its splitstream as one object: count file contents only.
   stats.objectsNew = Math.max(0, after.written - before.written - unique.length);
   stats.objectsPresent = after.present - before.present;
+  return layerVerity;
+}
+
+export async function pullImage(
+  repo: Repository,
+  source: ImageSource,
+  opts: PullOptions = {},
+): Promise<PullResult> {
+  const reporter = opts.reporter ?? nullReporter;
+  if (opts.name !== undefined) validateTagName(opts.name);
+  if (opts.signal) source = abortableSource(source, opts.signal);
+  await repo.checkWritable();
+  const plan = await fetchManifest(source, opts.platform ?? hostPlatform());
+  const stats: PullStats = {
+    layers: plan.layers.length,
+    layersSkipped: 0,
+    objectsNew: 0,
+    objectsPresent: 0,
+    bytesStored: 0,
+    bytesInlined: 0,
+    bytesFetched: 0,
+  };
+  const stored = await alreadyStored(repo, plan, opts, reporter, stats);
+  if (stored) return stored;
+
+  const config = await fetchConfig(source, plan);
+  const keys = config.keys;
+  reporter.report({
+    type: "plan",
+    components: plan.layers.map((l, i) => ({ id: keys[i], total: l.size, skipped: false })),
+  });
+  const layerVerity = await importLayers(repo, source, plan, keys, opts, reporter, stats);
+
+  // The EROFS images first, then the config and manifest streams that link them (written once).
   const layerRefs: [string, ObjectId][] = keys.map((k) => [k, layerVerity.get(k)!]);
   const images = new Map<string, ObjectId>();
-  if (isContainer) {
+  if (plan.isContainer) {
     const tree = await buildImageTree(repo, keys, layerVerity);
     for (const [version, id] of await commitImages(repo, tree)) images.set(imageRefKey(version), id);
   }
-  const configVerity = await writeConfigStream(repo, configDesc.digest, configBytes, layerRefs, [...images]);
+  const configDigest = plan.configDesc.digest;
+  const configVerity = await writeConfigStream(repo, configDigest, config.bytes, layerRefs, [...images]);
   const manifestVerity = await writeManifestStream(
     repo,
-    resolved.digest,
-    resolved.bytes,
-    configDesc.digest,
+    plan.digest,
+    plan.bytes,
+    configDigest,
     configVerity,
     layerRefs,
   );
-  if (opts.name !== undefined) await tagImage(repo, resolved.digest, opts.name);
+  if (opts.name !== undefined) await tagImage(repo, plan.digest, opts.name);
   return {
-    manifestDigest: resolved.digest,
-    configDigest: configDesc.digest,
+    manifestDigest: plan.digest,
+    configDigest,
     manifestVerity,
     configVerity,
     tag: opts.name,
-    isContainer,
+    isContainer: plan.isContainer,
     images,
     stats,
   };

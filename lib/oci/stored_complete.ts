@@ -2,24 +2,20 @@
 // its config names is linked and has all its objects, and every EROFS image the repository commits
 // exists with all the objects its metadata references. Existence checks only, no rehashing.
 import { completeImage, completeStream } from "../repository/completeness.ts";
-import type { Repository } from "../repository/repository.ts";
 import type { ErofsVersion } from "../repository/meta.ts";
-import { imageRefKey, type StoredConfig } from "./image_store.ts";
+import type { OciImage } from "./oci_image.ts";
 import { layerStreamId } from "./tags.ts";
 
-export async function storedImageComplete(
-  repo: Repository,
-  config: StoredConfig,
-  versions: ErofsVersion[],
-): Promise<boolean> {
-  for (const key of config.diffIds) {
-    const ref = config.refs.get(key);
-    if (!ref || !(await completeStream(repo, layerStreamId(key), ref))) return false;
+export async function storedImageComplete(img: OciImage, versions: ErofsVersion[]): Promise<boolean> {
+  const refs = img.layerRefs;
+  for (const key of img.diffIds) {
+    const ref = refs.get(key);
+    if (!ref || !(await completeStream(img.repo, layerStreamId(key), ref))) return false;
   }
-  if (!config.isContainer) return true;
+  if (!img.isContainer) return true;
   for (const v of versions) {
-    const id = config.refs.get(imageRefKey(v));
-    if (!id || !(await completeImage(repo, id))) return false;
+    const id = img.imageId(v);
+    if (!id || !(await completeImage(img.repo, id))) return false;
   }
   return true;
 }

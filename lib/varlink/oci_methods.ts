@@ -1,24 +1,12 @@
 // The methods of org.composefs.Oci but Pull (lib/varlink/org.composefs.Oci.varlink,
 // docs/varlink.md#calls), one function each; Pull is in ./oci_pull.ts.
 import { bootImageTree } from "../boot/oci_boot.ts";
-import { writeErofs } from "../erofs/writer.ts";
-import { fsverityDigest } from "../fsverity/hasher.ts";
-import type { ObjectId } from "../fsverity/object_id.ts";
 import { ociFsck } from "../oci/fsck.ts";
-import {
-  imageRefKey,
-  listImages,
-  openConfig,
-  openManifest,
-  resolveManifestDigest,
-  type StoredConfig,
-  type StoredManifest,
-  tagImage,
-  untagImage,
-} from "../oci/image_store.ts";
-import { buildImageTree } from "../oci/image_tree.ts";
+import { listImages, tagImage, untagImage } from "../oci/image_store.ts";
+import { imageListFields, inspectFields } from "../oci/image_json.ts";
+import { computeImageId } from "../oci/image_tree.ts";
+import { OciImage, openImageByNameOrConfig } from "../oci/oci_image.ts";
 import { fsckReportFields } from "../repository/fsck_json.ts";
-import type { Repository } from "../repository/repository.ts";
 import { mountOptions, replyWithMount } from "./detached_mount.ts";
 import { IFACE } from "./interfaces.ts";
 import { type CallContext, failure, internalError, type Method, repoOf } from "./method.ts";
@@ -30,30 +18,12 @@ const OCI = IFACE.oci;
 /** NotFoundError → Oci.NoSuchImage{image}, anything else Oci.InternalError. */
 const noSuch = (image: string) => failure(OCI, ["NoSuchImage", { image }]);
 
-/** Tag (or `@sha256:`/`sha256:` manifest digest) → its stored manifest and config. */
-async function openImage(repo: Repository, image: string): Promise<{ m: StoredManifest; c: StoredConfig }> {
-  const digest = await resolveManifestDigest(repo, image).catch(noSuch(image));
-  const m = await openManifest(repo, digest).catch(noSuch(image));
-  const c = await openConfig(repo, m.configDigest, m.refs.get(`config:${m.configDigest}`), m)
-    .catch(failure(OCI));
-  return { m, c };
-}
-
 async function listImagesMethod(cx: CallContext): Promise<Params> {
   const repo = repoOf(cx, OCI);
   const filter = str(cx.p, "filter", true);
   const all = await listImages(repo).catch(failure(OCI));
   return {
-    images: all.filter((i) => filter === undefined || i.name.includes(filter)).map((i) => ({
-      name: i.name,
-      manifest_digest: i.manifestDigest,
-      is_container: i.isContainer,
-      architecture: i.architecture,
-      os: i.os,
-      created: i.created,
-      layer_count: i.layerCount,
-      referrer_count: i.referrerCount,
-    })),
+    images: all.filter((i) => filter === undefined || i.name.includes(filter)).map(imageListFields),
   };
 }
 
@@ -74,16 +44,7 @@ async function check(cx: CallContext): Promise<Params> {
 async function inspect(cx: CallContext): Promise<Params> {
   const repo = repoOf(cx, OCI);
   const image = str(cx.p, "image");
-  const { m, c } = await openImage(repo, image);
-  const dec = new TextDecoder();
-  const v = repo.erofsVersions()[0];
-  return {
-    manifest: dec.decode(m.bytes),
-    config: dec.decode(c.bytes),
-    referrers: [],
-    composefs_erofs: c.refs.get(imageRefKey(v))?.hex() ?? null,
-    composefs_boot_erofs: c.refs.get(imageRefKey(v, true))?.hex() ?? null,
-  };
+  return inspectFields(await OciImage.open(repo, image).catch(noSuch(image)));
 }
 
 async function tag(cx: CallContext): Promise<Params> {
@@ -110,22 +71,13 @@ async function computeId(cx: CallContext): Promise<Params> {
   const image = str(cx.p, "image");
   const verity = str(cx.p, "verity", true);
   const bootable = bool(cx.p, "bootable");
-  let configDigest: string;
-  let configVerity: ObjectId | undefined;
-  if (image.startsWith("@")) {
-    configDigest = image.slice(1);
-    if (verity !== undefined) configVerity = repo.parseObjectId(verity);
-  } else {
-    const digest = await resolveManifestDigest(repo, image).catch(noSuch(image));
-    const m = await openManifest(repo, digest).catch(noSuch(image));
-    configDigest = m.configDigest;
-    configVerity = m.refs.get(`config:${m.configDigest}`);
-  }
-  const cfg = await openConfig(repo, configDigest, configVerity).catch(noSuch(image));
-  if (!cfg.isContainer) throw internalError(OCI, `${image} is an artifact, not a container image`);
-  const build = bootable ? bootImageTree(repo, cfg).then((b) => b.tree) : buildImageTree(repo, cfg.diffIds);
+  // A config digest without its stream's verity: the layers are re-hashed first (docs/oci.md#verification).
+  const configVerity = image.startsWith("@") && verity !== undefined ? repo.parseObjectId(verity) : undefined;
+  const img = await openImageByNameOrConfig(repo, image, configVerity).catch(noSuch(image));
+  if (!img.isContainer) throw internalError(OCI, `${image} is an artifact, not a container image`);
+  const build = bootable ? bootImageTree(repo, img).then((b) => b.tree) : img.tree();
   const tree = await build.catch(failure(OCI));
-  const id = fsverityDigest(writeErofs(tree, { version: repo.erofsVersions()[0] }), repo.alg);
+  const id = computeImageId(repo, tree, repo.erofsVersions()[0]);
   return { image_id: id.hex() };
 }
 
@@ -135,8 +87,8 @@ async function ociMount(cx: CallContext): Promise<Params> {
   const image = str(cx.p, "image");
   const opts = mountOptions(cx.p);
   const bootable = bool(cx.p, "bootable");
-  const { c } = await openImage(repo, image);
-  const id = c.refs.get(imageRefKey(repo.erofsVersions()[0], bootable));
+  const img = await OciImage.open(repo, image).catch(noSuch(image));
+  const id = img.imageId(repo.erofsVersions()[0], bootable);
   if (!id) {
     throw internalError(
       OCI,

@@ -2,17 +2,19 @@
 import { FormatError, NotFoundError } from "../../errors.ts";
 import { parseJson } from "../../util/json.ts";
 import { verifyDigest } from "../digest.ts";
+import { asIndex, isJsonObject } from "../json_types.ts";
 import { isIndexMediaType, isManifestMediaType, MT } from "../media_types.ts";
 import { type Platform, selectPlatformEntry } from "../platform.ts";
 import type { Descriptor, ResolvedManifest } from "./source.ts";
 import { checkDescriptor, checkDescriptorSize, MAX_JSON_BLOB } from "./source.ts";
 
 /** The media type of a manifest/index document (field, else guessed from its shape). */
-export function documentMediaType(doc: any, fallback?: string): string {
-  if (typeof doc?.mediaType === "string") return doc.mediaType;
+export function documentMediaType(doc: unknown, fallback?: string): string {
+  const d = isJsonObject(doc) ? doc : {};
+  if (typeof d.mediaType === "string") return d.mediaType;
   if (fallback) return fallback;
-  if (Array.isArray(doc?.manifests)) return MT.OCI_INDEX;
-  if (doc?.schemaVersion === 1) return MT.DOCKER_SCHEMA1;
+  if (Array.isArray(d.manifests)) return MT.OCI_INDEX;
+  if (d.schemaVersion === 1) return MT.DOCKER_SCHEMA1;
   return MT.OCI_MANIFEST;
 }
 
@@ -35,7 +37,7 @@ export async function resolveToManifest(
   const doc = parseJson(bytes, `${where}: manifest ${desc.digest}`);
   const mediaType = documentMediaType(doc, desc.mediaType);
   if (isIndexMediaType(mediaType)) {
-    const entries: Descriptor[] = Array.isArray(doc.manifests) ? doc.manifests : [];
+    const entries: Descriptor[] = asIndex(doc)?.manifests ?? [];
     if (entries.length === 0) throw new NotFoundError(`${where}: index ${desc.digest} lists no manifests`);
     entries.forEach((m, i) =>
       checkDescriptor(m, `${where}: index ${desc.digest} manifests[${i}]`, MAX_JSON_BLOB)

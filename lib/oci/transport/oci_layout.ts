@@ -2,6 +2,7 @@
 // as a directory or inside a tar archive.
 import { FormatError, NotFoundError } from "../../errors.ts";
 import { parseDigest } from "../digest.ts";
+import { asIndex } from "../json_types.ts";
 import { type Platform, selectPlatformEntry } from "../platform.ts";
 import { parseJson } from "../../util/json.ts";
 import { resolveToManifest } from "./blob_dir.ts";
@@ -17,8 +18,8 @@ import {
 const REF_NAME = "org.opencontainers.image.ref.name";
 
 /** Picks the index.json entries for a tag (all entries when untagged). */
-export function pickFromLayoutIndex(index: any, tag: string | undefined, where: string): Descriptor[] {
-  const manifests: Descriptor[] = Array.isArray(index?.manifests) ? index.manifests : [];
+export function pickFromLayoutIndex(index: unknown, tag: string | undefined, where: string): Descriptor[] {
+  const manifests: Descriptor[] = asIndex(index)?.manifests ?? [];
   if (manifests.length === 0) throw new NotFoundError(`${where}: index.json lists no images`);
   manifests.forEach((m, i) => checkDescriptor(m, `${where}: index.json manifests[${i}]`, MAX_JSON_BLOB));
   if (tag !== undefined) {

@@ -5,16 +5,10 @@ import type { Repository } from "../../repository/repository.ts";
 import { concatBytes } from "../../util/bytes.ts";
 import { FormatError, IntegrityError } from "../../errors.ts";
 import { parseDigest } from "../digest.ts";
+import type { OciDescriptor } from "../json_types.ts";
 
-export interface Descriptor {
-  mediaType: string;
-  digest: string;
-  size: number;
-  platform?: { os?: string; architecture?: string; variant?: string };
-  annotations?: Record<string, string>;
-  artifactType?: string;
-  urls?: string[];
-}
+/** A content descriptor (the one shape, lib/oci/json_types.ts). */
+export type Descriptor = OciDescriptor;
 
 export interface ResolvedManifest {
   /** The raw manifest bytes exactly as the source holds them (their sha256 is `digest`). */
