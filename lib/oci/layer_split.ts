@@ -10,10 +10,11 @@ import type { ObjectId } from "../fsverity/object_id.ts";
 import type { ObjectStore } from "../objects/store.ts";
 import { CONTENT_TYPE } from "./content_types.ts";
 import { type ObjectOpener, reassemble } from "../splitstream/reassemble.ts";
-import type { SplitStreamChunk, SplitStreamReader } from "../splitstream/reader.ts";
+import type { ChunkSource, InlineChunk } from "../splitstream/chunk.ts";
 import { SplitStreamWriter } from "../splitstream/writer.ts";
-import { ByteSource, type SourcePart } from "./tar/byte_source.ts";
+import { ByteSource } from "./tar/byte_source.ts";
 import type { TarEntry } from "./tar/entry.ts";
+import type { LeafContent } from "../tree/tree.ts";
 import { TarReader, type TarReaderOptions } from "./tar/reader.ts";
 import { inPlaceChunks } from "./decompress.ts";
 
@@ -70,7 +71,8 @@ export interface SplitTarStats {
   inlineSize: number;
 }
 
-type Pending = { kind: "inline"; data: Uint8Array } | {
+/** A sink write waiting in order: an inline chunk (copied), or an external one whose id is still coming. */
+type Pending = InlineChunk | {
   kind: "external";
   id: Promise<ObjectId>;
   size: number;
@@ -103,7 +105,7 @@ export async function splitTarInto(
   const alg = expected === undefined ? "sha256" : parseDigest(expected, "diff_id").alg;
   const sha = createHash(alg);
   const source = inPlaceChunks(tar) ?? tar;
-  const src = new ByteSource<never>(source as AsyncIterable<SourcePart<never>>, (c) => sha.update(c));
+  const src = new ByteSource(source, (c) => sha.update(c));
   const reader = new TarReader(src, opts);
   const stats = { entries: 0, objects: 0, externalSize: 0, inlineSize: 0 };
   const storeBorrowed = store.ensureObjectBorrowed
@@ -279,8 +281,11 @@ export async function splitTarLayer(
 
 /** A tar entry read back from a splitstream; regular files carry their content or object id. */
 export interface SplitTarEntry extends TarEntry {
-  /** Regular files only: ≤ 64 bytes stored inline, or an object of `size` bytes. */
-  content?: { type: "inline"; data: Uint8Array } | { type: "external"; id: ObjectId; size: number };
+  /**
+   * Regular files only: ≤ 64 bytes stored inline, or an object of `size` bytes. Already in the
+   * file tree's shape (lib/tree/tree.ts), so flattening takes it as it is.
+   */
+  content?: Extract<LeafContent, { type: "inline" | "external" }>;
 }
 
 /**
@@ -289,13 +294,10 @@ export interface SplitTarEntry extends TarEntry {
  * (> 64 bytes). Stops at the end-of-archive marker (trailing bytes are not read).
  */
 export async function* tarEntriesFromSplitstream(
-  source: SplitStreamReader | AsyncIterable<SplitChunk>,
+  chunks: ChunkSource,
   opts: TarReaderOptions = {},
 ): AsyncGenerator<SplitTarEntry> {
-  async function* parts(): AsyncGenerator<SourcePart<ObjectId>> {
-    for await (const c of chunksOf(source)) yield "inline" in c ? c.inline : { external: c.external };
-  }
-  const src = new ByteSource<ObjectId>(parts());
+  const src = new ByteSource(chunks);
   const reader = new TarReader(src, opts);
   // However the caller stops (error, break), the splitstream reader behind is closed at once.
   try {
@@ -305,7 +307,7 @@ export async function* tarEntriesFromSplitstream(
   }
 }
 
-async function* entriesOf(reader: TarReader<ObjectId>): AsyncGenerator<SplitTarEntry> {
+async function* entriesOf(reader: TarReader): AsyncGenerator<SplitTarEntry> {
   for (;;) {
     const h = await reader.next();
     if (!h) return;
@@ -320,7 +322,7 @@ async function* entriesOf(reader: TarReader<ObjectId>): AsyncGenerator<SplitTarE
           `split tar: external content for ${e.size}-byte file ${JSON.stringify(e.path)}`,
         );
       }
-      e.content = { type: "external", id: ext.external, size: e.size };
+      e.content = { type: "external", id: ext, size: e.size };
     } else if (e.kind === "file") {
       if (e.size > INLINE_CONTENT_MAX) {
         throw new FormatError(`split tar: ${e.size}-byte file ${JSON.stringify(e.path)} stored inline`);
@@ -337,57 +339,22 @@ async function* entriesOf(reader: TarReader<ObjectId>): AsyncGenerator<SplitTarE
   }
 }
 
-/** Reassembles the original tar bytes (inline data and object contents, in order). */
-export function reassembleTar(
-  reader: SplitStreamReader,
-  openObject: ObjectOpener,
-): ReadableStream<Uint8Array> {
-  return ReadableStream.from(reassemble(reader, openObject));
-}
-
-/** The same from a chunk sequence (e.g. a stored layer's chunks, as lib/oci/image_tree.ts yields them). */
-export function reassembleSplitstream(
-  source: SplitStreamReader | AsyncIterable<SplitChunk>,
-  openObject: ObjectOpener,
-): ReadableStream<Uint8Array> {
-  async function* gen(): AsyncGenerator<Uint8Array> {
-    for await (const c of chunksOf(source)) {
-      if ("inline" in c) {
-        if (c.inline.length) yield c.inline;
-        continue;
-      }
-      for await (const piece of (await openObject(c.external)) as AsyncIterable<Uint8Array>) yield piece;
-    }
-  }
-  return ReadableStream.from(gen());
-}
-
-/** A splitstream chunk in either shape: the splitstream reader's, or `{inline}` / `{external}`. */
-export type SplitChunk = SplitStreamChunk | { inline: Uint8Array } | { external: ObjectId };
-
-async function* chunksOf(
-  source: SplitStreamReader | AsyncIterable<SplitChunk>,
-): AsyncGenerator<{ inline: Uint8Array } | { external: ObjectId }> {
-  const it = Symbol.asyncIterator in source ? source : source.chunks();
-  for await (const c of it) {
-    if ("kind" in c) yield c.kind === "inline" ? { inline: c.data } : { external: c.id };
-    else yield c;
-  }
-}
+/** Kept for lib/cli/oci_impl.ts (helper "ociimage"), until it imports reassembleStream itself. */
+export { reassembleStream as reassembleSplitstream } from "../splitstream/reassemble.ts";
 
 /**
  * Re-hashes the reassembled tar and throws IntegrityError unless its sha256 is `diffId` (used when
  * a layer stream is not trusted, e.g. `oci compute-id` on a config given by digest).
  */
 export async function verifyLayerDiffId(
-  reader: SplitStreamReader,
+  chunks: ChunkSource,
   openObject: ObjectOpener,
   diffId: string,
 ): Promise<void> {
   const alg = parseDigest(diffId, "diff_id").alg;
   const sha = createHash(alg);
   let size = 0;
-  for await (const c of reassemble(reader, openObject)) {
+  for await (const c of reassemble(chunks, openObject)) {
     sha.update(c);
     size += c.length;
   }

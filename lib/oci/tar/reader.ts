@@ -5,7 +5,8 @@
 // Memory: one header block, extension payloads (≤ 1 MiB each, ≤ 16 per entry), a source chunk and
 // the global PAX state (bounded for the whole archive).
 import { FormatError } from "../../errors.ts";
-import type { ByteSource, ExternalPart } from "./byte_source.ts";
+import type { ByteSource } from "./byte_source.ts";
+import type { ObjectId } from "../../fsverity/object_id.ts";
 import { kindOfTypeflag, MAX_PATH, normalizeTarPath, type TarEntry } from "./entry.ts";
 import { BLOCK, decodeHeader, isZeroBlock, makedev, paddingOf, verifyChecksum } from "./header.ts";
 import { applyPaxRecords, emptyOverrides, parsePaxRecords } from "./pax.ts";
@@ -44,8 +45,8 @@ function globalKeyMatters(key: string, libarchive: boolean): boolean {
     key.startsWith("GNU.sparse.") || (libarchive && key.startsWith("LIBARCHIVE.xattr."));
 }
 
-export class TarReader<T = unknown> {
-  #src: ByteSource<T>;
+export class TarReader {
+  #src: ByteSource;
   #libarchive: boolean;
   #state: State = "header";
   #entry: TarEntry | null = null;
@@ -57,7 +58,7 @@ export class TarReader<T = unknown> {
   #endBytes: Uint8Array = new Uint8Array(0);
   entries = 0;
 
-  constructor(source: ByteSource<T>, opts: TarReaderOptions = {}) {
+  constructor(source: ByteSource, opts: TarReaderOptions = {}) {
     this.#src = source;
     this.#libarchive = opts.libarchiveXattrs ?? true;
   }
@@ -287,9 +288,9 @@ export class TarReader<T = unknown> {
 
   /**
    * For reading a tar back from a splitstream: when the current entry's content is one external
-   * part (an object reference), takes it and returns it; the padding then follows as bytes.
+   * chunk (an object reference), takes it and returns the object's id; the padding then follows as bytes.
    */
-  async takeExternalContent(): Promise<ExternalPart<T> | null> {
+  async takeExternalContent(): Promise<ObjectId | null> {
     if (this.#state !== "content" || this.#contentLeft === 0) return null;
     if (this.#contentLeft !== this.#entry!.size) return null;
     const e = await this.#src.takeExternal();
