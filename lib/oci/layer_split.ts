@@ -7,7 +7,7 @@ import { createHash } from "node:crypto";
 import { FormatError, IntegrityError } from "../errors.ts";
 import { parseDigest } from "./digest.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
-import type { ObjectStore } from "../objects/store.ts";
+import type { ObjectStore, ObjectWriter } from "../objects/store.ts";
 import { CONTENT_TYPE } from "./content_types.ts";
 import { type ObjectOpener, reassemble } from "../splitstream/reassemble.ts";
 import type { ChunkSource, InlineChunk } from "../splitstream/chunk.ts";
@@ -83,6 +83,85 @@ function isPromise<T>(v: T | Promise<T>): v is Promise<T> {
 }
 
 /**
+ * The sink writes of a split, in stream order. A small file's id may still be coming (its store is
+ * in flight): writes behind it wait in a queue, inline bytes copied; while nothing waits, writes go
+ * straight through and inline bytes stay borrowed.
+ */
+class OrderedSink {
+  readonly #sink: SplitSink;
+  /** Ordered queue of sink writes waiting for an external id; empty while ids come back at once. */
+  readonly #queue: Pending[] = [];
+  #inFlight = 0;
+  #sinceDrain = 0;
+  /** Bytes of inline copies waiting in the queue. */
+  #queuedInline = 0;
+  inlineSize = 0;
+
+  constructor(sink: SplitSink) {
+    this.#sink = sink;
+  }
+
+  async #writeInline(data: Uint8Array): Promise<void> {
+    const r = this.#sink.writeInline(data);
+    if (isPromise(r)) await r;
+    this.#sinceDrain += data.length;
+    if (this.#sinceDrain >= DRAIN_EVERY && this.#sink.drain) {
+      this.#sinceDrain = 0;
+      await this.#sink.drain();
+    }
+  }
+
+  /** Writes what waits in order; without `all`, stops at an id still coming unless too much piles up. */
+  async flush(all: boolean): Promise<void> {
+    const queue = this.#queue;
+    while (queue.length) {
+      const p = queue[0];
+      if (p.kind === "external") {
+        // Waiting is deferred while few stores are in flight, but not while inline copies pile
+        // up behind them (a long run of headers, or data after the end of the archive).
+        if (!all && this.#inFlight < MAX_IN_FLIGHT && this.#queuedInline < MAX_QUEUED_INLINE) return;
+        const id = await p.id;
+        this.#inFlight--;
+        const r = this.#sink.writeExternal(id, p.size);
+        if (isPromise(r)) await r;
+      } else {
+        this.#queuedInline -= p.data.length;
+        await this.#writeInline(p.data);
+      }
+      queue.shift();
+    }
+  }
+
+  /** `data` is borrowed: written through at once when nothing waits before it, else copied. */
+  async inline(data: Uint8Array): Promise<void> {
+    if (data.length === 0) return;
+    this.inlineSize += data.length;
+    if (this.#queue.length === 0) await this.#writeInline(data);
+    else {
+      this.#queue.push({ kind: "inline", data: data.slice() });
+      this.#queuedInline += data.length;
+    }
+  }
+
+  async external(id: ObjectId | Promise<ObjectId>, size: number): Promise<void> {
+    if (!isPromise(id) && this.#queue.length === 0) {
+      const r = this.#sink.writeExternal(id, size);
+      if (isPromise(r)) await r;
+      return;
+    }
+    const p = Promise.resolve(id);
+    p.catch(() => {}); // observed later, in order
+    this.#inFlight++;
+    this.#queue.push({ kind: "external", id: p, size });
+  }
+
+  /** After a failure: waits until every store still in flight has ended. */
+  async abandon(): Promise<void> {
+    await Promise.allSettled(this.#queue.map((p) => p.kind === "external" ? p.id : undefined));
+  }
+}
+
+/**
  * Splits `tar` into `sink`, storing file contents in `store`. Memory stays bounded: file contents
  * are streamed (files > 1 MiB through an ObjectWriter; smaller ones are gathered and stored with
  * one call each, written to the sink in order as their ids arrive).
@@ -104,139 +183,34 @@ export async function splitTarInto(
   const expected = opts.expectedDiffId;
   const alg = expected === undefined ? "sha256" : parseDigest(expected, "diff_id").alg;
   const sha = createHash(alg);
-  const source = inPlaceChunks(tar) ?? tar;
-  const src = new ByteSource(source, (c) => sha.update(c));
+  const src = new ByteSource(inPlaceChunks(tar) ?? tar, (c) => sha.update(c));
   const reader = new TarReader(src, opts);
-  const stats = { entries: 0, objects: 0, externalSize: 0, inlineSize: 0 };
-  const storeBorrowed = store.ensureObjectBorrowed
-    ? (d: Uint8Array) => store.ensureObjectBorrowed!(d)
-    : (d: Uint8Array) => store.ensureObject(d.slice());
-
-  // Ordered queue of sink writes waiting for an external id; empty while ids come back at once.
-  const queue: Pending[] = [];
-  let inFlight = 0;
-  let sinceDrain = 0;
-  const writeInline = async (data: Uint8Array) => {
-    const r = sink.writeInline(data);
-    if (isPromise(r)) await r;
-    sinceDrain += data.length;
-    if (sinceDrain >= DRAIN_EVERY && sink.drain) {
-      sinceDrain = 0;
-      await sink.drain();
-    }
-  };
-  let queuedInline = 0; // bytes of inline copies waiting in the queue
-  const flush = async (all: boolean) => {
-    while (queue.length) {
-      const p = queue[0];
-      if (p.kind === "external") {
-        // Waiting is deferred while few stores are in flight, but not while inline copies pile
-        // up behind them (a long run of headers, or data after the end of the archive).
-        if (!all && inFlight < MAX_IN_FLIGHT && queuedInline < MAX_QUEUED_INLINE) return;
-        const id = await p.id;
-        inFlight--;
-        const r = sink.writeExternal(id, p.size);
-        if (isPromise(r)) await r;
-      } else {
-        queuedInline -= p.data.length;
-        await writeInline(p.data);
-      }
-      queue.shift();
-    }
-  };
-  // `data` is borrowed: written through at once when nothing waits before it, else copied.
-  const inline = async (data: Uint8Array) => {
-    if (data.length === 0) return;
-    stats.inlineSize += data.length;
-    if (queue.length === 0) await writeInline(data);
-    else {
-      queue.push({ kind: "inline", data: data.slice() });
-      queuedInline += data.length;
-    }
-  };
-  const external = async (id: ObjectId | Promise<ObjectId>, size: number) => {
-    if (!isPromise(id) && queue.length === 0) {
-      const r = sink.writeExternal(id, size);
-      if (isPromise(r)) await r;
-      return;
-    }
-    const p = Promise.resolve(id);
-    p.catch(() => {}); // observed later, in order
-    inFlight++;
-    queue.push({ kind: "external", id: p, size });
-  };
-
+  const out = new OrderedSink(sink);
+  const files = new FileStorer(store, reader, out);
+  let entries = 0;
   let lastProgress = 0;
-  let gather = new Uint8Array(0); // reused for small files that straddle source chunks
-  let writer: ReturnType<ObjectStore["createObjectWriter"]> | undefined;
   try {
     for (;;) {
       const h = await reader.next();
       if (!h) break;
-      stats.entries++;
-      await inline(h.header);
+      entries++;
+      await out.inline(h.header);
       const { entry } = h;
-      if (entry.kind === "file" && entry.size > INLINE_CONTENT_MAX) {
-        stats.objects++;
-        stats.externalSize += entry.size;
-        if (entry.size <= SMALL_OBJECT_MAX) {
-          let data: Uint8Array | undefined;
-          let o = 0;
-          for await (const c of reader.content()) {
-            if (o === 0 && c.length === entry.size) {
-              data = c; // the whole file in one source chunk: no copy
-              o = c.length;
-              continue;
-            }
-            if (gather.length < entry.size) gather = new Uint8Array(Math.max(entry.size, 64 * 1024));
-            gather.set(c, o);
-            o += c.length;
-          }
-          await external(storeBorrowed(data ?? gather.subarray(0, o)), entry.size);
-        } else {
-          await flush(true);
-          writer = store.createObjectWriter();
-          for await (const c of reader.content()) await writer.write(c);
-          const done = await writer.finish();
-          writer = undefined;
-          if (done.size !== entry.size) {
-            throw new FormatError(
-              `object for ${JSON.stringify(entry.path)} has ${done.size} bytes, not ${entry.size}`,
-            );
-          }
-          await external(done.id, entry.size);
-        }
-      } else {
-        for await (const c of reader.content()) await inline(c);
-      }
-      await inline(await reader.padding());
-      await flush(false);
+      if (entry.kind === "file" && entry.size > INLINE_CONTENT_MAX) await files.add(entry);
+      else for await (const c of reader.content()) await out.inline(c);
+      await out.inline(await reader.padding());
+      await out.flush(false);
       if (opts.onProgress && reader.offset - lastProgress >= 1 << 20) {
         lastProgress = reader.offset;
         opts.onProgress(lastProgress);
       }
     }
-    // Everything after the end-of-archive blocks stays inline (the diff_id covers it). It streams
-    // through (the splitstream writer cuts long inline runs); zeros (record padding) compress to
-    // nearly nothing, other bytes would be held compressed in memory, so they are limited.
-    let trailerData = 0;
-    for await (const c of reader.trailer()) {
-      if (!isAllZero(c)) {
-        trailerData += c.length;
-        if (trailerData > MAX_TRAILER_DATA) {
-          throw new FormatError(
-            `layer has more than ${MAX_TRAILER_DATA} bytes of non-zero data after the end-of-archive blocks`,
-          );
-        }
-      }
-      await inline(c);
-      await flush(false);
-    }
-    await flush(true);
+    await splitTrailer(reader, out);
+    await out.flush(true);
     await store.settle?.();
   } catch (e) {
-    await writer?.abort().catch(() => {});
-    await Promise.allSettled(queue.map((p) => p.kind === "external" ? p.id : undefined));
+    await files.abort();
+    await out.abandon();
     throw e;
   }
   const diffId = `${alg}:${sha.digest("hex")}`;
@@ -244,7 +218,90 @@ export async function splitTarInto(
     throw new IntegrityError(`layer diff_id mismatch: expected ${expected}, got ${diffId}`);
   }
   opts.onProgress?.(src.consumed);
-  return { diffId, size: src.consumed, ...stats };
+  const { objects, externalSize } = files;
+  return { diffId, size: src.consumed, entries, objects, externalSize, inlineSize: out.inlineSize };
+}
+
+/** Stores the contents of regular files > 64 bytes as objects and writes their references. */
+class FileStorer {
+  objects = 0;
+  externalSize = 0;
+  /** Reused for small files that straddle source chunks. */
+  #gather = new Uint8Array(0);
+  #writer: ObjectWriter | undefined;
+  readonly #storeBorrowed: (d: Uint8Array) => ObjectId | Promise<ObjectId>;
+
+  readonly #store: ObjectStore;
+  readonly #reader: TarReader;
+  readonly #out: OrderedSink;
+
+  constructor(store: ObjectStore, reader: TarReader, out: OrderedSink) {
+    this.#store = store;
+    this.#reader = reader;
+    this.#out = out;
+    this.#storeBorrowed = store.ensureObjectBorrowed
+      ? (d: Uint8Array) => store.ensureObjectBorrowed!(d)
+      : (d: Uint8Array) => store.ensureObject(d.slice());
+  }
+
+  /** Reads the current entry's content (a regular file > 64 bytes) into an object; writes its reference. */
+  async add(entry: TarEntry): Promise<void> {
+    this.objects++;
+    this.externalSize += entry.size;
+    if (entry.size <= SMALL_OBJECT_MAX) {
+      let data: Uint8Array | undefined;
+      let o = 0;
+      for await (const c of this.#reader.content()) {
+        if (o === 0 && c.length === entry.size) {
+          data = c; // the whole file in one source chunk: no copy
+          o = c.length;
+          continue;
+        }
+        if (this.#gather.length < entry.size) this.#gather = new Uint8Array(Math.max(entry.size, 64 * 1024));
+        this.#gather.set(c, o);
+        o += c.length;
+      }
+      await this.#out.external(this.#storeBorrowed(data ?? this.#gather.subarray(0, o)), entry.size);
+      return;
+    }
+    await this.#out.flush(true);
+    this.#writer = this.#store.createObjectWriter();
+    for await (const c of this.#reader.content()) await this.#writer.write(c);
+    const done = await this.#writer.finish();
+    this.#writer = undefined;
+    if (done.size !== entry.size) {
+      throw new FormatError(
+        `object for ${JSON.stringify(entry.path)} has ${done.size} bytes, not ${entry.size}`,
+      );
+    }
+    await this.#out.external(done.id, entry.size);
+  }
+
+  /** After a failure: the object being written is abandoned. */
+  async abort(): Promise<void> {
+    await this.#writer?.abort().catch(() => {});
+  }
+}
+
+/**
+ * Everything after the end-of-archive blocks stays inline (the diff_id covers it). It streams
+ * through (the splitstream writer cuts long inline runs); zeros (record padding) compress to
+ * nearly nothing, other bytes would be held compressed in memory, so they are limited.
+ */
+async function splitTrailer(reader: TarReader, out: OrderedSink): Promise<void> {
+  let trailerData = 0;
+  for await (const c of reader.trailer()) {
+    if (!isAllZero(c)) {
+      trailerData += c.length;
+      if (trailerData > MAX_TRAILER_DATA) {
+        throw new FormatError(
+          `layer has more than ${MAX_TRAILER_DATA} bytes of non-zero data after the end-of-archive blocks`,
+        );
+      }
+    }
+    await out.inline(c);
+    await out.flush(false);
+  }
 }
 
 /** The result of splitting a layer: the splitstream file bytes (content type `ocilayer`) and stats. */
