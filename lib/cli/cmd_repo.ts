@@ -116,7 +116,7 @@ function registerGc(program: Command): void {
       using repo = await openRepoFromGlobals(globalsOf(cmd));
       const dryRun = Boolean(opts.dryRun);
       const r = await repo.gc({ roots: opts.root, dryRun });
-      if (opts.json) outJson(gcJson(r, dryRun));
+      if (opts.json) outJson((await import("../repository/gc_json.ts")).gcReportFields(r, dryRun));
       else printGc(r, dryRun);
     });
 }
@@ -181,18 +181,6 @@ function registerTransaction(program: Command): void {
 function collect(v: string, prev: string[]): string[] {
   if (v === "") throw new UsageError("--root needs a name");
   return [...prev, v];
-}
-
-function gcJson(r: GcResult, dryRun: boolean) {
-  return {
-    result: {
-      objects_removed: r.objectsRemoved,
-      objects_bytes: r.bytesRemoved,
-      images_pruned: r.imagesPruned,
-      streams_pruned: r.streamsPruned,
-    },
-    dry_run: dryRun,
-  };
 }
 
 function printGc(r: GcResult, dryRun: boolean): void {
