@@ -136,16 +136,8 @@ export async function setupRoot(opts: SetupRootOptions = {}): Promise<SetupRootR
     const sysrootClone = cloneTree(sysroot);
     const warnings: string[] = [];
     try {
-      if (opts.rootFs !== undefined) {
-        bindMount(opts.rootFs, target);
-        mounted.push(target);
-        log.push(`root: bind mount of ${opts.rootFs} (testing)`);
-        if (config.root.transient) {
-          transientOverlay(target);
-          mounted.push(target);
-          log.push(`root: transient overlay (changes are lost at reboot)`);
-        }
-      } else {
+      if (opts.rootFs !== undefined) bindTestRoot(opts.rootFs, target, config.root.transient, mounted, log);
+      else {
         const r = await mountImageRoot(image, repoPath, hex, target, config.root.transient, log);
         warnings.push(...r.warnings);
         mounted.push(target);
@@ -188,6 +180,24 @@ export async function setupRoot(opts: SetupRootOptions = {}): Promise<SetupRootR
     throw e;
   } finally {
     if (image.fd !== undefined) closeFd(image.fd);
+  }
+}
+
+/** Testing (--root-fs): a directory bound as the new root, with a transient overlay if configured. */
+function bindTestRoot(
+  rootFs: string,
+  target: string,
+  transient: boolean,
+  mounted: string[],
+  log: string[],
+): void {
+  bindMount(rootFs, target);
+  mounted.push(target);
+  log.push(`root: bind mount of ${rootFs} (testing)`);
+  if (transient) {
+    transientOverlay(target);
+    mounted.push(target);
+    log.push(`root: transient overlay (changes are lost at reboot)`);
   }
 }
 
