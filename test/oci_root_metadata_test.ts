@@ -116,13 +116,13 @@ function entry(path: string, kind: TarEntry["kind"], mode: number, mtimeSec: num
 Deno.test("Flattener: with /usr the root takes /usr's metadata even over a root entry", () => {
   const f = new Flattener();
   f.beginLayer();
-  f.apply({ entry: entry("/", "dir", 0o40700, 99) });
-  f.apply({ entry: entry("/usr", "dir", 0o40711, 1234) });
+  f.apply(entry("/", "dir", 0o40700, 99));
+  f.apply(entry("/usr", "dir", 0o40711, 1234));
   const root = f.finish();
   assertEquals([root.stat.mode, root.stat.uid, root.stat.gid, root.stat.mtimeSec], [0o711, 7, 8, 1234]);
   const g = new Flattener();
   g.beginLayer();
-  g.apply({ entry: entry("/app", "dir", 0o40711, 1234) });
+  g.apply(entry("/app", "dir", 0o40711, 1234));
   const r2 = g.finish();
   assertEquals([r2.stat.mode, r2.stat.uid, r2.stat.gid, r2.stat.mtimeSec, r2.stat.xattrs.size], [
     0o755,

@@ -390,7 +390,7 @@ Deno.test("mtimes beyond 2^53: PAX and base-256 values are exact through the rea
   // the flattened tree and its dumpfile keep the exact value
   const f = new Flattener();
   f.beginLayer();
-  f.apply({ entry: { ...r2.entries[0].entry, path: "/usr", kind: "dir", mode: 0o40755 } });
+  f.apply({ ...r2.entries[0].entry, path: "/usr", kind: "dir", mode: 0o40755 });
   const root = f.finish();
   const dump = new TextDecoder().decode(concatBytes([...writeDumpfile(root)]));
   assert(dump.includes(` ${2n ** 62n + 1n}.0 `), dump);

@@ -109,166 +109,38 @@ export async function setupRoot(opts: SetupRootOptions = {}): Promise<SetupRootR
   const target = opts.target ?? sysroot;
   const log: string[] = [];
 
-  // 1. What to mount: the karg.
-  const cmdlineText = opts.cmdline ?? readText("/proc/cmdline");
-  if (cmdlineText === null) throw new SetupRootRefused("cannot read /proc/cmdline (is /proc mounted?)");
-  let karg: ComposefsKarg | null;
-  try {
-    karg = parseComposefsKarg(cmdlineText);
-  } catch (e) {
-    throw new SetupRootRefused(
-      `the kernel command line has a malformed composefs argument: ${(e as Error).message}`,
-    );
-  }
-  if (!karg) {
-    throw new SetupRootRefused(
-      `the kernel command line names no composefs image (expected composefs=<hex> or ` +
-        `composefs.digest=v1-<sha256|sha512>-12:<hex>; got: ${cmdlineText.trim() || "(empty)"})`,
-    );
-  }
+  // 1. What to mount: the karg. 2. Configuration.
+  const karg = readKarg(opts.cmdline);
   const hex = karg.hex;
-
-  // 2. Configuration.
-  let config: SetupRootConfig = defaultConfig();
   const cfgText = readText(configPath);
-  if (cfgText !== null) config = parseSetupRootConfig(cfgText, configPath);
+  const config: SetupRootConfig = cfgText !== null
+    ? parseSetupRootConfig(cfgText, configPath)
+    : defaultConfig();
   const etcMount = effectiveMount(config.etc, "overlay");
   const varMount = effectiveMount(config.var, "bind");
 
   // 3. Repository, verity policy, image digest (not with --root-fs, which replaces the image).
   if (!isDir(sysroot)) throw new SetupRootRefused(`sysroot ${sysroot} is not a directory`);
   const repoPath = `${sysroot}/composefs`;
-  let verity: "require" | "none" = "none";
-  let digestCheckedBy: "kernel" | "userspace" | undefined;
-  let imageFd: number | undefined;
+  let image: CheckedImage = { verity: "none" };
   const stateDir = `${sysroot}/state/deploy/${hex}`;
   const mounted: string[] = [];
   try {
-    if (opts.rootFs === undefined) {
-      if (!isDir(repoPath)) throw new SetupRootRefused(`no composefs repository at ${repoPath}`);
-      let meta;
-      try {
-        meta = await readMetaFile(repoPath);
-      } catch (e) {
-        throw new SetupRootRefused(`repository ${repoPath}: ${(e as Error).message}`);
-      }
-      if (!meta) {
-        throw new SetupRootRefused(
-          `repository ${repoPath} has no ${META_FILENAME} (not initialized with cfsctl init)`,
-        );
-      }
-      let alg;
-      try {
-        alg = checkMeta(meta.meta).alg;
-      } catch (e) {
-        throw new SetupRootRefused(`repository ${repoPath}: ${(e as Error).message}`);
-      }
-      if (alg !== karg.alg) {
-        throw new SetupRootRefused(
-          `the kernel command line names a ${karg.alg} image (${karg.text}), ` +
-            `but the repository ${repoPath} uses ${alg}`,
-        );
-      }
-      const secure = metaHasVerity(repoPath, alg);
-      if (!karg.insecure && !secure) {
-        throw new SetupRootRefused(
-          `the kernel command line requires fs-verity (${karg.text} has no "?" after "="), but the ` +
-            `repository ${repoPath} is not fs-verity protected (its ${META_FILENAME} has no fs-verity): ` +
-            `refusing to boot an unverifiable root`,
-        );
-      }
-      const path = imagePath(repoPath, hex);
-      imageFd = openFd(path, O_RDONLY);
-      const expected = new ObjectId(alg, fromHex(hex));
-      try {
-        digestCheckedBy = await checkImageDigest(imageFd, `image ${hex}`, expected);
-      } catch (e) {
-        if (e instanceof IntegrityError || e instanceof FormatError) {
-          throw new SetupRootRefused(
-            `image ${hex} in ${repoPath} does not match the kernel command line: ${e.message}`,
-          );
-        }
-        throw e;
-      }
-      if (!karg.insecure && digestCheckedBy !== "kernel") {
-        throw new SetupRootRefused(
-          `the kernel command line requires fs-verity (${karg.text}), but image ${hex} has no fs-verity ` +
-            `enabled: refusing to boot an unverifiable root`,
-        );
-      }
-      verity = digestCheckedBy === "kernel" || (secure && !karg.insecure) ? "require" : "none";
-      log.push(
-        `image ${hex} (${alg}) from ${repoPath}: digest ${
-          digestCheckedBy === "kernel"
-            ? "measured by fs-verity"
-            : "checked in userspace (no fs-verity on the image)"
-        }, object verity ${verity === "require" ? "required" : "not required (insecure karg)"}`,
-      );
-    } else if (!isDir(opts.rootFs)) {
-      throw new SetupRootRefused(`--root-fs ${opts.rootFs} is not a directory`);
-    }
+    if (opts.rootFs === undefined) image = await checkImage(repoPath, karg, log);
+    else if (!isDir(opts.rootFs)) throw new SetupRootRefused(`--root-fs ${opts.rootFs} is not a directory`);
     if (!isDir(target)) throw new SetupRootRefused(`target ${target} is not a directory`);
-    const needsState = etcMount === "overlay" || etcMount === "bind" || varMount === "overlay" ||
-      varMount === "bind";
-    if (needsState && !isDir(stateDir)) {
-      throw new SetupRootRefused(
-        `deployment state ${stateDir} does not exist (create it with cfsctl oci prepare-boot, or set ` +
-          `[etc]/[var] mount = "none" or "transient" in ${configPath})`,
-      );
-    }
-    for (const [sub, how] of [["etc", etcMount], ["var", varMount]] as const) {
-      if ((how === "bind" || how === "overlay") && !isDir(`${stateDir}/${sub}`)) {
-        throw new SetupRootRefused(
-          `deployment state ${stateDir}/${sub} does not exist (needed for ${how} /${sub})`,
-        );
-      }
-    }
+    checkState(stateDir, etcMount, varMount, configPath);
 
     // 4. Mount. The sysroot is cloned first: once the new root covers it, the clone is what
     //    the booted system finds at /sysroot.
     const sysrootClone = cloneTree(sysroot);
     const warnings: string[] = [];
     try {
-      if (opts.rootFs !== undefined) {
-        bindMount(opts.rootFs, target);
+      if (opts.rootFs !== undefined) bindTestRoot(opts.rootFs, target, config.root.transient, mounted, log);
+      else {
+        const r = await mountImageRoot(image, repoPath, hex, target, config.root.transient, log);
+        warnings.push(...r.warnings);
         mounted.push(target);
-        log.push(`root: bind mount of ${opts.rootFs} (testing)`);
-        if (config.root.transient) {
-          transientOverlay(target);
-          mounted.push(target);
-          log.push(`root: transient overlay (changes are lost at reboot)`);
-        }
-      } else {
-        // A transient root is the composefs overlay itself with an upper layer on a tmpfs: a second
-        // overlay on top would leave no stacking depth for the /etc overlay.
-        const tmp = config.root.transient ? attachedTmpfs() : undefined;
-        try {
-          const r = await mountComposefs({
-            imageFd,
-            objectsDir: `${repoPath}/objects`,
-            mountpoint: target,
-            name: hex,
-            verity,
-            upperdir: tmp !== undefined ? `${tmp}/upper` : undefined,
-            workdir: tmp !== undefined ? `${tmp}/work` : undefined,
-            readWrite: tmp !== undefined,
-          });
-          warnings.push(...r.warnings);
-          mounted.push(target);
-          log.push(
-            tmp !== undefined
-              ? `root: composefs image ${hex} mounted at ${r.mountpoint}, writable on a tmpfs (changes are lost at reboot)`
-              : `root: composefs image ${hex} mounted read-only at ${r.mountpoint}`,
-          );
-        } finally {
-          // The overlay keeps the tmpfs alive; its temporary attachment goes.
-          if (tmp !== undefined) {
-            try {
-              umount2(tmp, MNT_DETACH);
-              Deno.removeSync(tmp);
-            } catch { /* best effort */ }
-          }
-        }
       }
       if (isDir(`${target}/sysroot`)) {
         attachAt(sysrootClone, `${target}/sysroot`);
@@ -279,35 +151,16 @@ export async function setupRoot(opts: SetupRootOptions = {}): Promise<SetupRootR
       closeFd(sysrootClone);
     }
     for (const [sub, how] of [["etc", etcMount], ["var", varMount]] as const) {
-      const at = `${target}/${sub}`;
       if (how === "none") continue;
-      if (!isDir(at)) throw new NotFoundError(`the image has no /${sub} to mount the deployment state on`);
-      if (how === "bind") {
-        bindMount(`${stateDir}/${sub}`, at);
-        log.push(`/${sub}: bind mount of ${stateDir}/${sub}`);
-      } else if (how === "overlay") {
-        for (const d of ["upper", "work"]) {
-          try {
-            Deno.mkdirSync(`${stateDir}/${sub}/${d}`, { mode: 0o700 });
-          } catch (e) {
-            if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
-          }
-        }
-        overlayOver(at, `${stateDir}/${sub}/upper`, `${stateDir}/${sub}/work`, "overlay");
-        log.push(`/${sub}: overlay, changes in ${stateDir}/${sub}/upper`);
-      } else {
-        transientOverlay(at);
-        log.push(`/${sub}: transient overlay (changes are lost at reboot)`);
-      }
-      mounted.push(at);
+      mounted.push(mountState(`${target}/${sub}`, sub, how, stateDir, log));
     }
     if (opts.target === undefined) gptAutoRootWorkaround(log);
     return {
       karg,
       imageHex: hex,
       target,
-      digestCheckedBy,
-      verity,
+      digestCheckedBy: image.digestCheckedBy,
+      verity: image.verity,
       etc: etcMount,
       var: varMount,
       rootTransient: config.root.transient,
@@ -326,8 +179,218 @@ export async function setupRoot(opts: SetupRootOptions = {}): Promise<SetupRootR
     }
     throw e;
   } finally {
-    if (imageFd !== undefined) closeFd(imageFd);
+    if (image.fd !== undefined) closeFd(image.fd);
   }
+}
+
+/** Testing (--root-fs): a directory bound as the new root, with a transient overlay if configured. */
+function bindTestRoot(
+  rootFs: string,
+  target: string,
+  transient: boolean,
+  mounted: string[],
+  log: string[],
+): void {
+  bindMount(rootFs, target);
+  mounted.push(target);
+  log.push(`root: bind mount of ${rootFs} (testing)`);
+  if (transient) {
+    transientOverlay(target);
+    mounted.push(target);
+    log.push(`root: transient overlay (changes are lost at reboot)`);
+  }
+}
+
+/** The composefs karg of the kernel command line (`cmdline`, else /proc/cmdline); refuses without one. */
+function readKarg(cmdline: string | undefined): ComposefsKarg {
+  const cmdlineText = cmdline ?? readText("/proc/cmdline");
+  if (cmdlineText === null) throw new SetupRootRefused("cannot read /proc/cmdline (is /proc mounted?)");
+  let karg: ComposefsKarg | null;
+  try {
+    karg = parseComposefsKarg(cmdlineText);
+  } catch (e) {
+    throw new SetupRootRefused(
+      `the kernel command line has a malformed composefs argument: ${(e as Error).message}`,
+    );
+  }
+  if (!karg) {
+    throw new SetupRootRefused(
+      `the kernel command line names no composefs image (expected composefs=<hex> or ` +
+        `composefs.digest=v1-<sha256|sha512>-12:<hex>; got: ${cmdlineText.trim() || "(empty)"})`,
+    );
+  }
+  return karg;
+}
+
+/** The image to mount, once checked: its open file (owned by the caller) and the verity policy. */
+interface CheckedImage {
+  fd?: number;
+  verity: "require" | "none";
+  digestCheckedBy?: "kernel" | "userspace";
+}
+
+/** The repository's algorithm, as its meta.json says; refuses a missing or unusable one. */
+async function repositoryAlg(repoPath: string) {
+  if (!isDir(repoPath)) throw new SetupRootRefused(`no composefs repository at ${repoPath}`);
+  let meta;
+  try {
+    meta = await readMetaFile(repoPath);
+  } catch (e) {
+    throw new SetupRootRefused(`repository ${repoPath}: ${(e as Error).message}`);
+  }
+  if (!meta) {
+    throw new SetupRootRefused(
+      `repository ${repoPath} has no ${META_FILENAME} (not initialized with cfsctl init)`,
+    );
+  }
+  try {
+    return checkMeta(meta.meta).alg;
+  } catch (e) {
+    throw new SetupRootRefused(`repository ${repoPath}: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * Checks the repository against the karg (algorithm, fs-verity policy) and the image's digest;
+ * returns the image opened. Refuses (and closes the image again) when anything does not match.
+ */
+async function checkImage(repoPath: string, karg: ComposefsKarg, log: string[]): Promise<CheckedImage> {
+  const hex = karg.hex;
+  const alg = await repositoryAlg(repoPath);
+  if (alg !== karg.alg) {
+    throw new SetupRootRefused(
+      `the kernel command line names a ${karg.alg} image (${karg.text}), ` +
+        `but the repository ${repoPath} uses ${alg}`,
+    );
+  }
+  const secure = metaHasVerity(repoPath, alg);
+  if (!karg.insecure && !secure) {
+    throw new SetupRootRefused(
+      `the kernel command line requires fs-verity (${karg.text} has no "?" after "="), but the ` +
+        `repository ${repoPath} is not fs-verity protected (its ${META_FILENAME} has no fs-verity): ` +
+        `refusing to boot an unverifiable root`,
+    );
+  }
+  const fd = openFd(imagePath(repoPath, hex), O_RDONLY);
+  try {
+    let digestCheckedBy: "kernel" | "userspace";
+    try {
+      digestCheckedBy = await checkImageDigest(fd, `image ${hex}`, new ObjectId(alg, fromHex(hex)));
+    } catch (e) {
+      if (e instanceof IntegrityError || e instanceof FormatError) {
+        throw new SetupRootRefused(
+          `image ${hex} in ${repoPath} does not match the kernel command line: ${e.message}`,
+        );
+      }
+      throw e;
+    }
+    if (!karg.insecure && digestCheckedBy !== "kernel") {
+      throw new SetupRootRefused(
+        `the kernel command line requires fs-verity (${karg.text}), but image ${hex} has no fs-verity ` +
+          `enabled: refusing to boot an unverifiable root`,
+      );
+    }
+    const verity = digestCheckedBy === "kernel" || (secure && !karg.insecure) ? "require" : "none";
+    log.push(
+      `image ${hex} (${alg}) from ${repoPath}: digest ${
+        digestCheckedBy === "kernel"
+          ? "measured by fs-verity"
+          : "checked in userspace (no fs-verity on the image)"
+      }, object verity ${verity === "require" ? "required" : "not required (insecure karg)"}`,
+    );
+    return { fd, verity, digestCheckedBy };
+  } catch (e) {
+    closeFd(fd);
+    throw e;
+  }
+}
+
+/** The deployment state directories the /etc and /var mounts need must exist. */
+function checkState(stateDir: string, etcMount: MountType, varMount: MountType, configPath: string): void {
+  const needsState = etcMount === "overlay" || etcMount === "bind" || varMount === "overlay" ||
+    varMount === "bind";
+  if (needsState && !isDir(stateDir)) {
+    throw new SetupRootRefused(
+      `deployment state ${stateDir} does not exist (create it with cfsctl oci prepare-boot, or set ` +
+        `[etc]/[var] mount = "none" or "transient" in ${configPath})`,
+    );
+  }
+  for (const [sub, how] of [["etc", etcMount], ["var", varMount]] as const) {
+    if ((how === "bind" || how === "overlay") && !isDir(`${stateDir}/${sub}`)) {
+      throw new SetupRootRefused(
+        `deployment state ${stateDir}/${sub} does not exist (needed for ${how} /${sub})`,
+      );
+    }
+  }
+}
+
+/** Mounts the composefs image at `target`: read-only, or (transient) writable on a tmpfs. */
+async function mountImageRoot(
+  image: CheckedImage,
+  repoPath: string,
+  hex: string,
+  target: string,
+  transient: boolean,
+  log: string[],
+): Promise<{ warnings: string[] }> {
+  // A transient root is the composefs overlay itself with an upper layer on a tmpfs: a second
+  // overlay on top would leave no stacking depth for the /etc overlay.
+  const tmp = transient ? attachedTmpfs() : undefined;
+  try {
+    const r = await mountComposefs({
+      imageFd: image.fd,
+      objectsDir: `${repoPath}/objects`,
+      mountpoint: target,
+      name: hex,
+      verity: image.verity,
+      upperdir: tmp !== undefined ? `${tmp}/upper` : undefined,
+      workdir: tmp !== undefined ? `${tmp}/work` : undefined,
+      readWrite: tmp !== undefined,
+    });
+    log.push(
+      tmp !== undefined
+        ? `root: composefs image ${hex} mounted at ${r.mountpoint}, writable on a tmpfs (changes are lost at reboot)`
+        : `root: composefs image ${hex} mounted read-only at ${r.mountpoint}`,
+    );
+    return r;
+  } finally {
+    // The overlay keeps the tmpfs alive; its temporary attachment goes.
+    if (tmp !== undefined) {
+      try {
+        umount2(tmp, MNT_DETACH);
+        Deno.removeSync(tmp);
+      } catch { /* best effort */ }
+    }
+  }
+}
+
+/** Mounts the deployment's /etc or /var state at `at` (bind, overlay or transient); returns `at`. */
+function mountState(
+  at: string,
+  sub: "etc" | "var",
+  how: Exclude<MountType, "none">,
+  stateDir: string,
+  log: string[],
+): string {
+  if (!isDir(at)) throw new NotFoundError(`the image has no /${sub} to mount the deployment state on`);
+  if (how === "bind") {
+    bindMount(`${stateDir}/${sub}`, at);
+    log.push(`/${sub}: bind mount of ${stateDir}/${sub}`);
+  } else if (how === "overlay") {
+    for (const d of ["upper", "work"]) {
+      try {
+        Deno.mkdirSync(`${stateDir}/${sub}/${d}`, { mode: 0o700 });
+      } catch (e) {
+        if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+      }
+    }
+    overlayOver(at, `${stateDir}/${sub}/upper`, `${stateDir}/${sub}/work`, "overlay");
+    log.push(`/${sub}: overlay, changes in ${stateDir}/${sub}/upper`);
+  } else {
+    transientOverlay(at);
+    log.push(`/${sub}: transient overlay (changes are lost at reboot)`);
+  }
+  return at;
 }
 
 /** A fresh tmpfs with upper/ and work/, attached at a temporary directory (returned). */

@@ -3,27 +3,12 @@
 import { type Command, Option } from "commander";
 import { CfsError, UsageError } from "../errors.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
-import type { FetchOptions, ObjectFetchStats } from "../http_fetch/fetch.ts";
+import type { FetchOptions, FetchResult, ObjectFetchStats } from "../http_fetch/fetch.ts";
 import type { Repository } from "../repository/repository.ts";
 import { outJson, outln } from "./output.ts";
 import { examplesText, globalsOf } from "./program.ts";
 import { createReporter } from "./progress_render.ts";
-
-function parseBool(v: string | boolean | undefined, flag: string): boolean | undefined {
-  if (v === undefined) return undefined;
-  if (v === true || v === "true") return true;
-  if (v === false || v === "false") return false;
-  throw new UsageError(`${flag} takes true or false, not ${JSON.stringify(v)}`);
-}
-
-function parseCount(v: string | undefined, flag: string, max: number): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0 || n > max) {
-    throw new UsageError(`${flag} takes a whole number from 0 to ${max}, not ${JSON.stringify(v)}`);
-  }
-  return n;
-}
+import { addProgressOptions, parseBool, parseCount } from "./common_options.ts";
 
 /** How to start this program again: deno + script (source or bundle), or a compiled binary alone. */
 function selfCommand(): string[] {
@@ -113,7 +98,7 @@ function sharedFetcher(
 }
 
 export function registerFetchCommand(program: Command): void {
-  program
+  const cmd = program
     .command("fetch")
     .description("download a stream and the streams and objects it references from a web-served repository")
     .argument("<URL>", "base URL of a repository directory served over http(s) (streams/…, objects/XX/…)")
@@ -131,15 +116,8 @@ export function registerFetchCommand(program: Command): void {
       new Option("--object-list <FILE>", "helper mode: fetch only these object ids (hex, one a line)")
         .hideHelp(),
     )
-    .option("--json", "print the result as JSON")
-    .addOption(
-      new Option(
-        "--progress <MODE>",
-        "progress output on stderr (auto: bars on a terminal, else plain lines)",
-      )
-        .choices(["auto", "plain", "json", "none"]).default("auto"),
-    )
-    .option("--progress-fd <N>", "write progress to this file descriptor")
+    .option("--json", "print the result as JSON");
+  addProgressOptions(cmd)
     .addHelpText(
       "after",
       examplesText(
@@ -148,73 +126,89 @@ export function registerFetchCommand(program: Command): void {
       ) + "\nEvery object's fs-verity digest is checked; objects already present are not downloaded.\n" +
         "Serve a repository with any static web server, e.g. `python3 -m http.server -d /var/tmp/repo`.\n",
     )
-    .action(async (url: string, name: string, opts, cmd: Command) => {
-      const { fetchStream } = await import("../http_fetch/fetch.ts");
-      const { openRepoFromGlobals } = await import("./repo_open.ts");
-      const jobs = parseCount(opts.jobs, "--jobs", 256) ?? 4;
-      if (jobs === 0) throw new UsageError("--jobs must be at least 1");
-      const procs = parseCount(opts.processes, "--processes", 64) ?? 1;
-      if (procs === 0) throw new UsageError("--processes must be at least 1");
-      const g = globalsOf(cmd);
-      using repo = await openRepoFromGlobals(g);
-      const fetchOpts: FetchOptions = {
-        certDir: opts.certDir,
-        tlsVerify: parseBool(opts.tlsVerify, "--tls-verify"),
-        creds: opts.creds,
-        retries: parseCount(opts.retries, "--retries", 100),
-        concurrency: jobs,
-      };
-      if (opts.objectList) {
-        const { fetchObjects } = await import("../http_fetch/fetch.ts");
-        const ids = (await Deno.readTextFile(opts.objectList)).split("\n").filter((l) => l !== "")
-          .map((l) => repo.parseObjectId(l));
-        const r = await fetchObjects(repo, url, ids, fetchOpts).catch((e) => {
-          throw e instanceof CfsError ? e.within(`fetching objects from ${url}`) : e;
-        });
-        outJson(r);
-        return;
-      }
-      const helperArgs: string[] = [];
-      if (g.insecure) helperArgs.push("--insecure");
-      if (g.requireVerity) helperArgs.push("--require-verity");
-      const remoteArgs: string[] = [];
-      if (opts.certDir) remoteArgs.push("--cert-dir", opts.certDir);
-      if (fetchOpts.tlsVerify !== undefined) remoteArgs.push(`--tls-verify=${fetchOpts.tlsVerify}`);
-      if (opts.creds) remoteArgs.push("--creds", opts.creds);
-      if (fetchOpts.retries !== undefined) remoteArgs.push("--retries", String(fetchOpts.retries));
-      const reporter = createReporter(opts.progress, opts.progressFd);
-      const t0 = performance.now();
-      const r = await fetchStream(repo, url, name, {
-        ...fetchOpts,
-        reporter,
-        objectFetcher: procs > 1
-          ? sharedFetcher(repo, url, procs, jobs, fetchOpts, helperArgs, remoteArgs)
-          : undefined,
-      }).catch((e) => {
-        throw e instanceof CfsError ? e.within(`fetching ${name} from ${url}`) : e;
-      });
-      reporter.finish?.();
-      const seconds = (performance.now() - t0) / 1000;
-      if (opts.json) {
-        outJson({
-          content: r.contentDigest,
-          verity: r.verity.hex(),
-          linked: r.linked,
-          stats: {
-            streams: r.stats.streams,
-            streams_fetched: r.stats.streamsFetched,
-            objects: r.stats.objects,
-            objects_fetched: r.stats.objectsFetched,
-            objects_present: r.stats.objectsPresent,
-            images: r.stats.images,
-            processes: r.stats.processes,
-            bytes_fetched: r.stats.bytesFetched,
-            seconds: Math.round(seconds * 1000) / 1000,
-          },
-        });
-        return;
-      }
-      outln(`content ${r.contentDigest}`);
-      outln(`verity ${r.verity.hex()}`);
-    });
+    .action(fetchAction);
+}
+
+// deno-lint-ignore no-explicit-any
+type FetchFlags = Record<string, any>;
+
+async function fetchAction(url: string, name: string, opts: FetchFlags, cmd: Command): Promise<void> {
+  const { fetchStream } = await import("../http_fetch/fetch.ts");
+  const { openRepoFromGlobals } = await import("./repo_open.ts");
+  const jobs = parseCount(opts.jobs, "--jobs", 256) ?? 4;
+  if (jobs === 0) throw new UsageError("--jobs must be at least 1");
+  const procs = parseCount(opts.processes, "--processes", 64) ?? 1;
+  if (procs === 0) throw new UsageError("--processes must be at least 1");
+  const g = globalsOf(cmd);
+  using repo = await openRepoFromGlobals(g);
+  const fetchOpts: FetchOptions = {
+    certDir: opts.certDir,
+    tlsVerify: parseBool(opts.tlsVerify, "--tls-verify"),
+    creds: opts.creds,
+    retries: parseCount(opts.retries, "--retries", 100),
+    concurrency: jobs,
+  };
+  if (opts.objectList) return await fetchObjectList(repo, url, opts.objectList, fetchOpts);
+  const helperArgs: string[] = [];
+  if (g.insecure) helperArgs.push("--insecure");
+  if (g.requireVerity) helperArgs.push("--require-verity");
+  const reporter = createReporter(opts.progress, opts.progressFd);
+  const t0 = performance.now();
+  const r = await fetchStream(repo, url, name, {
+    ...fetchOpts,
+    reporter,
+    objectFetcher: procs > 1
+      ? sharedFetcher(repo, url, procs, jobs, fetchOpts, helperArgs, remoteArgsOf(opts, fetchOpts))
+      : undefined,
+  }).catch((e) => {
+    throw e instanceof CfsError ? e.within(`fetching ${name} from ${url}`) : e;
+  });
+  reporter.finish?.();
+  const seconds = (performance.now() - t0) / 1000;
+  if (opts.json) {
+    outJson(fetchJson(r, seconds));
+    return;
+  }
+  outln(`content ${r.contentDigest}`);
+  outln(`verity ${r.verity.hex()}`);
+}
+
+/** Helper mode (`--object-list FILE`): fetch the listed objects only, print the counts as JSON. */
+async function fetchObjectList(repo: Repository, url: string, file: string, fetchOpts: FetchOptions) {
+  const { fetchObjects } = await import("../http_fetch/fetch.ts");
+  const ids = (await Deno.readTextFile(file)).split("\n").filter((l) => l !== "")
+    .map((l) => repo.parseObjectId(l));
+  const r = await fetchObjects(repo, url, ids, fetchOpts).catch((e) => {
+    throw e instanceof CfsError ? e.within(`fetching objects from ${url}`) : e;
+  });
+  outJson(r);
+}
+
+/** The remote options a helper process is given again. */
+function remoteArgsOf(opts: FetchFlags, fetchOpts: FetchOptions): string[] {
+  const remoteArgs: string[] = [];
+  if (opts.certDir) remoteArgs.push("--cert-dir", opts.certDir);
+  if (fetchOpts.tlsVerify !== undefined) remoteArgs.push(`--tls-verify=${fetchOpts.tlsVerify}`);
+  if (opts.creds) remoteArgs.push("--creds", opts.creds);
+  if (fetchOpts.retries !== undefined) remoteArgs.push("--retries", String(fetchOpts.retries));
+  return remoteArgs;
+}
+
+function fetchJson(r: FetchResult, seconds: number) {
+  return {
+    content: r.contentDigest,
+    verity: r.verity.hex(),
+    linked: r.linked,
+    stats: {
+      streams: r.stats.streams,
+      streams_fetched: r.stats.streamsFetched,
+      objects: r.stats.objects,
+      objects_fetched: r.stats.objectsFetched,
+      objects_present: r.stats.objectsPresent,
+      images: r.stats.images,
+      processes: r.stats.processes,
+      bytes_fetched: r.stats.bytesFetched,
+      seconds: Math.round(seconds * 1000) / 1000,
+    },
+  };
 }

@@ -2,8 +2,6 @@
 // dump-files. The image code (./image_impl.ts) is loaded when an action starts, not at start-up.
 import type { Command } from "commander";
 import { Buffer } from "node:buffer";
-import { CfsError, NotFoundError, UsageError } from "../errors.ts";
-import type { Directory, Inode } from "../tree/tree.ts";
 import { outBytes, outJson, outln } from "./output.ts";
 import { examplesText, globalsOf } from "./program.ts";
 import type { ReadFlags } from "./image_impl.ts";
@@ -23,6 +21,14 @@ function writeBytesOut(chunks: Iterable<Uint8Array>): void {
 }
 
 export function registerImageCommands(program: Command): void {
+  registerCreateImage(program);
+  registerComputeId(program);
+  registerCreateDumpfile(program);
+  registerImageObjects(program);
+  registerDumpFiles(program);
+}
+
+function registerCreateImage(program: Command): void {
   addReadFlags(
     program
       .command("create-image")
@@ -37,21 +43,18 @@ export function registerImageCommands(program: Command): void {
       "cfsctl create-image --no-propagate-usr-to-root ./rootfs",
     ),
   ).action(async (path: string, name: string | undefined, flags: ReadFlags & JsonFlag, cmd: Command) => {
-    const { writeErofs, openRepoFromGlobals, readFsTree } = await import("./image_impl.ts");
+    const { commitImages, openRepoFromGlobals, readFsTree } = await import("./image_impl.ts");
     using repo = await openRepoFromGlobals(globalsOf(cmd));
-    const root = await readFsTree(path, flags, repo.alg, repo);
-    const images: { erofs_version: number; image_id: string }[] = [];
-    let defaultId;
-    for (const [i, version] of repo.erofsVersions().entries()) {
-      const id = await repo.writeImage(writeErofs(root, { version }), i === 0 ? name : undefined);
-      if (i === 0) defaultId = id;
-      images.push({ erofs_version: version, image_id: id.hex() });
-    }
+    const committed = await commitImages(repo, await readFsTree(path, flags, repo.alg, repo), name);
+    const defaultId = committed[0][1];
     if (flags.json) {
-      outJson({ image_id: defaultId!.hex(), algorithm: repo.alg, ref: name ?? null, images });
-    } else outln(defaultId!.toId());
+      const images = committed.map(([version, id]) => ({ erofs_version: version, image_id: id.hex() }));
+      outJson({ image_id: defaultId.hex(), algorithm: repo.alg, ref: name ?? null, images });
+    } else outln(defaultId.toId());
   });
+}
 
+function registerComputeId(program: Command): void {
   addReadFlags(
     program
       .command("compute-id")
@@ -74,7 +77,9 @@ export function registerImageCommands(program: Command): void {
     if (flags.json) outJson({ image_id: id, algorithm: alg, erofs_version: version });
     else outln(id);
   });
+}
 
+function registerCreateDumpfile(program: Command): void {
   addReadFlags(
     program
       .command("create-dumpfile")
@@ -87,7 +92,9 @@ export function registerImageCommands(program: Command): void {
       writeBytesOut(writeDumpfile(await readFsTree(path, flags, alg)));
     },
   );
+}
 
+function registerImageObjects(program: Command): void {
   program
     .command("image-objects")
     .description("list the objects an image refers to (one sha256:/sha512: id per line)")
@@ -112,7 +119,9 @@ export function registerImageCommands(program: Command): void {
       for (const id of collectObjects(bytes, repo.alg)) text += id.toId() + "\n";
       outBytes(new TextEncoder().encode(text));
     });
+}
 
+function registerDumpFiles(program: Command): void {
   program
     .command("dump-files")
     .description("print dumpfile lines for paths inside an image (a directory with its subtree)")
@@ -127,40 +136,9 @@ export function registerImageCommands(program: Command): void {
       ),
     )
     .action(async (image: string, paths: string[], opts: { backingPathOnly?: boolean }, cmd: Command) => {
-      const { readErofs, dumpfileEntryLines, lookup, countLeafLinks, utf8ToBstr, openRepoFromGlobals } =
-        await import("./image_impl.ts");
+      const { imageFileLines, openRepoFromGlobals } = await import("./image_impl.ts");
       using repo = await openRepoFromGlobals(globalsOf(cmd));
-      const { bytes } = await repo.readImage(image);
-      let root: Directory;
-      try {
-        root = readErofs(bytes, { alg: repo.alg });
-      } catch (e) {
-        if (e instanceof CfsError) throw e.within(`image ${image}`);
-        throw e;
-      }
-      const counts = countLeafLinks(root);
-      let text = "";
-      for (const p of paths) {
-        const bpath = utf8ToBstr(p);
-        const node: Inode | undefined = lookup(root, bpath);
-        if (!node) throw new NotFoundError(`${p}: no such file in image ${image}`);
-        const canonical = "/" + bpath.split("/").filter((c) => c !== "" && c !== ".").join("/");
-        if (opts.backingPathOnly) {
-          if (node.kind === "dir") throw new UsageError(`${p} is a directory (no backing path)`);
-          const c = node.content;
-          const backing = c.type === "external"
-            ? c.payload ?? c.id.objectPath()
-            : c.type === "external-noverity" && c.payload !== undefined
-            ? c.payload
-            : "inline";
-          text += `${bpath} ${backing}\n`;
-          continue;
-        }
-        for (const line of dumpfileEntryLines(node, canonical, { counts, canonical: new Set() })) {
-          text += line + "\n";
-        }
-      }
-      text += "\n";
+      const text = await imageFileLines(repo, image, paths, { backingPathOnly: opts.backingPathOnly });
       outBytes(Buffer.from(text, "latin1"));
     });
 }

@@ -2,18 +2,15 @@
 // mount code is imported when the action starts).
 import { type Command, Option } from "commander";
 import { UsageError } from "../errors.ts";
-import type { MountedComposefs } from "../mount/composefs.ts";
+import type { MountComposefsOptions, MountedComposefs } from "../mount/composefs.ts";
 import { errln, outJson } from "./output.ts";
 import { examplesText, globalsOf } from "./program.ts";
 
-interface MountFlags {
-  upperdir?: string;
-  workdir?: string;
-  readWrite?: boolean;
-  nosuid?: boolean;
-  nodev?: boolean;
-  noexec?: boolean;
-}
+/** The mount options as commander hands them over (named as the mount library names them). */
+type MountFlags = Pick<
+  MountComposefsOptions,
+  "upperdir" | "workdir" | "readWrite" | "nosuid" | "nodev" | "noexec"
+>;
 
 /** `--nosuid --nodev --noexec` on a mount command (what to use for an untrusted image). */
 export function addMountAttrOptions(cmd: Command): Command {
@@ -44,6 +41,11 @@ export function checkMountFlags(f: MountFlags): void {
 }
 
 export function registerMountCommands(program: Command): void {
+  registerMount(program);
+  registerUnmount(program);
+}
+
+function registerMount(program: Command): void {
   const mount = program
     .command("mount")
     .description("mount a composefs image of the repository")
@@ -84,7 +86,9 @@ export function registerMountCommands(program: Command): void {
         }
       },
     );
+}
 
+function registerUnmount(program: Command): void {
   program
     .command("unmount")
     .description("unmount a repository mount and drop its mount ref (its objects become collectable)")

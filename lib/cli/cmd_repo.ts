@@ -9,6 +9,15 @@ import { examplesText, globalsOf, parseErofsVersion } from "./program.ts";
 import { ExitCode } from "./run.ts";
 
 export function registerRepoCommands(program: Command): void {
+  registerInit(program);
+  registerCat(program);
+  registerGc(program);
+  registerFsck(program);
+  registerImportImage(program);
+  registerTransaction(program);
+}
+
+function registerInit(program: Command): void {
   program
     .command("init")
     .description("create a repository (writes meta.json)")
@@ -68,7 +77,9 @@ export function registerRepoCommands(program: Command): void {
       outln(`  algorithm: ${r.meta.algorithm}`);
       outln(insecure ? "  verity:    not required (insecure)" : "  verity:    required");
     });
+}
 
+function registerCat(program: Command): void {
   program
     .command("cat")
     .description("write the reassembled content of a stream to stdout")
@@ -87,7 +98,9 @@ export function registerRepoCommands(program: Command): void {
       const reader = await repo.openStream(name);
       for await (const piece of reassemble(reader, (id) => repo.openObjectStream(id))) outBytes(piece);
     });
+}
 
+function registerGc(program: Command): void {
   program
     .command("gc")
     .description("remove objects not reachable from any ref (or --root)")
@@ -103,10 +116,12 @@ export function registerRepoCommands(program: Command): void {
       using repo = await openRepoFromGlobals(globalsOf(cmd));
       const dryRun = Boolean(opts.dryRun);
       const r = await repo.gc({ roots: opts.root, dryRun });
-      if (opts.json) outJson(gcJson(r, dryRun));
+      if (opts.json) outJson((await import("../repository/gc_json.ts")).gcReportFields(r, dryRun));
       else printGc(r, dryRun);
     });
+}
 
+function registerFsck(program: Command): void {
   program
     .command("fsck")
     .description("check the repository's consistency")
@@ -127,7 +142,9 @@ export function registerRepoCommands(program: Command): void {
       printFsck(report);
       if (!report.ok) throw new ExitCode(1);
     });
+}
 
+function registerImportImage(program: Command): void {
   program
     .command("import-image")
     .description("store an EROFS image read from stdin (not validated) and name it")
@@ -143,7 +160,9 @@ export function registerRepoCommands(program: Command): void {
       if (opts.json) outJson({ image_id: id.hex(), algorithm: repo.alg, ref, size: bytes.length });
       else outln(id.toId());
     });
+}
 
+function registerTransaction(program: Command): void {
   program
     .command("transaction")
     .description("hold the repository open (shared lock) until killed: blocks gc meanwhile")
@@ -162,18 +181,6 @@ export function registerRepoCommands(program: Command): void {
 function collect(v: string, prev: string[]): string[] {
   if (v === "") throw new UsageError("--root needs a name");
   return [...prev, v];
-}
-
-function gcJson(r: GcResult, dryRun: boolean) {
-  return {
-    result: {
-      objects_removed: r.objectsRemoved,
-      objects_bytes: r.bytesRemoved,
-      images_pruned: r.imagesPruned,
-      streams_pruned: r.streamsPruned,
-    },
-    dry_run: dryRun,
-  };
 }
 
 function printGc(r: GcResult, dryRun: boolean): void {

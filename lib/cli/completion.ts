@@ -82,6 +82,18 @@ function choiceMap(nodes: Node[]): Map<string, string[]> {
   return m;
 }
 
+/**
+ * The loop body (bash and zsh alike) that steps over an option word, and over the value after an
+ * option that takes one, while the subcommands named so far are followed.
+ */
+const SKIP_OPTION_WORDS = `case "$w" in
+      --*=*) continue ;;
+      -*)
+        [[ $valopts == *" $w "* ]] && ((i++))
+        continue
+        ;;
+    esac`;
+
 export function bashCompletion(root: Command): string {
   const name = root.name();
   const fn = `_${name.replace(/[^A-Za-z0-9_]/g, "_")}`;
@@ -116,13 +128,7 @@ ${fn}() {
   # Follow the subcommands named so far; skip options and the values of options that take one.
   for ((i = 1; i < COMP_CWORD; i++)); do
     w="\${COMP_WORDS[i]}"
-    case "$w" in
-      --*=*) continue ;;
-      -*)
-        [[ $valopts == *" $w "* ]] && ((i++))
-        continue
-        ;;
-    esac
+    ${SKIP_OPTION_WORDS}
     ${fn}_spec "$path"
     if [[ " $subs " == *" $w "* ]]; then
       path="\${path:+$path }$w"
@@ -177,13 +183,7 @@ ${fn}() {
   integer i
   for ((i = 2; i < CURRENT; i++)); do
     w="\${words[i]}"
-    case "$w" in
-      --*=*) continue ;;
-      -*)
-        [[ $valopts == *" $w "* ]] && ((i++))
-        continue
-        ;;
-    esac
+    ${SKIP_OPTION_WORDS}
     ${fn}_spec "$cmdpath"
     if (( \${subs[(I)\${w}:*]} )); then
       cmdpath="\${cmdpath:+$cmdpath }$w"

@@ -170,8 +170,24 @@ function buildCommand(): Command {
     // The C tool takes its options before the command: accept them there too.
     .option("--filter <NAME>", FILTER_HELP, addFilter, [] as string[])
     .option("--basedir <DIR>", "object directory (missing-objects)");
-  const globals = () => program.opts<{ filter: string[]; basedir?: string }>();
+  const globals = () => program.opts<InfoGlobals>();
+  registerLs(program, globals);
+  registerDump(program, globals);
+  registerObjects(program, globals);
+  registerMissingObjects(program, globals);
+  registerMeasureFile(program);
+  return program;
+}
 
+/** The options composefs-info takes before its command (as the C tool does). */
+interface InfoGlobals {
+  filter: string[];
+  basedir?: string;
+}
+
+type Globals = () => InfoGlobals;
+
+function registerLs(program: Command, globals: Globals): void {
   program
     .command("ls")
     .description("list the files of the images")
@@ -194,7 +210,9 @@ function buildCommand(): Command {
       for (const image of images) printLs(await loadImage(image, filters), out);
       out.flush();
     });
+}
 
+function registerDump(program: Command, globals: Globals): void {
   program
     .command("dump")
     .description("print the images as dumpfiles")
@@ -215,7 +233,9 @@ function buildCommand(): Command {
       }
       out.flush();
     });
+}
 
+function registerObjects(program: Command, globals: Globals): void {
   program
     .command("objects")
     .description("list the backing objects the images refer to")
@@ -239,7 +259,9 @@ function buildCommand(): Command {
         }
       }
     });
+}
 
+function registerMissingObjects(program: Command, globals: Globals): void {
   program
     .command("missing-objects")
     .description("list the backing objects missing under --basedir")
@@ -279,7 +301,9 @@ function buildCommand(): Command {
       }
       if (opts.json) outJson({ basedir, images: list });
     });
+}
 
+function registerMeasureFile(program: Command): void {
   program
     .command("measure-file")
     .description("print the fs-verity (SHA-256) digest of files")
@@ -303,7 +327,6 @@ function buildCommand(): Command {
       }
       if (opts.json) outJson({ algorithm: "sha256", files: list });
     });
-  return program;
 }
 
 export async function composefsInfoMain(args: string[]): Promise<number> {

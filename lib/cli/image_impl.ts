@@ -6,13 +6,12 @@ import { scanDirectory } from "../tree/scan.ts";
 import { CONTAINER_XATTR_ALLOWLIST, propagateUsrToRoot } from "../tree/transform.ts";
 import type { Directory } from "../tree/tree.ts";
 
-export { collectObjects, readErofs } from "../erofs/reader.ts";
+export { collectObjects } from "../erofs/reader.ts";
 export { writeErofs } from "../erofs/writer.ts";
 export { fsverityDigest } from "../fsverity/hasher.ts";
-export { dumpfileEntryLines, writeDumpfile } from "../dumpfile/write.ts";
-export { lookup } from "../tree/tree.ts";
-export { countLeafLinks } from "../tree/walk.ts";
-export { utf8ToBstr } from "../util/bytes.ts";
+export { writeDumpfile } from "../dumpfile/write.ts";
+export { commitImages } from "../repository/commit_images.ts";
+export { imageFileLines } from "../repository/image_files.ts";
 export { hashForRepoless, openRepoFromGlobals, repoPathFromGlobals } from "./repo_open.ts";
 
 export interface ReadFlags {

@@ -1,14 +1,8 @@
 // Command-line options for pulling from registries and through skopeo (same names as skopeo's).
 import { type Command, Option } from "commander";
 import { UsageError } from "../errors.ts";
+import { parseBool } from "./common_options.ts";
 import type { RemoteOptions } from "../oci/transport/registry/remote_options.ts";
-
-function parseBool(v: string | boolean | undefined, flag: string): boolean | undefined {
-  if (v === undefined) return undefined;
-  if (v === true || v === "true") return true;
-  if (v === false || v === "false") return false;
-  throw new UsageError(`${flag} takes true or false, not ${JSON.stringify(v)}`);
-}
 
 export function addRemoteOptions(cmd: Command): void {
   cmd

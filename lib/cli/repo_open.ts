@@ -2,10 +2,7 @@
 import { UsageError } from "../errors.ts";
 import type { HashAlgorithm } from "../fsverity/object_id.ts";
 import { resolveRepoPath } from "../repository/location.ts";
-import { checkMeta } from "../repository/meta.ts";
-import { readMetaFile } from "../repository/meta_file.ts";
-import { hasObjectsDir, inferFromObjects } from "../repository/old_format.ts";
-import { type OpenOptions, Repository } from "../repository/repository.ts";
+import { type OpenOptions, probeRepositoryAlgorithm, Repository } from "../repository/repository.ts";
 import type { GlobalOptions } from "./program.ts";
 
 /** The repository path the global options name (`--repo`, `--user`, `--system`, or by uid). */
@@ -37,12 +34,8 @@ export async function hashForRepoless(g: GlobalOptions): Promise<HashAlgorithm> 
   const fallback = g.hash ?? "sha512";
   if (g.noRepo) return fallback;
   try {
-    const path = repoPathFromGlobals(g);
-    const m = await readMetaFile(path);
-    let alg: HashAlgorithm;
-    if (m) alg = checkMeta(m.meta).alg;
-    else if (!g.noUpgrade && await hasObjectsDir(path)) alg = (await inferFromObjects(path)).alg;
-    else return fallback;
+    const alg = await probeRepositoryAlgorithm(repoPathFromGlobals(g), { noUpgrade: g.noUpgrade });
+    if (alg === null) return fallback;
     // A conflicting --hash is an error for the repository, so it falls back to --hash here.
     return g.hash && g.hash !== alg ? g.hash : alg;
   } catch {

@@ -2,7 +2,6 @@
 // for whiteouts: `.wh.NAME` and `.wh..wh..opq` hide what *lower* layers put there; entries of the
 // same layer survive whatever their order in the tar ("Read first" item 2).
 import { FormatError } from "../errors.ts";
-import type { ObjectId } from "../fsverity/object_id.ts";
 import {
   type Directory,
   type Inode,
@@ -15,13 +14,8 @@ import {
   type Stat,
 } from "../tree/tree.ts";
 import type { TarEntry } from "./tar/entry.ts";
+import type { SplitTarEntry } from "./layer_split.ts";
 import { rootMetadataForImage } from "../tree/transform.ts";
-
-/** What a layer yields per tar entry: the entry and, for regular files, where its bytes are. */
-export interface LayerItem {
-  entry: TarEntry;
-  content?: { type: "inline"; data: Uint8Array } | { type: "external"; id: ObjectId; size: number };
-}
 
 const WHITEOUT_PREFIX = ".wh.";
 const OPAQUE_MARKER = ".wh..wh..opq";
@@ -46,14 +40,13 @@ function splitPath(path: string): { parent: string; name: string } {
   return { parent: path.slice(0, i) || "/", name: path.slice(i + 1) };
 }
 
-function leafContent(item: LayerItem): LeafContent {
-  const e = item.entry;
+const NO_DATA = new Uint8Array();
+
+/** A regular file's content is the entry's own (already a LeafContent); a file without one is empty. */
+function leafContent(e: SplitTarEntry): LeafContent {
   switch (e.kind) {
     case "file":
-      if (item.content?.type === "external") {
-        return { type: "external", id: item.content.id, size: item.content.size };
-      }
-      return { type: "inline", data: item.content?.type === "inline" ? item.content.data : new Uint8Array() };
+      return e.content ?? { type: "inline", data: NO_DATA };
     case "symlink":
       return { type: "symlink", target: e.linkTarget };
     case "chardev":
@@ -115,8 +108,8 @@ export class Flattener {
     }
   }
 
-  apply(item: LayerItem): void {
-    const e = item.entry;
+  /** Applies one entry of the current layer (a regular file's `content` says where its bytes are). */
+  apply(e: SplitTarEntry): void {
     if (e.path === "/") {
       if (e.kind !== "dir") throw new FormatError(`layer entry for the root is not a directory`);
       this.root.stat = statOf(e);
@@ -154,7 +147,7 @@ export class Flattener {
       }
       leaf = target;
     } else {
-      leaf = { kind: "leaf", stat: statOf(e), content: leafContent(item) };
+      leaf = { kind: "leaf", stat: statOf(e), content: leafContent(e) };
     }
     dir.entries.set(name, leaf);
     this.#markSubtree(leaf, e.path);

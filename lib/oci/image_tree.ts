@@ -6,25 +6,35 @@ import type { Repository } from "../repository/repository.ts";
 import { CONTENT_TYPE } from "./content_types.ts";
 import type { Directory } from "../tree/tree.ts";
 import { zeroNanoseconds } from "../tree/transform.ts";
-import { writeErofs } from "../erofs/writer.ts";
-import { fsverityDigest } from "../fsverity/hasher.ts";
 import { Flattener } from "./flatten.ts";
-import { type SplitChunk, tarEntriesFromSplitstream } from "./layer_split.ts";
+import { tarEntriesFromSplitstream } from "./layer_split.ts";
+import type { SplitStreamChunk } from "../splitstream/chunk.ts";
+import type { SplitStreamReader } from "../splitstream/reader.ts";
 import { layerStreamId } from "./tags.ts";
 
-/** The chunks of a stored layer stream in the shape the tar code reads. */
+/** Opens a stored layer stream (content type `ocilayer` unless told otherwise). */
+export async function openLayerStream(
+  repo: Repository,
+  diffId: string,
+  verity?: ObjectId,
+  /** null: any content type (raw artifact blobs too). */
+  contentType: bigint | null = CONTENT_TYPE.OCI_LAYER,
+): Promise<SplitStreamReader> {
+  const id = layerStreamId(diffId);
+  const v = verity ?? await repo.hasStream(id);
+  if (!v) throw new NotFoundError(`layer ${diffId} is not in the repository`);
+  return await repo.openStream(id, v, contentType ?? undefined);
+}
+
+/** The chunks of a stored layer stream (opened on the first pull). */
 export async function* layerChunks(
   repo: Repository,
   diffId: string,
   verity?: ObjectId,
   /** null: any content type (raw artifact blobs too). */
   contentType: bigint | null = CONTENT_TYPE.OCI_LAYER,
-): AsyncGenerator<SplitChunk> {
-  const id = layerStreamId(diffId);
-  const v = verity ?? await repo.hasStream(id);
-  if (!v) throw new NotFoundError(`layer ${diffId} is not in the repository`);
-  const reader = await repo.openStream(id, v, contentType ?? undefined);
-  for await (const c of reader.chunks()) yield c.kind === "inline" ? { inline: c.data } : { external: c.id };
+): AsyncGenerator<SplitStreamChunk> {
+  yield* (await openLayerStream(repo, diffId, verity, contentType)).chunks();
 }
 
 /** Flattens the layers (config order) into one tree, with the OCI root transform applied. */
@@ -37,8 +47,9 @@ export async function buildImageTree(
   for (const diffId of diffIds) {
     f.beginLayer();
     try {
-      for await (const e of tarEntriesFromSplitstream(layerChunks(repo, diffId, verities?.get(diffId)))) {
-        f.apply({ entry: e, content: e.content });
+      const layer = await openLayerStream(repo, diffId, verities?.get(diffId));
+      for await (const e of tarEntriesFromSplitstream(layer)) {
+        f.apply(e);
       }
     } catch (err) {
       if (err instanceof FormatError || err instanceof NotFoundError) err.within(`layer ${diffId}`);
@@ -58,16 +69,4 @@ export function treeAsStoredIn(tree: Directory, version: 0 | 1 | 2): Directory {
   return tree;
 }
 
-/** Writes one EROFS image per configured format; returns [version, image id] pairs, default first. */
-export async function commitImages(repo: Repository, tree: Directory): Promise<[0 | 1 | 2, ObjectId][]> {
-  const out: [0 | 1 | 2, ObjectId][] = [];
-  for (const version of repo.erofsVersions()) {
-    out.push([version, await repo.writeImage(writeErofs(tree, { version }))]);
-  }
-  return out;
-}
-
-/** The composefs image id of `tree` in one format: the fs-verity digest of its EROFS image (nothing stored). */
-export function computeImageId(repo: Repository, tree: Directory, version: 0 | 1 | 2): ObjectId {
-  return fsverityDigest(writeErofs(tree, { version }), repo.alg);
-}
+export { commitImages, computeImageId } from "../repository/commit_images.ts";

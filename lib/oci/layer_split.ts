@@ -7,13 +7,14 @@ import { createHash } from "node:crypto";
 import { FormatError, IntegrityError } from "../errors.ts";
 import { parseDigest } from "./digest.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
-import type { ObjectStore } from "../objects/store.ts";
+import type { ObjectStore, ObjectWriter } from "../objects/store.ts";
 import { CONTENT_TYPE } from "./content_types.ts";
 import { type ObjectOpener, reassemble } from "../splitstream/reassemble.ts";
-import type { SplitStreamChunk, SplitStreamReader } from "../splitstream/reader.ts";
+import type { ChunkSource, InlineChunk } from "../splitstream/chunk.ts";
 import { SplitStreamWriter } from "../splitstream/writer.ts";
-import { ByteSource, type SourcePart } from "./tar/byte_source.ts";
+import { ByteSource } from "./tar/byte_source.ts";
 import type { TarEntry } from "./tar/entry.ts";
+import type { LeafContent } from "../tree/tree.ts";
 import { TarReader, type TarReaderOptions } from "./tar/reader.ts";
 import { inPlaceChunks } from "./decompress.ts";
 
@@ -70,7 +71,8 @@ export interface SplitTarStats {
   inlineSize: number;
 }
 
-type Pending = { kind: "inline"; data: Uint8Array } | {
+/** A sink write waiting in order: an inline chunk (copied), or an external one whose id is still coming. */
+type Pending = InlineChunk | {
   kind: "external";
   id: Promise<ObjectId>;
   size: number;
@@ -78,6 +80,85 @@ type Pending = { kind: "inline"; data: Uint8Array } | {
 
 function isPromise<T>(v: T | Promise<T>): v is Promise<T> {
   return typeof (v as { then?: unknown })?.then === "function";
+}
+
+/**
+ * The sink writes of a split, in stream order. A small file's id may still be coming (its store is
+ * in flight): writes behind it wait in a queue, inline bytes copied; while nothing waits, writes go
+ * straight through and inline bytes stay borrowed.
+ */
+class OrderedSink {
+  readonly #sink: SplitSink;
+  /** Ordered queue of sink writes waiting for an external id; empty while ids come back at once. */
+  readonly #queue: Pending[] = [];
+  #inFlight = 0;
+  #sinceDrain = 0;
+  /** Bytes of inline copies waiting in the queue. */
+  #queuedInline = 0;
+  inlineSize = 0;
+
+  constructor(sink: SplitSink) {
+    this.#sink = sink;
+  }
+
+  async #writeInline(data: Uint8Array): Promise<void> {
+    const r = this.#sink.writeInline(data);
+    if (isPromise(r)) await r;
+    this.#sinceDrain += data.length;
+    if (this.#sinceDrain >= DRAIN_EVERY && this.#sink.drain) {
+      this.#sinceDrain = 0;
+      await this.#sink.drain();
+    }
+  }
+
+  /** Writes what waits in order; without `all`, stops at an id still coming unless too much piles up. */
+  async flush(all: boolean): Promise<void> {
+    const queue = this.#queue;
+    while (queue.length) {
+      const p = queue[0];
+      if (p.kind === "external") {
+        // Waiting is deferred while few stores are in flight, but not while inline copies pile
+        // up behind them (a long run of headers, or data after the end of the archive).
+        if (!all && this.#inFlight < MAX_IN_FLIGHT && this.#queuedInline < MAX_QUEUED_INLINE) return;
+        const id = await p.id;
+        this.#inFlight--;
+        const r = this.#sink.writeExternal(id, p.size);
+        if (isPromise(r)) await r;
+      } else {
+        this.#queuedInline -= p.data.length;
+        await this.#writeInline(p.data);
+      }
+      queue.shift();
+    }
+  }
+
+  /** `data` is borrowed: written through at once when nothing waits before it, else copied. */
+  async inline(data: Uint8Array): Promise<void> {
+    if (data.length === 0) return;
+    this.inlineSize += data.length;
+    if (this.#queue.length === 0) await this.#writeInline(data);
+    else {
+      this.#queue.push({ kind: "inline", data: data.slice() });
+      this.#queuedInline += data.length;
+    }
+  }
+
+  async external(id: ObjectId | Promise<ObjectId>, size: number): Promise<void> {
+    if (!isPromise(id) && this.#queue.length === 0) {
+      const r = this.#sink.writeExternal(id, size);
+      if (isPromise(r)) await r;
+      return;
+    }
+    const p = Promise.resolve(id);
+    p.catch(() => {}); // observed later, in order
+    this.#inFlight++;
+    this.#queue.push({ kind: "external", id: p, size });
+  }
+
+  /** After a failure: waits until every store still in flight has ended. */
+  async abandon(): Promise<void> {
+    await Promise.allSettled(this.#queue.map((p) => p.kind === "external" ? p.id : undefined));
+  }
 }
 
 /**
@@ -102,139 +183,34 @@ export async function splitTarInto(
   const expected = opts.expectedDiffId;
   const alg = expected === undefined ? "sha256" : parseDigest(expected, "diff_id").alg;
   const sha = createHash(alg);
-  const source = inPlaceChunks(tar) ?? tar;
-  const src = new ByteSource<never>(source as AsyncIterable<SourcePart<never>>, (c) => sha.update(c));
+  const src = new ByteSource(inPlaceChunks(tar) ?? tar, (c) => sha.update(c));
   const reader = new TarReader(src, opts);
-  const stats = { entries: 0, objects: 0, externalSize: 0, inlineSize: 0 };
-  const storeBorrowed = store.ensureObjectBorrowed
-    ? (d: Uint8Array) => store.ensureObjectBorrowed!(d)
-    : (d: Uint8Array) => store.ensureObject(d.slice());
-
-  // Ordered queue of sink writes waiting for an external id; empty while ids come back at once.
-  const queue: Pending[] = [];
-  let inFlight = 0;
-  let sinceDrain = 0;
-  const writeInline = async (data: Uint8Array) => {
-    const r = sink.writeInline(data);
-    if (isPromise(r)) await r;
-    sinceDrain += data.length;
-    if (sinceDrain >= DRAIN_EVERY && sink.drain) {
-      sinceDrain = 0;
-      await sink.drain();
-    }
-  };
-  let queuedInline = 0; // bytes of inline copies waiting in the queue
-  const flush = async (all: boolean) => {
-    while (queue.length) {
-      const p = queue[0];
-      if (p.kind === "external") {
-        // Waiting is deferred while few stores are in flight, but not while inline copies pile
-        // up behind them (a long run of headers, or data after the end of the archive).
-        if (!all && inFlight < MAX_IN_FLIGHT && queuedInline < MAX_QUEUED_INLINE) return;
-        const id = await p.id;
-        inFlight--;
-        const r = sink.writeExternal(id, p.size);
-        if (isPromise(r)) await r;
-      } else {
-        queuedInline -= p.data.length;
-        await writeInline(p.data);
-      }
-      queue.shift();
-    }
-  };
-  // `data` is borrowed: written through at once when nothing waits before it, else copied.
-  const inline = async (data: Uint8Array) => {
-    if (data.length === 0) return;
-    stats.inlineSize += data.length;
-    if (queue.length === 0) await writeInline(data);
-    else {
-      queue.push({ kind: "inline", data: data.slice() });
-      queuedInline += data.length;
-    }
-  };
-  const external = async (id: ObjectId | Promise<ObjectId>, size: number) => {
-    if (!isPromise(id) && queue.length === 0) {
-      const r = sink.writeExternal(id, size);
-      if (isPromise(r)) await r;
-      return;
-    }
-    const p = Promise.resolve(id);
-    p.catch(() => {}); // observed later, in order
-    inFlight++;
-    queue.push({ kind: "external", id: p, size });
-  };
-
+  const out = new OrderedSink(sink);
+  const files = new FileStorer(store, reader, out);
+  let entries = 0;
   let lastProgress = 0;
-  let gather = new Uint8Array(0); // reused for small files that straddle source chunks
-  let writer: ReturnType<ObjectStore["createObjectWriter"]> | undefined;
   try {
     for (;;) {
       const h = await reader.next();
       if (!h) break;
-      stats.entries++;
-      await inline(h.header);
+      entries++;
+      await out.inline(h.header);
       const { entry } = h;
-      if (entry.kind === "file" && entry.size > INLINE_CONTENT_MAX) {
-        stats.objects++;
-        stats.externalSize += entry.size;
-        if (entry.size <= SMALL_OBJECT_MAX) {
-          let data: Uint8Array | undefined;
-          let o = 0;
-          for await (const c of reader.content()) {
-            if (o === 0 && c.length === entry.size) {
-              data = c; // the whole file in one source chunk: no copy
-              o = c.length;
-              continue;
-            }
-            if (gather.length < entry.size) gather = new Uint8Array(Math.max(entry.size, 64 * 1024));
-            gather.set(c, o);
-            o += c.length;
-          }
-          await external(storeBorrowed(data ?? gather.subarray(0, o)), entry.size);
-        } else {
-          await flush(true);
-          writer = store.createObjectWriter();
-          for await (const c of reader.content()) await writer.write(c);
-          const done = await writer.finish();
-          writer = undefined;
-          if (done.size !== entry.size) {
-            throw new FormatError(
-              `object for ${JSON.stringify(entry.path)} has ${done.size} bytes, not ${entry.size}`,
-            );
-          }
-          await external(done.id, entry.size);
-        }
-      } else {
-        for await (const c of reader.content()) await inline(c);
-      }
-      await inline(await reader.padding());
-      await flush(false);
+      if (entry.kind === "file" && entry.size > INLINE_CONTENT_MAX) await files.add(entry);
+      else for await (const c of reader.content()) await out.inline(c);
+      await out.inline(await reader.padding());
+      await out.flush(false);
       if (opts.onProgress && reader.offset - lastProgress >= 1 << 20) {
         lastProgress = reader.offset;
         opts.onProgress(lastProgress);
       }
     }
-    // Everything after the end-of-archive blocks stays inline (the diff_id covers it). It streams
-    // through (the splitstream writer cuts long inline runs); zeros (record padding) compress to
-    // nearly nothing, other bytes would be held compressed in memory, so they are limited.
-    let trailerData = 0;
-    for await (const c of reader.trailer()) {
-      if (!isAllZero(c)) {
-        trailerData += c.length;
-        if (trailerData > MAX_TRAILER_DATA) {
-          throw new FormatError(
-            `layer has more than ${MAX_TRAILER_DATA} bytes of non-zero data after the end-of-archive blocks`,
-          );
-        }
-      }
-      await inline(c);
-      await flush(false);
-    }
-    await flush(true);
+    await splitTrailer(reader, out);
+    await out.flush(true);
     await store.settle?.();
   } catch (e) {
-    await writer?.abort().catch(() => {});
-    await Promise.allSettled(queue.map((p) => p.kind === "external" ? p.id : undefined));
+    await files.abort();
+    await out.abandon();
     throw e;
   }
   const diffId = `${alg}:${sha.digest("hex")}`;
@@ -242,7 +218,90 @@ export async function splitTarInto(
     throw new IntegrityError(`layer diff_id mismatch: expected ${expected}, got ${diffId}`);
   }
   opts.onProgress?.(src.consumed);
-  return { diffId, size: src.consumed, ...stats };
+  const { objects, externalSize } = files;
+  return { diffId, size: src.consumed, entries, objects, externalSize, inlineSize: out.inlineSize };
+}
+
+/** Stores the contents of regular files > 64 bytes as objects and writes their references. */
+class FileStorer {
+  objects = 0;
+  externalSize = 0;
+  /** Reused for small files that straddle source chunks. */
+  #gather = new Uint8Array(0);
+  #writer: ObjectWriter | undefined;
+  readonly #storeBorrowed: (d: Uint8Array) => ObjectId | Promise<ObjectId>;
+
+  readonly #store: ObjectStore;
+  readonly #reader: TarReader;
+  readonly #out: OrderedSink;
+
+  constructor(store: ObjectStore, reader: TarReader, out: OrderedSink) {
+    this.#store = store;
+    this.#reader = reader;
+    this.#out = out;
+    this.#storeBorrowed = store.ensureObjectBorrowed
+      ? (d: Uint8Array) => store.ensureObjectBorrowed!(d)
+      : (d: Uint8Array) => store.ensureObject(d.slice());
+  }
+
+  /** Reads the current entry's content (a regular file > 64 bytes) into an object; writes its reference. */
+  async add(entry: TarEntry): Promise<void> {
+    this.objects++;
+    this.externalSize += entry.size;
+    if (entry.size <= SMALL_OBJECT_MAX) {
+      let data: Uint8Array | undefined;
+      let o = 0;
+      for await (const c of this.#reader.content()) {
+        if (o === 0 && c.length === entry.size) {
+          data = c; // the whole file in one source chunk: no copy
+          o = c.length;
+          continue;
+        }
+        if (this.#gather.length < entry.size) this.#gather = new Uint8Array(Math.max(entry.size, 64 * 1024));
+        this.#gather.set(c, o);
+        o += c.length;
+      }
+      await this.#out.external(this.#storeBorrowed(data ?? this.#gather.subarray(0, o)), entry.size);
+      return;
+    }
+    await this.#out.flush(true);
+    this.#writer = this.#store.createObjectWriter();
+    for await (const c of this.#reader.content()) await this.#writer.write(c);
+    const done = await this.#writer.finish();
+    this.#writer = undefined;
+    if (done.size !== entry.size) {
+      throw new FormatError(
+        `object for ${JSON.stringify(entry.path)} has ${done.size} bytes, not ${entry.size}`,
+      );
+    }
+    await this.#out.external(done.id, entry.size);
+  }
+
+  /** After a failure: the object being written is abandoned. */
+  async abort(): Promise<void> {
+    await this.#writer?.abort().catch(() => {});
+  }
+}
+
+/**
+ * Everything after the end-of-archive blocks stays inline (the diff_id covers it). It streams
+ * through (the splitstream writer cuts long inline runs); zeros (record padding) compress to
+ * nearly nothing, other bytes would be held compressed in memory, so they are limited.
+ */
+async function splitTrailer(reader: TarReader, out: OrderedSink): Promise<void> {
+  let trailerData = 0;
+  for await (const c of reader.trailer()) {
+    if (!isAllZero(c)) {
+      trailerData += c.length;
+      if (trailerData > MAX_TRAILER_DATA) {
+        throw new FormatError(
+          `layer has more than ${MAX_TRAILER_DATA} bytes of non-zero data after the end-of-archive blocks`,
+        );
+      }
+    }
+    await out.inline(c);
+    await out.flush(false);
+  }
 }
 
 /** The result of splitting a layer: the splitstream file bytes (content type `ocilayer`) and stats. */
@@ -279,8 +338,11 @@ export async function splitTarLayer(
 
 /** A tar entry read back from a splitstream; regular files carry their content or object id. */
 export interface SplitTarEntry extends TarEntry {
-  /** Regular files only: ≤ 64 bytes stored inline, or an object of `size` bytes. */
-  content?: { type: "inline"; data: Uint8Array } | { type: "external"; id: ObjectId; size: number };
+  /**
+   * Regular files only: ≤ 64 bytes stored inline, or an object of `size` bytes. Already in the
+   * file tree's shape (lib/tree/tree.ts), so flattening takes it as it is.
+   */
+  content?: Extract<LeafContent, { type: "inline" | "external" }>;
 }
 
 /**
@@ -289,13 +351,10 @@ export interface SplitTarEntry extends TarEntry {
  * (> 64 bytes). Stops at the end-of-archive marker (trailing bytes are not read).
  */
 export async function* tarEntriesFromSplitstream(
-  source: SplitStreamReader | AsyncIterable<SplitChunk>,
+  chunks: ChunkSource,
   opts: TarReaderOptions = {},
 ): AsyncGenerator<SplitTarEntry> {
-  async function* parts(): AsyncGenerator<SourcePart<ObjectId>> {
-    for await (const c of chunksOf(source)) yield "inline" in c ? c.inline : { external: c.external };
-  }
-  const src = new ByteSource<ObjectId>(parts());
+  const src = new ByteSource(chunks);
   const reader = new TarReader(src, opts);
   // However the caller stops (error, break), the splitstream reader behind is closed at once.
   try {
@@ -305,7 +364,7 @@ export async function* tarEntriesFromSplitstream(
   }
 }
 
-async function* entriesOf(reader: TarReader<ObjectId>): AsyncGenerator<SplitTarEntry> {
+async function* entriesOf(reader: TarReader): AsyncGenerator<SplitTarEntry> {
   for (;;) {
     const h = await reader.next();
     if (!h) return;
@@ -320,7 +379,7 @@ async function* entriesOf(reader: TarReader<ObjectId>): AsyncGenerator<SplitTarE
           `split tar: external content for ${e.size}-byte file ${JSON.stringify(e.path)}`,
         );
       }
-      e.content = { type: "external", id: ext.external, size: e.size };
+      e.content = { type: "external", id: ext, size: e.size };
     } else if (e.kind === "file") {
       if (e.size > INLINE_CONTENT_MAX) {
         throw new FormatError(`split tar: ${e.size}-byte file ${JSON.stringify(e.path)} stored inline`);
@@ -337,57 +396,19 @@ async function* entriesOf(reader: TarReader<ObjectId>): AsyncGenerator<SplitTarE
   }
 }
 
-/** Reassembles the original tar bytes (inline data and object contents, in order). */
-export function reassembleTar(
-  reader: SplitStreamReader,
-  openObject: ObjectOpener,
-): ReadableStream<Uint8Array> {
-  return ReadableStream.from(reassemble(reader, openObject));
-}
-
-/** The same from a chunk sequence (e.g. a stored layer's chunks, as lib/oci/image_tree.ts yields them). */
-export function reassembleSplitstream(
-  source: SplitStreamReader | AsyncIterable<SplitChunk>,
-  openObject: ObjectOpener,
-): ReadableStream<Uint8Array> {
-  async function* gen(): AsyncGenerator<Uint8Array> {
-    for await (const c of chunksOf(source)) {
-      if ("inline" in c) {
-        if (c.inline.length) yield c.inline;
-        continue;
-      }
-      for await (const piece of (await openObject(c.external)) as AsyncIterable<Uint8Array>) yield piece;
-    }
-  }
-  return ReadableStream.from(gen());
-}
-
-/** A splitstream chunk in either shape: the splitstream reader's, or `{inline}` / `{external}`. */
-export type SplitChunk = SplitStreamChunk | { inline: Uint8Array } | { external: ObjectId };
-
-async function* chunksOf(
-  source: SplitStreamReader | AsyncIterable<SplitChunk>,
-): AsyncGenerator<{ inline: Uint8Array } | { external: ObjectId }> {
-  const it = Symbol.asyncIterator in source ? source : source.chunks();
-  for await (const c of it) {
-    if ("kind" in c) yield c.kind === "inline" ? { inline: c.data } : { external: c.id };
-    else yield c;
-  }
-}
-
 /**
  * Re-hashes the reassembled tar and throws IntegrityError unless its sha256 is `diffId` (used when
  * a layer stream is not trusted, e.g. `oci compute-id` on a config given by digest).
  */
 export async function verifyLayerDiffId(
-  reader: SplitStreamReader,
+  chunks: ChunkSource,
   openObject: ObjectOpener,
   diffId: string,
 ): Promise<void> {
   const alg = parseDigest(diffId, "diff_id").alg;
   const sha = createHash(alg);
   let size = 0;
-  for await (const c of reassemble(reader, openObject)) {
+  for await (const c of reassemble(chunks, openObject)) {
     sha.update(c);
     size += c.length;
   }

@@ -4,17 +4,12 @@ import { NotFoundError } from "../errors.ts";
 import { entryLine, hardlinkLine } from "../dumpfile/write.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
 import type { Repository } from "../repository/repository.ts";
-import { SplitStreamWriter } from "../splitstream/mod.ts";
+import { reassembleStream, SplitStreamWriter } from "../splitstream/mod.ts";
 import { type LeafContent, newDirectory, newLeaf } from "../tree/tree.ts";
 import { CONTENT_TYPE } from "./content_types.ts";
 import { statOf } from "./flatten.ts";
 import { layerChunks } from "./image_tree.ts";
-import {
-  reassembleSplitstream,
-  type SplitTarEntry,
-  splitTarInto,
-  tarEntriesFromSplitstream,
-} from "./layer_split.ts";
+import { type SplitTarEntry, splitTarInto, tarEntriesFromSplitstream } from "./layer_split.ts";
 import { layerStreamId } from "./tags.ts";
 
 /** The verity of the stream stored for a diff_id (or an artifact layer digest); NotFoundError if none. */
@@ -97,7 +92,7 @@ export async function* layerDumpLines(
 /** The layer's original bytes: a tar layer's archive, or an artifact layer's raw blob. */
 export function layerBytes(repo: Repository, diffId: string, verity: ObjectId): ReadableStream<Uint8Array> {
   // Any content type: tar layers and raw artifact blobs come back the same way.
-  return reassembleSplitstream(layerChunks(repo, diffId, verity, null), (id) => repo.openObjectStream(id));
+  return reassembleStream(layerChunks(repo, diffId, verity, null), (id) => repo.openObjectStream(id));
 }
 
 /**

@@ -22,7 +22,7 @@ import { collectObjects } from "../erofs/reader.ts";
 import { algorithmName, checkMeta, META_FILENAME, parseMeta } from "./meta.ts";
 import type { Repository } from "./repository.ts";
 import { removeStaleMountRefs } from "./mount_refs.ts";
-import { SplitStreamReader } from "../splitstream/mod.ts";
+import { reassemble, SplitStreamReader } from "../splitstream/mod.ts";
 import { defaultWritePermits } from "../objects/semaphore.ts";
 
 export interface FsckOptions {
@@ -86,8 +86,9 @@ export async function fsck(repo: Repository, opts: FsckOptions = {}): Promise<Fs
   }
   await checkMetadata(repo, fs, r, err);
   if (!opts.metadataOnly) await checkObjects(repo, fs, r, err, opts.concurrency ?? defaultWritePermits());
-  await checkLinkDir(repo, fs, "streams", checkOneStream, r, err);
-  await checkLinkDir(repo, fs, "images", checkOneImage, r, err);
+  const run: FsckRun = { repo, fs, r, err };
+  await checkLinkDir(run, "streams", checkOneStream);
+  await checkLinkDir(run, "images", checkOneImage);
   r.ok = r.errors.length === 0;
   return r;
 }
@@ -323,27 +324,23 @@ function objectPresent(
 
 // ---- phases 2 and 3 ------------------------------------------------------------------------------------
 
-type CheckOne = (
-  repo: Repository,
-  fs: RepoFs,
-  id: ObjectId,
-  rel: string,
-  r: FsckReport,
-  err: (s: string) => void,
-) => Promise<void>;
+/** What the link phases share: the repository, its directory handle, the report and its error sink. */
+interface FsckRun {
+  repo: Repository;
+  fs: RepoFs;
+  r: FsckReport;
+  err: (s: string) => void;
+}
+
+/** Checks the object `id` that the link `rel` leads to. */
+type CheckOne = (run: FsckRun, id: ObjectId, rel: string) => Promise<void>;
 
 /**
  * Phases 2 and 3 share their walk: every top-level entry of streams/ or images/ is checked by
  * `checkOne` and counted, then the refs/ tree below it.
  */
-async function checkLinkDir(
-  repo: Repository,
-  fs: RepoFs,
-  kind: "streams" | "images",
-  checkOne: CheckOne,
-  r: FsckReport,
-  err: (s: string) => void,
-): Promise<void> {
+async function checkLinkDir(run: FsckRun, kind: "streams" | "images", checkOne: CheckOne): Promise<void> {
+  const { repo, fs, r, err } = run;
   const entries = listOrFinding(fs, kind, err);
   if (entries === null) return;
   let refsIsDir = false;
@@ -355,7 +352,7 @@ async function checkLinkDir(
     const before = r.errors.length;
     const rel = `${kind}/${e.name}`;
     const id = checkTopLink(repo, fs, e.kind, rel, r, err);
-    if (id) await checkOne(repo, fs, id, rel, r, err);
+    if (id) await checkOne(run, id, rel);
     const bad = r.errors.length > before;
     if (kind === "streams") {
       r.streamsChecked++;
@@ -371,14 +368,8 @@ async function checkLinkDir(
 /** A content id that names its content's digest (`sha256:<hex>`, `oci-layer-sha256:<hex>`, …). */
 const DIGEST_NAME = /(?:^|-)(sha256|sha512):([0-9a-f]+)$/;
 
-async function checkOneStream(
-  repo: Repository,
-  fs: RepoFs,
-  id: ObjectId,
-  rel: string,
-  r: FsckReport,
-  err: (s: string) => void,
-): Promise<void> {
+async function checkOneStream(run: FsckRun, id: ObjectId, rel: string): Promise<void> {
+  const { repo, fs, r, err } = run;
   let reader: SplitStreamReader;
   try {
     reader = await SplitStreamReader.fromBytes(
@@ -411,24 +402,11 @@ async function checkOneStream(
   const m = DIGEST_NAME.exec(rel.slice("streams/".length));
   const hash = m && complete && (m[2].length === (m[1] === "sha256" ? 64 : 128)) ? createHash(m[1]) : null;
   try {
-    const buf = new Uint8Array(1 << 20);
-    for await (const chunk of reader.chunks()) {
-      if (!hash) continue;
-      if (chunk.kind === "inline") {
-        hash.update(chunk.data);
-        continue;
-      }
-      const { fd } = fs.openFile(`objects/${chunk.id.objectPath()}`);
-      try {
-        for (let off = 0;;) {
-          const n = await preadAsync(fd, buf, off);
-          if (n === 0) break;
-          hash.update(buf.subarray(0, n));
-          off += n;
-        }
-      } finally {
-        closeFd(fd);
-      }
+    if (hash) {
+      const buf = new Uint8Array(1 << 20);
+      for await (const piece of reassemble(reader, (oid) => objectBytes(fs, oid, buf))) hash.update(piece);
+    } else {
+      for await (const _ of reader.chunks());
     }
   } catch (e) {
     err(`stream-read-failed: ${rel}: ${detail(e)}`);
@@ -440,14 +418,26 @@ async function checkOneStream(
   }
 }
 
-async function checkOneImage(
-  repo: Repository,
-  fs: RepoFs,
-  id: ObjectId,
-  rel: string,
-  r: FsckReport,
-  err: (s: string) => void,
-): Promise<void> {
+/**
+ * An object's bytes, read through the repository's directory handle (never a path walk out of
+ * it), in views of `buf` that are valid until the next pull.
+ */
+async function* objectBytes(fs: RepoFs, id: ObjectId, buf: Uint8Array): AsyncGenerator<Uint8Array> {
+  const { fd } = fs.openFile(`objects/${id.objectPath()}`);
+  try {
+    for (let off = 0;;) {
+      const n = await preadAsync(fd, buf, off);
+      if (n === 0) return;
+      yield buf.subarray(0, n);
+      off += n;
+    }
+  } finally {
+    closeFd(fd);
+  }
+}
+
+async function checkOneImage(run: FsckRun, id: ObjectId, rel: string): Promise<void> {
+  const { repo, fs, r, err } = run;
   await Promise.resolve();
   const name = rel.slice("images/".length);
   if (/^[0-9a-f]+$/.test(name) && name !== id.hex()) {

@@ -101,6 +101,21 @@ interface LoadedMeta {
   readOnlyReasons: string[];
 }
 
+/**
+ * The algorithm of the repository at `path` without opening it or writing anything: its meta.json's,
+ * else (an old-format repository, unless `noUpgrade`) the one its objects show; null when there is
+ * neither. Throws what reading or validating meta.json throws.
+ */
+export async function probeRepositoryAlgorithm(
+  path: string,
+  opts: { noUpgrade?: boolean } = {},
+): Promise<HashAlgorithm | null> {
+  const m = await readMetaFile(path);
+  if (m) return checkMeta(m.meta).alg;
+  if (!opts.noUpgrade && await hasObjectsDir(path)) return (await inferFromObjects(path)).alg;
+  return null;
+}
+
 /** Reads meta.json (upgrading an old-format repository unless told not to) and validates it. */
 async function loadMeta(path: string, opts: OpenOptions): Promise<LoadedMeta> {
   let onDisk = await readMetaFile(path);

@@ -2,5 +2,6 @@
 // objects.
 export { contentTypeFromAscii, contentTypeName } from "./format.ts";
 export { SplitStreamWriter } from "./writer.ts";
-export { type SplitStreamChunk, SplitStreamReader } from "./reader.ts";
-export { type ObjectOpener, reassemble } from "./reassemble.ts";
+export type { ChunkSource, ExternalChunk, InlineChunk, SplitStreamChunk } from "./chunk.ts";
+export { SplitStreamReader } from "./reader.ts";
+export { type ObjectOpener, reassemble, reassembleStream } from "./reassemble.ts";

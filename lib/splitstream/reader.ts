@@ -17,17 +17,15 @@ import {
   readRange,
   VERSION,
 } from "./format.ts";
-
-export type SplitStreamChunk =
-  | { kind: "inline"; data: Uint8Array }
-  | { kind: "external"; id: ObjectId };
+import type { SplitStreamChunk } from "./chunk.ts";
 
 /** Inline records larger than this are handed out in several pieces. */
 const INLINE_PIECE_MAX = 1 << 20;
 /** Compressed input is fed to the decoder in slices of this size. */
 const FEED_SIZE = 256 * 1024;
 
-export class SplitStreamReader {
+/** Iterating a reader walks its chunks (the same as chunks()). */
+export class SplitStreamReader implements AsyncIterable<SplitStreamChunk> {
   readonly alg: HashAlgorithm;
   readonly contentType: bigint;
   /** Length of the reassembled stream, as recorded by the writer. */
@@ -171,6 +169,10 @@ export class SplitStreamReader {
     } finally {
       await it.return(undefined);
     }
+  }
+
+  [Symbol.asyncIterator](): AsyncGenerator<SplitStreamChunk> {
+    return this.chunks();
   }
 
   async *#records(

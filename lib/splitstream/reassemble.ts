@@ -1,7 +1,7 @@
-// Rebuilds the original byte stream from a splitstream (`cat`): inline data and the contents of
-// the referenced objects, in order.
+// Rebuilds the original byte stream from a splitstream's chunks (`cat`, `oci layer`, diff_id checks,
+// fetch): inline data and the contents of the referenced objects, in order. The one reassembler.
 import type { ObjectId } from "../fsverity/object_id.ts";
-import type { SplitStreamReader } from "./reader.ts";
+import type { ChunkSource } from "./chunk.ts";
 
 const PIECE_MAX = 1 << 20;
 
@@ -14,12 +14,12 @@ export type ObjectOpener = (
 
 /** Yields the reassembled stream; object contents come in pieces of at most 1 MiB. */
 export async function* reassemble(
-  reader: SplitStreamReader,
+  chunks: ChunkSource,
   openObject: ObjectOpener,
 ): AsyncGenerator<Uint8Array> {
-  for await (const c of reader.chunks()) {
+  for await (const c of chunks) {
     if (c.kind === "inline") {
-      yield c.data;
+      if (c.data.length > 0) yield c.data;
       continue;
     }
     const src = await openObject(c.id);
@@ -28,4 +28,9 @@ export async function* reassemble(
       else for (let o = 0; o < piece.length; o += PIECE_MAX) yield piece.subarray(o, o + PIECE_MAX);
     }
   }
+}
+
+/** The same as a ReadableStream. */
+export function reassembleStream(chunks: ChunkSource, openObject: ObjectOpener): ReadableStream<Uint8Array> {
+  return ReadableStream.from(reassemble(chunks, openObject));
 }

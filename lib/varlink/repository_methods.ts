@@ -1,5 +1,6 @@
 // The methods of org.composefs.Repository (lib/varlink/org.composefs.Repository.varlink,
 // docs/varlink.md#calls), one function each.
+import { gcReportFields } from "../repository/gc_json.ts";
 import { collectObjects } from "../erofs/reader.ts";
 import { fsckReportFields } from "../repository/fsck_json.ts";
 import { SYSTEM_REPO_PATH, userRepoPath } from "../repository/location.ts";
@@ -67,16 +68,7 @@ async function gc(cx: CallContext): Promise<Params> {
   const repo = repoOf(cx, REPO);
   const dryRun = bool(cx.p, "dry_run");
   const roots = strings(cx.p, "roots");
-  const r = await repo.gc({ dryRun, roots }).catch(failure(REPO));
-  return {
-    result: {
-      objects_removed: r.objectsRemoved,
-      objects_bytes: r.bytesRemoved,
-      images_pruned: r.imagesPruned,
-      streams_pruned: r.streamsPruned,
-    },
-    dry_run: dryRun,
-  };
+  return gcReportFields(await repo.gc({ dryRun, roots }).catch(failure(REPO)), dryRun);
 }
 
 async function imageObjects(cx: CallContext): Promise<Params> {

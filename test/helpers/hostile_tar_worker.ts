@@ -6,7 +6,8 @@ import { CfsError } from "../../lib/errors.ts";
 import { fsckMetadata, readErofs } from "../../lib/erofs/reader.ts";
 import { writeErofs } from "../../lib/erofs/writer.ts";
 import { Flattener } from "../../lib/oci/flatten.ts";
-import { reassembleTar, splitTarLayer, tarEntriesFromSplitstream } from "../../lib/oci/layer_split.ts";
+import { splitTarLayer, tarEntriesFromSplitstream } from "../../lib/oci/layer_split.ts";
+import { reassembleStream as reassembleTar } from "../../lib/splitstream/reassemble.ts";
 import { SplitStreamReader } from "../../lib/splitstream/reader.ts";
 import { concatBytes } from "../../lib/util/bytes.ts";
 import { type Directory, sortedEntries } from "../../lib/tree/tree.ts";
@@ -76,7 +77,7 @@ async function runOne(tar: Uint8Array, chunk: number): Promise<"accepted" | "ref
   f.beginLayer();
   try {
     for await (const e of tarEntriesFromSplitstream(await SplitStreamReader.fromBytes(split.splitstream))) {
-      f.apply({ entry: e, content: e.content });
+      f.apply(e);
     }
     const tree = f.finish();
     const image = writeErofs(tree, { version: 1 });

@@ -1,29 +1,31 @@
 // A pull-based byte reader over an async sequence of chunks, with bounded buffering: it only holds
 // what one request needs (a 512-byte header, an extension header payload ≤ 1 MiB) plus the rest of
-// the chunk that arrived last. The sequence may also carry "external" markers (a splitstream's
-// references to objects): byte reads stop at them and the tar reader asks for them explicitly.
+// the chunk that arrived last. The sequence is plain bytes (a tar being imported) or a splitstream's
+// chunks (docs/splitstream.md#chunks): byte reads stop at an external chunk and the tar reader asks
+// for it explicitly.
 import { FormatError } from "../../errors.ts";
+import type { ObjectId } from "../../fsverity/object_id.ts";
+import type { SplitStreamChunk } from "../../splitstream/chunk.ts";
 
-/** A marker standing for bytes held elsewhere (a splitstream object reference). */
-export interface ExternalPart<T = unknown> {
-  external: T;
-}
+/**
+ * What a ByteSource reads: raw byte chunks, or splitstream chunks (the import path hands bytes
+ * straight from the decoder, with no wrapper object per chunk).
+ */
+export type ByteSourcePart = Uint8Array | SplitStreamChunk;
 
-export type SourcePart<T = unknown> = Uint8Array | ExternalPart<T>;
-
-export class ByteSource<T = unknown> {
-  #it: AsyncIterator<SourcePart<T>>;
+export class ByteSource {
+  #it: AsyncIterator<ByteSourcePart>;
   #chunks: Uint8Array[] = [];
   #head = 0; // read offset into #chunks[0]
   #buffered = 0;
-  #pendingExternal: ExternalPart<T> | null = null;
+  #pendingExternal: ObjectId | null = null;
   #eof = false;
   #onChunk?: (chunk: Uint8Array) => void;
   /** Bytes handed out so far (external parts not counted). */
   consumed = 0;
 
   /** `onChunk` sees every byte chunk pulled from the source exactly once, in order (for hashing). */
-  constructor(source: AsyncIterable<SourcePart<T>>, onChunk?: (chunk: Uint8Array) => void) {
+  constructor(source: AsyncIterable<ByteSourcePart>, onChunk?: (chunk: Uint8Array) => void) {
     this.#it = source[Symbol.asyncIterator]();
     this.#onChunk = onChunk;
   }
@@ -41,16 +43,17 @@ export class ByteSource<T = unknown> {
         this.#eof = true;
         return false;
       }
-      const part = r.value;
-      if (part instanceof Uint8Array) {
-        if (part.length === 0) continue;
-        this.#onChunk?.(part);
-        this.#chunks.push(part);
-        this.#buffered += part.length;
-        return true;
+      const v = r.value;
+      if (!(v instanceof Uint8Array) && v.kind === "external") {
+        this.#pendingExternal = v.id;
+        return false;
       }
-      this.#pendingExternal = part;
-      return false;
+      const part = v instanceof Uint8Array ? v : v.data;
+      if (part.length === 0) continue;
+      this.#onChunk?.(part);
+      this.#chunks.push(part);
+      this.#buffered += part.length;
+      return true;
     }
   }
 
@@ -134,8 +137,8 @@ export class ByteSource<T = unknown> {
     await this.#it.return?.();
   }
 
-  /** When the next part is an external marker (no bytes buffered before it), takes and returns it. */
-  async takeExternal(): Promise<ExternalPart<T> | null> {
+  /** When the next part is an external chunk (no bytes buffered before it), takes it and returns its id. */
+  async takeExternal(): Promise<ObjectId | null> {
     if (this.#buffered === 0) await this.#pull();
     if (this.#buffered > 0 || !this.#pendingExternal) return null;
     const e = this.#pendingExternal;

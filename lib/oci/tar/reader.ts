@@ -5,9 +5,18 @@
 // Memory: one header block, extension payloads (≤ 1 MiB each, ≤ 16 per entry), a source chunk and
 // the global PAX state (bounded for the whole archive).
 import { FormatError } from "../../errors.ts";
-import type { ByteSource, ExternalPart } from "./byte_source.ts";
+import type { ByteSource } from "./byte_source.ts";
+import type { ObjectId } from "../../fsverity/object_id.ts";
 import { kindOfTypeflag, MAX_PATH, normalizeTarPath, type TarEntry } from "./entry.ts";
-import { BLOCK, decodeHeader, isZeroBlock, makedev, paddingOf, verifyChecksum } from "./header.ts";
+import {
+  BLOCK,
+  decodeHeader,
+  isZeroBlock,
+  makedev,
+  paddingOf,
+  type RawHeader,
+  verifyChecksum,
+} from "./header.ts";
 import { applyPaxRecords, emptyOverrides, parsePaxRecords } from "./pax.ts";
 import { concatBytes } from "../../util/bytes.ts";
 
@@ -38,14 +47,26 @@ export interface TarHeaderRead {
 
 type State = "header" | "content" | "padding" | "end";
 
+/** The extension headers read before an entry's main header. */
+interface Extensions {
+  /** Local PAX records (x headers), in order. */
+  records: [string, Uint8Array][];
+  /** x / L / K headers waiting for their entry. */
+  local: number;
+  /** Extension headers of any kind (g too) since the last entry. */
+  pending: number;
+  longName?: string;
+  longLink?: string;
+}
+
 /** Whether a global record can change an entry (path, linkpath and size never apply globally here). */
 function globalKeyMatters(key: string, libarchive: boolean): boolean {
   return key === "uid" || key === "gid" || key === "mtime" || key.startsWith("SCHILY.xattr.") ||
     key.startsWith("GNU.sparse.") || (libarchive && key.startsWith("LIBARCHIVE.xattr."));
 }
 
-export class TarReader<T = unknown> {
-  #src: ByteSource<T>;
+export class TarReader {
+  #src: ByteSource;
   #libarchive: boolean;
   #state: State = "header";
   #entry: TarEntry | null = null;
@@ -57,7 +78,7 @@ export class TarReader<T = unknown> {
   #endBytes: Uint8Array = new Uint8Array(0);
   entries = 0;
 
-  constructor(source: ByteSource<T>, opts: TarReaderOptions = {}) {
+  constructor(source: ByteSource, opts: TarReaderOptions = {}) {
     this.#src = source;
     this.#libarchive = opts.libarchiveXattrs ?? true;
   }
@@ -74,11 +95,7 @@ export class TarReader<T = unknown> {
     if (this.#state === "padding") await this.padding();
 
     const raw: Uint8Array[] = [];
-    const localRecords: [string, Uint8Array][] = [];
-    let localCount = 0; // x / L / K headers waiting for their entry
-    let pending = 0;
-    let longName: string | undefined;
-    let longLink: string | undefined;
+    const ext: Extensions = { records: [], local: 0, pending: 0 };
     let block: Uint8Array | null = null;
     for (;;) {
       const start = this.#src.consumed;
@@ -86,7 +103,7 @@ export class TarReader<T = unknown> {
         block = await this.#read(start);
         if (block.length === 0) {
           // Clean EOF at a header boundary: accepted as the end (no end blocks written).
-          if (localCount > 0) {
+          if (ext.local > 0) {
             throw this.#err("archive ends after an extension header, before its entry", start);
           }
           return this.#finish(raw);
@@ -97,7 +114,7 @@ export class TarReader<T = unknown> {
         const zero = block;
         const after = await this.#read(start + BLOCK);
         if (after.length === 0 || (after.length === BLOCK && isZeroBlock(after))) {
-          if (localCount > 0) {
+          if (ext.local > 0) {
             throw this.#err("end of archive after an extension header, before its entry", start);
           }
           raw.push(zero);
@@ -128,116 +145,12 @@ export class TarReader<T = unknown> {
       block = null;
       const t = h.typeflag;
       if (t === "x" || t === "g" || t === "L" || t === "K") {
-        if (++pending > MAX_PENDING_EXTENSIONS) {
-          throw this.#err(`more than ${MAX_PENDING_EXTENSIONS} extension headers before one entry`, hdrStart);
-        }
-        const limit = t === "x" || t === "g" ? MAX_PAX_SIZE : MAX_LONG_NAME + 1;
-        if (h.size > limit) {
-          throw this.#err(`'${t}' extension header of ${h.size} bytes exceeds ${limit}`, hdrStart);
-        }
-        const padded = h.size + paddingOf(h.size);
-        const body = await this.#src.readExact(padded, `'${t}' extension header payload`);
-        raw.push(body);
-        const payload = body.subarray(0, h.size);
-        if (t === "g") {
-          this.#addGlobal(payload, hdrStart);
-          // A global header counts toward the limit but does not need an entry after it.
-          continue;
-        }
-        localCount++;
-        if (t === "x") {
-          try {
-            for (const r of parsePaxRecords(payload)) localRecords.push(r);
-          } catch (e) {
-            throw (e as FormatError).within(`PAX header at offset ${hdrStart}`);
-          }
-        } else {
-          let n = payload.indexOf(0);
-          if (n < 0) n = payload.length;
-          let s = "";
-          for (let i = 0; i < n; i++) s += String.fromCharCode(payload[i]);
-          if (s.length > MAX_LONG_NAME) {
-            throw this.#err(`GNU long name longer than ${MAX_LONG_NAME}`, hdrStart);
-          }
-          if (t === "L") longName = s;
-          else longLink = s;
-        }
+        await this.#readExtension(h, ext, hdrStart, raw);
         continue;
       }
       if (t === "S") throw this.#err("sparse files (typeflag 'S') are not supported", hdrStart);
 
-      // The main header: global records first, then local ones on top.
-      const local = emptyOverrides();
-      try {
-        applyPaxRecords(local, this.#globalList, { libarchiveXattrs: this.#libarchive });
-        applyPaxRecords(local, localRecords, { libarchiveXattrs: this.#libarchive });
-      } catch (e) {
-        throw (e as FormatError).within(`PAX header before offset ${hdrStart}`);
-      }
-      if (local.sparse) throw this.#err("GNU sparse files (PAX GNU.sparse.*) are not supported", hdrStart);
-
-      const rawPath = local.path ?? longName ?? h.name;
-      const rawLink = local.linkpath ?? longLink ?? h.linkname;
-      const kind = kindOfTypeflag(t);
-      let path: string;
-      let linkTarget = "";
-      try {
-        // The kernel and every C consumer read names as NUL-terminated strings: "/etc\0/shadow"
-        // would be "/etc" to them while the dump shows the whole string.
-        if (rawPath.includes("\0")) {
-          throw new FormatError(`tar entry path ${JSON.stringify(rawPath)} contains a NUL byte`);
-        }
-        if (rawLink.includes("\0")) {
-          throw new FormatError(
-            `tar entry ${JSON.stringify(rawPath)}: link target ${
-              JSON.stringify(rawLink)
-            } contains a NUL byte`,
-          );
-        }
-        for (const name of local.xattrs.keys()) {
-          if (name.includes("\0")) {
-            throw new FormatError(
-              `tar entry ${JSON.stringify(rawPath)}: xattr name ${JSON.stringify(name)} contains a NUL byte`,
-            );
-          }
-        }
-        path = normalizeTarPath(rawPath);
-        if (kind === "hardlink") linkTarget = normalizeTarPath(rawLink, "hard link target");
-        else if (kind === "symlink") {
-          if (rawLink.length > MAX_PATH) throw new FormatError(`symlink target longer than ${MAX_PATH}`);
-          linkTarget = rawLink;
-        }
-      } catch (e) {
-        throw (e as FormatError).within(`tar header at offset ${hdrStart}`);
-      }
-      const isDev = kind === "chardev" || kind === "blockdev";
-      const entry: TarEntry = {
-        path,
-        kind,
-        typeflag: t,
-        mode: h.mode,
-        uid: local.uid ?? h.uid,
-        gid: local.gid ?? h.gid,
-        mtimeSec: local.mtime ? local.mtime.sec : h.mtime,
-        mtimeSecExact: local.mtime ? local.mtime.secExact : h.mtimeExact,
-        mtimeNsec: local.mtime ? local.mtime.nsec : 0,
-        size: local.size ?? h.size,
-        linkTarget,
-        rdev: isDev ? makedev(h.devmajor, h.devminor) : 0,
-        devMajor: isDev ? h.devmajor : 0,
-        devMinor: isDev ? h.devminor : 0,
-        xattrs: local.xattrs,
-      };
-      if (entry.size < 0) throw this.#err(`negative size ${entry.size}`, hdrStart);
-      // EROFS (extended inodes) holds 32-bit ids; a bigger one would be truncated silently.
-      for (const [what, id] of [["uid", entry.uid], ["gid", entry.gid]] as const) {
-        if (id < 0 || id > MAX_ID) {
-          throw this.#err(
-            `tar entry ${JSON.stringify(path)}: ${what} ${id} does not fit in 32 bits`,
-            hdrStart,
-          );
-        }
-      }
+      const entry = this.#entryOf(h, ext, hdrStart);
       this.#entry = entry;
       this.#state = "content";
       this.#contentLeft = entry.size;
@@ -247,6 +160,120 @@ export class TarReader<T = unknown> {
   }
 
   #contentLeft = 0;
+
+  /** One x / g / L / K header's payload: PAX records, globals or a GNU long name, gathered into `ext`. */
+  async #readExtension(h: RawHeader, ext: Extensions, hdrStart: number, raw: Uint8Array[]): Promise<void> {
+    const t = h.typeflag;
+    if (++ext.pending > MAX_PENDING_EXTENSIONS) {
+      throw this.#err(`more than ${MAX_PENDING_EXTENSIONS} extension headers before one entry`, hdrStart);
+    }
+    const limit = t === "x" || t === "g" ? MAX_PAX_SIZE : MAX_LONG_NAME + 1;
+    if (h.size > limit) {
+      throw this.#err(`'${t}' extension header of ${h.size} bytes exceeds ${limit}`, hdrStart);
+    }
+    const padded = h.size + paddingOf(h.size);
+    const body = await this.#src.readExact(padded, `'${t}' extension header payload`);
+    raw.push(body);
+    const payload = body.subarray(0, h.size);
+    if (t === "g") {
+      this.#addGlobal(payload, hdrStart);
+      // A global header counts toward the limit but does not need an entry after it.
+      return;
+    }
+    ext.local++;
+    if (t === "x") {
+      try {
+        for (const r of parsePaxRecords(payload)) ext.records.push(r);
+      } catch (e) {
+        throw (e as FormatError).within(`PAX header at offset ${hdrStart}`);
+      }
+      return;
+    }
+    let n = payload.indexOf(0);
+    if (n < 0) n = payload.length;
+    let s = "";
+    for (let i = 0; i < n; i++) s += String.fromCharCode(payload[i]);
+    if (s.length > MAX_LONG_NAME) {
+      throw this.#err(`GNU long name longer than ${MAX_LONG_NAME}`, hdrStart);
+    }
+    if (t === "L") ext.longName = s;
+    else ext.longLink = s;
+  }
+
+  /** The entry a main header describes, with the global and then the local PAX records on top; checked. */
+  #entryOf(h: RawHeader, ext: Extensions, hdrStart: number): TarEntry {
+    // The main header: global records first, then local ones on top.
+    const local = emptyOverrides();
+    try {
+      applyPaxRecords(local, this.#globalList, { libarchiveXattrs: this.#libarchive });
+      applyPaxRecords(local, ext.records, { libarchiveXattrs: this.#libarchive });
+    } catch (e) {
+      throw (e as FormatError).within(`PAX header before offset ${hdrStart}`);
+    }
+    if (local.sparse) throw this.#err("GNU sparse files (PAX GNU.sparse.*) are not supported", hdrStart);
+
+    const rawPath = local.path ?? ext.longName ?? h.name;
+    const rawLink = local.linkpath ?? ext.longLink ?? h.linkname;
+    const kind = kindOfTypeflag(h.typeflag);
+    let path: string;
+    let linkTarget = "";
+    try {
+      // The kernel and every C consumer read names as NUL-terminated strings: "/etc\0/shadow"
+      // would be "/etc" to them while the dump shows the whole string.
+      if (rawPath.includes("\0")) {
+        throw new FormatError(`tar entry path ${JSON.stringify(rawPath)} contains a NUL byte`);
+      }
+      if (rawLink.includes("\0")) {
+        throw new FormatError(
+          `tar entry ${JSON.stringify(rawPath)}: link target ${JSON.stringify(rawLink)} contains a NUL byte`,
+        );
+      }
+      for (const name of local.xattrs.keys()) {
+        if (name.includes("\0")) {
+          throw new FormatError(
+            `tar entry ${JSON.stringify(rawPath)}: xattr name ${JSON.stringify(name)} contains a NUL byte`,
+          );
+        }
+      }
+      path = normalizeTarPath(rawPath);
+      if (kind === "hardlink") linkTarget = normalizeTarPath(rawLink, "hard link target");
+      else if (kind === "symlink") {
+        if (rawLink.length > MAX_PATH) throw new FormatError(`symlink target longer than ${MAX_PATH}`);
+        linkTarget = rawLink;
+      }
+    } catch (e) {
+      throw (e as FormatError).within(`tar header at offset ${hdrStart}`);
+    }
+    const isDev = kind === "chardev" || kind === "blockdev";
+    const entry: TarEntry = {
+      path,
+      kind,
+      typeflag: h.typeflag,
+      mode: h.mode,
+      uid: local.uid ?? h.uid,
+      gid: local.gid ?? h.gid,
+      mtimeSec: local.mtime ? local.mtime.sec : h.mtime,
+      mtimeSecExact: local.mtime ? local.mtime.secExact : h.mtimeExact,
+      mtimeNsec: local.mtime ? local.mtime.nsec : 0,
+      size: local.size ?? h.size,
+      linkTarget,
+      rdev: isDev ? makedev(h.devmajor, h.devminor) : 0,
+      devMajor: isDev ? h.devmajor : 0,
+      devMinor: isDev ? h.devminor : 0,
+      xattrs: local.xattrs,
+    };
+    if (entry.size < 0) throw this.#err(`negative size ${entry.size}`, hdrStart);
+    // EROFS (extended inodes) holds 32-bit ids; a bigger one would be truncated silently.
+    for (const [what, id] of [["uid", entry.uid], ["gid", entry.gid]] as const) {
+      if (id < 0 || id > MAX_ID) {
+        throw this.#err(
+          `tar entry ${JSON.stringify(path)}: ${what} ${id} does not fit in 32 bits`,
+          hdrStart,
+        );
+      }
+    }
+    return entry;
+  }
 
   /** Merges one global header's records into the global state (bounded, see MAX_GLOBAL_PAX_*). */
   #addGlobal(payload: Uint8Array, hdrStart: number): void {
@@ -287,9 +314,9 @@ export class TarReader<T = unknown> {
 
   /**
    * For reading a tar back from a splitstream: when the current entry's content is one external
-   * part (an object reference), takes it and returns it; the padding then follows as bytes.
+   * chunk (an object reference), takes it and returns the object's id; the padding then follows as bytes.
    */
-  async takeExternalContent(): Promise<ExternalPart<T> | null> {
+  async takeExternalContent(): Promise<ObjectId | null> {
     if (this.#state !== "content" || this.#contentLeft === 0) return null;
     if (this.#contentLeft !== this.#entry!.size) return null;
     const e = await this.#src.takeExternal();

@@ -97,27 +97,7 @@ export class RegistryAuth {
   }
 
   async #requestToken(ch: Challenge, scope: string): Promise<string> {
-    const realm = ch.params.realm;
-    if (!realm) throw new TransportError(`${this.registry}: Bearer challenge without a realm`);
-    let url: URL;
-    try {
-      url = new URL(realm);
-    } catch {
-      throw new TransportError(`${this.registry}: Bearer challenge has an invalid realm`);
-    }
-    const sec = this.security();
-    if (url.protocol === "http:" && sec.registryHttps && !sec.insecure) {
-      // The registry is TLS-protected; its token server on plain HTTP would get the Basic credentials
-      // (and hand out the token) in cleartext.
-      throw new TransportError(
-        `${this.registry}: refusing the token realm ${safeUrl(url)}: it is plain HTTP while the registry ` +
-          `is served over HTTPS, so credentials and tokens would travel unencrypted ` +
-          `(use --tls-verify=false or mark the registry insecure in registries.conf to allow it)`,
-      );
-    }
-    if (ch.params.service) url.searchParams.set("service", ch.params.service);
-    for (const s of (ch.params.scope ?? scope).split(" ")) if (s) url.searchParams.append("scope", s);
-    if (!url.searchParams.has("scope")) url.searchParams.append("scope", scope);
+    const url = this.#tokenUrl(ch, scope);
     const headers = new Headers({ "accept": "application/json" });
     const c = await this.credentials();
     if (c) {
@@ -139,29 +119,7 @@ export class RegistryAuth {
       await res.body?.cancel().catch(() => {});
       throw new TransportError(`${this.registry}: ${where} answered HTTP ${res.status}`);
     }
-    const tooLarge = () =>
-      new TransportError(
-        `${this.registry}: ${where} sent a reply larger than ${
-          kib(MAX_TOKEN_BODY)
-        } (the limit for a token reply)`,
-      );
-    if (declaredOver(res.headers, MAX_TOKEN_BODY)) {
-      await res.body?.cancel().catch(() => {});
-      throw tooLarge();
-    }
-    let text: string;
-    try {
-      const { bytes, over } = await readCapped(res.body ?? new Blob([]).stream(), MAX_TOKEN_BODY);
-      if (over) throw tooLarge();
-      text = new TextDecoder().decode(bytes);
-    } catch (e) {
-      if (e instanceof TransportError) throw e;
-      throw new TransportError(
-        `${this.registry}: reading the reply of ${where} failed: ${
-          e instanceof Error ? e.message : String(e)
-        }`,
-      );
-    }
+    const text = await this.#readTokenReply(res, where);
     let doc: any;
     try {
       doc = JSON.parse(text);
@@ -178,5 +136,57 @@ export class RegistryAuth {
     const lifetime = typeof doc.expires_in === "number" && doc.expires_in > 0 ? doc.expires_in : 60;
     this.#tokens.set(scope, { token, expiresAt: Date.now() + Math.max(1, lifetime - 5) * 1000 });
     return token;
+  }
+
+  /** The token server's URL for `scope`, from the Bearer challenge; refuses a realm that is not safe to use. */
+  #tokenUrl(ch: Challenge, scope: string): URL {
+    const realm = ch.params.realm;
+    if (!realm) throw new TransportError(`${this.registry}: Bearer challenge without a realm`);
+    let url: URL;
+    try {
+      url = new URL(realm);
+    } catch {
+      throw new TransportError(`${this.registry}: Bearer challenge has an invalid realm`);
+    }
+    const sec = this.security();
+    if (url.protocol === "http:" && sec.registryHttps && !sec.insecure) {
+      // The registry is TLS-protected; its token server on plain HTTP would get the Basic credentials
+      // (and hand out the token) in cleartext.
+      throw new TransportError(
+        `${this.registry}: refusing the token realm ${safeUrl(url)}: it is plain HTTP while the registry ` +
+          `is served over HTTPS, so credentials and tokens would travel unencrypted ` +
+          `(use --tls-verify=false or mark the registry insecure in registries.conf to allow it)`,
+      );
+    }
+    if (ch.params.service) url.searchParams.set("service", ch.params.service);
+    for (const s of (ch.params.scope ?? scope).split(" ")) if (s) url.searchParams.append("scope", s);
+    if (!url.searchParams.has("scope")) url.searchParams.append("scope", scope);
+    return url;
+  }
+
+  /** A 200 token reply's text, read within MAX_TOKEN_BODY. */
+  async #readTokenReply(res: HttpResponse, where: string): Promise<string> {
+    const tooLarge = () =>
+      new TransportError(
+        `${this.registry}: ${where} sent a reply larger than ${
+          kib(MAX_TOKEN_BODY)
+        } (the limit for a token reply)`,
+      );
+    if (declaredOver(res.headers, MAX_TOKEN_BODY)) {
+      await res.body?.cancel().catch(() => {});
+      throw tooLarge();
+    }
+    try {
+      const { bytes, over } = await readCapped(res.body ?? new Blob([]).stream(), MAX_TOKEN_BODY);
+      if (over) throw tooLarge();
+      return new TextDecoder().decode(bytes);
+    } catch (e) {
+      if (e instanceof TransportError) throw e;
+      throw new TransportError(
+        `${this.registry}: reading the reply of ${where} failed: ${
+          e instanceof Error ? e.message : String(e)
+        }`,
+      );
+    }
   }
 }
