@@ -33,11 +33,11 @@ import {
   FT_SYMLINK,
   MAX_INLINE_CONTENT_C,
   MAX_SYMLINK_TARGET_C,
-  METACOPY,
   METACOPY_HEADER_SIZE,
   METACOPY_VERSION,
   OVERLAY_ESCAPED_PREFIX,
   OVERLAY_XATTR_PREFIX,
+  OvlMetacopy,
   XATTR_BLOOM_SEED,
   XATTR_ESCAPED_WHITEOUT,
   XATTR_FILTER_BITS,
@@ -49,6 +49,7 @@ import {
 } from "./format.ts";
 import { ErofsImage, imageError, inodeTypeName, type RawInode, type RawXattr } from "./read_image.ts";
 import { xxh32Bstr } from "./xxh32.ts";
+import { viewOf } from "../util/struct_codec.ts";
 
 /** PATH_MAX / 2: each level needs at least one name byte and a '/'. */
 export const MAX_DIRECTORY_DEPTH = 2048;
@@ -429,21 +430,22 @@ export class TreeReader {
     const bad = (why: string) =>
       imageError(`malformed trusted.overlay.metacopy on ${q(f, name)}: ${why}`, { nid });
     if (v.length < METACOPY_HEADER_SIZE) throw bad(`${v.length} bytes`);
-    if (v[METACOPY.version] !== METACOPY_VERSION) throw bad(`version ${v[METACOPY.version]}`);
-    if (v[METACOPY.flags] !== 0) throw bad(`flags ${v[METACOPY.flags]}`);
+    const m = OvlMetacopy.read(viewOf(v), 0);
+    if (m.version !== METACOPY_VERSION) throw bad(`version ${m.version}`);
+    if (m.flags !== 0) throw bad(`flags ${m.flags}`);
     let alg: HashAlgorithm;
     try {
-      alg = algorithmFromKernelId(v[METACOPY.digestAlgo]);
+      alg = algorithmFromKernelId(m.digestAlgo);
     } catch {
-      throw bad(`digest algorithm ${v[METACOPY.digestAlgo]}`);
+      throw bad(`digest algorithm ${m.digestAlgo}`);
     }
     const len = METACOPY_HEADER_SIZE + DIGEST_SIZE[alg];
-    if (v[METACOPY.len] !== len || v.length !== len) {
-      throw bad(`length ${v[METACOPY.len]}/${v.length}, expected ${len}`);
+    if (m.len !== len || v.length !== len) {
+      throw bad(`length ${m.len}/${v.length}, expected ${len}`);
     }
     if (this.#alg === undefined) this.#alg = alg;
     else if (alg !== this.#alg) throw bad(`${alg} digest where ${this.#alg} is expected`);
-    return new ObjectId(alg, v.slice(METACOPY.digest));
+    return new ObjectId(alg, v.slice(METACOPY_HEADER_SIZE));
   }
 
   // -------------------------------------------------------------------------------------------

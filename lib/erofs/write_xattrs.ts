@@ -6,6 +6,7 @@
 // image of 100k files has about as many distinct redirect values, and an object per entry showed
 // in profiles (allocation and GC).
 import {
+  ErofsXattrEntry,
   XATTR_BLOOM_SEED,
   XATTR_ENTRY_ALIGN,
   XATTR_ENTRY_HEADER_SIZE,
@@ -306,16 +307,13 @@ export class XattrTable {
   }
 
   /** Writes entry `e` at `off`; returns the offset after its padding. */
-  emit(out: Uint8Array, off: number, e: number): number {
+  emit(out: Uint8Array, dv: DataView, off: number, e: number): number {
     const xn = this.#name[e];
     const suffix = xn.suffix;
     const v = this.#value[e];
     const lead = v instanceof Uint8Array ? "" : xn.lead;
     const len = v instanceof Uint8Array ? v.length : lead.length + strLength(v);
-    out[off] = suffix.length;
-    out[off + 1] = xn.index;
-    out[off + 2] = len & 0xff;
-    out[off + 3] = len >>> 8;
+    ErofsXattrEntry.write(dv, off, { nameLen: suffix.length, nameIndex: xn.index, valueSize: len });
     let o = off + XATTR_ENTRY_HEADER_SIZE;
     for (let i = 0; i < suffix.length; i++) out[o++] = suffix.charCodeAt(i);
     if (v instanceof Uint8Array) {

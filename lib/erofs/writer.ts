@@ -9,7 +9,6 @@ import { mtimeSeconds, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFREG } from "../tr
 import {
   BLOCK_SIZE,
   BLOCK_SIZE_BITS,
-  CFS_HDR,
   CHUNK_BLOCKMAP_ENTRY_SIZE,
   CHUNK_FORMAT_BLKBITS_MASK,
   COMPOSEFS_FEATURE_COMPAT,
@@ -19,26 +18,28 @@ import {
   DATALAYOUT_CHUNK_BASED,
   DATALAYOUT_FLAT_INLINE,
   DATALAYOUT_FLAT_PLAIN,
-  DIRENT,
   DIRENT_SIZE,
   EROFS_MAGIC,
+  ErofsDirent,
+  ErofsInodeCompact,
+  ErofsInodeExtended,
+  ErofsSuperBlock,
+  ErofsXattrIbodyHeader,
   type FormatVersion,
-  INODE_COMPACT,
   INODE_COMPACT_SIZE,
-  INODE_EXTENDED,
   INODE_EXTENDED_SIZE,
   INODE_SLOT_SIZE,
   INODE_TABLE_START,
   inodeFormat,
+  LcfsErofsHeader,
   MAX_CHUNK_BITS,
   MAX_INLINE_CONTENT_C,
   MAX_INLINE_TAIL,
-  METACOPY,
   METACOPY_HEADER_SIZE,
   METACOPY_VERSION,
   OVERLAY_ESCAPED_PREFIX,
   OVERLAY_XATTR_PREFIX,
-  SB,
+  OvlMetacopy,
   SUPERBLOCK_OFFSET,
   XATTR_IBODY_HEADER_SIZE,
   XATTR_METACOPY,
@@ -46,7 +47,7 @@ import {
   XATTR_POSIX_ACL_DEFAULT,
   XATTR_REDIRECT,
   XATTR_SHARED_REF_SIZE,
-  xattrIcount,
+  xattrIcount as xattrIcountOf,
 } from "./format.ts";
 import { collectEpoch1, collectV2, direntFileType, externalSize, type InodeTable } from "./write_collect.ts";
 import { MAX_SHARED_REFS, MAX_SHARED_REFS_EPOCH1, type XattrName, XattrTable } from "./write_xattrs.ts";
@@ -69,7 +70,6 @@ const MAX_XATTR_NAME = 255 + (OVERLAY_ESCAPED_PREFIX.length - OVERLAY_XATTR_PREF
 const MAX_XATTR_VALUE = 0xffff;
 const U32_MAX = 0xffffffff;
 const U16_MAX = 0xffff;
-const TWO32 = 0x100000000;
 const EMPTY = new Uint8Array(0);
 /** Bytes per slab of metacopy values. */
 const METACOPY_SLAB = 64 * 1024;
@@ -83,18 +83,6 @@ function chunkBits(size: number): number {
   let bits = BLOCK_SIZE_BITS;
   while (bits < MAX_CHUNK_BITS && 2 ** bits < size) bits++;
   return bits;
-}
-
-function setU64(dv: DataView, off: number, v: number): void {
-  dv.setUint32(off, v % TWO32, true);
-  dv.setUint32(off + 4, Math.floor(v / TWO32), true);
-}
-
-/** Two's complement for negative values (mtimes before 1970); bigints for seconds beyond ±2^53. */
-function setI64(dv: DataView, off: number, v: number | bigint): void {
-  if (typeof v === "bigint") dv.setBigInt64(off, v, true);
-  else if (v >= 0) setU64(dv, off, v);
-  else dv.setBigInt64(off, BigInt(v), true);
 }
 
 function writeBstr(out: Uint8Array, off: number, s: string): number {
@@ -154,6 +142,7 @@ class ImageBuilder {
   overlayNames: XattrName[] | undefined;
   emptyMetacopy = -1;
   slab = EMPTY;
+  slabView = new DataView(EMPTY.buffer);
   slabUsed = 0;
   minSec = 0;
   /** The smallest mtime's exact seconds when they are outside the safe-integer range. */
@@ -236,13 +225,13 @@ class ImageBuilder {
     // ---- emit pass
     const out = new Uint8Array(total);
     const dv = new DataView(out.buffer);
-    this.emitHeaders(out, dv, inodesEnd, total);
+    this.emitHeaders(dv, inodesEnd, total);
     // Shared xattr references count 4-byte words from xattr_blkaddr (0 for V2).
     const sharedBase = this.epoch1 ? inodesEnd % BLOCK_SIZE : inodesEnd;
     let off = INODE_TABLE_START;
     for (let i = 0; i < n; i++) off = this.emitInode(out, dv, off + this.pad[i], i, sharedBase);
     off = inodesEnd;
-    for (const e of this.xt.shared) off = this.xt.emit(out, off, e);
+    for (const e of this.xt.shared) off = this.xt.emit(out, dv, off, e);
     off = dataStart;
     for (let i = 0; i < n; i++) {
       if (this.nBlocks[i] > 0) off = this.emitBlocks(out, dv, off, i);
@@ -315,10 +304,12 @@ class ImageBuilder {
     if (c.type === "external") {
       const d = c.id.bytes;
       metacopy = this.metacopyBytes(METACOPY_HEADER_SIZE + d.length);
-      metacopy[METACOPY.version] = METACOPY_VERSION;
-      metacopy[METACOPY.len] = metacopy.length;
-      metacopy[METACOPY.digestAlgo] = KERNEL_ALG_ID[c.id.alg];
-      metacopy.set(d, METACOPY.digest);
+      OvlMetacopy.write(this.slabView, this.slabUsed - metacopy.length, {
+        version: METACOPY_VERSION,
+        len: metacopy.length,
+        digestAlgo: KERNEL_ALG_ID[c.id.alg],
+      });
+      metacopy.set(d, METACOPY_HEADER_SIZE);
       // A dumpfile's payload is kept verbatim (C); trees without one name the object.
       path = c.payload ?? c.id;
     } else if (c.type === "external-noverity") {
@@ -342,6 +333,7 @@ class ImageBuilder {
   metacopyBytes(n: number): Uint8Array {
     if (this.slabUsed + n > this.slab.length) {
       this.slab = new Uint8Array(METACOPY_SLAB);
+      this.slabView = new DataView(this.slab.buffer);
       this.slabUsed = 0;
     }
     const v = this.slab.subarray(this.slabUsed, this.slabUsed + n);
@@ -524,23 +516,28 @@ class ImageBuilder {
     return pos;
   }
 
-  emitHeaders(out: Uint8Array, dv: DataView, inodesEnd: number, total: number): void {
-    dv.setUint32(CFS_HDR.magic, COMPOSEFS_MAGIC, true);
-    dv.setUint32(CFS_HDR.version, COMPOSEFS_HEADER_VERSION, true);
-    dv.setUint32(CFS_HDR.flags, this.epoch1 && this.hasAcl ? COMPOSEFS_FLAGS_HAS_ACL : 0, true);
-    dv.setUint32(CFS_HDR.composefsVersion, this.cfsVersion, true);
-    const sb = SUPERBLOCK_OFFSET;
-    dv.setUint32(sb + SB.magic, EROFS_MAGIC, true);
-    dv.setUint32(sb + SB.featureCompat, COMPOSEFS_FEATURE_COMPAT, true);
-    out[sb + SB.blkszbits] = BLOCK_SIZE_BITS;
-    dv.setUint16(sb + SB.rootNid, this.nid[0], true);
-    setU64(dv, sb + SB.inos, this.n);
+  emitHeaders(dv: DataView, inodesEnd: number, total: number): void {
+    LcfsErofsHeader.write(dv, 0, {
+      magic: COMPOSEFS_MAGIC,
+      version: COMPOSEFS_HEADER_VERSION,
+      flags: this.epoch1 && this.hasAcl ? COMPOSEFS_FLAGS_HAS_ACL : 0,
+      composefsVersion: this.cfsVersion,
+    });
+    ErofsSuperBlock.write(dv, SUPERBLOCK_OFFSET, {
+      magic: EROFS_MAGIC,
+      featureCompat: COMPOSEFS_FEATURE_COMPAT,
+      blkszbits: BLOCK_SIZE_BITS,
+      rootNid: this.nid[0],
+      inos: this.n,
+      blocks: total / BLOCK_SIZE,
+    });
     if (this.epoch1) {
-      setI64(dv, sb + SB.buildTime, this.minSecExact ?? this.minSec);
-      dv.setUint32(sb + SB.buildTimeNsec, this.minNsec, true);
-      dv.setUint32(sb + SB.xattrBlkaddr, Math.floor(inodesEnd / BLOCK_SIZE), true);
+      ErofsSuperBlock.write(dv, SUPERBLOCK_OFFSET, {
+        buildTime: this.minSecExact ?? this.minSec,
+        buildTimeNsec: this.minNsec,
+        xattrBlkaddr: Math.floor(inodesEnd / BLOCK_SIZE),
+      });
     }
-    dv.setUint32(sb + SB.blocks, total / BLOCK_SIZE, true);
   }
 
   emitInode(out: Uint8Array, dv: DataView, off: number, i: number, sharedBase: number): number {
@@ -557,33 +554,38 @@ class ImageBuilder {
     if (layout === DATALAYOUT_CHUNK_BASED) iU = ((iU & 0xffff0000) | this.chunkFormat[i]) >>> 0;
     const compact = this.compact[i] === 1;
     const format = inodeFormat(!compact, layout);
-    const icount = xattrIcount(this.xattrSize[i]);
-    if (icount > U16_MAX) throw new FormatError("too many xattrs on one inode");
+    const xattrIcount = xattrIcountOf(this.xattrSize[i]);
+    if (xattrIcount > U16_MAX) throw new FormatError("too many xattrs on one inode");
     const mode = type | (s.mode & 0o7777);
+    const nlink = t.nlink[i];
     if (compact) {
-      dv.setUint16(off + INODE_COMPACT.format, format, true);
-      dv.setUint16(off + INODE_COMPACT.xattrIcount, icount, true);
-      dv.setUint16(off + INODE_COMPACT.mode, mode, true);
-      dv.setUint16(off + INODE_COMPACT.nlink, t.nlink[i], true);
-      dv.setUint32(off + INODE_COMPACT.size, size, true);
-      dv.setUint32(off + INODE_COMPACT.iU, iU, true);
-      dv.setUint32(off + INODE_COMPACT.ino, i, true);
-      dv.setUint16(off + INODE_COMPACT.uid, s.uid, true);
-      dv.setUint16(off + INODE_COMPACT.gid, s.gid, true);
+      ErofsInodeCompact.write(dv, off, {
+        format,
+        xattrIcount,
+        mode,
+        nlink,
+        size,
+        iU,
+        ino: i,
+        uid: s.uid,
+        gid: s.gid,
+      });
       off += INODE_COMPACT_SIZE;
     } else {
-      dv.setUint16(off + INODE_EXTENDED.format, format, true);
-      dv.setUint16(off + INODE_EXTENDED.xattrIcount, icount, true);
-      dv.setUint16(off + INODE_EXTENDED.mode, mode, true);
-      setU64(dv, off + INODE_EXTENDED.size, size);
-      dv.setUint32(off + INODE_EXTENDED.iU, iU, true);
-      // Epoch 1: i_ino = table index (C); V2: the nid (composefs-rs).
-      dv.setUint32(off + INODE_EXTENDED.ino, this.epoch1 ? i : this.nid[i], true);
-      dv.setUint32(off + INODE_EXTENDED.uid, s.uid, true);
-      dv.setUint32(off + INODE_EXTENDED.gid, s.gid, true);
-      setI64(dv, off + INODE_EXTENDED.mtime, s.mtimeSecExact ?? s.mtimeSec);
-      dv.setUint32(off + INODE_EXTENDED.mtimeNsec, this.epoch1 ? s.mtimeNsec : 0, true);
-      dv.setUint32(off + INODE_EXTENDED.nlink, t.nlink[i], true);
+      ErofsInodeExtended.write(dv, off, {
+        format,
+        xattrIcount,
+        mode,
+        size,
+        iU,
+        // Epoch 1: i_ino = table index (C); V2: the nid (composefs-rs).
+        ino: this.epoch1 ? i : this.nid[i],
+        uid: s.uid,
+        gid: s.gid,
+        mtime: s.mtimeSecExact ?? s.mtimeSec,
+        mtimeNsec: this.epoch1 ? s.mtimeNsec : 0,
+        nlink,
+      });
       off += INODE_EXTENDED_SIZE;
     }
 
@@ -613,8 +615,7 @@ class ImageBuilder {
     const xt = this.xt;
     let bits = 0;
     for (let j = xs; j < xe; j++) bits |= 1 << xt.xname(this.xattrs[j]).filterBit;
-    dv.setUint32(off, ~bits >>> 0, true);
-    out[off + 4] = this.nShared[i];
+    ErofsXattrIbodyHeader.write(dv, off, { nameFilter: ~bits >>> 0, sharedCount: this.nShared[i] });
     off += XATTR_IBODY_HEADER_SIZE;
     let n = 0;
     for (let j = xs; j < xe; j++) {
@@ -629,7 +630,7 @@ class ImageBuilder {
     for (let j = xs; j < xe; j++) {
       const e = this.xattrs[j];
       if (xt.sharedOffset(e) >= 0 && n < maxShared) n++;
-      else off = xt.emit(out, off, e);
+      else off = xt.emit(out, dv, off, e);
     }
     if (off - start !== this.xattrSize[i]) throw new Error("erofs writer: xattr size mismatch");
     return off;
@@ -644,9 +645,11 @@ class ImageBuilder {
     let h = off;
     for (let j = from; j < to; j++) {
       const target = targets[j];
-      dv.setUint32(h + DIRENT.nid, nid[target], true); // nid < 2^32: high half stays 0
-      dv.setUint16(h + DIRENT.nameoff, nameOff, true);
-      out[h + DIRENT.fileType] = direntFileType(type[target]);
+      ErofsDirent.write(dv, h, {
+        nid: nid[target],
+        nameoff: nameOff,
+        fileType: direntFileType(type[target]),
+      });
       h += DIRENT_SIZE;
       nameOff += names[j].length;
     }
