@@ -14,24 +14,9 @@
 // Errors are FormatError with "line N" in their context.
 import { FormatError } from "../errors.ts";
 import { type HashAlgorithm, ObjectId } from "../fsverity/object_id.ts";
-import {
-  type Directory,
-  type Inode,
-  type Leaf,
-  type LeafContent,
-  newLeaf,
-  newStat,
-  NO_XATTRS,
-  S_IFBLK,
-  S_IFCHR,
-  S_IFDIR,
-  S_IFIFO,
-  S_IFLNK,
-  S_IFMT,
-  S_IFREG,
-  S_IFSOCK,
-  type Stat,
-} from "../tree/tree.ts";
+import type { Directory, Inode, Leaf, LeafContent, Stat } from "../tree/tree.ts";
+import { newLeaf, newStat, NO_XATTRS } from "../tree/tree.ts";
+import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from "../tree/tree.ts";
 import { unescapeField, unescapeOptional } from "./escape.ts";
 import { Buffer } from "node:buffer";
 
@@ -171,6 +156,45 @@ function splitFields(line: string): { f: string[]; rest: string } {
   return { f, rest: pos > n ? "" : line.slice(pos) };
 }
 
+/** The fields of one non-hard-link line once parsed (one record, reused line after line). */
+interface NodeFields {
+  type: number;
+  mode: number;
+  size: number;
+  uid: number;
+  gid: number;
+  rdev: number;
+  mtimeSec: number | bigint;
+  mtimeNsec: number;
+  payload: string | null;
+  content: string | null;
+  digestHex: string | null;
+  /** The xattr text after the 11 fixed fields. */
+  rest: string;
+}
+
+/** MTIME `SECONDS.NANOSECONDS` into `n`: seconds any signed 64-bit value, as EROFS holds (C wraps
+ *  values beyond; we refuse them), a bigint outside the safe-integer range. */
+function parseMtime(field: string, n: NodeFields): void {
+  const m = MTIME.exec(field);
+  if (!m) throw new FormatError(`invalid MTIME ${JSON.stringify(field)} (expected SECONDS.NANOSECONDS)`);
+  let sec: number | bigint = Number(m[1]);
+  if (!Number.isSafeInteger(sec)) {
+    if (m[1].length > 21) {
+      throw new FormatError(`MTIME seconds ${m[1].slice(0, 24)} out of range (signed 64-bit)`);
+    }
+    sec = BigInt(m[1]);
+    if (sec > I64_MAX || sec < I64_MIN) {
+      throw new FormatError(`MTIME seconds ${m[1]} out of range (signed 64-bit)`);
+    }
+  }
+  if (m[2].length > 10 || Number(m[2]) >= 1e9) {
+    throw new FormatError(`MTIME nanoseconds ${m[2]} not below 10^9`);
+  }
+  n.mtimeSec = sec;
+  n.mtimeNsec = Number(m[2]);
+}
+
 /** Builds a tree from dumpfile lines fed one at a time. */
 export class DumpfileParser {
   #opts: ParseOptions;
@@ -187,6 +211,20 @@ export class DumpfileParser {
   #lastDirPath = "";
   /** Field boundaries of the line being parsed by the fast path (reused: no per-line array). */
   readonly #ends = new Int32Array(11);
+  readonly #node: NodeFields = {
+    type: 0,
+    mode: 0,
+    size: 0,
+    uid: 0,
+    gid: 0,
+    rdev: 0,
+    mtimeSec: 0,
+    mtimeNsec: 0,
+    payload: null,
+    content: null,
+    digestHex: null,
+    rest: "",
+  };
 
   constructor(opts: ParseOptions = {}) {
     this.#opts = opts;
@@ -253,6 +291,7 @@ export class DumpfileParser {
     if (!isRoot && !goodComponent(s, compStart, pathEnd)) return false;
     if (pathEnd - start > PATH_MAX_BYTES) return false;
 
+    const n = this.#node;
     const size = decimalAt(s, pathEnd + 1, ends[1]);
     const mode = octalAt(s, ends[1] + 1, ends[2]);
     if (size < 0 || mode < 0) return false;
@@ -270,35 +309,27 @@ export class DumpfileParser {
     const mtimeNsec = decimalAt(s, dot + 1, ends[7]);
     if (mtimeNsec < 0) return false;
     if ((escapes & (1 << 8 | 1 << 9)) !== 0) return false;
-    const payload = optionalAt(s, ends[7] + 1, ends[8]);
-    const content = optionalAt(s, ends[8] + 1, ends[9]);
-    const d0 = ends[9] + 1, d1 = ends[10];
-    const digestHex = d1 === d0 || (d1 === d0 + 1 && s.charCodeAt(d0) === 0x2d) ? null : s.slice(d0, d1);
     let rest = "";
     if (i < end) {
       rest = s.slice(i + 1, end);
       if (rest.indexOf("\0") >= 0) return false;
     }
-
+    // Accepted: from here on errors are the line's own.
+    n.type = type;
+    n.mode = mode;
+    n.size = size;
+    n.uid = uid;
+    n.gid = gid;
+    n.rdev = rdev;
+    n.mtimeSec = mtimeSec;
+    n.mtimeNsec = mtimeNsec;
+    n.payload = optionalAt(s, ends[7] + 1, ends[8]);
+    n.content = optionalAt(s, ends[8] + 1, ends[9]);
+    const d0 = ends[9] + 1, d1 = ends[10];
+    n.digestHex = d1 === d0 || (d1 === d0 + 1 && s.charCodeAt(d0) === 0x2d) ? null : s.slice(d0, d1);
+    n.rest = rest;
     this.#checkRoot(isRoot, type, false);
-    this.#addNode(
-      s,
-      start,
-      pathEnd,
-      lastSlash,
-      type,
-      mode,
-      size,
-      uid,
-      gid,
-      rdev,
-      mtimeSec,
-      mtimeNsec,
-      payload,
-      content,
-      digestHex,
-      rest,
-    );
+    this.#addNode(s, start, pathEnd, lastSlash, n);
     return true;
   }
 
@@ -330,91 +361,49 @@ export class DumpfileParser {
     if (!isValidType(type)) throw new FormatError(`invalid file type in MODE ${f[2]}`);
 
     this.#checkRoot(parts.length === 0, type, isLink);
-
     if (isLink) {
-      if (type === S_IFDIR) throw new FormatError("directories can't be hard links");
-      const target = unescapeOptional(f[8], "PAYLOAD");
-      if (!target) throw new FormatError("hard link without a target path");
-      if (target.includes("\0")) throw new FormatError("NUL byte in hard link target");
-      const placeholder = newLeaf(newStat(), { type: "fifo" });
-      const parent = this.#parentOf(path, 0, path.length, path.lastIndexOf("/"));
-      const name = parts[parts.length - 1];
-      if (parent.entries.has(name)) throw new FormatError(`path ${JSON.stringify(path)} already exists`);
-      parent.entries.set(name, placeholder);
-      const link: PendingLink = { lineNo: this.#lineNo, parent, name, target, placeholder };
-      this.#links.push(link);
-      this.#placeholders.set(placeholder, link);
+      this.#addHardLink(path, parts, type, f[8]);
       return;
     }
-
-    const size = parseSize(f[1]);
+    const n = this.#node;
+    n.type = type;
+    n.mode = mode;
+    n.size = parseSize(f[1]);
     parseUnsigned(f[3], "NLINK", U32_MAX);
-    const uid = parseUnsigned(f[4], "UID", U32_MAX);
-    const gid = parseUnsigned(f[5], "GID", U32_MAX);
+    n.uid = parseUnsigned(f[4], "UID", U32_MAX);
+    n.gid = parseUnsigned(f[5], "GID", U32_MAX);
     // EROFS keeps 32 bits of a device number (C truncates bigger ones silently; we refuse them).
     if (f[6].length > 15 && DIGITS.test(f[6])) {
       throw new FormatError(`RDEV ${f[6]} does not fit the 32-bit EROFS encoding`);
     }
-    const rdev = parseUnsigned(f[6], "RDEV", Number.MAX_SAFE_INTEGER);
-    const m = MTIME.exec(f[7]);
-    if (!m) throw new FormatError(`invalid MTIME ${JSON.stringify(f[7])} (expected SECONDS.NANOSECONDS)`);
-    // Seconds: any signed 64-bit value, as EROFS holds (C wraps values beyond; we refuse them).
-    let mtimeSec: number | bigint = Number(m[1]);
-    if (!Number.isSafeInteger(mtimeSec)) {
-      if (m[1].length > 21) {
-        throw new FormatError(`MTIME seconds ${m[1].slice(0, 24)} out of range (signed 64-bit)`);
-      }
-      mtimeSec = BigInt(m[1]);
-      if (mtimeSec > I64_MAX || mtimeSec < I64_MIN) {
-        throw new FormatError(`MTIME seconds ${m[1]} out of range (signed 64-bit)`);
-      }
-    }
-    if (m[2].length > 10 || Number(m[2]) >= 1e9) {
-      throw new FormatError(`MTIME nanoseconds ${m[2]} not below 10^9`);
-    }
-    const mtimeNsec = Number(m[2]);
-    const payload = unescapeOptional(f[8], "PAYLOAD");
-    const content = unescapeOptional(f[9], "CONTENT");
-    const digestHex = f[10] === "-" || f[10] === "" ? null : f[10];
-    this.#addNode(
-      path,
-      0,
-      path.length,
-      path.lastIndexOf("/"),
-      type,
-      mode,
-      size,
-      uid,
-      gid,
-      rdev,
-      mtimeSec,
-      mtimeNsec,
-      payload,
-      content,
-      digestHex,
-      rest,
-    );
+    n.rdev = parseUnsigned(f[6], "RDEV", Number.MAX_SAFE_INTEGER);
+    parseMtime(f[7], n);
+    n.payload = unescapeOptional(f[8], "PAYLOAD");
+    n.content = unescapeOptional(f[9], "CONTENT");
+    n.digestHex = f[10] === "-" || f[10] === "" ? null : f[10];
+    n.rest = rest;
+    this.#addNode(path, 0, path.length, path.lastIndexOf("/"), n);
+  }
+
+  /** A `@` line: a placeholder entry until finish() resolves the target (PAYLOAD field `target`). */
+  #addHardLink(path: string, parts: string[], type: number, targetField: string): void {
+    if (type === S_IFDIR) throw new FormatError("directories can't be hard links");
+    const target = unescapeOptional(targetField, "PAYLOAD");
+    if (!target) throw new FormatError("hard link without a target path");
+    if (target.includes("\0")) throw new FormatError("NUL byte in hard link target");
+    const placeholder = newLeaf(newStat(), { type: "fifo" });
+    const parent = this.#parentOf(path, 0, path.length, path.lastIndexOf("/"));
+    const name = parts[parts.length - 1];
+    if (parent.entries.has(name)) throw new FormatError(`path ${JSON.stringify(path)} already exists`);
+    parent.entries.set(name, placeholder);
+    const link: PendingLink = { lineNo: this.#lineNo, parent, name, target, placeholder };
+    this.#links.push(link);
+    this.#placeholders.set(placeholder, link);
   }
 
   /** Adds a parsed non-hard-link entry at path `s[start, end)`, whose last "/" is at `cut`. */
-  #addNode(
-    s: string,
-    start: number,
-    end: number,
-    cut: number,
-    type: number,
-    mode: number,
-    size: number,
-    uid: number,
-    gid: number,
-    rdev: number,
-    mtimeSec: number | bigint,
-    mtimeNsec: number,
-    payload: string | null,
-    content: string | null,
-    digestHex: string | null,
-    rest: string,
-  ): void {
+  #addNode(s: string, start: number, end: number, cut: number, n: NodeFields): void {
+    const { type, mode, size, uid, gid, rdev, mtimeSec, mtimeNsec, payload, content, digestHex, rest } = n;
     const strict = this.#strict;
     if (type !== S_IFCHR && type !== S_IFBLK && rdev !== 0 && strict) {
       throw new FormatError("non-zero RDEV on a non-device");

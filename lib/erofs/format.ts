@@ -3,6 +3,7 @@
 // All integers are little-endian. Each struct is declared once (lib/util/struct_codec.ts): field names,
 // widths and order as in the kernel's erofs_fs.h; offsets and sizes follow from the declaration.
 import { bytes, struct } from "../util/struct_codec.ts";
+import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, S_IFSOCK } from "../tree/tree.ts";
 
 // ---------------------------------------------------------------------------------------------------
 // Blocks and overall layout (docs/erofs.md#layout)
@@ -246,6 +247,27 @@ export const FT_BLKDEV = 4;
 export const FT_FIFO = 5;
 export const FT_SOCK = 6;
 export const FT_SYMLINK = 7;
+
+/** EROFS dirent file type for S_IF* bits. */
+export function direntFileType(type: number): number {
+  switch (type) {
+    case S_IFREG:
+      return FT_REG_FILE;
+    case S_IFDIR:
+      return FT_DIR;
+    case S_IFCHR:
+      return FT_CHRDEV;
+    case S_IFBLK:
+      return FT_BLKDEV;
+    case S_IFIFO:
+      return FT_FIFO;
+    case S_IFSOCK:
+      return FT_SOCK;
+    case S_IFLNK:
+      return FT_SYMLINK;
+  }
+  return 0;
+}
 
 // ---------------------------------------------------------------------------------------------------
 // overlayfs xattrs used by composefs

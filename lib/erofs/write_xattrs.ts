@@ -171,28 +171,13 @@ export class XattrTable {
 
   /** Returns the interned entry for (name, value), counting one more user. */
   intern(xn: XattrName, value: Uint8Array): number {
-    const h = hashValue(value);
-    const found = xn.byValue.get(h);
-    let e: number | undefined;
-    if (found === undefined) {
-      e = this.#newEntry(xn, value);
-      xn.byValue.set(h, e);
-    } else if (typeof found === "number") {
-      if (equalBytes(this.#value[found] as Uint8Array, value)) {
-        e = found;
-      } else {
-        e = this.#newEntry(xn, value);
-        xn.byValue.set(h, [found, e]);
-      }
-    } else {
-      e = found.find((x) => equalBytes(this.#value[x] as Uint8Array, value));
-      if (e === undefined) {
-        e = this.#newEntry(xn, value);
-        found.push(e);
-      }
-    }
-    this.#uses[e]++;
-    return e;
+    return this.#lookup(
+      xn.byValue,
+      hashValue(value),
+      xn,
+      value,
+      (e) => equalBytes(this.#value[e] as Uint8Array, value),
+    );
   }
 
   /**
@@ -201,21 +186,38 @@ export class XattrTable {
    * redirect targets only.
    */
   internString(xn: XattrName, value: string | ObjectId): number {
-    const h = hashString(value);
-    const found = xn.byString.get(h);
+    return this.#lookup(
+      xn.byString,
+      hashString(value),
+      xn,
+      value,
+      (e) => sameStr(this.#value[e] as string | ObjectId, value),
+    );
+  }
+
+  /** The entry of hash bucket `h` in `map` that `same` accepts, else a new entry for `value`;
+   *  counts one more user. */
+  #lookup(
+    map: Map<number, number | number[]>,
+    h: number,
+    xn: XattrName,
+    value: XattrValue,
+    same: (e: number) => boolean,
+  ): number {
+    const found = map.get(h);
     let e: number | undefined;
     if (found === undefined) {
       e = this.#newEntry(xn, value);
-      xn.byString.set(h, e);
+      map.set(h, e);
     } else if (typeof found === "number") {
-      if (sameStr(this.#value[found] as string | ObjectId, value)) {
+      if (same(found)) {
         e = found;
       } else {
         e = this.#newEntry(xn, value);
-        xn.byString.set(h, [found, e]);
+        map.set(h, [found, e]);
       }
     } else {
-      e = found.find((x) => sameStr(this.#value[x] as string | ObjectId, value));
+      e = found.find(same);
       if (e === undefined) {
         e = this.#newEntry(xn, value);
         found.push(e);

@@ -19,6 +19,7 @@ import {
   DATALAYOUT_FLAT_INLINE,
   DATALAYOUT_FLAT_PLAIN,
   DIRENT_SIZE,
+  direntFileType,
   EROFS_MAGIC,
   ErofsDirent,
   ErofsInodeCompact,
@@ -49,7 +50,7 @@ import {
   XATTR_SHARED_REF_SIZE,
   xattrIcount as xattrIcountOf,
 } from "./format.ts";
-import { collectEpoch1, collectV2, direntFileType, externalSize, type InodeTable } from "./write_collect.ts";
+import { collectEpoch1, collectV2, externalSize, type InodeTable } from "./write_collect.ts";
 import { MAX_SHARED_REFS, MAX_SHARED_REFS_EPOCH1, type XattrName, XattrTable } from "./write_xattrs.ts";
 
 export interface WriteOptions {
@@ -364,51 +365,13 @@ class ImageBuilder {
 
   /** Sizes and data layout of inode i (before padding). */
   layoutInode(i: number): void {
-    // xattr ibody: header, shared references (at most maxShared), local entries.
-    const maxShared = this.maxShared;
-    let xsize = 0, nShared = 0;
-    const xs = this.xStart[i], xe = this.xStart[i + 1];
-    if (xe > xs) {
-      const xt = this.xt;
-      xsize = XATTR_IBODY_HEADER_SIZE;
-      for (let j = xs; j < xe; j++) {
-        const e = this.xattrs[j];
-        if (xt.sharedOffset(e) >= 0 && nShared < maxShared) {
-          nShared++;
-          xsize += XATTR_SHARED_REF_SIZE;
-        } else {
-          xsize += xt.entrySize(e);
-        }
-      }
-    }
-    if (nShared > MAX_SHARED_REFS) {
-      throw new FormatError(`an inode has more than ${MAX_SHARED_REFS} shared xattrs`);
-    }
-    this.xattrSize[i] = xsize;
-    this.nShared[i] = nShared;
-
+    const xsize = this.layoutXattrs(i);
     const type = this.t.type[i];
     const c = this.t.content[i];
     let size = 0, nBlocks = 0, tail = 0, chunked = false;
     if (type === S_IFDIR) {
-      // Pack the entries into 4 KiB blocks; a tail over 2 KiB becomes a block too.
-      const names = this.t.dirNames.get(i)!;
-      let used = 0;
-      for (let j = 0; j < names.length; j++) {
-        const len = DIRENT_SIZE + names[j].length;
-        if (used + len > BLOCK_SIZE) {
-          nBlocks++;
-          used = 0;
-          this.tailFrom[i] = j;
-        }
-        used += len;
-      }
-      if (used > MAX_INLINE_TAIL) {
-        nBlocks++;
-        used = 0;
-      }
-      tail = used;
-      size = nBlocks * BLOCK_SIZE + used;
+      [nBlocks, tail] = this.layoutDirectory(i);
+      size = nBlocks * BLOCK_SIZE + tail;
     } else if (type === S_IFLNK) {
       const target = (c as { target: string }).target;
       if (target.length === 0 || target.length > MAX_SYMLINK) {
@@ -416,33 +379,11 @@ class ImageBuilder {
       }
       tail = size = target.length;
     } else if (type === S_IFREG && c!.type === "inline" && c!.data.length > 0) {
-      const len = c!.data.length;
-      if (len > MAX_INLINE_CONTENT_C) {
-        throw new FormatError(`inline file content of ${len} bytes (at most ${MAX_INLINE_CONTENT_C})`);
-      }
-      size = len;
-      if (!this.epoch1 && INODE_EXTENDED_SIZE + xsize + len <= BLOCK_SIZE) {
-        tail = len; // composefs-rs keeps the whole content inline
-      } else {
-        // C: full blocks in the data area, the rest inline unless over half a block.
-        nBlocks = Math.floor(len / BLOCK_SIZE);
-        tail = len % BLOCK_SIZE;
-        if (tail > MAX_INLINE_TAIL) {
-          nBlocks++;
-          tail = 0;
-        }
-      }
+      size = c!.data.length;
+      [nBlocks, tail] = this.layoutInline(size, xsize);
     } else if (type === S_IFREG && externalSize(c!) >= 0 && (externalSize(c!) > 0 || !this.epoch1)) {
-      // External file: chunk-based with null chunks (overlayfs reads the data via the redirect).
-      // composefs-rs (V2) always uses 2^43-byte chunks.
       size = externalSize(c!);
-      const bits = this.epoch1 ? chunkBits(size) : MAX_CHUNK_BITS;
-      const count = Math.max(1, Math.ceil(size / 2 ** bits));
-      if (count > MAX_CHUNKS) {
-        throw new FormatError(`external file of ${size} bytes is too large (more than ${MAX_CHUNKS} chunks)`);
-      }
-      this.chunkFormat[i] = (bits - BLOCK_SIZE_BITS) & CHUNK_FORMAT_BLKBITS_MASK;
-      tail = count * CHUNK_BLOCKMAP_ENTRY_SIZE;
+      tail = this.layoutChunks(i, size);
       chunked = true;
     } else if (type === S_IFCHR || type === S_IFBLK) {
       const rdev = (c as { rdev: number }).rdev;
@@ -467,6 +408,81 @@ class ImageBuilder {
           ? 1
           : 0;
     }
+  }
+
+  /** Size of inode i's xattr ibody: header, shared references (at most maxShared), local entries. */
+  layoutXattrs(i: number): number {
+    const maxShared = this.maxShared;
+    let xsize = 0, nShared = 0;
+    const xs = this.xStart[i], xe = this.xStart[i + 1];
+    if (xe > xs) {
+      const xt = this.xt;
+      xsize = XATTR_IBODY_HEADER_SIZE;
+      for (let j = xs; j < xe; j++) {
+        const e = this.xattrs[j];
+        if (xt.sharedOffset(e) >= 0 && nShared < maxShared) {
+          nShared++;
+          xsize += XATTR_SHARED_REF_SIZE;
+        } else {
+          xsize += xt.entrySize(e);
+        }
+      }
+    }
+    if (nShared > MAX_SHARED_REFS) {
+      throw new FormatError(`an inode has more than ${MAX_SHARED_REFS} shared xattrs`);
+    }
+    this.xattrSize[i] = xsize;
+    this.nShared[i] = nShared;
+    return xsize;
+  }
+
+  /** Directory i's entries packed into 4 KiB blocks; a tail over 2 KiB becomes a block too.
+   *  Returns [full blocks, inline tail bytes]. */
+  layoutDirectory(i: number): [number, number] {
+    const names = this.t.dirNames.get(i)!;
+    let used = 0, nBlocks = 0;
+    for (let j = 0; j < names.length; j++) {
+      const len = DIRENT_SIZE + names[j].length;
+      if (used + len > BLOCK_SIZE) {
+        nBlocks++;
+        used = 0;
+        this.tailFrom[i] = j;
+      }
+      used += len;
+    }
+    if (used > MAX_INLINE_TAIL) {
+      nBlocks++;
+      used = 0;
+    }
+    return [nBlocks, used];
+  }
+
+  /** Inline file content of `len` bytes after an ibody of `xsize`: [full blocks, inline tail bytes]. */
+  layoutInline(len: number, xsize: number): [number, number] {
+    if (len > MAX_INLINE_CONTENT_C) {
+      throw new FormatError(`inline file content of ${len} bytes (at most ${MAX_INLINE_CONTENT_C})`);
+    }
+    if (!this.epoch1 && INODE_EXTENDED_SIZE + xsize + len <= BLOCK_SIZE) {
+      return [0, len]; // composefs-rs keeps the whole content inline
+    }
+    // C: full blocks in the data area, the rest inline unless over half a block.
+    const tail = len % BLOCK_SIZE;
+    const nBlocks = Math.floor(len / BLOCK_SIZE);
+    return tail > MAX_INLINE_TAIL ? [nBlocks + 1, 0] : [nBlocks, tail];
+  }
+
+  /**
+   * External file i of `size` bytes: chunk-based with null chunks (overlayfs reads the data via the
+   * redirect); composefs-rs (V2) always uses 2^43-byte chunks. Returns the chunk map's size.
+   */
+  layoutChunks(i: number, size: number): number {
+    const bits = this.epoch1 ? chunkBits(size) : MAX_CHUNK_BITS;
+    const count = Math.max(1, Math.ceil(size / 2 ** bits));
+    if (count > MAX_CHUNKS) {
+      throw new FormatError(`external file of ${size} bytes is too large (more than ${MAX_CHUNKS} chunks)`);
+    }
+    this.chunkFormat[i] = (bits - BLOCK_SIZE_BITS) & CHUNK_FORMAT_BLKBITS_MASK;
+    return count * CHUNK_BLOCKMAP_ENTRY_SIZE;
   }
 
   /** Moves inode i's inline tail to one more data block. */
