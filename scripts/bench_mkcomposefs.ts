@@ -5,6 +5,7 @@
 //   zcat VECTOR.dump.gz | deno run -A --no-config dist/cfsctl.js mkcomposefs --from-file - OUT
 //
 //   deno run -A scripts/bench_mkcomposefs.ts [--runs 7] [--vector NAME.dump.gz] [--build] [--c PATH]
+//                                             [--v8-flags FLAGS]
 //
 // GNU time measures the deno process (wall, user+sys CPU, peak RSS); zcat runs beside it in the
 // pipe, as in the C tool's measurement. The image is checked against the vector's .sha256 each run.
@@ -13,6 +14,8 @@
 // median of each, and each program's medians as ratios to C mkcomposefs 1.0.8 measured in the same
 // rounds (interleaved): --c PATH, else $CFS_C_MKCOMPOSEFS, else the build of
 // ../shared/tools/build-c-composefs.sh at /var/tmp/perf-composefs-c (skipped with a note if absent).
+// --v8-flags adds a row: the bundle run with `deno run --v8-flags=FLAGS` (e.g. --no-turbofan: in a run
+// this short TurboFan's compile work costs more CPU than its faster code saves).
 import { parseArgs } from "node:util";
 
 const ROOT = new URL("../", import.meta.url).pathname;
@@ -83,6 +86,7 @@ async function main(): Promise<void> {
       vector: { type: "string", default: "cs9-x86_64-developer.dump.gz" },
       build: { type: "boolean", default: false },
       c: { type: "string" },
+      "v8-flags": { type: "string" },
     },
   });
   const runs = Number(values.runs);
@@ -116,6 +120,13 @@ async function main(): Promise<void> {
     { name: "deno run -A main.ts", cmd: `${DENO} run -A ${ROOT}main.ts` },
     { name: "deno run -A --no-config dist/cfsctl.js", cmd: `${DENO} run -A --no-config ${bundle}` },
   ];
+  const flags = values["v8-flags"];
+  if (flags) {
+    programs.push({
+      name: `deno run -A --no-config --v8-flags=${flags} dist/cfsctl.js`,
+      cmd: `${DENO} run -A --no-config --v8-flags=${flags} ${bundle}`,
+    });
+  }
   const cTool = await findC(values.c);
   if (cTool) programs.push({ name: "C mkcomposefs 1.0.8", cmd: cTool.replace(/mkcomposefs$/, "") });
   const dir = await Deno.makeTempDir({ prefix: "cfsctl-bench-mkcfs-" });
