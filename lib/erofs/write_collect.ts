@@ -84,7 +84,6 @@ export interface Collected {
 const HEX = "0123456789abcdef";
 /** Longest file name (EROFS_NAME_LEN); names never hold "/" or NUL. */
 const MAX_NAME = 255;
-const BAD_NAME = /[/\0]/;
 // Synthetic values that may meet equal user values under the same escaped name: always bytes.
 const EMPTY = new Uint8Array(0);
 const OPAQUE_Y = bstrToBytes(OPAQUE_ROOT_VALUE);
@@ -214,7 +213,11 @@ function setDirents(
   let dot = false, dotdot = false;
   for (let i = 0; i < n; i++) {
     const name = names[i];
-    if (name.length === 0 || name.length > MAX_NAME || name === "." || name === ".." || BAD_NAME.test(name)) {
+    if (
+      name.length === 0 || name.length > MAX_NAME || name === "." || name === ".." ||
+      name.indexOf("/") >= 0 ||
+      name.indexOf("\0") >= 0
+    ) {
       throw new FormatError(`invalid file name ${JSON.stringify(name)} in a directory`);
     }
     if (!dot && name > ".") {

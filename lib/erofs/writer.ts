@@ -102,6 +102,9 @@ const EXTENDED: Partial<StructValue<typeof ErofsInodeExtended.fields>> & { mtime
   mtimeNsec: 0,
   nlink: 0,
 };
+const IBODY_RECORD = { nameFilter: 0, sharedCount: 0 } satisfies Partial<
+  StructValue<typeof ErofsXattrIbodyHeader.fields>
+>;
 const DIRENT_RECORD = { nid: 0, nameoff: 0, fileType: 0 } satisfies Partial<
   StructValue<typeof ErofsDirent.fields>
 >;
@@ -647,7 +650,7 @@ class ImageBuilder {
       } else if (type === S_IFLNK) {
         writeBstr(out, off, (c as { target: string }).target);
       } else if (layout === DATALAYOUT_CHUNK_BASED) {
-        out.fill(0xff, off, off + tail); // null chunk entries
+        for (let k = off; k < off + tail; k++) out[k] = 0xff; // null chunk entries (a few bytes: no call)
       } else if (c !== null && c.type === "inline") {
         out.set(c.data.subarray(c.data.length - tail), off);
       }
@@ -664,7 +667,10 @@ class ImageBuilder {
     const xt = this.xt;
     let bits = 0;
     for (let j = xs; j < xe; j++) bits |= 1 << xt.xname(this.xattrs[j]).filterBit;
-    ErofsXattrIbodyHeader.write(dv, off, { nameFilter: ~bits >>> 0, sharedCount: this.nShared[i] });
+    const r = IBODY_RECORD;
+    r.nameFilter = ~bits >>> 0;
+    r.sharedCount = this.nShared[i];
+    ErofsXattrIbodyHeader.write(dv, off, r);
     off += XATTR_IBODY_HEADER_SIZE;
     let n = 0;
     for (let j = xs; j < xe; j++) {
