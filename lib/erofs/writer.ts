@@ -76,8 +76,8 @@ const EMPTY = new Uint8Array(0);
 /** Bytes per slab of metacopy values. */
 const METACOPY_SLAB = 64 * 1024;
 
-// Records reused for every inode, ibody header and dirent written: a fresh object per call made 12 MB of garbage
-// on cs9-developer's 64k inodes (the struct writers are not inlined in a short run).
+// Records reused for every inode, ibody header and dirent written: a fresh object per call made 12 MB
+// of garbage on cs9-developer's 64k inodes (the struct writers are not inlined in a short run).
 const COMPACT = {
   format: 0,
   xattrIcount: 0,
