@@ -4,15 +4,18 @@
 //   zcat VECTOR.dump.gz | deno run -A main.ts mkcomposefs --from-file - OUT
 //   zcat VECTOR.dump.gz | deno run -A --no-config dist/cfsctl.js mkcomposefs --from-file - OUT
 //
-//   deno run -A scripts/bench_mkcomposefs.ts [--runs 7] [--vector NAME.dump.gz] [--build]
+//   deno run -A scripts/bench_mkcomposefs.ts [--runs 7] [--vector NAME.dump.gz] [--build] [--c PATH]
+//                                             [--v8-flags FLAGS]
 //
 // GNU time measures the deno process (wall, user+sys CPU, peak RSS); zcat runs beside it in the
 // pipe, as in the C tool's measurement. The image is checked against the vector's .sha256 each run.
 // --build rebuilds dist/cfsctl.js (scripts/build.ts bundle) first; without it an existing bundle is
 // used (with a warning when lib/ has newer files) and one is built only when missing. Prints min and
-// median of each.
-// Reference (C mkcomposefs 1.0.8, measured on these machines earlier; not installed here):
-// ~1.0 s wall, 0.5 s CPU, 72 MB peak RSS.
+// median of each, and each program's medians as ratios to C mkcomposefs 1.0.8 measured in the same
+// rounds (interleaved): --c PATH, else $CFS_C_MKCOMPOSEFS, else the build of
+// ../shared/tools/build-c-composefs.sh at /var/tmp/perf-composefs-c (skipped with a note if absent).
+// --v8-flags adds a row: the bundle run with `deno run --v8-flags=FLAGS` (e.g. --no-turbofan: in a run
+// this short TurboFan's compile work costs more CPU than its faster code saves).
 import { parseArgs } from "node:util";
 
 const ROOT = new URL("../", import.meta.url).pathname;
@@ -35,8 +38,34 @@ async function sha256File(path: string): Promise<string> {
   return [...new Uint8Array(d)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+const C_DEFAULT = "/var/tmp/perf-composefs-c/build/tools/mkcomposefs";
+
+/** The C mkcomposefs to compare with, or undefined (with a note) when there is none. */
+async function findC(given: string | undefined): Promise<string | undefined> {
+  const path = given ?? Deno.env.get("CFS_C_MKCOMPOSEFS") ?? C_DEFAULT;
+  try {
+    await Deno.stat(path);
+    if (!path.endsWith("/mkcomposefs")) throw new Error(`${path}: expected a path ending in /mkcomposefs`);
+    return path;
+  } catch (e) {
+    if (given !== undefined) throw e;
+    console.error(
+      `note: no C mkcomposefs at ${path} (../shared/tools/build-c-composefs.sh builds one): no ratios`,
+    );
+    return undefined;
+  }
+}
+
+/** Load average (1 min) from /proc/loadavg. */
+async function loadAverage(): Promise<string> {
+  return (await Deno.readTextFile("/proc/loadavg")).split(" ")[0];
+}
+
 async function timedPipe(vector: string, program: string, out: string, timeFile: string): Promise<Sample> {
-  const cmd = `zcat ${vector} | /usr/bin/time -f "TIME %e %U %S %M" -o ${timeFile} ${program} ` +
+  // `program` ends where the tool name goes: "deno run … main.ts " + "mkcomposefs", or ".../tools/" +
+  // "mkcomposefs" for C.
+  const sep = program.endsWith("/") ? "" : " ";
+  const cmd = `zcat ${vector} | /usr/bin/time -f "TIME %e %U %S %M" -o ${timeFile} ${program}${sep}` +
     `mkcomposefs --from-file - ${out}`;
   const r = await run(cmd);
   if (!r.ok) throw new Error(`${cmd}: ${r.err}`);
@@ -56,6 +85,8 @@ async function main(): Promise<void> {
       runs: { type: "string", default: "7" },
       vector: { type: "string", default: "cs9-x86_64-developer.dump.gz" },
       build: { type: "boolean", default: false },
+      c: { type: "string" },
+      "v8-flags": { type: "string" },
     },
   });
   const runs = Number(values.runs);
@@ -89,9 +120,19 @@ async function main(): Promise<void> {
     { name: "deno run -A main.ts", cmd: `${DENO} run -A ${ROOT}main.ts` },
     { name: "deno run -A --no-config dist/cfsctl.js", cmd: `${DENO} run -A --no-config ${bundle}` },
   ];
+  const flags = values["v8-flags"];
+  if (flags) {
+    programs.push({
+      name: `deno run -A --no-config --v8-flags=${flags} dist/cfsctl.js`,
+      cmd: `${DENO} run -A --no-config --v8-flags=${flags} ${bundle}`,
+    });
+  }
+  const cTool = await findC(values.c);
+  if (cTool) programs.push({ name: "C mkcomposefs 1.0.8", cmd: cTool.replace(/mkcomposefs$/, "") });
   const dir = await Deno.makeTempDir({ prefix: "cfsctl-bench-mkcfs-" });
   try {
     const samples = programs.map(() => [] as Sample[]);
+    const loads: string[] = [await loadAverage()];
     // Interleaved, so that load changes on a shared machine hit both alike.
     for (let r = 0; r < runs; r++) {
       for (const [i, p] of programs.entries()) {
@@ -108,20 +149,32 @@ async function main(): Promise<void> {
         );
       }
     }
-    console.log(`\nmkcomposefs --from-file ${values.vector} (${runs} runs, image sha256 checked each run)`);
-    console.log("| program | wall s min / median | CPU s min / median | peak RSS MB median |");
-    console.log("|---|---|---|---|");
+    loads.push(await loadAverage());
+    console.log(
+      `\nmkcomposefs --from-file ${values.vector} (${runs} interleaved rounds, image sha256 checked each run; ` +
+        `load average ${loads.join(" → ")})`,
+    );
+    const ci = cTool ? programs.length - 1 : -1;
+    const med = (i: number, f: (s: Sample) => number) => median(samples[i].map(f));
+    const ratio = (i: number, f: (s: Sample) => number) =>
+      ci < 0 ? "–" : (med(i, f) / med(ci, f)).toFixed(2) + "×";
+    console.log(
+      "| program | wall s min / median | CPU s min / median | peak RSS MB median | wall / CPU / RSS vs C (medians) |",
+    );
+    console.log("|---|---|---|---|---|");
     for (const [i, p] of programs.entries()) {
       const w = samples[i].map((s) => s.wall), c = samples[i].map((s) => s.cpu);
       console.log(
         `| ${p.name} | ${Math.min(...w).toFixed(2)} / ${median(w).toFixed(2)} | ${
           Math.min(...c).toFixed(2)
-        } / ${median(c).toFixed(2)} | ${median(samples[i].map((s) => s.rssMB)).toFixed(0)} |`,
+        } / ${median(c).toFixed(2)} | ${med(i, (s) => s.rssMB).toFixed(0)} | ${ratio(i, (s) => s.wall)} / ${
+          ratio(i, (s) => s.cpu)
+        } / ${ratio(i, (s) => s.rssMB)} |`,
       );
     }
-    console.log("| C mkcomposefs 1.0.8 (earlier measurement, not installed here) | ~1.0 | ~0.5 | 72 |");
     for (const p of programs) {
-      console.log(`- ${p.name}: \`zcat ${vector} | ${p.cmd} mkcomposefs --from-file - OUT\``);
+      const sep = p.cmd.endsWith("/") ? "" : " ";
+      console.log(`- ${p.name}: \`zcat ${vector} | ${p.cmd}${sep}mkcomposefs --from-file - OUT\``);
     }
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -6,7 +6,7 @@ import { CfsError, UsageError } from "../errors.ts";
 import { examplesText, exitCodeForThrown, parseErofsVersion } from "./program.ts";
 import { writeErofs } from "../erofs/writer.ts";
 import { fsverityDigest } from "../fsverity/hasher.ts";
-import { parseDumpfile } from "../dumpfile/parse.ts";
+import { parseDumpfileFrom } from "../dumpfile/parse.ts";
 import { scanDirectory } from "../tree/scan.ts";
 import { FlatDigestStore } from "../objects/digest_store.ts";
 import { filterXattrs, removeDevices, zeroMtimes } from "../tree/transform.ts";
@@ -120,11 +120,11 @@ async function readSource(source: string, o: MkcomposefsOptions): Promise<Direct
     })();
     let root: Directory;
     if (source === "-") {
-      root = await parseDumpfile(Deno.stdin.readable, { strict, alg: "sha256" });
+      root = await parseDumpfileFrom(Deno.stdin, { strict, alg: "sha256" });
     } else {
-      const f = await Deno.open(source, { read: true });
+      using f = await Deno.open(source, { read: true });
       try {
-        root = await parseDumpfile(f.readable, { strict, alg: "sha256" });
+        root = await parseDumpfileFrom(f, { strict, alg: "sha256" });
       } catch (e) {
         if (e instanceof CfsError) e.within(source);
         throw e;

@@ -1,6 +1,9 @@
 // On-disk constants and struct offsets of composefs EROFS images (docs/erofs.md). Shared by the writer and
 // the reader: every number that describes the format lives here, nothing else does.
-// All integers are little-endian. Offsets are relative to the start of their struct.
+// All integers are little-endian. Each struct is declared once (lib/util/struct_codec.ts): field names,
+// widths and order as in the kernel's erofs_fs.h; offsets and sizes follow from the declaration.
+import { bytes, struct } from "../util/struct_codec.ts";
+import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, S_IFSOCK } from "../tree/tree.ts";
 
 // ---------------------------------------------------------------------------------------------------
 // Blocks and overall layout (docs/erofs.md#layout)
@@ -12,9 +15,6 @@ export const INODE_SLOT_BITS = 5;
 export const INODE_SLOT_SIZE = 1 << INODE_SLOT_BITS; // 32
 /** Byte offset of the superblock. */
 export const SUPERBLOCK_OFFSET = 1024;
-export const SUPERBLOCK_SIZE = 128;
-/** First byte after the superblock: where the inode table starts (nid 36). */
-export const INODE_TABLE_START = SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE; // 1152
 
 // ---------------------------------------------------------------------------------------------------
 // Composefs header (32 bytes at offset 0, docs/erofs.md#layout)
@@ -22,14 +22,17 @@ export const INODE_TABLE_START = SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE; // 1152
 export const COMPOSEFS_MAGIC = 0xd078629a;
 /** Header layout version (always 1). */
 export const COMPOSEFS_HEADER_VERSION = 1;
-export const COMPOSEFS_HEADER_SIZE = 32;
-export const CFS_HDR = {
-  magic: 0, // u32
-  version: 4, // u32: COMPOSEFS_HEADER_VERSION
-  flags: 8, // u32: COMPOSEFS_FLAGS_*
-  composefsVersion: 12, // u32: 0, 1 or 2 (docs/erofs.md#versions)
-  unused: 16, // u32[4]
-} as const;
+/** struct lcfs_erofs_header_s. */
+export const LcfsErofsHeader = struct("lcfs_erofs_header_s", {
+  magic: "u32",
+  version: "u32", // COMPOSEFS_HEADER_VERSION
+  flags: "u32", // COMPOSEFS_FLAGS_*
+  composefsVersion: "u32", // 0, 1 or 2 (docs/erofs.md#versions)
+  unused: bytes(16), // u32[4]
+}, 32);
+export const COMPOSEFS_HEADER_SIZE = LcfsErofsHeader.size;
+/** Field offsets of LcfsErofsHeader. */
+export const CFS_HDR = LcfsErofsHeader.offset;
 /** Header flag: some inode carries a POSIX ACL xattr (epoch 1 only). */
 export const COMPOSEFS_FLAGS_HAS_ACL = 1 << 0;
 
@@ -40,32 +43,38 @@ export type FormatVersion = 0 | 1 | 2;
 // EROFS superblock (128 bytes at offset 1024, docs/erofs.md#layout)
 
 export const EROFS_MAGIC = 0xe0f5e1e2;
-export const SB = {
-  magic: 0, // u32
-  checksum: 4, // u32
-  featureCompat: 8, // u32
-  blkszbits: 12, // u8
-  extslots: 13, // u8
-  rootNid: 14, // u16
-  inos: 16, // u64
-  buildTime: 24, // u64 (seconds)
-  buildTimeNsec: 32, // u32
-  blocks: 36, // u32
-  metaBlkaddr: 40, // u32
-  xattrBlkaddr: 44, // u32
-  uuid: 48, // u8[16]
-  volumeName: 64, // u8[16]
-  featureIncompat: 80, // u32
-  availableComprAlgs: 84, // u16
-  extraDevices: 86, // u16
-  devtSlotoff: 88, // u16
-  dirblkbits: 90, // u8
-  xattrPrefixCount: 91, // u8
-  xattrPrefixStart: 92, // u32
-  packedNid: 96, // u64
-  xattrFilterReserved: 104, // u8
-  reserved: 105, // u8[23]
-} as const;
+/** struct erofs_super_block. */
+export const ErofsSuperBlock = struct("erofs_super_block", {
+  magic: "u32",
+  checksum: "u32",
+  featureCompat: "u32",
+  blkszbits: "u8",
+  extslots: "u8",
+  rootNid: "u16",
+  inos: "u64",
+  buildTime: "i64", // seconds (signed in practice: C writes the smallest mtime)
+  buildTimeNsec: "u32",
+  blocks: "u32",
+  metaBlkaddr: "u32",
+  xattrBlkaddr: "u32",
+  uuid: bytes(16),
+  volumeName: bytes(16),
+  featureIncompat: "u32",
+  availableComprAlgs: "u16",
+  extraDevices: "u16",
+  devtSlotoff: "u16",
+  dirblkbits: "u8",
+  xattrPrefixCount: "u8",
+  xattrPrefixStart: "u32",
+  packedNid: "u64",
+  xattrFilterReserved: "u8",
+  reserved: bytes(23),
+}, 128);
+export const SUPERBLOCK_SIZE = ErofsSuperBlock.size;
+/** Field offsets of ErofsSuperBlock. */
+export const SB = ErofsSuperBlock.offset;
+/** First byte after the superblock: where the inode table starts (nid 36). */
+export const INODE_TABLE_START = SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE; // 1152
 
 export const FEATURE_COMPAT_SB_CHKSUM = 0x1;
 export const FEATURE_COMPAT_MTIME = 0x2;
@@ -84,9 +93,6 @@ export const FEATURE_INCOMPAT_XATTR_PREFIXES = 0x40;
 
 // ---------------------------------------------------------------------------------------------------
 // Inodes (docs/erofs.md#inodes)
-
-export const INODE_COMPACT_SIZE = 32;
-export const INODE_EXTENDED_SIZE = 64;
 
 /** Bit 0 of i_format: 0 compact, 1 extended. */
 export const INODE_VERSION_COMPACT = 0;
@@ -112,37 +118,43 @@ export function inodeDataLayout(format: number): number {
   return (format >> INODE_DATALAYOUT_BIT) & INODE_DATALAYOUT_MASK;
 }
 
-/** Compact inode (32 bytes). */
-export const INODE_COMPACT = {
-  format: 0, // u16
-  xattrIcount: 2, // u16
-  mode: 4, // u16
-  nlink: 6, // u16
-  size: 8, // u32
-  reserved: 12, // u32
-  iU: 16, // u32: raw_blkaddr / rdev / chunk info
-  ino: 20, // u32
-  uid: 24, // u16
-  gid: 26, // u16
-  reserved2: 28, // u32
-} as const;
+/** struct erofs_inode_compact. i_u: raw_blkaddr, rdev or chunk format, by type and data layout. */
+export const ErofsInodeCompact = struct("erofs_inode_compact", {
+  format: "u16",
+  xattrIcount: "u16",
+  mode: "u16",
+  nlink: "u16",
+  size: "u32",
+  reserved: "u32",
+  iU: "u32",
+  ino: "u32",
+  uid: "u16",
+  gid: "u16",
+  reserved2: "u32",
+}, 32);
+export const INODE_COMPACT_SIZE = ErofsInodeCompact.size;
+/** Field offsets of ErofsInodeCompact. */
+export const INODE_COMPACT = ErofsInodeCompact.offset;
 
-/** Extended inode (64 bytes). */
-export const INODE_EXTENDED = {
-  format: 0, // u16
-  xattrIcount: 2, // u16
-  mode: 4, // u16
-  reserved: 6, // u16
-  size: 8, // u64
-  iU: 16, // u32
-  ino: 20, // u32
-  uid: 24, // u32
-  gid: 28, // u32
-  mtime: 32, // u64 (seconds, signed in practice)
-  mtimeNsec: 40, // u32
-  nlink: 44, // u32
-  reserved2: 48, // u8[16]
-} as const;
+/** struct erofs_inode_extended. */
+export const ErofsInodeExtended = struct("erofs_inode_extended", {
+  format: "u16",
+  xattrIcount: "u16",
+  mode: "u16",
+  reserved: "u16",
+  size: "u64",
+  iU: "u32",
+  ino: "u32",
+  uid: "u32",
+  gid: "u32",
+  mtime: "i64", // seconds (signed in practice)
+  mtimeNsec: "u32",
+  nlink: "u32",
+  reserved2: bytes(16),
+}, 64);
+export const INODE_EXTENDED_SIZE = ErofsInodeExtended.size;
+/** Field offsets of ErofsInodeExtended. */
+export const INODE_EXTENDED = ErofsInodeExtended.offset;
 
 /** Chunk-based files: i_u holds chunk format; its low 5 bits = chunkbits − blkszbits. */
 export const CHUNK_FORMAT_BLKBITS_MASK = 0x1f;
@@ -158,25 +170,27 @@ export const MAX_CHUNK_BITS = BLOCK_SIZE_BITS + CHUNK_FORMAT_BLKBITS_MASK; // 43
 // ---------------------------------------------------------------------------------------------------
 // Extended attributes (docs/erofs.md#xattrs)
 
-/** In-inode xattr header: name_filter u32, shared_count u8, reserved[7]; then shared_count u32 refs. */
-export const XATTR_IBODY_HEADER_SIZE = 12;
-export const XATTR_IBODY = {
-  nameFilter: 0, // u32
-  sharedCount: 4, // u8
-  reserved: 5, // u8[7]
-  sharedRefs: 12, // u32[sharedCount]
-} as const;
+/** struct erofs_xattr_ibody_header; h_shared_count u32 references follow it. */
+export const ErofsXattrIbodyHeader = struct("erofs_xattr_ibody_header", {
+  nameFilter: "u32", // bit set = xattr absent (see XATTR_BLOOM_SEED)
+  sharedCount: "u8",
+  reserved: bytes(7),
+}, 12);
+export const XATTR_IBODY_HEADER_SIZE = ErofsXattrIbodyHeader.size;
+/** Field offsets of ErofsXattrIbodyHeader. */
+export const XATTR_IBODY = ErofsXattrIbodyHeader.offset;
 /** Size of one shared-xattr reference in the ibody. */
 export const XATTR_SHARED_REF_SIZE = 4;
 
-/** xattr entry: name_len u8 (suffix length), name_index u8, value_size u16, suffix, value, pad to 4. */
-export const XATTR_ENTRY_HEADER_SIZE = 4;
-export const XATTR_ENTRY = {
-  nameLen: 0, // u8
-  nameIndex: 1, // u8
-  valueSize: 2, // u16
-  name: 4,
-} as const;
+/** struct erofs_xattr_entry: then the name suffix, the value, and padding to XATTR_ENTRY_ALIGN. */
+export const ErofsXattrEntry = struct("erofs_xattr_entry", {
+  nameLen: "u8", // length of the suffix after the prefix
+  nameIndex: "u8", // XATTR_PREFIXES index
+  valueSize: "u16",
+}, 4);
+export const XATTR_ENTRY_HEADER_SIZE = ErofsXattrEntry.size;
+/** Field offsets of ErofsXattrEntry. */
+export const XATTR_ENTRY = ErofsXattrEntry.offset;
 /** Entries (in the ibody and in the shared table) are padded to this alignment. */
 export const XATTR_ENTRY_ALIGN = 4;
 
@@ -213,14 +227,17 @@ export const XATTR_FILTER_BITS = 32;
 // ---------------------------------------------------------------------------------------------------
 // Directories (docs/erofs.md#directories)
 
-/** Dirent: nid u64, nameoff u16, file_type u8, reserved u8. Names follow all dirents (no NUL). */
-export const DIRENT_SIZE = 12;
-export const DIRENT = {
-  nid: 0, // u64
-  nameoff: 8, // u16
-  fileType: 10, // u8
-  reserved: 11, // u8
-} as const;
+/** struct erofs_dirent. Names follow all dirents of a block (no NUL; the last one runs to the block's
+ *  end or its first NUL). */
+export const ErofsDirent = struct("erofs_dirent", {
+  nid: "u64",
+  nameoff: "u16",
+  fileType: "u8", // FT_*
+  reserved: "u8",
+}, 12);
+export const DIRENT_SIZE = ErofsDirent.size;
+/** Field offsets of ErofsDirent. */
+export const DIRENT = ErofsDirent.offset;
 
 export const FT_UNKNOWN = 0;
 export const FT_REG_FILE = 1;
@@ -230,6 +247,27 @@ export const FT_BLKDEV = 4;
 export const FT_FIFO = 5;
 export const FT_SOCK = 6;
 export const FT_SYMLINK = 7;
+
+/** EROFS dirent file type for S_IF* bits. */
+export function direntFileType(type: number): number {
+  switch (type) {
+    case S_IFREG:
+      return FT_REG_FILE;
+    case S_IFDIR:
+      return FT_DIR;
+    case S_IFCHR:
+      return FT_CHRDEV;
+    case S_IFBLK:
+      return FT_BLKDEV;
+    case S_IFIFO:
+      return FT_FIFO;
+    case S_IFSOCK:
+      return FT_SOCK;
+    case S_IFLNK:
+      return FT_SYMLINK;
+  }
+  return 0;
+}
 
 // ---------------------------------------------------------------------------------------------------
 // overlayfs xattrs used by composefs
@@ -254,15 +292,16 @@ export const XATTR_USER_OPAQUE = "user.overlay.opaque";
 export const OPAQUE_ROOT_VALUE = "y";
 export const OPAQUE_WHITEOUTS_VALUE = "x";
 
-/** trusted.overlay.metacopy value: version u8, len u8, flags u8, digest_algo u8, digest bytes. */
-export const METACOPY_HEADER_SIZE = 4;
-export const METACOPY = {
-  version: 0, // u8: 0
-  len: 1, // u8: METACOPY_HEADER_SIZE + digest size
-  flags: 2, // u8: 0
-  digestAlgo: 3, // u8: 1 sha256, 2 sha512 (fs-verity algorithm numbers)
-  digest: 4,
-} as const;
+/** The trusted.overlay.metacopy value (overlayfs struct ovl_metacopy): then the digest bytes. */
+export const OvlMetacopy = struct("ovl_metacopy", {
+  version: "u8", // METACOPY_VERSION
+  len: "u8", // METACOPY_HEADER_SIZE + digest size
+  flags: "u8", // 0
+  digestAlgo: "u8", // 1 sha256, 2 sha512 (fs-verity algorithm numbers)
+}, 4);
+export const METACOPY_HEADER_SIZE = OvlMetacopy.size;
+/** Field offsets of OvlMetacopy. */
+export const METACOPY = OvlMetacopy.offset;
 export const METACOPY_VERSION = 0;
 
 /** The selinux label is the only xattr a generated whiteout stub copies from the root. */

@@ -19,6 +19,11 @@ import {
   DIRENT,
   DIRENT_SIZE,
   EROFS_MAGIC,
+  ErofsDirent,
+  ErofsInodeCompact,
+  ErofsInodeExtended,
+  ErofsSuperBlock,
+  ErofsXattrEntry,
   FEATURE_COMPAT_MTIME,
   FEATURE_COMPAT_SB_CHKSUM,
   FEATURE_COMPAT_XATTR_FILTER,
@@ -31,9 +36,10 @@ import {
   INODE_TABLE_START,
   inodeDataLayout,
   inodeIsExtended,
+  LcfsErofsHeader,
   SB,
   SUPERBLOCK_OFFSET,
-  XATTR_ENTRY,
+  SUPERBLOCK_SIZE,
   XATTR_ENTRY_ALIGN,
   XATTR_ENTRY_HEADER_SIZE,
   XATTR_IBODY,
@@ -42,6 +48,7 @@ import {
   XATTR_SHARED_REF_SIZE,
   xattrIbodySize,
 } from "./format.ts";
+import { type StructValue, viewOf } from "../util/struct_codec.ts";
 import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from "../tree/tree.ts";
 
 /** composefs images are metadata only; anything bigger is refused before looking further. */
@@ -54,9 +61,6 @@ export const MAX_XATTR_NAME_LEN = 255;
 const COMPAT_KNOWN = FEATURE_COMPAT_SB_CHKSUM | FEATURE_COMPAT_MTIME | FEATURE_COMPAT_XATTR_FILTER;
 /** i_format bits other than the version bit and the 3 data-layout bits. */
 const I_FORMAT_RESERVED = ~0xf & 0xffff;
-const TWO_POW_32 = 0x1_0000_0000;
-/** Largest high word of a u64 that still makes a safe JS integer. */
-const SAFE_HIGH_WORD = 0x1f_ffff;
 
 export interface ImageHeader {
   /** composefs header composefs_version (0 and 1 = layout epoch 1, 2 = composefs-rs V2). */
@@ -130,6 +134,8 @@ export interface RawDirent {
   at: number;
 }
 
+const U32_MAX = 0xffff_ffff;
+
 const hex = (n: number) => "0x" + n.toString(16);
 
 /** Thrown errors name the nid and byte offset so a hostile or broken image can be diagnosed. */
@@ -170,12 +176,88 @@ export function inodeTypeName(type: number): string {
   return `type ${type.toString(8)}`;
 }
 
+/** The superblock rules of docs/erofs.md#reader: magic, block size, known features, nothing composefs
+ *  never writes, a block count that fits the image (`n` bytes). */
+function checkSuperblock(sb: StructValue<typeof ErofsSuperBlock.fields>, n: number): void {
+  const at = (field: keyof typeof SB) => ({ offset: SUPERBLOCK_OFFSET + SB[field] });
+  if (sb.magic !== EROFS_MAGIC) {
+    throw imageError(`bad EROFS magic ${hex(sb.magic)} (expected ${hex(EROFS_MAGIC)})`, at("magic"));
+  }
+  if (sb.blkszbits !== BLOCK_SIZE_BITS) {
+    throw imageError(`blkszbits ${sb.blkszbits} is not ${BLOCK_SIZE_BITS}`, at("blkszbits"));
+  }
+  if ((sb.featureCompat & ~COMPAT_KNOWN) !== 0) {
+    throw imageError(
+      `unknown feature_compat bits ${hex(sb.featureCompat & ~COMPAT_KNOWN)}`,
+      at("featureCompat"),
+    );
+  }
+  const incompat = sb.featureIncompat & ~FEATURE_INCOMPAT_CHUNKED_FILE;
+  if (incompat !== 0) {
+    throw imageError(`unsupported feature_incompat bits ${hex(incompat)}`, at("featureIncompat"));
+  }
+  const none: [number | bigint, keyof typeof SB, string][] = [
+    [sb.extslots, "extslots", "extslots"],
+    [sb.metaBlkaddr, "metaBlkaddr", "meta_blkaddr"],
+    [sb.availableComprAlgs, "availableComprAlgs", "compression algorithms"],
+    [sb.extraDevices, "extraDevices", "extra_devices"],
+    [sb.dirblkbits, "dirblkbits", "dirblkbits"],
+    [sb.xattrPrefixCount, "xattrPrefixCount", "custom xattr prefixes"],
+    [sb.packedNid, "packedNid", "packed_nid"],
+  ];
+  for (const [value, field, what] of none) {
+    if (value !== 0) throw imageError(`${what} is ${value}; composefs images have none`, at(field));
+  }
+  if (sb.blocks * BLOCK_SIZE > n) {
+    throw imageError(
+      `superblock says ${sb.blocks} blocks but the image has only ${n} bytes (truncated?)`,
+      at("blocks"),
+    );
+  }
+  if (sb.buildTimeNsec > 999_999_999) {
+    throw imageError(`build_time_nsec ${sb.buildTimeNsec} is not below 10^9`, at("buildTimeNsec"));
+  }
+}
+
+/** File type against data layout, and the size of data stored in an image of `imageSize` bytes. */
+function checkInodeType(inode: RawInode, imageSize: number): void {
+  const { type, layout, nid, offset } = inode;
+  switch (type) {
+    case S_IFDIR:
+    case S_IFLNK:
+      if (layout === DATALAYOUT_CHUNK_BASED) {
+        throw imageError(`chunk-based ${inodeTypeName(type)}`, { nid, offset });
+      }
+      break;
+    case S_IFREG:
+      break;
+    case S_IFCHR:
+    case S_IFBLK:
+    case S_IFIFO:
+    case S_IFSOCK:
+      if (layout !== DATALAYOUT_FLAT_PLAIN) {
+        throw imageError(`${inodeTypeName(type)} with data layout ${layout}`, { nid, offset });
+      }
+      break;
+    default:
+      throw imageError(`invalid file type in mode ${inode.mode.toString(8)}`, { nid, offset });
+  }
+  // Data stored in the image (not chunk-based) cannot be larger than the image.
+  if (
+    layout !== DATALAYOUT_CHUNK_BASED && inode.size > imageSize &&
+    (type === S_IFDIR || type === S_IFREG || type === S_IFLNK)
+  ) {
+    throw imageError(`inode size ${inode.size} exceeds the image size`, { nid, offset });
+  }
+}
+
 /**
  * A validated image (header and superblock checked in the constructor) with bounds-checked
  * accessors. Inodes and shared xattrs are decoded once and cached.
  */
 export class ErofsImage {
   readonly bytes: Uint8Array;
+  readonly view: DataView;
   readonly header: ImageHeader;
   #budget: number;
   #inodes = new Map<number, RawInode>();
@@ -184,6 +266,7 @@ export class ErofsImage {
 
   constructor(bytes: Uint8Array) {
     this.bytes = bytes;
+    this.view = viewOf(bytes);
     this.#budget = bytes.length;
     this.header = this.#readHeader();
   }
@@ -214,23 +297,6 @@ export class ErofsImage {
     const b = this.bytes;
     return (b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24)) >>> 0;
   }
-  /** An unsigned u64 of at most 2^53 (exact as a double: the largest file C mkcomposefs writes). */
-  #u64(o: number, what: string, nid?: number): number {
-    const hi = this.u32(o + 4);
-    if (hi > SAFE_HIGH_WORD && !(hi === SAFE_HIGH_WORD + 1 && this.u32(o) === 0)) {
-      throw imageError(`${what} is too large (high word ${hex(hi)})`, { nid, offset: o });
-    }
-    return hi * TWO_POW_32 + this.u32(o);
-  }
-  /** A signed i64 (times): a number when it is a safe integer, else the exact bigint. */
-  #i64(o: number): number | bigint {
-    const hi = this.u32(o + 4) | 0;
-    if (hi > SAFE_HIGH_WORD || hi < -SAFE_HIGH_WORD - 1) {
-      return (BigInt(hi) << 32n) | BigInt(this.u32(o));
-    }
-    return hi * TWO_POW_32 + this.u32(o);
-  }
-
   /** Accounts for `len` bytes of the image being interpreted (see the file comment). */
   charge(len: number, what: string, where?: { nid?: number; offset?: number }): void {
     this.#budget -= len;
@@ -248,84 +314,42 @@ export class ErofsImage {
   #readHeader(): ImageHeader {
     const n = this.bytes.length;
     if (n > MAX_IMAGE_SIZE) throw imageError(`image is ${n} bytes, larger than the 1 GiB limit`);
-    if (n < SUPERBLOCK_OFFSET + 128) throw imageError(`image is too short (${n} bytes) for a superblock`);
-    const magic = this.u32(CFS_HDR.magic);
-    if (magic !== COMPOSEFS_MAGIC) {
-      throw imageError(`bad composefs magic ${hex(magic)} (expected ${hex(COMPOSEFS_MAGIC)})`, { offset: 0 });
+    if (n < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE) {
+      throw imageError(`image is too short (${n} bytes) for a superblock`);
     }
-    const version = this.u32(CFS_HDR.version);
-    if (version !== COMPOSEFS_HEADER_VERSION) {
-      throw imageError(`unsupported composefs header version ${version}`, { offset: CFS_HDR.version });
+    const h = LcfsErofsHeader.read(this.view, 0);
+    if (h.magic !== COMPOSEFS_MAGIC) {
+      throw imageError(`bad composefs magic ${hex(h.magic)} (expected ${hex(COMPOSEFS_MAGIC)})`, {
+        offset: 0,
+      });
     }
-    const flags = this.u32(CFS_HDR.flags);
-    const cv = this.u32(CFS_HDR.composefsVersion);
+    if (h.version !== COMPOSEFS_HEADER_VERSION) {
+      throw imageError(`unsupported composefs header version ${h.version}`, { offset: CFS_HDR.version });
+    }
+    const cv = h.composefsVersion;
     if (cv !== 0 && cv !== 1 && cv !== 2) {
       throw imageError(`unknown composefs_version ${cv} (expected 0, 1 or 2)`, {
         offset: CFS_HDR.composefsVersion,
       });
     }
-    const sb = SUPERBLOCK_OFFSET;
-    const emagic = this.u32(sb + SB.magic);
-    if (emagic !== EROFS_MAGIC) {
-      throw imageError(`bad EROFS magic ${hex(emagic)} (expected ${hex(EROFS_MAGIC)})`, { offset: sb });
-    }
-    const blkszbits = this.u8(sb + SB.blkszbits);
-    if (blkszbits !== BLOCK_SIZE_BITS) {
-      throw imageError(`blkszbits ${blkszbits} is not ${BLOCK_SIZE_BITS}`, { offset: sb + SB.blkszbits });
-    }
-    const compat = this.u32(sb + SB.featureCompat);
-    if ((compat & ~COMPAT_KNOWN) !== 0) {
-      throw imageError(`unknown feature_compat bits ${hex(compat & ~COMPAT_KNOWN)}`, {
-        offset: sb + SB.featureCompat,
-      });
-    }
-    const incompat = this.u32(sb + SB.featureIncompat);
-    if ((incompat & ~FEATURE_INCOMPAT_CHUNKED_FILE) !== 0) {
-      throw imageError(
-        `unsupported feature_incompat bits ${hex(incompat & ~FEATURE_INCOMPAT_CHUNKED_FILE)}`,
-        {
-          offset: sb + SB.featureIncompat,
-        },
-      );
-    }
-    const checks: [number, number, string][] = [
-      [this.u8(sb + SB.extslots), sb + SB.extslots, "extslots"],
-      [this.u32(sb + SB.metaBlkaddr), sb + SB.metaBlkaddr, "meta_blkaddr"],
-      [this.u16(sb + SB.availableComprAlgs), sb + SB.availableComprAlgs, "compression algorithms"],
-      [this.u16(sb + SB.extraDevices), sb + SB.extraDevices, "extra_devices"],
-      [this.u8(sb + SB.dirblkbits), sb + SB.dirblkbits, "dirblkbits"],
-      [this.u8(sb + SB.xattrPrefixCount), sb + SB.xattrPrefixCount, "custom xattr prefixes"],
-      [this.u32(sb + SB.packedNid) | this.u32(sb + SB.packedNid + 4), sb + SB.packedNid, "packed_nid"],
-    ];
-    for (const [value, offset, what] of checks) {
-      if (value !== 0) throw imageError(`${what} is ${value}; composefs images have none`, { offset });
-    }
-    const blocks = this.u32(sb + SB.blocks);
-    if (blocks * BLOCK_SIZE > n) {
-      throw imageError(`superblock says ${blocks} blocks but the image has only ${n} bytes (truncated?)`, {
-        offset: sb + SB.blocks,
-      });
-    }
-    const buildTimeNsec = this.u32(sb + SB.buildTimeNsec);
-    const buildTime = this.#i64(sb + SB.buildTime);
-    if (buildTimeNsec > 999_999_999) {
-      throw imageError(`build_time_nsec ${buildTimeNsec} is not below 10^9`, {
-        offset: sb + SB.buildTimeNsec,
-      });
+    const sb = ErofsSuperBlock.read(this.view, SUPERBLOCK_OFFSET);
+    checkSuperblock(sb, n);
+    if (typeof sb.inos === "bigint") {
+      throw imageError(`inos is too large (${sb.inos})`, { offset: SUPERBLOCK_OFFSET + SB.inos });
     }
     return {
       composefsVersion: cv,
       epoch: cv === 2 ? 2 : 1,
-      flags,
-      featureCompat: compat,
-      featureIncompat: incompat,
-      rootNid: this.u16(sb + SB.rootNid),
-      inos: this.#u64(sb + SB.inos, "inos"),
-      buildTimeSec: Number(buildTime),
-      ...(typeof buildTime === "bigint" ? { buildTimeSecExact: buildTime } : {}),
-      buildTimeNsec,
-      blocks,
-      xattrBlkaddr: this.u32(sb + SB.xattrBlkaddr),
+      flags: h.flags,
+      featureCompat: sb.featureCompat,
+      featureIncompat: sb.featureIncompat,
+      rootNid: sb.rootNid,
+      inos: sb.inos,
+      buildTimeSec: Number(sb.buildTime),
+      ...(typeof sb.buildTime === "bigint" ? { buildTimeSecExact: sb.buildTime } : {}),
+      buildTimeNsec: sb.buildTimeNsec,
+      blocks: sb.blocks,
+      xattrBlkaddr: sb.xattrBlkaddr,
     };
   }
 
@@ -341,7 +365,20 @@ export class ErofsImage {
       throw imageError(`nid does not point into the inode table`, { nid });
     }
     this.#need(offset, INODE_COMPACT_SIZE, "inode header", nid);
-    const format = this.u16(offset);
+    const inode = this.#inodeHeader(nid, offset);
+    checkInodeType(inode, this.bytes.length);
+    const inlineSize = this.#inlineSize(inode);
+    inode.inlineSize = inlineSize;
+    const total = inode.headerSize + inode.xattrSize + inlineSize;
+    this.#need(offset, total, "inode", nid);
+    this.charge(total, "inode", { nid, offset });
+    this.#inodes.set(nid, inode);
+    return inode;
+  }
+
+  /** The compact or extended inode header at `offset` (inlineSize still 0). */
+  #inodeHeader(nid: number, offset: number): RawInode {
+    const format = this.u16(offset + INODE_COMPACT.format);
     if ((format & I_FORMAT_RESERVED) !== 0) {
       throw imageError(`unsupported i_format ${hex(format)}`, { nid, offset });
     }
@@ -355,80 +392,69 @@ export class ErofsImage {
     ) {
       throw imageError(`unsupported data layout ${layout} (compressed?)`, { nid, offset });
     }
-    let mode: number, nlink: number, size: number, iU: number, uid: number, gid: number;
-    let mtimeSec: number, mtimeNsec: number;
-    let mtimeSecExact: bigint | undefined;
-    const xattrIcount = this.u16(offset + INODE_COMPACT.xattrIcount);
+    let mtimeSec: number | bigint, mtimeNsec: number;
+    let i: StructValue<typeof ErofsInodeCompact.fields> | StructValue<typeof ErofsInodeExtended.fields>;
     if (extended) {
-      const F = INODE_EXTENDED;
-      mode = this.u16(offset + F.mode);
-      size = this.#u64(offset + F.size, "inode size", nid);
-      iU = this.u32(offset + F.iU);
-      uid = this.u32(offset + F.uid);
-      gid = this.u32(offset + F.gid);
-      const t = this.#i64(offset + F.mtime);
-      mtimeSec = Number(t);
-      if (typeof t === "bigint") mtimeSecExact = t;
-      mtimeNsec = this.u32(offset + F.mtimeNsec);
-      nlink = this.u32(offset + F.nlink);
-      if (mtimeNsec > 999_999_999) {
-        throw imageError(`mtime_nsec ${mtimeNsec} is not below 10^9`, { nid, offset });
-      }
-    } else {
-      const F = INODE_COMPACT;
-      mode = this.u16(offset + F.mode);
-      nlink = this.u16(offset + F.nlink);
-      size = this.u32(offset + F.size);
-      iU = this.u32(offset + F.iU);
-      uid = this.u16(offset + F.uid);
-      gid = this.u16(offset + F.gid);
-      // Compact inodes have no mtime of their own: they all share the superblock build_time.
-      mtimeSec = this.header.buildTimeSec;
-      mtimeSecExact = this.header.buildTimeSecExact;
-      mtimeNsec = this.header.buildTimeNsec;
-    }
-    const type = mode & S_IFMT;
-    switch (type) {
-      case S_IFDIR:
-      case S_IFLNK:
-        if (layout === DATALAYOUT_CHUNK_BASED) {
-          throw imageError(`chunk-based ${inodeTypeName(type)}`, { nid, offset });
-        }
-        break;
-      case S_IFREG:
-        break;
-      case S_IFCHR:
-      case S_IFBLK:
-      case S_IFIFO:
-      case S_IFSOCK:
-        if (layout !== DATALAYOUT_FLAT_PLAIN) {
-          throw imageError(`${inodeTypeName(type)} with data layout ${layout}`, { nid, offset });
-        }
-        break;
-      default:
-        throw imageError(`invalid file type in mode ${mode.toString(8)}`, { nid, offset });
-    }
-    // Data stored in the image (not chunk-based) cannot be larger than the image.
-    if (
-      layout !== DATALAYOUT_CHUNK_BASED && size > this.bytes.length &&
-      (type === S_IFDIR || type === S_IFREG || type === S_IFLNK)
-    ) {
-      throw imageError(`inode size ${size} exceeds the image size`, { nid, offset });
-    }
-    const xattrStart = offset + headerSize;
-    const xattrSize = xattrIbodySize(xattrIcount);
-    const inlineStart = xattrStart + xattrSize;
-    let inlineSize = 0;
-    if (layout === DATALAYOUT_FLAT_INLINE) {
-      inlineSize = size % BLOCK_SIZE;
-      // The kernel refuses inline tails that straddle a block boundary.
-      if (inlineSize > 0 && (inlineStart % BLOCK_SIZE) + inlineSize > BLOCK_SIZE) {
-        throw imageError(`inline data (${inlineSize} bytes) crosses a block boundary`, {
+      const x = ErofsInodeExtended.read(this.view, offset);
+      if (typeof x.size === "bigint") {
+        throw imageError(`inode size is too large (${x.size})`, {
           nid,
-          offset: inlineStart,
+          offset: offset + INODE_EXTENDED.size,
         });
       }
-    } else if (layout === DATALAYOUT_CHUNK_BASED) {
+      if (x.mtimeNsec > 999_999_999) {
+        throw imageError(`mtime_nsec ${x.mtimeNsec} is not below 10^9`, { nid, offset });
+      }
+      mtimeSec = x.mtime;
+      mtimeNsec = x.mtimeNsec;
+      i = x;
+    } else {
+      // Compact inodes have no mtime of their own: they all share the superblock build_time.
+      i = ErofsInodeCompact.read(this.view, offset);
+      mtimeSec = this.header.buildTimeSecExact ?? this.header.buildTimeSec;
+      mtimeNsec = this.header.buildTimeNsec;
+    }
+    const xattrStart = offset + headerSize;
+    const xattrSize = xattrIbodySize(i.xattrIcount);
+    return {
+      nid,
+      offset,
+      extended,
+      headerSize,
+      layout,
+      mode: i.mode,
+      type: i.mode & S_IFMT,
+      nlink: i.nlink,
+      size: i.size as number,
+      iU: i.iU,
+      uid: i.uid,
+      gid: i.gid,
+      mtimeSec: Number(mtimeSec),
+      ...(typeof mtimeSec === "bigint" ? { mtimeSecExact: mtimeSec } : {}),
+      mtimeNsec,
+      xattrIcount: i.xattrIcount,
+      xattrStart,
+      xattrSize,
+      inlineStart: xattrStart + xattrSize,
+      inlineSize: 0,
+    };
+  }
+
+  /** Bytes after the xattrs: the inline tail (FLAT_INLINE) or the chunk block map (CHUNK_BASED). */
+  #inlineSize(inode: RawInode): number {
+    const { nid, offset, size, iU } = inode;
+    if (inode.layout === DATALAYOUT_FLAT_INLINE) {
+      const inlineSize = size % BLOCK_SIZE;
+      // The kernel refuses inline tails that straddle a block boundary.
+      if (inlineSize > 0 && (inode.inlineStart % BLOCK_SIZE) + inlineSize > BLOCK_SIZE) {
+        throw imageError(`inline data (${inlineSize} bytes) crosses a block boundary`, {
+          nid,
+          offset: inode.inlineStart,
+        });
+      }
+      return inlineSize;
+    }
+    if (inode.layout === DATALAYOUT_CHUNK_BASED) {
       // Only the 4-byte block map (no 8-byte chunk indexes) is used by composefs.
       if ((iU & ~CHUNK_FORMAT_BLKBITS_MASK) !== 0) {
         throw imageError(`unsupported chunk format ${hex(iU)}`, { nid, offset });
@@ -438,35 +464,9 @@ export class ErofsImage {
       if (chunks * CHUNK_BLOCKMAP_ENTRY_SIZE > this.bytes.length) {
         throw imageError(`chunk map of ${chunks} entries does not fit the image`, { nid, offset });
       }
-      inlineSize = chunks * CHUNK_BLOCKMAP_ENTRY_SIZE;
+      return chunks * CHUNK_BLOCKMAP_ENTRY_SIZE;
     }
-    const total = headerSize + xattrSize + inlineSize;
-    this.#need(offset, total, "inode", nid);
-    this.charge(total, "inode", { nid, offset });
-    const inode: RawInode = {
-      nid,
-      offset,
-      extended,
-      headerSize,
-      layout,
-      mode,
-      type,
-      nlink,
-      size,
-      iU,
-      uid,
-      gid,
-      mtimeSec,
-      ...(mtimeSecExact !== undefined ? { mtimeSecExact } : {}),
-      mtimeNsec,
-      xattrIcount,
-      xattrStart,
-      xattrSize,
-      inlineStart,
-      inlineSize,
-    };
-    this.#inodes.set(nid, inode);
-    return inode;
+    return 0;
   }
 
   /** First block and number of blocks of the inode's out-of-line data (FLAT_PLAIN / FLAT_INLINE). */
@@ -537,10 +537,8 @@ export class ErofsImage {
   /** Decodes one xattr entry at `at`, which must end at or before `limit`. Returns it and its padded end. */
   #xattrEntry(at: number, limit: number, nid?: number): { x: RawXattr; end: number } {
     if (at + XATTR_ENTRY_HEADER_SIZE > limit) throw imageError(`truncated xattr entry`, { nid, offset: at });
-    const nameLen = this.u8(at + XATTR_ENTRY.nameLen);
-    const index = this.u8(at + XATTR_ENTRY.nameIndex);
-    const valueSize = this.u16(at + XATTR_ENTRY.valueSize);
-    const nameStart = at + XATTR_ENTRY.name;
+    const { nameLen, nameIndex: index, valueSize } = ErofsXattrEntry.read(this.view, at);
+    const nameStart = at + XATTR_ENTRY_HEADER_SIZE;
     const valueStart = nameStart + nameLen;
     const valueEnd = valueStart + valueSize;
     const end = at +
@@ -679,10 +677,11 @@ export class ErofsImage {
       if (name.includes("/")) {
         throw imageError(`name ${JSON.stringify(name)} contains '/'`, { nid, offset: at });
       }
-      const lo = this.u32(at + DIRENT.nid);
-      const hi = this.u32(at + DIRENT.nid + 4);
-      if (hi !== 0) throw imageError(`dirent nid out of range`, { nid, offset: at });
-      out.push({ name, nid: lo, fileType: this.u8(at + DIRENT.fileType), at });
+      const d = ErofsDirent.read(this.view, at);
+      if (!(typeof d.nid === "number" && d.nid <= U32_MAX)) {
+        throw imageError(`dirent nid out of range`, { nid, offset: at });
+      }
+      out.push({ name, nid: d.nid, fileType: d.fileType, at });
     }
   }
 }

@@ -16,28 +16,22 @@ import {
   S_IFIFO,
   S_IFLNK,
   S_IFREG,
-  S_IFSOCK,
   type Stat,
 } from "../tree/tree.ts";
 import {
   BLOCK_SIZE,
   DATALAYOUT_CHUNK_BASED,
   DATALAYOUT_FLAT_INLINE,
+  direntFileType,
   FEATURE_COMPAT_XATTR_FILTER,
-  FT_BLKDEV,
-  FT_CHRDEV,
   FT_DIR,
-  FT_FIFO,
-  FT_REG_FILE,
-  FT_SOCK,
-  FT_SYMLINK,
   MAX_INLINE_CONTENT_C,
   MAX_SYMLINK_TARGET_C,
-  METACOPY,
   METACOPY_HEADER_SIZE,
   METACOPY_VERSION,
   OVERLAY_ESCAPED_PREFIX,
   OVERLAY_XATTR_PREFIX,
+  OvlMetacopy,
   XATTR_BLOOM_SEED,
   XATTR_ESCAPED_WHITEOUT,
   XATTR_FILTER_BITS,
@@ -47,8 +41,16 @@ import {
   XATTR_USER_WHITEOUT,
   XATTR_USER_WHITEOUTS,
 } from "./format.ts";
-import { ErofsImage, imageError, inodeTypeName, type RawInode, type RawXattr } from "./read_image.ts";
+import {
+  ErofsImage,
+  imageError,
+  inodeTypeName,
+  type RawDirent,
+  type RawInode,
+  type RawXattr,
+} from "./read_image.ts";
 import { xxh32Bstr } from "./xxh32.ts";
+import { viewOf } from "../util/struct_codec.ts";
 
 /** PATH_MAX / 2: each level needs at least one name byte and a '/'. */
 export const MAX_DIRECTORY_DEPTH = 2048;
@@ -73,16 +75,6 @@ const WHITEOUT_XATTRS = [XATTR_ESCAPED_WHITEOUT, XATTR_USER_WHITEOUT];
  *  composefs_version 1 on, with value "x". */
 const WHITEOUT_DIR_XATTRS = [OVERLAY_XATTR_PREFIX + "whiteouts", XATTR_USER_WHITEOUTS];
 const WHITEOUT_DIR_OPAQUE_XATTRS = [OVERLAY_XATTR_PREFIX + "opaque", XATTR_USER_OPAQUE];
-
-const FILE_TYPE_OF: Record<number, number> = {
-  [S_IFREG]: FT_REG_FILE,
-  [S_IFDIR]: FT_DIR,
-  [S_IFCHR]: FT_CHRDEV,
-  [S_IFBLK]: FT_BLKDEV,
-  [S_IFIFO]: FT_FIFO,
-  [S_IFSOCK]: FT_SOCK,
-  [S_IFLNK]: FT_SYMLINK,
-};
 
 const HEX2_ANY_CASE = /^[0-9a-fA-F]{2}$/;
 const HEX2_LOWER = /^[0-9a-f]{2}$/;
@@ -176,6 +168,29 @@ function redirectPayload(v: Uint8Array): string {
   return String.fromCharCode.apply(null, v.subarray(v[0] === 0x2f ? 1 : 0) as unknown as number[]);
 }
 
+/** Names strictly increase within a directory. */
+function checkOrder(f: Frame, prev: string | undefined, e: RawDirent): void {
+  if (prev !== undefined && !(prev < e.name)) {
+    throw imageError(
+      prev === e.name
+        ? `duplicate name ${JSON.stringify(e.name)}`
+        : `names not sorted (${JSON.stringify(e.name)} after ${JSON.stringify(prev)})`,
+      { nid: f.nid, offset: e.at },
+    );
+  }
+}
+
+/** "." names the directory itself, ".." its parent (the root's own for the root); both FT_DIR. */
+function checkDot(f: Frame, e: RawDirent): void {
+  const want = e.name === "." ? f.nid : f.parentNid;
+  if (e.nid !== want) {
+    throw imageError(`'${e.name}' points to nid ${e.nid}, expected ${want}`, { nid: f.nid, offset: e.at });
+  }
+  if (e.fileType !== FT_DIR) {
+    throw imageError(`'${e.name}' has file type ${e.fileType}`, { nid: f.nid, offset: e.at });
+  }
+}
+
 /** Walks an image and builds its tree; one instance per read. */
 export class TreeReader {
   readonly img: ErofsImage;
@@ -245,104 +260,82 @@ export class TreeReader {
     let subdirs = 0;
     let escapedWhiteouts = false;
     for (const e of img.dirents(f.inode)) {
-      if (prev !== undefined && !(prev < e.name)) {
-        throw imageError(
-          prev === e.name
-            ? `duplicate name ${JSON.stringify(e.name)}`
-            : `names not sorted (${JSON.stringify(e.name)} after ${JSON.stringify(prev)})`,
-          { nid: f.nid, offset: e.at },
-        );
-      }
+      checkOrder(f, prev, e);
       prev = e.name;
       if (e.name === "." || e.name === "..") {
-        const want = e.name === "." ? f.nid : f.parentNid;
-        if (e.nid !== want) {
-          throw imageError(`'${e.name}' points to nid ${e.nid}, expected ${want}`, {
-            nid: f.nid,
-            offset: e.at,
-          });
-        }
-        if (e.fileType !== FT_DIR) {
-          throw imageError(`'${e.name}' has file type ${e.fileType}`, { nid: f.nid, offset: e.at });
-        }
+        checkDot(f, e);
         dots++;
         continue;
       }
       const child = img.inode(e.nid);
-      if (FILE_TYPE_OF[child.type] !== e.fileType) {
+      if (direntFileType(child.type) !== e.fileType) {
         throw imageError(
           `dirent ${JSON.stringify(e.name)} has file type ${e.fileType} but the inode is a ${
             inodeTypeName(child.type)
           }`,
-          {
-            nid: f.nid,
-            offset: e.at,
-          },
+          { nid: f.nid, offset: e.at },
         );
       }
       if (isRoot && HEX2_LOWER.test(e.name)) this.#rootHexSlots.add(e.name);
       if (child.type === S_IFDIR) {
         subdirs++;
-        if (this.#dirs.has(e.nid)) {
-          throw imageError(
-            `directory ${q(f, e.name)} is linked more than once (cycle?)`,
-            {
-              nid: e.nid,
-            },
-          );
-        }
-        this.#dirs.add(e.nid);
-        const raw = img.xattrs(child);
-        if (this.opts.fsck) this.#fsckInode(child, raw, f, e.name);
-        const dir = newDirectory(statOf(child, raw));
-        f.dir.entries.set(e.name, dir);
-        stack.push({
-          nid: e.nid,
-          parentNid: f.nid,
-          inode: child,
-          dir,
-          depth: f.depth + 1,
-          name: e.name,
-          parent: f,
-        });
-        continue;
+        stack.push(this.#subdirectory(f, e, child));
+      } else if (this.#leafEntry(f, e, child, isRoot)) {
+        escapedWhiteouts = true;
       }
-      let rec = this.#leaves.get(e.nid);
-      if (!rec) {
-        const raw = img.xattrs(child);
-        const wo = whiteoutKind(child, raw);
-        if (wo !== "none" && child.nlink !== 1) {
-          throw imageError(
-            `whiteout ${q(f, e.name)} has nlink ${child.nlink} (hard-linked whiteout)`,
-            { nid: e.nid },
-          );
-        }
-        if (this.opts.fsck) this.#fsckInode(child, raw, f, e.name, wo, isRoot);
-        if (wo === "escaped") escapedWhiteouts = true;
-        // Root entries named like a stub slot that are whiteouts form the overlay stub table.
-        const skip = isRoot && wo !== "none" && HEX2_ANY_CASE.test(e.name);
-        rec = {
-          leaf: skip ? undefined : this.#leaf(child, raw, wo, f, e.name),
-          nlink: child.nlink,
-          refs: 0,
-          f,
-          name: e.name,
-        };
-        this.#leaves.set(e.nid, rec);
-      }
-      rec.refs++;
-      if (rec.leaf) f.dir.entries.set(e.name, rec.leaf);
     }
     if (dots !== 2) throw imageError(`directory lacks '.' or '..'`, { nid: f.nid });
     if (escapedWhiteouts) this.#dropWhiteoutDirMarkers(f.dir);
     if (f.inode.nlink !== 2 + subdirs) {
       throw imageError(
         `directory nlink ${f.inode.nlink}, expected ${2 + subdirs} (2 + ${subdirs} subdirectories)`,
-        {
-          nid: f.nid,
-        },
+        { nid: f.nid },
       );
     }
+  }
+
+  /** Enters subdirectory entry `e` of frame `f` into the tree; returns the frame that reads it. */
+  #subdirectory(f: Frame, e: RawDirent, child: RawInode): Frame {
+    if (this.#dirs.has(e.nid)) {
+      throw imageError(`directory ${q(f, e.name)} is linked more than once (cycle?)`, { nid: e.nid });
+    }
+    this.#dirs.add(e.nid);
+    const raw = this.img.xattrs(child);
+    if (this.opts.fsck) this.#fsckInode(child, raw, f, e.name);
+    const dir = newDirectory(statOf(child, raw));
+    f.dir.entries.set(e.name, dir);
+    return { nid: e.nid, parentNid: f.nid, inode: child, dir, depth: f.depth + 1, name: e.name, parent: f };
+  }
+
+  /** Enters non-directory entry `e` (a leaf, once per nid; hard links share it). Returns whether
+   *  it is an escaped whiteout met for the first time. */
+  #leafEntry(f: Frame, e: RawDirent, child: RawInode, isRoot: boolean): boolean {
+    let rec = this.#leaves.get(e.nid);
+    let escaped = false;
+    if (!rec) {
+      const raw = this.img.xattrs(child);
+      const wo = whiteoutKind(child, raw);
+      if (wo !== "none" && child.nlink !== 1) {
+        throw imageError(`whiteout ${q(f, e.name)} has nlink ${child.nlink} (hard-linked whiteout)`, {
+          nid: e.nid,
+        });
+      }
+      if (this.opts.fsck) this.#fsckInode(child, raw, f, e.name, wo, isRoot);
+      escaped = wo === "escaped";
+      // Root entries named like a stub slot that are whiteouts form the overlay stub table.
+      const skip = isRoot && wo !== "none" && HEX2_ANY_CASE.test(e.name);
+      rec = {
+        leaf: skip ? undefined : this.#leaf(child, raw, wo, f, e.name),
+        nlink: child.nlink,
+        refs: 0,
+        f,
+        name: e.name,
+      };
+      this.#leaves.set(e.nid, rec);
+    }
+    rec.refs++;
+    if (rec.leaf) f.dir.entries.set(e.name, rec.leaf);
+    return escaped;
   }
 
   /** The markers the writer puts on a directory holding escaped whiteouts (C add_overlayfs_xattrs). */
@@ -429,21 +422,22 @@ export class TreeReader {
     const bad = (why: string) =>
       imageError(`malformed trusted.overlay.metacopy on ${q(f, name)}: ${why}`, { nid });
     if (v.length < METACOPY_HEADER_SIZE) throw bad(`${v.length} bytes`);
-    if (v[METACOPY.version] !== METACOPY_VERSION) throw bad(`version ${v[METACOPY.version]}`);
-    if (v[METACOPY.flags] !== 0) throw bad(`flags ${v[METACOPY.flags]}`);
+    const m = OvlMetacopy.read(viewOf(v), 0);
+    if (m.version !== METACOPY_VERSION) throw bad(`version ${m.version}`);
+    if (m.flags !== 0) throw bad(`flags ${m.flags}`);
     let alg: HashAlgorithm;
     try {
-      alg = algorithmFromKernelId(v[METACOPY.digestAlgo]);
+      alg = algorithmFromKernelId(m.digestAlgo);
     } catch {
-      throw bad(`digest algorithm ${v[METACOPY.digestAlgo]}`);
+      throw bad(`digest algorithm ${m.digestAlgo}`);
     }
     const len = METACOPY_HEADER_SIZE + DIGEST_SIZE[alg];
-    if (v[METACOPY.len] !== len || v.length !== len) {
-      throw bad(`length ${v[METACOPY.len]}/${v.length}, expected ${len}`);
+    if (m.len !== len || v.length !== len) {
+      throw bad(`length ${m.len}/${v.length}, expected ${len}`);
     }
     if (this.#alg === undefined) this.#alg = alg;
     else if (alg !== this.#alg) throw bad(`${alg} digest where ${this.#alg} is expected`);
-    return new ObjectId(alg, v.slice(METACOPY.digest));
+    return new ObjectId(alg, v.slice(METACOPY_HEADER_SIZE));
   }
 
   // -------------------------------------------------------------------------------------------

@@ -10,25 +10,9 @@
 // of thousands of inodes cost a few arrays, not an object per inode.
 import { FormatError } from "../errors.ts";
 import type { Directory, Inode, Leaf, LeafContent, Stat } from "../tree/tree.ts";
-import {
-  leafTypeBits,
-  S_IFBLK,
-  S_IFCHR,
-  S_IFDIR,
-  S_IFIFO,
-  S_IFLNK,
-  S_IFREG,
-  S_IFSOCK,
-} from "../tree/tree.ts";
+import { leafTypeBits, S_IFDIR, S_IFREG } from "../tree/tree.ts";
 import { bstrToBytes } from "../util/bytes.ts";
 import {
-  FT_BLKDEV,
-  FT_CHRDEV,
-  FT_DIR,
-  FT_FIFO,
-  FT_REG_FILE,
-  FT_SOCK,
-  FT_SYMLINK,
   OPAQUE_ROOT_VALUE,
   OPAQUE_WHITEOUTS_VALUE,
   OVERLAY_ESCAPED_PREFIX,
@@ -100,7 +84,6 @@ export interface Collected {
 const HEX = "0123456789abcdef";
 /** Longest file name (EROFS_NAME_LEN); names never hold "/" or NUL. */
 const MAX_NAME = 255;
-const BAD_NAME = /[/\0]/;
 // Synthetic values that may meet equal user values under the same escaped name: always bytes.
 const EMPTY = new Uint8Array(0);
 const OPAQUE_Y = bstrToBytes(OPAQUE_ROOT_VALUE);
@@ -135,27 +118,6 @@ function checkAddedXattrs(stat: Stat, path: string, added: readonly string[]): v
 const WHITEOUT_ADDED = [XATTR_ESCAPED_WHITEOUT, XATTR_USER_WHITEOUT];
 const WHITEOUT_DIR_ADDED = [XATTR_ESCAPED_WHITEOUTS, XATTR_USER_WHITEOUTS];
 const WHITEOUT_DIR_ADDED_V1 = [...WHITEOUT_DIR_ADDED, XATTR_ESCAPED_OPAQUE, XATTR_USER_OPAQUE];
-
-/** EROFS dirent file type for S_IF* bits. */
-export function direntFileType(type: number): number {
-  switch (type) {
-    case S_IFREG:
-      return FT_REG_FILE;
-    case S_IFDIR:
-      return FT_DIR;
-    case S_IFCHR:
-      return FT_CHRDEV;
-    case S_IFBLK:
-      return FT_BLKDEV;
-    case S_IFIFO:
-      return FT_FIFO;
-    case S_IFSOCK:
-      return FT_SOCK;
-    case S_IFLNK:
-      return FT_SYMLINK;
-  }
-  return 0;
-}
 
 /** Size of an external regular file, or -1 when the content is not external. */
 export function externalSize(c: LeafContent): number {
@@ -251,7 +213,11 @@ function setDirents(
   let dot = false, dotdot = false;
   for (let i = 0; i < n; i++) {
     const name = names[i];
-    if (name.length === 0 || name.length > MAX_NAME || name === "." || name === ".." || BAD_NAME.test(name)) {
+    if (
+      name.length === 0 || name.length > MAX_NAME || name === "." || name === ".." ||
+      name.indexOf("/") >= 0 ||
+      name.indexOf("\0") >= 0
+    ) {
       throw new FormatError(`invalid file name ${JSON.stringify(name)} in a directory`);
     }
     if (!dot && name > ".") {
@@ -279,6 +245,64 @@ function setDirents(
   table.dirTargets.set(me, all);
 }
 
+/** Whiteout stubs 00..ff for the names the root does not already use (never escaped). */
+function whiteoutStubs(root: Directory): Map<string, Leaf> {
+  const stubs = new Map<string, Leaf>();
+  const selinux = root.stat.xattrs.get(XATTR_SELINUX);
+  for (let i = 0; i < 256; i++) {
+    const name = HEX[i >> 4] + HEX[i & 15];
+    if (root.entries.has(name)) continue;
+    const s = root.stat;
+    const xattrs = new Map<string, Uint8Array>();
+    if (selinux !== undefined) xattrs.set(XATTR_SELINUX, selinux);
+    const stat: Stat = {
+      mode: 0o644,
+      uid: s.uid,
+      gid: s.gid,
+      mtimeSec: s.mtimeSec,
+      mtimeNsec: s.mtimeNsec,
+      xattrs,
+    };
+    if (s.mtimeSecExact !== undefined) stat.mtimeSecExact = s.mtimeSecExact;
+    stubs.set(name, { kind: "leaf", stat, content: { type: "chardev", rdev: 0 } });
+  }
+  return stubs;
+}
+
+/** Entries met before their canonical occurrence were stored as -1: points them at its inode. */
+function patchDeferred(
+  table: InodeTable,
+  deferred: { dir: number; name: string; leaf: Leaf }[],
+  leafInode: Map<Leaf, number>,
+): void {
+  for (const d of deferred) {
+    const ino = leafInode.get(d.leaf);
+    if (ino === undefined) throw new FormatError("hard link to a file that is not in the tree");
+    const names = table.dirNames.get(d.dir)!;
+    let lo = 0, hi = names.length - 1;
+    while (names[lo + ((hi - lo) >> 1)] !== d.name) {
+      const mid = lo + ((hi - lo) >> 1);
+      if (names[mid] < d.name) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    table.dirTargets.get(d.dir)![lo + ((hi - lo) >> 1)] = ino;
+  }
+}
+
+/** Marks the directories holding escaped whiteouts; opaque=x only from composefs_version 1 on. */
+function markWhiteoutDirs(table: InodeTable, dirs: number[], paths: string[], cfsVersion: number): void {
+  const dirAdded = cfsVersion >= 1 ? WHITEOUT_DIR_ADDED_V1 : WHITEOUT_DIR_ADDED;
+  for (let w = 0; w < dirs.length; w++) checkAddedXattrs(table.stat[dirs[w]], paths[w], dirAdded);
+  for (const me of dirs) {
+    table.setExtra(me, XATTR_ESCAPED_WHITEOUTS, EMPTY);
+    table.setExtra(me, XATTR_USER_WHITEOUTS, EMPTY);
+    if (cfsVersion >= 1) {
+      table.setExtra(me, XATTR_ESCAPED_OPAQUE, OPAQUE_X);
+      table.setExtra(me, XATTR_USER_OPAQUE, OPAQUE_X);
+    }
+  }
+}
+
 /**
  * Epoch 1 collection (C `lcfs_compute_tree` order). `composefsVersion` maps "the tree holds a user
  * whiteout" to the image's composefs_version (C promotes V0 to 1 when allowed).
@@ -300,26 +324,7 @@ export function collectEpoch1(
   const rootIno = table.add(S_IFDIR, root.stat, 2, null);
   table.setExtra(rootIno, XATTR_OPAQUE, OPAQUE_Y);
 
-  // Whiteout stubs 00..ff for names the root does not already use (never escaped).
-  const stubs = new Map<string, Leaf>();
-  const selinux = root.stat.xattrs.get(XATTR_SELINUX);
-  for (let i = 0; i < 256; i++) {
-    const name = HEX[i >> 4] + HEX[i & 15];
-    if (root.entries.has(name)) continue;
-    const s = root.stat;
-    const xattrs = new Map<string, Uint8Array>();
-    if (selinux !== undefined) xattrs.set(XATTR_SELINUX, selinux);
-    const stat: Stat = {
-      mode: 0o644,
-      uid: s.uid,
-      gid: s.gid,
-      mtimeSec: s.mtimeSec,
-      mtimeNsec: s.mtimeNsec,
-      xattrs,
-    };
-    if (s.mtimeSecExact !== undefined) stat.mtimeSecExact = s.mtimeSecExact;
-    stubs.set(name, { kind: "leaf", stat, content: { type: "chardev", rdev: 0 } });
-  }
+  const stubs = whiteoutStubs(root);
 
   const queueDirs: Directory[] = [root];
   const queueIno: number[] = [rootIno];
@@ -372,33 +377,9 @@ export function collectEpoch1(
     }
     setDirents(table, me, queueParent[qi], names, targets);
   }
-  // Entries met before their canonical occurrence were stored as -1: patch them now.
-  for (const d of deferred) {
-    const ino = leafInode.get(d.leaf);
-    if (ino === undefined) throw new FormatError("hard link to a file that is not in the tree");
-    const names = table.dirNames.get(d.dir)!;
-    let lo = 0, hi = names.length - 1;
-    while (names[lo + ((hi - lo) >> 1)] !== d.name) {
-      const mid = lo + ((hi - lo) >> 1);
-      if (names[mid] < d.name) lo = mid + 1;
-      else hi = mid - 1;
-    }
-    table.dirTargets.get(d.dir)![lo + ((hi - lo) >> 1)] = ino;
-  }
-  // Directories holding escaped whiteouts are marked; opaque=x only from composefs_version 1 on.
+  patchDeferred(table, deferred, leafInode);
   const cfsVersion = composefsVersion(pre.hasWhiteout);
-  const dirAdded = cfsVersion >= 1 ? WHITEOUT_DIR_ADDED_V1 : WHITEOUT_DIR_ADDED;
-  for (let w = 0; w < whiteoutDirs.length; w++) {
-    checkAddedXattrs(table.stat[whiteoutDirs[w]], whiteoutDirPaths[w], dirAdded);
-  }
-  for (const me of whiteoutDirs) {
-    table.setExtra(me, XATTR_ESCAPED_WHITEOUTS, EMPTY);
-    table.setExtra(me, XATTR_USER_WHITEOUTS, EMPTY);
-    if (cfsVersion >= 1) {
-      table.setExtra(me, XATTR_ESCAPED_OPAQUE, OPAQUE_X);
-      table.setExtra(me, XATTR_USER_OPAQUE, OPAQUE_X);
-    }
-  }
+  markWhiteoutDirs(table, whiteoutDirs, whiteoutDirPaths, cfsVersion);
   return { table, hasWhiteout: pre.hasWhiteout, composefsVersion: cfsVersion };
 }
 

@@ -6,6 +6,7 @@
 // image of 100k files has about as many distinct redirect values, and an object per entry showed
 // in profiles (allocation and GC).
 import {
+  ErofsXattrEntry,
   XATTR_BLOOM_SEED,
   XATTR_ENTRY_ALIGN,
   XATTR_ENTRY_HEADER_SIZE,
@@ -56,6 +57,9 @@ function sameStr(a: string | ObjectId, b: string | ObjectId): boolean {
   return true;
 }
 
+/** Reused for every entry written (no object per entry: see the records in writer.ts). */
+const ENTRY_RECORD = { nameLen: 0, nameIndex: 0, valueSize: 0 };
+
 /** One distinct xattr name. */
 export interface XattrName {
   /** Full name as stored (after overlay escaping), byte string. */
@@ -73,9 +77,13 @@ export interface XattrName {
   byString: Map<number, number | number[]>;
 }
 
+// The hashes are kept to 30 bits: small integers stay unboxed in V8's unoptimized tiers (a short run
+// never leaves them for most code), full 32-bit values would allocate a heap number per step.
+const HASH_MASK = 0x3fff_ffff;
+
 function hashValue(v: Uint8Array): number {
-  let h = 0x811c9dc5 ^ v.length;
-  for (let i = 0; i < v.length; i++) h = Math.imul(h ^ v[i], 0x01000193);
+  let h = (0x811c9dc5 ^ v.length) & HASH_MASK;
+  for (let i = 0; i < v.length; i++) h = Math.imul(h ^ v[i], 0x01000193) & HASH_MASK;
   return h;
 }
 
@@ -85,10 +93,17 @@ function hashValue(v: Uint8Array): number {
  */
 function hashString(s: string | ObjectId): number {
   const n = strLength(s);
-  let h = 0x811c9dc5 ^ n;
+  let h = (0x811c9dc5 ^ n) & HASH_MASK;
   const head = Math.min(n, 16);
-  for (let i = 0; i < head; i++) h = Math.imul(h ^ strCode(s, i), 0x01000193);
-  for (let i = Math.max(head, n - 16); i < n; i++) h = Math.imul(h ^ strCode(s, i), 0x01000193);
+  if (typeof s === "string") { // (the common case: a dumpfile payload; no per-char type test)
+    for (let i = 0; i < head; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) & HASH_MASK;
+    for (let i = Math.max(head, n - 16); i < n; i++) {
+      h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) & HASH_MASK;
+    }
+    return h;
+  }
+  for (let i = 0; i < head; i++) h = Math.imul(h ^ pathCode(s, i), 0x01000193) & HASH_MASK;
+  for (let i = Math.max(head, n - 16); i < n; i++) h = Math.imul(h ^ pathCode(s, i), 0x01000193) & HASH_MASK;
   return h;
 }
 
@@ -170,28 +185,7 @@ export class XattrTable {
 
   /** Returns the interned entry for (name, value), counting one more user. */
   intern(xn: XattrName, value: Uint8Array): number {
-    const h = hashValue(value);
-    const found = xn.byValue.get(h);
-    let e: number | undefined;
-    if (found === undefined) {
-      e = this.#newEntry(xn, value);
-      xn.byValue.set(h, e);
-    } else if (typeof found === "number") {
-      if (equalBytes(this.#value[found] as Uint8Array, value)) {
-        e = found;
-      } else {
-        e = this.#newEntry(xn, value);
-        xn.byValue.set(h, [found, e]);
-      }
-    } else {
-      e = found.find((x) => equalBytes(this.#value[x] as Uint8Array, value));
-      if (e === undefined) {
-        e = this.#newEntry(xn, value);
-        found.push(e);
-      }
-    }
-    this.#uses[e]++;
-    return e;
+    return this.#lookup(xn.byValue, hashValue(value), xn, value);
   }
 
   /**
@@ -200,21 +194,37 @@ export class XattrTable {
    * redirect targets only.
    */
   internString(xn: XattrName, value: string | ObjectId): number {
-    const h = hashString(value);
-    const found = xn.byString.get(h);
+    return this.#lookup(xn.byString, hashString(value), xn, value);
+  }
+
+  #same(e: number, value: XattrValue): boolean {
+    const v = this.#value[e];
+    return value instanceof Uint8Array
+      ? equalBytes(v as Uint8Array, value)
+      : sameStr(v as string | ObjectId, value);
+  }
+
+  /** The entry of hash bucket `h` in `map` holding `value`, else a new one; counts one more user. */
+  #lookup(map: Map<number, number | number[]>, h: number, xn: XattrName, value: XattrValue): number {
+    const found = map.get(h);
     let e: number | undefined;
     if (found === undefined) {
       e = this.#newEntry(xn, value);
-      xn.byString.set(h, e);
+      map.set(h, e);
     } else if (typeof found === "number") {
-      if (sameStr(this.#value[found] as string | ObjectId, value)) {
+      if (this.#same(found, value)) {
         e = found;
       } else {
         e = this.#newEntry(xn, value);
-        xn.byString.set(h, [found, e]);
+        map.set(h, [found, e]);
       }
     } else {
-      e = found.find((x) => sameStr(this.#value[x] as string | ObjectId, value));
+      for (const x of found) {
+        if (this.#same(x, value)) {
+          e = x;
+          break;
+        }
+      }
       if (e === undefined) {
         e = this.#newEntry(xn, value);
         found.push(e);
@@ -306,16 +316,17 @@ export class XattrTable {
   }
 
   /** Writes entry `e` at `off`; returns the offset after its padding. */
-  emit(out: Uint8Array, off: number, e: number): number {
+  emit(out: Uint8Array, dv: DataView, off: number, e: number): number {
     const xn = this.#name[e];
     const suffix = xn.suffix;
     const v = this.#value[e];
     const lead = v instanceof Uint8Array ? "" : xn.lead;
     const len = v instanceof Uint8Array ? v.length : lead.length + strLength(v);
-    out[off] = suffix.length;
-    out[off + 1] = xn.index;
-    out[off + 2] = len & 0xff;
-    out[off + 3] = len >>> 8;
+    const r = ENTRY_RECORD;
+    r.nameLen = suffix.length;
+    r.nameIndex = xn.index;
+    r.valueSize = len;
+    ErofsXattrEntry.write(dv, off, r);
     let o = off + XATTR_ENTRY_HEADER_SIZE;
     for (let i = 0; i < suffix.length; i++) out[o++] = suffix.charCodeAt(i);
     if (v instanceof Uint8Array) {

@@ -9,7 +9,6 @@ import { mtimeSeconds, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFREG } from "../tr
 import {
   BLOCK_SIZE,
   BLOCK_SIZE_BITS,
-  CFS_HDR,
   CHUNK_BLOCKMAP_ENTRY_SIZE,
   CHUNK_FORMAT_BLKBITS_MASK,
   COMPOSEFS_FEATURE_COMPAT,
@@ -19,26 +18,29 @@ import {
   DATALAYOUT_CHUNK_BASED,
   DATALAYOUT_FLAT_INLINE,
   DATALAYOUT_FLAT_PLAIN,
-  DIRENT,
   DIRENT_SIZE,
+  direntFileType,
   EROFS_MAGIC,
+  ErofsDirent,
+  ErofsInodeCompact,
+  ErofsInodeExtended,
+  ErofsSuperBlock,
+  ErofsXattrIbodyHeader,
   type FormatVersion,
-  INODE_COMPACT,
   INODE_COMPACT_SIZE,
-  INODE_EXTENDED,
   INODE_EXTENDED_SIZE,
   INODE_SLOT_SIZE,
   INODE_TABLE_START,
   inodeFormat,
+  LcfsErofsHeader,
   MAX_CHUNK_BITS,
   MAX_INLINE_CONTENT_C,
   MAX_INLINE_TAIL,
-  METACOPY,
   METACOPY_HEADER_SIZE,
   METACOPY_VERSION,
   OVERLAY_ESCAPED_PREFIX,
   OVERLAY_XATTR_PREFIX,
-  SB,
+  OvlMetacopy,
   SUPERBLOCK_OFFSET,
   XATTR_IBODY_HEADER_SIZE,
   XATTR_METACOPY,
@@ -46,9 +48,10 @@ import {
   XATTR_POSIX_ACL_DEFAULT,
   XATTR_REDIRECT,
   XATTR_SHARED_REF_SIZE,
-  xattrIcount,
+  xattrIcount as xattrIcountOf,
 } from "./format.ts";
-import { collectEpoch1, collectV2, direntFileType, externalSize, type InodeTable } from "./write_collect.ts";
+import { collectEpoch1, collectV2, externalSize, type InodeTable } from "./write_collect.ts";
+import type { StructValue } from "../util/struct_codec.ts";
 import { MAX_SHARED_REFS, MAX_SHARED_REFS_EPOCH1, type XattrName, XattrTable } from "./write_xattrs.ts";
 
 export interface WriteOptions {
@@ -69,10 +72,42 @@ const MAX_XATTR_NAME = 255 + (OVERLAY_ESCAPED_PREFIX.length - OVERLAY_XATTR_PREF
 const MAX_XATTR_VALUE = 0xffff;
 const U32_MAX = 0xffffffff;
 const U16_MAX = 0xffff;
-const TWO32 = 0x100000000;
 const EMPTY = new Uint8Array(0);
 /** Bytes per slab of metacopy values. */
 const METACOPY_SLAB = 64 * 1024;
+
+// Records reused for every inode, ibody header and dirent written: a fresh object per call made 12 MB
+// of garbage on cs9-developer's 64k inodes (the struct writers are not inlined in a short run).
+const COMPACT = {
+  format: 0,
+  xattrIcount: 0,
+  mode: 0,
+  nlink: 0,
+  size: 0,
+  iU: 0,
+  ino: 0,
+  uid: 0,
+  gid: 0,
+} satisfies Partial<StructValue<typeof ErofsInodeCompact.fields>>;
+const EXTENDED: Partial<StructValue<typeof ErofsInodeExtended.fields>> & { mtime: number | bigint } = {
+  format: 0,
+  xattrIcount: 0,
+  mode: 0,
+  size: 0,
+  iU: 0,
+  ino: 0,
+  uid: 0,
+  gid: 0,
+  mtime: 0,
+  mtimeNsec: 0,
+  nlink: 0,
+};
+const IBODY_RECORD = { nameFilter: 0, sharedCount: 0 } satisfies Partial<
+  StructValue<typeof ErofsXattrIbodyHeader.fields>
+>;
+const DIRENT_RECORD = { nid: 0, nameoff: 0, fileType: 0 } satisfies Partial<
+  StructValue<typeof ErofsDirent.fields>
+>;
 
 function roundUp(n: number, a: number): number {
   return Math.ceil(n / a) * a;
@@ -80,21 +115,11 @@ function roundUp(n: number, a: number): number {
 
 /** chunkbits for an external file of `size` bytes: as few chunks as possible, at least one block. */
 function chunkBits(size: number): number {
-  let bits = BLOCK_SIZE_BITS;
+  if (size <= BLOCK_SIZE) return BLOCK_SIZE_BITS;
+  // The smallest bits with 2^bits ≥ size, from the leading zeros when it fits 32 bits.
+  let bits = size <= 0x8000_0000 ? 32 - Math.clz32(size - 1) : 31;
   while (bits < MAX_CHUNK_BITS && 2 ** bits < size) bits++;
   return bits;
-}
-
-function setU64(dv: DataView, off: number, v: number): void {
-  dv.setUint32(off, v % TWO32, true);
-  dv.setUint32(off + 4, Math.floor(v / TWO32), true);
-}
-
-/** Two's complement for negative values (mtimes before 1970); bigints for seconds beyond ±2^53. */
-function setI64(dv: DataView, off: number, v: number | bigint): void {
-  if (typeof v === "bigint") dv.setBigInt64(off, v, true);
-  else if (v >= 0) setU64(dv, off, v);
-  else dv.setBigInt64(off, BigInt(v), true);
 }
 
 function writeBstr(out: Uint8Array, off: number, s: string): number {
@@ -154,6 +179,7 @@ class ImageBuilder {
   overlayNames: XattrName[] | undefined;
   emptyMetacopy = -1;
   slab = EMPTY;
+  slabView = new DataView(EMPTY.buffer);
   slabUsed = 0;
   minSec = 0;
   /** The smallest mtime's exact seconds when they are outside the safe-integer range. */
@@ -236,13 +262,13 @@ class ImageBuilder {
     // ---- emit pass
     const out = new Uint8Array(total);
     const dv = new DataView(out.buffer);
-    this.emitHeaders(out, dv, inodesEnd, total);
+    this.emitHeaders(dv, inodesEnd, total);
     // Shared xattr references count 4-byte words from xattr_blkaddr (0 for V2).
     const sharedBase = this.epoch1 ? inodesEnd % BLOCK_SIZE : inodesEnd;
     let off = INODE_TABLE_START;
     for (let i = 0; i < n; i++) off = this.emitInode(out, dv, off + this.pad[i], i, sharedBase);
     off = inodesEnd;
-    for (const e of this.xt.shared) off = this.xt.emit(out, off, e);
+    for (const e of this.xt.shared) off = this.xt.emit(out, dv, off, e);
     off = dataStart;
     for (let i = 0; i < n; i++) {
       if (this.nBlocks[i] > 0) off = this.emitBlocks(out, dv, off, i);
@@ -315,10 +341,12 @@ class ImageBuilder {
     if (c.type === "external") {
       const d = c.id.bytes;
       metacopy = this.metacopyBytes(METACOPY_HEADER_SIZE + d.length);
-      metacopy[METACOPY.version] = METACOPY_VERSION;
-      metacopy[METACOPY.len] = metacopy.length;
-      metacopy[METACOPY.digestAlgo] = KERNEL_ALG_ID[c.id.alg];
-      metacopy.set(d, METACOPY.digest);
+      OvlMetacopy.write(this.slabView, this.slabUsed - metacopy.length, {
+        version: METACOPY_VERSION,
+        len: metacopy.length,
+        digestAlgo: KERNEL_ALG_ID[c.id.alg],
+      });
+      metacopy.set(d, METACOPY_HEADER_SIZE);
       // A dumpfile's payload is kept verbatim (C); trees without one name the object.
       path = c.payload ?? c.id;
     } else if (c.type === "external-noverity") {
@@ -342,6 +370,7 @@ class ImageBuilder {
   metacopyBytes(n: number): Uint8Array {
     if (this.slabUsed + n > this.slab.length) {
       this.slab = new Uint8Array(METACOPY_SLAB);
+      this.slabView = new DataView(this.slab.buffer);
       this.slabUsed = 0;
     }
     const v = this.slab.subarray(this.slabUsed, this.slabUsed + n);
@@ -372,51 +401,13 @@ class ImageBuilder {
 
   /** Sizes and data layout of inode i (before padding). */
   layoutInode(i: number): void {
-    // xattr ibody: header, shared references (at most maxShared), local entries.
-    const maxShared = this.maxShared;
-    let xsize = 0, nShared = 0;
-    const xs = this.xStart[i], xe = this.xStart[i + 1];
-    if (xe > xs) {
-      const xt = this.xt;
-      xsize = XATTR_IBODY_HEADER_SIZE;
-      for (let j = xs; j < xe; j++) {
-        const e = this.xattrs[j];
-        if (xt.sharedOffset(e) >= 0 && nShared < maxShared) {
-          nShared++;
-          xsize += XATTR_SHARED_REF_SIZE;
-        } else {
-          xsize += xt.entrySize(e);
-        }
-      }
-    }
-    if (nShared > MAX_SHARED_REFS) {
-      throw new FormatError(`an inode has more than ${MAX_SHARED_REFS} shared xattrs`);
-    }
-    this.xattrSize[i] = xsize;
-    this.nShared[i] = nShared;
-
+    const xsize = this.layoutXattrs(i);
     const type = this.t.type[i];
     const c = this.t.content[i];
     let size = 0, nBlocks = 0, tail = 0, chunked = false;
     if (type === S_IFDIR) {
-      // Pack the entries into 4 KiB blocks; a tail over 2 KiB becomes a block too.
-      const names = this.t.dirNames.get(i)!;
-      let used = 0;
-      for (let j = 0; j < names.length; j++) {
-        const len = DIRENT_SIZE + names[j].length;
-        if (used + len > BLOCK_SIZE) {
-          nBlocks++;
-          used = 0;
-          this.tailFrom[i] = j;
-        }
-        used += len;
-      }
-      if (used > MAX_INLINE_TAIL) {
-        nBlocks++;
-        used = 0;
-      }
-      tail = used;
-      size = nBlocks * BLOCK_SIZE + used;
+      [nBlocks, tail] = this.layoutDirectory(i);
+      size = nBlocks * BLOCK_SIZE + tail;
     } else if (type === S_IFLNK) {
       const target = (c as { target: string }).target;
       if (target.length === 0 || target.length > MAX_SYMLINK) {
@@ -424,33 +415,11 @@ class ImageBuilder {
       }
       tail = size = target.length;
     } else if (type === S_IFREG && c!.type === "inline" && c!.data.length > 0) {
-      const len = c!.data.length;
-      if (len > MAX_INLINE_CONTENT_C) {
-        throw new FormatError(`inline file content of ${len} bytes (at most ${MAX_INLINE_CONTENT_C})`);
-      }
-      size = len;
-      if (!this.epoch1 && INODE_EXTENDED_SIZE + xsize + len <= BLOCK_SIZE) {
-        tail = len; // composefs-rs keeps the whole content inline
-      } else {
-        // C: full blocks in the data area, the rest inline unless over half a block.
-        nBlocks = Math.floor(len / BLOCK_SIZE);
-        tail = len % BLOCK_SIZE;
-        if (tail > MAX_INLINE_TAIL) {
-          nBlocks++;
-          tail = 0;
-        }
-      }
+      size = c!.data.length;
+      [nBlocks, tail] = this.layoutInline(size, xsize);
     } else if (type === S_IFREG && externalSize(c!) >= 0 && (externalSize(c!) > 0 || !this.epoch1)) {
-      // External file: chunk-based with null chunks (overlayfs reads the data via the redirect).
-      // composefs-rs (V2) always uses 2^43-byte chunks.
       size = externalSize(c!);
-      const bits = this.epoch1 ? chunkBits(size) : MAX_CHUNK_BITS;
-      const count = Math.max(1, Math.ceil(size / 2 ** bits));
-      if (count > MAX_CHUNKS) {
-        throw new FormatError(`external file of ${size} bytes is too large (more than ${MAX_CHUNKS} chunks)`);
-      }
-      this.chunkFormat[i] = (bits - BLOCK_SIZE_BITS) & CHUNK_FORMAT_BLKBITS_MASK;
-      tail = count * CHUNK_BLOCKMAP_ENTRY_SIZE;
+      tail = this.layoutChunks(i, size);
       chunked = true;
     } else if (type === S_IFCHR || type === S_IFBLK) {
       const rdev = (c as { rdev: number }).rdev;
@@ -475,6 +444,81 @@ class ImageBuilder {
           ? 1
           : 0;
     }
+  }
+
+  /** Size of inode i's xattr ibody: header, shared references (at most maxShared), local entries. */
+  layoutXattrs(i: number): number {
+    const maxShared = this.maxShared;
+    let xsize = 0, nShared = 0;
+    const xs = this.xStart[i], xe = this.xStart[i + 1];
+    if (xe > xs) {
+      const xt = this.xt;
+      xsize = XATTR_IBODY_HEADER_SIZE;
+      for (let j = xs; j < xe; j++) {
+        const e = this.xattrs[j];
+        if (xt.sharedOffset(e) >= 0 && nShared < maxShared) {
+          nShared++;
+          xsize += XATTR_SHARED_REF_SIZE;
+        } else {
+          xsize += xt.entrySize(e);
+        }
+      }
+    }
+    if (nShared > MAX_SHARED_REFS) {
+      throw new FormatError(`an inode has more than ${MAX_SHARED_REFS} shared xattrs`);
+    }
+    this.xattrSize[i] = xsize;
+    this.nShared[i] = nShared;
+    return xsize;
+  }
+
+  /** Directory i's entries packed into 4 KiB blocks; a tail over 2 KiB becomes a block too.
+   *  Returns [full blocks, inline tail bytes]. */
+  layoutDirectory(i: number): [number, number] {
+    const names = this.t.dirNames.get(i)!;
+    let used = 0, nBlocks = 0;
+    for (let j = 0; j < names.length; j++) {
+      const len = DIRENT_SIZE + names[j].length;
+      if (used + len > BLOCK_SIZE) {
+        nBlocks++;
+        used = 0;
+        this.tailFrom[i] = j;
+      }
+      used += len;
+    }
+    if (used > MAX_INLINE_TAIL) {
+      nBlocks++;
+      used = 0;
+    }
+    return [nBlocks, used];
+  }
+
+  /** Inline file content of `len` bytes after an ibody of `xsize`: [full blocks, inline tail bytes]. */
+  layoutInline(len: number, xsize: number): [number, number] {
+    if (len > MAX_INLINE_CONTENT_C) {
+      throw new FormatError(`inline file content of ${len} bytes (at most ${MAX_INLINE_CONTENT_C})`);
+    }
+    if (!this.epoch1 && INODE_EXTENDED_SIZE + xsize + len <= BLOCK_SIZE) {
+      return [0, len]; // composefs-rs keeps the whole content inline
+    }
+    // C: full blocks in the data area, the rest inline unless over half a block.
+    const tail = len % BLOCK_SIZE;
+    const nBlocks = Math.floor(len / BLOCK_SIZE);
+    return tail > MAX_INLINE_TAIL ? [nBlocks + 1, 0] : [nBlocks, tail];
+  }
+
+  /**
+   * External file i of `size` bytes: chunk-based with null chunks (overlayfs reads the data via the
+   * redirect); composefs-rs (V2) always uses 2^43-byte chunks. Returns the chunk map's size.
+   */
+  layoutChunks(i: number, size: number): number {
+    const bits = this.epoch1 ? chunkBits(size) : MAX_CHUNK_BITS;
+    const count = Math.max(1, Math.ceil(size / 2 ** bits));
+    if (count > MAX_CHUNKS) {
+      throw new FormatError(`external file of ${size} bytes is too large (more than ${MAX_CHUNKS} chunks)`);
+    }
+    this.chunkFormat[i] = (bits - BLOCK_SIZE_BITS) & CHUNK_FORMAT_BLKBITS_MASK;
+    return count * CHUNK_BLOCKMAP_ENTRY_SIZE;
   }
 
   /** Moves inode i's inline tail to one more data block. */
@@ -524,23 +568,28 @@ class ImageBuilder {
     return pos;
   }
 
-  emitHeaders(out: Uint8Array, dv: DataView, inodesEnd: number, total: number): void {
-    dv.setUint32(CFS_HDR.magic, COMPOSEFS_MAGIC, true);
-    dv.setUint32(CFS_HDR.version, COMPOSEFS_HEADER_VERSION, true);
-    dv.setUint32(CFS_HDR.flags, this.epoch1 && this.hasAcl ? COMPOSEFS_FLAGS_HAS_ACL : 0, true);
-    dv.setUint32(CFS_HDR.composefsVersion, this.cfsVersion, true);
-    const sb = SUPERBLOCK_OFFSET;
-    dv.setUint32(sb + SB.magic, EROFS_MAGIC, true);
-    dv.setUint32(sb + SB.featureCompat, COMPOSEFS_FEATURE_COMPAT, true);
-    out[sb + SB.blkszbits] = BLOCK_SIZE_BITS;
-    dv.setUint16(sb + SB.rootNid, this.nid[0], true);
-    setU64(dv, sb + SB.inos, this.n);
+  emitHeaders(dv: DataView, inodesEnd: number, total: number): void {
+    LcfsErofsHeader.write(dv, 0, {
+      magic: COMPOSEFS_MAGIC,
+      version: COMPOSEFS_HEADER_VERSION,
+      flags: this.epoch1 && this.hasAcl ? COMPOSEFS_FLAGS_HAS_ACL : 0,
+      composefsVersion: this.cfsVersion,
+    });
+    ErofsSuperBlock.write(dv, SUPERBLOCK_OFFSET, {
+      magic: EROFS_MAGIC,
+      featureCompat: COMPOSEFS_FEATURE_COMPAT,
+      blkszbits: BLOCK_SIZE_BITS,
+      rootNid: this.nid[0],
+      inos: this.n,
+      blocks: total / BLOCK_SIZE,
+    });
     if (this.epoch1) {
-      setI64(dv, sb + SB.buildTime, this.minSecExact ?? this.minSec);
-      dv.setUint32(sb + SB.buildTimeNsec, this.minNsec, true);
-      dv.setUint32(sb + SB.xattrBlkaddr, Math.floor(inodesEnd / BLOCK_SIZE), true);
+      ErofsSuperBlock.write(dv, SUPERBLOCK_OFFSET, {
+        buildTime: this.minSecExact ?? this.minSec,
+        buildTimeNsec: this.minNsec,
+        xattrBlkaddr: Math.floor(inodesEnd / BLOCK_SIZE),
+      });
     }
-    dv.setUint32(sb + SB.blocks, total / BLOCK_SIZE, true);
   }
 
   emitInode(out: Uint8Array, dv: DataView, off: number, i: number, sharedBase: number): number {
@@ -557,33 +606,38 @@ class ImageBuilder {
     if (layout === DATALAYOUT_CHUNK_BASED) iU = ((iU & 0xffff0000) | this.chunkFormat[i]) >>> 0;
     const compact = this.compact[i] === 1;
     const format = inodeFormat(!compact, layout);
-    const icount = xattrIcount(this.xattrSize[i]);
-    if (icount > U16_MAX) throw new FormatError("too many xattrs on one inode");
+    const xattrIcount = xattrIcountOf(this.xattrSize[i]);
+    if (xattrIcount > U16_MAX) throw new FormatError("too many xattrs on one inode");
     const mode = type | (s.mode & 0o7777);
+    const nlink = t.nlink[i];
     if (compact) {
-      dv.setUint16(off + INODE_COMPACT.format, format, true);
-      dv.setUint16(off + INODE_COMPACT.xattrIcount, icount, true);
-      dv.setUint16(off + INODE_COMPACT.mode, mode, true);
-      dv.setUint16(off + INODE_COMPACT.nlink, t.nlink[i], true);
-      dv.setUint32(off + INODE_COMPACT.size, size, true);
-      dv.setUint32(off + INODE_COMPACT.iU, iU, true);
-      dv.setUint32(off + INODE_COMPACT.ino, i, true);
-      dv.setUint16(off + INODE_COMPACT.uid, s.uid, true);
-      dv.setUint16(off + INODE_COMPACT.gid, s.gid, true);
+      const r = COMPACT;
+      r.format = format;
+      r.xattrIcount = xattrIcount;
+      r.mode = mode;
+      r.nlink = nlink;
+      r.size = size;
+      r.iU = iU;
+      r.ino = i;
+      r.uid = s.uid;
+      r.gid = s.gid;
+      ErofsInodeCompact.write(dv, off, r);
       off += INODE_COMPACT_SIZE;
     } else {
-      dv.setUint16(off + INODE_EXTENDED.format, format, true);
-      dv.setUint16(off + INODE_EXTENDED.xattrIcount, icount, true);
-      dv.setUint16(off + INODE_EXTENDED.mode, mode, true);
-      setU64(dv, off + INODE_EXTENDED.size, size);
-      dv.setUint32(off + INODE_EXTENDED.iU, iU, true);
+      const r = EXTENDED;
+      r.format = format;
+      r.xattrIcount = xattrIcount;
+      r.mode = mode;
+      r.size = size;
+      r.iU = iU;
       // Epoch 1: i_ino = table index (C); V2: the nid (composefs-rs).
-      dv.setUint32(off + INODE_EXTENDED.ino, this.epoch1 ? i : this.nid[i], true);
-      dv.setUint32(off + INODE_EXTENDED.uid, s.uid, true);
-      dv.setUint32(off + INODE_EXTENDED.gid, s.gid, true);
-      setI64(dv, off + INODE_EXTENDED.mtime, s.mtimeSecExact ?? s.mtimeSec);
-      dv.setUint32(off + INODE_EXTENDED.mtimeNsec, this.epoch1 ? s.mtimeNsec : 0, true);
-      dv.setUint32(off + INODE_EXTENDED.nlink, t.nlink[i], true);
+      r.ino = this.epoch1 ? i : this.nid[i];
+      r.uid = s.uid;
+      r.gid = s.gid;
+      r.mtime = s.mtimeSecExact ?? s.mtimeSec;
+      r.mtimeNsec = this.epoch1 ? s.mtimeNsec : 0;
+      r.nlink = nlink;
+      ErofsInodeExtended.write(dv, off, r);
       off += INODE_EXTENDED_SIZE;
     }
 
@@ -596,7 +650,7 @@ class ImageBuilder {
       } else if (type === S_IFLNK) {
         writeBstr(out, off, (c as { target: string }).target);
       } else if (layout === DATALAYOUT_CHUNK_BASED) {
-        out.fill(0xff, off, off + tail); // null chunk entries
+        for (let k = off; k < off + tail; k++) out[k] = 0xff; // null chunk entries (a few bytes: no call)
       } else if (c !== null && c.type === "inline") {
         out.set(c.data.subarray(c.data.length - tail), off);
       }
@@ -613,8 +667,10 @@ class ImageBuilder {
     const xt = this.xt;
     let bits = 0;
     for (let j = xs; j < xe; j++) bits |= 1 << xt.xname(this.xattrs[j]).filterBit;
-    dv.setUint32(off, ~bits >>> 0, true);
-    out[off + 4] = this.nShared[i];
+    const r = IBODY_RECORD;
+    r.nameFilter = ~bits >>> 0;
+    r.sharedCount = this.nShared[i];
+    ErofsXattrIbodyHeader.write(dv, off, r);
     off += XATTR_IBODY_HEADER_SIZE;
     let n = 0;
     for (let j = xs; j < xe; j++) {
@@ -629,7 +685,7 @@ class ImageBuilder {
     for (let j = xs; j < xe; j++) {
       const e = this.xattrs[j];
       if (xt.sharedOffset(e) >= 0 && n < maxShared) n++;
-      else off = xt.emit(out, off, e);
+      else off = xt.emit(out, dv, off, e);
     }
     if (off - start !== this.xattrSize[i]) throw new Error("erofs writer: xattr size mismatch");
     return off;
@@ -639,14 +695,15 @@ class ImageBuilder {
   writeDirents(out: Uint8Array, dv: DataView, off: number, i: number, from: number, to: number): void {
     const names = this.t.dirNames.get(i)!;
     const targets = this.t.dirTargets.get(i)!;
-    const type = this.t.type, nid = this.nid;
+    const type = this.t.type, nid = this.nid, d = DIRENT_RECORD;
     let nameOff = (to - from) * DIRENT_SIZE;
     let h = off;
     for (let j = from; j < to; j++) {
       const target = targets[j];
-      dv.setUint32(h + DIRENT.nid, nid[target], true); // nid < 2^32: high half stays 0
-      dv.setUint16(h + DIRENT.nameoff, nameOff, true);
-      out[h + DIRENT.fileType] = direntFileType(type[target]);
+      d.nid = nid[target];
+      d.nameoff = nameOff;
+      d.fileType = direntFileType(type[target]);
+      ErofsDirent.write(dv, h, d);
       h += DIRENT_SIZE;
       nameOff += names[j].length;
     }

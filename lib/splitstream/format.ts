@@ -1,34 +1,45 @@
 // Splitstream on-disk constants and layout (docs/splitstream.md). All integers little-endian.
 import { FormatError } from "../errors.ts";
+import { bytes, struct } from "../util/struct_codec.ts";
 
 export const MAGIC: Uint8Array = new TextEncoder().encode("SplitStream");
 export const VERSION = 0;
 /** fs-verity block size the objects were measured with: only 4 KiB is supported. */
 export const LG_BLOCKSIZE = 12;
 
-/** Header: magic 0..11, version 11, flags 12..14, algorithm 14, lg_blocksize 15, info range 16..32. */
-export const HEADER_SIZE = 32;
-export const HEADER = { magic: 0, version: 11, flags: 12, algorithm: 14, lgBlocksize: 15, info: 16 } as const;
-/** Layout written by composefs-rs ≤ bootc 1.15.x (struct without repr(C)); only read. */
-export const LEGACY_HEADER = {
-  info: 0,
-  flags: 16,
-  magic: 18,
-  version: 29,
-  algorithm: 30,
-  lgBlocksize: 31,
-} as const;
+/** A section's place in the file: absolute offsets, end exclusive (u64 start, u64 end). */
+export const Range = struct("range", { start: "u64big", end: "u64big" }, 16);
+
+/** The header (composefs-rs `SplitstreamHeader`, repr(C)). */
+export const SplitstreamHeader = struct("splitstream_header", {
+  magic: bytes(11), // MAGIC
+  version: "u8", // VERSION
+  flags: "u16", // 0
+  algorithm: "u8", // fs-verity algorithm number of the object ids
+  lgBlocksize: "u8", // LG_BLOCKSIZE
+  info: Range, // the info section
+}, 32);
+export const HEADER_SIZE = SplitstreamHeader.size;
+/** Layout written by composefs-rs ≤ bootc 1.15.x (struct without repr(C): fields reordered); only read. */
+export const LegacySplitstreamHeader = struct("legacy_splitstream_header", {
+  info: Range,
+  flags: "u16",
+  magic: bytes(11),
+  version: "u8",
+  algorithm: "u8",
+  lgBlocksize: "u8",
+}, 32);
 
 /** Info section: five ranges/values; readers accept a longer section and ignore the rest. */
-export const INFO_SIZE = 80;
-export const INFO = {
-  streamRefs: 0,
-  objectRefs: 16,
-  stream: 32,
-  namedRefs: 48,
-  contentType: 64,
-  streamSize: 72,
-} as const;
+export const SplitstreamInfo = struct("splitstream_info", {
+  streamRefs: Range,
+  objectRefs: Range,
+  stream: Range,
+  namedRefs: Range,
+  contentType: "u64big", // see contentTypeFromAscii
+  streamSize: "u64big",
+}, 80);
+export const INFO_SIZE = SplitstreamInfo.size;
 
 /** A content type is the u64 LE reading of 8 ASCII bytes. */
 export function contentTypeFromAscii(name: string): bigint {
@@ -57,10 +68,9 @@ export interface FileRange {
   end: number;
 }
 
-/** Reads a 16-byte range and checks it lies inside a file of `fileSize` bytes. */
-export function readRange(view: DataView, at: number, fileSize: number, what: string): FileRange {
-  const start = view.getBigUint64(at, true);
-  const end = view.getBigUint64(at + 8, true);
+/** Checks a range read from a file of `fileSize` bytes. */
+export function checkRange(r: { start: bigint; end: bigint }, fileSize: number, what: string): FileRange {
+  const { start, end } = r;
   if (end < start) throw new FormatError(`splitstream ${what} range ${start}..${end} ends before it starts`);
   if (end > BigInt(fileSize)) {
     throw new FormatError(
@@ -70,7 +80,7 @@ export function readRange(view: DataView, at: number, fileSize: number, what: st
   return { start: Number(start), end: Number(end) };
 }
 
-export function writeRange(view: DataView, at: number, r: FileRange): void {
-  view.setBigUint64(at, BigInt(r.start), true);
-  view.setBigUint64(at + 8, BigInt(r.end), true);
+/** A range as the struct field holds it. */
+export function rangeValue(r: FileRange): { start: bigint; end: bigint } {
+  return { start: BigInt(r.start), end: BigInt(r.end) };
 }

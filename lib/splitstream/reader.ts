@@ -5,16 +5,16 @@ import { algorithmFromKernelId, DIGEST_SIZE, type HashAlgorithm, ObjectId } from
 import { equalBytes } from "../util/bytes.ts";
 import { zstdDecompressAll, zstdDecompressFrames } from "../util/zstd.ts";
 import {
+  checkRange,
   contentTypeName,
   type FileRange,
-  HEADER,
   HEADER_SIZE,
-  INFO,
   INFO_SIZE,
-  LEGACY_HEADER,
+  LegacySplitstreamHeader,
   LG_BLOCKSIZE,
   MAGIC,
-  readRange,
+  SplitstreamHeader,
+  SplitstreamInfo,
   VERSION,
 } from "./format.ts";
 import type { SplitStreamChunk } from "./chunk.ts";
@@ -80,20 +80,19 @@ export class SplitStreamReader implements AsyncIterable<SplitStreamChunk> {
       );
     }
     const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
-    let h: typeof HEADER | typeof LEGACY_HEADER = HEADER;
+    let h = SplitstreamHeader.read(view, 0);
     let legacyHeader = false;
-    if (!equalBytes(data.subarray(0, MAGIC.length), MAGIC)) {
-      if (!equalBytes(data.subarray(LEGACY_HEADER.magic, LEGACY_HEADER.magic + MAGIC.length), MAGIC)) {
+    if (!equalBytes(h.magic, MAGIC)) {
+      h = LegacySplitstreamHeader.read(view, 0);
+      if (!equalBytes(h.magic, MAGIC)) {
         throw new FormatError('not a splitstream: bad magic (expected "SplitStream" at offset 0 or 18)');
       }
-      h = LEGACY_HEADER;
       legacyHeader = true;
     }
-    const version = data[h.version];
-    if (version !== VERSION) {
-      throw new FormatError(`unsupported splitstream version ${version} (expected ${VERSION})`);
+    if (h.version !== VERSION) {
+      throw new FormatError(`unsupported splitstream version ${h.version} (expected ${VERSION})`);
     }
-    const algId = data[h.algorithm];
+    const algId = h.algorithm;
     let alg: HashAlgorithm;
     try {
       alg = algorithmFromKernelId(algId);
@@ -103,14 +102,13 @@ export class SplitStreamReader implements AsyncIterable<SplitStreamChunk> {
     if (opts.alg && opts.alg !== alg) {
       throw new FormatError(`splitstream uses ${alg} object ids, expected ${opts.alg}`);
     }
-    const lg = data[h.lgBlocksize];
-    if (lg !== LG_BLOCKSIZE) {
+    if (h.lgBlocksize !== LG_BLOCKSIZE) {
       throw new FormatError(
-        `unsupported splitstream fs-verity block size 2^${lg} (expected 2^${LG_BLOCKSIZE})`,
+        `unsupported splitstream fs-verity block size 2^${h.lgBlocksize} (expected 2^${LG_BLOCKSIZE})`,
       );
     }
 
-    const info = readRange(view, h.info, data.length, "info");
+    const info = checkRange(h.info, data.length, "info");
     if (info.end - info.start < INFO_SIZE) {
       throw new FormatError(
         `splitstream info section ${info.start}..${info.end} is ${
@@ -118,12 +116,12 @@ export class SplitStreamReader implements AsyncIterable<SplitStreamChunk> {
         } bytes (need ${INFO_SIZE})`,
       );
     }
-    const i = info.start;
-    const streamRefsR = readRange(view, i + INFO.streamRefs, data.length, "stream_refs");
-    const objectRefsR = readRange(view, i + INFO.objectRefs, data.length, "object_refs");
-    const streamR = readRange(view, i + INFO.stream, data.length, "stream");
-    const namedR = readRange(view, i + INFO.namedRefs, data.length, "named_refs");
-    const contentType = view.getBigUint64(i + INFO.contentType, true);
+    const inf = SplitstreamInfo.read(view, info.start);
+    const streamRefsR = checkRange(inf.streamRefs, data.length, "stream_refs");
+    const objectRefsR = checkRange(inf.objectRefs, data.length, "object_refs");
+    const streamR = checkRange(inf.stream, data.length, "stream");
+    const namedR = checkRange(inf.namedRefs, data.length, "named_refs");
+    const contentType = inf.contentType;
     if (opts.contentType !== undefined && contentType !== opts.contentType) {
       throw new FormatError(
         `splitstream content type is ${contentTypeName(contentType)}, expected ${
@@ -131,7 +129,7 @@ export class SplitStreamReader implements AsyncIterable<SplitStreamChunk> {
         }`,
       );
     }
-    const size = view.getBigUint64(i + INFO.streamSize, true);
+    const size = inf.streamSize;
     if (size > BigInt(Number.MAX_SAFE_INTEGER)) {
       throw new FormatError(`implausible splitstream stream_size ${size}`);
     }

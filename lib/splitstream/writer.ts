@@ -6,14 +6,14 @@ import { compareBytes } from "../util/bytes.ts";
 import { ZstdStreamCompressor } from "../util/zstd.ts";
 import {
   type FileRange,
-  HEADER,
   HEADER_SIZE,
-  INFO,
   INFO_SIZE,
   LG_BLOCKSIZE,
   MAGIC,
+  rangeValue,
+  SplitstreamHeader,
+  SplitstreamInfo,
   VERSION,
-  writeRange,
 } from "./format.ts";
 
 /** libzstd's default level, which the Rust writer asks for as "level 0". */
@@ -202,18 +202,22 @@ export class SplitStreamWriter {
 
     const file = new Uint8Array(st.end);
     const v = new DataView(file.buffer);
-    file.set(MAGIC, HEADER.magic);
-    file[HEADER.version] = VERSION;
-    v.setUint16(HEADER.flags, 0, true);
-    file[HEADER.algorithm] = KERNEL_ALG_ID[this.alg];
-    file[HEADER.lgBlocksize] = LG_BLOCKSIZE;
-    writeRange(v, HEADER.info, info);
-    writeRange(v, info.start + INFO.streamRefs, sr);
-    writeRange(v, info.start + INFO.objectRefs, or);
-    writeRange(v, info.start + INFO.stream, st);
-    writeRange(v, info.start + INFO.namedRefs, nr);
-    v.setBigUint64(info.start + INFO.contentType, this.contentType, true);
-    v.setBigUint64(info.start + INFO.streamSize, BigInt(this.#streamSize), true);
+    SplitstreamHeader.write(v, 0, {
+      magic: MAGIC,
+      version: VERSION,
+      flags: 0,
+      algorithm: KERNEL_ALG_ID[this.alg],
+      lgBlocksize: LG_BLOCKSIZE,
+      info: rangeValue(info),
+    });
+    SplitstreamInfo.write(v, info.start, {
+      streamRefs: rangeValue(sr),
+      objectRefs: rangeValue(or),
+      stream: rangeValue(st),
+      namedRefs: rangeValue(nr),
+      contentType: this.contentType,
+      streamSize: BigInt(this.#streamSize),
+    });
     file.set(streamRefs, sr.start);
     file.set(objectRefs, or.start);
     file.set(named, nr.start);
