@@ -3,7 +3,7 @@
 // when nothing vouches for a config's layer refs, and catches a tampered layer.
 import { assert, assertEquals, assertRejects, assertThrows } from "./helpers/assert.ts";
 import { tempDir } from "./helpers/cli.ts";
-import { addImage, type BuiltImage, sha256 } from "./helpers/oci_builder.ts";
+import { addImage, type BuiltImage, writeArtifactLayout } from "./helpers/oci_builder.ts";
 import { END, tarMember } from "./helpers/tar_fixtures.ts";
 import { FormatError, IntegrityError, NotFoundError } from "../lib/errors.ts";
 import { imageRefKey, OciImage, openImageByNameOrConfig } from "../lib/oci/oci_image.ts";
@@ -200,32 +200,7 @@ Deno.test("json_types: manifests without a config descriptor, malformed diff_ids
 Deno.test("OciImage: an artifact has the manifest's layer digests as keys, its refs, and no EROFS image", async () => {
   await using t = await tempDir("cfsctl-ociimage-");
   const layout = `${t.path}/layout`;
-  await Deno.mkdir(`${layout}/blobs/sha256`, { recursive: true });
-  const put = async (data: Uint8Array) => {
-    const d = sha256(data);
-    await Deno.writeFile(`${layout}/blobs/sha256/${d.slice(7)}`, data);
-    return { digest: d, size: data.length };
-  };
-  const layer = await put(enc.encode("an SBOM, not a tar\n".repeat(20)));
-  const config = await put(enc.encode("{}"));
-  const m = await put(enc.encode(JSON.stringify({
-    schemaVersion: 2,
-    mediaType: "application/vnd.oci.image.manifest.v1+json",
-    config: { mediaType: "application/vnd.oci.empty.v1+json", ...config },
-    layers: [{ mediaType: "application/vnd.example.sbom.v1+json", ...layer }],
-  })));
-  await Deno.writeTextFile(`${layout}/oci-layout`, '{"imageLayoutVersion":"1.0.0"}');
-  await Deno.writeTextFile(
-    `${layout}/index.json`,
-    JSON.stringify({
-      schemaVersion: 2,
-      manifests: [{
-        mediaType: "application/vnd.oci.image.manifest.v1+json",
-        ...m,
-        annotations: { "org.opencontainers.image.ref.name": "sbom" },
-      }],
-    }),
-  );
+  const { layer, config } = await writeArtifactLayout(layout, enc.encode("an SBOM, not a tar\n".repeat(20)));
   await Repository.init(`${t.path}/repo`, { insecure: true });
   using repo = await Repository.open(`${t.path}/repo`);
   const source = await openImageSource(parseImageReference(`oci:${layout}:sbom`), {});

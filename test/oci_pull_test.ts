@@ -1,7 +1,13 @@
 // End-to-end tests of `cfsctl oci …` over the local transports, through the CLI as users run it.
 import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";
 import { runCli } from "./helpers/cli.ts";
-import { addImage, type Compression, sha256, tarDirectory } from "./helpers/oci_builder.ts";
+import {
+  addImage,
+  type Compression,
+  sha256,
+  tarDirectory,
+  writeArtifactLayout,
+} from "./helpers/oci_builder.ts";
 
 async function sh(cmd: string, args: string[], cwd?: string): Promise<string> {
   const o = await new Deno.Command(cmd, { args, cwd, stdout: "piped", stderr: "piped" }).output();
@@ -410,35 +416,10 @@ Deno.test("oci pull: an OCI artifact is stored as raw blobs, tagged, listed as '
   const dir = await Deno.makeTempDir();
   try {
     const layout = `${dir}/layout`;
-    await Deno.mkdir(`${layout}/blobs/sha256`, { recursive: true });
-    const put = async (data: Uint8Array) => {
-      const d = sha256(data);
-      await Deno.writeFile(`${layout}/blobs/sha256/${d.slice(7)}`, data);
-      return { digest: d, size: data.length };
-    };
     const payload = new TextEncoder().encode("signature or SBOM payload, not a tar at all\n".repeat(10));
-    const layer = await put(payload);
-    const config = await put(new TextEncoder().encode("{}"));
-    const manifest = new TextEncoder().encode(JSON.stringify({
-      schemaVersion: 2,
-      mediaType: "application/vnd.oci.image.manifest.v1+json",
+    const { layer } = await writeArtifactLayout(layout, payload, {
       artifactType: "application/vnd.example.sbom",
-      config: { mediaType: "application/vnd.oci.empty.v1+json", ...config },
-      layers: [{ mediaType: "application/vnd.example.sbom.v1+json", ...layer }],
-    }));
-    const m = await put(manifest);
-    await Deno.writeTextFile(`${layout}/oci-layout`, '{"imageLayoutVersion":"1.0.0"}');
-    await Deno.writeTextFile(
-      `${layout}/index.json`,
-      JSON.stringify({
-        schemaVersion: 2,
-        manifests: [{
-          mediaType: "application/vnd.oci.image.manifest.v1+json",
-          ...m,
-          annotations: { "org.opencontainers.image.ref.name": "sbom" },
-        }],
-      }),
-    );
+    });
     const repo = await newRepo(dir);
     await cfs(repo, ["oci", "pull", `oci:${layout}:sbom`, "sbom"]);
     const images = JSON.parse((await cfs(repo, ["oci", "images", "--json"])).stdout).images;

@@ -133,3 +133,43 @@ export async function addImage(layout: string, spec: ImageSpec): Promise<BuiltIm
   await Deno.writeTextFile(`${layout}/index.json`, JSON.stringify(index));
   return { manifestDigest: man.digest, configDigest: cfg.digest, diffIds, layerDigests, manifest, config };
 }
+
+/**
+ * Writes an OCI layout holding one artifact (not a container image), tagged `tag`: an empty config and
+ * one non-tar layer of media type application/vnd.example.sbom.v1+json. Returns the layer's and the
+ * config's digest and size.
+ */
+export async function writeArtifactLayout(
+  layout: string,
+  payload: Uint8Array,
+  opts: { tag?: string; artifactType?: string } = {},
+): Promise<{ layer: { digest: string; size: number }; config: { digest: string; size: number } }> {
+  await Deno.mkdir(`${layout}/blobs/sha256`, { recursive: true });
+  const put = async (data: Uint8Array) => {
+    const d = sha256(data);
+    await Deno.writeFile(`${layout}/blobs/sha256/${d.slice(7)}`, data);
+    return { digest: d, size: data.length };
+  };
+  const layer = await put(payload);
+  const config = await put(new TextEncoder().encode("{}"));
+  const m = await put(new TextEncoder().encode(JSON.stringify({
+    schemaVersion: 2,
+    mediaType: "application/vnd.oci.image.manifest.v1+json",
+    ...(opts.artifactType ? { artifactType: opts.artifactType } : {}),
+    config: { mediaType: "application/vnd.oci.empty.v1+json", ...config },
+    layers: [{ mediaType: "application/vnd.example.sbom.v1+json", ...layer }],
+  })));
+  await Deno.writeTextFile(`${layout}/oci-layout`, '{"imageLayoutVersion":"1.0.0"}');
+  await Deno.writeTextFile(
+    `${layout}/index.json`,
+    JSON.stringify({
+      schemaVersion: 2,
+      manifests: [{
+        mediaType: "application/vnd.oci.image.manifest.v1+json",
+        ...m,
+        annotations: { "org.opencontainers.image.ref.name": opts.tag ?? "sbom" },
+      }],
+    }),
+  );
+  return { layer, config };
+}
