@@ -1,17 +1,73 @@
 // fs-verity digest of an open file descriptor (e.g. an O_TMPFILE or a file opened through FFI with a
-// byte-string path). Reads with pread from offset 0, so the fd position is left alone; the next
-// chunk is read on a worker thread while the current one is hashed.
-import { preadAsync } from "../linux/fs.ts";
+// byte-string path). Reads with pread from offset 0, so the fd position is left alone.
+//
+// A large file's whole blocks are hashed on the leaf pool's threads (lib/fsverity/leaf_pool.ts), a few
+// chunks in flight per thread, their digests fed in order; the rest (the short last block, anything
+// appended meanwhile) is read here. Without the pool, the next chunk is read on a worker thread while
+// the current one is hashed on this one.
+import { fstatSize, preadAsync } from "../linux/fs.ts";
 import { FsVerityHasher } from "./hasher.ts";
+import { leafPool, ShortFileError } from "./leaf_pool.ts";
 import type { HashAlgorithm, ObjectId } from "./object_id.ts";
+import { BLOCK_SIZE } from "./backend.ts";
 
 const CHUNK = 1 << 20;
+/** Files from this size on are hashed on the pool: below it a thread round trip is not worth it. */
+export const PARALLEL_MIN = 4 << 20;
+/** Bytes per pool request: whole level-1 blocks for both algorithms (128 × 4 KiB for SHA-256). */
+const PARALLEL_CHUNK = 8 << 20;
+/** Requests in flight per thread, so a thread never waits for the next one. */
+const IN_FLIGHT_PER_THREAD = 2;
 
 export async function fsverityDigestFd(fd: number, alg: HashAlgorithm): Promise<ObjectId> {
   const h = new FsVerityHasher(alg);
+  const size = fstatSize(fd);
+  let offset = 0;
+  if (size >= PARALLEL_MIN) {
+    try {
+      offset = await hashLeavesOnPool(h, fd, Math.floor(size / BLOCK_SIZE) * BLOCK_SIZE);
+    } catch (e) {
+      if (!(e instanceof ShortFileError)) throw e;
+      // The file shrank under us: start over, reading until end of file as a stream would.
+      h.reset();
+      offset = 0;
+    }
+  }
+  await hashSerially(h, fd, offset);
+  return h.digest();
+}
+
+/** Feeds the leaf digests of fd[0..end) (end a multiple of 4096) from the pool; returns the bytes done. */
+async function hashLeavesOnPool(h: FsVerityHasher, fd: number, end: number): Promise<number> {
+  const pool = leafPool();
+  if (!pool) return 0;
+  const window = pool.size * IN_FLIGHT_PER_THREAD;
+  const inFlight: { promise: Promise<Uint8Array>; bytes: number }[] = [];
+  let next = 0;
+  let done = 0;
+  while (done < end) {
+    while (next < end && inFlight.length < window) {
+      const bytes = Math.min(PARALLEL_CHUNK, end - next);
+      inFlight.push({ promise: pool.hash(h.alg, [[fd, next, bytes]]), bytes });
+      next += bytes;
+    }
+    const first = inFlight.shift()!;
+    try {
+      h.updateLeafDigests(await first.promise, first.bytes);
+    } catch (e) {
+      // Let the others settle (their rejections are not ours to report twice).
+      await Promise.allSettled(inFlight.map((f) => f.promise));
+      throw e;
+    }
+    done += first.bytes;
+  }
+  return done;
+}
+
+/** Feeds fd[offset..EOF) into h, reading the next chunk while the current one is hashed. */
+async function hashSerially(h: FsVerityHasher, fd: number, offset: number): Promise<void> {
   let cur = new Uint8Array(CHUNK);
   let next = new Uint8Array(CHUNK);
-  let offset = 0;
   let pending = preadAsync(fd, cur, offset);
   for (;;) {
     const n = await pending;
@@ -23,5 +79,4 @@ export async function fsverityDigestFd(fd: number, alg: HashAlgorithm): Promise<
     cur = next;
     next = filled;
   }
-  return h.digest();
 }

@@ -1,0 +1,150 @@
+// Threads that hash the leaf level of fs-verity Merkle trees (docs/fsverity.md#digest) beside the main
+// thread. The leaf level is all of the hashing work but 1/128 (SHA-256) or 1/64 (SHA-512): disjoint
+// block-aligned ranges of a file, or many whole files, are hashed on the threads from their fds
+// (lib/linux/block_hash_thread.ts) and the digests fed, in file order, into an FsVerityHasher
+// (updateLeafDigests), which builds the upper levels and the descriptor exactly as for streamed data.
+// One single-threaded hash runs at the speed of one core; this is how a digest uses all of them.
+//
+// The threads are started on first use, one per core (at most MAX_THREADS), and referenced only while
+// requests are pending, so an idle pool does not keep the process alive.
+import { availableParallelism } from "node:os";
+import { Worker } from "node:worker_threads";
+import { KernelError } from "../errors.ts";
+import { errnoName } from "../linux/libc.ts";
+import {
+  type BlockHashJob,
+  type BlockHashReply,
+  type BlockHashRequest,
+  blockHashThreadSource,
+} from "../linux/block_hash_thread.ts";
+import { hashBackend, type HashBackendName } from "./backend.ts";
+import type { HashAlgorithm } from "./object_id.ts";
+
+const MAX_THREADS = 4;
+
+/** A job that failed because the file ended before the length asked for (it was truncated). */
+export class ShortFileError extends Error {}
+
+interface Pending {
+  resolve: (d: Uint8Array) => void;
+  reject: (e: unknown) => void;
+  jobs: BlockHashJob[];
+}
+
+class Thread {
+  readonly worker: Worker;
+  readonly waiting = new Map<number, Pending>();
+  failed?: Error;
+
+  constructor(libcrypto: boolean) {
+    this.worker = new Worker(blockHashThreadSource(libcrypto), { eval: true });
+    this.worker.unref();
+    this.worker.on("message", (m: BlockHashReply) => this.#reply(m));
+    this.worker.on("error", (e: Error) => {
+      this.failed = e;
+      for (const p of this.waiting.values()) p.reject(e);
+      this.waiting.clear();
+    });
+  }
+
+  #reply(m: BlockHashReply): void {
+    const p = this.waiting.get(m.seq);
+    this.waiting.delete(m.seq);
+    if (this.waiting.size === 0) this.worker.unref();
+    if (!p) return;
+    if (m.digests) return p.resolve(m.digests);
+    const { job, errno, message } = m.error!;
+    const fd = p.jobs[job][0];
+    p.reject(
+      errno === 0
+        ? new ShortFileError(message)
+        : new KernelError("pread", errno, errnoName(errno), undefined, [`fd ${fd}`]),
+    );
+  }
+
+  send(seq: number, req: BlockHashRequest): Promise<Uint8Array> {
+    if (this.failed) return Promise.reject(this.failed);
+    return new Promise((resolve, reject) => {
+      if (this.waiting.size === 0) this.worker.ref();
+      this.waiting.set(seq, { resolve, reject, jobs: req.jobs });
+      this.worker.postMessage(req);
+    });
+  }
+}
+
+export class LeafPool {
+  readonly size: number;
+  /** The hash backend the threads use (the one in effect when the pool was made). */
+  readonly backend: HashBackendName;
+  #threads: Thread[] = [];
+  #seq = 0;
+
+  constructor(threads: number, backend: HashBackendName) {
+    this.size = threads;
+    this.backend = backend;
+  }
+
+  /**
+   * The block digests (ceil(length/4096) per job, back to back) of `jobs`, hashed on the least busy
+   * thread. Rejects with ShortFileError when a file ended early, KernelError when a read failed.
+   */
+  hash(alg: HashAlgorithm, jobs: BlockHashJob[]): Promise<Uint8Array> {
+    let best: Thread | undefined;
+    for (const t of this.#threads) if (!best || t.waiting.size < best.waiting.size) best = t;
+    if (!best || (best.waiting.size > 0 && this.#threads.length < this.size)) {
+      best = new Thread(this.backend === "libcrypto");
+      this.#threads.push(best);
+    }
+    const seq = this.#seq++;
+    return best.send(seq, { seq, alg, jobs });
+  }
+
+  /** Threads started so far (for tests and benchmarks). */
+  get started(): number {
+    return this.#threads.length;
+  }
+
+  async terminate(): Promise<void> {
+    const ts = this.#threads;
+    this.#threads = [];
+    await Promise.all(ts.map((t) => t.worker.terminate()));
+  }
+}
+
+let wanted: number | undefined;
+let pool: LeafPool | null | undefined;
+
+/**
+ * Sets how many hashing threads leafPool() uses (0 or 1 = none: every digest on the calling thread);
+ * undefined = one per core. Benchmarks use it to compare; an existing pool is dropped.
+ */
+export function setHashThreads(n: number | undefined): void {
+  if (n === wanted) return;
+  wanted = n;
+  const old = pool;
+  pool = undefined;
+  void old?.terminate();
+}
+
+/**
+ * The shared pool, or null when there is only one core, threads are turned off, or FFI is not
+ * allowed (the threads read with pread through FFI). Uses the hash backend in effect now.
+ */
+export function leafPool(): LeafPool | null {
+  const backend = hashBackend().name;
+  if (pool === null || pool?.backend === backend) return pool;
+  const n = Math.min(wanted ?? availableParallelism(), MAX_THREADS);
+  let ffi = false;
+  try {
+    ffi = Deno.permissions.querySync({ name: "ffi" }).state === "granted";
+  } catch {
+    ffi = false;
+  }
+  void pool?.terminate();
+  if (n < 2 || !ffi) {
+    pool = null;
+    return null;
+  }
+  pool = new LeafPool(n, backend);
+  return pool;
+}
