@@ -16,6 +16,7 @@ import {
   type BlockHashReply,
   type BlockHashRequest,
   blockHashThreadSource,
+  type StreamHashRequest,
 } from "../linux/block_hash_thread.ts";
 import { hashBackend, type HashBackendName } from "./backend.ts";
 import type { HashAlgorithm } from "./object_id.ts";
@@ -28,7 +29,8 @@ export class ShortFileError extends Error {}
 interface Pending {
   resolve: (d: Uint8Array) => void;
   reject: (e: unknown) => void;
-  jobs: BlockHashJob[];
+  /** What each job or part is, for error messages. */
+  labels: string[];
 }
 
 class Thread {
@@ -54,19 +56,24 @@ class Thread {
     if (!p) return;
     if (m.digests) return p.resolve(m.digests);
     const { job, errno, message } = m.error!;
-    const fd = p.jobs[job][0];
     p.reject(
-      errno === 0
-        ? new ShortFileError(message)
-        : new KernelError("pread", errno, errnoName(errno), undefined, [`fd ${fd}`]),
+      errno === 0 ? new ShortFileError(message) : new KernelError(
+        message.startsWith("open ") ? "open" : "pread",
+        errno,
+        errnoName(errno),
+        undefined,
+        [
+          p.labels[job],
+        ],
+      ),
     );
   }
 
-  send(seq: number, req: BlockHashRequest): Promise<Uint8Array> {
+  send(req: BlockHashRequest | StreamHashRequest, labels: string[]): Promise<Uint8Array> {
     if (this.failed) return Promise.reject(this.failed);
     return new Promise((resolve, reject) => {
       if (this.waiting.size === 0) this.worker.ref();
-      this.waiting.set(seq, { resolve, reject, jobs: req.jobs });
+      this.waiting.set(req.seq, { resolve, reject, labels });
       this.worker.postMessage(req);
     });
   }
@@ -89,14 +96,29 @@ export class LeafPool {
    * thread. Rejects with ShortFileError when a file ended early, KernelError when a read failed.
    */
   hash(alg: HashAlgorithm, jobs: BlockHashJob[]): Promise<Uint8Array> {
+    const seq = this.#seq++;
+    return this.#thread().send({ seq, kind: "blocks", alg, jobs }, jobs.map((j) => `fd ${j[0]}`));
+  }
+
+  /**
+   * The plain `alg` digest (node:crypto name) of the concatenation of `parts`: bytes, and whole files
+   * by path (opened O_NOFOLLOW). Bytes are copied to the thread: pass compact arrays, not views
+   * into something large.
+   */
+  hashStream(alg: string, parts: (Uint8Array | string)[]): Promise<Uint8Array> {
+    const seq = this.#seq++;
+    const labels = parts.map((p) => (typeof p === "string" ? p : "(bytes)"));
+    return this.#thread().send({ seq, kind: "stream", alg, parts }, labels);
+  }
+
+  #thread(): Thread {
     let best: Thread | undefined;
     for (const t of this.#threads) if (!best || t.waiting.size < best.waiting.size) best = t;
     if (!best || (best.waiting.size > 0 && this.#threads.length < this.size)) {
       best = new Thread(this.backend === "libcrypto");
       this.#threads.push(best);
     }
-    const seq = this.#seq++;
-    return best.send(seq, { seq, alg, jobs });
+    return best;
   }
 
   /** Threads started so far (for tests and benchmarks). */

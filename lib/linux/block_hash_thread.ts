@@ -16,13 +16,26 @@ export type BlockHashJob = [fd: number, offset: number, length: number];
 
 export interface BlockHashRequest {
   seq: number;
+  kind: "blocks";
   alg: "sha256" | "sha512";
   jobs: BlockHashJob[];
 }
 
+/**
+ * One plain digest (node:crypto createHash: sha256, sha512) of a concatenation: bytes as given, and
+ * whole files named by path (each opened O_NOFOLLOW and read to its end). A splitstream's content
+ * digest: inline runs and the objects between them.
+ */
+export interface StreamHashRequest {
+  seq: number;
+  kind: "stream";
+  alg: string;
+  parts: (Uint8Array | string)[];
+}
+
 export interface BlockHashReply {
   seq: number;
-  /** ceil(length / 4096) digests per job, jobs back to back. */
+  /** ceil(length / 4096) digests per job, jobs back to back (blocks); the digest (stream). */
   digests?: Uint8Array;
   /** When a job failed: its index, the errno (0 for a short file) and a message. */
   error?: { job: number; errno: number; message: string };
@@ -43,6 +56,8 @@ function blockHashMain(wt: any, req: any, useLibcrypto: boolean): void {
   const DS: Record<string, number> = { sha256: 32, sha512: 64 };
   const libc = D.dlopen("libc.so.6", {
     pread64: { parameters: ["i32", "usize", "usize", "i64"], result: "isize" },
+    open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+    close: { parameters: ["i32"], result: "i32" },
     __errno_location: { parameters: [], result: "pointer" },
   }).symbols;
   const errno = () => new D.UnsafePointerView(libc.__errno_location()).getInt32(0);
@@ -134,7 +149,48 @@ function blockHashMain(wt: any, req: any, useLibcrypto: boolean): void {
     }
   }
 
-  wt.parentPort.on("message", (m: BlockHashRequest) => {
+  const enc = new TextEncoder();
+  const O_RDONLY_NOFOLLOW_CLOEXEC = 0o400000 | 0o2000000;
+
+  function hashStream(m: StreamHashRequest): void {
+    const h = req("node:crypto").createHash(m.alg);
+    for (let k = 0; k < m.parts.length; k++) {
+      const part = m.parts[k];
+      if (typeof part !== "string") {
+        h.update(part);
+        continue;
+      }
+      const fd = libc.open(enc.encode(part + "\0"), O_RDONLY_NOFOLLOW_CLOEXEC, 0);
+      if (fd < 0) {
+        const e = errno();
+        wt.parentPort.postMessage({ seq: m.seq, error: { job: k, errno: e, message: `open ${part}` } });
+        return;
+      }
+      try {
+        for (let off = 0;;) {
+          const got = readFull(fd, off, CHUNK);
+          if (got > 0) h.update(buf.subarray(0, got));
+          if (got < CHUNK) break;
+          off += got;
+        }
+      } catch (e) {
+        // deno-lint-ignore no-explicit-any
+        const err = e as any;
+        wt.parentPort.postMessage({
+          seq: m.seq,
+          error: { job: k, errno: err.errno ?? 0, message: `${part}: ${err.message}` },
+        });
+        return;
+      } finally {
+        libc.close(fd);
+      }
+    }
+    const digests = new Uint8Array(h.digest());
+    wt.parentPort.postMessage({ seq: m.seq, digests }, [digests.buffer]);
+  }
+
+  wt.parentPort.on("message", (m: BlockHashRequest | StreamHashRequest) => {
+    if (m.kind === "stream") return hashStream(m);
     const ds = DS[m.alg];
     let total = 0;
     for (const j of m.jobs) total += Math.ceil(j[2] / BLOCK);
