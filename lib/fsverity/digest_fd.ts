@@ -19,13 +19,29 @@ const PARALLEL_CHUNK = 8 << 20;
 /** Requests in flight per thread, so a thread never waits for the next one. */
 const IN_FLIGHT_PER_THREAD = 2;
 
-export async function fsverityDigestFd(fd: number, alg: HashAlgorithm): Promise<ObjectId> {
+export interface DigestFdOptions {
+  /** Size from which the pool is used (default PARALLEL_MIN; 0 = whenever there is a pool). */
+  parallelMin?: number;
+  /**
+   * The file is exactly this long and does not change (the caller wrote it): no fstat, and the
+   * short last block is hashed on the pool too, so nothing is read on this thread.
+   */
+  size?: number;
+}
+
+export async function fsverityDigestFd(
+  fd: number,
+  alg: HashAlgorithm,
+  opts: DigestFdOptions = {},
+): Promise<ObjectId> {
   const h = new FsVerityHasher(alg);
-  const size = fstatSize(fd);
+  const size = opts.size ?? fstatSize(fd);
   let offset = 0;
-  if (size >= PARALLEL_MIN) {
+  if (size >= BLOCK_SIZE && size >= (opts.parallelMin ?? PARALLEL_MIN)) {
+    const end = opts.size ?? Math.floor(size / BLOCK_SIZE) * BLOCK_SIZE;
     try {
-      offset = await hashLeavesOnPool(h, fd, Math.floor(size / BLOCK_SIZE) * BLOCK_SIZE);
+      offset = await hashLeavesOnPool(h, fd, end);
+      if (offset === size && opts.size !== undefined) return h.digest();
     } catch (e) {
       if (!(e instanceof ShortFileError)) throw e;
       // The file shrank under us: start over, reading until end of file as a stream would.
@@ -37,7 +53,10 @@ export async function fsverityDigestFd(fd: number, alg: HashAlgorithm): Promise<
   return h.digest();
 }
 
-/** Feeds the leaf digests of fd[0..end) (end a multiple of 4096) from the pool; returns the bytes done. */
+/**
+ * Feeds the leaf digests of fd[0..end) from the pool (end a multiple of 4096 unless it is the end of
+ * the file); returns the bytes done.
+ */
 async function hashLeavesOnPool(h: FsVerityHasher, fd: number, end: number): Promise<number> {
   const pool = leafPool();
   if (!pool) return 0;

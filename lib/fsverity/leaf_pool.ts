@@ -18,8 +18,9 @@ import {
   blockHashThreadSource,
   type StreamHashRequest,
 } from "../linux/block_hash_thread.ts";
+import { createHash } from "node:crypto";
 import { hashBackend, type HashBackendName } from "./backend.ts";
-import type { HashAlgorithm } from "./object_id.ts";
+import { DIGEST_SIZE, type HashAlgorithm } from "./object_id.ts";
 
 const MAX_THREADS = 4;
 
@@ -27,6 +28,8 @@ const MAX_THREADS = 4;
 export class ShortFileError extends Error {}
 
 interface Pending {
+  /** Where the thread writes its result. */
+  out: Uint8Array;
   resolve: (d: Uint8Array) => void;
   reject: (e: unknown) => void;
   /** What each job or part is, for error messages. */
@@ -54,7 +57,7 @@ class Thread {
     this.waiting.delete(m.seq);
     if (this.waiting.size === 0) this.worker.unref();
     if (!p) return;
-    if (m.digests) return p.resolve(m.digests);
+    if (!m.error) return p.resolve(p.out);
     const { job, errno, message } = m.error!;
     p.reject(
       errno === 0 ? new ShortFileError(message) : new KernelError(
@@ -73,7 +76,7 @@ class Thread {
     if (this.failed) return Promise.reject(this.failed);
     return new Promise((resolve, reject) => {
       if (this.waiting.size === 0) this.worker.ref();
-      this.waiting.set(req.seq, { resolve, reject, labels });
+      this.waiting.set(req.seq, { out: new Uint8Array(req.out), resolve, reject, labels });
       this.worker.postMessage(req);
     });
   }
@@ -97,28 +100,49 @@ export class LeafPool {
    */
   hash(alg: HashAlgorithm, jobs: BlockHashJob[]): Promise<Uint8Array> {
     const seq = this.#seq++;
-    return this.#thread().send({ seq, kind: "blocks", alg, jobs }, jobs.map((j) => `fd ${j[0]}`));
+    let blocks = 0;
+    for (const j of jobs) blocks += Math.ceil(j[2] / 4096);
+    const out = new SharedArrayBuffer(blocks * DIGEST_SIZE[alg]);
+    return this.#thread().send({ seq, kind: "blocks", alg, jobs, out }, jobs.map((j) => `fd ${j[0]}`));
   }
 
   /**
-   * The plain `alg` digest (node:crypto name) of the concatenation of `parts`: bytes, and whole files
-   * by path (opened O_NOFOLLOW). Bytes are copied to the thread: pass compact arrays, not views
-   * into something large.
+   * The plain `alg` digest (node:crypto name) of the concatenation of `parts`: bytes (copied into
+   * shared memory for the thread), and whole files by path (opened O_NOFOLLOW, read to the end).
    */
   hashStream(alg: string, parts: (Uint8Array | string)[]): Promise<Uint8Array> {
     const seq = this.#seq++;
+    let total = 0;
+    for (const p of parts) if (typeof p !== "string") total += p.length;
+    const data = new SharedArrayBuffer(total);
+    const view = new Uint8Array(data);
+    let at = 0;
+    const ranges = parts.map((p): [number, number] | string => {
+      if (typeof p === "string") return p;
+      view.set(p, at);
+      at += p.length;
+      return [at - p.length, at];
+    });
     const labels = parts.map((p) => (typeof p === "string" ? p : "(bytes)"));
-    return this.#thread().send({ seq, kind: "stream", alg, parts }, labels);
+    const out = new SharedArrayBuffer(64);
+    return this.#thread().send({ seq, kind: "stream", alg, parts: ranges, data, out }, labels)
+      .then((d) => d.slice(0, createHash(alg).digest().length));
   }
 
   #thread(): Thread {
-    let best: Thread | undefined;
-    for (const t of this.#threads) if (!best || t.waiting.size < best.waiting.size) best = t;
-    if (!best || (best.waiting.size > 0 && this.#threads.length < this.size)) {
-      best = new Thread(this.backend === "libcrypto");
-      this.#threads.push(best);
-    }
+    this.warm();
+    let best = this.#threads[0];
+    for (const t of this.#threads) if (t.waiting.size < best.waiting.size) best = t;
     return best;
+  }
+
+  /**
+   * Starts every thread now. A thread's start takes tens of milliseconds (hundreds on a loaded
+   * machine), and the first message to it waits for that on the calling thread: callers that know
+   * they will hash (a fetch, an import) warm the pool before their first network or disk wait.
+   */
+  warm(): void {
+    while (this.#threads.length < this.size) this.#threads.push(new Thread(this.backend === "libcrypto"));
   }
 
   /** Threads started so far (for tests and benchmarks). */

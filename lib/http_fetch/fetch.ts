@@ -19,7 +19,13 @@ import { MAGIC } from "../splitstream/format.ts";
 import { reassemble, SplitStreamReader } from "../splitstream/mod.ts";
 import { equalBytes } from "../util/bytes.ts";
 import { runBounded } from "../util/run_bounded.ts";
-import { HttpRepositorySource, type HttpSourceOptions } from "./http_source.ts";
+import { type FetchedBody, HttpRepositorySource, type HttpSourceOptions } from "./http_source.ts";
+import { Buffer } from "node:buffer";
+import { fsverityDigestFd } from "../fsverity/digest_fd.ts";
+import { leafPool } from "../fsverity/leaf_pool.ts";
+import { closeFd, linkTmpfile, writeAll } from "../linux/fs.ts";
+import { pathSize } from "../linux/file_extents.ts";
+import { concatBytes } from "../util/bytes.ts";
 
 export interface FetchOptions extends HttpSourceOptions {
   /** Concurrent object downloads (default 4). */
@@ -148,56 +154,125 @@ class Fetcher {
     const rel = `objects/${id.objectPath()}`;
     const got = await this.src.get(rel);
     if (!got) throw new NotFoundError(`object ${id.toId()} is not on the server (${this.#where(rel)})`);
-    if (got.size !== undefined && got.size <= SMALL_OBJECT) {
-      const parts: Uint8Array[] = [];
-      let n = 0;
-      for await (const c of got.body) {
-        n += c.length;
-        if (n > SMALL_OBJECT) {
-          throw new IntegrityError(`more bytes than the announced ${got.size}`, { context: [rel] });
-        }
-        parts.push(c);
-      }
-      const data = new Uint8Array(n);
-      let o = 0;
-      for (const p of parts) {
-        data.set(p, o);
-        o += p.length;
-      }
-      await this.#storeChecked(id, data, rel);
-      this.stats.bytesFetched += n;
-    } else {
-      // Large: streamed into an anonymous temporary; it only gets a name once complete, and the
-      // name is its own digest — a wrong one is removed again and reported.
-      const w = this.repo.createObjectWriter();
-      let n = 0;
-      try {
-        for await (const c of got.body) {
-          await w.write(c);
-          n += c.length;
-        }
-      } catch (e) {
-        await w.abort();
-        throw e instanceof CfsError ? e.within(`fetching ${this.#where(rel)}`) : e;
-      }
-      const r = await w.finish();
-      if (!r.id.equals(id)) {
-        if (!r.alreadyPresent) await Deno.remove(this.repo.objectPath(r.id)).catch(() => {});
-        throw new IntegrityError(
-          `server sent content with fs-verity digest ${r.id.hex()}, expected ${id.hex()}`,
-          {
-            context: [`fetching ${this.#where(rel)}`],
-          },
-        );
-      }
-      this.stats.bytesFetched += n;
-    }
+    let n: number;
+    if (got.size !== undefined && got.size <= SMALL_OBJECT) n = await this.#small(id, got, rel);
+    else n = await this.#largeOnPool(id, got, rel) ?? await this.#large(id, got, rel);
+    this.stats.bytesFetched += n;
     this.stats.objectsFetched++;
     progress.add(1);
   }
+
+  /** A small object: received into memory, checked, stored. Returns its size. */
+  async #small(id: ObjectId, got: FetchedBody, rel: string): Promise<number> {
+    const parts: Uint8Array[] = [];
+    let n = 0;
+    for await (const c of got.body) {
+      n += c.length;
+      if (n > SMALL_OBJECT) {
+        throw new IntegrityError(`more bytes than the announced ${got.size}`, { context: [rel] });
+      }
+      parts.push(c);
+    }
+    await this.#storeChecked(id, concatBytes(parts), rel);
+    return n;
+  }
+
+  #mismatch(actual: ObjectId, id: ObjectId, rel: string): IntegrityError {
+    return new IntegrityError(
+      `server sent content with fs-verity digest ${actual.hex()}, expected ${id.hex()}`,
+      {
+        context: [`fetching ${this.#where(rel)}`],
+      },
+    );
+  }
+
+  /**
+   * A large object, where there is a hashing pool and O_TMPFILE: this thread only receives and
+   * writes; the digest is computed on a pool thread from the written file (read back from the page
+   * cache), so receiving the next objects goes on meanwhile. It gets its name (its digest, checked)
+   * only when complete. Returns its size, or null when this way is not available.
+   */
+  async #largeOnPool(id: ObjectId, got: FetchedBody, rel: string): Promise<number | null> {
+    const objects = this.repo.objects;
+    if (!leafPool()) return null;
+    await objects.prepare();
+    const tmp = objects.tmpfile(objects.dir);
+    if (tmp === null) return null;
+    let fd = tmp;
+    try {
+      let n = 0;
+      try {
+        for await (const c of got.body) {
+          writeAll(tmp, c);
+          n += c.length;
+        }
+      } catch (e) {
+        throw e instanceof CfsError ? e.within(`fetching ${this.#where(rel)}`) : e;
+      }
+      const actual = await fsverityDigestFd(tmp, this.repo.alg, { parallelMin: 0, size: n });
+      if (!actual.equals(id)) throw this.#mismatch(actual, id, rel);
+      // Same size under the final name = the same object (names are digests).
+      if (pathSize(objects.pathOf(id)) === n) {
+        objects.countFinished(true);
+        return n;
+      }
+      fd = -1;
+      fd = objects.sealTmpfile(tmp, objects.dir, id);
+      await objects.ensureSubdir(id);
+      objects.countFinished(!linkTmpfile(fd, objects.pathOf(id)));
+      return n;
+    } finally {
+      if (fd >= 0) closeFd(fd);
+    }
+  }
+
+  /**
+   * A large object through the store's streamed writer (hashed as it is written): it only gets a
+   * name once complete, and the name is its own digest — a wrong one is removed again and reported.
+   */
+  async #large(id: ObjectId, got: FetchedBody, rel: string): Promise<number> {
+    const w = this.repo.createObjectWriter();
+    let n = 0;
+    try {
+      for await (const c of got.body) {
+        await w.write(c);
+        n += c.length;
+      }
+    } catch (e) {
+      await w.abort();
+      throw e instanceof CfsError ? e.within(`fetching ${this.#where(rel)}`) : e;
+    }
+    const r = await w.finish();
+    if (!r.id.equals(id)) {
+      if (!r.alreadyPresent) await Deno.remove(this.repo.objectPath(r.id)).catch(() => {});
+      throw this.#mismatch(r.id, id, rel);
+    }
+    return n;
+  }
 }
 
+/**
+ * The plain digest of a stream's reassembled content. On a pool thread where there is one: the
+ * inline runs (copied into compact arrays) and the object paths go to the thread, which reads the
+ * objects itself; two streams are hashed at once (checkContentDigests).
+ */
 async function contentDigest(repo: Repository, reader: SplitStreamReader, alg: string): Promise<string> {
+  const pool = leafPool();
+  if (pool) {
+    const parts: (Uint8Array | string)[] = [];
+    let run: Uint8Array[] = [];
+    for await (const c of reader.chunks()) {
+      if (c.kind === "inline") {
+        run.push(c.data);
+        continue;
+      }
+      if (run.length) parts.push(concatBytes(run));
+      run = [];
+      parts.push(repo.objects.pathOf(c.id));
+    }
+    if (run.length) parts.push(concatBytes(run));
+    return `${alg}:${Buffer.from(await pool.hashStream(alg, parts)).toString("hex")}`;
+  }
   const h = createHash(alg);
   for await (const c of reassemble(reader, (id) => repo.openObjectStream(id))) h.update(c);
   return `${alg}:${h.digest("hex")}`;
@@ -407,6 +482,7 @@ export async function fetchStream(
   name: string,
   opts: FetchOptions = {},
 ): Promise<FetchResult> {
+  leafPool()?.warm(); // starts the hashing threads while the first requests are on the way
   const src = await openSource(repo, url, name, opts);
   try {
     const reporter = opts.reporter ?? nullReporter;
@@ -444,6 +520,7 @@ export async function fetchObjects(
 ): Promise<ObjectFetchStats> {
   await repo.ensureWritable();
   const reporter = opts.reporter ?? nullReporter;
+  leafPool()?.warm();
   const src = await HttpRepositorySource.open(url, opts);
   try {
     const f = new Fetcher(repo, src, reporter);

@@ -6,7 +6,10 @@
 // (lib/fsverity/leaf_pool.ts).
 //
 // File descriptors are process-wide, so the caller's fds are read here directly: no file data crosses
-// between threads, only the digests (32 or 64 bytes per 4 KiB). The function runs from its source
+// between threads, only the digests (32 or 64 bytes per 4 KiB). Digests and the bytes of stream
+// requests travel in SharedArrayBuffers that come with each request, the messages themselves stay
+// tiny: Deno's node:worker_threads serialises a Uint8Array element by element (measured ~100 ms per
+// MiB, transferred or not), a SharedArrayBuffer by reference (~0.1 ms per message whatever its size). The function runs from its source
 // text in a fresh isolate (node:worker_threads `eval`, so it works from the single-file bundle): only
 // its arguments and globals (Deno FFI, `require`) are available. libcrypto's EVP_Digest is called with
 // bigint addresses (the FFI fast-call path, see libcrypto.ts); without libcrypto or FFI, node:crypto.
@@ -19,6 +22,8 @@ export interface BlockHashRequest {
   kind: "blocks";
   alg: "sha256" | "sha512";
   jobs: BlockHashJob[];
+  /** Receives ceil(length / 4096) digests per job, jobs back to back. */
+  out: SharedArrayBuffer;
 }
 
 /**
@@ -30,13 +35,15 @@ export interface StreamHashRequest {
   seq: number;
   kind: "stream";
   alg: string;
-  parts: (Uint8Array | string)[];
+  /** Byte ranges [start, end) of `data`, and file paths. */
+  parts: ([number, number] | string)[];
+  data: SharedArrayBuffer;
+  /** Receives the digest. */
+  out: SharedArrayBuffer;
 }
 
 export interface BlockHashReply {
   seq: number;
-  /** ceil(length / 4096) digests per job, jobs back to back (blocks); the digest (stream). */
-  digests?: Uint8Array;
   /** When a job failed: its index, the errno (0 for a short file) and a message. */
   error?: { job: number; errno: number; message: string };
 }
@@ -154,10 +161,11 @@ function blockHashMain(wt: any, req: any, useLibcrypto: boolean): void {
 
   function hashStream(m: StreamHashRequest): void {
     const h = req("node:crypto").createHash(m.alg);
+    const data = new Uint8Array(m.data);
     for (let k = 0; k < m.parts.length; k++) {
       const part = m.parts[k];
       if (typeof part !== "string") {
-        h.update(part);
+        h.update(data.subarray(part[0], part[1]));
         continue;
       }
       const fd = libc.open(enc.encode(part + "\0"), O_RDONLY_NOFOLLOW_CLOEXEC, 0);
@@ -185,8 +193,8 @@ function blockHashMain(wt: any, req: any, useLibcrypto: boolean): void {
         libc.close(fd);
       }
     }
-    const digests = new Uint8Array(h.digest());
-    wt.parentPort.postMessage({ seq: m.seq, digests }, [digests.buffer]);
+    new Uint8Array(m.out).set(h.digest());
+    wt.parentPort.postMessage({ seq: m.seq });
   }
 
   wt.parentPort.on("message", (m: BlockHashRequest | StreamHashRequest) => {
@@ -194,7 +202,8 @@ function blockHashMain(wt: any, req: any, useLibcrypto: boolean): void {
     const ds = DS[m.alg];
     let total = 0;
     for (const j of m.jobs) total += Math.ceil(j[2] / BLOCK);
-    const digests = new Uint8Array(total * ds);
+    const digests = new Uint8Array(m.out);
+    if (digests.length < total * ds) throw new RangeError("digest buffer too small");
     let at = 0;
     for (let k = 0; k < m.jobs.length; k++) {
       const [fd, offset, length] = m.jobs[k];
@@ -211,6 +220,6 @@ function blockHashMain(wt: any, req: any, useLibcrypto: boolean): void {
       }
       at += Math.ceil(length / BLOCK) * ds;
     }
-    wt.parentPort.postMessage({ seq: m.seq, digests }, [digests.buffer]);
+    wt.parentPort.postMessage({ seq: m.seq });
   });
 }
