@@ -16,6 +16,7 @@ import {
   type BlockHashReply,
   type BlockHashRequest,
   blockHashThreadSource,
+  type SessionHashRequest,
   type StreamHashRequest,
 } from "../linux/block_hash_thread.ts";
 import { createHash } from "node:crypto";
@@ -72,7 +73,10 @@ class Thread {
     );
   }
 
-  send(req: BlockHashRequest | StreamHashRequest, labels: string[]): Promise<Uint8Array> {
+  send(
+    req: BlockHashRequest | StreamHashRequest | SessionHashRequest,
+    labels: string[],
+  ): Promise<Uint8Array> {
     if (this.failed) return Promise.reject(this.failed);
     return new Promise((resolve, reject) => {
       if (this.waiting.size === 0) this.worker.ref();
@@ -129,6 +133,21 @@ export class LeafPool {
       .then((d) => d.slice(0, createHash(alg).digest().length));
   }
 
+  /**
+   * A plain digest (node:crypto name) fed over many requests, in order, on one thread: a layer's
+   * diff_id hashed beside the fs-verity digests of its files on the other threads.
+   */
+  openSession(alg: string): HashSession {
+    this.warm();
+    const thread = this.#threads[this.#sessions++ % this.#threads.length];
+    return new HashSession(alg, this.#sessions, (req, labels) => {
+      req.seq = this.#seq++;
+      return thread.send(req, labels);
+    });
+  }
+
+  #sessions = 0;
+
   #thread(): Thread {
     this.warm();
     let best = this.#threads[0];
@@ -158,6 +177,19 @@ export class LeafPool {
 }
 
 let wanted: number | undefined;
+
+/** CFSCTL_HASH_THREADS=N (0 or 1: no pool), read when allowed; undefined when unset or not readable. */
+function envThreads(): number | undefined {
+  try {
+    if (Deno.permissions.querySync({ name: "env", variable: "CFSCTL_HASH_THREADS" }).state !== "granted") {
+      return undefined;
+    }
+    const v = Deno.env.get("CFSCTL_HASH_THREADS");
+    return v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined;
+  } catch {
+    return undefined;
+  }
+}
 let pool: LeafPool | null | undefined;
 
 /**
@@ -179,7 +211,7 @@ export function setHashThreads(n: number | undefined): void {
 export function leafPool(): LeafPool | null {
   const backend = hashBackend().name;
   if (pool === null || pool?.backend === backend) return pool;
-  const n = Math.min(wanted ?? availableParallelism(), MAX_THREADS);
+  const n = Math.min(wanted ?? envThreads() ?? availableParallelism(), MAX_THREADS);
   let ffi = false;
   try {
     ffi = Deno.permissions.querySync({ name: "ffi" }).state === "granted";
@@ -193,4 +225,80 @@ export function leafPool(): LeafPool | null {
   }
   pool = new LeafPool(n, backend);
   return pool;
+}
+
+type SessionPart = Uint8Array | BlockHashJob;
+
+/**
+ * See LeafPool.openSession. add() queues bytes (copied at flush) or an fd range and returns the
+ * promise of the request that will carry it: the fd must stay open until that settles. flush()
+ * sends what is queued; digest() sends the rest and gives the digest.
+ */
+export class HashSession {
+  #parts: SessionPart[] = [];
+  #bytes = 0;
+  #settle?: { promise: Promise<void>; resolve: () => void; reject: (e: unknown) => void };
+  #failed?: unknown;
+
+  constructor(
+    readonly alg: string,
+    readonly id: number,
+    private readonly sendReq: (req: SessionHashRequest, labels: string[]) => Promise<Uint8Array>,
+  ) {}
+
+  add(part: SessionPart): Promise<void> {
+    this.#parts.push(part);
+    if (part instanceof Uint8Array) this.#bytes += part.length;
+    if (!this.#settle) {
+      let resolve!: () => void, reject!: (e: unknown) => void;
+      const promise = new Promise<void>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      promise.catch(() => {}); // reported by digest() too
+      this.#settle = { promise, resolve, reject };
+    }
+    return this.#settle.promise;
+  }
+
+  #send(final: boolean): Promise<Uint8Array> {
+    const parts = this.#parts;
+    const settle = this.#settle;
+    this.#parts = [];
+    this.#settle = undefined;
+    const data = new SharedArrayBuffer(this.#bytes);
+    this.#bytes = 0;
+    const view = new Uint8Array(data);
+    let at = 0;
+    const wire = parts.map((p) => {
+      if (!(p instanceof Uint8Array)) return { fd: p };
+      view.set(p, at);
+      at += p.length;
+      return { bytes: [at - p.length, at] as [number, number] };
+    });
+    const labels = parts.map((p) => (p instanceof Uint8Array ? "(bytes)" : `fd ${p[0]}`));
+    const out = new SharedArrayBuffer(64);
+    const r = this.sendReq(
+      { seq: 0, kind: "session", session: this.id, alg: this.alg, parts: wire, data, final, out },
+      labels,
+    );
+    r.then(() => settle?.resolve(), (e) => {
+      this.#failed ??= e;
+      settle?.reject(e);
+    });
+    return r;
+  }
+
+  flush(): void {
+    if (this.#parts.length) void this.#send(false).catch(() => {});
+  }
+
+  /** The digest; rejects with the first failure of any request of the session. */
+  async digest(): Promise<Uint8Array> {
+    const d = await this.#send(true).catch((e) => {
+      throw this.#failed ?? e;
+    });
+    if (this.#failed) throw this.#failed;
+    return d.slice(0, createHash(this.alg).digest().length);
+  }
 }

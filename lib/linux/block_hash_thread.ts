@@ -42,6 +42,22 @@ export interface StreamHashRequest {
   out: SharedArrayBuffer;
 }
 
+/**
+ * A part of a digest that spans many requests (a layer's diff_id, fed in tar order): byte ranges of
+ * `data` and ranges of open fds [fd, offset, length]; `final` writes the digest into `out` and ends
+ * the session. A session's requests go to one thread, which handles them in order.
+ */
+export interface SessionHashRequest {
+  seq: number;
+  kind: "session";
+  session: number;
+  alg: string;
+  parts: ({ bytes: [number, number] } | { fd: BlockHashJob })[];
+  data: SharedArrayBuffer;
+  final: boolean;
+  out: SharedArrayBuffer;
+}
+
 export interface BlockHashReply {
   seq: number;
   /** When a job failed: its index, the errno (0 for a short file) and a message. */
@@ -197,8 +213,50 @@ function blockHashMain(wt: any, req: any, useLibcrypto: boolean): void {
     wt.parentPort.postMessage({ seq: m.seq });
   }
 
-  wt.parentPort.on("message", (m: BlockHashRequest | StreamHashRequest) => {
+  // deno-lint-ignore no-explicit-any
+  const sessions = new Map<number, any>();
+  function hashSession(m: SessionHashRequest): void {
+    let h = sessions.get(m.session);
+    if (!h) sessions.set(m.session, h = req("node:crypto").createHash(m.alg));
+    const data = new Uint8Array(m.data);
+    for (let k = 0; k < m.parts.length; k++) {
+      const part = m.parts[k];
+      if ("bytes" in part) {
+        h.update(data.subarray(part.bytes[0], part.bytes[1]));
+        continue;
+      }
+      const [fd, offset, length] = part.fd;
+      try {
+        for (let done = 0; done < length;) {
+          const want = Math.min(CHUNK, length - done);
+          const got = readFull(fd, offset + done, want);
+          if (got < want) {
+            throw Object.assign(new Error(`fd ${fd}: file ended at ${offset + done + got}`), { errno: 0 });
+          }
+          h.update(buf.subarray(0, got));
+          done += got;
+        }
+      } catch (e) {
+        sessions.delete(m.session);
+        // deno-lint-ignore no-explicit-any
+        const err = e as any;
+        wt.parentPort.postMessage({
+          seq: m.seq,
+          error: { job: k, errno: err.errno ?? 0, message: String(err.message) },
+        });
+        return;
+      }
+    }
+    if (m.final) {
+      new Uint8Array(m.out).set(h.digest());
+      sessions.delete(m.session);
+    }
+    wt.parentPort.postMessage({ seq: m.seq });
+  }
+
+  wt.parentPort.on("message", (m: BlockHashRequest | StreamHashRequest | SessionHashRequest) => {
     if (m.kind === "stream") return hashStream(m);
+    if (m.kind === "session") return hashSession(m);
     const ds = DS[m.alg];
     let total = 0;
     for (const j of m.jobs) total += Math.ceil(j[2] / BLOCK);

@@ -39,6 +39,8 @@ import { INLINE_CONTENT_MAX, type SplitSink } from "../../layer_split.ts";
 import { readTarSplit, type TarSplitRecord } from "./tar_split.ts";
 import { leafPool } from "../../../fsverity/leaf_pool.ts";
 import { VerityBatcher } from "../../../fsverity/verity_batcher.ts";
+import type { HashSession } from "../../../fsverity/leaf_pool.ts";
+import { Buffer } from "node:buffer";
 import { type PrefetchItem, type PrefetchResult, PrefetchWorker } from "./prefetch_worker.ts";
 import { humanBytes } from "../../../util/format.ts";
 
@@ -269,6 +271,8 @@ function toQueued(
 
 /** Stores whose digest is being computed on the pool, at most this many at a time (then wait). */
 const MAX_IN_FLIGHT = 256;
+/** Files per request of the diff_id session. */
+const SESSION_FLUSH_FILES = 64;
 
 /**
  * One layer being imported: the tar-split records read ahead, the files prepared by the prefetch
@@ -279,7 +283,10 @@ const MAX_IN_FLIGHT = 256;
  */
 class LayerImport {
   readonly r: LayerImportResult = { size: 0, externalSize: 0, inlineSize: 0, entries: 0 };
+  /** The diff_id hash here (no pool), or on a pool thread (#session). */
   readonly sha?: Hash;
+  #session?: HashSession;
+  #sessionFiles = 0;
   #diffFd: number;
   #queue: Queued[] = [];
   #aheadBytes = 0;
@@ -302,9 +309,14 @@ class LayerImport {
     readonly state: ZeroCopyState,
     readonly opts: LayerImportOptions,
   ) {
-    if (opts.verifyDiffId !== undefined) this.sha = createHash(parseDigest(opts.verifyDiffId, "diff_id").alg);
     const pool = leafPool();
+    pool?.warm(); // the threads start while the first records are read and files prepared
     this.#batcher = pool && new VerityBatcher(pool, objects.alg);
+    if (opts.verifyDiffId !== undefined) {
+      const alg = parseDigest(opts.verifyDiffId, "diff_id").alg;
+      if (pool) this.#session = pool.openSession(alg);
+      else this.sha = createHash(alg);
+    }
     this.#diffFd = openPath(diffDir, O_RDONLY | O_DIRECTORY);
     this.#records = readTarSplit(tarSplitPath)[Symbol.asyncIterator]();
   }
@@ -313,6 +325,7 @@ class LayerImport {
   #inline(b: Uint8Array): void {
     if (!b.length) return;
     this.sha?.update(b);
+    void this.#session?.add(b);
     this.r.size += b.length;
     this.r.inlineSize += b.length;
     this.#emit(() => this.sink.writeInline(b));
@@ -325,7 +338,6 @@ class LayerImport {
     // Observed by run() (and #drainOne); this keeps a failure meanwhile from being "unhandled".
     this.#chain.catch(() => {});
   }
-
 
   /** Sends the batch of files read ahead to the prefetch worker (or prepares them here). */
   #send(): void {
@@ -416,10 +428,24 @@ class LayerImport {
       }
       return;
     }
-    // The diff_id hash here, in order; the fs-verity digest on the pool.
-    if (sha) hashForDiffId(tmp >= 0 ? tmp : f.fd, f.size, state.buf, sha, f.label);
-    const stored = storeFile(f.fd, f.st, objects, state, opts, undefined, f.label, tmp, this.#batcher);
-    const settled = stored.then(() => {}, () => {}).finally(() => closeQueued(f)); // tmp: storeFile's
+    // The diff_id hash on one pool thread, in order; the fs-verity digest on the others.
+    const session = this.#session;
+    const hashed = session?.add([tmp >= 0 ? tmp : f.fd, 0, f.size]);
+    if (session && ++this.#sessionFiles % SESSION_FLUSH_FILES === 0) session.flush();
+    const stored = storeFile(
+      f.fd,
+      f.st,
+      objects,
+      state,
+      opts,
+      undefined,
+      f.label,
+      tmp,
+      this.#batcher,
+      hashed,
+    );
+    // tmp is storeFile's, but the session reads it too: storeFile seals and closes it only after.
+    const settled = Promise.allSettled([stored, hashed]).then(() => closeQueued(f));
     this.#inFlight.push(settled);
     this.#emit(async () => this.sink.writeExternal(await stored, f.size));
     if (this.#inFlight.length >= MAX_IN_FLIGHT) await this.#drainOne();
@@ -427,6 +453,7 @@ class LayerImport {
 
   async #drainOne(): Promise<void> {
     this.#batcher?.flush();
+    this.#session?.flush();
     await this.#inFlight.shift();
     // A failed store or sink write ends the import now rather than after the whole layer.
     await Promise.race([this.#chain, Promise.resolve()]);
@@ -456,10 +483,12 @@ class LayerImport {
         this.#progress(q.size);
       }
       this.#batcher?.flush();
+      this.#session?.flush();
       await this.#chain;
       await this.objects.settle();
     } finally {
       this.#batcher?.flush();
+      this.#session?.flush();
       await Promise.all(this.#inFlight);
       await this.#chain.catch(() => {});
       // Files still being prepared: wait for them, then close what they opened.
@@ -469,6 +498,15 @@ class LayerImport {
     }
     if (this.#sinceProgress && this.opts.onProgress) this.opts.onProgress(this.#sinceProgress);
     return this.r;
+  }
+
+  /** `alg:hex` of the reassembled stream when verifying the diff_id, else undefined. */
+  async diffIdDigest(): Promise<string | undefined> {
+    const alg = this.opts.verifyDiffId !== undefined
+      ? parseDigest(this.opts.verifyDiffId, "diff_id").alg
+      : "";
+    if (this.#session) return `${alg}:${Buffer.from(await this.#session.digest()).toString("hex")}`;
+    return this.sha ? `${alg}:${this.sha.digest("hex")}` : undefined;
   }
 }
 
@@ -498,8 +536,8 @@ export async function importOverlayLayer(
   }
   const layer = new LayerImport(tarSplitPath, diffDir, objects, sink, state, opts);
   const r = await layer.run();
-  if (layer.sha) {
-    const got = `${parseDigest(opts.verifyDiffId!, "diff_id").alg}:${layer.sha.digest("hex")}`;
+  const got = await layer.diffIdDigest();
+  if (got !== undefined) {
     if (got !== opts.verifyDiffId) {
       throw new IntegrityError(
         `layer diff_id mismatch: expected ${opts.verifyDiffId}, the ${r.size} bytes rebuilt from ${diffDir} and its tar-split hash to ${got} (was a file in diff/ changed?)`,
@@ -507,20 +545,6 @@ export async function importOverlayLayer(
     }
   }
   return r;
-}
-
-/** Feeds `size` bytes of `fd` to the diff_id hash; the file must be exactly that long. */
-function hashForDiffId(fd: number, size: number, buf: Uint8Array, sha: Hash, label: string): void {
-  let o = 0;
-  while (o < size) {
-    const n = pread(fd, buf.subarray(0, Math.min(buf.length, size - o)), o);
-    if (n === 0) throw new FormatError(`${label}: file shrank while being read (${o} of ${size} bytes)`);
-    sha.update(buf.subarray(0, n));
-    o += n;
-  }
-  if (pread(fd, buf.subarray(0, 1), size) !== 0) {
-    throw new FormatError(`${label}: file grew while being read`);
-  }
 }
 
 function readExactly(fd: number, size: number, buf: Uint8Array, label: string): Uint8Array {
@@ -607,11 +631,15 @@ async function storeFile(
   label: string,
   /** The reflink prepareFile made, or -1 (it is closed here). */
   tmp: number,
-  /** Hashes on the pool (the caller fed the diff_id hash already). */
+  /** Hashes on the pool (the caller feeds the diff_id hash itself). */
   batcher?: VerityBatcher,
+  /** Another reader of tmp (the diff_id session): tmp is sealed and closed only after it. */
+  tmpReader?: Promise<unknown>,
 ): Promise<ObjectId> {
   state.hasher ??= new FsVerityHasher(objects.alg);
-  if (tmp >= 0) return await finishTmpfile(tmp, st.size, objects, state, sha, label, "reflinked", batcher);
+  if (tmp >= 0) {
+    return await finishTmpfile(tmp, st.size, objects, state, sha, label, "reflinked", batcher, tmpReader);
+  }
   const pair = `${st.dev}>${state.objectsDev}`;
   let whyNot = `reflink: ${state.noReflink.get(pair) ?? "not tried"}`;
   const noLink = canHardlink(fd, st, state, opts);
@@ -717,10 +745,12 @@ async function finishTmpfile(
   label: string,
   how: "reflinked" | "copied",
   batcher?: VerityBatcher,
+  tmpReader?: Promise<unknown>,
 ): Promise<ObjectId> {
   let fd = tmp;
   try {
     const id = await hashFd(tmp, size, state, sha, label, batcher);
+    await tmpReader?.catch(() => {}); // its failure is reported by its own owner
     const final = objects.pathOf(id);
     if (sizeOf(final) === size) {
       state.stats.present++;
