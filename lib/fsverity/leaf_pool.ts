@@ -73,14 +73,16 @@ class Thread {
     );
   }
 
+  /** Sends `req`; resolves with `out` (the request's `out` buffer when not given) once it is done. */
   send(
     req: BlockHashRequest | StreamHashRequest | SessionHashRequest,
     labels: string[],
+    out: Uint8Array = new Uint8Array((req as { out: SharedArrayBuffer }).out),
   ): Promise<Uint8Array> {
     if (this.failed) return Promise.reject(this.failed);
     return new Promise((resolve, reject) => {
       if (this.waiting.size === 0) this.worker.ref();
-      this.waiting.set(req.seq, { out: new Uint8Array(req.out), resolve, reject, labels });
+      this.waiting.set(req.seq, { out, resolve, reject, labels });
       this.worker.postMessage(req);
     });
   }
@@ -106,8 +108,15 @@ export class LeafPool {
     const seq = this.#seq++;
     let blocks = 0;
     for (const j of jobs) blocks += Math.ceil(j[2] / 4096);
-    const out = new SharedArrayBuffer(blocks * DIGEST_SIZE[alg]);
-    return this.#thread().send({ seq, kind: "blocks", alg, jobs, out }, jobs.map((j) => `fd ${j[0]}`));
+    const head = 24 * jobs.length;
+    const buf = new SharedArrayBuffer(head + blocks * DIGEST_SIZE[alg]);
+    const f = new Float64Array(buf, 0, 3 * jobs.length);
+    for (let k = 0; k < jobs.length; k++) f.set(jobs[k], 3 * k);
+    return this.#thread().send(
+      { seq, kind: "blocks", alg, count: jobs.length, buf },
+      jobs.map((j) => `fd ${j[0]}`),
+      new Uint8Array(buf, head),
+    );
   }
 
   /**
@@ -266,20 +275,22 @@ export class HashSession {
     const settle = this.#settle;
     this.#parts = [];
     this.#settle = undefined;
-    const data = new SharedArrayBuffer(this.#bytes);
+    const head = 24 * parts.length;
+    const data = new SharedArrayBuffer(head + this.#bytes);
     this.#bytes = 0;
     const view = new Uint8Array(data);
-    let at = 0;
-    const wire = parts.map((p) => {
-      if (!(p instanceof Uint8Array)) return { fd: p };
+    const table = new Float64Array(data, 0, 3 * parts.length);
+    let at = head;
+    parts.forEach((p, k) => {
+      if (!(p instanceof Uint8Array)) return table.set(p, 3 * k);
       view.set(p, at);
+      table.set([-1, at, at + p.length], 3 * k);
       at += p.length;
-      return { bytes: [at - p.length, at] as [number, number] };
     });
     const labels = parts.map((p) => (p instanceof Uint8Array ? "(bytes)" : `fd ${p[0]}`));
     const out = new SharedArrayBuffer(64);
     const r = this.sendReq(
-      { seq: 0, kind: "session", session: this.id, alg: this.alg, parts: wire, data, final, out },
+      { seq: 0, kind: "session", session: this.id, alg: this.alg, count: parts.length, data, final, out },
       labels,
     );
     r.then(() => settle?.resolve(), (e) => {

@@ -17,13 +17,17 @@
 /** One range to hash: fd, byte offset (a multiple of 4096), length in bytes. */
 export type BlockHashJob = [fd: number, offset: number, length: number];
 
+/**
+ * `count` jobs, in `buf`: first as float64 triplets (fd, offset, length), then from byte 24 × count
+ * ceil(length / 4096) digests per job, jobs back to back, written by the thread. (Arrays in a
+ * message cost far more than a number each; see above.)
+ */
 export interface BlockHashRequest {
   seq: number;
   kind: "blocks";
   alg: "sha256" | "sha512";
-  jobs: BlockHashJob[];
-  /** Receives ceil(length / 4096) digests per job, jobs back to back. */
-  out: SharedArrayBuffer;
+  count: number;
+  buf: SharedArrayBuffer;
 }
 
 /**
@@ -52,7 +56,8 @@ export interface SessionHashRequest {
   kind: "session";
   session: number;
   alg: string;
-  parts: ({ bytes: [number, number] } | { fd: BlockHashJob })[];
+  /** `count` float64 triplets in `data`: (-1, start, end) for bytes of `data`, or (fd, offset, length). */
+  count: number;
   data: SharedArrayBuffer;
   final: boolean;
   out: SharedArrayBuffer;
@@ -219,13 +224,13 @@ function blockHashMain(wt: any, req: any, useLibcrypto: boolean): void {
     let h = sessions.get(m.session);
     if (!h) sessions.set(m.session, h = req("node:crypto").createHash(m.alg));
     const data = new Uint8Array(m.data);
-    for (let k = 0; k < m.parts.length; k++) {
-      const part = m.parts[k];
-      if ("bytes" in part) {
-        h.update(data.subarray(part.bytes[0], part.bytes[1]));
+    const table = new Float64Array(m.data, 0, 3 * m.count);
+    for (let k = 0; k < m.count; k++) {
+      const fd = table[3 * k], offset = table[3 * k + 1], length = table[3 * k + 2];
+      if (fd < 0) {
+        h.update(data.subarray(offset, length));
         continue;
       }
-      const [fd, offset, length] = part.fd;
       try {
         for (let done = 0; done < length;) {
           const want = Math.min(CHUNK, length - done);
@@ -258,13 +263,11 @@ function blockHashMain(wt: any, req: any, useLibcrypto: boolean): void {
     if (m.kind === "stream") return hashStream(m);
     if (m.kind === "session") return hashSession(m);
     const ds = DS[m.alg];
-    let total = 0;
-    for (const j of m.jobs) total += Math.ceil(j[2] / BLOCK);
-    const digests = new Uint8Array(m.out);
-    if (digests.length < total * ds) throw new RangeError("digest buffer too small");
+    const jobs = new Float64Array(m.buf, 0, 3 * m.count);
+    const digests = new Uint8Array(m.buf, 24 * m.count);
     let at = 0;
-    for (let k = 0; k < m.jobs.length; k++) {
-      const [fd, offset, length] = m.jobs[k];
+    for (let k = 0; k < m.count; k++) {
+      const fd = jobs[3 * k], offset = jobs[3 * k + 1], length = jobs[3 * k + 2];
       try {
         hashJob(m.alg, fd, offset, length, digests, at);
       } catch (e) {
