@@ -104,7 +104,7 @@ export class LeafPool {
    * The block digests (ceil(length/4096) per job, back to back) of `jobs`, hashed on the least busy
    * thread. Rejects with ShortFileError when a file ended early, KernelError when a read failed.
    */
-  hash(alg: HashAlgorithm, jobs: BlockHashJob[]): Promise<Uint8Array> {
+  hash(alg: HashAlgorithm, jobs: BlockHashJob[], threads = this.size): Promise<Uint8Array> {
     const seq = this.#seq++;
     let blocks = 0;
     for (const j of jobs) blocks += Math.ceil(j[2] / 4096);
@@ -112,7 +112,7 @@ export class LeafPool {
     const buf = new SharedArrayBuffer(head + blocks * DIGEST_SIZE[alg]);
     const f = new Float64Array(buf, 0, 3 * jobs.length);
     for (let k = 0; k < jobs.length; k++) f.set(jobs[k], 3 * k);
-    return this.#thread().send(
+    return this.#thread(threads).send(
       { seq, kind: "blocks", alg, count: jobs.length, buf },
       jobs.map((j) => `fd ${j[0]}`),
       new Uint8Array(buf, head),
@@ -146,9 +146,9 @@ export class LeafPool {
    * A plain digest (node:crypto name) fed over many requests, in order, on one thread: a layer's
    * diff_id hashed beside the fs-verity digests of its files on the other threads.
    */
-  openSession(alg: string): HashSession {
-    this.warm();
-    const thread = this.#threads[this.#sessions++ % this.#threads.length];
+  openSession(alg: string, threads = this.size): HashSession {
+    this.warm(threads);
+    const thread = this.#threads[this.#sessions++ % Math.max(1, Math.min(threads, this.size))];
     return new HashSession(alg, this.#sessions, (req, labels) => {
       req.seq = this.#seq++;
       return thread.send(req, labels);
@@ -157,10 +157,13 @@ export class LeafPool {
 
   #sessions = 0;
 
-  #thread(): Thread {
-    this.warm();
+  /** The least busy of the first `limit` threads. */
+  #thread(limit = this.size): Thread {
+    this.warm(limit);
     let best = this.#threads[0];
-    for (const t of this.#threads) if (t.waiting.size < best.waiting.size) best = t;
+    for (const t of this.#threads.slice(0, Math.max(1, limit))) {
+      if (t.waiting.size < best.waiting.size) best = t;
+    }
     return best;
   }
 
@@ -169,8 +172,10 @@ export class LeafPool {
    * machine), and the first message to it waits for that on the calling thread: callers that know
    * they will hash (a fetch, an import) warm the pool before their first network or disk wait.
    */
-  warm(): void {
-    while (this.#threads.length < this.size) this.#threads.push(new Thread(this.backend === "libcrypto"));
+  warm(threads = this.size): void {
+    while (this.#threads.length < Math.min(threads, this.size)) {
+      this.#threads.push(new Thread(this.backend === "libcrypto"));
+    }
   }
 
   /** Threads started so far (for tests and benchmarks). */
@@ -220,7 +225,9 @@ export function setHashThreads(n: number | undefined): void {
 export function leafPool(): LeafPool | null {
   const backend = hashBackend().name;
   if (pool === null || pool?.backend === backend) return pool;
-  const n = Math.min(wanted ?? envThreads() ?? availableParallelism(), MAX_THREADS);
+  const explicit = wanted ?? envThreads();
+  // Asked for: that many threads (0 = none). By default one per core, none on a single core.
+  const n = Math.min(explicit ?? (availableParallelism() >= 2 ? availableParallelism() : 0), MAX_THREADS);
   let ffi = false;
   try {
     ffi = Deno.permissions.querySync({ name: "ffi" }).state === "granted";
@@ -228,7 +235,7 @@ export function leafPool(): LeafPool | null {
     ffi = false;
   }
   void pool?.terminate();
-  if (n < 2 || !ffi) {
+  if (n < 1 || !ffi) {
     pool = null;
     return null;
   }

@@ -21,7 +21,14 @@ export class VerityBatcher {
   #bytes = 0;
   #hasher: FsVerityHasher;
 
-  constructor(pool: LeafPool, alg: HashAlgorithm, readonly maxJobs = 64, readonly maxBytes = 8 << 20) {
+  constructor(
+    pool: LeafPool,
+    alg: HashAlgorithm,
+    /** Use only the pool's first N threads (others run beside the caller already). */
+    readonly threads = pool.size,
+    readonly maxJobs = 128,
+    readonly maxBytes = 8 << 20,
+  ) {
     this.#pool = pool;
     this.#alg = alg;
     this.#hasher = new FsVerityHasher(alg);
@@ -46,7 +53,7 @@ export class VerityBatcher {
     this.#waiters = [];
     this.#bytes = 0;
     const ds = DIGEST_SIZE[this.#alg];
-    this.#pool.hash(this.#alg, jobs).then((leaves) => {
+    this.#pool.hash(this.#alg, jobs, this.threads).then((leaves) => {
       let at = 0;
       for (let k = 0; k < jobs.length; k++) {
         const n = Math.ceil(jobs[k][2] / 4096) * ds;
