@@ -218,6 +218,11 @@ export function setHashThreads(n: number | undefined): void {
   void old?.terminate();
 }
 
+/** The thread count asked for by setHashThreads or CFSCTL_HASH_THREADS; undefined when not asked. */
+export function hashThreadsRequested(): number | undefined {
+  return wanted ?? envThreads();
+}
+
 /**
  * The shared pool, or null when there is only one core, threads are turned off, or FFI is not
  * allowed (the threads read with pread through FFI). Uses the hash backend in effect now.

@@ -37,7 +37,7 @@ import { readXattrsFd } from "../../../linux/xattr.ts";
 import type { ObjectDir } from "../../../objects/object_dir.ts";
 import { INLINE_CONTENT_MAX, type SplitSink } from "../../layer_split.ts";
 import { readTarSplit, type TarSplitRecord } from "./tar_split.ts";
-import { leafPool } from "../../../fsverity/leaf_pool.ts";
+import { hashThreadsRequested, leafPool } from "../../../fsverity/leaf_pool.ts";
 import { VerityBatcher } from "../../../fsverity/verity_batcher.ts";
 import type { HashSession } from "../../../fsverity/leaf_pool.ts";
 import { Buffer } from "node:buffer";
@@ -309,10 +309,12 @@ class LayerImport {
     readonly state: ZeroCopyState,
     readonly opts: LayerImportOptions,
   ) {
-    const pool = leafPool();
-    // The prefetch worker (opening, reflinking) and this thread keep a core busy already: hash on
-    // one pool thread fewer than there are (measured on 2 cores: 1 hashing thread beat 2 and none,
-    // docs in the bench note).
+    // Hashing on the pool only when threads are asked for (CFSCTL_HASH_THREADS): measured on 2
+    // shared cores (scripts/bench_cstorage.ts), the prefetch worker (opening, reflinking) and this
+    // thread keep both cores busy already, and moving the hashing to pool threads cost ~0.9 s more
+    // CPU for the 370 MiB rootfs and was no faster (0.44× vs 0.40× the skopeo path). When asked,
+    // one thread fewer than the pool has is used (1 of 2: that beat 2).
+    const pool = hashThreadsRequested() ? leafPool() : null;
     const threads = pool ? Math.max(1, pool.size - 1) : 0;
     pool?.warm(threads); // started while the first records are read and files prepared
     this.#batcher = pool && new VerityBatcher(pool, objects.alg, threads);
