@@ -18,6 +18,8 @@ export const PARALLEL_MIN = 4 << 20;
 const PARALLEL_CHUNK = 8 << 20;
 /** Requests in flight per thread, so a thread never waits for the next one. */
 const IN_FLIGHT_PER_THREAD = 2;
+/** Chunks sent ahead of the one fed next (64 × 8 MiB: at most 4 MiB of waiting SHA-512 digests). */
+const AHEAD_CHUNKS = 64;
 
 export interface DigestFdOptions {
   /** Size from which the pool is used (default PARALLEL_MIN; 0 = whenever there is a pool). */
@@ -60,25 +62,44 @@ export async function fsverityDigestFd(
 async function hashLeavesOnPool(h: FsVerityHasher, fd: number, end: number): Promise<number> {
   const pool = leafPool();
   if (!pool) return 0;
+  // Requests go to the least busy thread, at most IN_FLIGHT_PER_THREAD unfinished per thread;
+  // finished ones wait here (only their digests, 1/128 of the data) until those before them are
+  // in, up to AHEAD_CHUNKS: a thread that is descheduled (shared machine) holds up the feeding, not
+  // the other threads, which keep hashing the chunks after it.
   const window = pool.size * IN_FLIGHT_PER_THREAD;
-  const inFlight: { promise: Promise<Uint8Array>; bytes: number }[] = [];
+  const chunks: { promise: Promise<Uint8Array>; bytes: number; digests?: Uint8Array }[] = [];
   let next = 0;
   let done = 0;
-  while (done < end) {
-    while (next < end && inFlight.length < window) {
-      const bytes = Math.min(PARALLEL_CHUNK, end - next);
-      inFlight.push({ promise: pool.hash(h.alg, [[fd, next, bytes]]), bytes });
-      next += bytes;
+  let unfinished = 0;
+  let wake: (() => void) | undefined;
+  try {
+    while (done < end) {
+      while (next < end && unfinished < window && chunks.length < AHEAD_CHUNKS) {
+        const bytes = Math.min(PARALLEL_CHUNK, end - next);
+        const c: (typeof chunks)[number] = { promise: pool.hash(h.alg, [[fd, next, bytes]]), bytes };
+        unfinished++;
+        c.promise.then((d) => (c.digests = d), () => {}).finally(() => {
+          unfinished--;
+          wake?.();
+        });
+        chunks.push(c);
+        next += bytes;
+      }
+      const head = chunks[0];
+      if (!head.digests) {
+        // Wait for any request to finish (it may let more be sent); a failure surfaces here.
+        await Promise.race([head.promise, new Promise<void>((r) => (wake = r))]);
+        wake = undefined;
+        continue;
+      }
+      chunks.shift();
+      h.updateLeafDigests(head.digests, head.bytes);
+      done += head.bytes;
     }
-    const first = inFlight.shift()!;
-    try {
-      h.updateLeafDigests(await first.promise, first.bytes);
-    } catch (e) {
-      // Let the others settle (their rejections are not ours to report twice).
-      await Promise.allSettled(inFlight.map((f) => f.promise));
-      throw e;
-    }
-    done += first.bytes;
+  } catch (e) {
+    // Let the others settle (their rejections are not ours to report twice).
+    await Promise.allSettled(chunks.map((c) => c.promise));
+    throw e;
   }
   return done;
 }
