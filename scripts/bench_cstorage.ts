@@ -6,10 +6,15 @@
 //
 //   deno run -A scripts/bench_cstorage.ts [--rounds 3] [--fs xfs|btrfs] [--dir /var/tmp/cfsctl-bench-cstorage]
 //                                         [--layout /var/tmp/cfsctl-bench/oci-rootfs-gz] [--no-drop-caches]
+//                                         [--baseline OTHER_CHECKOUT]
 //
 // Each round runs every variant once, in turn, into a fresh insecure repository, page cache dropped
-// before each run (sync; drop_caches) unless --no-drop-caches. The table gives the median wall time
-// and its ratio to the skopeo path measured in the same run; every variant must give the same image id.
+// before each run (sync; drop_caches) unless --no-drop-caches. The table gives the median wall time,
+// CPU (user+sys of the process tree) and the ratio to the skopeo path measured in the same run; every
+// variant must give the same image id. Without kernel fs-verity every file must be read and hashed:
+// the same rounds time that physical floor over the layers' diff/ files (cold cache too): one
+// `cat | sha256sum` stream, the same split over two processes, and `fsverity digest` (C) over them
+// on two processes.
 import { exists, sh } from "./bench_import.ts";
 const args = Deno.args;
 const opt = (name: string, def: string) => {
@@ -52,6 +57,8 @@ async function setup(): Promise<string> {
 interface Variant {
   name: string;
   flags: string[];
+  /** Another checkout to run instead of this one (--baseline DIR: the same path before a change). */
+  root?: string;
 }
 
 const VARIANTS: Variant[] = [
@@ -63,7 +70,48 @@ const VARIANTS: Variant[] = [
   },
 ];
 
-async function run(v: Variant, imageId: string): Promise<{ secs: number; verity: string; objects: string }> {
+/** CPU seconds (user+sys) of the children (and their waited-for descendants) so far. */
+function childCpu(): number {
+  const stat = Deno.readTextFileSync("/proc/self/stat");
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(f[13]) + Number(f[14])) / 100;
+}
+
+const DIFFS = `find ${STORAGE}/overlay -mindepth 3 -path '*/diff/*' -type f -print0`;
+const FLOORS: { name: string; cmd: string }[] = [
+  { name: "floor: cat diff/* | sha256sum (1 process)", cmd: `${DIFFS} | xargs -0 cat | sha256sum` },
+  {
+    name: "floor: cat | sha256sum on 2 processes",
+    cmd: `${DIFFS} | xargs -0 -P2 -n 400 sh -c 'cat "$@" | sha256sum' _ >/dev/null`,
+  },
+  {
+    name: "floor: fsverity digest (C) on 2 processes",
+    cmd: `${DIFFS} | xargs -0 -P2 -n 400 fsverity digest >/dev/null`,
+  },
+];
+
+async function floor(cmd: string): Promise<{ secs: number; cpu: number }> {
+  await sh("sync");
+  if (DROP) await sh("echo 3 > /proc/sys/vm/drop_caches");
+  const c0 = childCpu();
+  const t0 = performance.now();
+  await sh(cmd);
+  return { secs: (performance.now() - t0) / 1000, cpu: childCpu() - c0 };
+}
+
+const BASELINE = opt("--baseline", "");
+if (BASELINE) {
+  VARIANTS.push({
+    name: `baseline ${BASELINE}: native --local-fetch zerocopy`,
+    flags: ["--local-fetch", "zerocopy"],
+    root: BASELINE.endsWith("/") ? BASELINE : BASELINE + "/",
+  });
+}
+
+async function run(
+  v: Variant,
+  imageId: string,
+): Promise<{ secs: number; cpu: number; verity: string; objects: string }> {
   const repo = `${MNT}/repo`;
   await sh(`rm -rf ${repo}`);
   await sh(`${DENO} run -A ${ROOT}main.ts --repo ${repo} init --insecure`);
@@ -74,7 +122,7 @@ async function run(v: Variant, imageId: string): Promise<{ secs: number; verity:
     DENO,
     "run",
     "-A",
-    `${ROOT}main.ts`,
+    `${v.root ?? ROOT}main.ts`,
     "--repo",
     repo,
     "oci",
@@ -85,15 +133,17 @@ async function run(v: Variant, imageId: string): Promise<{ secs: number; verity:
   ];
   if (!v.flags.includes("disabled")) cmd.push("--storage-root", STORAGE);
   cmd.push(ref, "img");
+  const c0 = childCpu();
   const t0 = performance.now();
   const out = await new Deno.Command(cmd[0], { args: cmd.slice(1), stdout: "piped", stderr: "piped" })
     .output();
   const secs = (performance.now() - t0) / 1000;
+  const cpu = childCpu() - c0;
   const text = new TextDecoder().decode(out.stdout);
   if (!out.success) throw new Error(`${cmd.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
   const verity = /^verity\s+(\S+)/m.exec(text)?.[1] ?? "?";
   const objects = /^objects\s+(.*)$/m.exec(text)?.[1] ?? "?";
-  return { secs, verity, objects };
+  return { secs, cpu, verity, objects };
 }
 
 function median(xs: number[]): number {
@@ -103,33 +153,47 @@ function median(xs: number[]): number {
 
 async function main() {
   const imageId = await setup();
-  console.log(`image ${imageId} from ${LAYOUT}; storage and repository on ${FS} (${MNT}); ${ROUNDS} rounds`);
-  const times = new Map<string, number[]>(VARIANTS.map((v) => [v.name, []]));
+  const load0 = (await Deno.readTextFile("/proc/loadavg")).split(" ").slice(0, 3).join(" ");
+  console.log(
+    `image ${imageId} from ${LAYOUT}; storage and repository on ${FS} (${MNT}); ${ROUNDS} rounds; load ${load0}`,
+  );
+  const names = [...VARIANTS.map((v) => v.name), ...FLOORS.map((f) => f.name)];
+  const times = new Map<string, number[]>(names.map((n) => [n, []]));
+  const cpus = new Map<string, number[]>(names.map((n) => [n, []]));
   const verities = new Set<string>();
   const objects = new Map<string, string>();
   for (let r = 0; r < ROUNDS; r++) {
     for (const v of VARIANTS) {
       const res = await run(v, imageId);
       times.get(v.name)!.push(res.secs);
+      cpus.get(v.name)!.push(res.cpu);
       verities.add(res.verity);
       objects.set(v.name, res.objects);
-      console.error(`round ${r + 1}: ${v.name}: ${res.secs.toFixed(2)} s`);
+      console.error(`round ${r + 1}: ${v.name}: ${res.secs.toFixed(2)} s, cpu ${res.cpu.toFixed(2)} s`);
+    }
+    for (const f of FLOORS) {
+      const res = await floor(f.cmd);
+      times.get(f.name)!.push(res.secs);
+      cpus.get(f.name)!.push(res.cpu);
+      console.error(`round ${r + 1}: ${f.name}: ${res.secs.toFixed(2)} s, cpu ${res.cpu.toFixed(2)} s`);
     }
   }
   if (verities.size !== 1) {
     throw new Error(`variants disagree on the manifest stream verity: ${[...verities]}`);
   }
   const base = median(times.get(VARIANTS[0].name)!);
-  console.log(`\n| variant | median s | runs | × skopeo path |`);
-  console.log(`|---|---|---|---|`);
-  for (const v of VARIANTS) {
-    const t = times.get(v.name)!;
+  console.log(`\n| variant | median s | runs | CPU s (median) | × skopeo path |`);
+  console.log(`|---|---|---|---|---|`);
+  for (const n of names) {
+    const t = times.get(n)!;
     console.log(
-      `| ${v.name} | ${median(t).toFixed(2)} | ${t.map((x) => x.toFixed(2)).join(", ")} | ${
-        (median(t) / base).toFixed(3)
-      } |`,
+      `| ${n} | ${median(t).toFixed(2)} | ${t.map((x) => x.toFixed(2)).join(", ")} | ${
+        median(cpus.get(n)!).toFixed(2)
+      } | ${(median(t) / base).toFixed(3)} |`,
     );
   }
+  const load1 = (await Deno.readTextFile("/proc/loadavg")).split(" ").slice(0, 3).join(" ");
+  console.log(`\nload average at the start ${load0}, at the end ${load1}`);
   console.log(`\nsame manifest stream verity in every run: ${[...verities][0].slice(0, 16)}…`);
   for (const [k, o] of objects) console.log(`${k}: objects ${o}`);
   // podman bind-mounts overlay/ onto itself: -R unmounts that too (the image file stays for reruns).

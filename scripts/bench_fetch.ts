@@ -74,6 +74,40 @@ async function objectUrls(repo: string, base: string): Promise<string[]> {
   return out;
 }
 
+/** CPU seconds (user+sys) of the children waited for so far (/proc/self/stat cutime + cstime). */
+function childCpu(): number {
+  const stat = Deno.readTextFileSync("/proc/self/stat");
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(f[13]) + Number(f[14])) / 100;
+}
+
+const loadavg = () => Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
+
+/**
+ * The server alone: curl fetching every object, JOBS in parallel, to /dev/null — what the server
+ * and loopback deliver with a C client that neither hashes nor stores.
+ */
+async function curlTransfer(urls: string[], jobs: number, dir: string): Promise<number> {
+  const cfg = `${dir}/curl.cfg`;
+  await Deno.writeTextFile(cfg, urls.map((u) => `url = "${u}"\noutput = "/dev/null"\n`).join(""));
+  const o = await new Deno.Command("curl", {
+    args: [
+      "-sS",
+      "--fail",
+      "--parallel",
+      "--parallel-max",
+      String(jobs),
+      "-K",
+      cfg,
+      "-w",
+      "%{size_download}\n",
+    ],
+    stdout: "piped",
+  }).output();
+  if (!o.success) throw new Error("curl failed");
+  return new TextDecoder().decode(o.stdout).trim().split("\n").reduce((a, l) => a + Number(l), 0);
+}
+
 /** The peer: every object GET in parallel, bodies counted and dropped. */
 async function rawTransfer(urls: string[], jobs: number): Promise<number> {
   let next = 0;
@@ -113,14 +147,19 @@ try {
       const urls = await objectUrls(source, server.url);
       console.log(`server ${kind}; source repository: ${urls.length} objects, ${files} files`);
       for (let round = 1; round <= ROUNDS; round++) {
-        // Peer: the raw transfer of the same objects.
+        // Peers: the server alone (curl), and the raw transfer of the same objects in Deno.
         let t = performance.now();
+        const curlBytes = await curlTransfer(urls, JOBS, work);
+        const curlS = (performance.now() - t) / 1000;
+        t = performance.now();
         const rawBytes = await rawTransfer(urls, JOBS);
         const rawS = (performance.now() - t) / 1000;
 
         // A fresh host.
         const fresh = `${work}/fresh${round}`;
         await cfs(fresh, ["init", "--insecure"]);
+        const cpu0 = childCpu();
+        const load0 = loadavg();
         t = performance.now();
         const r = JSON.parse(
           await cfs(fresh, [
@@ -135,7 +174,19 @@ try {
           ]),
         );
         const fetchS = (performance.now() - t) / 1000;
+        const fetchCpu = childCpu() - cpu0;
         const mbps = r.stats.bytes_fetched / 1e6 / fetchS;
+        const curlMbps = curlBytes / 1e6 / curlS;
+        console.log(
+          `${kind} round ${round}: server alone (curl --parallel ${JOBS} to /dev/null) ${
+            (curlBytes / 1e6).toFixed(1)
+          } MB in ${curlS.toFixed(2)} s = ${curlMbps.toFixed(0)} MB/s; fetch used ${
+            fetchCpu.toFixed(2)
+          } s CPU ` +
+            `(user+sys, all threads) for ${
+              fetchS.toFixed(2)
+            } s wall; load ${load0} → ${loadavg()}; fetch/curl ${(mbps / curlMbps).toFixed(2)}`,
+        );
         const rawMbps = rawBytes / 1e6 / rawS;
         console.log(
           `${kind} round ${round}: fetch ${

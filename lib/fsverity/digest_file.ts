@@ -1,7 +1,10 @@
 // fs-verity digest of a file, streamed with bounded memory (two read buffers + one block per level).
 // Reads are double-buffered: Deno performs file reads on a worker thread, so the next chunk is read
 // while the current one is hashed on this thread.
+import { closeFd, O_RDONLY, openPath } from "../linux/fs.ts";
+import { fsverityDigestFd, PARALLEL_MIN } from "./digest_fd.ts";
 import { FsVerityHasher } from "./hasher.ts";
+import { leafPool } from "./leaf_pool.ts";
 import type { HashAlgorithm, ObjectId } from "./object_id.ts";
 
 const CHUNK = 1 << 20;
@@ -30,8 +33,19 @@ export async function fsverityDigestReader(reader: ChunkReader, alg: HashAlgorit
   return h.digest();
 }
 
-/** fs-verity digest of the file at `path` (a normal Unicode path, as Deno.open takes it). */
+/**
+ * fs-verity digest of the file at `path` (a normal Unicode path, as Deno.open takes it). A large file
+ * goes by fd to fsverityDigestFd, which hashes it on the leaf pool's threads when there is one.
+ */
 export async function fsverityDigestFile(path: string, alg: HashAlgorithm): Promise<ObjectId> {
   using file = await Deno.open(path, { read: true });
+  if ((await file.stat()).size >= PARALLEL_MIN && leafPool()) {
+    const fd = openPath(path, O_RDONLY);
+    try {
+      return await fsverityDigestFd(fd, alg);
+    } finally {
+      closeFd(fd);
+    }
+  }
   return await fsverityDigestReader(file, alg);
 }

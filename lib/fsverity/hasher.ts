@@ -92,6 +92,33 @@ export class FsVerityHasher {
     }
   }
 
+  /**
+   * Feeds the leaf digests of `dataBytes` bytes hashed elsewhere (lib/fsverity/leaf_pool.ts): one digest
+   * per 4096-byte block, the last block zero-padded when `dataBytes` is not a multiple of 4096 — as
+   * update() would have hashed them. Everything fed before must have been whole blocks, and after a
+   * short last block only digest() may follow.
+   */
+  updateLeafDigests(digests: Uint8Array, dataBytes: number): void {
+    const ds = this.#ds;
+    if (this.#fill[0] !== 0 || this.#size % BLOCK_SIZE !== 0) {
+      throw new RangeError("leaf digests must start on a block boundary");
+    }
+    if (digests.length !== Math.ceil(dataBytes / BLOCK_SIZE) * ds) {
+      throw new RangeError(`${digests.length} digest bytes do not match ${dataBytes} data bytes`);
+    }
+    this.#size += dataBytes;
+    this.#ensureLevel(1);
+    const level1 = this.#levels[1];
+    for (let off = 0; off < digests.length;) {
+      const take = Math.min(BLOCK_SIZE - this.#fill[1], digests.length - off);
+      level1.set(digests.subarray(off, off + take), this.#fill[1]);
+      this.#fill[1] += take;
+      this.#count[1] += take / ds;
+      off += take;
+      if (this.#fill[1] === BLOCK_SIZE) this.#emit(1);
+    }
+  }
+
   /** Hashes the whole blocks of data[off..] straight into level 1; returns where the tail starts. */
   #hashWholeBlocks(data: Uint8Array, off: number): number {
     const n = data.length;

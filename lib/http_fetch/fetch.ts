@@ -19,7 +19,13 @@ import { MAGIC } from "../splitstream/format.ts";
 import { reassemble, SplitStreamReader } from "../splitstream/mod.ts";
 import { equalBytes } from "../util/bytes.ts";
 import { runBounded } from "../util/run_bounded.ts";
-import { HttpRepositorySource, type HttpSourceOptions } from "./http_source.ts";
+import { type FetchedBody, HttpRepositorySource, type HttpSourceOptions } from "./http_source.ts";
+import { Buffer } from "node:buffer";
+import { fsverityDigestFd } from "../fsverity/digest_fd.ts";
+import { leafPool } from "../fsverity/leaf_pool.ts";
+import { closeFd, linkTmpfile, writeAll } from "../linux/fs.ts";
+import { pathSize } from "../linux/file_extents.ts";
+import { concatBytes } from "../util/bytes.ts";
 
 export interface FetchOptions extends HttpSourceOptions {
   /** Concurrent object downloads (default 4). */
@@ -101,9 +107,9 @@ class Fetcher {
     processes: 1,
   };
   constructor(
-    private repo: Repository,
-    private src: HttpRepositorySource,
-    private reporter: ProgressReporter,
+    readonly repo: Repository,
+    readonly src: HttpRepositorySource,
+    readonly reporter: ProgressReporter,
   ) {}
 
   #where(rel: string): string {
@@ -148,56 +154,125 @@ class Fetcher {
     const rel = `objects/${id.objectPath()}`;
     const got = await this.src.get(rel);
     if (!got) throw new NotFoundError(`object ${id.toId()} is not on the server (${this.#where(rel)})`);
-    if (got.size !== undefined && got.size <= SMALL_OBJECT) {
-      const parts: Uint8Array[] = [];
-      let n = 0;
-      for await (const c of got.body) {
-        n += c.length;
-        if (n > SMALL_OBJECT) {
-          throw new IntegrityError(`more bytes than the announced ${got.size}`, { context: [rel] });
-        }
-        parts.push(c);
-      }
-      const data = new Uint8Array(n);
-      let o = 0;
-      for (const p of parts) {
-        data.set(p, o);
-        o += p.length;
-      }
-      await this.#storeChecked(id, data, rel);
-      this.stats.bytesFetched += n;
-    } else {
-      // Large: streamed into an anonymous temporary; it only gets a name once complete, and the
-      // name is its own digest — a wrong one is removed again and reported.
-      const w = this.repo.createObjectWriter();
-      let n = 0;
-      try {
-        for await (const c of got.body) {
-          await w.write(c);
-          n += c.length;
-        }
-      } catch (e) {
-        await w.abort();
-        throw e instanceof CfsError ? e.within(`fetching ${this.#where(rel)}`) : e;
-      }
-      const r = await w.finish();
-      if (!r.id.equals(id)) {
-        if (!r.alreadyPresent) await Deno.remove(this.repo.objectPath(r.id)).catch(() => {});
-        throw new IntegrityError(
-          `server sent content with fs-verity digest ${r.id.hex()}, expected ${id.hex()}`,
-          {
-            context: [`fetching ${this.#where(rel)}`],
-          },
-        );
-      }
-      this.stats.bytesFetched += n;
-    }
+    let n: number;
+    if (got.size !== undefined && got.size <= SMALL_OBJECT) n = await this.#small(id, got, rel);
+    else n = await this.#largeOnPool(id, got, rel) ?? await this.#large(id, got, rel);
+    this.stats.bytesFetched += n;
     this.stats.objectsFetched++;
     progress.add(1);
   }
+
+  /** A small object: received into memory, checked, stored. Returns its size. */
+  async #small(id: ObjectId, got: FetchedBody, rel: string): Promise<number> {
+    const parts: Uint8Array[] = [];
+    let n = 0;
+    for await (const c of got.body) {
+      n += c.length;
+      if (n > SMALL_OBJECT) {
+        throw new IntegrityError(`more bytes than the announced ${got.size}`, { context: [rel] });
+      }
+      parts.push(c);
+    }
+    await this.#storeChecked(id, concatBytes(parts), rel);
+    return n;
+  }
+
+  #mismatch(actual: ObjectId, id: ObjectId, rel: string): IntegrityError {
+    return new IntegrityError(
+      `server sent content with fs-verity digest ${actual.hex()}, expected ${id.hex()}`,
+      {
+        context: [`fetching ${this.#where(rel)}`],
+      },
+    );
+  }
+
+  /**
+   * A large object, where there is a hashing pool and O_TMPFILE: this thread only receives and
+   * writes; the digest is computed on a pool thread from the written file (read back from the page
+   * cache), so receiving the next objects goes on meanwhile. It gets its name (its digest, checked)
+   * only when complete. Returns its size, or null when this way is not available.
+   */
+  async #largeOnPool(id: ObjectId, got: FetchedBody, rel: string): Promise<number | null> {
+    const objects = this.repo.objects;
+    if (!leafPool()) return null;
+    await objects.prepare();
+    const tmp = objects.tmpfile(objects.dir);
+    if (tmp === null) return null;
+    let fd = tmp;
+    try {
+      let n = 0;
+      try {
+        for await (const c of got.body) {
+          writeAll(tmp, c);
+          n += c.length;
+        }
+      } catch (e) {
+        throw e instanceof CfsError ? e.within(`fetching ${this.#where(rel)}`) : e;
+      }
+      const actual = await fsverityDigestFd(tmp, this.repo.alg, { parallelMin: 0, size: n });
+      if (!actual.equals(id)) throw this.#mismatch(actual, id, rel);
+      // Same size under the final name = the same object (names are digests).
+      if (pathSize(objects.pathOf(id)) === n) {
+        objects.countFinished(true);
+        return n;
+      }
+      fd = -1;
+      fd = objects.sealTmpfile(tmp, objects.dir, id);
+      await objects.ensureSubdir(id);
+      objects.countFinished(!linkTmpfile(fd, objects.pathOf(id)));
+      return n;
+    } finally {
+      if (fd >= 0) closeFd(fd);
+    }
+  }
+
+  /**
+   * A large object through the store's streamed writer (hashed as it is written): it only gets a
+   * name once complete, and the name is its own digest — a wrong one is removed again and reported.
+   */
+  async #large(id: ObjectId, got: FetchedBody, rel: string): Promise<number> {
+    const w = this.repo.createObjectWriter();
+    let n = 0;
+    try {
+      for await (const c of got.body) {
+        await w.write(c);
+        n += c.length;
+      }
+    } catch (e) {
+      await w.abort();
+      throw e instanceof CfsError ? e.within(`fetching ${this.#where(rel)}`) : e;
+    }
+    const r = await w.finish();
+    if (!r.id.equals(id)) {
+      if (!r.alreadyPresent) await Deno.remove(this.repo.objectPath(r.id)).catch(() => {});
+      throw this.#mismatch(r.id, id, rel);
+    }
+    return n;
+  }
 }
 
+/**
+ * The plain digest of a stream's reassembled content. On a pool thread where there is one: the
+ * inline runs (copied into compact arrays) and the object paths go to the thread, which reads the
+ * objects itself; two streams are hashed at once (checkContentDigests).
+ */
 async function contentDigest(repo: Repository, reader: SplitStreamReader, alg: string): Promise<string> {
+  const pool = leafPool();
+  if (pool) {
+    const parts: (Uint8Array | string)[] = [];
+    let run: Uint8Array[] = [];
+    for await (const c of reader.chunks()) {
+      if (c.kind === "inline") {
+        run.push(c.data);
+        continue;
+      }
+      if (run.length) parts.push(concatBytes(run));
+      run = [];
+      parts.push(repo.objects.pathOf(c.id));
+    }
+    if (run.length) parts.push(concatBytes(run));
+    return `${alg}:${Buffer.from(await pool.hashStream(alg, parts)).toString("hex")}`;
+  }
   const h = createHash(alg);
   for await (const c of reassemble(reader, (id) => repo.openObjectStream(id))) h.update(c);
   return `${alg}:${h.digest("hex")}`;
@@ -207,6 +282,194 @@ async function contentDigest(repo: Repository, reader: SplitStreamReader, alg: s
 function digestOfName(name: string): string | undefined {
   const m = /^oci-(?:layer|config|manifest)-((?:sha256|sha512):[0-9a-f]+)$/.exec(name);
   return m ? m[1] : undefined;
+}
+
+/** Checks a stream name and opens the source (the caller closes it). */
+async function openSource(repo: Repository, url: string, name: string, opts: FetchOptions) {
+  checkLinkName(name, "stream");
+  if (name.split("/").some((c) => c.startsWith("."))) {
+    throw new InvalidArgumentError(`invalid stream name ${name}`);
+  }
+  await repo.ensureWritable();
+  return await HttpRepositorySource.open(url, opts);
+}
+
+/**
+ * The stream itself: a server that follows symlinks sends the object's bytes; one that marks
+ * symlinks (text/x-symlink-target) sends the link target, naming the object.
+ */
+async function fetchTop(f: Fetcher, name: string): Promise<{ id: ObjectId; bytes: Uint8Array }> {
+  const { repo, src } = f;
+  const top = await src.getBytes(`streams/${name}`, MAX_STREAM_BYTES);
+  if (!top) throw new NotFoundError(`stream ${name} not found at ${src.urlOf(`streams/${name}`)}`);
+  if (/^text\/x-symlink-target\b/.test(top.contentType ?? "")) {
+    const target = new TextDecoder().decode(top.data).trim();
+    const id = objectIdOfTarget(target, repo.alg);
+    if (!id) throw new FormatError(`stream ${name}: link target ${JSON.stringify(target)} names no object`);
+    return { id, bytes: await f.streamBytes(id) };
+  }
+  const id = fsverityDigest(top.data, repo.alg);
+  if (!(await repo.hasObject(id))) {
+    await repo.ensureObject(top.data);
+    f.stats.streamsFetched++;
+    f.stats.bytesFetched += top.data.length;
+  }
+  return { id, bytes: top.data };
+}
+
+async function parseStream(repo: Repository, id: ObjectId, bytes: Uint8Array): Promise<SplitStreamReader> {
+  if (!equalBytes(bytes.subarray(0, MAGIC.length), MAGIC)) {
+    throw new FormatError(`object ${id.toId()} is referenced as a stream but is not a splitstream`);
+  }
+  try {
+    return await SplitStreamReader.fromBytes(bytes, { alg: repo.alg });
+  } catch (e) {
+    throw e instanceof CfsError ? e.within(`stream object ${id.toId()}`) : e;
+  }
+}
+
+interface StreamGraph {
+  streams: Map<string, StreamNode>;
+  objects: Map<string, ObjectId>;
+  images: Map<string, ObjectId>;
+}
+
+/** Walks the stream graph from `root` (headers only): every stream, object and EROFS image. */
+async function walkStreams(f: Fetcher, root: StreamNode): Promise<StreamGraph> {
+  const g: StreamGraph = { streams: new Map([[root.id.hex(), root]]), objects: new Map(), images: new Map() };
+  const todo: StreamNode[] = [root];
+  const child = async (sid: ObjectId): Promise<StreamNode> => {
+    let c = g.streams.get(sid.hex());
+    if (!c) {
+      c = { id: sid, reader: await parseStream(f.repo, sid, await f.streamBytes(sid)), keys: new Set() };
+      g.streams.set(sid.hex(), c);
+      todo.push(c);
+    }
+    return c;
+  };
+  while (todo.length > 0) {
+    const node = todo.pop()!;
+    const named = new Set<string>();
+    for (const [key, sid] of node.reader.namedRefs) {
+      named.add(sid.hex());
+      if (isImageKey(key)) {
+        g.images.set(sid.hex(), sid);
+        g.objects.set(sid.hex(), sid);
+        continue;
+      }
+      const c = await child(sid);
+      c.keys.add(key);
+      const promised = promisedDigest(key);
+      if (promised === undefined) continue;
+      if (c.expected !== undefined && c.expected !== promised) {
+        throw new IntegrityError(
+          `stream ${sid.toId()} is referenced with content digests ${c.expected} and ${promised}`,
+        );
+      }
+      c.expected = promised;
+    }
+    // Stream refs without a name: further streams.
+    for (const sid of node.reader.streamRefs) if (!named.has(sid.hex())) await child(sid);
+    for (const oid of node.reader.objectRefs) if (!g.streams.has(oid.hex())) g.objects.set(oid.hex(), oid);
+  }
+  return g;
+}
+
+/** Downloads the objects of the graph (here in parallel, or through opts.objectFetcher). */
+async function fetchAllObjects(f: Fetcher, g: StreamGraph, name: string, opts: FetchOptions): Promise<void> {
+  const list = [...g.objects.values()].filter((o) => !g.streams.has(o.hex()));
+  f.stats.objects = list.length;
+  const pid = `objects:${name}`;
+  f.reporter.report({ type: "started", id: pid, total: list.length, unit: "items" });
+  if (opts.objectFetcher && list.length > 0) {
+    const r = await opts.objectFetcher(list);
+    f.stats.objectsFetched += r.fetched;
+    f.stats.objectsPresent += r.present;
+    f.stats.bytesFetched += r.bytes;
+    f.stats.processes = r.processes ?? 1;
+    // Whoever stored them, every object must be here now (and was checked when stored).
+    for (const id of list) {
+      if (!(await f.repo.hasObject(id))) {
+        throw new NotFoundError(`object ${id.toId()} missing after the download`);
+      }
+    }
+  } else {
+    const progress = new ThrottledProgress(f.reporter, pid, list.length);
+    await runBounded(list, opts.concurrency ?? 4, (id) => f.object(id, progress));
+    progress.flush();
+  }
+  f.reporter.report({ type: "done", id: pid, transferred: f.stats.objectsFetched });
+  await f.repo.settle();
+}
+
+/** Checks every promised content digest; returns the root stream's sha256 content digest. */
+async function checkContentDigests(
+  f: Fetcher,
+  g: StreamGraph,
+  root: StreamNode,
+  name: string,
+): Promise<string> {
+  let topDigest = "";
+  // Two at a time: each is hashed on a pool thread where there is one (contentDigest).
+  await runBounded([...g.streams.values()], 2, async (node) => {
+    const alg = node.expected?.split(":")[0] ?? "sha256";
+    const got = await contentDigest(f.repo, node.reader, alg);
+    if (node.expected !== undefined && got !== node.expected) {
+      throw new IntegrityError(
+        `stream ${node.id.toId()} has content digest ${got}, expected ${node.expected}`,
+        { context: [`fetching ${name} from ${f.src.base}`] },
+      );
+    }
+    if (node === root) {
+      topDigest = alg === "sha256" ? got : await contentDigest(f.repo, node.reader, "sha256");
+    }
+  });
+  return topDigest;
+}
+
+/** Syncs, then makes the links: images, layer and config streams, and the name itself. */
+async function publish(
+  f: Fetcher,
+  g: StreamGraph,
+  root: StreamNode,
+  name: string,
+  topDigest: string,
+): Promise<string[]> {
+  const repo = f.repo;
+  repo.sync();
+  const linked: string[] = [];
+  const link = async (rel: string, target: string) => {
+    await linkRelative(repo.path, rel, target);
+    linked.push(rel);
+  };
+  for (const [hex, id] of g.images) {
+    await link(`images/${hex}`, `objects/${id.objectPath()}`);
+    f.stats.images++;
+  }
+  for (const node of g.streams.values()) {
+    if (node === root) continue;
+    const ct = node.reader.contentType;
+    for (const key of node.keys) {
+      if ((ct === CONTENT_TYPE.OCI_LAYER || ct === CONTENT_TYPE.OCI_BLOB) && DIGEST_KEY.test(key)) {
+        await link(`streams/${layerStreamId(key)}`, `objects/${node.id.objectPath()}`);
+      } else if (
+        ct === CONTENT_TYPE.OCI_CONFIG && key.startsWith("config:") && DIGEST_KEY.test(key.slice(7))
+      ) {
+        await link(`streams/${configStreamId(key.slice(7))}`, `objects/${node.id.objectPath()}`);
+      }
+    }
+  }
+  const topTarget = `objects/${root.id.objectPath()}`;
+  if (name.startsWith("refs/") && root.reader.contentType === CONTENT_TYPE.OCI_MANIFEST) {
+    // A ref to a manifest: link the content id the stream's type gives it (tags point at
+    // manifests), and the ref at that; any other ref or name straight at the object.
+    const cid = manifestStreamId(topDigest);
+    await link(`streams/${cid}`, topTarget);
+    await link(`streams/${name}`, `streams/${cid}`);
+  } else {
+    await link(`streams/${name}`, topTarget);
+  }
+  return linked;
 }
 
 /**
@@ -219,182 +482,26 @@ export async function fetchStream(
   name: string,
   opts: FetchOptions = {},
 ): Promise<FetchResult> {
-  checkLinkName(name, "stream");
-  if (name.split("/").some((c) => c.startsWith("."))) {
-    throw new InvalidArgumentError(`invalid stream name ${name}`);
-  }
-  await repo.ensureWritable();
-  const reporter = opts.reporter ?? nullReporter;
-  const src = await HttpRepositorySource.open(url, opts);
+  leafPool()?.warm(); // starts the hashing threads while the first requests are on the way
+  const src = await openSource(repo, url, name, opts);
   try {
+    const reporter = opts.reporter ?? nullReporter;
     const f = new Fetcher(repo, src, reporter);
-
-    // 1. The stream itself: a server that follows symlinks sends the object's bytes; one that
-    //    marks symlinks (text/x-symlink-target) sends the link target, naming the object.
-    const top = await src.getBytes(`streams/${name}`, MAX_STREAM_BYTES);
-    if (!top) throw new NotFoundError(`stream ${name} not found at ${src.urlOf(`streams/${name}`)}`);
-    let topId: ObjectId;
-    let topBytes: Uint8Array;
-    if (/^text\/x-symlink-target\b/.test(top.contentType ?? "")) {
-      const target = new TextDecoder().decode(top.data).trim();
-      const id = objectIdOfTarget(target, repo.alg);
-      if (!id) throw new FormatError(`stream ${name}: link target ${JSON.stringify(target)} names no object`);
-      topId = id;
-      topBytes = await f.streamBytes(id);
-    } else {
-      topId = fsverityDigest(top.data, repo.alg);
-      topBytes = top.data;
-      if (!(await repo.hasObject(topId))) {
-        await repo.ensureObject(top.data);
-        f.stats.streamsFetched++;
-        f.stats.bytesFetched += top.data.length;
-      }
-    }
-
-    // 2. Walk the stream graph (headers only); collect objects and EROFS images.
-    const streams = new Map<string, StreamNode>();
-    const objects = new Map<string, ObjectId>();
-    const images = new Map<string, ObjectId>();
-    const parse = async (id: ObjectId, bytes: Uint8Array): Promise<SplitStreamReader> => {
-      if (!equalBytes(bytes.subarray(0, MAGIC.length), MAGIC)) {
-        throw new FormatError(`object ${id.toId()} is referenced as a stream but is not a splitstream`);
-      }
-      try {
-        return await SplitStreamReader.fromBytes(bytes, { alg: repo.alg });
-      } catch (e) {
-        throw e instanceof CfsError ? e.within(`stream object ${id.toId()}`) : e;
-      }
+    const top = await fetchTop(f, name);
+    const root: StreamNode = {
+      id: top.id,
+      reader: await parseStream(repo, top.id, top.bytes),
+      keys: new Set(),
     };
-    const todo: StreamNode[] = [];
-    const rootNode: StreamNode = { id: topId, reader: await parse(topId, topBytes), keys: new Set() };
-    rootNode.expected = digestOfName(name);
-    streams.set(topId.hex(), rootNode);
-    todo.push(rootNode);
+    root.expected = digestOfName(name);
     reporter.report({ type: "started", id: `streams:${name}`, unit: "items" });
-    while (todo.length > 0) {
-      const node = todo.pop()!;
-      const named = new Set<string>();
-      for (const [key, sid] of node.reader.namedRefs) {
-        named.add(sid.hex());
-        if (isImageKey(key)) {
-          images.set(sid.hex(), sid);
-          objects.set(sid.hex(), sid);
-          continue;
-        }
-        const promised = promisedDigest(key);
-        let child = streams.get(sid.hex());
-        if (!child) {
-          child = { id: sid, reader: await parse(sid, await f.streamBytes(sid)), keys: new Set() };
-          streams.set(sid.hex(), child);
-          todo.push(child);
-        }
-        child.keys.add(key);
-        if (promised !== undefined) {
-          if (child.expected !== undefined && child.expected !== promised) {
-            throw new IntegrityError(
-              `stream ${sid.toId()} is referenced with content digests ${child.expected} and ${promised}`,
-            );
-          }
-          child.expected = promised;
-        }
-      }
-      // Stream refs without a name: further streams.
-      for (const sid of node.reader.streamRefs) {
-        if (named.has(sid.hex()) || streams.has(sid.hex())) continue;
-        const child: StreamNode = {
-          id: sid,
-          reader: await parse(sid, await f.streamBytes(sid)),
-          keys: new Set(),
-        };
-        streams.set(sid.hex(), child);
-        todo.push(child);
-      }
-      for (const oid of node.reader.objectRefs) if (!streams.has(oid.hex())) objects.set(oid.hex(), oid);
-    }
-    f.stats.streams = streams.size;
+    const graph = await walkStreams(f, root);
+    f.stats.streams = graph.streams.size;
     reporter.report({ type: "done", id: `streams:${name}`, transferred: f.stats.streamsFetched });
-
-    // 3. The objects, in parallel.
-    const list = [...objects.values()].filter((o) => !streams.has(o.hex()));
-    f.stats.objects = list.length;
-    const pid = `objects:${name}`;
-    reporter.report({ type: "started", id: pid, total: list.length, unit: "items" });
-    if (opts.objectFetcher && list.length > 0) {
-      const r = await opts.objectFetcher(list);
-      f.stats.objectsFetched += r.fetched;
-      f.stats.objectsPresent += r.present;
-      f.stats.bytesFetched += r.bytes;
-      f.stats.processes = r.processes ?? 1;
-      // Whoever stored them, every object must be here now (and was checked when stored).
-      for (const id of list) {
-        if (!(await repo.hasObject(id))) {
-          throw new NotFoundError(`object ${id.toId()} missing after the download`);
-        }
-      }
-    } else {
-      const progress = new ThrottledProgress(reporter, pid, list.length);
-      await runBounded(list, opts.concurrency ?? 4, (id) => f.object(id, progress));
-      progress.flush();
-    }
-    reporter.report({ type: "done", id: pid, transferred: f.stats.objectsFetched });
-    await repo.settle();
-
-    // 4. Content digests: every promised one, and the stream's own (reported).
-    let topDigest = "";
-    await runBounded([...streams.values()], 2, async (node) => {
-      const alg = node.expected?.split(":")[0] ?? "sha256";
-      const got = await contentDigest(repo, node.reader, alg);
-      if (node.expected !== undefined && got !== node.expected) {
-        throw new IntegrityError(
-          `stream ${node.id.toId()} has content digest ${got}, expected ${node.expected}`,
-          {
-            context: [`fetching ${name} from ${src.base}`],
-          },
-        );
-      }
-      if (node === rootNode) {
-        topDigest = alg === "sha256" ? got : await contentDigest(repo, node.reader, "sha256");
-      }
-    });
-
-    // 5. Publish: sync, then the links.
-    repo.sync();
-    const linked: string[] = [];
-    const link = async (rel: string, target: string) => {
-      await linkRelative(repo.path, rel, target);
-      linked.push(rel);
-    };
-    for (const [hex, id] of images) {
-      await link(`images/${hex}`, `objects/${id.objectPath()}`);
-      f.stats.images++;
-    }
-    for (const node of streams.values()) {
-      if (node === rootNode) continue;
-      const ct = node.reader.contentType;
-      for (const key of node.keys) {
-        if ((ct === CONTENT_TYPE.OCI_LAYER || ct === CONTENT_TYPE.OCI_BLOB) && DIGEST_KEY.test(key)) {
-          await link(`streams/${layerStreamId(key)}`, `objects/${node.id.objectPath()}`);
-        } else if (
-          ct === CONTENT_TYPE.OCI_CONFIG && key.startsWith("config:") && DIGEST_KEY.test(key.slice(7))
-        ) {
-          await link(`streams/${configStreamId(key.slice(7))}`, `objects/${node.id.objectPath()}`);
-        }
-      }
-    }
-    if (name.startsWith("refs/")) {
-      // A ref: link the content id the stream's type gives it (tags point at manifests), else the
-      // ref straight at the object.
-      if (rootNode.reader.contentType === CONTENT_TYPE.OCI_MANIFEST) {
-        const cid = manifestStreamId(topDigest);
-        await link(`streams/${cid}`, `objects/${topId.objectPath()}`);
-        await link(`streams/${name}`, `streams/${cid}`);
-      } else {
-        await link(`streams/${name}`, `objects/${topId.objectPath()}`);
-      }
-    } else {
-      await link(`streams/${name}`, `objects/${topId.objectPath()}`);
-    }
-    return { contentDigest: topDigest, verity: topId, linked, stats: f.stats };
+    await fetchAllObjects(f, graph, name, opts);
+    const topDigest = await checkContentDigests(f, graph, root, name);
+    const linked = await publish(f, graph, root, name, topDigest);
+    return { contentDigest: topDigest, verity: top.id, linked, stats: f.stats };
   } finally {
     src.close();
   }
@@ -413,6 +520,7 @@ export async function fetchObjects(
 ): Promise<ObjectFetchStats> {
   await repo.ensureWritable();
   const reporter = opts.reporter ?? nullReporter;
+  leafPool()?.warm();
   const src = await HttpRepositorySource.open(url, opts);
   try {
     const f = new Fetcher(repo, src, reporter);

@@ -36,7 +36,11 @@ import { Errno, errnoName } from "../../../linux/libc.ts";
 import { readXattrsFd } from "../../../linux/xattr.ts";
 import type { ObjectDir } from "../../../objects/object_dir.ts";
 import { INLINE_CONTENT_MAX, type SplitSink } from "../../layer_split.ts";
-import { readTarSplit } from "./tar_split.ts";
+import { readTarSplit, type TarSplitRecord } from "./tar_split.ts";
+import { hashThreadsRequested, leafPool } from "../../../fsverity/leaf_pool.ts";
+import { VerityBatcher } from "../../../fsverity/verity_batcher.ts";
+import type { HashSession } from "../../../fsverity/leaf_pool.ts";
+import { Buffer } from "node:buffer";
 import { type PrefetchItem, type PrefetchResult, PrefetchWorker } from "./prefetch_worker.ts";
 import { humanBytes } from "../../../util/format.ts";
 
@@ -140,9 +144,9 @@ function diffRelative(name: Uint8Array): Uint8Array | null {
 
 const dec = new TextDecoder();
 
-const LOOKAHEAD_FILES = 64;
+const LOOKAHEAD_FILES = 128;
 /** Files per request to the prefetch worker. */
-const PREFETCH_BATCH = 16;
+const PREFETCH_BATCH = 32;
 
 /** The state's prefetch worker (started on first use), or null where none can run. */
 function prefetcher(state: ZeroCopyState, objects: ObjectDir): PrefetchWorker | null {
@@ -265,6 +269,253 @@ function toQueued(
   return q;
 }
 
+/** Stores whose digest is being computed on the pool, at most this many at a time (then wait). */
+const MAX_IN_FLIGHT = 256;
+/** Files per request of the diff_id session. */
+const SESSION_FLUSH_FILES = 128;
+
+/**
+ * One layer being imported: the tar-split records read ahead, the files prepared by the prefetch
+ * worker, the splitstream written in tar order. With a hashing pool (lib/fsverity/leaf_pool.ts) the
+ * fs-verity digests of the stored files are computed on its threads, batched (VerityBatcher), while
+ * this thread goes on; their external references are written to the sink in tar order as the
+ * digests arrive (#emit). The diff_id hash stays on this thread, in tar order.
+ */
+class LayerImport {
+  readonly r: LayerImportResult = { size: 0, externalSize: 0, inlineSize: 0, entries: 0 };
+  /** The diff_id hash here (no pool), or on a pool thread (#session). */
+  readonly sha?: Hash;
+  #session?: HashSession;
+  #sessionFiles = 0;
+  #diffFd: number;
+  #queue: Queued[] = [];
+  #aheadBytes = 0;
+  #aheadFiles = 0;
+  #records: AsyncIterator<TarSplitRecord>;
+  #exhausted = false;
+  #batch: PrefetchItem[] = [];
+  #waiters: { resolve: (r: PrefetchResult) => void; reject: (e: unknown) => void }[] = [];
+  #batcher: VerityBatcher | null;
+  /** Sink writes, chained in tar order; stores still hashing. */
+  #chain: Promise<void> = Promise.resolve();
+  #inFlight: Promise<unknown>[] = [];
+  #sinceProgress = 0;
+
+  constructor(
+    readonly tarSplitPath: string,
+    readonly diffDir: string,
+    readonly objects: ObjectDir,
+    readonly sink: SplitSink,
+    readonly state: ZeroCopyState,
+    readonly opts: LayerImportOptions,
+  ) {
+    // Hashing on the pool only when threads are asked for (CFSCTL_HASH_THREADS): measured on 2
+    // shared cores (scripts/bench_cstorage.ts), the prefetch worker (opening, reflinking) and this
+    // thread keep both cores busy already, and moving the hashing to pool threads cost ~0.9 s more
+    // CPU for the 370 MiB rootfs and was no faster (0.44× vs 0.40× the skopeo path). When asked,
+    // one thread fewer than the pool has is used (1 of 2: that beat 2).
+    const pool = hashThreadsRequested() ? leafPool() : null;
+    const threads = pool ? Math.max(1, pool.size - 1) : 0;
+    pool?.warm(threads); // started while the first records are read and files prepared
+    this.#batcher = pool && new VerityBatcher(pool, objects.alg, threads);
+    if (opts.verifyDiffId !== undefined) {
+      const alg = parseDigest(opts.verifyDiffId, "diff_id").alg;
+      if (pool) this.#session = pool.openSession(alg, threads);
+      else this.sha = createHash(alg);
+    }
+    this.#diffFd = openPath(diffDir, O_RDONLY | O_DIRECTORY);
+    this.#records = readTarSplit(tarSplitPath)[Symbol.asyncIterator]();
+  }
+
+  /** Writes `b` (tar headers, padding, small contents) inline, after everything queued before. */
+  #inline(b: Uint8Array): void {
+    if (!b.length) return;
+    this.sha?.update(b);
+    void this.#session?.add(b);
+    this.r.size += b.length;
+    this.r.inlineSize += b.length;
+    this.#emit(() => this.sink.writeInline(b));
+  }
+
+  #emit(write: () => unknown): void {
+    this.#chain = this.#chain.then(async () => {
+      await write();
+    });
+    // Observed by run() (and #drainOne); this keeps a failure meanwhile from being "unhandled".
+    this.#chain.catch(() => {});
+  }
+
+  /** Sends the batch of files read ahead to the prefetch worker (or prepares them here). */
+  #send(): void {
+    if (!this.#batch.length) return;
+    const items = this.#batch;
+    const ws = this.#waiters;
+    this.#batch = [];
+    this.#waiters = [];
+    const worker = prefetcher(this.state, this.objects);
+    if (!worker) {
+      items.forEach((it, k) => ws[k].resolve(prefetchHere(this.#diffFd, it, this.objects)));
+      return;
+    }
+    worker.request(this.#diffFd, items).then(
+      (rs) => rs.forEach((res, k) => ws[k].resolve(res)),
+      (e) => ws.forEach((w) => w.reject(e)),
+    );
+  }
+
+  /**
+   * Reads records ahead, up to LOOKAHEAD_FILES / LOOKAHEAD_BYTES: files are opened (and cloned)
+   * ahead of the one being hashed, with POSIX_FADV_WILLNEED on what will be read, so the disk
+   * serves many files at once while the hashing, which must follow the tar order for the diff_id,
+   * goes on.
+   */
+  async #fill(): Promise<void> {
+    try {
+      while (!this.#exhausted && this.#aheadFiles < LOOKAHEAD_FILES && this.#aheadBytes < LOOKAHEAD_BYTES) {
+        const next = await this.#records.next();
+        if (next.done) {
+          this.#exhausted = true;
+          return;
+        }
+        this.#record(next.value);
+      }
+    } finally {
+      this.#send();
+    }
+  }
+
+  #record(rec: TarSplitRecord): void {
+    if (rec.type === "segment") {
+      this.#queue.push({ kind: "segment", bytes: rec.bytes });
+      return;
+    }
+    this.r.entries++;
+    if (rec.size === 0) return;
+    const rel = diffRelative(rec.name);
+    if (!rel) throw new FormatError(`${this.tarSplitPath}: file record with content but no path`);
+    const label = `${this.diffDir}/${dec.decode(rec.name)}`;
+    const state = this.state;
+    this.#batch.push({
+      path: rel.slice(),
+      clone: rec.size > INLINE_CONTENT_MAX && state.noReflink.size === 0,
+    });
+    const size = rec.size;
+    // Settled when the batch is sent (at PREFETCH_BATCH, or at the end of this fill).
+    const ready = new Promise<PrefetchResult>((resolve, reject) => this.#waiters.push({ resolve, reject }))
+      .then((res) => toQueued(res, size, label, this.tarSplitPath, state));
+    ready.catch(() => {}); // observed in order by run()
+    this.#queue.push({ kind: "pending", size, ready });
+    if (this.#batch.length >= PREFETCH_BATCH) this.#send();
+    this.#aheadFiles++;
+    this.#aheadBytes += size;
+  }
+
+  /** Stores one prepared file and queues its reference (inline when small). */
+  async #file(f: QueuedFile): Promise<void> {
+    const { objects, state, opts, sha } = this;
+    if (f.size <= INLINE_CONTENT_MAX) {
+      try {
+        this.#inline(readExactly(f.fd, f.size, state.buf, f.label).slice());
+      } finally {
+        closeQueued(f);
+      }
+      return;
+    }
+    const tmp = f.tmp;
+    f.tmp = -1;
+    this.r.size += f.size;
+    this.r.externalSize += f.size;
+    if (!this.#batcher) {
+      try {
+        const id = await storeFile(f.fd, f.st, objects, state, opts, sha, f.label, tmp);
+        this.#emit(() => this.sink.writeExternal(id, f.size));
+      } finally {
+        closeQueued(f); // storeFile owns (and closes) tmp
+      }
+      return;
+    }
+    // The diff_id hash on one pool thread, in order; the fs-verity digest on the others.
+    const session = this.#session;
+    const hashed = session?.add([tmp >= 0 ? tmp : f.fd, 0, f.size]);
+    if (session && ++this.#sessionFiles % SESSION_FLUSH_FILES === 0) session.flush();
+    const stored = storeFile(
+      f.fd,
+      f.st,
+      objects,
+      state,
+      opts,
+      undefined,
+      f.label,
+      tmp,
+      this.#batcher,
+      hashed,
+    );
+    // tmp is storeFile's, but the session reads it too: storeFile seals and closes it only after.
+    const settled = Promise.allSettled([stored, hashed]).then(() => closeQueued(f));
+    this.#inFlight.push(settled);
+    this.#emit(async () => this.sink.writeExternal(await stored, f.size));
+    if (this.#inFlight.length >= MAX_IN_FLIGHT) await this.#drainOne();
+  }
+
+  async #drainOne(): Promise<void> {
+    this.#batcher?.flush();
+    this.#session?.flush();
+    await this.#inFlight.shift();
+    // A failed store or sink write ends the import now rather than after the whole layer.
+    await Promise.race([this.#chain, Promise.resolve()]);
+  }
+
+  #progress(bytes: number): void {
+    this.#sinceProgress += bytes;
+    if (this.#sinceProgress >= 1 << 20 && this.opts.onProgress) {
+      this.opts.onProgress(this.#sinceProgress);
+      this.#sinceProgress = 0;
+    }
+  }
+
+  async run(): Promise<LayerImportResult> {
+    try {
+      for (;;) {
+        await this.#fill();
+        const q = this.#queue.shift();
+        if (!q) break;
+        if (q.kind === "segment") {
+          this.#inline(q.bytes);
+          continue;
+        }
+        this.#aheadFiles--;
+        this.#aheadBytes -= q.size;
+        await this.#file(await q.ready);
+        this.#progress(q.size);
+      }
+      this.#batcher?.flush();
+      this.#session?.flush();
+      await this.#chain;
+      await this.objects.settle();
+    } finally {
+      this.#batcher?.flush();
+      this.#session?.flush();
+      await Promise.all(this.#inFlight);
+      await this.#chain.catch(() => {});
+      // Files still being prepared: wait for them, then close what they opened.
+      for (const q of this.#queue) if (q.kind === "pending") await q.ready.then(closeQueued, () => {});
+      await this.#records.return?.(undefined);
+      closeFd(this.#diffFd);
+    }
+    if (this.#sinceProgress && this.opts.onProgress) this.opts.onProgress(this.#sinceProgress);
+    return this.r;
+  }
+
+  /** `alg:hex` of the reassembled stream when verifying the diff_id, else undefined. */
+  async diffIdDigest(): Promise<string | undefined> {
+    const alg = this.opts.verifyDiffId !== undefined
+      ? parseDigest(this.opts.verifyDiffId, "diff_id").alg
+      : "";
+    if (this.#session) return `${alg}:${Buffer.from(await this.#session.digest()).toString("hex")}`;
+    return this.sha ? `${alg}:${this.sha.digest("hex")}` : undefined;
+  }
+}
+
 /**
  * Walks `tarSplitPath` and writes the layer into `sink`, storing contents from `diffDir` in
  * `objects`. Throws IntegrityError when the reassembled stream does not hash to the diff_id,
@@ -280,9 +531,6 @@ export async function importOverlayLayer(
   state: ZeroCopyState,
   opts: LayerImportOptions,
 ): Promise<LayerImportResult> {
-  const sha = opts.verifyDiffId !== undefined
-    ? createHash(parseDigest(opts.verifyDiffId, "diff_id").alg)
-    : undefined;
   await objects.prepare();
   if (state.objectsDev === undefined) {
     const fd = openPath(objects.dir, O_RDONLY | O_DIRECTORY);
@@ -292,123 +540,10 @@ export async function importOverlayLayer(
       closeFd(fd);
     }
   }
-  const diffFd = openPath(diffDir, O_RDONLY | O_DIRECTORY);
-  const r: LayerImportResult = { size: 0, externalSize: 0, inlineSize: 0, entries: 0 };
-  let sinceProgress = 0;
-  const inline = async (b: Uint8Array) => {
-    if (!b.length) return;
-    sha?.update(b);
-    r.size += b.length;
-    r.inlineSize += b.length;
-    const w = sink.writeInline(b);
-    if (w instanceof Promise) await w;
-  };
-  // Files are opened (and cloned) up to LOOKAHEAD_FILES / LOOKAHEAD_BYTES ahead of the one being
-  // hashed, with POSIX_FADV_WILLNEED on what will be read: the disk then serves many files at
-  // once while the hashing, which must follow the tar order for the diff_id, goes on.
-  const queue: Queued[] = [];
-  let aheadBytes = 0;
-  let aheadFiles = 0;
-  const records = readTarSplit(tarSplitPath)[Symbol.asyncIterator]();
-  let exhausted = false;
-  let batch: PrefetchItem[] = [];
-  let waiters: { resolve: (r: PrefetchResult) => void; reject: (e: unknown) => void }[] = [];
-  const send = () => {
-    if (!batch.length) return;
-    const items = batch;
-    const ws = waiters;
-    batch = [];
-    waiters = [];
-    const worker = prefetcher(state, objects);
-    if (!worker) {
-      items.forEach((it, k) => ws[k].resolve(prefetchHere(diffFd, it, objects)));
-      return;
-    }
-    worker.request(diffFd, items).then(
-      (rs) => rs.forEach((res, k) => ws[k].resolve(res)),
-      (e) => ws.forEach((w) => w.reject(e)),
-    );
-  };
-  const fill = async () => {
-    try {
-      await fillRecords();
-    } finally {
-      send();
-    }
-  };
-  const fillRecords = async () => {
-    while (!exhausted && aheadFiles < LOOKAHEAD_FILES && aheadBytes < LOOKAHEAD_BYTES) {
-      const next = await records.next();
-      if (next.done) {
-        exhausted = true;
-        return;
-      }
-      const rec = next.value;
-      if (rec.type === "segment") {
-        queue.push({ kind: "segment", bytes: rec.bytes });
-        continue;
-      }
-      r.entries++;
-      if (rec.size === 0) continue;
-      const rel = diffRelative(rec.name);
-      if (!rel) throw new FormatError(`${tarSplitPath}: file record with content but no path`);
-      const label = `${diffDir}/${dec.decode(rec.name)}`;
-      const item = { path: rel.slice(), clone: rec.size > INLINE_CONTENT_MAX && state.noReflink.size === 0 };
-      batch.push(item);
-      const size = rec.size;
-      // Settled when the batch is sent (below, or at the end of this fill).
-      const ready = new Promise<PrefetchResult>((resolve, reject) => waiters.push({ resolve, reject }))
-        .then((res) => toQueued(res, size, label, tarSplitPath, state));
-      ready.catch(() => {}); // observed in order below
-      queue.push({ kind: "pending", size: rec.size, ready });
-      if (batch.length >= PREFETCH_BATCH) send();
-      aheadFiles++;
-      aheadBytes += rec.size;
-    }
-  };
-  try {
-    for (;;) {
-      await fill();
-      const q = queue.shift();
-      if (!q) break;
-      if (q.kind === "segment") {
-        await inline(q.bytes);
-        continue;
-      }
-      aheadFiles--;
-      aheadBytes -= q.size;
-      const f = await q.ready;
-      try {
-        if (f.size <= INLINE_CONTENT_MAX) {
-          await inline(readExactly(f.fd, f.size, state.buf, f.label));
-        } else {
-          const tmp = f.tmp;
-          f.tmp = -1;
-          const id = await storeFile(f.fd, f.st, objects, state, opts, sha, f.label, tmp);
-          r.size += q.size;
-          r.externalSize += q.size;
-          const w = sink.writeExternal(id, q.size);
-          if (w instanceof Promise) await w;
-        }
-      } finally {
-        closeQueued(f);
-      }
-      sinceProgress += q.size;
-      if (sinceProgress >= 1 << 20 && opts.onProgress) {
-        opts.onProgress(sinceProgress);
-        sinceProgress = 0;
-      }
-    }
-    await objects.settle();
-  } finally {
-    // Files still being prepared: wait for them, then close what they opened.
-    for (const q of queue) if (q.kind === "pending") await q.ready.then(closeQueued, () => {});
-    await records.return?.(undefined);
-    closeFd(diffFd);
-  }
-  if (sinceProgress && opts.onProgress) opts.onProgress(sinceProgress);
-  if (sha) {
-    const got = `${parseDigest(opts.verifyDiffId!, "diff_id").alg}:${sha.digest("hex")}`;
+  const layer = new LayerImport(tarSplitPath, diffDir, objects, sink, state, opts);
+  const r = await layer.run();
+  const got = await layer.diffIdDigest();
+  if (got !== undefined) {
     if (got !== opts.verifyDiffId) {
       throw new IntegrityError(
         `layer diff_id mismatch: expected ${opts.verifyDiffId}, the ${r.size} bytes rebuilt from ${diffDir} and its tar-split hash to ${got} (was a file in diff/ changed?)`,
@@ -428,14 +563,27 @@ function readExactly(fd: number, size: number, buf: Uint8Array, label: string): 
   return buf.subarray(0, size);
 }
 
-/** Hashes `size` bytes of `fd` from offset 0 (fs-verity digest, and the diff_id hash if any). */
+/**
+ * Hashes `size` bytes of `fd` from offset 0 (fs-verity digest, and the diff_id hash if any): here,
+ * or on the pool through `batcher` (then `sha` must be undefined: the caller fed it already).
+ */
 function hashFd(
   fd: number,
   size: number,
   state: ZeroCopyState,
   sha: Hash | undefined,
   label: string,
-): ObjectId {
+  batcher?: VerityBatcher,
+): ObjectId | Promise<ObjectId> {
+  if (batcher) {
+    return batcher.digest(fd, size).then((id) => {
+      // One more read must see the end: a file that grew is not the layer's file any more.
+      if (pread(fd, new Uint8Array(1), size) !== 0) {
+        throw new FormatError(`${label}: file grew while being read`);
+      }
+      return id;
+    });
+  }
   const h = state.hasher!;
   h.reset();
   let o = 0;
@@ -487,16 +635,22 @@ async function storeFile(
   opts: LayerImportOptions,
   sha: Hash | undefined,
   label: string,
-  /** The reflink prepareFile made, or -1. */
+  /** The reflink prepareFile made, or -1 (it is closed here). */
   tmp: number,
+  /** Hashes on the pool (the caller feeds the diff_id hash itself). */
+  batcher?: VerityBatcher,
+  /** Another reader of tmp (the diff_id session): tmp is sealed and closed only after it. */
+  tmpReader?: Promise<unknown>,
 ): Promise<ObjectId> {
   state.hasher ??= new FsVerityHasher(objects.alg);
-  if (tmp >= 0) return await finishTmpfile(tmp, st.size, objects, state, sha, label, "reflinked");
+  if (tmp >= 0) {
+    return await finishTmpfile(tmp, st.size, objects, state, sha, label, "reflinked", batcher, tmpReader);
+  }
   const pair = `${st.dev}>${state.objectsDev}`;
   let whyNot = `reflink: ${state.noReflink.get(pair) ?? "not tried"}`;
   const noLink = canHardlink(fd, st, state, opts);
   if (noLink === null) {
-    const id = hashFd(fd, st.size, state, sha, label);
+    const id = await hashFd(fd, st.size, state, sha, label, batcher);
     const final = objects.pathOf(id);
     if (sizeOf(final) === st.size) {
       state.stats.present++;
@@ -596,10 +750,13 @@ async function finishTmpfile(
   sha: Hash | undefined,
   label: string,
   how: "reflinked" | "copied",
+  batcher?: VerityBatcher,
+  tmpReader?: Promise<unknown>,
 ): Promise<ObjectId> {
   let fd = tmp;
   try {
-    const id = hashFd(tmp, size, state, sha, label);
+    const id = await hashFd(tmp, size, state, sha, label, batcher);
+    await tmpReader?.catch(() => {}); // its failure is reported by its own owner
     const final = objects.pathOf(id);
     if (sizeOf(final) === size) {
       state.stats.present++;
