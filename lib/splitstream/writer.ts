@@ -3,7 +3,7 @@
 import { FormatError } from "../errors.ts";
 import { DIGEST_SIZE, type HashAlgorithm, KERNEL_ALG_ID, type ObjectId } from "../fsverity/object_id.ts";
 import { compareBytes } from "../util/bytes.ts";
-import { ZstdStreamCompressor } from "../util/zstd.ts";
+import { ZstdStreamCompressor } from "../compress/zstd.ts";
 import {
   type FileRange,
   HEADER,

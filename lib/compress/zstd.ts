@@ -7,7 +7,7 @@
 import { Readable } from "node:stream";
 import zlib from "node:zlib";
 import { FormatError } from "../errors.ts";
-import { concatBytes } from "./bytes.ts";
+import { concatBytes } from "../util/bytes.ts";
 
 const ZSTD_MAGIC = 0xfd2fb528;
 const SKIPPABLE_MAGIC_MASK = 0xfffffff0;
