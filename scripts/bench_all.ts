@@ -6,6 +6,7 @@
 //   deno run -A scripts/bench_all.ts [--rounds 3] [--only pull,mkcomposefs,fsverity,startup]
 //                                    [--dir /var/tmp/cfsctl-bench-all] [--chroot /var/tmp/peer-trixie]
 //                                    [--c-tools /var/tmp/composefs-c/build/tools] [--json FILE]
+//                                    [--sets rootfs,small] [--bundle dist/cfsctl.js]
 //   deno task bench
 //
 // What runs (each a separate process, timed by GNU time: wall seconds and the largest process's
@@ -37,6 +38,7 @@ const { values: opt } = parseArgs({
     "c-tools": { type: "string", default: "/var/tmp/composefs-c/build/tools" },
     json: { type: "string" },
     sets: { type: "string", default: "rootfs,small" },
+    bundle: { type: "string" },
   },
 });
 const ROUNDS = Number(opt.rounds);
@@ -44,7 +46,7 @@ const ONLY = new Set(opt.only!.split(","));
 const BASE = opt.dir!;
 const ROOT = new URL("../", import.meta.url).pathname;
 const DENO = Deno.execPath();
-const BUNDLE = `${ROOT}dist/cfsctl.js`;
+const BUNDLE = opt.bundle ?? `${ROOT}dist/cfsctl.js`;
 const CFSCTL = `${DENO} run -A --no-config ${BUNDLE}`;
 const PEER = `${ROOT}../shared/tools/peer-chroot.sh`;
 const CHROOT = opt.chroot!;
