@@ -32,7 +32,7 @@ import { existsAt, mkdirAt, openTmpfileIn } from "../linux/fs_at.ts";
 import { enableVerityOnTmpfile } from "../linux/fsverity_ioctl.ts";
 import { DigestSet } from "./digest_set.ts";
 import type { ObjectStore, ObjectWriter } from "./store.ts";
-import { ObjectWriteWorker } from "./write_worker.ts";
+import { MAX_BATCHED_OBJECT, ObjectWriteWorker } from "./write_worker.ts";
 import { Semaphore } from "./semaphore.ts";
 import { checkMeasured, enableOrTolerate, noVerityError } from "./verity.ts";
 
@@ -237,7 +237,7 @@ export class ObjectDir implements ObjectStore {
       this.#present++;
       return id;
     }
-    const bg = this.#worker();
+    const bg = data.length <= MAX_BATCHED_OBJECT ? this.#worker() : null;
     if (!bg) {
       if (!this.#storeSync(id, data)) return this.#ensureKnown(id, data.slice());
       return id;
