@@ -6,7 +6,7 @@
 //   deno run -A scripts/bench_all.ts [--rounds 3] [--only pull,mkcomposefs,fsverity,startup]
 //                                    [--dir /var/tmp/cfsctl-bench-all] [--chroot /var/tmp/peer-trixie]
 //                                    [--c-tools /var/tmp/composefs-c/build/tools] [--json FILE]
-//                                    [--sets rootfs,small] [--bundle dist/cfsctl.js]
+//                                    [--sets rootfs,small] [--bundle dist/cfsctl.js] [--v8-flags F]
 //   deno task bench
 //
 // What runs (each a separate process, timed by GNU time: wall seconds and the largest process's
@@ -26,6 +26,7 @@
 import { parseArgs } from "node:util";
 import { loadavg } from "node:os";
 import { pushImage, startRegistry } from "../test/helpers/registry_server.ts";
+import { V8_FLAGS } from "./build.ts";
 import { type Layer, makeLayers, makeLayout, rootfsTree, sh, smallTree } from "./bench_import.ts";
 
 const { values: opt } = parseArgs({
@@ -39,6 +40,7 @@ const { values: opt } = parseArgs({
     json: { type: "string" },
     sets: { type: "string", default: "rootfs,small" },
     bundle: { type: "string" },
+    "v8-flags": { type: "string" },
   },
 });
 const ROUNDS = Number(opt.rounds);
@@ -47,7 +49,8 @@ const BASE = opt.dir!;
 const ROOT = new URL("../", import.meta.url).pathname;
 const DENO = Deno.execPath();
 const BUNDLE = opt.bundle ?? `${ROOT}dist/cfsctl.js`;
-const CFSCTL = `${DENO} run -A --no-config ${BUNDLE}`;
+const FLAGS = opt["v8-flags"] ?? V8_FLAGS; // as dist/cfsctl runs it
+const CFSCTL = `${DENO} run -A --no-config${FLAGS ? ` --v8-flags=${FLAGS}` : ""} ${BUNDLE}`;
 const PEER = `${ROOT}../shared/tools/peer-chroot.sh`;
 const CHROOT = opt.chroot!;
 const CTOOLS = opt["c-tools"]!;

@@ -23,6 +23,7 @@ import { cpuUsage } from "node:process";
 import { pushImage, startRegistry } from "../test/helpers/registry_server.ts";
 import { startThrottleProxy } from "../test/helpers/throttle_proxy.ts";
 import { makeLayers, makeLayout, rootfsTree, sh } from "./bench_import.ts";
+import { V8_FLAGS } from "./build.ts";
 
 const { values: opt } = parseArgs({
   args: Deno.args,
@@ -42,7 +43,7 @@ const RTT = Number(opt["rtt-ms"]);
 const BASE = opt.dir!;
 const ROOT = new URL("../", import.meta.url).pathname;
 const BUNDLE = `${ROOT}dist/cfsctl.js`;
-const CFSCTL = `${Deno.execPath()} run -A --no-config ${BUNDLE}`;
+const CFSCTL = `${Deno.execPath()} run -A --no-config --v8-flags=${V8_FLAGS} ${BUNDLE}`; // as dist/cfsctl runs it
 
 interface Sample {
   secs: number;
