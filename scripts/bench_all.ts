@@ -58,6 +58,8 @@ const CTOOLS = opt["c-tools"]!;
 interface Sample {
   secs: number;
   rssMiB: number;
+  /** User + system CPU seconds. */
+  cpu: number;
   load: number;
 }
 
@@ -65,16 +67,16 @@ interface Sample {
 async function timed(cmd: string, env?: Record<string, string>): Promise<Sample> {
   const load = loadavg()[0];
   const out = await new Deno.Command("/usr/bin/time", {
-    args: ["-f", "TIME %e %M", "sh", "-c", cmd],
+    args: ["-f", "TIME %e %M %U %S", "sh", "-c", cmd],
     stdout: "piped",
     stderr: "piped",
     env,
   }).output();
   const err = new TextDecoder().decode(out.stderr);
   if (!out.success) throw new Error(`${cmd}: ${err.slice(-2000)}`);
-  const m = /TIME ([0-9.]+) ([0-9]+)\s*$/.exec(err);
+  const m = /TIME ([0-9.]+) ([0-9]+) ([0-9.]+) ([0-9.]+)\s*$/.exec(err);
   if (!m) throw new Error(`no timing in: ${err}`);
-  return { secs: Number(m[1]), rssMiB: Number(m[2]) / 1024, load };
+  return { secs: Number(m[1]), rssMiB: Number(m[2]) / 1024, cpu: Number(m[3]) + Number(m[4]), load };
 }
 
 async function exists(p: string): Promise<boolean> {
@@ -118,9 +120,9 @@ async function runGoal(g: Goal): Promise<void> {
         const s = await timed(c.cmd, c.env);
         c.samples.push(s);
         console.error(
-          `  ${g.goal} | ${c.name}: ${s.secs.toFixed(2)} s, ${s.rssMiB.toFixed(0)} MiB (load ${
-            s.load.toFixed(1)
-          })`,
+          `  ${g.goal} | ${c.name}: ${s.secs.toFixed(2)} s (cpu ${s.cpu.toFixed(2)} s), ${
+            s.rssMiB.toFixed(0)
+          } MiB (load ${s.load.toFixed(1)})`,
         );
       } catch (e) {
         c.error = String(e instanceof Error ? e.message : e).split("\n").slice(0, 4).join(" ");
