@@ -2,7 +2,7 @@
 // and the object store. Streams, images, gc and fsck live in their own files and work on this.
 import { NotFoundError, PermissionError, RepositoryError } from "../errors.ts";
 import type { HashAlgorithm, ObjectId } from "../fsverity/object_id.ts";
-import { closeFd, isWritableFs, syncfs } from "../linux/fs.ts";
+import { closeFd, isWritableFs, syncfs, syncfsAsync } from "../linux/fs.ts";
 import { type RepoFs, repoFs, RepoPathError } from "./repo_fs.ts";
 import { RepoLock } from "./lock.ts";
 import {
@@ -291,6 +291,11 @@ export class Repository implements ObjectStore {
   /** Flushes the repository's filesystem (before publishing a stream that references new objects). */
   sync(): void {
     syncfs(this.#lock.fd);
+  }
+
+  /** sync() on a worker thread: the caller's thread goes on meanwhile (other layers of a pull). */
+  syncAsync(): Promise<void> {
+    return syncfsAsync(this.#lock.fd);
   }
 
   // ---- objects (ObjectStore) --------------------------------------------------------------------------
