@@ -463,6 +463,17 @@ class TmpfileObjectWriter implements ObjectWriter {
     this.#hasher.update(chunk);
   }
 
+  writeSync(chunk: Uint8Array): boolean {
+    if (this.#state !== "open" || this.#fd < 0) return false;
+    try {
+      writeAll(this.#fd, chunk);
+    } catch (e) {
+      throw named(e, this.#fd, `new object (unnamed temporary file) in ${this.#store.dir}`);
+    }
+    this.#hasher.update(chunk);
+    return true;
+  }
+
   async finish(): Promise<{ id: ObjectId; size: number; alreadyPresent: boolean }> {
     const r = await this.#finish();
     this.#store.countFinished(r.alreadyPresent);
