@@ -6,7 +6,7 @@ import type { Repository } from "../repository/repository.ts";
 import { CONTENT_TYPE } from "./content_types.ts";
 import type { Directory } from "../tree/tree.ts";
 import { zeroNanoseconds } from "../tree/transform.ts";
-import { writeErofs } from "../erofs/writer.ts";
+import { writeErofsTo } from "../erofs/writer.ts";
 import { Flattener } from "./flatten.ts";
 import { type SplitChunk, tarEntriesFromSplitstream } from "./layer_split.ts";
 import { layerStreamId } from "./tags.ts";
@@ -61,7 +61,8 @@ export function treeAsStoredIn(tree: Directory, version: 0 | 1 | 2): Directory {
 export async function commitImages(repo: Repository, tree: Directory): Promise<[0 | 1 | 2, ObjectId][]> {
   const out: [0 | 1 | 2, ObjectId][] = [];
   for (const version of repo.erofsVersions()) {
-    out.push([version, await repo.writeImage(writeErofs(tree, { version }))]);
+    // In 1 MiB pieces: the image of a big tree need not sit in memory beside the tree.
+    out.push([version, await repo.writeImageFrom((sink) => writeErofsTo(tree, { version }, sink))]);
   }
   return out;
 }

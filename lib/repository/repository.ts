@@ -398,6 +398,11 @@ export class Repository implements ObjectStore {
     return images.writeImage(this, bytes, name);
   }
 
+  /** writeImage of an image produced in pieces (images.writeImageFrom): never whole in memory. */
+  writeImageFrom(produce: (sink: (piece: Uint8Array) => void) => void, name?: string): Promise<ObjectId> {
+    return images.writeImageFrom(this, produce, name);
+  }
+
   openImage(name: string): Promise<images.OpenedImage> {
     return images.openImage(this, name);
   }
