@@ -6,6 +6,7 @@
 //   deno run -A scripts/bench_all.ts [--rounds 3] [--only pull,mkcomposefs,fsverity,startup]
 //                                    [--dir /var/tmp/cfsctl-bench-all] [--chroot /var/tmp/peer-trixie]
 //                                    [--c-tools /var/tmp/composefs-c/build/tools] [--json FILE]
+//                                    [--sets rootfs,small] [--bundle dist/cfsctl.js] [--v8-flags F]
 //   deno task bench
 //
 // What runs (each a separate process, timed by GNU time: wall seconds and the largest process's
@@ -25,6 +26,7 @@
 import { parseArgs } from "node:util";
 import { loadavg } from "node:os";
 import { pushImage, startRegistry } from "../test/helpers/registry_server.ts";
+import { V8_FLAGS } from "./build.ts";
 import { type Layer, makeLayers, makeLayout, rootfsTree, sh, smallTree } from "./bench_import.ts";
 
 const { values: opt } = parseArgs({
@@ -37,6 +39,8 @@ const { values: opt } = parseArgs({
     "c-tools": { type: "string", default: "/var/tmp/composefs-c/build/tools" },
     json: { type: "string" },
     sets: { type: "string", default: "rootfs,small" },
+    bundle: { type: "string" },
+    "v8-flags": { type: "string" },
   },
 });
 const ROUNDS = Number(opt.rounds);
@@ -44,8 +48,9 @@ const ONLY = new Set(opt.only!.split(","));
 const BASE = opt.dir!;
 const ROOT = new URL("../", import.meta.url).pathname;
 const DENO = Deno.execPath();
-const BUNDLE = `${ROOT}dist/cfsctl.js`;
-const CFSCTL = `${DENO} run -A --no-config ${BUNDLE}`;
+const BUNDLE = opt.bundle ?? `${ROOT}dist/cfsctl.js`;
+const FLAGS = opt["v8-flags"] ?? V8_FLAGS; // as dist/cfsctl runs it
+const CFSCTL = `${DENO} run -A --no-config${FLAGS ? ` --v8-flags=${FLAGS}` : ""} ${BUNDLE}`;
 const PEER = `${ROOT}../shared/tools/peer-chroot.sh`;
 const CHROOT = opt.chroot!;
 const CTOOLS = opt["c-tools"]!;
@@ -53,6 +58,8 @@ const CTOOLS = opt["c-tools"]!;
 interface Sample {
   secs: number;
   rssMiB: number;
+  /** User + system CPU seconds. */
+  cpu: number;
   load: number;
 }
 
@@ -60,16 +67,16 @@ interface Sample {
 async function timed(cmd: string, env?: Record<string, string>): Promise<Sample> {
   const load = loadavg()[0];
   const out = await new Deno.Command("/usr/bin/time", {
-    args: ["-f", "TIME %e %M", "sh", "-c", cmd],
+    args: ["-f", "TIME %e %M %U %S", "sh", "-c", cmd],
     stdout: "piped",
     stderr: "piped",
     env,
   }).output();
   const err = new TextDecoder().decode(out.stderr);
   if (!out.success) throw new Error(`${cmd}: ${err.slice(-2000)}`);
-  const m = /TIME ([0-9.]+) ([0-9]+)\s*$/.exec(err);
+  const m = /TIME ([0-9.]+) ([0-9]+) ([0-9.]+) ([0-9.]+)\s*$/.exec(err);
   if (!m) throw new Error(`no timing in: ${err}`);
-  return { secs: Number(m[1]), rssMiB: Number(m[2]) / 1024, load };
+  return { secs: Number(m[1]), rssMiB: Number(m[2]) / 1024, cpu: Number(m[3]) + Number(m[4]), load };
 }
 
 async function exists(p: string): Promise<boolean> {
@@ -113,9 +120,9 @@ async function runGoal(g: Goal): Promise<void> {
         const s = await timed(c.cmd, c.env);
         c.samples.push(s);
         console.error(
-          `  ${g.goal} | ${c.name}: ${s.secs.toFixed(2)} s, ${s.rssMiB.toFixed(0)} MiB (load ${
-            s.load.toFixed(1)
-          })`,
+          `  ${g.goal} | ${c.name}: ${s.secs.toFixed(2)} s (cpu ${s.cpu.toFixed(2)} s), ${
+            s.rssMiB.toFixed(0)
+          } MiB (load ${s.load.toFixed(1)})`,
         );
       } catch (e) {
         c.error = String(e instanceof Error ? e.message : e).split("\n").slice(0, 4).join(" ");

@@ -14,6 +14,7 @@
 // --no-drop-caches. The reference extracts the layers one after the other into one directory; "+sync"
 // adds the `sync` that our pull does itself (syncfs before publishing each layer stream).
 // Columns: wall seconds, MB/s of uncompressed tar bytes, peak RSS (GNU time %M: the largest process).
+import { V8_FLAGS } from "./build.ts";
 const args = Deno.args;
 const opt = (name: string, def: string) => {
   const i = args.indexOf(name);
@@ -219,7 +220,7 @@ async function measure(set: string, layers: Layer[], codec: "gz" | "zst"): Promi
     await dropCaches();
     row.ours.push(
       await timed(
-        `${DENO} run -A ${ROOT}main.ts --repo ${repo} oci pull --progress none oci:${layout} bench`,
+        `${DENO} run -A --v8-flags=${V8_FLAGS} ${ROOT}main.ts --repo ${repo} oci pull --progress none oci:${layout} bench`,
       ),
     );
     await sh(`rm -rf ${repo}`);

@@ -5,7 +5,7 @@
 //   deno run -A scripts/bench_layer_import.ts [--mb 300] [--dir /var/tmp/cfs-bench-layer] [--keep]
 //
 // Internally re-runs itself with `--import MEDIATYPE BLOB REPO DIFFID` for each measured import.
-import { decompressLayer } from "../lib/oci/decompress.ts";
+import { decompressLayer } from "../lib/oci/media_types.ts";
 import { splitTarLayer } from "../lib/oci/layer_split.ts";
 import { Repository } from "../lib/repository/repository.ts";
 

@@ -6,6 +6,7 @@
 // Layers are gzip tars of host directories (real file mixes). Everything lives in one temporary
 // directory that is removed at the end (unless --keep).
 import { createHash } from "node:crypto";
+import { V8_FLAGS } from "./build.ts";
 import { pushImage, startRegistry } from "../test/helpers/registry_server.ts";
 import { parseDockerReference } from "../lib/oci/transport/registry/docker_reference.ts";
 import { RegistrySource } from "../lib/oci/transport/registry/registry_source.ts";
@@ -127,6 +128,7 @@ try {
     sh(deno, [
       "run",
       "-A",
+      `--v8-flags=${V8_FLAGS}`,
       `${ROOT}main.ts`,
       "--repo",
       repo,

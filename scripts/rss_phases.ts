@@ -6,7 +6,15 @@
 //
 // REPO is a repository that already holds the layers (e.g. after `cfsctl oci pull`); --write also stores
 // the images (their ids must not change: a new entry under REPO/images/ means different bytes).
+//
+//   deno run -A scripts/rss_phases.ts --pull SOURCE REPO [--every-ms 500]
+//
+// --pull: the whole pull in this process (REPO is made, insecure, and must not exist), with the same
+// figures every --every-ms and at each layer's start and end: where the import's memory grows.
 import { Repository } from "../lib/repository/repository.ts";
+import { pullImage } from "../lib/oci/pull.ts";
+import { parseImageReference } from "../lib/oci/reference.ts";
+import { openImageSource } from "../lib/oci/transport/open_source.ts";
 import { buildImageTree } from "../lib/oci/image_tree.ts";
 import { writeErofs } from "../lib/erofs/writer.ts";
 
@@ -29,6 +37,28 @@ function report(tag: string): void {
     } ` +
       `heapTotal ${mib(m.heapTotal)} external ${mib(m.external)} (MiB)`,
   );
+}
+
+if (Deno.args[0] === "--pull") {
+  const [, src, repoPath] = Deno.args;
+  const i = Deno.args.indexOf("--every-ms");
+  const every = i > 0 ? Number(Deno.args[i + 1]) : 500;
+  await Repository.init(repoPath, { insecure: true });
+  const repo = await Repository.open(repoPath);
+  const source = await openImageSource(parseImageReference(src));
+  report("start");
+  const timer = setInterval(() => report("  pulling"), every);
+  const t0 = performance.now();
+  await pullImage(repo, source, {
+    reporter: {
+      report(ev) {
+        if (ev.type === "started" || ev.type === "done") report(`${ev.type} ${ev.id.slice(0, 19)}`);
+      },
+    },
+  });
+  clearInterval(timer);
+  report(`pulled in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  Deno.exit(0);
 }
 
 const args = Deno.args.filter((a) => a !== "--write");

@@ -1,12 +1,8 @@
 // Layer decompression: every gzip member and every zstd frame (skippable frames skipped), with the
 // compressed data made by the gzip and zstd command-line tools.
 import { FormatError } from "../lib/errors.ts";
-import {
-  decompressLayer,
-  inPlaceChunks,
-  isTarLayerMediaType,
-  layerCompressionOf,
-} from "../lib/oci/decompress.ts";
+import { inPlaceChunks } from "../lib/compress/decompress.ts";
+import { decompressLayer, isTarLayerMediaType, layerCompressionOf } from "../lib/oci/media_types.ts";
 import { nativeCodecAvailable, RECYCLE_DISTANCE } from "../lib/linux/native_decompress.ts";
 import { concatBytes } from "../lib/util/bytes.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./helpers/assert.ts";

@@ -5,7 +5,7 @@ import { FormatError } from "../lib/errors.ts";
 import { MAX_GLOBAL_PAX_TOTAL } from "../lib/oci/tar/reader.ts";
 import { splitTarLayer } from "../lib/oci/layer_split.ts";
 import { concatBytes } from "../lib/util/bytes.ts";
-import { zstdDecompressAll } from "../lib/util/zstd.ts";
+import { zstdDecompressAll } from "../lib/compress/zstd.ts";
 import { CONTENT_TYPE } from "../lib/oci/content_types.ts";
 import { SplitStreamReader } from "../lib/splitstream/reader.ts";
 import { MAX_INLINE_RECORD, SplitStreamWriter } from "../lib/splitstream/writer.ts";

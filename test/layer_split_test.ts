@@ -3,7 +3,7 @@
 // verification, cleanup on failure, and the whole path from gzip/zstd blobs into a real repository.
 import { FormatError, IntegrityError } from "../lib/errors.ts";
 import type { ObjectId } from "../lib/fsverity/object_id.ts";
-import { decompressLayer } from "../lib/oci/decompress.ts";
+import { decompressLayer } from "../lib/oci/media_types.ts";
 import {
   INLINE_CONTENT_MAX,
   splitTarLayer,

@@ -7,6 +7,7 @@
 // each other (acyclically) and lib/errors.ts.
 //   errors.ts, util, progress   shared leaves: typed errors, byte helpers, progress events
 //   linux                       syscalls, ioctls and FFI, with the kernel's constants
+//   compress                    codecs: gzip and zstd frames, choosing the native decoder
 //   fsverity                    the object id and its digest (userspace and kernel-measured)
 //   objects                     the content-addressed object store (room being created)
 //   splitstream                 the splitstream format
@@ -26,6 +27,7 @@ import { PROJECT_ROOT } from "./helpers/cli.ts";
 const ORDER: string[][] = [
   ["errors.ts", "util", "progress"],
   ["linux"],
+  ["compress"],
   ["fsverity"],
   ["objects"],
   ["splitstream"],

@@ -12,7 +12,7 @@ import {
   SplitStreamWriter,
 } from "../lib/splitstream/mod.ts";
 import { concatBytes, equalBytes, toHex } from "../lib/util/bytes.ts";
-import { listZstdFrames } from "../lib/util/zstd.ts";
+import { listZstdFrames } from "../lib/compress/zstd.ts";
 import { runTool } from "./helpers/process.ts";
 import { assert, assertEquals, assertRejects } from "./helpers/assert.ts";
 import { hasLibzstd, libzstdStreamCompress } from "./helpers/libzstd_ffi.ts";

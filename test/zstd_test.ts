@@ -1,4 +1,4 @@
-// Multi-frame zstd (lib/util/zstd.ts) checked against the zstd CLI.
+// Multi-frame zstd (lib/compress/zstd.ts) checked against the zstd CLI.
 import { createHash } from "node:crypto";
 import { FormatError } from "../lib/errors.ts";
 import {
@@ -10,7 +10,7 @@ import {
   zstdDecompressStream,
   zstdMultiFrameDecompressor,
   ZstdStreamCompressor,
-} from "../lib/util/zstd.ts";
+} from "../lib/compress/zstd.ts";
 import { concatBytes, equalBytes, toHex } from "../lib/util/bytes.ts";
 import { runTool } from "./helpers/process.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "./helpers/assert.ts";

@@ -66,6 +66,7 @@ const symbols = {
 const asyncSymbols = {
   flock: { parameters: ["i32", "i32"], result: "i32", nonblocking: true },
   pread64: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize", nonblocking: true },
+  syncfs: { parameters: ["i32"], result: "i32", nonblocking: true },
 } as const;
 
 function libc() {
@@ -200,6 +201,16 @@ export function fsync(fd: number): void {
 /** Flushes the whole filesystem holding `fd`. */
 export function syncfs(fd: number): void {
   if (libc().syncfs(fd) < 0) fail("syncfs", `fd ${fd}`);
+}
+
+/**
+ * syncfs(2) on a worker thread: flushing a filesystem takes up to seconds, during which the calling
+ * thread goes on with other work (the next layer of a pull).
+ */
+export async function syncfsAsync(fd: number): Promise<void> {
+  if ((await openLibc(asyncSymbols).syncfs(fd)) >= 0) return;
+  // errno belongs to the worker thread: a synchronous retry reports the real error (or succeeds).
+  syncfs(fd);
 }
 
 /** Size in bytes of the open file (fstat st_size). */

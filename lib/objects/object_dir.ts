@@ -16,7 +16,7 @@
 // for them.
 import { KernelError, NotFoundError } from "../errors.ts";
 import { FsVerityHasher } from "../fsverity/hasher.ts";
-import type { HashAlgorithm, ObjectId } from "../fsverity/object_id.ts";
+import { DIGEST_SIZE, type HashAlgorithm, type ObjectId } from "../fsverity/object_id.ts";
 import { O_DIRECTORY, O_PATH } from "../linux/constants.ts";
 import {
   closeFd,
@@ -30,8 +30,9 @@ import {
 } from "../linux/fs.ts";
 import { existsAt, mkdirAt, openTmpfileIn } from "../linux/fs_at.ts";
 import { enableVerityOnTmpfile } from "../linux/fsverity_ioctl.ts";
+import { DigestSet } from "./digest_set.ts";
 import type { ObjectStore, ObjectWriter } from "./store.ts";
-import { ObjectWriteWorker } from "./write_worker.ts";
+import { MAX_BATCHED_OBJECT, ObjectWriteWorker } from "./write_worker.ts";
 import { Semaphore } from "./semaphore.ts";
 import { checkMeasured, enableOrTolerate, noVerityError } from "./verity.ts";
 
@@ -68,8 +69,8 @@ export class ObjectDir implements ObjectStore {
   #hasher?: FsVerityHasher;
   /** XX subdirectories this store created: they hold only objects in #stored (no lookup needed). */
   #freshDirs = new Set<string>();
-  /** Hex ids of the objects this store stored or handed to the worker (the strings ObjectId caches). */
-  #stored = new Set<string>();
+  /** The objects this store stored or handed to the worker (digests, not strings: ./digest_set.ts). */
+  #stored: DigestSet;
   #syncStored = 0;
   /** Set when the filesystem answered O_TMPFILE with "not supported": named temporaries from then on. */
   #noTmpfileFs = false;
@@ -82,6 +83,7 @@ export class ObjectDir implements ObjectStore {
     this.dir = dir;
     this.#opts = opts;
     this.semaphore = new Semaphore(opts.permits);
+    this.#stored = new DigestSet(DIGEST_SIZE[alg]);
   }
 
   /** An O_TMPFILE in `dir`, or null where the filesystem has none (then named temporaries are used). */
@@ -231,19 +233,18 @@ export class ObjectDir implements ObjectStore {
   ensureObjectBorrowed(data: Uint8Array): ObjectId | Promise<ObjectId> {
     const id = this.digestOf(data);
     if (!this.#syncPathUsable()) return this.#ensureKnown(id, data.slice());
-    const hex = id.hex();
-    if (this.#stored.has(hex)) {
+    if (this.#stored.has(id.bytes)) {
       this.#present++;
       return id;
     }
-    const bg = this.#worker();
+    const bg = data.length <= MAX_BATCHED_OBJECT ? this.#worker() : null;
     if (!bg) {
       if (!this.#storeSync(id, data)) return this.#ensureKnown(id, data.slice());
       return id;
     }
     // The worker writes it later (and checks for a copy already on disk); settle() is the barrier
     // before anything refers to it.
-    this.#stored.add(hex);
+    this.#stored.add(id.bytes);
     const rel = id.objectPath();
     if (bg.tryAdd(rel, data)) {
       this.#bgAdded++;
@@ -303,7 +304,7 @@ export class ObjectDir implements ObjectStore {
     // In a directory made here, only objects stored here exist (another writer's copy of the same
     // object makes linkat say EEXIST, which is fine): no system call to ask.
     if (!this.#freshDirs.has(xx) && existsAt(this.#dirFd, rel, this.pathOf(id))) {
-      this.#stored.add(hex);
+      this.#stored.add(id.bytes);
       this.#present++;
       return true;
     }
@@ -327,7 +328,7 @@ export class ObjectDir implements ObjectStore {
     } finally {
       if (fd >= 0) closeFd(fd);
     }
-    this.#stored.add(hex);
+    this.#stored.add(id.bytes);
     this.#syncStored++;
     return true;
   }
@@ -365,6 +366,11 @@ export class ObjectDir implements ObjectStore {
       }
     });
     return id;
+  }
+
+  /** An object found already present under its name: on a secure store its verity must match the name. */
+  checkPresent(id: ObjectId): void {
+    if (!this.#tolerant()) this.#checkExisting(id);
   }
 
   /** Secure repositories: an object already present must carry verity with the digest of its name. */
@@ -462,6 +468,17 @@ class TmpfileObjectWriter implements ObjectWriter {
     this.#hasher.update(chunk);
   }
 
+  writeSync(chunk: Uint8Array): boolean {
+    if (this.#state !== "open" || this.#fd < 0) return false;
+    try {
+      writeAll(this.#fd, chunk);
+    } catch (e) {
+      throw named(e, this.#fd, `new object (unnamed temporary file) in ${this.#store.dir}`);
+    }
+    this.#hasher.update(chunk);
+    return true;
+  }
+
   async finish(): Promise<{ id: ObjectId; size: number; alreadyPresent: boolean }> {
     const r = await this.#finish();
     this.#store.countFinished(r.alreadyPresent);
@@ -480,16 +497,23 @@ class TmpfileObjectWriter implements ObjectWriter {
         this.#tmpFile!.close();
         this.#tmpFile = undefined;
         const existing = await statSize(finalPath);
-        if (existing === size) return { id, size, alreadyPresent: true };
+        if (existing === size) {
+          store.checkPresent(id);
+          return { id, size, alreadyPresent: true };
+        }
         await store.ensureSubdir(id);
         store.sealNamed(this.#tmpPath!, id);
         const placed = renameNoReplace(this.#tmpPath!, finalPath);
         if (placed) this.#tmpPath = undefined;
         return { id, size, alreadyPresent: !placed };
       }
-      // Same size under the final name = the same object (names are digests); no content compare.
+      // Same size under the final name = the same object (names are digests); no content compare, but
+      // on a secure store the kernel's verity of the present file must match its name.
       const existing = await statSize(finalPath);
-      if (existing === size) return { id, size, alreadyPresent: true };
+      if (existing === size) {
+        store.checkPresent(id);
+        return { id, size, alreadyPresent: true };
+      }
       const fd = this.#fd;
       this.#fd = -1; // sealTmpfile owns it now
       this.#fd = store.sealTmpfile(fd, store.dir, id);

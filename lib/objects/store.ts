@@ -5,6 +5,12 @@ import type { HashAlgorithm, ObjectId } from "../fsverity/object_id.ts";
 /** Streams one object into the store; its id (fs-verity digest) is computed while bytes flow past. */
 export interface ObjectWriter {
   write(chunk: Uint8Array): Promise<void>;
+  /**
+   * Optional: writes `chunk` now, on this thread, and returns true; false when this writer cannot
+   * (not opened yet — one awaited write() opens it — or no file descriptor to write to): nothing
+   * was written, use write(). The caller may reuse `chunk` as soon as this returns.
+   */
+  writeSync?(chunk: Uint8Array): boolean;
   /** Makes the object visible under its final name (atomically) and returns its id. */
   finish(): Promise<{ id: ObjectId; size: number; alreadyPresent: boolean }>;
   /** Discards everything written; nothing becomes visible. */

@@ -1,7 +1,7 @@
 // Object writes on a second thread. Creating a file costs tens of microseconds of kernel time
 // (O_TMPFILE, write, linkat, close); for a layer of many small files that is most of the import, so
 // the digests are computed on the calling thread (the ids are needed at once for the splitstream)
-// and the bytes go, packed into a few reused 4 MiB batch buffers, to a worker thread that stores
+// and the bytes go, packed into a few reused 1 MiB batch buffers, to a worker thread that stores
 // them — as `tar -x` runs beside `zstd -dc`. Objects stay atomic (O_TMPFILE, linked when complete);
 // settle() is the barrier before anything that refers to them is published.
 //
@@ -16,8 +16,12 @@ import {
   tmpfileBatchThreadSource,
 } from "../linux/tmpfile_batch_thread.ts";
 
-const BATCH_SIZE = 4 << 20;
-const MAX_BATCHES = 6;
+// 4 × 1 MiB lets the calling thread run up to 4 MiB ahead of the writes: the 100,000-file pull took
+// as long as with 6 × 4 MiB (docs/performance.md#memory) and 20 MiB less memory.
+const BATCH_SIZE = 1 << 20;
+const MAX_BATCHES = 4;
+/** The largest object tryAdd takes. */
+export const MAX_BATCHED_OBJECT = BATCH_SIZE;
 /** Objects per batch message (bounds the names array). */
 const MAX_ITEMS = 1024;
 
@@ -89,13 +93,21 @@ export class ObjectWriteWorker {
     return new Promise((resolve) => this.#waiters.push(resolve));
   }
 
-  /** Sends what is gathered and waits until the worker has stored everything; rejects on a write error. */
+  /**
+   * Sends what is gathered and waits until the worker has stored everything; rejects on a write
+   * error. The idle batch buffers are let go (the next object allocates again): between layers and
+   * during the image build after the last one they would only hold memory.
+   */
   async settle(): Promise<void> {
     this.#send();
     while (this.#inFlight > 0 && !this.#error) {
       await new Promise<void>((resolve) => this.#waiters.push(resolve));
     }
     if (this.#error) throw this.#error;
+    if (this.#inFlight === 0 && this.#cur === null) {
+      this.#allocated -= this.#free.length;
+      this.#free = [];
+    }
   }
 
   terminate(): Promise<number> {

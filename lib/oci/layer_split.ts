@@ -16,7 +16,7 @@ import { ByteSource } from "./tar/byte_source.ts";
 import type { TarEntry } from "./tar/entry.ts";
 import type { LeafContent } from "../tree/tree.ts";
 import { TarReader, type TarReaderOptions } from "./tar/reader.ts";
-import { inPlaceChunks } from "./decompress.ts";
+import { inPlaceChunks } from "../compress/decompress.ts";
 
 /** Regular files up to this size stay inline (composefs-rs INLINE_CONTENT_MAX_V0). */
 export const INLINE_CONTENT_MAX = 64;

@@ -9,7 +9,7 @@ import { nullReporter, type ProgressReporter, ThrottledProgress } from "../progr
 import type { Repository } from "../repository/repository.ts";
 import { SplitStreamWriter } from "../splitstream/mod.ts";
 import { CONTENT_TYPE } from "./content_types.ts";
-import { decompressLayer, isTarLayerMediaType } from "./decompress.ts";
+import { decompressLayer, isTarLayerMediaType } from "./media_types.ts";
 import { digestCheckingStream, parseDigest, verifyDigest } from "./digest.ts";
 import { tagImage, writeConfigStream, writeManifestStream } from "./image_store.ts";
 import { asImageConfig, asManifest, configDiffIds } from "./json_types.ts";

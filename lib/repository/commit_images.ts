@@ -1,7 +1,7 @@
 // Committing a file tree as the repository's images (docs/repository.md#streams-images): one EROFS image per
 // format the repository is configured for (meta.json), the default format's first. Kept out of
 // repository.ts so that opening a repository does not load the EROFS writer.
-import { writeErofs } from "../erofs/writer.ts";
+import { writeErofs, writeErofsTo } from "../erofs/writer.ts";
 import { fsverityDigest } from "../fsverity/hasher.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
 import type { Directory } from "../tree/tree.ts";
@@ -18,10 +18,9 @@ export async function commitImages(
 ): Promise<[0 | 1 | 2, ObjectId][]> {
   const out: [0 | 1 | 2, ObjectId][] = [];
   for (const version of repo.erofsVersions()) {
-    out.push([
-      version,
-      await repo.writeImage(writeErofs(tree, { version }), out.length === 0 ? name : undefined),
-    ]);
+    // In 1 MiB pieces: the image of a big tree need not sit in memory beside the tree.
+    const produce = (sink: (piece: Uint8Array) => void) => writeErofsTo(tree, { version }, sink);
+    out.push([version, await repo.writeImageFrom(produce, out.length === 0 ? name : undefined)]);
   }
   return out;
 }

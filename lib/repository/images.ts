@@ -23,6 +23,37 @@ export async function writeImage(repo: Repository, bytes: Uint8Array, name?: str
   return id;
 }
 
+/**
+ * writeImage for an image handed over in pieces by `produce` (synchronously; each piece only valid
+ * during its call): written to the object as it comes, so the whole image is never in memory.
+ */
+export async function writeImageFrom(
+  repo: Repository,
+  produce: (sink: (piece: Uint8Array) => void) => void,
+  name?: string,
+): Promise<ObjectId> {
+  if (name !== undefined) checkLinkName(name, "image ref");
+  await repo.ensureWritable();
+  const w = repo.createObjectWriter();
+  let id: ObjectId;
+  try {
+    await w.write(new Uint8Array(0)); // opens it
+    // A writer that cannot write synchronously (no O_TMPFILE here) gets copies afterwards.
+    const kept: Uint8Array[] = [];
+    produce((piece) => {
+      if (kept.length > 0 || !w.writeSync?.(piece)) kept.push(piece.slice());
+    });
+    for (const k of kept) await w.write(k);
+    id = (await w.finish()).id;
+  } catch (e) {
+    await w.abort();
+    throw e;
+  }
+  await linkRelative(repo.path, `images/${id.hex()}`, `objects/${id.objectPath()}`);
+  if (name !== undefined) await linkRelative(repo.path, `images/refs/${name}`, `images/${id.hex()}`);
+  return id;
+}
+
 export interface OpenedImage {
   /** The name asked for (`<hex>` or `refs/<name>`). */
   name: string;

@@ -2,7 +2,7 @@
 // and the object store. Streams, images, gc and fsck live in their own files and work on this.
 import { NotFoundError, PermissionError, RepositoryError } from "../errors.ts";
 import type { HashAlgorithm, ObjectId } from "../fsverity/object_id.ts";
-import { closeFd, isWritableFs, syncfs } from "../linux/fs.ts";
+import { closeFd, isWritableFs, syncfs, syncfsAsync } from "../linux/fs.ts";
 import { type RepoFs, repoFs, RepoPathError } from "./repo_fs.ts";
 import { RepoLock } from "./lock.ts";
 import {
@@ -308,6 +308,11 @@ export class Repository implements ObjectStore {
     syncfs(this.#lock.fd);
   }
 
+  /** sync() on a worker thread: the caller's thread goes on meanwhile (other layers of a pull). */
+  syncAsync(): Promise<void> {
+    return syncfsAsync(this.#lock.fd);
+  }
+
   // ---- objects (ObjectStore) --------------------------------------------------------------------------
 
   ensureObject(data: Uint8Array): Promise<ObjectId> {
@@ -406,6 +411,11 @@ export class Repository implements ObjectStore {
 
   writeImage(bytes: Uint8Array, name?: string): Promise<ObjectId> {
     return images.writeImage(this, bytes, name);
+  }
+
+  /** writeImage of an image produced in pieces (images.writeImageFrom): never whole in memory. */
+  writeImageFrom(produce: (sink: (piece: Uint8Array) => void) => void, name?: string): Promise<ObjectId> {
+    return images.writeImageFrom(this, produce, name);
   }
 
   openImage(name: string): Promise<images.OpenedImage> {

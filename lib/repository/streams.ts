@@ -51,7 +51,7 @@ export async function writeStream(
   const bytes = await writer.finish();
   const id = await repo.ensureObject(bytes);
   await repo.settle(); // objects still being written in the background
-  repo.sync();
+  await repo.syncAsync();
   await linkRelative(repo.path, `streams/${contentId}`, `objects/${id.objectPath()}`);
   if (refName !== undefined) await nameStream(repo, contentId, refName);
   return id;

@@ -3,7 +3,7 @@
 import { FormatError } from "../errors.ts";
 import { algorithmFromKernelId, DIGEST_SIZE, type HashAlgorithm, ObjectId } from "../fsverity/object_id.ts";
 import { equalBytes } from "../util/bytes.ts";
-import { zstdDecompressAll, zstdDecompressFrames } from "../util/zstd.ts";
+import { zstdDecompressAll, zstdDecompressFrames } from "../compress/zstd.ts";
 import {
   checkRange,
   contentTypeName,

@@ -1,9 +1,10 @@
 // Builds a splitstream file (docs/splitstream.md) in memory. The chunk stream is compressed as it is written,
 // so only the compressed form and the current run of inline data are held.
 import { FormatError } from "../errors.ts";
-import { DIGEST_SIZE, type HashAlgorithm, KERNEL_ALG_ID, type ObjectId } from "../fsverity/object_id.ts";
+import { DIGEST_SIZE, type HashAlgorithm, KERNEL_ALG_ID, ObjectId } from "../fsverity/object_id.ts";
+import { DigestSet } from "../objects/digest_set.ts";
 import { compareBytes } from "../util/bytes.ts";
-import { ZstdStreamCompressor } from "../util/zstd.ts";
+import { ZstdStreamCompressor } from "../compress/zstd.ts";
 import {
   type FileRange,
   HEADER_SIZE,
@@ -31,23 +32,24 @@ const CUT_ALIGN = 512;
 const STAGE_SIZE = 128 * 1024;
 
 /** Digests in first-appearance order, each once. */
+/** Ids numbered in first-seen order, kept as digests in one slab (no ObjectId or hex per object). */
 class UniqueIds {
-  readonly list: ObjectId[] = [];
-  #index = new Map<string, number>();
-  ensure(id: ObjectId): number {
-    const key = id.hex();
-    let i = this.#index.get(key);
-    if (i === undefined) {
-      i = this.list.length;
-      this.#index.set(key, i);
-      this.list.push(id);
-    }
-    return i;
+  #alg: HashAlgorithm;
+  #set: DigestSet;
+  constructor(alg: HashAlgorithm) {
+    this.#alg = alg;
+    this.#set = new DigestSet(DIGEST_SIZE[alg]);
   }
-  bytes(size: number): Uint8Array {
-    const out = new Uint8Array(this.list.length * size);
-    this.list.forEach((id, i) => out.set(id.bytes, i * size));
+  ensure(id: ObjectId): number {
+    return this.#set.add(id.bytes);
+  }
+  list(): ObjectId[] {
+    const out: ObjectId[] = [];
+    for (let i = 0; i < this.#set.size; i++) out.push(new ObjectId(this.#alg, this.#set.at(i).slice()));
     return out;
+  }
+  bytes(): Uint8Array {
+    return this.#set.bytes().slice();
   }
 }
 
@@ -96,8 +98,8 @@ export class SplitStreamWriter {
   /** The current run of inline data, written as one record when it ends. */
   #inline = new ByteRun();
   #inlineLen = 0;
-  #objectRefs = new UniqueIds();
-  #streamRefs = new UniqueIds();
+  #objectRefs: UniqueIds;
+  #streamRefs: UniqueIds;
   /** name → index into stream refs; a later ref with the same name replaces the earlier one. */
   #named = new Map<string, number>();
   #streamSize = 0;
@@ -108,6 +110,8 @@ export class SplitStreamWriter {
   constructor(alg: HashAlgorithm, contentType: bigint) {
     this.alg = alg;
     this.contentType = BigInt.asUintN(64, contentType);
+    this.#objectRefs = new UniqueIds(alg);
+    this.#streamRefs = new UniqueIds(alg);
   }
 
   /** Total length of the stream written so far (inline + external bytes). */
@@ -121,7 +125,7 @@ export class SplitStreamWriter {
     return this.#externalBytes;
   }
   get objectRefs(): readonly ObjectId[] {
-    return this.#objectRefs.list;
+    return this.#objectRefs.list();
   }
 
   /**
@@ -189,9 +193,8 @@ export class SplitStreamWriter {
     this.#flushStage();
     const stream = await this.#stream.finish();
     const named = await this.#namedRefsSection();
-    const ds = DIGEST_SIZE[this.alg];
-    const streamRefs = this.#streamRefs.bytes(ds);
-    const objectRefs = this.#objectRefs.bytes(ds);
+    const streamRefs = this.#streamRefs.bytes();
+    const objectRefs = this.#objectRefs.bytes();
 
     // Physical order: header, info, stream refs, object refs, named refs, stream; no padding.
     const info: FileRange = { start: HEADER_SIZE, end: HEADER_SIZE + INFO_SIZE };

@@ -1,34 +1,13 @@
-// Layer media types and their decompression (docs/oci.md#media-types): every gzip member
-// and every zstd frame is decoded (skippable frames skipped), unlike composefs-rs 0.7.0.
+// Decompression of a layer's bytes (docs/oci.md#media-types): every gzip member and every zstd
+// frame is decoded (skippable frames skipped), unlike composefs-rs 0.7.0. Which compression a media
+// type declares is lib/oci/media_types.ts's question.
 import { Duplex } from "node:stream";
 import { createGunzip } from "node:zlib";
 import { CfsError, FormatError } from "../errors.ts";
 import { nativeDecompress } from "../linux/native_decompress.ts";
-import { zstdDecompressStream } from "../util/zstd.ts";
+import { zstdDecompressStream } from "./zstd.ts";
 
 export type LayerCompression = "none" | "gzip" | "zstd";
-
-const TAR_LAYER_TYPES: Record<string, LayerCompression> = {
-  "application/vnd.oci.image.layer.v1.tar": "none",
-  "application/vnd.oci.image.layer.v1.tar+gzip": "gzip",
-  "application/vnd.oci.image.layer.v1.tar+zstd": "zstd",
-  "application/vnd.oci.image.layer.nondistributable.v1.tar": "none",
-  "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip": "gzip",
-  "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd": "zstd",
-  // Docker v2 types (skopeo converts these to OCI; other sources hand them to us as they are).
-  "application/vnd.docker.image.rootfs.diff.tar.gzip": "gzip",
-  "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": "gzip",
-  "application/vnd.docker.image.rootfs.diff.tar": "none",
-};
-
-/** The compression a tar layer media type declares; undefined when it is not a tar layer (artifact). */
-export function layerCompressionOf(mediaType: string): LayerCompression | undefined {
-  return TAR_LAYER_TYPES[mediaType];
-}
-
-export function isTarLayerMediaType(mediaType: string): boolean {
-  return mediaType in TAR_LAYER_TYPES;
-}
 
 /** Recognises gzip (1f 8b) and zstd frames (28 b5 2f fd, or a skippable frame 5X 2a 4d 18). */
 export function sniffCompression(head: Uint8Array): LayerCompression {
@@ -45,19 +24,17 @@ export function sniffCompression(head: Uint8Array): LayerCompression {
 }
 
 /**
- * The uncompressed tar stream of a layer blob. Throws FormatError for a non-tar media type.
- * A layer declared uncompressed whose bytes start with a gzip/zstd magic is decompressed anyway
- * (`sniff`, default true): a tar cannot start with those bytes in practice (they would be the
- * first entry's name), and some producers mislabel compressed layers. `native: false` forces the
- * node:zlib decoders (tests of both paths).
+ * The uncompressed stream of `input`, declared as compressed with `declared`. Declared uncompressed,
+ * bytes that start with a gzip/zstd magic are decompressed anyway (`sniff`, default true): a tar
+ * cannot start with those bytes in practice (they would be the first entry's name), and some
+ * producers mislabel compressed layers. `native: false` forces the node:zlib decoders (tests of
+ * both paths).
  */
-export function decompressLayer(
+export function decompressDeclared(
   input: ReadableStream<Uint8Array>,
-  mediaType: string,
+  declared: LayerCompression,
   opts: { sniff?: boolean; native?: boolean } = {},
 ): ReadableStream<Uint8Array> {
-  const declared = layerCompressionOf(mediaType);
-  if (declared === undefined) throw new FormatError(`not a tar layer media type: ${mediaType}`);
   if (declared !== "none" || opts.sniff === false) return decompress(input, declared, opts);
   return sniffed(input, opts);
 }

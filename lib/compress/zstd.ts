@@ -7,7 +7,7 @@
 import { Readable } from "node:stream";
 import zlib from "node:zlib";
 import { FormatError } from "../errors.ts";
-import { concatBytes } from "./bytes.ts";
+import { concatBytes } from "../util/bytes.ts";
 
 const ZSTD_MAGIC = 0xfd2fb528;
 const SKIPPABLE_MAGIC_MASK = 0xfffffff0;
@@ -106,148 +106,185 @@ export class ZstdFrameScanner {
     return this.#base;
   }
 
+  // The chunk being pushed and what push() hands back for it (set only during a push).
+  #chunk: Uint8Array = new Uint8Array(0);
+  #out: FramePiece[] = [];
+  /** Start (in #chunk) of frame bytes not yet handed on, -1 when outside a zstd frame. */
+  #run = -1;
+  /** The frame that began in this chunk and whose first piece is not handed on yet. */
+  #starting: ZstdFrameInfo | undefined;
+
   push(chunk: Uint8Array): FramePiece[] {
-    const out: FramePiece[] = [];
     const n = chunk.length;
-    const base = this.#base;
-    // Start (in this chunk) of frame bytes not yet handed on, -1 when outside a zstd frame.
-    let run = this.#inZstdFrame() ? 0 : -1;
-    let starting: ZstdFrameInfo | undefined;
-    const endFrame = (pos: number) => {
-      const f = this.#frame!;
-      f.length = base + pos - f.offset;
-      out.push({ data: chunk.subarray(run, pos), start: starting !== undefined, end: true, frame: starting });
-      starting = undefined;
-      run = -1;
-      this.#completed(f);
-    };
+    this.#chunk = chunk;
+    this.#out = [];
+    this.#run = this.#inZstdFrame() ? 0 : -1;
+    this.#starting = undefined;
     let pos = 0;
     while (pos < n) {
       const st = this.#state;
       const take = Math.min(this.#need, n - pos);
-      if (st === St.SkipBody || st === St.BlockBody) {
-        pos += take;
-        this.#need -= take;
-        if (this.#need > 0) continue;
-        if (st === St.SkipBody) {
-          this.#frame!.length = base + pos - this.#frame!.offset;
-          this.#completed(this.#frame!);
-        } else if (this.#blockDone()) endFrame(pos);
-        continue;
-      }
-      if (this.#fieldLen === 0) this.#fieldStart = base + pos;
-      this.#field.set(chunk.subarray(pos, pos + take), this.#fieldLen);
-      this.#fieldLen += take;
       pos += take;
       this.#need -= take;
-      if (this.#need > 0) continue;
-      const f = this.#field;
-      const at = this.#fieldStart;
-      switch (st) {
-        case St.Magic: {
-          this.#fieldLen = 0;
-          const magic = u32le(f, 0);
-          if (magic === ZSTD_MAGIC) {
-            this.#frame = { offset: at, length: 0, skippable: false, checksum: false };
-            starting = this.#frame;
-            if (at >= base) run = pos - 4;
-            else {
-              // The magic straddled a chunk boundary: hand it on as a copy.
-              out.push({ data: f.slice(0, 4), start: true, end: false, frame: this.#frame });
-              starting = undefined;
-              run = pos;
-            }
-            this.#state = St.Descriptor;
-            this.#need = 1;
-          } else if (((magic & SKIPPABLE_MAGIC_MASK) >>> 0) === SKIPPABLE_MAGIC) {
-            this.#frame = { offset: at, length: 0, skippable: true, checksum: false };
-            this.#state = St.SkipLength;
-            this.#need = 4;
-          } else {
-            throw new FormatError(
-              `not a zstd frame at offset ${at}: magic 0x${magic.toString(16).padStart(8, "0")}` +
-                (this.frames > 0 ? ` (trailing data after ${this.frames} frame(s))` : ""),
-            );
-          }
-          break;
-        }
-        case St.SkipLength: {
-          this.#fieldLen = 0;
-          const len = u32le(f, 0);
-          if (len === 0) {
-            this.#frame!.length = 8;
-            this.#completed(this.#frame!);
-          } else {
-            this.#state = St.SkipBody;
-            this.#need = len;
-          }
-          break;
-        }
-        case St.Descriptor: {
-          const d = f[0];
-          if (d & 0x08) {
-            throw new FormatError(
-              `zstd frame at offset ${this.#frame!.offset}: reserved bit set in frame header descriptor`,
-            );
-          }
-          const single = (d >> 5) & 1;
-          this.#frame!.checksum = ((d >> 2) & 1) === 1;
-          const fcs = d >> 6 === 0 ? single : FCS_SIZE[d >> 6];
-          const rest = (single ? 0 : 1) + DID_SIZE[d & 3] + fcs;
-          // The descriptor stays at field[0], the rest of the header is gathered after it.
-          if (rest === 0) this.#headerDone();
-          else {
-            this.#state = St.HeaderRest;
-            this.#need = rest;
-          }
-          break;
-        }
-        case St.HeaderRest: {
-          const d = f[0];
-          const single = (d >> 5) & 1;
-          const fcs = d >> 6 === 0 ? single : FCS_SIZE[d >> 6];
-          if (fcs > 0) {
-            const p = this.#fieldLen - fcs;
-            let v = 0;
-            for (let i = fcs - 1; i >= 0; i--) v = v * 256 + f[p + i];
-            this.#frame!.contentSize = fcs === 2 ? v + 256 : v;
-          }
-          this.#headerDone();
-          break;
-        }
-        case St.BlockHeader: {
-          this.#fieldLen = 0;
-          const h = f[0] | (f[1] << 8) | (f[2] << 16);
-          this.#lastBlock = (h & 1) === 1;
-          const type = (h >> 1) & 3;
-          const size = h >>> 3;
-          this.#blockNo++;
-          this.#blockOffset = at;
-          if (type === 3 || size > MAX_BLOCK_SIZE) {
-            throw new FormatError(
-              `zstd frame at offset ${this.#frame!.offset}: block ${this.#blockNo} at offset ${at} ` +
-                (type === 3 ? "has the reserved block type" : `is ${size} bytes (max ${MAX_BLOCK_SIZE})`),
-            );
-          }
-          const body = type === 1 ? 1 : size; // RLE: one byte repeated `size` times
-          if (body > 0) {
-            this.#state = St.BlockBody;
-            this.#need = body;
-          } else if (this.#blockDone()) endFrame(pos);
-          break;
-        }
-        case St.Checksum:
-          this.#fieldLen = 0;
-          this.#toMagic();
-          endFrame(pos);
-          break;
+      if (st === St.SkipBody || st === St.BlockBody) {
+        if (this.#need === 0) this.#bodyDone(st, pos);
+        continue;
       }
+      if (this.#fieldLen === 0) this.#fieldStart = this.#base + pos - take;
+      this.#field.set(chunk.subarray(pos - take, pos), this.#fieldLen);
+      this.#fieldLen += take;
+      if (this.#need === 0) this.#fieldDone(st, pos);
     }
-    if (run >= 0 && (run < n || starting)) {
-      out.push({ data: chunk.subarray(run, n), start: starting !== undefined, end: false, frame: starting });
-    }
+    const out = this.#out;
+    const run = this.#run;
+    if (run >= 0 && (run < n || this.#starting)) this.#piece(run, n, false);
     this.#base += n;
+    this.#chunk = new Uint8Array(0);
+    this.#out = [];
     return out;
+  }
+
+  /** Hands on #chunk[from, to) as a piece of the current frame. */
+  #piece(from: number, to: number, end: boolean): void {
+    const starting = this.#starting;
+    this.#out.push({
+      data: this.#chunk.subarray(from, to),
+      start: starting !== undefined,
+      end,
+      frame: starting,
+    });
+    this.#starting = undefined;
+  }
+
+  /** The current zstd frame ends at `pos` of the chunk. */
+  #endFrame(pos: number): void {
+    const f = this.#frame!;
+    f.length = this.#base + pos - f.offset;
+    this.#piece(this.#run, pos, true);
+    this.#run = -1;
+    this.#completed(f);
+  }
+
+  /** A skippable frame's or a block's body ended at `pos`. */
+  #bodyDone(st: St, pos: number): void {
+    if (st === St.SkipBody) {
+      this.#frame!.length = this.#base + pos - this.#frame!.offset;
+      this.#completed(this.#frame!);
+    } else if (this.#blockDone()) this.#endFrame(pos);
+  }
+
+  /** The header field of state `st` is complete in #field; `pos` is just after it in the chunk. */
+  #fieldDone(st: St, pos: number): void {
+    switch (st) {
+      case St.Magic:
+        return this.#magicDone(pos);
+      case St.SkipLength: {
+        this.#fieldLen = 0;
+        const len = u32le(this.#field, 0);
+        if (len === 0) {
+          this.#frame!.length = 8;
+          this.#completed(this.#frame!);
+        } else {
+          this.#state = St.SkipBody;
+          this.#need = len;
+        }
+        return;
+      }
+      case St.Descriptor:
+        return this.#descriptorDone();
+      case St.HeaderRest:
+        return this.#headerRestDone();
+      case St.BlockHeader:
+        return this.#blockHeaderDone(pos);
+      case St.Checksum:
+        this.#fieldLen = 0;
+        this.#toMagic();
+        return this.#endFrame(pos);
+    }
+  }
+
+  #magicDone(pos: number): void {
+    this.#fieldLen = 0;
+    const at = this.#fieldStart;
+    const magic = u32le(this.#field, 0);
+    if (magic === ZSTD_MAGIC) {
+      this.#frame = { offset: at, length: 0, skippable: false, checksum: false };
+      this.#starting = this.#frame;
+      if (at >= this.#base) this.#run = pos - 4;
+      else {
+        // The magic straddled a chunk boundary: hand it on as a copy.
+        this.#out.push({ data: this.#field.slice(0, 4), start: true, end: false, frame: this.#frame });
+        this.#starting = undefined;
+        this.#run = pos;
+      }
+      this.#state = St.Descriptor;
+      this.#need = 1;
+    } else if (((magic & SKIPPABLE_MAGIC_MASK) >>> 0) === SKIPPABLE_MAGIC) {
+      this.#frame = { offset: at, length: 0, skippable: true, checksum: false };
+      this.#state = St.SkipLength;
+      this.#need = 4;
+    } else {
+      throw new FormatError(
+        `not a zstd frame at offset ${at}: magic 0x${magic.toString(16).padStart(8, "0")}` +
+          (this.frames > 0 ? ` (trailing data after ${this.frames} frame(s))` : ""),
+      );
+    }
+  }
+
+  #descriptorDone(): void {
+    const d = this.#field[0];
+    if (d & 0x08) {
+      throw new FormatError(
+        `zstd frame at offset ${this.#frame!.offset}: reserved bit set in frame header descriptor`,
+      );
+    }
+    const single = (d >> 5) & 1;
+    this.#frame!.checksum = ((d >> 2) & 1) === 1;
+    const fcs = d >> 6 === 0 ? single : FCS_SIZE[d >> 6];
+    const rest = (single ? 0 : 1) + DID_SIZE[d & 3] + fcs;
+    // The descriptor stays at field[0], the rest of the header is gathered after it.
+    if (rest === 0) this.#headerDone();
+    else {
+      this.#state = St.HeaderRest;
+      this.#need = rest;
+    }
+  }
+
+  #headerRestDone(): void {
+    const f = this.#field;
+    const d = f[0];
+    const single = (d >> 5) & 1;
+    const fcs = d >> 6 === 0 ? single : FCS_SIZE[d >> 6];
+    if (fcs > 0) {
+      const p = this.#fieldLen - fcs;
+      let v = 0;
+      for (let i = fcs - 1; i >= 0; i--) v = v * 256 + f[p + i];
+      this.#frame!.contentSize = fcs === 2 ? v + 256 : v;
+    }
+    this.#headerDone();
+  }
+
+  #blockHeaderDone(pos: number): void {
+    this.#fieldLen = 0;
+    const f = this.#field;
+    const at = this.#fieldStart;
+    const h = f[0] | (f[1] << 8) | (f[2] << 16);
+    this.#lastBlock = (h & 1) === 1;
+    const type = (h >> 1) & 3;
+    const size = h >>> 3;
+    this.#blockNo++;
+    this.#blockOffset = at;
+    if (type === 3 || size > MAX_BLOCK_SIZE) {
+      throw new FormatError(
+        `zstd frame at offset ${this.#frame!.offset}: block ${this.#blockNo} at offset ${at} ` +
+          (type === 3 ? "has the reserved block type" : `is ${size} bytes (max ${MAX_BLOCK_SIZE})`),
+      );
+    }
+    const body = type === 1 ? 1 : size; // RLE: one byte repeated `size` times
+    if (body > 0) {
+      this.#state = St.BlockBody;
+      this.#need = body;
+    } else if (this.#blockDone()) this.#endFrame(pos);
   }
 
   /** Throws unless the input ended exactly at a frame boundary (and held at least one frame). */
