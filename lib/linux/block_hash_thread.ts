@@ -74,7 +74,7 @@ export function blockHashThreadSource(useLibcrypto: boolean): string {
   return `const wt = require("node:worker_threads"); (${blockHashMain.toString()})(wt, require, ${useLibcrypto});`;
 }
 
-// Over 80 lines for a reason: the thread runs this function from its source text, so everything it
+// long: the thread runs this function from its source text, so everything it
 // uses must be inside it; it is a set of small nested functions (readFull, hashJob, hashStream,
 // hashSession) and the message dispatch.
 // deno-lint-ignore no-explicit-any
