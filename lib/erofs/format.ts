@@ -30,7 +30,6 @@ export const LcfsErofsHeader = struct("lcfs_erofs_header_s", {
   composefsVersion: "u32", // 0, 1 or 2 (docs/erofs.md#versions)
   unused: bytes(16), // u32[4]
 }, 32);
-export const COMPOSEFS_HEADER_SIZE = LcfsErofsHeader.size;
 /** Field offsets of LcfsErofsHeader. */
 export const CFS_HDR = LcfsErofsHeader.offset;
 /** Header flag: some inode carries a POSIX ACL xattr (epoch 1 only). */
@@ -189,8 +188,6 @@ export const ErofsXattrEntry = struct("erofs_xattr_entry", {
   valueSize: "u16",
 }, 4);
 export const XATTR_ENTRY_HEADER_SIZE = ErofsXattrEntry.size;
-/** Field offsets of ErofsXattrEntry. */
-export const XATTR_ENTRY = ErofsXattrEntry.offset;
 /** Entries (in the ibody and in the shared table) are padded to this alignment. */
 export const XATTR_ENTRY_ALIGN = 4;
 
@@ -300,8 +297,6 @@ export const OvlMetacopy = struct("ovl_metacopy", {
   digestAlgo: "u8", // 1 sha256, 2 sha512 (fs-verity algorithm numbers)
 }, 4);
 export const METACOPY_HEADER_SIZE = OvlMetacopy.size;
-/** Field offsets of OvlMetacopy. */
-export const METACOPY = OvlMetacopy.offset;
 export const METACOPY_VERSION = 0;
 
 /** The selinux label is the only xattr a generated whiteout stub copies from the root. */

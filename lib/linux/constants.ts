@@ -39,8 +39,6 @@ export const STATX_BASIC_STATS = 0x7ff;
 // ---- file type bits of st_mode -----------------------------------------------------------------------
 export const S_IFMT = 0o170000;
 export const S_IFREG = 0o100000;
-/** st_mode in struct stat: after dev, ino, nlink on x86_64; after dev, ino on the generic layout. */
-export const ST_MODE_OFFSET = Deno.build.arch === "x86_64" ? 24 : 16;
 
 // ---- errno -----------------------------------------------------------------------------------------------
 export const Errno = {

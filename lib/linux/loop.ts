@@ -22,8 +22,7 @@ export {
   LOOP_CTL_GET_FREE,
 } from "./constants.ts";
 
-/** sizeof(struct loop_info64) and sizeof(struct loop_config) from <linux/loop.h> (x86_64). */
-export const LOOP_INFO64_SIZE = 232;
+/** sizeof(struct loop_config) from <linux/loop.h> (x86_64). */
 export const LOOP_CONFIG_SIZE = 304;
 /** Offsets inside struct loop_config (info starts at 8; loop_info64 fields are relative to it). */
 export const LOOP_CONFIG = {
