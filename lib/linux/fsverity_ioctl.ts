@@ -153,15 +153,20 @@ const ioctlSymbols = {
   ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
 } as const;
 
+// errno is read by a second FFI call after the ioctl; the runtime's own system calls in between (a futex
+// or an madvise during garbage collection, on this thread) can leave another value there (seen here:
+// EAGAIN, EINTR, ENOENT, none of which these ioctls report). A failure whose errno the ioctl does not
+// document is therefore asked again, a few times: a real one stays, a misread one does not.
+const MISREAD_RETRIES = 3;
+
 /** FS_IOC_ENABLE_VERITY on `fd` (must be read-only, with no writable fds open on the file). */
 export function enableVerity(fd: number, alg: HashAlgorithm): void {
   const arg = buildEnableArg(alg);
-  let attempts = 0;
-  for (;;) {
+  for (let attempt = 0;; attempt++) {
     if (openLibc(ioctlSymbols).ioctl(fd, BigInt(FS_IOC_ENABLE_VERITY), arg) >= 0) return;
     const e = errno();
-    if (e === Errno.EINTR) continue; // as above: EAGAIN is no answer of this ioctl either
-    if (e === Errno.EAGAIN && attempts++ < 3) continue;
+    if (e === Errno.EINTR) continue;
+    if (enableErrorKind(e) === "other" && attempt < MISREAD_RETRIES) continue;
     throw verityErrorFor("enable", e, [`fd ${fd}`]);
   }
 }
@@ -172,9 +177,7 @@ export function measureVerityDigest(fd: number, alg: HashAlgorithm): VerityDiges
   for (let attempt = 0;; attempt++) {
     if (openLibc(ioctlSymbols).ioctl(fd, BigInt(FS_IOC_MEASURE_VERITY), buf) >= 0) break;
     const e = errno();
-    // errno is read by a second FFI call; the runtime's own system calls in between (a futex during
-    // garbage collection) can leave EAGAIN/EINTR there, which this ioctl never reports: ask again.
-    if ((e === Errno.EAGAIN || e === Errno.EINTR) && attempt < 3) continue;
+    if (measureErrorKind(e) === "other" && attempt < MISREAD_RETRIES) continue;
     throw verityErrorFor("measure", e, [`fd ${fd}`]);
   }
   return parseMeasureBuffer(buf, alg, [`fd ${fd}`]);
