@@ -70,6 +70,14 @@ export class KernelError extends CfsError {
   }
 }
 
+/**
+ * A broken invariant inside cfsctl itself (a method called out of order, a layout that does not add
+ * up, a native library that fails where it cannot): a bug to report, never the user's or the data's fault.
+ */
+export class InternalError extends CfsError {
+  override name = "InternalError";
+}
+
 /** Renders `WHAT: WHY` with the context chain, as the CLI prints it. */
 export function describeError(e: unknown): string {
   if (e instanceof CfsError) {

@@ -1,10 +1,11 @@
 // `cfsctl oci pull` (README.md#command-reference): one pull, then its result printed. What it runs
 // comes from ./oci_impl.ts, loaded when the action starts.
-import { type Command, Option } from "commander";
+import type { Command } from "commander";
 import { CfsError } from "../errors.ts";
 import type { Repository } from "../repository/repository.ts";
 import type { PullResult } from "../oci/pull.ts";
 import type { LinkedBootImages } from "../boot/oci_boot.ts";
+import { addProgressOptions } from "./common_options.ts";
 import { addRemoteOptions, remoteOptionsFrom } from "./remote_options.ts";
 import { examplesText } from "./program.ts";
 import { outJson, outln } from "./output.ts";
@@ -94,30 +95,24 @@ async function pullAction(image: string, name: string | undefined, opts: Record<
 }
 
 export function registerOciPull(oci: Command): void {
-  const pull = oci.command("pull")
-    .description("pull an image into the repository and build its composefs image")
-    .argument(
-      "<IMAGE>",
-      "oci:PATH[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF], dir:PATH, docker://…, containers-storage:IMAGE",
-    )
-    .argument("[NAME]", "tag to give it (default: the IMAGE string)")
-    .option(
-      "--platform <OS/ARCH[/VARIANT]>",
-      "platform to choose from a multi-platform image (default: this host)",
-    )
-    .option(
-      "--bootable",
-      "also build the boot image (boot transform: /boot, /sysroot emptied, SELinux labels)",
-    )
-    .option("--json", "print the result as JSON")
-    .addOption(
-      new Option(
-        "--progress <MODE>",
-        "progress output on stderr (auto: bars on a terminal, else plain lines)",
+  const pull = addProgressOptions(
+    oci.command("pull")
+      .description("pull an image into the repository and build its composefs image")
+      .argument(
+        "<IMAGE>",
+        "oci:PATH[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF], dir:PATH, docker://…, containers-storage:IMAGE",
       )
-        .choices(["auto", "plain", "json", "none"]).default("auto"),
-    )
-    .option("--progress-fd <N>", "write progress to this file descriptor")
+      .argument("[NAME]", "tag to give it (default: the IMAGE string)")
+      .option(
+        "--platform <OS/ARCH[/VARIANT]>",
+        "platform to choose from a multi-platform image (default: this host)",
+      )
+      .option(
+        "--bootable",
+        "also build the boot image (boot transform: /boot, /sysroot emptied, SELinux labels)",
+      )
+      .option("--json", "print the result as JSON"),
+  )
     .addHelpText(
       "after",
       examplesText(

@@ -1,5 +1,5 @@
 // Options and option parsers more than one command uses. `addProgressOptions` is the progress pair of
-// `fetch` and `oci pull` (cmd_oci.ts may adopt it: it adds exactly the options it declares by hand).
+// `fetch` and `oci pull`.
 import { type Command, Option } from "commander";
 import { UsageError } from "../errors.ts";
 

@@ -282,10 +282,9 @@ function registerMissingObjects(program: Command, globals: Globals): void {
       if (basedir === undefined) {
         throw new UsageError("missing-objects needs --basedir DIR (use `objects` to list every object)");
       }
-      try {
-        if (!(await Deno.stat(basedir)).isDirectory) throw new Error("not a directory");
-      } catch (e) {
-        throw new CfsError(`can't open basedir: ${(e as Error).message}`, { context: [basedir] });
+      const isDir = await Deno.stat(basedir).then((s) => s.isDirectory, (e: Error) => e.message);
+      if (isDir !== true) {
+        throw new CfsError(`can't open basedir: ${isDir || "not a directory"}`, { context: [basedir] });
       }
       const list = [];
       for (const image of images) {

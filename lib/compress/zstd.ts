@@ -6,7 +6,7 @@
 // are dropped. Streaming paths never hold a whole frame: bytes are handed on as they arrive.
 import { Readable } from "node:stream";
 import zlib from "node:zlib";
-import { FormatError } from "../errors.ts";
+import { FormatError, InternalError } from "../errors.ts";
 import { concatBytes } from "../util/bytes.ts";
 
 const ZSTD_MAGIC = 0xfd2fb528;
@@ -563,7 +563,7 @@ export class ZstdStreamCompressor {
     const frames = listZstdFrames(out);
     for (const f of frames.slice(1)) {
       if (f.skippable || zstdDecompressAll(out.subarray(f.offset, f.offset + f.length)).length !== 0) {
-        throw new Error(`zstd encoder produced an unexpected extra frame at offset ${f.offset}`);
+        throw new InternalError(`zstd encoder produced an unexpected extra frame at offset ${f.offset}`);
       }
     }
     return frames.length > 1 ? out.slice(0, frames[0].length) : out;

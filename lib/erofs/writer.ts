@@ -2,7 +2,7 @@
 // (byte-identical to composefs-rs 0.7.0; docs/erofs.md). Two passes over the inode table: a layout pass
 // fixes every size, padding, nid and block address; the emit pass fills one preallocated buffer.
 // Per-inode results live in typed arrays (see write_collect.ts) to keep big trees cheap.
-import { FormatError } from "../errors.ts";
+import { FormatError, InternalError } from "../errors.ts";
 import { KERNEL_ALG_ID, type ObjectId } from "../fsverity/object_id.ts";
 import type { Directory, LeafContent } from "../tree/tree.ts";
 import { mtimeSeconds, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFREG } from "../tree/tree.ts";
@@ -342,7 +342,7 @@ class ImageBuilder {
       w.at(off, this.nBlocks[i] * BLOCK_SIZE);
       off = this.emitBlocks(w.buf, w.dv, off - w.base, i) + w.base;
     }
-    if (off !== total) throw new Error(`erofs writer: layout mismatch (${off} != ${total})`);
+    if (off !== total) throw new InternalError(`erofs writer: layout mismatch (${off} != ${total})`);
     w.finish(total);
     return w.buf;
   }
@@ -757,7 +757,7 @@ class ImageBuilder {
       if (xt.sharedOffset(e) >= 0 && n < maxShared) n++;
       else off = xt.emit(out, dv, off, e);
     }
-    if (off - start !== this.xattrSize[i]) throw new Error("erofs writer: xattr size mismatch");
+    if (off - start !== this.xattrSize[i]) throw new InternalError("erofs writer: xattr size mismatch");
     return off;
   }
 

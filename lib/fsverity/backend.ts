@@ -5,6 +5,7 @@
 import { createHash } from "node:crypto";
 import { DIGEST_SIZE, type HashAlgorithm } from "./object_id.ts";
 import { type LibcryptoDigest, loadLibcrypto } from "../linux/libcrypto.ts";
+import { CfsError, InvalidArgumentError } from "../errors.ts";
 
 export const BLOCK_SIZE = 4096;
 
@@ -87,10 +88,10 @@ let current: HashBackend | undefined;
  */
 export function setHashBackend(choice: HashBackendChoice): void {
   if (choice !== "auto" && choice !== "libcrypto" && choice !== "node:crypto") {
-    throw new RangeError(`unknown hash backend ${JSON.stringify(choice)}`);
+    throw new InvalidArgumentError(`unknown hash backend ${JSON.stringify(choice)}`);
   }
   if (choice === "libcrypto" && loadLibcryptoBackend() === null) {
-    throw new Error("libcrypto backend unavailable (needs --allow-ffi and libcrypto.so.3)");
+    throw new CfsError("libcrypto backend unavailable (needs --allow-ffi and libcrypto.so.3)");
   }
   forced = choice;
   current = undefined;

@@ -3,6 +3,7 @@
 // they fill, so the tree is never held; the unfinished right edge is completed in digest().
 import { BLOCK_SIZE, type HashBackend, hashBackend } from "./backend.ts";
 import { DIGEST_SIZE, type HashAlgorithm, KERNEL_ALG_ID, ObjectId } from "./object_id.ts";
+import { InternalError } from "../errors.ts";
 
 const LOG_BLOCK_SIZE = 12;
 /** Digests are carved out of shared slabs of this size (see digestBytes). */
@@ -101,10 +102,10 @@ export class FsVerityHasher {
   updateLeafDigests(digests: Uint8Array, dataBytes: number): void {
     const ds = this.#ds;
     if (this.#fill[0] !== 0 || this.#size % BLOCK_SIZE !== 0) {
-      throw new RangeError("leaf digests must start on a block boundary");
+      throw new InternalError("leaf digests must start on a block boundary");
     }
     if (digests.length !== Math.ceil(dataBytes / BLOCK_SIZE) * ds) {
-      throw new RangeError(`${digests.length} digest bytes do not match ${dataBytes} data bytes`);
+      throw new InternalError(`${digests.length} digest bytes do not match ${dataBytes} data bytes`);
     }
     this.#size += dataBytes;
     this.#ensureLevel(1);

@@ -9,7 +9,7 @@
 // requests are pending, so an idle pool does not keep the process alive.
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
-import { KernelError } from "../errors.ts";
+import { FormatError, KernelError } from "../errors.ts";
 import { errnoName } from "../linux/libc.ts";
 import {
   type BlockHashJob,
@@ -26,7 +26,9 @@ import { DIGEST_SIZE, type HashAlgorithm } from "./object_id.ts";
 const MAX_THREADS = 4;
 
 /** A job that failed because the file ended before the length asked for (it was truncated). */
-export class ShortFileError extends Error {}
+export class ShortFileError extends FormatError {
+  override name = "ShortFileError";
+}
 
 interface Pending {
   /** Where the thread writes its result. */

@@ -9,6 +9,7 @@
 // EVP_Digest of a 4 KiB block dropped from ~1600 to ~1230 MiB/s). Only off-heap buffers (≥ 4096
 // bytes, or ones allocated here) are ever addressed, so their backing stores do not move while the
 // address is held.
+import { InternalError } from "../errors.ts";
 
 /** The digests this binding fetches (OpenSSL names) and their output sizes. */
 export type LibcryptoDigest = "SHA256" | "SHA512";
@@ -59,7 +60,7 @@ function addressOf(b: Uint8Array): bigint {
     if (base !== undefined) return base + BigInt(b.byteOffset);
   }
   const p = Deno.UnsafePointer.of(b);
-  if (p === null) throw new RangeError("cannot take the address of an empty buffer");
+  if (p === null) throw new InternalError("cannot take the address of an empty buffer");
   const a = BigInt(Deno.UnsafePointer.value(p));
   if (b.buffer.byteLength >= OFF_HEAP_MIN) bases.set(b.buffer, a - BigInt(b.byteOffset));
   return a;
@@ -67,7 +68,7 @@ function addressOf(b: Uint8Array): bigint {
 
 function fetchMd(lib: CryptoLib, name: LibcryptoDigest): bigint {
   const md = lib.EVP_MD_fetch(null, new TextEncoder().encode(name + "\0"), null);
-  if (md === null) throw new Error(`EVP_MD_fetch(${name}) failed`);
+  if (md === null) throw new InternalError(`EVP_MD_fetch(${name}) failed`);
   return BigInt(Deno.UnsafePointer.value(md));
 }
 
@@ -94,10 +95,10 @@ function makeHasher(lib: CryptoLib): LibcryptoHasher {
   ): void {
     if (count <= 0) return;
     if (srcOff < 0 || srcOff + count * blockSize > src.length) {
-      throw new RangeError("source range out of bounds");
+      throw new InternalError("source range out of bounds");
     }
     const ds = DIGEST_BYTES[md];
-    if (dstOff < 0 || dstOff + count * ds > dst.length) throw new RangeError("digest range out of bounds");
+    if (dstOff < 0 || dstOff + count * ds > dst.length) throw new InternalError("digest range out of bounds");
     const type = mds[md];
     const s = addressOf(src) + BigInt(srcOff);
     // A small buffer may live on the V8 heap (movable): go through scratch then.
@@ -106,7 +107,7 @@ function makeHasher(lib: CryptoLib): LibcryptoHasher {
     const bs = BigInt(blockSize);
     const dsb = BigInt(ds);
     for (let i = 0n, n = BigInt(count); i < n; i++) {
-      if (evp(s + i * bs, bs, d + i * dsb, 0n, type, 0n) !== 1) throw new Error("EVP_Digest failed");
+      if (evp(s + i * bs, bs, d + i * dsb, 0n, type, 0n) !== 1) throw new InternalError("EVP_Digest failed");
     }
     if (!direct) dst.set(scratchOut.subarray(0, count * ds), dstOff);
   }
@@ -120,7 +121,7 @@ function makeHasher(lib: CryptoLib): LibcryptoHasher {
       src = scratchInAddr;
     }
     if (evp(src, BigInt(data.length), scratchOutAddr, 0n, mds[md], 0n) !== 1) {
-      throw new Error("EVP_Digest failed");
+      throw new InternalError("EVP_Digest failed");
     }
     dst.set(scratchOut.subarray(0, DIGEST_BYTES[md]), dstOff);
   }

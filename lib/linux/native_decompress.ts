@@ -8,7 +8,7 @@
 // after the last gzip member that do not start another member are ignored, as `gzip -dc` does.
 // Where FFI is not permitted or a library is missing, `nativeDecompress` returns null and the caller
 // uses node:zlib.
-import { FormatError } from "../errors.ts";
+import { FormatError, InternalError } from "../errors.ts";
 
 export type NativeCodec = "gzip" | "zstd";
 
@@ -69,7 +69,7 @@ export function nativeCodecAvailable(codec: NativeCodec): boolean {
 
 function addressOf(b: Uint8Array): number {
   const p = Deno.UnsafePointer.of(b);
-  if (p === null) throw new RangeError("cannot take the address of an empty buffer");
+  if (p === null) throw new InternalError("cannot take the address of an empty buffer");
   return Number(Deno.UnsafePointer.value(p));
 }
 
@@ -159,7 +159,7 @@ class ZstdDecoder implements Decoder {
   constructor(lib: ZstdLib) {
     this.#lib = lib;
     this.#dctx = lib.ZSTD_createDCtx();
-    if (this.#dctx === null) throw new Error("ZSTD_createDCtx failed");
+    if (this.#dctx === null) throw new InternalError("ZSTD_createDCtx failed");
     this.#inBuf = this.#s.bytes.subarray(0, 24);
     this.#outBuf = this.#s.bytes.subarray(64, 88);
   }
@@ -218,7 +218,7 @@ class GzipDecoder implements Decoder {
     this.#strm = this.#s.bytes.subarray(0, Z_STREAM_SIZE);
     // windowBits 15 + 16: gzip wrapper only.
     const r = lib.inflateInit2_(this.#strm, 31, lib.zlibVersion(), Z_STREAM_SIZE);
-    if (r !== Z_OK) throw new Error(`inflateInit2 failed (${r})`);
+    if (r !== Z_OK) throw new InternalError(`inflateInit2 failed (${r})`);
   }
 
   async step(input: InputBuffer, out: Uint8Array, outAddr: number, outPos: number): Promise<number> {

@@ -3,7 +3,7 @@
 // Layers go in as fds (`lowerdir+`/`datadir+` with FSCONFIG_SET_FD) where the kernel takes them;
 // older kernels only take the string form `lowerdir=A::B`, for which the EROFS mount must be
 // reachable by path: it is attached to a temporary directory, reopened O_PATH and lazily unmounted.
-import { KernelError } from "../errors.ts";
+import { CfsError, KernelError } from "../errors.ts";
 import {
   AT_FDCWD,
   closeFd,
@@ -48,7 +48,8 @@ export interface OverlaySpec {
 }
 
 /** Raised in fd mode when the kernel does not take layers as fds, so the caller can use strings. */
-class LayerFdUnsupported extends Error {
+class LayerFdUnsupported extends CfsError {
+  override name = "LayerFdUnsupported";
   constructor(readonly kernelError: KernelError) {
     super(kernelError.message);
   }

@@ -5,6 +5,7 @@
 // bytes of slab and ≤ 16 bytes of index for a sha512 id (docs/performance.md#memory).
 //
 // Digests are uniformly distributed, so their first four bytes are the hash.
+import { InternalError } from "../errors.ts";
 
 const INITIAL_ENTRIES = 1024;
 
@@ -58,7 +59,7 @@ export class DigestSet {
 
   /** Entry `i` (a view: valid until the next add). */
   at(i: number): Uint8Array {
-    if (i < 0 || i >= this.#count) throw new RangeError(`digest entry ${i} of ${this.#count}`);
+    if (i < 0 || i >= this.#count) throw new InternalError(`digest entry ${i} of ${this.#count}`);
     return this.#slab.subarray(i * this.digestSize, (i + 1) * this.digestSize);
   }
 
@@ -70,7 +71,9 @@ export class DigestSet {
   /** The slot holding `d`, or the empty slot where it would go. */
   #slot(d: Uint8Array): number {
     const len = this.digestSize;
-    if (d.length !== len) throw new RangeError(`digest of ${d.length} bytes in a set of ${len}-byte digests`);
+    if (d.length !== len) {
+      throw new InternalError(`digest of ${d.length} bytes in a set of ${len}-byte digests`);
+    }
     const mask = this.#index.length - 1;
     const slab = this.#slab;
     let s = (d[0] | (d[1] << 8) | (d[2] << 16) | (d[3] << 24)) & mask;

@@ -14,7 +14,7 @@
 // After a few hundred objects on a filesystem without fs-verity, the writes move to a worker thread
 // (./write_worker.ts), so the kernel's per-file cost runs beside decoding and hashing; settle() waits
 // for them.
-import { KernelError, NotFoundError } from "../errors.ts";
+import { InternalError, KernelError, NotFoundError } from "../errors.ts";
 import { FsVerityHasher } from "../fsverity/hasher.ts";
 import { DIGEST_SIZE, type HashAlgorithm, type ObjectId } from "../fsverity/object_id.ts";
 import { O_DIRECTORY, O_PATH } from "../linux/constants.ts";
@@ -455,7 +455,7 @@ class TmpfileObjectWriter implements ObjectWriter {
   }
 
   async write(chunk: Uint8Array): Promise<void> {
-    if (this.#state === "done") throw new Error("object writer already finished");
+    if (this.#state === "done") throw new InternalError("object writer already finished");
     if (this.#state === "new") await this.#open();
     if (chunk.length === 0) return;
     if (this.#fd >= 0) {
@@ -486,7 +486,7 @@ class TmpfileObjectWriter implements ObjectWriter {
   }
 
   async #finish(): Promise<{ id: ObjectId; size: number; alreadyPresent: boolean }> {
-    if (this.#state === "done") throw new Error("object writer already finished");
+    if (this.#state === "done") throw new InternalError("object writer already finished");
     if (this.#state === "new") await this.#open();
     const store = this.#store;
     const id = this.#hasher.digest();

@@ -8,7 +8,7 @@
 // The worker runs lib/linux/tmpfile_batch_thread.ts from source text, so it also runs from the
 // single-file bundle; it keeps the process alive only while batches are pending.
 import { Worker } from "node:worker_threads";
-import { KernelError } from "../errors.ts";
+import { InternalError, KernelError } from "../errors.ts";
 import { errnoName } from "../linux/libc.ts";
 import {
   type FileBatch,
@@ -66,7 +66,7 @@ export class ObjectWriteWorker {
    */
   tryAdd(rel: string, data: Uint8Array): boolean {
     if (this.#error) throw this.#error;
-    if (data.length > BATCH_SIZE) throw new RangeError(`object of ${data.length} bytes exceeds a batch`);
+    if (data.length > BATCH_SIZE) throw new InternalError(`object of ${data.length} bytes exceeds a batch`);
     let b = this.#cur;
     if (b && (b.used + data.length > BATCH_SIZE || b.names.length >= MAX_ITEMS)) {
       this.#send();

@@ -1,6 +1,6 @@
 // Per-tag OCI checks on top of the repository fsck (docs/oci.md#fsck). Each problem becomes one
 // stable error string `fsck: <code>: <tag>: <detail>`; nothing is changed.
-import { describeError } from "../errors.ts";
+import { describeError, FormatError } from "../errors.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
 import type { Repository } from "../repository/repository.ts";
 import { CONTENT_TYPE } from "./content_types.ts";
@@ -76,7 +76,7 @@ function tagTarget(repo: Repository, encoded: string, err: Report): string | und
   try {
     const target = repo.fs.readLink(`streams/refs/oci/${encoded}`);
     const digest = manifestDigestOfLink(target);
-    if (digest === undefined) throw new Error(`points at ${target}`);
+    if (digest === undefined) throw new FormatError(`points at ${target}`);
     repo.fs.resolve(`streams/refs/oci/${encoded}`); // inside the repository, or an error
     return digest;
   } catch (e) {

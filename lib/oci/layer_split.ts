@@ -4,7 +4,7 @@
 // computed on the way and checked before anything is handed back, so a wrong layer is never registered.
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
-import { FormatError, IntegrityError } from "../errors.ts";
+import { FormatError, IntegrityError, InternalError } from "../errors.ts";
 import { parseDigest } from "./digest.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
 import type { ObjectStore, ObjectWriter } from "../objects/store.ts";
@@ -328,7 +328,7 @@ export async function splitTarLayer(
     throw e;
   }
   if (writer.streamSize !== stats.size) {
-    throw new Error(`internal: splitstream holds ${writer.streamSize} bytes, the tar had ${stats.size}`);
+    throw new InternalError(`splitstream holds ${writer.streamSize} bytes, the tar had ${stats.size}`);
   }
   return { ...stats, splitstream: await writer.finish() };
 }

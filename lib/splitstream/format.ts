@@ -1,5 +1,5 @@
 // Splitstream on-disk constants and layout (docs/splitstream.md). All integers little-endian.
-import { FormatError } from "../errors.ts";
+import { FormatError, InternalError } from "../errors.ts";
 import { bytes, struct } from "../util/struct_codec.ts";
 
 export const MAGIC: Uint8Array = new TextEncoder().encode("SplitStream");
@@ -44,7 +44,7 @@ export const INFO_SIZE = SplitstreamInfo.size;
 /** A content type is the u64 LE reading of 8 ASCII bytes. */
 export function contentTypeFromAscii(name: string): bigint {
   if (name.length !== 8 || !/^[\x20-\x7e]{8}$/.test(name)) {
-    throw new RangeError(`content type must be 8 printable ASCII chars: ${JSON.stringify(name)}`);
+    throw new InternalError(`content type must be 8 printable ASCII chars: ${JSON.stringify(name)}`);
   }
   let v = 0n;
   for (let i = 7; i >= 0; i--) v = (v << 8n) | BigInt(name.charCodeAt(i));

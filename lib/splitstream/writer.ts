@@ -1,6 +1,6 @@
 // Builds a splitstream file (docs/splitstream.md) in memory. The chunk stream is compressed as it is written,
 // so only the compressed form and the current run of inline data are held.
-import { FormatError } from "../errors.ts";
+import { FormatError, InternalError } from "../errors.ts";
 import { DIGEST_SIZE, type HashAlgorithm, KERNEL_ALG_ID, ObjectId } from "../fsverity/object_id.ts";
 import { DigestSet } from "../objects/digest_set.ts";
 import { compareBytes } from "../util/bytes.ts";
@@ -154,7 +154,9 @@ export class SplitStreamWriter {
   writeExternal(id: ObjectId, size: number): void {
     this.#open();
     this.#checkAlg(id);
-    if (!Number.isSafeInteger(size) || size < 0) throw new RangeError(`invalid external object size ${size}`);
+    if (!Number.isSafeInteger(size) || size < 0) {
+      throw new FormatError(`invalid external object size ${size}`);
+    }
     this.#flushInline();
     const rec = new Uint8Array(8);
     new DataView(rec.buffer).setBigInt64(0, BigInt(this.#objectRefs.ensure(id)), true);
@@ -271,7 +273,7 @@ export class SplitStreamWriter {
   }
 
   #open(): void {
-    if (this.#finished) throw new Error("splitstream writer already finished");
+    if (this.#finished) throw new InternalError("splitstream writer already finished");
   }
 
   #checkAlg(id: ObjectId): void {

@@ -2,6 +2,7 @@
 // leaves that may be shared by several directory entries (hard links = the same Leaf object twice).
 // Names, symlink targets and xattr names are byte strings (see lib/util/bytes.ts); xattr values are bytes.
 import type { ObjectId } from "../fsverity/object_id.ts";
+import { InternalError } from "../errors.ts";
 
 export interface Stat {
   /** Permission bits only: st_mode & 0o7777. The file type lives in the node's kind/content. */
@@ -73,7 +74,7 @@ export const S_IFIFO = 0o010000;
 export const NO_XATTRS: Map<string, Uint8Array> = Object.freeze(
   new (class EmptyXattrs extends Map<string, Uint8Array> {
     override set(name: string): this {
-      throw new TypeError(`cannot add xattr ${JSON.stringify(name)} to the shared empty xattr map`);
+      throw new InternalError(`cannot add xattr ${JSON.stringify(name)} to the shared empty xattr map`);
     }
     override clear(): void {}
   })(),

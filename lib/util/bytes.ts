@@ -1,6 +1,7 @@
 // Byte helpers. Names, paths and symlink targets are kept as "byte strings": JS strings whose every
 // char code is 0..255 and stands for one raw byte (latin1). They compare with `<` in byte order,
 // hash as Map keys, and survive non-UTF-8 file names. Convert at the edges only.
+import { FormatError } from "../errors.ts";
 
 const utf8Enc = new TextEncoder();
 const utf8Dec = new TextDecoder("utf-8", { fatal: true });
@@ -21,7 +22,7 @@ export function bstrToBytes(s: string): Uint8Array {
   const out = new Uint8Array(s.length);
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
-    if (c > 0xff) throw new RangeError(`not a byte string (char ${c} at ${i})`);
+    if (c > 0xff) throw new FormatError(`not a byte string (char ${c} at ${i})`);
     out[i] = c;
   }
   return out;
@@ -71,7 +72,7 @@ export function toHex(b: Uint8Array): string {
 }
 
 export function fromHex(s: string): Uint8Array {
-  if (s.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(s)) throw new RangeError(`invalid hex string: ${s}`);
+  if (s.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(s)) throw new FormatError(`invalid hex string: ${s}`);
   const out = new Uint8Array(s.length / 2);
   for (let i = 0; i < out.length; i++) out[i] = parseInt(s.substr(i * 2, 2), 16);
   return out;

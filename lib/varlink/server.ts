@@ -21,7 +21,7 @@ export interface VarlinkCall {
 }
 
 /** A varlink error reply: `error` is the qualified name, `parameters` its fields. */
-export class VarlinkError extends Error {
+export class VarlinkError extends CfsError {
   override name = "VarlinkError";
   constructor(readonly error: string, readonly parameters: Record<string, unknown> = {}) {
     super(`${error} ${JSON.stringify(parameters)}`);

@@ -4,7 +4,7 @@
 // and everything after them (GNU record padding). Concatenating all of it reproduces the input.
 // Memory: one header block, extension payloads (≤ 1 MiB each, ≤ 16 per entry), a source chunk and
 // the global PAX state (bounded for the whole archive).
-import { FormatError } from "../../errors.ts";
+import { FormatError, InternalError } from "../../errors.ts";
 import type { ByteSource } from "./byte_source.ts";
 import type { ObjectId } from "../../fsverity/object_id.ts";
 import { kindOfTypeflag, MAX_PATH, normalizeTarPath, type TarEntry } from "./entry.ts";
@@ -340,7 +340,7 @@ export class TarReader {
 
   /** After next() returned null: the end blocks (if any) and every byte after them, to EOF. */
   async *trailer(): AsyncGenerator<Uint8Array> {
-    if (this.#state !== "end") throw new Error("TarReader.trailer() before the end of the archive");
+    if (this.#state !== "end") throw new InternalError("TarReader.trailer() before the end of the archive");
     if (this.#endBytes.length) yield this.#endBytes;
     this.#endBytes = new Uint8Array(0);
     yield* this.#src.rest();

@@ -13,6 +13,7 @@ import { createHash } from "node:crypto";
 import {
   FormatError,
   IntegrityError,
+  InternalError,
   InvalidArgumentError,
   NotFoundError,
   TransportError,
@@ -136,7 +137,9 @@ export class SkopeoProxySource implements ImageSource {
     sink: SplitSink,
     onProgress: (done: number, total?: number) => void,
   ): Promise<{ size: number; externalSize: number; inlineSize: number }> {
-    if (this.#imageId === undefined) throw new Error("SkopeoProxySource.splitLayer() before getManifest()");
+    if (this.#imageId === undefined) {
+      throw new InternalError("SkopeoProxySource.splitLayer() before getManifest()");
+    }
     // The proxy insists on the blob's exact size, which only its reply tells: a first request (its
     // pipe closed at once, its FinishPipe error ignored) learns it, the second one reads the layer.
     const probe = await this.#call("GetBlob", [this.#imageId, diffId, 0]);
@@ -404,7 +407,7 @@ export class SkopeoProxySource implements ImageSource {
   }
 
   async getManifest(platform: Platform): Promise<ResolvedManifest> {
-    if (this.#child) throw new Error("SkopeoProxySource.getManifest() called twice");
+    if (this.#child) throw new InternalError("SkopeoProxySource.getManifest() called twice");
     this.#start(platform);
     const version = String((await this.#call("Initialize", [])).value);
     const m = /^0\.(\d+)\.(\d+)/.exec(version);
@@ -442,7 +445,9 @@ export class SkopeoProxySource implements ImageSource {
   }
 
   async getBlob(desc: Descriptor): Promise<ReadableStream<Uint8Array>> {
-    if (this.#imageId === undefined) throw new Error("SkopeoProxySource.getBlob() before getManifest()");
+    if (this.#imageId === undefined) {
+      throw new InternalError("SkopeoProxySource.getBlob() before getManifest()");
+    }
     if (this.#convertedConfig && desc.digest === this.#convertedConfig.digest) {
       return new Blob([this.#convertedConfig.bytes as Uint8Array<ArrayBuffer>]).stream();
     }

@@ -3,7 +3,7 @@
 // diff/ + tar-split by lib/oci/pull.ts calling splitLayer(). Stores with other drivers, a missing
 // store, or (in auto mode) an image this store does not have go to the skopeo proxy instead
 // (openContainersStorage returns null). Reference syntax and limits: docs/containers-storage.md.
-import { FormatError, InvalidArgumentError, NotFoundError } from "../../../errors.ts";
+import { FormatError, InternalError, InvalidArgumentError, NotFoundError } from "../../../errors.ts";
 import type { Repository } from "../../../repository/repository.ts";
 import type { SplitSink } from "../../layer_split.ts";
 import { MT } from "../../media_types.ts";
@@ -135,7 +135,7 @@ export class ContainersStorageSource implements ImageSource {
     onProgress: (done: number, total?: number) => void,
   ): Promise<{ size: number; externalSize: number; inlineSize: number }> {
     const layer = this.#layerFor(diffId);
-    if (this.opts.mode === "disabled") throw new Error("internal: local fetch disabled");
+    if (this.opts.mode === "disabled") throw new InternalError("local fetch disabled");
     let done = 0;
     return await importOverlayLayer(
       this.store.tarSplitPath(layer),

@@ -10,7 +10,11 @@ export const MAX_ERROR_BODY = 256 * 1024;
 /** The largest token server reply accepted (real ones are a few KiB). */
 export const MAX_TOKEN_BODY = 256 * 1024;
 
-/** The server sent nothing for too long; callers treat it like a dropped connection (retryable). */
+/**
+ * The server sent nothing for too long; callers treat it like a dropped connection (retryable). Not a
+ * CfsError on purpose: the retry loops (registry_client.ts, resumable_body.ts) take a CfsError as a
+ * verdict and anything else as a transient failure, and turn the last one into a TransportError.
+ */
 export class StallError extends Error {
   override name = "StallError";
 }

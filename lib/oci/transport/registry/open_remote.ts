@@ -10,6 +10,7 @@ import { parseDockerReference } from "./docker_reference.ts";
 import { loadRegistriesConf } from "./registries_conf.ts";
 import { RegistrySource } from "./registry_source.ts";
 import type { RemoteOptions } from "./remote_options.ts";
+import { InternalError } from "../../../errors.ts";
 
 export const SKOPEO_PREFIX = "skopeo:";
 
@@ -34,6 +35,6 @@ export function remoteSourceFactory(opts: RemoteOptions = {}): (ref: ImageRefere
       }
       return new SkopeoProxySource(inner, opts);
     }
-    throw new Error(`remoteSourceFactory: transport ${ref.transport} is local`);
+    throw new InternalError(`remoteSourceFactory: transport ${ref.transport} is local`);
   };
 }

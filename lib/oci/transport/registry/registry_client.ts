@@ -1,7 +1,7 @@
 // HTTP for one repository on one registry endpoint (distribution API v2): finds the scheme with a
 // /v2/ ping, authorizes requests, retries connection failures, 5xx and 429 with backoff, and follows
 // redirects by hand so the registry's Authorization header never goes to another host.
-import { CfsError, NotFoundError, TransportError } from "../../../errors.ts";
+import { CfsError, InternalError, NotFoundError, TransportError } from "../../../errors.ts";
 import { RegistryAuth, safeUrl } from "./auth.ts";
 import type { Credentials } from "./auth_file.ts";
 import { apiHost } from "./docker_reference.ts";
@@ -139,7 +139,7 @@ export class RegistryClient {
   }
 
   url(path: string): URL {
-    if (!this.#base) throw new Error("RegistryClient.url() before ping()");
+    if (!this.#base) throw new InternalError("RegistryClient.url() before ping()");
     return new URL(`/v2/${this.opts.repository}/${path}`, this.#base);
   }
 

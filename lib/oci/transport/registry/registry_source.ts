@@ -1,7 +1,7 @@
 // `docker://` images straight from a registry (OCI distribution API v2): manifests (OCI manifest and
 // index, Docker schema 2 manifest and list; schema 1 refused), platform selection, digest checks, and
 // blobs streamed with transparent resume. Mirrors from registries.conf are tried first.
-import { CfsError, FormatError, IntegrityError, TransportError } from "../../../errors.ts";
+import { CfsError, FormatError, IntegrityError, InternalError, TransportError } from "../../../errors.ts";
 import { parseDigest } from "../../digest.ts";
 import { MT } from "../../media_types.ts";
 import type { Platform } from "../../platform.ts";
@@ -106,7 +106,6 @@ export class RegistrySource implements ImageSource {
         bytes = await readAllLimited(res.body ?? new Blob([]).stream(), MAX_JSON_BLOB, what);
         break;
       } catch (e) {
-        if (e instanceof RangeError) throw new FormatError(e.message);
         if (e instanceof CfsError) throw e;
         // A body that stalls or breaks is a dropped connection: asked for again, like a 503.
         const why = `${what}: reading ${safeUrl(client.url(path))} failed: ${
@@ -187,7 +186,7 @@ export class RegistrySource implements ImageSource {
 
   getBlob(desc: Descriptor): Promise<ReadableStream<Uint8Array>> {
     const client = this.#client;
-    if (!client) throw new Error("RegistrySource.getBlob() before getManifest()");
+    if (!client) throw new InternalError("RegistrySource.getBlob() before getManifest()");
     parseDigest(desc.digest, "blob digest");
     const path = `blobs/${desc.digest}`;
     const what = `blob ${desc.digest}`;
