@@ -1,5 +1,5 @@
 // cfsctl init / cat / gc / fsck / import-image / transaction, run as a child process: exact output
-// texts of spec §1.3, exit codes, and the global repository options.
+// texts of composefs-rs 0.7.0's cfsctl, exit codes, and the global repository options.
 import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";
 import { runCli, tempDir } from "./helpers/cli.ts";
 import { Repository } from "../lib/repository/repository.ts";

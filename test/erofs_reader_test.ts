@@ -1,4 +1,4 @@
-// Composefs EROFS reader (spec §5.12): round trips through the writer on seeded random trees (checked
+// Composefs EROFS reader (docs/erofs.md): round trips through the writer on seeded random trees (checked
 // by Debian's fsck.erofs too), strict rejection of crafted images, fsck_metadata invariants, and a
 // mutation campaign on valid images that must only ever produce a FormatError or a valid tree.
 import { createHash } from "node:crypto";

@@ -1,4 +1,4 @@
-// EROFS writer: pinned composefs-rs image digests (spec §10.3), C mkcomposefs test vectors
+// EROFS writer: pinned composefs-rs 0.7.0 image digests (docs/erofs.md#pinned), C mkcomposefs test vectors
 // (byte-identical images), and fsck.erofs acceptance.
 import { createHash } from "node:crypto";
 import { gunzipSync } from "node:zlib";
@@ -40,7 +40,7 @@ function simpleRoot(): Directory {
   return root;
 }
 
-/** special_v1.dump of composefs-rs, built by hand (spec §10.3). */
+/** special_v1.dump of composefs-rs, built by hand (composefs-rs 0.7.0 test data, docs/erofs.md#pinned). */
 function specialV1Root(): Directory {
   const t = 1633950376;
   const x = (...kv: string[]) => {

@@ -1,6 +1,6 @@
 // mkcomposefs through the CLI: every C vector gives the C tool's image (sha256 pinned in the vectors),
 // should-fail vectors leave no image, digests agree with `fsverity digest`, the digest store layout,
-// and the pinned composefs-rs digests of the "empty" and "simple" trees (spec §10.3).
+// and the pinned composefs-rs digests of the "empty" and "simple" trees (docs/erofs.md#pinned).
 import { gunzipSync } from "node:zlib";
 import { createHash } from "node:crypto";
 import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";

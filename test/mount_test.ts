@@ -803,7 +803,7 @@ async function scanTree(src: string, store: (data: Uint8Array) => Promise<Object
   return root;
 }
 
-/** V2 images store whole seconds only (mtime_nsec is always 0, spec §5.5). */
+/** V2 images store whole seconds only (mtime_nsec is always 0, docs/erofs.md). */
 function wholeSeconds(entries: Record<string, Entry>): Record<string, Entry> {
   return Object.fromEntries(
     Object.entries(entries).map(([p, e]) => [p, { ...e, mtime: Math.floor(e.mtime / 1000) * 1000 }]),

@@ -118,7 +118,7 @@ Deno.test({
 
       const scan = async (p: string) =>
         flattenTree(await scanDirectory(p, { alg: "sha256", hardlinks: true })).filter((l) =>
-          // The root takes /usr's metadata and /run is emptied by design (spec §7.3).
+          // The root takes /usr's metadata and /run is emptied by design (docs/image-root-metadata.md).
           !l.startsWith('"/" ') && !l.startsWith('"/run')
         );
       assertEquals(await scan(ours), await scan(theirs));

@@ -50,7 +50,7 @@ async function streamSet(repo: string): Promise<Set<string>> {
   return out;
 }
 
-/** The layer of composefs-rs' integration test (spec §10.3 "OCI layout"). */
+/** The layer of composefs-rs' integration test ("OCI layout"). */
 async function pinnedLayer(dir: string): Promise<Uint8Array> {
   const src = `${dir}/pinned-src`;
   await Deno.mkdir(`${src}/usr`, { recursive: true });

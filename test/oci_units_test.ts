@@ -31,7 +31,7 @@ Deno.test("reference: transports and the oci: tag rule (last ':' is a tag only i
   assertThrows(() => parseImageReference("docker:quay.io/x"), InvalidArgumentError);
 });
 
-Deno.test("tags: percent-encoding of spec §7.5 round-trips, unknown escapes kept, '@' names refused", () => {
+Deno.test("tags: percent-encoding of docs/oci.md round-trips, unknown escapes kept, '@' names refused", () => {
   assertEquals(encodeTag("docker://quay.io/x/y:latest"), "docker:%2F%2Fquay.io%2Fx%2Fy:latest");
   assertEquals(encodeTag("100%/a"), "100%25%2Fa");
   for (const t of ["a/b%c", "%2F", "%%", "plain"]) assertEquals(decodeTag(encodeTag(t)), t);

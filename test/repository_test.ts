@@ -15,7 +15,7 @@ import { NotFoundError, PermissionError, RepositoryError } from "../lib/errors.t
 const enc = new TextEncoder();
 const LIB = new URL("../lib/", import.meta.url).pathname;
 
-/** The default meta.json of spec §2.2 (written there on one line), pretty-printed as the file holds it. */
+/** The default meta.json of docs/repository.md (written there on one line), pretty-printed as the file holds it. */
 const SPEC_META_DEFAULT =
   `{"version": 1, "algorithm": "fsverity-sha512-12", "features": {"compatible": [], "read-only-compatible": [], "incompatible": []}, "erofs_formats": {"default": 2}}`;
 function pretty(json: string): string {
@@ -362,7 +362,7 @@ Deno.test({
 
 // ---- streams, images, symlinks ------------------------------------------------------------------
 
-Deno.test("relative symlink targets follow spec §2.1", () => {
+Deno.test("relative symlink targets follow docs/repository.md", () => {
   assertEquals(relativeTarget("images/abcd", "objects/ab/cd"), "../objects/ab/cd");
   assertEquals(relativeTarget("images/refs/foo", "images/abcd"), "../abcd");
   assertEquals(relativeTarget("images/refs/a/b", "images/abcd"), "../../abcd");

@@ -1,4 +1,4 @@
-// Splitstream writer/reader (lib/splitstream) against the byte layout of spec §3. Sections are
+// Splitstream writer/reader (lib/splitstream) against the byte layout of docs/splitstream.md. Sections are
 // decoded with the zstd CLI and the records parsed by hand here, independently of the reader.
 import { describeError, FormatError } from "../lib/errors.ts";
 import { type HashAlgorithm, ObjectId } from "../lib/fsverity/object_id.ts";
@@ -136,7 +136,7 @@ async function cat(r: SplitStreamReader, objects: Map<string, Uint8Array>): Prom
   return concatBytes(parts);
 }
 
-Deno.test("splitstream: content types are the u64 LE of their ASCII names (spec §3.6)", () => {
+Deno.test("splitstream: content types are the u64 LE of their ASCII names (docs/splitstream.md)", () => {
   assertEquals(CONTENT_TYPE.OCI_LAYER, 0x726579616c69636fn);
   assertEquals(CONTENT_TYPE.OCI_CONFIG, 0x67666e6f6369636fn);
   assertEquals(CONTENT_TYPE.OCI_MANIFEST, 0x66696e616d69636fn);
@@ -146,7 +146,7 @@ Deno.test("splitstream: content types are the u64 LE of their ASCII names (spec 
   assertEquals(contentTypeFromAscii("ocilayer"), CONTENT_TYPE.OCI_LAYER);
 });
 
-Deno.test("splitstream: byte layout of a writer-made file matches spec §3 section by section", async () => {
+Deno.test("splitstream: byte layout of a writer-made file matches docs/splitstream.md section by section", async () => {
   const A = id("sha256", 0xaa),
     B = id("sha256", 0xbb),
     C = id("sha256", 0xcc),

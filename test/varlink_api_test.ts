@@ -391,7 +391,7 @@ Deno.test("varlink: socket activation on fd 3 (a connected socket, and a listeni
   const dir = await Deno.makeTempDir({ prefix: "cfsctl-varlink-" });
   try {
     const repo = `${dir}/repo`;
-    // No arguments at all: LISTEN_FDS makes cfsctl serve varlink (spec §1.1).
+    // No arguments at all: LISTEN_FDS makes cfsctl serve varlink (docs/varlink.md).
     const argv = [DENO, ...RUN_FLAGS, MAIN];
     const connected = await runClient(dir, { mode: "activated-connected", argv }, [
       { method: `${R}.InitRepository`, parameters: { path: repo, insecure: true } },

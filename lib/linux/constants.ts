@@ -25,6 +25,7 @@ export const AT_FDCWD = -100;
 export const AT_SYMLINK_NOFOLLOW = 0x100;
 export const AT_SYMLINK_FOLLOW = 0x400;
 export const AT_EMPTY_PATH = 0x1000;
+export const AT_REMOVEDIR = 0x200;
 export const AT_RECURSIVE = 0x8000;
 export const RENAME_NOREPLACE = 1;
 export const W_OK = 2;
@@ -36,9 +37,15 @@ export const LOCK_NB = 4;
 export const LOCK_UN = 8;
 export const STATX_BASIC_STATS = 0x7ff;
 
-// ---- file type bits of st_mode -----------------------------------------------------------------------
+// ---- file type bits of st_mode (also the type bits of tar, dumpfile and EROFS modes) ---------------
 export const S_IFMT = 0o170000;
+export const S_IFSOCK = 0o140000;
+export const S_IFLNK = 0o120000;
 export const S_IFREG = 0o100000;
+export const S_IFBLK = 0o060000;
+export const S_IFDIR = 0o040000;
+export const S_IFCHR = 0o020000;
+export const S_IFIFO = 0o010000;
 
 // ---- errno -----------------------------------------------------------------------------------------------
 export const Errno = {

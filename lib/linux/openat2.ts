@@ -5,6 +5,7 @@
 import { KernelError } from "../errors.ts";
 import { Errno, errno, errnoName, openLibc } from "./libc.ts";
 import { statFd } from "./fs_at.ts";
+import { AT_REMOVEDIR, O_CLOEXEC, O_DIRECTORY, O_NOFOLLOW, O_PATH } from "./constants.ts";
 
 const SYS_openat2 = 437n; // the same number on x86_64 and aarch64 (unified syscall table)
 
@@ -20,11 +21,6 @@ const lib = () => openLibc(symbols);
 export const RESOLVE_NO_MAGICLINKS = 0x02;
 export const RESOLVE_NO_SYMLINKS = 0x04;
 export const RESOLVE_BENEATH = 0x08;
-const O_NOFOLLOW = 0o400000;
-const O_DIRECTORY = 0o200000;
-const O_PATH = 0o10000000;
-const O_CLOEXEC = 0o2000000;
-const AT_REMOVEDIR = 0x200;
 
 let noOpenat2 = false;
 

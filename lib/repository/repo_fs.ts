@@ -17,13 +17,7 @@ import {
 import { openBeneath, unlinkAtName } from "../linux/openat2.ts";
 import { Errno } from "../linux/libc.ts";
 
-const O_RDONLY = 0;
-const O_NONBLOCK = 0o4000;
-const O_DIRECTORY = 0o200000;
-const S_IFMT = 0o170000;
-const S_IFREG = 0o100000;
-const S_IFDIR = 0o040000;
-const S_IFLNK = 0o120000;
+import { O_DIRECTORY, O_NONBLOCK, O_RDONLY, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "../linux/constants.ts";
 
 /** Deepest refs/ tree gc, fsck and listings walk (ref names are short; a deeper tree is hostile). */
 export const MAX_REF_DEPTH = 64;

@@ -21,6 +21,8 @@ import {
   statFd,
   type StatxResult,
 } from "../linux/fs_at.ts";
+// O_NONBLOCK: never hang on a file that turned into a FIFO since its statx.
+import { O_NONBLOCK } from "../linux/constants.ts";
 import { readXattrsOrNull } from "../linux/xattr.ts";
 import { preadAsync } from "../linux/fs.ts";
 import type { ObjectStore } from "../objects/store.ts";
@@ -79,8 +81,6 @@ const READ_CHUNK = 1 << 20;
  *  current one is hashed or stored. */
 const SYNC_READ_MAX = 256 * 1024;
 const sharedBuf = new Uint8Array(SYNC_READ_MAX + 1);
-/** O_NONBLOCK: never hang on a file that turned into a FIFO since its statx. */
-const O_NONBLOCK = 0o4000;
 
 function statOf(st: StatxResult, xattrs: Map<string, Uint8Array> | null): Stat {
   return {
