@@ -151,7 +151,7 @@ export class FdStream {
         failed = 0;
         continue;
       }
-      if (n === -Errno.EINTR) continue;
+      // Whatever errno says (it can be misread), poll decides: room, the peer gone, or the wait.
       const left = deadline - performance.now();
       if (left <= 0) {
         this.shutdown();
