@@ -17,6 +17,10 @@ function defineVarlink(parent: Command, usage: string): void {
     .command("varlink")
     .description("serve the varlink API (org.composefs.Repository, org.composefs.Oci) on a unix socket")
     .option("--address <unix:PATH>", "socket to listen on (omit under systemd socket activation)")
+    .option(
+      "--stall-timeout <SECONDS>",
+      "drop a client that reads none of its replies for this long (default 30; env CFSCTL_VARLINK_STALL_TIMEOUT)",
+    )
     .addHelpText(
       "after",
       examplesText(
@@ -37,12 +41,13 @@ function defineVarlink(parent: Command, usage: string): void {
         requireVerity: g.requireVerity || undefined,
         noUpgrade: g.noUpgrade || undefined,
       });
+      const serveOpts = { stallTimeoutMs: stallTimeoutMs(opts.stallTimeout) };
       const fds = activationFds();
       let server;
       if (fds.length > 0) {
         const kind = streamSocketKind(fds[0]);
         if (!kind) throw new UsageError(`socket activation: fd ${fds[0]} is not a stream socket`);
-        server = serveFd(fds[0], kind, service);
+        server = serveFd(fds[0], kind, service, serveOpts);
       } else {
         const addr: string | undefined = opts.address;
         if (!addr) throw new UsageError("no --address given and not socket-activated");
@@ -52,7 +57,7 @@ function defineVarlink(parent: Command, usage: string): void {
             `--address takes unix:PATH (a filesystem socket), not ${JSON.stringify(addr)}`,
           );
         }
-        server = serveUnix(path, service);
+        server = serveUnix(path, service, serveOpts);
       }
       const stop = () => server.close();
       Deno.addSignalListener("SIGTERM", stop);
@@ -65,4 +70,16 @@ function defineVarlink(parent: Command, usage: string): void {
         service.closeAll();
       }
     });
+}
+
+/** --stall-timeout, else CFSCTL_VARLINK_STALL_TIMEOUT, in milliseconds (undefined: the default). */
+function stallTimeoutMs(option: string | undefined): number | undefined {
+  const v = option ?? Deno.env.get("CFSCTL_VARLINK_STALL_TIMEOUT");
+  if (v === undefined || v === "") return undefined;
+  const s = Number(v);
+  if (!Number.isFinite(s) || s <= 0 || s > 86_400) {
+    const from = option !== undefined ? "--stall-timeout" : "CFSCTL_VARLINK_STALL_TIMEOUT";
+    throw new UsageError(`${from} takes seconds (above 0, at most 86400), not ${JSON.stringify(v)}`);
+  }
+  return Math.round(s * 1000);
 }

@@ -77,6 +77,7 @@ export const Errno = {
   ENOSPC: 28,
   EROFS: 30,
   EMLINK: 31,
+  EPIPE: 32,
   ERANGE: 34,
   ENAMETOOLONG: 36,
   ENOSYS: 38,
@@ -85,6 +86,8 @@ export const Errno = {
   ENODATA: 61,
   EOVERFLOW: 75,
   EOPNOTSUPP: 95,
+  ECONNRESET: 104,
+  ETIMEDOUT: 110,
   EDQUOT: 122,
   EKEYREJECTED: 129,
 } as const;
@@ -127,14 +130,26 @@ export const MNT_DETACH = 2;
 
 // ---- sockets and fcntl -----------------------------------------------------------------------------
 export const AF_UNIX = 1;
+export const SOCK_STREAM = 1;
 export const SOCK_SEQPACKET = 5;
 export const SOCK_CLOEXEC = 0o2000000;
 export const SOL_SOCKET = 1;
+export const SO_TYPE = 3;
+export const SO_ACCEPTCONN = 30;
 export const SCM_RIGHTS = 1;
+export const SHUT_RDWR = 2;
 export const F_GETFD = 1;
 export const F_SETFD = 2;
 export const FD_CLOEXEC = 1;
 export const F_SETPIPE_SZ = 1031;
 export const MSG_CTRUNC = 0x08;
 export const MSG_TRUNC = 0x20;
+export const MSG_DONTWAIT = 0x40;
+export const MSG_NOSIGNAL = 0x4000;
 export const MSG_CMSG_CLOEXEC = 0x40000000;
+
+// ---- poll(2) -----------------------------------------------------------------------------------------
+export const POLLOUT = 0x004;
+export const POLLERR = 0x008;
+export const POLLHUP = 0x010;
+export const POLLNVAL = 0x020;

@@ -1,24 +1,33 @@
 // Stream sockets handed over as raw descriptors (systemd socket activation: LISTEN_FDS/LISTEN_PID,
-// the first one is fd 3), which Deno cannot adopt: accept, read and write through FFI. Blocking
-// calls run on FFI worker threads (`nonblocking`) so the event loop keeps running.
+// the first one is fd 3), which Deno cannot adopt: accept, read and write through FFI. Calls that
+// wait run on FFI worker threads (`nonblocking`) so the event loop keeps running; sends never wait
+// in the kernel (MSG_DONTWAIT) and wait for room with poll(2) on such a thread (docs/varlink.md#slow-readers).
 import { KernelError } from "../errors.ts";
+import {
+  AF_UNIX,
+  Errno,
+  F_SETFD,
+  FD_CLOEXEC,
+  MSG_DONTWAIT,
+  MSG_NOSIGNAL,
+  POLLERR,
+  POLLHUP,
+  POLLNVAL,
+  POLLOUT,
+  SHUT_RDWR,
+  SO_ACCEPTCONN,
+  SO_TYPE,
+  SOCK_CLOEXEC,
+  SOCK_STREAM,
+  SOL_SOCKET,
+} from "./constants.ts";
 import { cstr, errno, errnoName, openLibc } from "./libc.ts";
-import { receiveMessage, sendMessage } from "./socket.ts";
-
-const SOL_SOCKET = 1;
-const SO_ACCEPTCONN = 30;
-const SO_TYPE = 3;
-const SOCK_STREAM = 1;
-const SOCK_CLOEXEC = 0o2000000;
-const SHUT_RDWR = 2;
-const EINTR = 4;
-const POLLERR = 0x008;
-const POLLHUP = 0x010;
+import { receiveMessage, trySendMessage } from "./socket.ts";
 
 const symbols = {
   accept4: { parameters: ["i32", "pointer", "pointer", "i32"], result: "i32", nonblocking: true },
   read: { parameters: ["i32", "buffer", "usize"], result: "isize", nonblocking: true },
-  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
   close: { parameters: ["i32"], result: "i32" },
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
@@ -27,12 +36,32 @@ const symbols = {
   bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   listen: { parameters: ["i32", "i32"], result: "i32" },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+  pollWait: { name: "poll", parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
 } as const;
 // errno of a `nonblocking` call belongs to the worker thread that ran it and cannot be read here:
 // failed reads are retried a few times, then reported without an errno.
 
 function libc() {
   return openLibc(symbols);
+}
+
+/** How long a send may make no progress (the peer reads nothing) before the connection is given up. */
+export const DEFAULT_STALL_TIMEOUT_MS = 30_000;
+
+/** Bytes handed to one send(2): a large reply is written in pieces, none copied. */
+const SEND_PIECE = 1 << 20;
+
+/**
+ * Sends that failed in a row although poll(2) said there was room: a real error (not EAGAIN), which
+ * is then reported with its errno.
+ */
+const FAILED_WHILE_WRITABLE = 3;
+
+export interface SendOptions {
+  /** Descriptors passed with the first byte (SCM_RIGHTS). */
+  fds?: number[];
+  /** Give up when no byte could be sent for this long (default DEFAULT_STALL_TIMEOUT_MS). */
+  stallTimeoutMs?: number;
 }
 
 function sockopt(fd: number, opt: number): number | null {
@@ -47,6 +76,19 @@ function sockopt(fd: number, opt: number): number | null {
 export function streamSocketKind(fd: number): "listening" | "connected" | null {
   if (sockopt(fd, SO_TYPE) !== SOCK_STREAM) return null;
   return sockopt(fd, SO_ACCEPTCONN) === 1 ? "listening" : "connected";
+}
+
+/** struct pollfd for one descriptor: fd i32, events i16, revents i16. */
+function pollFd(fd: number, events: number): Uint8Array<ArrayBuffer> {
+  const pfd = new Uint8Array(8);
+  const v = new DataView(pfd.buffer);
+  v.setInt32(0, fd, true);
+  v.setInt16(4, events, true);
+  return pfd;
+}
+
+function revents(pfd: Uint8Array<ArrayBuffer>): number {
+  return new DataView(pfd.buffer).getInt16(6, true);
 }
 
 /** A connected stream socket given as a descriptor. */
@@ -74,12 +116,6 @@ export class FdStream {
     return { data: m.data, fds: m.fds };
   }
 
-  /** Writes `data`, passing `fds` with its first byte. */
-  send(data: Uint8Array, fds: number[] = []): void {
-    if (fds.length === 0) return this.write(data);
-    sendMessage(this.fd, data, fds);
-  }
-
   /** Up to `buf.length` bytes; null at end of stream. */
   async read(buf: Uint8Array): Promise<number | null> {
     if (this.#closed) return null;
@@ -92,19 +128,72 @@ export class FdStream {
     }
   }
 
-  /** Writes everything (blocking the caller's thread only as long as the socket buffer is full). */
-  write(data: Uint8Array): void {
+  /**
+   * Writes all of `data` (`fds` go with its first byte) without ever blocking a thread in send(2):
+   * while the socket buffer is full it waits for room (poll, on an FFI worker thread). A peer that
+   * reads nothing for `stallTimeoutMs`, or is gone (EPIPE, ECONNRESET, POLLHUP/POLLERR), fails the
+   * send with a KernelError (ETIMEDOUT for the stall), and the connection is shut down in both
+   * directions (the descriptor stays open until `close`). SIGPIPE is never raised (MSG_NOSIGNAL).
+   */
+  async sendAll(data: Uint8Array, opts: SendOptions = {}): Promise<void> {
+    const stallMs = opts.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS;
+    let fds = opts.fds ?? [];
     let off = 0;
+    let deadline = performance.now() + stallMs;
+    let failed = 0;
     while (off < data.length) {
-      const chunk = off === 0 ? data : data.slice(off);
-      const n = Number(libc().write(this.fd, chunk, BigInt(chunk.length)));
-      if (n < 0) {
-        const e = errno();
-        if (e === EINTR) continue;
-        throw new KernelError("write", e, errnoName(e), `write to socket fd ${this.fd} failed`);
+      if (this.#closed) throw new KernelError("send", Errno.EPIPE, "EPIPE", `socket fd ${this.fd} is closed`);
+      const n = this.#trySend(data.subarray(off, off + SEND_PIECE), fds);
+      if (n > 0) {
+        off += n;
+        fds = [];
+        deadline = performance.now() + stallMs;
+        failed = 0;
+        continue;
       }
-      off += n;
+      // Whatever errno says (it can be misread), poll decides: room, the peer gone, or the wait.
+      const left = deadline - performance.now();
+      if (left <= 0) {
+        this.shutdown();
+        const what = `socket fd ${this.fd}: the peer read nothing for ${(stallMs / 1000).toFixed(1)} s`;
+        throw new KernelError("send", Errno.ETIMEDOUT, "ETIMEDOUT", what);
+      }
+      const ready = await this.#waitWritable(left);
+      if (ready === "gone" || (ready === "writable" && ++failed >= FAILED_WHILE_WRITABLE)) {
+        this.shutdown();
+        const e = ready === "gone" || n === 0 ? Errno.EPIPE : -n;
+        throw new KernelError(
+          "send",
+          e,
+          errnoName(e),
+          `send to socket fd ${this.fd} failed: ${errnoName(e)}`,
+        );
+      }
     }
+  }
+
+  /** One non-blocking send: bytes sent, or minus errno (EAGAIN: the buffer is full; 0: nothing sent). */
+  #trySend(piece: Uint8Array, fds: number[]): number {
+    const flags = MSG_DONTWAIT | MSG_NOSIGNAL;
+    if (fds.length > 0) return trySendMessage(this.fd, piece, fds, flags);
+    const n = Number(libc().send(this.fd, piece, BigInt(piece.length), flags));
+    if (n >= 0) return n;
+    const e = errno();
+    return -(e > 0 ? e : Errno.EIO);
+  }
+
+  /**
+   * Waits up to `ms` for room to write (poll on a worker thread; `shutdown` wakes it): "writable",
+   * "gone" (the peer hung up, an error is pending, or the descriptor is closed) or "timeout".
+   */
+  async #waitWritable(ms: number): Promise<"writable" | "gone" | "timeout"> {
+    const pfd = pollFd(this.fd, POLLOUT);
+    const n = await libc().pollWait(pfd, 1n, Math.max(1, Math.min(Math.ceil(ms), 0x7fffffff)));
+    if (this.#closed) return "gone";
+    if (n <= 0) return "timeout"; // a timeout, or EINTR: the caller's deadline decides
+    const r = revents(pfd);
+    if (r & (POLLHUP | POLLERR | POLLNVAL)) return "gone";
+    return r & POLLOUT ? "writable" : "timeout";
   }
 
   /**
@@ -113,10 +202,17 @@ export class FdStream {
    */
   hungUp(): boolean {
     if (this.#closed) return true;
-    const pfd = new Uint8Array(8); // struct pollfd: fd i32, events i16 (0: POLLHUP/POLLERR only), revents i16
-    new DataView(pfd.buffer).setInt32(0, this.fd, true);
+    const pfd = pollFd(this.fd, 0); // events 0: POLLHUP/POLLERR only
     if (libc().poll(pfd, 1n, 0) <= 0) return false;
-    return (new DataView(pfd.buffer).getInt16(6, true) & (POLLHUP | POLLERR)) !== 0;
+    return (revents(pfd) & (POLLHUP | POLLERR)) !== 0;
+  }
+
+  /**
+   * shutdown(SHUT_RDWR): the peer sees the end of the stream, and a receive or a wait for room
+   * pending here returns. The descriptor stays open (and its number taken) until `close`.
+   */
+  shutdown(): void {
+    if (!this.#closed) libc().shutdown(this.fd, SHUT_RDWR);
   }
 
   close(): void {
@@ -166,7 +262,7 @@ export function activationFds(
   const fds: number[] = [];
   for (let i = 0; i < Number(n); i++) {
     fds.push(3 + i);
-    libc().fcntl(3 + i, 2, /* F_SETFD */ 1 /* FD_CLOEXEC */);
+    libc().fcntl(3 + i, F_SETFD, FD_CLOEXEC);
   }
   return fds;
 }
@@ -174,14 +270,16 @@ export function activationFds(
 /** A listening unix stream socket at `path` (close-on-exec), as a descriptor. */
 export function listenUnix(path: string, backlog = 64): number {
   const name = cstr(path);
-  if (name.length > 108) throw new KernelError("bind", 36, "ENAMETOOLONG", `socket path too long: ${path}`);
-  const fd = libc().socket(1, /* AF_UNIX */ SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (name.length > 108) {
+    throw new KernelError("bind", Errno.ENAMETOOLONG, "ENAMETOOLONG", `socket path too long: ${path}`);
+  }
+  const fd = libc().socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     const e = errno();
     throw new KernelError("socket", e, errnoName(e));
   }
   const addr = new Uint8Array(110);
-  new DataView(addr.buffer).setUint16(0, 1, true);
+  new DataView(addr.buffer).setUint16(0, AF_UNIX, true);
   addr.set(name, 2);
   if (libc().bind(fd, addr, 2 + name.length) < 0 || libc().listen(fd, backlog) < 0) {
     const e = errno();

@@ -5,6 +5,7 @@ import { KernelError } from "../errors.ts";
 import { check, errno, errnoName, openLibc } from "./libc.ts";
 import {
   AF_UNIX,
+  Errno,
   F_GETFD,
   F_SETFD,
   F_SETPIPE_SZ,
@@ -13,6 +14,7 @@ import {
   MSG_CTRUNC,
   MSG_TRUNC,
   SCM_RIGHTS,
+  SHUT_RDWR,
   SOCK_CLOEXEC,
   SOCK_SEQPACKET,
   SOL_SOCKET,
@@ -70,17 +72,31 @@ export function closeFd(fd: number): void {
 
 /** shutdown(SHUT_RDWR): wakes a receive blocked on the socket. */
 export function shutdownSocket(fd: number): void {
-  libc().shutdown(fd, 2);
+  libc().shutdown(fd, SHUT_RDWR);
 }
 
 /** Sends one message (one packet on SOCK_SEQPACKET), optionally passing file descriptors. */
 export function sendMessage(fd: number, data: Uint8Array, fds: number[] = []): void {
   const payload = new Uint8Array(data.length);
   payload.set(data);
+  const n = trySendMessage(fd, payload, fds, 0);
+  if (n < 0) throw new KernelError("sendmsg", -n, errnoName(-n));
+  if (n !== payload.length) {
+    throw new KernelError("sendmsg", 0, "short write", "sendmsg: short write");
+  }
+}
+
+/**
+ * One sendmsg(2) of `data` (read in place, not copied) with `fds` passed along (SCM_RIGHTS): the
+ * number of bytes sent, or minus errno. `flags` are MSG_* (MSG_DONTWAIT: fail with EAGAIN instead of
+ * waiting for room). errno is read by a second FFI call and can be misread (lib/linux/libc.ts): a
+ * caller decides nothing irreversible on its value alone.
+ */
+export function trySendMessage(fd: number, data: Uint8Array, fds: number[], flags: number): number {
   const iov = new Uint8Array(16);
   const iv = new DataView(iov.buffer);
-  iv.setBigUint64(0, ptr(payload), true);
-  iv.setBigUint64(8, BigInt(payload.length), true);
+  iv.setBigUint64(0, BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(data))), true);
+  iv.setBigUint64(8, BigInt(data.length), true);
   const control = new Uint8Array(fds.length ? cmsgSpace(fds.length * 4) : 8);
   if (fds.length) {
     const cv = new DataView(control.buffer);
@@ -97,14 +113,10 @@ export function sendMessage(fd: number, data: Uint8Array, fds: number[] = []): v
     mv.setBigUint64(32, ptr(control), true);
     mv.setBigUint64(40, BigInt(control.length), true);
   }
-  const n = libc().sendmsg(fd, msg, 0);
-  if (n < 0) {
-    const e = errno();
-    throw new KernelError("sendmsg", e, errnoName(e));
-  }
-  if (Number(n) !== payload.length) {
-    throw new KernelError("sendmsg", 0, "short write", "sendmsg: short write");
-  }
+  const n = Number(libc().sendmsg(fd, msg, flags));
+  if (n >= 0) return n;
+  const e = errno();
+  return -(e > 0 ? e : Errno.EIO); // a misread 0 is still a failure
 }
 
 export interface ReceivedMessage {

@@ -47,6 +47,14 @@ export interface ConnectionInfo {
   id: number;
 }
 
+export interface ServeOptions {
+  /**
+   * A client that reads none of its replies for this long is dropped: its connection is shut down
+   * and its running call aborted, as when it hangs up (docs/varlink.md#slow-readers). Default 30 s.
+   */
+  stallTimeoutMs?: number;
+}
+
 /**
  * How often a running call checks whether its client hung up. A call reads nothing from the socket
  * while it runs (calls are answered in order), so the hang-up is seen by polling for POLLHUP — not
@@ -100,13 +108,15 @@ class Connection {
   readonly info: ConnectionInfo = { id: nextConnId++ };
   /** Writes are queued so replies keep their order even while progress arrives from other tasks. */
   #writing: Promise<void> = Promise.resolve();
-  /** A write failed: the client is gone. */
+  /** A write failed or stalled: the client is gone (or as good as gone) and is dropped. */
   #broken = false;
+  /** Aborts the call running now (null between calls). */
+  #abort: AbortController | null = null;
   #pending = new Uint8Array(0);
   /** Descriptors received since the last complete message: they belong to the next one. */
   #inFds: number[] = [];
 
-  constructor(private stream: FdStream, private service: VarlinkService) {}
+  constructor(private stream: FdStream, private service: VarlinkService, private opts: ServeOptions = {}) {}
 
   async serve(): Promise<void> {
     try {
@@ -115,7 +125,10 @@ class Connection {
         if (got === null || this.#broken) break;
         this.#inFds.push(...got.fds);
         this.#append(got.data);
-        for (let m = this.#nextMessage(); m; m = this.#nextMessage()) await this.#answer(m.bytes, m.fds);
+        for (let m = this.#nextMessage(); m && !this.#broken; m = this.#nextMessage()) {
+          await this.#answer(m.bytes, m.fds);
+        }
+        if (this.#broken) break;
         if (this.#pending.length > MAX_MESSAGE) {
           this.#send(errorReply(invalidMessage("message")));
           break;
@@ -131,17 +144,34 @@ class Connection {
     }
   }
 
+  /**
+   * Queues a reply. It is written without blocking the server (FdStream.sendAll): a client that reads
+   * slowly delays only itself, and one that reads nothing for the stall timeout, or is gone, is dropped.
+   */
   #send(msg: Record<string, unknown>, fds: number[] = []): void {
     const bytes = enc.encode(JSON.stringify(msg) + "\0");
-    this.#writing = this.#writing.then(() => {
+    this.#writing = this.#writing.then(async () => {
       try {
-        if (!this.#broken) this.stream.send(bytes, fds);
-      } catch {
-        this.#broken = true;
+        if (!this.#broken) {
+          await this.stream.sendAll(bytes, { fds, stallTimeoutMs: this.opts.stallTimeoutMs });
+        }
+      } catch (e) {
+        this.#drop(e);
       } finally {
         closeAll(fds);
       }
     });
+  }
+
+  /**
+   * Gives the client up (a send failed or stalled): nothing more is written or read, the running call
+   * is aborted as on a hang-up, and the connection ends once that call returns.
+   */
+  #drop(cause: unknown): void {
+    if (this.#broken) return;
+    this.#broken = true;
+    this.stream.shutdown(); // ends the read loop's pending receive
+    this.#abort?.abort(new CfsError("the varlink client stopped reading its replies", { cause }));
   }
 
   #append(data: Uint8Array): void {
@@ -174,7 +204,9 @@ class Connection {
       return;
     }
     // A oneway call's client wants no reply and may be gone already: its call runs to the end.
+    if (!call.oneway) this.#abort = abort;
     const watch = call.oneway ? undefined : setInterval(() => {
+      if (abort.signal.aborted) return clearInterval(watch);
       if (!this.#broken && !this.stream.hungUp()) return;
       abort.abort(new CfsError("the varlink client hung up"));
       clearInterval(watch);
@@ -183,6 +215,7 @@ class Connection {
       await this.#run(call);
     } finally {
       clearInterval(watch);
+      this.#abort = null;
       closeAll(call.fds);
     }
     await this.#writing;
@@ -218,11 +251,11 @@ export interface RunningServer {
 }
 
 /** Serves on a unix socket path (an existing socket file there is replaced). */
-export function serveUnix(path: string, service: VarlinkService): RunningServer {
+export function serveUnix(path: string, service: VarlinkService, opts: ServeOptions = {}): RunningServer {
   try {
     if (Deno.lstatSync(path).isSocket) Deno.removeSync(path);
   } catch { /* nothing there */ }
-  const server = serveFd(listenUnix(path), "listening", service);
+  const server = serveFd(listenUnix(path), "listening", service, opts);
   return {
     done: server.done,
     close() {
@@ -235,10 +268,15 @@ export function serveUnix(path: string, service: VarlinkService): RunningServer 
 }
 
 /** Serves on an activated descriptor: a listening socket (accept loop) or one connected socket. */
-export function serveFd(fd: number, kind: "listening" | "connected", service: VarlinkService): RunningServer {
+export function serveFd(
+  fd: number,
+  kind: "listening" | "connected",
+  service: VarlinkService,
+  opts: ServeOptions = {},
+): RunningServer {
   if (kind === "connected") {
     const s = new FdStream(fd);
-    return { done: new Connection(s, service).serve(), close: () => s.close() };
+    return { done: new Connection(s, service, opts).serve(), close: () => s.close() };
   }
   const l = new FdListener(fd);
   const conns = new Set<Promise<void>>();
@@ -248,7 +286,7 @@ export function serveFd(fd: number, kind: "listening" | "connected", service: Va
       const c = await l.accept();
       if (!c) break;
       streams.add(c);
-      const p = new Connection(c, service).serve().finally(() => {
+      const p = new Connection(c, service, opts).serve().finally(() => {
         conns.delete(p);
         streams.delete(c);
       });
