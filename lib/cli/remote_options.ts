@@ -2,6 +2,7 @@
 import { type Command, Option } from "commander";
 import { UsageError } from "../errors.ts";
 import { parseBool } from "./common_options.ts";
+import { errln } from "./output.ts";
 import type { RemoteOptions } from "../oci/transport/registry/remote_options.ts";
 
 export function addRemoteOptions(cmd: Command): void {
@@ -79,5 +80,7 @@ export function remoteOptionsFrom(opts: Record<string, unknown>): RemoteOptions 
     localFetch: opts.localFetch as RemoteOptions["localFetch"],
     storageRoot: opts.storageRoot as string | undefined,
     trustStorageDiffIds: opts.storageTrustDiffIds === true ? true : undefined,
+    onStorageLockWait: (path, pid) =>
+      errln(`waiting for containers-storage lock ${path}, held for writing${pid ? ` by pid ${pid}` : ""}…`),
   };
 }
