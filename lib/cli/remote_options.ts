@@ -40,7 +40,8 @@ export function addRemoteOptions(cmd: Command): void {
     )
     .option(
       "--storage-root <DIR>",
-      "containers-storage graphroot (default: storage.conf's, /var/lib/containers/storage)",
+      "containers-storage graphroot (default as podman: storage.conf's, else /var/lib/containers/storage, " +
+        "rootless ~/.local/share/containers/storage; additionalimagestores are searched too)",
     )
     .option(
       "--storage-trust-diff-ids",

@@ -6,6 +6,7 @@
 // returns null). Reference syntax and limits: docs/containers-storage.md.
 import {
   CfsError,
+  describeError,
   FormatError,
   InvalidArgumentError,
   KernelError,
@@ -199,12 +200,11 @@ function denied(e: unknown): boolean {
  */
 function rootlessHint(e: unknown, root: string): unknown {
   if (!denied(e) || Deno.uid() === 0) return e;
-  const what = e instanceof Error ? e.message : String(e);
+  // The whole first error goes into the message (not as the cause, whose context would repeat).
   return new PermissionError(
-    `cannot read containers-storage at ${root} as uid ${Deno.uid()} (${what}): the files of a rootless ` +
-      "store belong to the user's sub-uids; run cfsctl inside podman's user namespace: " +
+    `cannot read containers-storage at ${root} as uid ${Deno.uid()}: ${describeError(e)}; the files of ` +
+      "a rootless store belong to the user's sub-uids: run cfsctl inside podman's user namespace, " +
       "`podman unshare cfsctl …`",
-    { cause: e, context: e instanceof CfsError ? [...e.context] : undefined },
   );
 }
 
@@ -219,10 +219,13 @@ async function existingStores(loc: StorageLocation, strict: boolean): Promise<st
       if (e instanceof Deno.errors.NotFound && (i > 0 || !strict)) continue;
       if (e instanceof Deno.errors.PermissionDenied && !strict) return null;
       const where = i === 0 ? loc.from : "additional image store";
-      throw rootlessHint(
-        new NotFoundError(`no containers-storage image store at ${root} (${where})`, { cause: e }),
-        root,
-      );
+      if (e instanceof Deno.errors.PermissionDenied) {
+        throw new PermissionError(
+          `containers-storage image store at ${root} (${where}) is not readable as uid ${Deno.uid()}`,
+          { cause: e },
+        );
+      }
+      throw new NotFoundError(`no containers-storage image store at ${root} (${where})`, { cause: e });
     }
   }
   return roots.length ? roots : null;
