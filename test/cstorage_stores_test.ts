@@ -507,6 +507,20 @@ additionalimagestores = [ "${extra}" ]
       assertEquals(m.code, 0, m.stderr);
       assert(m.json.stats.local_fetch);
 
+      // A main store that does not exist (never used on this machine) does not hide the additional one.
+      const conf2 = `${tmp.path}/storage2.conf`;
+      await Deno.writeTextFile(
+        conf2,
+        `[storage]\ngraphroot = "${tmp.path}/never-made"\n[storage.options]\nadditionalimagestores = ["${extra}"]\n`,
+      );
+      const repo2 = await newRepo(`${tmp.path}/repo-cs2`);
+      const r3 = await pullJson(repo2, `containers-storage:${b.imageId}`, [], {
+        CONTAINERS_STORAGE_CONF: conf2,
+      });
+      assertEquals(r3.code, 0, r3.stderr);
+      assertEquals(r3.json.images, ref.json.images);
+      assert(r3.json.stats.local_fetch, "read natively");
+
       // The source found it in the additional store, whose lock files it holds (after the main store's).
       Deno.env.set("CONTAINERS_STORAGE_CONF", conf);
       try {

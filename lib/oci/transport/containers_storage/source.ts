@@ -216,8 +216,8 @@ async function existingStores(loc: StorageLocation, strict: boolean): Promise<st
       await Deno.stat(`${root}/overlay-images`);
       roots.push(root);
     } catch (e) {
-      if (e instanceof Deno.errors.NotFound && (i > 0 || !strict)) continue;
-      if (e instanceof Deno.errors.PermissionDenied && !strict) return null;
+      if (e instanceof Deno.errors.NotFound) continue;
+      if (!strict) return null;
       const where = i === 0 ? loc.from : "additional image store";
       if (e instanceof Deno.errors.PermissionDenied) {
         throw new PermissionError(
@@ -225,10 +225,11 @@ async function existingStores(loc: StorageLocation, strict: boolean): Promise<st
           { cause: e },
         );
       }
-      throw new NotFoundError(`no containers-storage image store at ${root} (${where})`, { cause: e });
+      throw e;
     }
   }
-  return roots.length ? roots : null;
+  if (roots.length || !strict) return roots.length ? roots : null;
+  throw new NotFoundError(`no containers-storage image store at ${loc.root} (${loc.from})`);
 }
 
 /**
