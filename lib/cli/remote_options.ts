@@ -2,6 +2,7 @@
 import { type Command, Option } from "commander";
 import { UsageError } from "../errors.ts";
 import { parseBool } from "./common_options.ts";
+import { errln } from "./output.ts";
 import type { RemoteOptions } from "../oci/transport/registry/remote_options.ts";
 
 export function addRemoteOptions(cmd: Command): void {
@@ -39,7 +40,8 @@ export function addRemoteOptions(cmd: Command): void {
     )
     .option(
       "--storage-root <DIR>",
-      "containers-storage graphroot (default: storage.conf's, /var/lib/containers/storage)",
+      "containers-storage graphroot (default as podman: storage.conf's, else /var/lib/containers/storage, " +
+        "rootless ~/.local/share/containers/storage; additionalimagestores are searched too)",
     )
     .option(
       "--storage-trust-diff-ids",
@@ -79,5 +81,7 @@ export function remoteOptionsFrom(opts: Record<string, unknown>): RemoteOptions 
     localFetch: opts.localFetch as RemoteOptions["localFetch"],
     storageRoot: opts.storageRoot as string | undefined,
     trustStorageDiffIds: opts.storageTrustDiffIds === true ? true : undefined,
+    onStorageLockWait: (path, pid) =>
+      errln(`waiting for containers-storage lock ${path}, held for writing${pid ? ` by pid ${pid}` : ""}…`),
   };
 }

@@ -142,6 +142,22 @@ export const F_GETFD = 1;
 export const F_SETFD = 2;
 export const FD_CLOEXEC = 1;
 export const F_SETPIPE_SZ = 1031;
+/** Open-file-description record locks (Linux 3.15): owned by the open file, not the process. */
+export const F_OFD_GETLK = 36;
+export const F_OFD_SETLK = 37;
+export const F_OFD_SETLKW = 38;
+/** struct flock l_type values. */
+export const F_RDLCK = 0;
+export const F_WRLCK = 1;
+export const F_UNLCK = 2;
+export const SEEK_SET = 0;
+/** struct flock (x86_64): short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid. */
+export const FLOCK_SIZE = 32;
+export const FLOCK_TYPE_OFFSET = 0;
+export const FLOCK_WHENCE_OFFSET = 2;
+export const FLOCK_START_OFFSET = 8;
+export const FLOCK_LEN_OFFSET = 16;
+export const FLOCK_PID_OFFSET = 24;
 export const MSG_CTRUNC = 0x08;
 export const MSG_TRUNC = 0x20;
 export const MSG_DONTWAIT = 0x40;

@@ -8,7 +8,13 @@
 // unless the caller trusts the store. Every object is hashed from its own bytes (the clone, or the
 // linked file), so what is named by a digest is what was hashed. Why and how: docs/containers-storage.md.
 import { createHash, type Hash } from "node:crypto";
-import { FormatError, IntegrityError, InvalidArgumentError, KernelError } from "../../../errors.ts";
+import {
+  FormatError,
+  IntegrityError,
+  InvalidArgumentError,
+  KernelError,
+  PermissionError,
+} from "../../../errors.ts";
 import { parseDigest } from "../../digest.ts";
 import { FsVerityHasher } from "../../../fsverity/hasher.ts";
 import type { ObjectId } from "../../../fsverity/object_id.ts";
@@ -244,8 +250,11 @@ function toQueued(
   const q: QueuedFile = { kind: "file", size, label, fd: res.fd, st: res, tmp: res.tmp };
   try {
     if (res.openErrno) {
-      throw new FormatError(`${label}: cannot open the content of a layer file (${errnoName(res.openErrno)})`)
-        .within(tarSplitPath);
+      // Not the data's fault when we may not read it (a rootless store's sub-uid files): say so.
+      const denied = res.openErrno === Errno.EACCES || res.openErrno === Errno.EPERM;
+      throw new (denied ? PermissionError : FormatError)(
+        `${label}: cannot open the content of a layer file (${errnoName(res.openErrno)})`,
+      ).within(tarSplitPath);
     }
     if (!isRegular(res) || res.size !== size) {
       throw new FormatError(

@@ -1,9 +1,20 @@
 // `containers-storage:` images read straight from an overlay-driver store (docs/containers-storage.md), no
 // skopeo: the manifest and config come from the image store's big-data files, layers are imported from
-// diff/ + tar-split by lib/oci/pull.ts calling splitLayer(). Stores with other drivers, a missing
-// store, or (in auto mode) an image this store does not have go to the skopeo proxy instead
-// (openContainersStorage returns null). Reference syntax and limits: docs/containers-storage.md.
-import { FormatError, InternalError, InvalidArgumentError, NotFoundError } from "../../../errors.ts";
+// diff/ + tar-split by lib/oci/pull.ts calling splitLayer(). The main store and its additional image
+// stores are read-locked from opening to close() (store_lock.ts). Stores with other drivers, a missing
+// store, or (in auto mode) an image no store has go to the skopeo proxy instead (openContainersStorage
+// returns null). Reference syntax and limits: docs/containers-storage.md.
+import {
+  CfsError,
+  describeError,
+  FormatError,
+  InternalError,
+  InvalidArgumentError,
+  KernelError,
+  NotFoundError,
+  PermissionError,
+} from "../../../errors.ts";
+import { Errno } from "../../../linux/libc.ts";
 import type { Repository } from "../../../repository/repository.ts";
 import type { SplitSink } from "../../layer_split.ts";
 import { MT } from "../../media_types.ts";
@@ -16,7 +27,16 @@ import {
   type LocalFetchStats,
   ZeroCopyState,
 } from "./layer_import.ts";
-import { locateStorage, OverlayStore, type StorageImage, type StorageLayer } from "./store.ts";
+import {
+  diffDir,
+  OverlayStore,
+  type StorageImage,
+  type StorageLayer,
+  StoreSet,
+  tarSplitPath,
+} from "./store.ts";
+import { locateStorage, type StorageLocation } from "./store_config.ts";
+import { type StoreLockOptions, StoreReadLocks } from "./store_lock.ts";
 import { createHash } from "node:crypto";
 
 export interface ContainersStorageOptions {
@@ -25,6 +45,8 @@ export interface ContainersStorageOptions {
   storageRoot?: string;
   /** `--storage-trust-diff-ids`: take each layer's diff_id from the store instead of re-hashing it. */
   trustDiffIds?: boolean;
+  /** Told when a store's lock is held for writing (podman is changing it) and the open waits. */
+  onLockWait?: StoreLockOptions["onWait"];
 }
 
 export interface ParsedStorageReference {
@@ -70,13 +92,16 @@ export class ContainersStorageSource implements ImageSource {
   #layers: StorageLayer[];
   #configKey: string;
 
+  /** `locks` (released by close()) must be held on every store of `stores`. */
   constructor(
+    readonly stores: StoreSet,
     readonly store: OverlayStore,
     readonly image: StorageImage,
     readonly opts: ContainersStorageOptions,
+    readonly locks?: StoreReadLocks,
   ) {
     this.description = `containers-storage:[overlay@${store.root}]${image.id}`;
-    this.#layers = store.layerChain(image);
+    this.#layers = stores.layerChain(image, store);
     this.#configKey = `sha256:${image.id}`;
   }
 
@@ -138,8 +163,8 @@ export class ContainersStorageSource implements ImageSource {
     if (this.opts.mode === "disabled") throw new InternalError("local fetch disabled");
     let done = 0;
     return await importOverlayLayer(
-      this.store.tarSplitPath(layer),
-      this.store.diffDir(layer),
+      tarSplitPath(layer),
+      diffDir(layer),
       repo.objects,
       sink,
       this.state,
@@ -150,19 +175,69 @@ export class ContainersStorageSource implements ImageSource {
         onProgress: (n) => onProgress(done += n, layer.diffSize),
       },
     ).catch((e) => {
-      throw e instanceof Error && "within" in e ? (e as FormatError).within(`layer ${layer.id}`) : e;
+      const r = rootlessHint(e, layer.root);
+      throw r instanceof CfsError ? r.within(`layer ${layer.id}`) : r;
     });
   }
 
+  /** Ends the import: the prefetch thread, then the stores' read locks. */
   async close(): Promise<void> {
-    await this.state.close();
+    try {
+      await this.state.close();
+    } finally {
+      this.locks?.release();
+    }
   }
+}
+
+function denied(e: unknown): boolean {
+  return e instanceof PermissionError || e instanceof Deno.errors.PermissionDenied ||
+    (e instanceof KernelError && (e.errno === Errno.EACCES || e.errno === Errno.EPERM));
+}
+
+/**
+ * A permission error met by a caller that is not root: in a rootless store most files belong to
+ * sub-uids that only the user namespace podman sets up can read, so say how to get in there.
+ */
+function rootlessHint(e: unknown, root: string): unknown {
+  if (!denied(e) || Deno.uid() === 0) return e;
+  // The whole first error goes into the message (not as the cause, whose context would repeat).
+  return new PermissionError(
+    `cannot read containers-storage at ${root} as uid ${Deno.uid()}: ${describeError(e)}; the files of ` +
+      "a rootless store belong to the user's sub-uids: run cfsctl inside podman's user namespace, " +
+      "`podman unshare cfsctl …`",
+  );
+}
+
+/** The stores to search that exist: the main one (if it does), then each additional image store. */
+async function existingStores(loc: StorageLocation, strict: boolean): Promise<string[] | null> {
+  const roots: string[] = [];
+  for (const [i, root] of [loc.root, ...loc.additionalImageStores].entries()) {
+    try {
+      await Deno.stat(`${root}/overlay-images`);
+      roots.push(root);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) continue;
+      if (!strict) return null;
+      const where = i === 0 ? loc.from : "additional image store";
+      if (e instanceof Deno.errors.PermissionDenied) {
+        throw new PermissionError(
+          `containers-storage image store at ${root} (${where}) is not readable as uid ${Deno.uid()}`,
+          { cause: e },
+        );
+      }
+      throw e;
+    }
+  }
+  if (roots.length || !strict) return roots.length ? roots : null;
+  throw new NotFoundError(`no containers-storage image store at ${loc.root} (${loc.from})`);
 }
 
 /**
  * The native source for `ref`, or null where the skopeo proxy should serve it: the store uses a
- * driver other than overlay, does not exist, or (mode auto) lacks the image. In zerocopy mode a
- * missing store or image is an error (the user asked for this path).
+ * driver other than overlay, does not exist, or (mode auto) no store has the image. In zerocopy mode
+ * a missing store or image is an error (the user asked for this path). The returned source holds
+ * read locks on the stores until its close().
  */
 export async function openContainersStorage(
   ref: string,
@@ -180,21 +255,25 @@ export async function openContainersStorage(
     }
     return null;
   }
+  const roots = await existingStores(loc, strict);
+  if (!roots) return null;
+  const locks = await StoreReadLocks.acquire(roots, "overlay", { onWait: opts.onLockWait })
+    .catch((e) => {
+      throw rootlessHint(e, roots[0]);
+    });
   try {
-    await Deno.stat(`${loc.root}/overlay-images`);
-  } catch (e) {
-    if (!strict && (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied)) {
-      return null;
+    const set = new StoreSet(await Promise.all(roots.map((r) => OverlayStore.open(r))));
+    const hit = set.findImage(parsed.image);
+    if (!hit) {
+      locks.release();
+      if (!strict) return null;
+      throw new NotFoundError(
+        `image ${JSON.stringify(parsed.image)} is not in containers-storage at ${roots.join(", ")}`,
+      );
     }
-    throw new NotFoundError(`no containers-storage image store at ${loc.root} (${loc.from})`, { cause: e });
+    return new ContainersStorageSource(set, hit.store, hit.image, opts, locks);
+  } catch (e) {
+    locks.release();
+    throw rootlessHint(e, roots[0]);
   }
-  const store = await OverlayStore.open(loc.root);
-  const image = store.findImage(parsed.image);
-  if (!image) {
-    if (!strict) return null;
-    throw new NotFoundError(
-      `image ${JSON.stringify(parsed.image)} is not in containers-storage at ${loc.root}`,
-    );
-  }
-  return new ContainersStorageSource(store, image, opts);
 }

@@ -1,10 +1,9 @@
-// Read-only view of a containers/storage store (what podman, buildah and CRI-O share): where it is
-// (storage.conf `graphroot`, or an explicit root), which driver it uses, the image store
-// (`<driver>-images/images.json` plus per-image "big data" files) and the layer store
-// (`<driver>-layers/layers.json`, `<driver>-layers/<id>.tar-split.gz`, `overlay/<id>/diff`).
-// Layout facts: docs/containers-storage.md.
+// Read-only view of a containers/storage overlay store (what podman, buildah and CRI-O share): the
+// image store (`overlay-images/images.json` plus per-image "big data" files) and the layer store
+// (`overlay-layers/layers.json` and `volatile-layers.json`, `overlay-layers/<id>.tar-split.gz`,
+// `overlay/<id>/diff`); and the main store with its additional read-only image stores as one
+// (StoreSet). Where the store is: store_config.ts. Layout facts: docs/containers-storage.md.
 import { FormatError, NotFoundError } from "../../../errors.ts";
-import { parseTomlSubset, type TomlTable } from "../registry/toml_subset.ts";
 import { parseDockerReference } from "../registry/docker_reference.ts";
 
 export interface StorageImage {
@@ -19,21 +18,42 @@ export interface StorageImage {
 
 export interface StorageLayer {
   id: string;
+  /** The store whose layers.json lists it: its diff/ and tar-split are under this root. */
+  root: string;
   parent?: string;
   diffDigest?: string;
   diffSize?: number;
   compressedDigest?: string;
 }
 
-export interface StorageLocation {
-  root: string;
-  /** The driver named in storage.conf or the reference; undefined when detected from the layout. */
-  driver: string;
-  /** Where the root came from (for messages). */
-  from: string;
+/** Big-data file name of a key (containers/storage makeBigDataBaseName). */
+export function bigDataFileName(key: string): string {
+  if (/^[a-z0-9.]*$/.test(key)) return key;
+  return "=" + btoa(String.fromCharCode(...new TextEncoder().encode(key)));
 }
 
-const STORAGE_CONFS = ["/etc/containers/storage.conf", "/usr/share/containers/storage.conf"];
+function strings(v: unknown): string[] {
+  return Array.isArray(v) ? v.filter((n): n is string => typeof n === "string") : [];
+}
+
+function parseImage(i: Record<string, unknown>): StorageImage | undefined {
+  const id = str(i.id);
+  if (!id || !ID.test(id)) return undefined;
+  return {
+    id,
+    names: strings(i.names),
+    digest: str(i.digest),
+    digests: strings(i.digests),
+    layer: str(i.layer),
+    bigDataNames: strings(i["big-data-names"]),
+  };
+}
+
+function str(v: unknown): string | undefined {
+  return typeof v === "string" && v !== "" ? v : undefined;
+}
+
+const ID = /^[0-9a-f]{64}$/;
 
 async function readTextOrNull(path: string): Promise<string | null> {
   try {
@@ -43,76 +63,6 @@ async function readTextOrNull(path: string): Promise<string | null> {
     throw e;
   }
 }
-
-/** `[storage]` of the first storage.conf found ($CONTAINERS_STORAGE_CONF, /etc, /usr/share). */
-async function storageConf(): Promise<{ table: TomlTable; path: string } | null> {
-  const env = Deno.env.get("CONTAINERS_STORAGE_CONF");
-  for (const path of env ? [env] : STORAGE_CONFS) {
-    const text = await readTextOrNull(path);
-    if (text === null) continue;
-    const t = parseTomlSubset(text, path);
-    const s = t.storage;
-    return { table: s && typeof s === "object" && !Array.isArray(s) ? s as TomlTable : {}, path };
-  }
-  return null;
-}
-
-/**
- * The store to read: `explicitRoot` (--storage-root or the reference's `[driver@root]`), else
- * storage.conf's graphroot (root) / rootless_storage_path, else the containers/storage defaults.
- */
-export async function locateStorage(
-  explicitRoot?: string,
-  explicitDriver?: string,
-): Promise<StorageLocation> {
-  const conf = await storageConf();
-  const confDriver = typeof conf?.table.driver === "string" && conf.table.driver
-    ? conf.table.driver
-    : undefined;
-  let root = explicitRoot;
-  let from = "--storage-root";
-  if (!root) {
-    const isRoot = Deno.uid() === 0;
-    const key = isRoot ? "graphroot" : "rootless_storage_path";
-    const v = conf?.table[key];
-    if (typeof v === "string" && v) {
-      root = v.replace(/^\$HOME\b/, Deno.env.get("HOME") ?? "");
-      from = `${conf!.path} ${key}`;
-    } else if (isRoot) {
-      root = "/var/lib/containers/storage";
-      from = "default";
-    } else {
-      const data = Deno.env.get("XDG_DATA_HOME") ?? `${Deno.env.get("HOME") ?? ""}/.local/share`;
-      root = `${data}/containers/storage`;
-      from = "default (rootless)";
-    }
-  }
-  let driver = explicitDriver ?? confDriver;
-  if (!driver) driver = await detectDriver(root);
-  return { root, driver, from };
-}
-
-/** containers/storage's own detection order for an existing store: the first `<driver>-layers` found. */
-async function detectDriver(root: string): Promise<string> {
-  for (const d of ["overlay", "btrfs", "zfs", "vfs", "devmapper", "aufs"]) {
-    try {
-      if ((await Deno.stat(`${root}/${d}-layers`)).isDirectory) return d;
-    } catch { /* next */ }
-  }
-  return "overlay";
-}
-
-/** Big-data file name of a key (containers/storage makeBigDataBaseName). */
-export function bigDataFileName(key: string): string {
-  if (/^[a-z0-9.]*$/.test(key)) return key;
-  return "=" + btoa(String.fromCharCode(...new TextEncoder().encode(key)));
-}
-
-function str(v: unknown): string | undefined {
-  return typeof v === "string" && v !== "" ? v : undefined;
-}
-
-const ID = /^[0-9a-f]{64}$/;
 
 async function readJsonArray(path: string, what: string): Promise<Record<string, unknown>[]> {
   const text = await readTextOrNull(path);
@@ -137,31 +87,26 @@ export class OverlayStore {
     this.layers = layers;
   }
 
+  /** Reads the store's image and layer lists (the caller holds its read locks: store_lock.ts). */
   static async open(root: string): Promise<OverlayStore> {
     const imgs = await readJsonArray(`${root}/overlay-images/images.json`, "image store");
-    const lays = await readJsonArray(`${root}/overlay-layers/layers.json`, "layer store");
-    // Read-only additional layer stores may list more layers (volatile ones live in the runroot).
+    // Layers made with the volatile flag are listed in volatile-layers.json beside layers.json.
+    const lays = [
+      ...await readJsonArray(`${root}/overlay-layers/layers.json`, "layer store"),
+      ...await readJsonArray(`${root}/overlay-layers/volatile-layers.json`, "layer store"),
+    ];
     const images: StorageImage[] = [];
     for (const i of imgs) {
-      const id = str(i.id);
-      if (!id || !ID.test(id)) continue;
-      images.push({
-        id,
-        names: Array.isArray(i.names) ? i.names.filter((n): n is string => typeof n === "string") : [],
-        digest: str(i.digest),
-        digests: Array.isArray(i.digests) ? i.digests.filter((n): n is string => typeof n === "string") : [],
-        layer: str(i.layer),
-        bigDataNames: Array.isArray(i["big-data-names"])
-          ? (i["big-data-names"] as unknown[]).filter((n): n is string => typeof n === "string")
-          : [],
-      });
+      const image = parseImage(i);
+      if (image) images.push(image);
     }
     const layers = new Map<string, StorageLayer>();
     for (const l of lays) {
       const id = str(l.id);
-      if (!id || !ID.test(id)) continue;
+      if (!id || !ID.test(id) || layers.has(id)) continue;
       layers.set(id, {
         id,
+        root,
         parent: str(l.parent),
         diffDigest: str(l["diff-digest"]),
         diffSize: typeof l["diff-size"] === "number" ? l["diff-size"] as number : undefined,
@@ -205,24 +150,6 @@ export class OverlayStore {
     return undefined;
   }
 
-  /** The image's layers, bottom first (following `parent` links from its top layer). */
-  layerChain(image: StorageImage): StorageLayer[] {
-    const chain: StorageLayer[] = [];
-    const seen = new Set<string>();
-    let id = image.layer;
-    while (id) {
-      if (seen.has(id) || chain.length > 4096) {
-        throw new FormatError(`${this.root}: layer parent chain of image ${image.id} loops at ${id}`);
-      }
-      seen.add(id);
-      const l = this.layers.get(id);
-      if (!l) throw new NotFoundError(`${this.root}: layer ${id} of image ${image.id} is not in layers.json`);
-      chain.push(l);
-      id = l.parent;
-    }
-    return chain.reverse();
-  }
-
   /** Path of an image's big-data item (`manifest`, the config under `sha256:<id>`, …). */
   bigDataPath(image: StorageImage, key: string): string {
     return `${this.root}/overlay-images/${image.id}/${bigDataFileName(key)}`;
@@ -254,13 +181,61 @@ export class OverlayStore {
       f.close();
     }
   }
+}
 
-  diffDir(layer: StorageLayer): string {
-    return `${this.root}/overlay/${layer.id}/diff`;
+/** Where a layer's files are extracted. */
+export function diffDir(layer: StorageLayer): string {
+  return `${layer.root}/overlay/${layer.id}/diff`;
+}
+
+/** The layer's tar-split (its tar headers and the order of its files). */
+export function tarSplitPath(layer: StorageLayer): string {
+  return `${layer.root}/overlay-layers/${layer.id}.tar-split.gz`;
+}
+
+/**
+ * The main store and its additional read-only image stores, searched in that order as containers/storage
+ * does: an image is the first store's match; a layer is looked for in every store's layer list (an
+ * image in an additional store normally has its layers there, but may share the main store's).
+ */
+export class StoreSet {
+  constructor(readonly stores: OverlayStore[]) {}
+
+  findImage(spec: string): { store: OverlayStore; image: StorageImage } | undefined {
+    for (const store of this.stores) {
+      const image = store.findImage(spec);
+      if (image) return { store, image };
+    }
+    return undefined;
   }
 
-  tarSplitPath(layer: StorageLayer): string {
-    return `${this.root}/overlay-layers/${layer.id}.tar-split.gz`;
+  layer(id: string): StorageLayer | undefined {
+    for (const s of this.stores) {
+      const l = s.layers.get(id);
+      if (l) return l;
+    }
+    return undefined;
+  }
+
+  /** The image's layers, bottom first (following `parent` links from its top layer). */
+  layerChain(image: StorageImage, imageStore: OverlayStore): StorageLayer[] {
+    const chain: StorageLayer[] = [];
+    const seen = new Set<string>();
+    let id = image.layer;
+    while (id) {
+      if (seen.has(id) || chain.length > 4096) {
+        throw new FormatError(`${imageStore.root}: layer parent chain of image ${image.id} loops at ${id}`);
+      }
+      seen.add(id);
+      const l = this.layer(id);
+      if (!l) {
+        const where = this.stores.map((s) => s.root).join(", ");
+        throw new NotFoundError(`layer ${id} of image ${image.id} is in no layers.json (stores: ${where})`);
+      }
+      chain.push(l);
+      id = l.parent;
+    }
+    return chain.reverse();
   }
 }
 

@@ -30,6 +30,9 @@ export function remoteSourceFactory(opts: RemoteOptions = {}): (ref: ImageRefere
           mode: opts.localFetch ?? "auto",
           storageRoot: opts.storageRoot,
           trustDiffIds: opts.trustStorageDiffIds,
+          onLockWait: opts.onStorageLockWait &&
+            ((path, holder) =>
+              opts.onStorageLockWait!(path, holder && holder.pid > 0 ? holder.pid : undefined)),
         });
         if (native) return native;
       }

@@ -30,4 +30,6 @@ export interface RemoteOptions {
   storageRoot?: string;
   /** `--storage-trust-diff-ids`: containers-storage layers are not re-hashed against their diff_id. */
   trustStorageDiffIds?: boolean;
+  /** Told when a containers-storage lock is held for writing and the pull waits for it (path, holder pid). */
+  onStorageLockWait?: (path: string, holderPid?: number) => void;
 }
