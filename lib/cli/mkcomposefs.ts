@@ -150,14 +150,25 @@ async function readSource(source: string, o: MkcomposefsOptions): Promise<Direct
   return root;
 }
 
-/** Writes `data` to `path` through a temporary file in the same directory and a rename. */
+/**
+ * Writes `data` to `path` through a temporary file in the same directory and a rename, so no partial
+ * image is ever visible. Two cases write in place instead, as the C tool does: a path that is not a
+ * regular file (`/dev/null`, a FIFO, a device: a rename would replace the node with a plain file), and a
+ * symlink, whose target is written (atomically, when it is a regular file).
+ */
 async function writeAtomically(path: string, data: Uint8Array): Promise<void> {
-  const slash = path.lastIndexOf("/");
-  const dir = slash < 0 ? "." : slash === 0 ? "/" : path.slice(0, slash);
-  const tmp = `${dir}/.${path.slice(slash + 1)}.tmp-${crypto.randomUUID().slice(0, 8)}`;
+  const target = await Deno.realPath(path).catch(() => path);
+  const st = await Deno.stat(target).catch(() => undefined);
+  if (st !== undefined && !st.isFile) {
+    await Deno.writeFile(target, data, { create: false });
+    return;
+  }
+  const slash = target.lastIndexOf("/");
+  const dir = slash < 0 ? "." : slash === 0 ? "/" : target.slice(0, slash);
+  const tmp = `${dir}/.${target.slice(slash + 1)}.tmp-${crypto.randomUUID().slice(0, 8)}`;
   try {
     await Deno.writeFile(tmp, data, { createNew: true, mode: 0o644 });
-    await Deno.rename(tmp, path);
+    await Deno.rename(tmp, target);
   } catch (e) {
     await Deno.remove(tmp).catch(() => {});
     throw e;
