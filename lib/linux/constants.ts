@@ -36,6 +36,14 @@ export const LOCK_EX = 2;
 export const LOCK_NB = 4;
 export const LOCK_UN = 8;
 export const STATX_BASIC_STATS = 0x7ff;
+/** openat2(2): the same system call number on x86_64 and aarch64 (unified table). */
+export const SYS_OPENAT2 = 437;
+/** struct open_how: u64 flags, u64 mode, u64 resolve. */
+export const OPEN_HOW_SIZE = 24;
+export const RESOLVE_NO_MAGICLINKS = 0x02;
+export const RESOLVE_NO_SYMLINKS = 0x04;
+export const RESOLVE_BENEATH = 0x08;
+export const POSIX_FADV_WILLNEED = 3;
 
 // ---- file type bits of st_mode (also the type bits of tar, dumpfile and EROFS modes) ---------------
 export const S_IFMT = 0o170000;
@@ -96,6 +104,11 @@ export const Errno = {
 export const FICLONE = 0x40049409n;
 export const FS_IOC_ENABLE_VERITY = 0x40806685;
 export const FS_IOC_MEASURE_VERITY = 0xc0046686;
+/** FS_IOC_FIEMAP = _IOWR('f', 11, struct fiemap) */
+export const FS_IOC_FIEMAP = 0xC020660Bn;
+export const FIEMAP_FLAG_SYNC = 1;
+export const FIEMAP_EXTENT_LAST = 0x1;
+export const FIEMAP_EXTENT_SHARED = 0x2000;
 export const LOOP_CTL_GET_FREE = 0x4c82;
 export const LOOP_CONFIGURE = 0x4c0a;
 export const LOOP_CLR_FD = 0x4c01;

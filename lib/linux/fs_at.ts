@@ -5,10 +5,13 @@ import { KernelError } from "../errors.ts";
 import { bytesToBstr } from "../util/bytes.ts";
 import {
   AT_EMPTY_PATH,
+  AT_FDCWD,
   AT_SYMLINK_NOFOLLOW,
   O_CLOEXEC,
   O_RDWR,
   O_TMPFILE,
+  S_IFMT,
+  S_IFREG,
   STATX_BASIC_STATS,
 } from "./constants.ts";
 export { AT_FDCWD, O_CLOEXEC, O_DIRECTORY, O_NOFOLLOW, O_RDONLY } from "./constants.ts";
@@ -110,6 +113,20 @@ export function statAt(dirfd: number, name: Uint8Array, what?: string): StatxRes
 export function statFd(fd: number, what?: string): StatxResult {
   check("statx", lib().statx(fd, new Uint8Array(1), AT_EMPTY_PATH, STATX_BASIC_STATS, statxBuf), what);
   return decodeStatx();
+}
+
+/** Size of the regular file at `path` (following symlinks), or null when there is none; never throws. */
+export function pathSize(path: string): number | null {
+  if (lib().statx(AT_FDCWD, cname(new TextEncoder().encode(path)), 0, STATX_BASIC_STATS, statxBuf) < 0) {
+    return null;
+  }
+  const st = decodeStatx();
+  return (st.mode & S_IFMT) === S_IFREG ? st.size : null;
+}
+
+/** Whether `st` is a regular file. */
+export function isRegular(st: { mode: number }): boolean {
+  return (st.mode & S_IFMT) === S_IFREG;
 }
 
 /** Target of the symlink `name` (raw bytes) relative to `dirfd`. */

@@ -1,13 +1,28 @@
-// openat2(2) with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS (docs/repository-safety.md): open a path below
-// a directory fd such that no component — intermediate or final — may be a symlink and `..` can never
-// climb above the directory. Kernels without openat2 (before 5.6) get the same guarantee by walking
-// the components one openat(O_NOFOLLOW) at a time. Also unlinkat relative to a directory fd.
+// openat2(2) with RESOLVE_BENEATH (docs/repository-safety.md): open a path below a directory fd such
+// that `..` can never climb above the directory. By default also RESOLVE_NO_SYMLINKS: no component —
+// intermediate or final — may be a symlink. A containers-storage diff/ (docs/containers-storage.md)
+// asks instead for symlinks to be followed as long as they stay beneath (RESOLVE_BENEATH alone).
+// Kernels without openat2 (before 5.6) get the no-symlinks guarantee by walking the components one
+// openat(O_NOFOLLOW) at a time (stricter than "beneath", never looser). Also unlinkat relative to a
+// directory fd.
 import { KernelError } from "../errors.ts";
 import { Errno, errno, errnoName, openLibc } from "./libc.ts";
 import { statFd } from "./fs_at.ts";
-import { AT_REMOVEDIR, O_CLOEXEC, O_DIRECTORY, O_NOFOLLOW, O_PATH } from "./constants.ts";
-
-const SYS_openat2 = 437n; // the same number on x86_64 and aarch64 (unified syscall table)
+import {
+  AT_REMOVEDIR,
+  O_CLOEXEC,
+  O_DIRECTORY,
+  O_NOFOLLOW,
+  O_PATH,
+  OPEN_HOW_SIZE,
+  RESOLVE_BENEATH,
+  RESOLVE_NO_MAGICLINKS,
+  RESOLVE_NO_SYMLINKS,
+  S_IFDIR,
+  S_IFLNK,
+  S_IFMT,
+  SYS_OPENAT2,
+} from "./constants.ts";
 
 const symbols = {
   syscall: { parameters: ["i64", "i64", "buffer", "buffer", "u64"], result: "i64" },
@@ -18,39 +33,66 @@ const symbols = {
 
 const lib = () => openLibc(symbols);
 
-export const RESOLVE_NO_MAGICLINKS = 0x02;
-export const RESOLVE_NO_SYMLINKS = 0x04;
-export const RESOLVE_BENEATH = 0x08;
-
 let noOpenat2 = false;
 
-function cbytes(s: string): Uint8Array<ArrayBuffer> {
-  const e = new TextEncoder().encode(s);
+const enc = new TextEncoder();
+
+/** `p` as bytes (a string is UTF-8 encoded). */
+function toBytes(p: string | Uint8Array): Uint8Array {
+  return typeof p === "string" ? enc.encode(p) : p;
+}
+
+/** NUL-terminated copy of `b`. */
+function cbytes(b: string | Uint8Array): Uint8Array<ArrayBuffer> {
+  const e = toBytes(b);
   const out = new Uint8Array(e.length + 1);
   out.set(e);
   return out;
+}
+
+function label(p: string | Uint8Array): string {
+  return typeof p === "string" ? p : new TextDecoder().decode(p);
 }
 
 function fail(syscall: string, what: string, e: number): never {
   throw new KernelError(syscall, e, errnoName(e), undefined, [what]);
 }
 
+export interface OpenBeneathOptions {
+  /**
+   * Follow symlinks that resolve inside the directory (RESOLVE_BENEATH alone) instead of refusing
+   * every symlink. A final symlink still fails when `flags` has O_NOFOLLOW. Without openat2 the
+   * component walk refuses symlinks whatever this says.
+   */
+  followBeneath?: boolean;
+}
+
 /**
- * Opens `rel` (relative, `/`-separated) below `dirFd` without following any symlink and without
- * leaving `dirFd`. A symlink anywhere on the way fails with ELOOP, an escape with EXDEV (openat2's
- * errnos; the fallback walk reports the same ones). O_CLOEXEC is always added.
+ * Opens `rel` (relative, `/`-separated, a string or raw bytes) below `dirFd` without leaving it and,
+ * unless `opts.followBeneath`, without following any symlink. A refused symlink anywhere on the way
+ * fails with ELOOP, an escape with EXDEV (openat2's errnos; the fallback walk reports the same ones).
+ * O_CLOEXEC is always added.
  */
-export function openBeneath(dirFd: number, rel: string, flags: number, what = rel): number {
+export function openBeneath(
+  dirFd: number,
+  rel: string | Uint8Array,
+  flags: number,
+  what?: string,
+  opts: OpenBeneathOptions = {},
+): number {
   if (!noOpenat2) {
-    const how = new BigUint64Array([
-      BigInt(flags | O_CLOEXEC),
-      0n,
-      BigInt(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS),
-    ]);
+    const resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | (opts.followBeneath ? 0 : RESOLVE_NO_SYMLINKS);
+    const how = new BigUint64Array([BigInt(flags | O_CLOEXEC), 0n, BigInt(resolve)]);
     const p = cbytes(rel);
     for (;;) {
       const fd = Number(
-        lib().syscall(SYS_openat2, BigInt(dirFd), p, new Uint8Array(how.buffer), 24n),
+        lib().syscall(
+          BigInt(SYS_OPENAT2),
+          BigInt(dirFd),
+          p,
+          new Uint8Array(how.buffer),
+          BigInt(OPEN_HOW_SIZE),
+        ),
       );
       if (fd >= 0) return fd;
       const e = errno();
@@ -62,16 +104,36 @@ export function openBeneath(dirFd: number, rel: string, flags: number, what = re
       // Container seccomp profiles that predate openat2 answer EPERM: the component walk gives the
       // same guarantee (and its own errno if the open really is not permitted).
       if (e === Errno.EPERM) break;
-      fail("openat2", what, e);
+      fail("openat2", what ?? label(rel), e);
     }
   }
-  return openByComponents(dirFd, rel, flags, what);
+  return openByComponents(dirFd, rel, flags, what ?? label(rel));
 }
 
+/** The components of `rel` split at `/`, without empty ones and `.`. */
+function components(rel: Uint8Array): Uint8Array[] {
+  const parts: Uint8Array[] = [];
+  let start = 0;
+  for (let i = 0; i <= rel.length; i++) {
+    if (i < rel.length && rel[i] !== 0x2f) continue;
+    const c = rel.subarray(start, i);
+    if (c.length && !(c.length === 1 && c[0] === 0x2e)) parts.push(c);
+    start = i + 1;
+  }
+  return parts;
+}
+
+const isDotDot = (c: Uint8Array) => c.length === 2 && c[0] === 0x2e && c[1] === 0x2e;
+
 /** The fallback walk, exported so tests can check it behaves like openat2 on kernels that have it. */
-export function openByComponents(dirFd: number, rel: string, flags: number, what: string): number {
-  const parts = rel.split("/").filter((c) => c !== "" && c !== ".");
-  if (parts.some((c) => c === "..")) fail("openat", what, Errno.EXDEV);
+export function openByComponents(
+  dirFd: number,
+  rel: string | Uint8Array,
+  flags: number,
+  what: string,
+): number {
+  const parts = components(toBytes(rel));
+  if (parts.some(isDotDot)) fail("openat", what, Errno.EXDEV);
   let cur = dirFd;
   try {
     for (let i = 0; i < parts.length - 1; i++) {
@@ -80,21 +142,21 @@ export function openByComponents(dirFd: number, rel: string, flags: number, what
       if (next < 0) fail("openat", what, errno());
       if (cur !== dirFd) lib().close(cur);
       cur = next;
-      const type = statFd(cur, what).mode & 0o170000;
-      if (type === 0o120000) fail("openat", what, 40 /* ELOOP */);
-      if (type !== 0o040000) fail("openat", what, Errno.ENOTDIR);
+      const type = statFd(cur, what).mode & S_IFMT;
+      if (type === S_IFLNK) fail("openat", what, Errno.ELOOP);
+      if (type !== S_IFDIR) fail("openat", what, Errno.ENOTDIR);
     }
-    const last = parts.length ? parts[parts.length - 1] : ".";
-    const fd = lib().openat(cur, cbytes(last), flags | O_NOFOLLOW | O_CLOEXEC, 0);
+    const last = parts.length ? cbytes(parts[parts.length - 1]) : cbytes(".");
+    const fd = lib().openat(cur, last, flags | O_NOFOLLOW | O_CLOEXEC, 0);
     if (fd < 0) {
       const e = errno();
       if (e === Errno.ENOTDIR && (flags & O_DIRECTORY) !== 0) {
         // O_DIRECTORY on a final symlink says ENOTDIR; openat2 says ELOOP: answer the same.
-        const p = lib().openat(cur, cbytes(last), O_PATH | O_NOFOLLOW | O_CLOEXEC, 0);
+        const p = lib().openat(cur, last, O_PATH | O_NOFOLLOW | O_CLOEXEC, 0);
         if (p >= 0) {
-          const link = (statFd(p, what).mode & 0o170000) === 0o120000;
+          const link = (statFd(p, what).mode & S_IFMT) === S_IFLNK;
           lib().close(p);
-          if (link) fail("openat", what, 40 /* ELOOP */);
+          if (link) fail("openat", what, Errno.ELOOP);
         }
       }
       fail("openat", what, e);

@@ -29,15 +29,9 @@ import {
   pread,
   writeAll,
 } from "../../../linux/fs.ts";
-import {
-  type FileStat,
-  isRegular,
-  linkFdAt,
-  openBeneath,
-  pathSize,
-  statFd,
-  willNeed,
-} from "../../../linux/file_extents.ts";
+import { willNeed } from "../../../linux/file_extents.ts";
+import { isRegular, pathSize, statFd, type StatxResult } from "../../../linux/fs_at.ts";
+import { openBeneath } from "../../../linux/openat2.ts";
 import { Errno, errnoName } from "../../../linux/libc.ts";
 import { readXattrsFd } from "../../../linux/xattr.ts";
 import type { ObjectDir } from "../../../objects/object_dir.ts";
@@ -102,6 +96,9 @@ export interface LayerImportResult {
   entries: number;
 }
 
+/** What the import looks at of a diff/ file's statx. */
+type FileStat = Pick<StatxResult, "mode" | "size" | "nlink" | "uid" | "dev">;
+
 const BUF_SIZE = 1 << 20;
 const SMALL_COPY_MAX = 1 << 20;
 
@@ -112,11 +109,10 @@ const SMALL_COPY_MAX = 1 << 20;
 export class ZeroCopyState {
   /** (source dev>objects dev) → why reflinks cannot work there. */
   readonly noReflink = new Map<string, string>();
-  readonly noHardlink = new Set<string>();
-  objectsDev?: string;
+  readonly noHardlink = new Set<number>();
+  objectsDev?: number;
   readonly stats = emptyLocalFetchStats();
   readonly buf = new Uint8Array(BUF_SIZE);
-  readonly statBuf = new Uint8Array(256);
   hasher?: FsVerityHasher;
   /** Opens, reflinks and reads ahead on a second thread; null where no worker could start. */
   prefetch?: PrefetchWorker | null;
@@ -211,13 +207,14 @@ function prefetchHere(diffFd: number, item: PrefetchItem, objects: ObjectDir): P
     size: 0,
     nlink: 0,
     uid: 0,
-    dev: "",
+    dev: 0,
     tmp: -1,
     cloneErrno: 0,
   };
   try {
-    r.fd = openBeneath(diffFd, item.path, O_RDONLY | O_NOFOLLOW);
-    Object.assign(r, statFd(r.fd));
+    r.fd = openBeneath(diffFd, item.path, O_RDONLY | O_NOFOLLOW, undefined, { followBeneath: true });
+    const { mode, size, nlink, uid, dev } = statFd(r.fd);
+    Object.assign(r, { mode, size, nlink, uid, dev });
   } catch (e) {
     r.openErrno = e instanceof KernelError ? e.errno : Errno.EIO;
     return r;
@@ -544,7 +541,7 @@ export async function importOverlayLayer(
   if (state.objectsDev === undefined) {
     const fd = openPath(objects.dir, O_RDONLY | O_DIRECTORY);
     try {
-      state.objectsDev = statFd(fd, state.statBuf).dev;
+      state.objectsDev = statFd(fd, objects.dir).dev;
     } finally {
       closeFd(fd);
     }
@@ -661,14 +658,14 @@ async function storeFile(
   if (noLink === null) {
     const id = await hashFd(fd, st.size, state, sha, label, batcher);
     const final = objects.pathOf(id);
-    if (sizeOf(final) === st.size) {
+    if (pathSize(final) === st.size) {
       state.stats.present++;
       objects.countFinished(true);
       return id;
     }
     await objects.ensureSubdir(id);
     try {
-      const linked = linkFdAt(fd, -100, final);
+      const linked = linkTmpfile(fd, final); // a named file gets one more name the same way
       objects.countFinished(!linked);
       if (linked) {
         state.stats.hardlinked++;
@@ -746,10 +743,6 @@ async function copyFile(
   return await finishTmpfile(tmp, size, objects, state, sha, label, "copied");
 }
 
-function sizeOf(path: string): number | null {
-  return pathSize(path);
-}
-
 /** Hashes the filled O_TMPFILE, then links it under its digest (or drops it if present). */
 async function finishTmpfile(
   tmp: number,
@@ -767,7 +760,7 @@ async function finishTmpfile(
     const id = await hashFd(tmp, size, state, sha, label, batcher);
     await tmpReader?.catch(() => {}); // its failure is reported by its own owner
     const final = objects.pathOf(id);
-    if (sizeOf(final) === size) {
+    if (pathSize(final) === size) {
       state.stats.present++;
       objects.countFinished(true);
       return id;
