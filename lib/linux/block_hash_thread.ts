@@ -71,28 +71,57 @@ export interface BlockHashReply {
 
 /** Source text of the thread; `useLibcrypto` false forces node:crypto. */
 export function blockHashThreadSource(useLibcrypto: boolean): string {
-  return `const wt = require("node:worker_threads"); (${blockHashMain.toString()})(wt, require, ${useLibcrypto});`;
+  return `const wt = require("node:worker_threads"); (${blockHashMain.toString()})(wt, require, ${useLibcrypto}, ${fileBlockHasher.toString()});`;
 }
 
-// long: the thread runs this function from its source text, so everything it
-// uses must be inside it; it is a set of small nested functions (readFull, hashJob, hashStream,
-// hashSession) and the message dispatch.
+/** What fileBlockHasher gives a thread. */
+export interface FileBlockHasher {
+  /** The read buffer: CHUNK bytes, and one block more (see hashJob's `checkEnd`). */
+  buf: Uint8Array;
+  CHUNK: number;
+  errno: () => number;
+  /**
+   * Fills buf[0..want) from fd at off; returns the bytes read (short only at end of file). With
+   * `shortIsEnd`, a short read is taken as the end (true of regular files) without asking again.
+   */
+  readFull(fd: number, off: number, want: number, shortIsEnd?: boolean): number;
+  /**
+   * Writes the digests of the 4096-byte blocks of fd's [offset, offset + length) into dst at `at`
+   * (the last block zero-padded). A file that ends early throws (errno 0). With `checkEnd`, the last
+   * read asks for one byte more, so a file longer than offset + length throws too, without another
+   * call.
+   */
+  hashJob(
+    alg: string,
+    fd: number,
+    offset: number,
+    length: number,
+    dst: Uint8Array,
+    at: number,
+    checkEnd?: boolean,
+  ): void;
+}
+
+/**
+ * The file-hashing core every hashing thread of this room shares: pread(2) into an off-heap
+ * buffer, one digest per 4096-byte block with libcrypto's EVP_Digest (bigint addresses: the FFI
+ * fast-call path, see libcrypto.ts), node:crypto when libcrypto or FFI is missing. Passed to a thread
+ * as source text beside its main function, so it too may use only its arguments and globals.
+ */
+// long: one closure over the buffers and bindings it sets up: the binding, the two hashChunk
+// variants, readFull and hashJob.
 // deno-lint-ignore no-explicit-any
-function blockHashMain(wt: any, req: any, useLibcrypto: boolean): void {
-  // deno-lint-ignore no-explicit-any
-  const D = (globalThis as any).Deno;
+export function fileBlockHasher(D: any, req: any, useLibcrypto: boolean): FileBlockHasher {
   const BLOCK = 4096;
   const CHUNK = 1 << 20;
   const EINTR = 4;
   const DS: Record<string, number> = { sha256: 32, sha512: 64 };
   const libc = D.dlopen("libc.so.6", {
     pread64: { parameters: ["i32", "usize", "usize", "i64"], result: "isize" },
-    open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
-    close: { parameters: ["i32"], result: "i32" },
     __errno_location: { parameters: [], result: "pointer" },
   }).symbols;
   const errno = () => new D.UnsafePointerView(libc.__errno_location()).getInt32(0);
-  const buf = new Uint8Array(CHUNK); // off-heap (large): its address is stable
+  const buf = new Uint8Array(CHUNK + BLOCK); // off-heap (large): its address is stable
   const bufAddr = BigInt(D.UnsafePointer.value(D.UnsafePointer.of(buf)));
   // Digest output for one chunk (256 blocks × 64 bytes), off-heap as well.
   const out = new Uint8Array((CHUNK / BLOCK) * 64);
@@ -135,8 +164,7 @@ function blockHashMain(wt: any, req: any, useLibcrypto: boolean): void {
     };
   }
 
-  /** Fills buf[0..want) from fd at off; returns the bytes read (short only at end of file). */
-  function readFull(fd: number, off: number, want: number): number {
+  function readFull(fd: number, off: number, want: number, shortIsEnd = false): number {
     let got = 0;
     while (got < want) {
       const n = Number(libc.pread64(fd, bufAddr + BigInt(got), BigInt(want - got), BigInt(off + got)));
@@ -145,8 +173,8 @@ function blockHashMain(wt: any, req: any, useLibcrypto: boolean): void {
         if (e === EINTR) continue;
         throw Object.assign(new Error(`pread fd ${fd}`), { errno: e });
       }
-      if (n === 0) break;
       got += n;
+      if (n === 0 || (shortIsEnd && got < want)) break;
     }
     return got;
   }
@@ -158,19 +186,24 @@ function blockHashMain(wt: any, req: any, useLibcrypto: boolean): void {
     length: number,
     dst: Uint8Array,
     at: number,
+    checkEnd = false,
   ): void {
     const ds = DS[alg];
-    for (let done = 0; done < length;) {
+    for (let done = 0; done < length || (checkEnd && length === 0);) {
       const want = Math.min(CHUNK, length - done);
-      const got = readFull(fd, offset + done, want);
+      const last = done + want === length;
+      const extra = checkEnd && last ? 1 : 0;
+      const got = readFull(fd, offset + done, want + extra, extra === 1);
       if (got < want) {
         throw Object.assign(
           new Error(`fd ${fd}: file ended at ${offset + done + got}, expected ${offset + length}`),
-          {
-            errno: 0,
-          },
+          { errno: 0 },
         );
       }
+      if (got > want) {
+        throw Object.assign(new Error(`fd ${fd}: file grew beyond ${offset + length} bytes`), { errno: 0 });
+      }
+      if (want === 0) return;
       const blocks = Math.ceil(want / BLOCK);
       if (want % BLOCK !== 0) buf.fill(0, want, blocks * BLOCK);
       hashChunk(alg, blocks);
@@ -179,6 +212,24 @@ function blockHashMain(wt: any, req: any, useLibcrypto: boolean): void {
       done += want;
     }
   }
+
+  return { buf, CHUNK, errno, readFull, hashJob };
+}
+
+// long: the thread runs this function from its source text, so everything it
+// uses must be inside it (or in fileBlockHasher, passed beside it); it is a set of small nested
+// functions (hashStream, hashSession) and the message dispatch.
+// deno-lint-ignore no-explicit-any
+function blockHashMain(wt: any, req: any, useLibcrypto: boolean, hasher: typeof fileBlockHasher): void {
+  // deno-lint-ignore no-explicit-any
+  const D = (globalThis as any).Deno;
+  const BLOCK = 4096;
+  const DS: Record<string, number> = { sha256: 32, sha512: 64 };
+  const libc = D.dlopen("libc.so.6", {
+    open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+    close: { parameters: ["i32"], result: "i32" },
+  }).symbols;
+  const { buf, CHUNK, errno, readFull, hashJob } = hasher(D, req, useLibcrypto);
 
   const enc = new TextEncoder();
   const O_RDONLY_NOFOLLOW_CLOEXEC = 0o400000 | 0o2000000;

@@ -1,73 +1,53 @@
 // Importing one overlay-driver layer into the repository without building its tar
 // (docs/containers-storage.md): the tar-split records give the tar headers (written inline into the
-// splitstream) and, for each file, the path of its content in the layer's diff/ directory. Contents over 64
-// bytes become objects by the cheapest safe method: reflink (FICLONE into an O_TMPFILE in objects/), else a
-// hard link of the diff/ file itself (only where that is safe, see canHardlink), else a copy (not in zerocopy
-// mode). The splitstream is the same as a pull of the original layer tar gives (same inline/external split
-// as lib/oci/layer_split.ts), and the sha256 of the reassembled bytes is checked against the diff_id
-// unless the caller trusts the store. Every object is hashed from its own bytes (the clone, or the
-// linked file), so what is named by a digest is what was hashed. Why and how: docs/containers-storage.md.
+// splitstream) and, for each file, the path of its content in the layer's diff/ directory. Contents
+// over 64 bytes become objects by the cheapest safe method: reflink (FICLONE into an O_TMPFILE in
+// objects/), else a hard link of the diff/ file itself (only where that is safe), else a copy (not in
+// zerocopy mode). The splitstream is the same as a pull of the original layer tar gives (same
+// inline/external split as lib/oci/layer_split.ts), and the sha256 of the reassembled bytes is
+// checked against the diff_id unless the caller trusts the store.
+//
+// Reflinks take the fast path: import threads (import_workers.ts) open, clone and hash the leaf
+// level of many files at once, ahead of this thread; here each clone's digest is finished from its
+// leaves, its bytes fed to the diff_id hash in tar order (a second read, from the page cache), and
+// the clone handed back to a thread to be named in objects/. The other paths run here
+// (store_file.ts). Why and how, with measurements: docs/containers-storage.md#performance.
 import { createHash, type Hash } from "node:crypto";
-import {
-  FormatError,
-  IntegrityError,
-  InvalidArgumentError,
-  KernelError,
-  PermissionError,
-} from "../../../errors.ts";
+import { FormatError, IntegrityError, InternalError, KernelError, PermissionError } from "../../../errors.ts";
 import { parseDigest } from "../../digest.ts";
 import { FsVerityHasher } from "../../../fsverity/hasher.ts";
 import type { ObjectId } from "../../../fsverity/object_id.ts";
-import {
-  closeFd,
-  ficlone,
-  linkTmpfile,
-  O_DIRECTORY,
-  O_NOFOLLOW,
-  O_RDONLY,
-  openPath,
-  pread,
-  writeAll,
-} from "../../../linux/fs.ts";
-import { willNeed } from "../../../linux/file_extents.ts";
-import { isRegular, pathSize, statFd, type StatxResult } from "../../../linux/fs_at.ts";
-import { openBeneath } from "../../../linux/openat2.ts";
+import { hashBackendName } from "../../../fsverity/backend.ts";
+import { closeFd, O_DIRECTORY, O_RDONLY, openPath } from "../../../linux/fs.ts";
+import { isRegular, statFd } from "../../../linux/fs_at.ts";
 import { Errno, errnoName } from "../../../linux/libc.ts";
-import { readXattrsFd } from "../../../linux/xattr.ts";
 import type { ObjectDir } from "../../../objects/object_dir.ts";
 import { INLINE_CONTENT_MAX, type SplitSink } from "../../layer_split.ts";
 import { readTarSplit, type TarSplitRecord } from "./tar_split.ts";
-import { hashThreadsRequested, leafPool } from "../../../fsverity/leaf_pool.ts";
-import { VerityBatcher } from "../../../fsverity/verity_batcher.ts";
-import type { HashSession } from "../../../fsverity/leaf_pool.ts";
-import { Buffer } from "node:buffer";
-import { type PrefetchItem, type PrefetchResult, PrefetchWorker } from "./prefetch_worker.ts";
+import {
+  ImportWorkers,
+  type LinkJob,
+  type LinkResult,
+  type PrefetchItem,
+  type PrefetchResult,
+} from "./import_workers.ts";
+import {
+  type FileStat,
+  type LayerImportOptions,
+  prefetchHere,
+  readAll,
+  readExactly,
+  storeFile,
+  ZeroCopyState,
+} from "./store_file.ts";
 import { humanBytes } from "../../../util/format.ts";
-
-/** `--local-fetch`: disabled = skopeo proxy; auto = reflink, hard link or copy; zerocopy = no copy. */
-export type LocalFetchMode = "disabled" | "auto" | "zerocopy";
-
-export interface LocalFetchStats {
-  reflinked: number;
-  hardlinked: number;
-  copied: number;
-  present: number;
-  bytesReflinked: number;
-  bytesHardlinked: number;
-  bytesCopied: number;
-}
-
-export function emptyLocalFetchStats(): LocalFetchStats {
-  return {
-    reflinked: 0,
-    hardlinked: 0,
-    copied: 0,
-    present: 0,
-    bytesReflinked: 0,
-    bytesHardlinked: 0,
-    bytesCopied: 0,
-  };
-}
+export {
+  emptyLocalFetchStats,
+  type LayerImportOptions,
+  type LocalFetchMode,
+  type LocalFetchStats,
+  ZeroCopyState,
+} from "./store_file.ts";
 
 /** The pull summary when objects came from containers-storage (docs/containers-storage.md wording). */
 export function formatLocalFetchStats(
@@ -79,56 +59,12 @@ export function formatLocalFetchStats(
   } stored, ${humanBytes(pull.bytesInlined)} inlined`;
 }
 
-export interface LayerImportOptions {
-  mode: "auto" | "zerocopy";
-  /** `sha256:…` to check the reassembled stream against; undefined = trusted (not re-hashed). */
-  verifyDiffId?: string;
-  /** Whether the repository is insecure (no fs-verity required): a condition for hard links. */
-  insecure: boolean;
-  onProgress?: (bytes: number) => void;
-}
-
 export interface LayerImportResult {
   /** Bytes of the reassembled tar stream. */
   size: number;
   externalSize: number;
   inlineSize: number;
   entries: number;
-}
-
-/** What the import looks at of a diff/ file's statx. */
-type FileStat = Pick<StatxResult, "mode" | "size" | "nlink" | "uid" | "dev">;
-
-const BUF_SIZE = 1 << 20;
-const SMALL_COPY_MAX = 1 << 20;
-
-/**
- * Remembers, per (source device, objects device), whether reflinks or hard links failed with "this
- * filesystem cannot" so the rest of the import does not try again.
- */
-export class ZeroCopyState {
-  /** (source dev>objects dev) → why reflinks cannot work there. */
-  readonly noReflink = new Map<string, string>();
-  readonly noHardlink = new Set<number>();
-  objectsDev?: number;
-  readonly stats = emptyLocalFetchStats();
-  readonly buf = new Uint8Array(BUF_SIZE);
-  hasher?: FsVerityHasher;
-  /** Opens, reflinks and reads ahead on a second thread; null where no worker could start. */
-  prefetch?: PrefetchWorker | null;
-
-  /** Ends the prefetch worker (the import is over). */
-  async close(): Promise<void> {
-    await this.prefetch?.terminate();
-    this.prefetch = undefined;
-  }
-}
-
-function isCannot(e: unknown): boolean {
-  return e instanceof KernelError &&
-    [Errno.EOPNOTSUPP, Errno.EXDEV, Errno.EINVAL, Errno.ENOTTY, Errno.ENOSYS, Errno.EPERM].includes(
-      e.errno as never,
-    );
 }
 
 /** Path of a tar entry inside diff/: leading `./` and `/` removed; empty (the root) is null. */
@@ -146,21 +82,31 @@ function diffRelative(name: Uint8Array): Uint8Array | null {
 
 const dec = new TextDecoder();
 
-const LOOKAHEAD_FILES = 128;
-/** Files per request to the prefetch worker. */
-const PREFETCH_BATCH = 32;
+/** Files read ahead of the one being stored, at most (and at most LOOKAHEAD_BYTES of them). */
+const LOOKAHEAD_FILES = 256;
+const LOOKAHEAD_BYTES = 64 << 20;
+/** Files per request to an import thread. */
+const PREFETCH_BATCH = 48;
+/** Clones waiting to be linked, at most, before they go to a thread without files to prepare. */
+const LINK_BATCH = 256;
+/**
+ * Import threads: they wait for the disk (cold metadata, extent maps, data) as much as they hash,
+ * so one more than the two cores measured keeps more requests in flight
+ * (docs/containers-storage.md#performance).
+ */
+const IMPORT_THREADS = 3;
 
-/** The state's prefetch worker (started on first use), or null where none can run. */
-function prefetcher(state: ZeroCopyState, objects: ObjectDir): PrefetchWorker | null {
+/** The state's import threads (started on first use), or null where none can run. */
+function prefetcher(state: ZeroCopyState, objects: ObjectDir): ImportWorkers | null {
   if (state.prefetch !== undefined) return state.prefetch;
   try {
-    state.prefetch = new PrefetchWorker(objects.dir);
+    const libcrypto = hashBackendName() === "libcrypto";
+    state.prefetch = new ImportWorkers(objects.dir, objects.alg, IMPORT_THREADS, libcrypto);
   } catch {
     state.prefetch = null;
   }
   return state.prefetch;
 }
-const LOOKAHEAD_BYTES = 64 << 20;
 
 interface QueuedFile {
   kind: "file";
@@ -168,14 +114,18 @@ interface QueuedFile {
   label: string;
   fd: number;
   st: FileStat;
-  /** The reflink already made (O_TMPFILE in objects/), -1 when none (not possible here). */
+  /** The reflink already made (O_TMPFILE in objects/), -1 when none. */
   tmp: number;
+  /** The leaf digests of tmp's blocks, hashed by an import thread. */
+  leaves?: Uint8Array;
 }
 
-/** In tar order: raw segments, and files being prepared (opened, reflinked, read ahead). */
+/** In tar order: raw segments, and files being prepared (opened, reflinked, hashed). */
 type Queued = { kind: "segment"; bytes: Uint8Array } | {
   kind: "pending";
   size: number;
+  /** The batch the file is in (sent once it is no longer the one being filled). */
+  batch: PrefetchItem[];
   ready: Promise<QueuedFile>;
 };
 
@@ -195,48 +145,7 @@ const CANNOT = new Set<number>([
   Errno.EPERM,
 ]);
 
-/**
- * The same work as the prefetch worker, on this thread (where no worker can be started). Failures
- * come back as errnos, like the worker's.
- */
-function prefetchHere(diffFd: number, item: PrefetchItem, objects: ObjectDir): PrefetchResult {
-  const r: PrefetchResult = {
-    fd: -1,
-    openErrno: 0,
-    mode: 0,
-    size: 0,
-    nlink: 0,
-    uid: 0,
-    dev: 0,
-    tmp: -1,
-    cloneErrno: 0,
-  };
-  try {
-    r.fd = openBeneath(diffFd, item.path, O_RDONLY | O_NOFOLLOW, undefined, { followBeneath: true });
-    const { mode, size, nlink, uid, dev } = statFd(r.fd);
-    Object.assign(r, { mode, size, nlink, uid, dev });
-  } catch (e) {
-    r.openErrno = e instanceof KernelError ? e.errno : Errno.EIO;
-    return r;
-  }
-  if (item.clone && isRegular(r)) {
-    const tmp = objects.tmpfile(objects.dir);
-    if (tmp === null) r.cloneErrno = Errno.EOPNOTSUPP;
-    else {
-      try {
-        ficlone(tmp, r.fd);
-        r.tmp = tmp;
-      } catch (e) {
-        closeFd(tmp);
-        r.cloneErrno = e instanceof KernelError ? e.errno : Errno.EIO;
-      }
-    }
-  }
-  willNeed(r.tmp >= 0 ? r.tmp : r.fd);
-  return r;
-}
-
-/** Checks a prefetched file against its record; takes ownership of its fds (closed on error). */
+/** Checks a prepared file against its record; takes ownership of its fds (closed on error). */
 function toQueued(
   res: PrefetchResult,
   size: number,
@@ -244,7 +153,7 @@ function toQueued(
   tarSplitPath: string,
   state: ZeroCopyState,
 ): QueuedFile {
-  const q: QueuedFile = { kind: "file", size, label, fd: res.fd, st: res, tmp: res.tmp };
+  const q: QueuedFile = { kind: "file", size, label, fd: res.fd, st: res, tmp: res.tmp, leaves: res.leaves };
   try {
     if (res.openErrno) {
       // Not the data's fault when we may not read it (a rootless store's sub-uid files): say so.
@@ -268,6 +177,13 @@ function toQueued(
       }
       state.noReflink.set(`${res.dev}>${state.objectsDev}`, errnoName(res.cloneErrno));
     }
+    if (res.hashErrno !== undefined) {
+      const e = res.hashErrno;
+      if (e !== 0) throw new KernelError("pread", e, errnoName(e), undefined, [label]);
+      throw new FormatError(
+        `${label}: file changed while being read (its size is not ${size} bytes any more)`,
+      );
+    }
   } catch (e) {
     closeQueued(q);
     throw e;
@@ -275,24 +191,20 @@ function toQueued(
   return q;
 }
 
-/** Stores whose digest is being computed on the pool, at most this many at a time (then wait). */
-const MAX_IN_FLIGHT = 256;
-/** Files per request of the diff_id session. */
-const SESSION_FLUSH_FILES = 128;
+/** A clone waiting to be named in objects/, and what to count when it is. */
+interface PendingLink {
+  job: LinkJob;
+  size: number;
+}
 
 /**
- * One layer being imported: the tar-split records read ahead, the files prepared by the prefetch
- * worker, the splitstream written in tar order. With a hashing pool (lib/fsverity/leaf_pool.ts) the
- * fs-verity digests of the stored files are computed on its threads, batched (VerityBatcher), while
- * this thread goes on; their external references are written to the sink in tar order as the
- * digests arrive (#emit). The diff_id hash stays on this thread, in tar order.
+ * One layer being imported: the tar-split records read ahead, the files prepared by the import
+ * threads, the splitstream written in tar order, the diff_id hashed here in tar order.
  */
 class LayerImport {
   readonly r: LayerImportResult = { size: 0, externalSize: 0, inlineSize: 0, entries: 0 };
-  /** The diff_id hash here (no pool), or on a pool thread (#session). */
   readonly sha?: Hash;
-  #session?: HashSession;
-  #sessionFiles = 0;
+  readonly #hasher: FsVerityHasher;
   #diffFd: number;
   #queue: Queued[] = [];
   #aheadBytes = 0;
@@ -301,10 +213,12 @@ class LayerImport {
   #exhausted = false;
   #batch: PrefetchItem[] = [];
   #waiters: { resolve: (r: PrefetchResult) => void; reject: (e: unknown) => void }[] = [];
-  #batcher: VerityBatcher | null;
-  /** Sink writes, chained in tar order; stores still hashing. */
+  #links: PendingLink[] = [];
+  /** Requests that carry links, until they are done; the first link failure. */
+  #linking: Promise<void>[] = [];
+  #linkError?: unknown;
+  /** Sink writes, chained in tar order. */
   #chain: Promise<void> = Promise.resolve();
-  #inFlight: Promise<unknown>[] = [];
   #sinceProgress = 0;
 
   constructor(
@@ -315,20 +229,8 @@ class LayerImport {
     readonly state: ZeroCopyState,
     readonly opts: LayerImportOptions,
   ) {
-    // Hashing on the pool only when threads are asked for (CFSCTL_HASH_THREADS): measured on 2
-    // shared cores (scripts/bench_cstorage.ts), the prefetch worker (opening, reflinking) and this
-    // thread keep both cores busy already, and moving the hashing to pool threads cost ~0.9 s more
-    // CPU for the 370 MiB rootfs and was no faster (0.44× vs 0.40× the skopeo path). When asked,
-    // one thread fewer than the pool has is used (1 of 2: that beat 2).
-    const pool = hashThreadsRequested() ? leafPool() : null;
-    const threads = pool ? Math.max(1, pool.size - 1) : 0;
-    pool?.warm(threads); // started while the first records are read and files prepared
-    this.#batcher = pool && new VerityBatcher(pool, objects.alg, threads);
-    if (opts.verifyDiffId !== undefined) {
-      const alg = parseDigest(opts.verifyDiffId, "diff_id").alg;
-      if (pool) this.#session = pool.openSession(alg, threads);
-      else this.sha = createHash(alg);
-    }
+    if (opts.verifyDiffId !== undefined) this.sha = createHash(parseDigest(opts.verifyDiffId, "diff_id").alg);
+    this.#hasher = state.hasher ??= new FsVerityHasher(objects.alg);
     this.#diffFd = openPath(diffDir, O_RDONLY | O_DIRECTORY);
     this.#records = readTarSplit(tarSplitPath)[Symbol.asyncIterator]();
   }
@@ -337,7 +239,6 @@ class LayerImport {
   #inline(b: Uint8Array): void {
     if (!b.length) return;
     this.sha?.update(b);
-    void this.#session?.add(b);
     this.r.size += b.length;
     this.r.inlineSize += b.length;
     this.#emit(() => this.sink.writeInline(b));
@@ -347,46 +248,60 @@ class LayerImport {
     this.#chain = this.#chain.then(async () => {
       await write();
     });
-    // Observed by run() (and #drainOne); this keeps a failure meanwhile from being "unhandled".
+    // Observed by run(); this keeps a failure meanwhile from being "unhandled".
     this.#chain.catch(() => {});
   }
 
-  /** Sends the batch of files read ahead to the prefetch worker (or prepares them here). */
+  /** Sends the files read ahead (and the clones to link) to an import thread, or prepares them here. */
   #send(): void {
-    if (!this.#batch.length) return;
+    if (!this.#batch.length && !this.#links.length) return;
     const items = this.#batch;
     const ws = this.#waiters;
+    const links = this.#links;
     this.#batch = [];
     this.#waiters = [];
+    this.#links = [];
     const worker = prefetcher(this.state, this.objects);
     if (!worker) {
       items.forEach((it, k) => ws[k].resolve(prefetchHere(this.#diffFd, it, this.objects)));
       return;
     }
-    worker.request(this.#diffFd, items).then(
-      (rs) => rs.forEach((res, k) => ws[k].resolve(res)),
+    const done = worker.request(this.#diffFd, items, links.map((l) => l.job));
+    done.then(
+      ({ results }) => results.forEach((res, k) => ws[k].resolve(res)),
       (e) => ws.forEach((w) => w.reject(e)),
     );
+    if (links.length) {
+      const linked = done.then(({ links: rs }) => this.#linked(links, rs));
+      linked.catch((e) => this.#linkError ??= e);
+      this.#linking.push(linked);
+    }
   }
 
-  /**
-   * Reads records ahead, up to LOOKAHEAD_FILES / LOOKAHEAD_BYTES: files are opened (and cloned)
-   * ahead of the one being hashed, with POSIX_FADV_WILLNEED on what will be read, so the disk
-   * serves many files at once while the hashing, which must follow the tar order for the diff_id,
-   * goes on.
-   */
-  async #fill(): Promise<void> {
-    try {
-      while (!this.#exhausted && this.#aheadFiles < LOOKAHEAD_FILES && this.#aheadBytes < LOOKAHEAD_BYTES) {
-        const next = await this.#records.next();
-        if (next.done) {
-          this.#exhausted = true;
-          return;
-        }
-        this.#record(next.value);
+  /** Counts what the thread did with `links`; throws the first failure. */
+  #linked(links: PendingLink[], results: LinkResult[]): void {
+    const stats = this.state.stats;
+    results.forEach((r, k) => {
+      if (r instanceof KernelError) throw r;
+      this.objects.countFinished(r === "present");
+      if (r === "present") stats.present++;
+      else {
+        stats.reflinked++;
+        stats.bytesReflinked += links[k].size;
       }
-    } finally {
-      this.#send();
+    });
+  }
+
+  /** Reads records ahead, up to LOOKAHEAD_FILES / LOOKAHEAD_BYTES (sending each full batch). */
+  async #fill(): Promise<void> {
+    while (!this.#exhausted && this.#aheadFiles < LOOKAHEAD_FILES && this.#aheadBytes < LOOKAHEAD_BYTES) {
+      const next = await this.#records.next();
+      if (next.done) {
+        this.#exhausted = true;
+        this.#send();
+        return;
+      }
+      this.#record(next.value);
     }
   }
 
@@ -401,17 +316,19 @@ class LayerImport {
     if (!rel) throw new FormatError(`${this.tarSplitPath}: file record with content but no path`);
     const label = `${this.diffDir}/${dec.decode(rec.name)}`;
     const state = this.state;
-    this.#batch.push({
+    const batch = this.#batch;
+    batch.push({
       path: rel.slice(),
+      size: rec.size,
       clone: rec.size > INLINE_CONTENT_MAX && state.noReflink.size === 0,
     });
     const size = rec.size;
-    // Settled when the batch is sent (at PREFETCH_BATCH, or at the end of this fill).
+    // Settled when the batch is sent (at PREFETCH_BATCH, or when run() needs it).
     const ready = new Promise<PrefetchResult>((resolve, reject) => this.#waiters.push({ resolve, reject }))
       .then((res) => toQueued(res, size, label, this.tarSplitPath, state));
     ready.catch(() => {}); // observed in order by run()
-    this.#queue.push({ kind: "pending", size, ready });
-    if (this.#batch.length >= PREFETCH_BATCH) this.#send();
+    this.#queue.push({ kind: "pending", size, batch, ready });
+    if (batch.length >= PREFETCH_BATCH) this.#send();
     this.#aheadFiles++;
     this.#aheadBytes += size;
   }
@@ -427,48 +344,48 @@ class LayerImport {
       }
       return;
     }
-    const tmp = f.tmp;
-    f.tmp = -1;
     this.r.size += f.size;
     this.r.externalSize += f.size;
-    if (!this.#batcher) {
-      try {
-        const id = await storeFile(f.fd, f.st, objects, state, opts, sha, f.label, tmp);
-        this.#emit(() => this.sink.writeExternal(id, f.size));
-      } finally {
-        closeQueued(f); // storeFile owns (and closes) tmp
-      }
-      return;
+    if (f.leaves && f.tmp >= 0) return this.#fileHashed(f);
+    const tmp = f.tmp;
+    f.tmp = -1;
+    try {
+      const id = await storeFile(f.fd, f.st, objects, state, opts, sha, f.label, tmp);
+      this.#emit(() => this.sink.writeExternal(id, f.size));
+    } finally {
+      closeQueued(f); // storeFile owns (and closes) tmp
     }
-    // The diff_id hash on one pool thread, in order; the fs-verity digest on the others.
-    const session = this.#session;
-    const hashed = session?.add([tmp >= 0 ? tmp : f.fd, 0, f.size]);
-    if (session && ++this.#sessionFiles % SESSION_FLUSH_FILES === 0) session.flush();
-    const stored = storeFile(
-      f.fd,
-      f.st,
-      objects,
-      state,
-      opts,
-      undefined,
-      f.label,
-      tmp,
-      this.#batcher,
-      hashed,
-    );
-    // tmp is storeFile's, but the session reads it too: storeFile seals and closes it only after.
-    const settled = Promise.allSettled([stored, hashed]).then(() => closeQueued(f));
-    this.#inFlight.push(settled);
-    this.#emit(async () => this.sink.writeExternal(await stored, f.size));
-    if (this.#inFlight.length >= MAX_IN_FLIGHT) await this.#drainOne();
   }
 
-  async #drainOne(): Promise<void> {
-    this.#batcher?.flush();
-    this.#session?.flush();
-    await this.#inFlight.shift();
-    // A failed store or sink write ends the import now rather than after the whole layer.
-    await Promise.race([this.#chain, Promise.resolve()]);
+  /**
+   * A clone an import thread hashed: its digest from the leaves, its bytes into the diff_id hash,
+   * and the clone (sealed: fs-verity where the repository wants it) handed back to be linked.
+   */
+  #fileHashed(f: QueuedFile): void {
+    let id: ObjectId;
+    try {
+      if (this.sha) readAll(f.tmp, f.size, this.state.buf, f.label, (c) => this.sha!.update(c));
+      const h = this.#hasher;
+      h.reset();
+      h.updateLeafDigests(f.leaves!, f.size);
+      id = h.digest();
+    } catch (e) {
+      closeQueued(f);
+      throw e;
+    }
+    const tmp = f.tmp;
+    f.tmp = -1;
+    let sealed: number;
+    try {
+      sealed = this.objects.sealTmpfile(tmp, this.objects.dir, id);
+    } catch (e) {
+      closeQueued(f);
+      throw e;
+    }
+    this.#links.push({ job: { fd: sealed, close: [f.fd], name: id.objectPath() }, size: f.size });
+    f.fd = -1;
+    if (this.#links.length >= LINK_BATCH) this.#send();
+    this.#emit(() => this.sink.writeExternal(id, f.size));
   }
 
   #progress(bytes: number): void {
@@ -482,26 +399,34 @@ class LayerImport {
   async run(): Promise<LayerImportResult> {
     try {
       for (;;) {
-        await this.#fill();
+        if (this.#linkError) throw this.#linkError;
+        if (this.#aheadFiles < LOOKAHEAD_FILES - PREFETCH_BATCH || this.#aheadFiles === 0) await this.#fill();
         const q = this.#queue.shift();
-        if (!q) break;
+        if (!q) {
+          if (this.#exhausted) break;
+          await this.#fill();
+          continue;
+        }
         if (q.kind === "segment") {
           this.#inline(q.bytes);
           continue;
         }
         this.#aheadFiles--;
         this.#aheadBytes -= q.size;
+        if (q.batch === this.#batch) this.#send(); // waited for: send what is there
         await this.#file(await q.ready);
         this.#progress(q.size);
       }
-      this.#batcher?.flush();
-      this.#session?.flush();
+      this.#send(); // the last clones to link
+      await Promise.all(this.#linking);
       await this.#chain;
       await this.objects.settle();
     } finally {
-      this.#batcher?.flush();
-      this.#session?.flush();
-      await Promise.all(this.#inFlight);
+      for (const l of this.#links) for (const fd of [l.job.fd, ...l.job.close]) closeFd(fd);
+      this.#links = [];
+      // Files never sent (the import failed before they were needed): nothing to close.
+      for (const w of this.#waiters) w.reject(new InternalError("layer import ended"));
+      await Promise.allSettled(this.#linking);
       await this.#chain.catch(() => {});
       // Files still being prepared: wait for them, then close what they opened.
       for (const q of this.#queue) if (q.kind === "pending") await q.ready.then(closeQueued, () => {});
@@ -513,12 +438,9 @@ class LayerImport {
   }
 
   /** `alg:hex` of the reassembled stream when verifying the diff_id, else undefined. */
-  async diffIdDigest(): Promise<string | undefined> {
-    const alg = this.opts.verifyDiffId !== undefined
-      ? parseDigest(this.opts.verifyDiffId, "diff_id").alg
-      : "";
-    if (this.#session) return `${alg}:${Buffer.from(await this.#session.digest()).toString("hex")}`;
-    return this.sha ? `${alg}:${this.sha.digest("hex")}` : undefined;
+  diffIdDigest(): string | undefined {
+    if (!this.sha) return undefined;
+    return `${parseDigest(this.opts.verifyDiffId!, "diff_id").alg}:${this.sha.digest("hex")}`;
   }
 }
 
@@ -548,238 +470,11 @@ export async function importOverlayLayer(
   }
   const layer = new LayerImport(tarSplitPath, diffDir, objects, sink, state, opts);
   const r = await layer.run();
-  const got = await layer.diffIdDigest();
-  if (got !== undefined) {
-    if (got !== opts.verifyDiffId) {
-      throw new IntegrityError(
-        `layer diff_id mismatch: expected ${opts.verifyDiffId}, the ${r.size} bytes rebuilt from ${diffDir} and its tar-split hash to ${got} (was a file in diff/ changed?)`,
-      );
-    }
-  }
-  return r;
-}
-
-function readExactly(fd: number, size: number, buf: Uint8Array, label: string): Uint8Array {
-  let o = 0;
-  while (o < size) {
-    const n = pread(fd, buf.subarray(o, size), o);
-    if (n === 0) throw new FormatError(`${label}: file shrank while being read (${o} of ${size} bytes)`);
-    o += n;
-  }
-  return buf.subarray(0, size);
-}
-
-/**
- * Hashes `size` bytes of `fd` from offset 0 (fs-verity digest, and the diff_id hash if any): here,
- * or on the pool through `batcher` (then `sha` must be undefined: the caller fed it already).
- */
-function hashFd(
-  fd: number,
-  size: number,
-  state: ZeroCopyState,
-  sha: Hash | undefined,
-  label: string,
-  batcher?: VerityBatcher,
-): ObjectId | Promise<ObjectId> {
-  if (batcher) {
-    return batcher.digest(fd, size).then((id) => {
-      // One more read must see the end: a file that grew is not the layer's file any more.
-      if (pread(fd, new Uint8Array(1), size) !== 0) {
-        throw new FormatError(`${label}: file grew while being read`);
-      }
-      return id;
-    });
-  }
-  const h = state.hasher!;
-  h.reset();
-  let o = 0;
-  const buf = state.buf;
-  while (o < size) {
-    const n = pread(fd, buf.subarray(0, Math.min(buf.length, size - o)), o);
-    if (n === 0) throw new FormatError(`${label}: file shrank while being read (${o} of ${size} bytes)`);
-    const chunk = buf.subarray(0, n);
-    h.update(chunk);
-    sha?.update(chunk);
-    o += n;
-  }
-  // One more read must see the end: a file that grew is not the layer's file any more.
-  if (pread(fd, buf.subarray(0, 1), size) !== 0) {
-    throw new FormatError(`${label}: file grew while being read`);
-  }
-  return h.digest();
-}
-
-/**
- * A hard link shares the inode with containers-storage: its mode, owner and xattrs, and any later
- * change to it. Done only where that cannot widen access or be changed unnoticed by us: the
- * repository is insecure (no fs-verity demanded on its objects: this kernel has none), the file is on
- * the objects' filesystem, has no set-uid/set-gid bit and no file capabilities.
- */
-function canHardlink(
-  fd: number,
-  st: FileStat,
-  state: ZeroCopyState,
-  opts: LayerImportOptions,
-): string | null {
-  if (!opts.insecure) {
-    return "the repository requires fs-verity (a hard link would need verity on the storage file)";
-  }
-  if (st.dev !== state.objectsDev) return "storage and repository are on different filesystems";
-  if (state.noHardlink.has(st.dev)) return "hard links failed before on this filesystem";
-  if (st.mode & 0o6000) return "set-uid/set-gid file";
-  try {
-    if (readXattrsFd(fd).has("security.capability")) return "file has capabilities";
-  } catch { /* no xattr support: none */ }
-  return null;
-}
-
-async function storeFile(
-  fd: number,
-  st: FileStat,
-  objects: ObjectDir,
-  state: ZeroCopyState,
-  opts: LayerImportOptions,
-  sha: Hash | undefined,
-  label: string,
-  /** The reflink prepareFile made, or -1 (it is closed here). */
-  tmp: number,
-  /** Hashes on the pool (the caller feeds the diff_id hash itself). */
-  batcher?: VerityBatcher,
-  /** Another reader of tmp (the diff_id session): tmp is sealed and closed only after it. */
-  tmpReader?: Promise<unknown>,
-): Promise<ObjectId> {
-  state.hasher ??= new FsVerityHasher(objects.alg);
-  if (tmp >= 0) {
-    return await finishTmpfile(tmp, st.size, objects, state, sha, label, "reflinked", batcher, tmpReader);
-  }
-  const pair = `${st.dev}>${state.objectsDev}`;
-  let whyNot = `reflink: ${state.noReflink.get(pair) ?? "not tried"}`;
-  const noLink = canHardlink(fd, st, state, opts);
-  if (noLink === null) {
-    const id = await hashFd(fd, st.size, state, sha, label, batcher);
-    const final = objects.pathOf(id);
-    if (pathSize(final) === st.size) {
-      state.stats.present++;
-      objects.countFinished(true);
-      return id;
-    }
-    await objects.ensureSubdir(id);
-    try {
-      const linked = linkTmpfile(fd, final); // a named file gets one more name the same way
-      objects.countFinished(!linked);
-      if (linked) {
-        state.stats.hardlinked++;
-        state.stats.bytesHardlinked += st.size;
-      } else state.stats.present++;
-      return id;
-    } catch (e) {
-      if (!isCannot(e) && !(e instanceof KernelError && e.errno === Errno.EACCES)) throw e;
-      state.noHardlink.add(st.dev);
-      whyNot += `; hard link: ${(e as KernelError).code}`;
-      // Already hashed into `sha`: the copy below must not feed it again.
-      return await copyFile(fd, st.size, objects, state, opts, undefined, label, whyNot);
-    }
-  }
-  whyNot += `; hard link: ${noLink}`;
-  return await copyFile(fd, st.size, objects, state, opts, sha, label, whyNot);
-}
-
-async function copyFile(
-  fd: number,
-  size: number,
-  objects: ObjectDir,
-  state: ZeroCopyState,
-  opts: LayerImportOptions,
-  sha: Hash | undefined,
-  label: string,
-  whyNot: string,
-): Promise<ObjectId> {
-  if (opts.mode === "zerocopy") {
-    throw new InvalidArgumentError(
-      `--local-fetch zerocopy: ${label} can be neither reflinked nor hard-linked (${whyNot})`,
+  const got = layer.diffIdDigest();
+  if (got !== undefined && got !== opts.verifyDiffId) {
+    throw new IntegrityError(
+      `layer diff_id mismatch: expected ${opts.verifyDiffId}, the ${r.size} bytes rebuilt from ${diffDir} and its tar-split hash to ${got} (was a file in diff/ changed?)`,
     );
   }
-  state.stats.copied++;
-  state.stats.bytesCopied += size;
-  if (size <= SMALL_COPY_MAX) {
-    const data = readExactly(fd, size, state.buf, label);
-    sha?.update(data);
-    return await objects.ensureObjectBorrowed(data);
-  }
-  const tmp = objects.tmpfile(objects.dir);
-  if (tmp === null) {
-    const w = objects.createObjectWriter();
-    try {
-      let o = 0;
-      while (o < size) {
-        const n = pread(fd, state.buf, o);
-        if (n === 0) throw new FormatError(`${label}: file shrank while being read`);
-        const c = state.buf.subarray(0, n);
-        sha?.update(c);
-        await w.write(c);
-        o += n;
-      }
-    } catch (e) {
-      await w.abort();
-      throw e;
-    }
-    return (await w.finish()).id;
-  }
-  // The copy is written first and then hashed from the copy, like a reflink.
-  try {
-    let o = 0;
-    while (o < size) {
-      const n = pread(fd, state.buf, o);
-      if (n === 0) throw new FormatError(`${label}: file shrank while being read`);
-      writeAll(tmp, state.buf.subarray(0, n));
-      o += n;
-    }
-  } catch (e) {
-    closeFd(tmp);
-    throw e;
-  }
-  state.stats.copied--; // counted by finishTmpfile
-  state.stats.bytesCopied -= size;
-  return await finishTmpfile(tmp, size, objects, state, sha, label, "copied");
-}
-
-/** Hashes the filled O_TMPFILE, then links it under its digest (or drops it if present). */
-async function finishTmpfile(
-  tmp: number,
-  size: number,
-  objects: ObjectDir,
-  state: ZeroCopyState,
-  sha: Hash | undefined,
-  label: string,
-  how: "reflinked" | "copied",
-  batcher?: VerityBatcher,
-  tmpReader?: Promise<unknown>,
-): Promise<ObjectId> {
-  let fd = tmp;
-  try {
-    const id = await hashFd(tmp, size, state, sha, label, batcher);
-    await tmpReader?.catch(() => {}); // its failure is reported by its own owner
-    const final = objects.pathOf(id);
-    if (pathSize(final) === size) {
-      state.stats.present++;
-      objects.countFinished(true);
-      return id;
-    }
-    fd = -1;
-    fd = objects.sealTmpfile(tmp, objects.dir, id);
-    await objects.ensureSubdir(id);
-    const linked = linkTmpfile(fd, final);
-    objects.countFinished(!linked);
-    if (!linked) state.stats.present++;
-    else if (how === "reflinked") {
-      state.stats.reflinked++;
-      state.stats.bytesReflinked += size;
-    } else {
-      state.stats.copied++;
-      state.stats.bytesCopied += size;
-    }
-    return id;
-  } finally {
-    if (fd >= 0) closeFd(fd);
-  }
+  return r;
 }

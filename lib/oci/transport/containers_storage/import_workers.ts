@@ -1,0 +1,229 @@
+// The per-file half of a containers-storage layer import on worker threads: opening each diff/
+// file, statx, reflinking it into objects/, reading it and hashing the leaf level of its fs-verity
+// tree, and later naming the clone in objects/ (the thread body and why:
+// lib/linux/diff_import_thread.ts; measured: docs/containers-storage.md#performance).
+//
+// As lib/objects/write_worker.ts: node:worker_threads workers from source text (so they run from
+// the single-file bundle), referenced only while requests are pending. Batches go to the least busy
+// thread; each batch's results come back as one promise.
+import { Worker } from "node:worker_threads";
+import { KernelError } from "../../../errors.ts";
+import {
+  diffBatchBytesStart,
+  type DiffBatchViews,
+  diffBatchViews,
+  type DiffImportReply,
+  type DiffImportRequest,
+  diffImportThreadSource,
+  DIGEST_BYTES,
+  L,
+  S,
+} from "../../../linux/diff_import_thread.ts";
+import { makedev } from "../../../linux/fs_at.ts";
+import { errnoName } from "../../../linux/libc.ts";
+import type { HashAlgorithm } from "../../../fsverity/object_id.ts";
+
+export interface PrefetchItem {
+  /** Path inside diff/ (no leading `./` or `/`). */
+  path: Uint8Array;
+  /** The size the layer gives the file. */
+  size: number;
+  /** Reflink into objects/ and hash the clone (content over 64 bytes, reflinks not known to fail here). */
+  clone: boolean;
+}
+
+export interface PrefetchResult {
+  /** The opened diff/ file, or -1 (then `openErrno`). */
+  fd: number;
+  openErrno: number;
+  /** statx of fd: full st_mode, size, st_dev (glibc makedev encoding). */
+  mode: number;
+  size: number;
+  nlink: number;
+  uid: number;
+  dev: number;
+  /** The reflink (O_TMPFILE under objects/), or -1 (then `cloneErrno`, 0 when not asked for). */
+  tmp: number;
+  cloneErrno: number;
+  /** The leaf digests of the clone's 4096-byte blocks (when it was hashed). */
+  leaves?: Uint8Array;
+  /** Why the clone could not be hashed: a read's errno, or 0 when it was shorter or longer. */
+  hashErrno?: number;
+}
+
+/** A clone to name `name` (relative to objects/) by linking `fd`; then fd and `close` are closed. */
+export interface LinkJob {
+  fd: number;
+  close: number[];
+  name: string;
+}
+
+/** What became of a LinkJob. */
+export type LinkResult = "linked" | "present" | KernelError;
+
+const enc = new TextEncoder();
+
+interface Waiting {
+  resolve: (r: { results: PrefetchResult[]; links: LinkResult[] }) => void;
+  reject: (e: unknown) => void;
+  buf: SharedArrayBuffer;
+  files: number;
+  links: LinkJob[];
+  ds: number;
+}
+
+class ImportThread {
+  readonly worker: Worker;
+  readonly waiting = new Map<number, Waiting>();
+  failed?: Error;
+
+  constructor(objectsDir: string, useLibcrypto: boolean) {
+    this.worker = new Worker(diffImportThreadSource(objectsDir, useLibcrypto), { eval: true });
+    this.worker.unref();
+    this.worker.on("message", (m: DiffImportReply) => this.#reply(m));
+    this.worker.on("error", (e: Error) => {
+      this.failed = e;
+      for (const w of this.waiting.values()) w.reject(e);
+      this.waiting.clear();
+    });
+  }
+
+  #reply(m: DiffImportReply): void {
+    const w = this.waiting.get(m.seq);
+    this.waiting.delete(m.seq);
+    if (this.waiting.size === 0) this.worker.unref();
+    if (!w) return;
+    if (m.initErrno) {
+      return w.reject(new KernelError("open", m.initErrno, errnoName(m.initErrno), undefined, ["objects/"]));
+    }
+    const v = diffBatchViews(w.buf, w.files, w.links.length);
+    w.resolve({ results: readResults(v, w.files, w.ds), links: readLinks(v, w.links) });
+  }
+}
+
+function readResults(v: DiffBatchViews, files: number, ds: number): PrefetchResult[] {
+  const f = v.files;
+  const out: PrefetchResult[] = [];
+  for (let i = 0; i < files; i++) {
+    const o = i * S.COUNT;
+    const r: PrefetchResult = {
+      fd: f[o + S.FD],
+      openErrno: f[o + S.OPEN_ERRNO],
+      mode: f[o + S.MODE],
+      size: f[o + S.STAT_SIZE],
+      nlink: f[o + S.NLINK],
+      uid: f[o + S.UID],
+      dev: makedev(f[o + S.DEV_MAJOR], f[o + S.DEV_MINOR]),
+      tmp: f[o + S.TMP],
+      cloneErrno: f[o + S.CLONE_ERRNO],
+    };
+    const hash = f[o + S.HASH];
+    const at = f[o + S.LEAVES_OFF];
+    if (hash === 1) r.leaves = v.bytes.subarray(at, at + Math.ceil(f[o + S.SIZE] / 4096) * ds);
+    else if (hash > 1) r.hashErrno = f[o + S.HASH_ERRNO];
+    out.push(r);
+  }
+  return out;
+}
+
+function readLinks(v: DiffBatchViews, jobs: LinkJob[]): LinkResult[] {
+  return jobs.map((job, j) => {
+    const r = v.links[j * L.COUNT + L.RESULT];
+    if (r === 1) return "linked";
+    if (r === 2) return "present";
+    return new KernelError("linkat", -r, errnoName(-r), undefined, [`objects/${job.name}`]);
+  });
+}
+
+/** Writes `items` and `links` into a new batch buffer (see DiffImportRequest). */
+function buildBatch(alg: HashAlgorithm, items: PrefetchItem[], links: LinkJob[]): SharedArrayBuffer {
+  const ds = DIGEST_BYTES[alg];
+  const names = links.map((j) => enc.encode(j.name));
+  let bytes = diffBatchBytesStart(items.length, links.length);
+  for (const it of items) bytes += it.path.length + (it.clone ? Math.ceil(it.size / 4096) * ds : 0);
+  for (const n of names) bytes += n.length;
+  const buf = new SharedArrayBuffer(bytes);
+  const v = diffBatchViews(buf, items.length, links.length);
+  let at = diffBatchBytesStart(items.length, links.length);
+  items.forEach((it, i) => {
+    const o = i * S.COUNT;
+    v.files[o + S.SIZE] = it.size;
+    v.files[o + S.CLONE] = it.clone ? 1 : 0;
+    v.files[o + S.PATH_OFF] = at;
+    v.files[o + S.PATH_LEN] = it.path.length;
+    v.bytes.set(it.path, at);
+    at += it.path.length;
+    v.files[o + S.LEAVES_OFF] = at;
+    if (it.clone) at += Math.ceil(it.size / 4096) * ds;
+  });
+  links.forEach((job, j) => {
+    const o = j * L.COUNT;
+    v.links[o + L.FD] = job.fd;
+    v.links[o + L.CLOSE_A] = job.close[0] ?? -1;
+    v.links[o + L.CLOSE_B] = job.close[1] ?? -1;
+    v.links[o + L.NAME_OFF] = at;
+    v.links[o + L.NAME_LEN] = names[j].length;
+    v.bytes.set(names[j], at);
+    at += names[j].length;
+  });
+  return buf;
+}
+
+/** Sends batches of diff/ files (and clones to link) to the import threads. */
+export class ImportWorkers {
+  #threads: ImportThread[] = [];
+  #seq = 0;
+
+  /** Starts `threads` workers (throws where none can start). */
+  constructor(
+    readonly objectsDir: string,
+    readonly alg: HashAlgorithm,
+    threads: number,
+    useLibcrypto: boolean,
+  ) {
+    for (let i = 0; i < threads; i++) this.#threads.push(new ImportThread(objectsDir, useLibcrypto));
+  }
+
+  /**
+   * Links `links` (first), then prepares (and reflinks, hashes) `items` relative to the directory
+   * open as `diffFd`, on the least busy thread.
+   */
+  request(
+    diffFd: number,
+    items: PrefetchItem[],
+    links: LinkJob[] = [],
+  ): Promise<{ results: PrefetchResult[]; links: LinkResult[] }> {
+    let t = this.#threads[0];
+    for (const x of this.#threads) if (x.waiting.size < t.waiting.size) t = x;
+    if (t.failed) return Promise.reject(t.failed);
+    const seq = this.#seq++;
+    const buf = buildBatch(this.alg, items, links);
+    const ds = DIGEST_BYTES[this.alg];
+    return new Promise((resolve, reject) => {
+      if (t.waiting.size === 0) t.worker.ref();
+      t.waiting.set(seq, {
+        resolve,
+        reject,
+        buf,
+        files: items.length,
+        links,
+        ds,
+      });
+      const req: DiffImportRequest = {
+        seq,
+        diffFd,
+        alg: this.alg,
+        files: items.length,
+        links: links.length,
+        buf,
+      };
+      t.worker.postMessage(req);
+    });
+  }
+
+  async terminate(): Promise<void> {
+    const ts = this.#threads;
+    this.#threads = [];
+    await Promise.all(ts.map((t) => t.worker.terminate()));
+  }
+}
