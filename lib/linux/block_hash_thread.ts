@@ -74,22 +74,35 @@ export function blockHashThreadSource(useLibcrypto: boolean): string {
   return `const wt = require("node:worker_threads"); (${blockHashMain.toString()})(wt, require, ${useLibcrypto}, ${fileBlockHasher.toString()});`;
 }
 
+/** Where hashJob reads a file to, instead of fileBlockHasher's own buffer (see hashJob). */
+export interface ReadTarget {
+  /** The buffer, and its address (it must not move: off-heap or a SharedArrayBuffer). */
+  bytes: Uint8Array;
+  addr: bigint;
+  /** Where in it the file's first byte goes. */
+  off: number;
+}
+
 /** What fileBlockHasher gives a thread. */
 export interface FileBlockHasher {
   /** The read buffer: CHUNK bytes, and one block more (see hashJob's `checkEnd`). */
   buf: Uint8Array;
   CHUNK: number;
   errno: () => number;
+  /** The address of a buffer that does not move (an off-heap one, or a SharedArrayBuffer's). */
+  addressOf: (b: Uint8Array) => bigint;
   /**
-   * Fills buf[0..want) from fd at off; returns the bytes read (short only at end of file). With
-   * `shortIsEnd`, a short read is taken as the end (true of regular files) without asking again.
+   * Fills buf[0..want) (or `at`, an address) from fd at off; returns the bytes read (short only at
+   * end of file). With `shortIsEnd`, a short read is taken as the end (true of regular files)
+   * without asking again.
    */
-  readFull(fd: number, off: number, want: number, shortIsEnd?: boolean): number;
+  readFull(fd: number, off: number, want: number, shortIsEnd?: boolean, at?: bigint): number;
   /**
    * Writes the digests of the 4096-byte blocks of fd's [offset, offset + length) into dst at `at`
    * (the last block zero-padded). A file that ends early throws (errno 0). With `checkEnd`, the last
    * read asks for one byte more, so a file longer than offset + length throws too, without another
-   * call.
+   * call. With `into`, the whole range is read into that buffer (which needs room for it rounded up
+   * to 4096, and one byte more with `checkEnd`) and stays there for the caller.
    */
   hashJob(
     alg: string,
@@ -99,6 +112,7 @@ export interface FileBlockHasher {
     dst: Uint8Array,
     at: number,
     checkEnd?: boolean,
+    into?: ReadTarget,
   ): void;
 }
 
@@ -121,13 +135,15 @@ export function fileBlockHasher(D: any, req: any, useLibcrypto: boolean): FileBl
     __errno_location: { parameters: [], result: "pointer" },
   }).symbols;
   const errno = () => new D.UnsafePointerView(libc.__errno_location()).getInt32(0);
+  const addressOf = (b: Uint8Array) => BigInt(D.UnsafePointer.value(D.UnsafePointer.of(b)));
   const buf = new Uint8Array(CHUNK + BLOCK); // off-heap (large): its address is stable
-  const bufAddr = BigInt(D.UnsafePointer.value(D.UnsafePointer.of(buf)));
+  const bufAddr = addressOf(buf);
   // Digest output for one chunk (256 blocks × 64 bytes), off-heap as well.
   const out = new Uint8Array((CHUNK / BLOCK) * 64);
-  const outAddr = BigInt(D.UnsafePointer.value(D.UnsafePointer.of(out)));
+  const outAddr = addressOf(out);
 
-  let hashChunk: (alg: string, blocks: number) => void;
+  /** Hashes `blocks` 4096-byte blocks from address `src` into `out`; `data` is the same bytes. */
+  let hashChunk: (alg: string, blocks: number, src: bigint, data: Uint8Array) => void;
   let crypto: { evp: (...a: bigint[]) => number; md: Record<string, bigint> } | null = null;
   if (useLibcrypto) {
     try {
@@ -144,30 +160,33 @@ export function fileBlockHasher(D: any, req: any, useLibcrypto: boolean): FileBl
   }
   if (crypto) {
     const { evp, md } = crypto;
-    hashChunk = (alg, blocks) => {
+    hashChunk = (alg, blocks, src) => {
       const type = md[alg];
       const ds = BigInt(DS[alg]);
       const bs = BigInt(BLOCK);
       for (let i = 0n, n = BigInt(blocks); i < n; i++) {
-        if (evp(bufAddr + i * bs, bs, outAddr + i * ds, 0n, type, 0n) !== 1) {
+        if (evp(src + i * bs, bs, outAddr + i * ds, 0n, type, 0n) !== 1) {
           throw new Error("EVP_Digest failed");
         }
       }
     };
   } else {
     const nodeCrypto = req("node:crypto");
-    hashChunk = (alg, blocks) => {
+    hashChunk = (alg, blocks, _src, data) => {
       const ds = DS[alg];
       for (let i = 0; i < blocks; i++) {
-        out.set(nodeCrypto.createHash(alg).update(buf.subarray(i * BLOCK, (i + 1) * BLOCK)).digest(), i * ds);
+        out.set(
+          nodeCrypto.createHash(alg).update(data.subarray(i * BLOCK, (i + 1) * BLOCK)).digest(),
+          i * ds,
+        );
       }
     };
   }
 
-  function readFull(fd: number, off: number, want: number, shortIsEnd = false): number {
+  function readFull(fd: number, off: number, want: number, shortIsEnd = false, at = bufAddr): number {
     let got = 0;
     while (got < want) {
-      const n = Number(libc.pread64(fd, bufAddr + BigInt(got), BigInt(want - got), BigInt(off + got)));
+      const n = Number(libc.pread64(fd, at + BigInt(got), BigInt(want - got), BigInt(off + got)));
       if (n < 0) {
         const e = errno();
         if (e === EINTR) continue;
@@ -187,13 +206,17 @@ export function fileBlockHasher(D: any, req: any, useLibcrypto: boolean): FileBl
     dst: Uint8Array,
     at: number,
     checkEnd = false,
+    into?: ReadTarget,
   ): void {
     const ds = DS[alg];
     for (let done = 0; done < length || (checkEnd && length === 0);) {
       const want = Math.min(CHUNK, length - done);
       const last = done + want === length;
       const extra = checkEnd && last ? 1 : 0;
-      const got = readFull(fd, offset + done, want + extra, extra === 1);
+      const where = into ? into.off + done : 0;
+      const bytes = into ? into.bytes : buf;
+      const addr = into ? into.addr + BigInt(where) : bufAddr;
+      const got = readFull(fd, offset + done, want + extra, extra === 1, addr);
       if (got < want) {
         throw Object.assign(
           new Error(`fd ${fd}: file ended at ${offset + done + got}, expected ${offset + length}`),
@@ -205,15 +228,15 @@ export function fileBlockHasher(D: any, req: any, useLibcrypto: boolean): FileBl
       }
       if (want === 0) return;
       const blocks = Math.ceil(want / BLOCK);
-      if (want % BLOCK !== 0) buf.fill(0, want, blocks * BLOCK);
-      hashChunk(alg, blocks);
+      if (want % BLOCK !== 0) bytes.fill(0, where + want, where + blocks * BLOCK);
+      hashChunk(alg, blocks, addr, bytes.subarray(where, where + blocks * BLOCK));
       dst.set(out.subarray(0, blocks * ds), at);
       at += blocks * ds;
       done += want;
     }
   }
 
-  return { buf, CHUNK, errno, readFull, hashJob };
+  return { buf, CHUNK, errno, addressOf, readFull, hashJob };
 }
 
 // long: the thread runs this function from its source text, so everything it

@@ -28,6 +28,7 @@ import {
   O_CLOEXEC,
   O_DIRECTORY,
   O_NOFOLLOW,
+  O_NONBLOCK,
   O_PATH,
   O_RDONLY,
   O_RDWR,
@@ -62,7 +63,11 @@ export const S = {
   /** 0: not hashed (not cloned), 1: hashed, 2: the clone was shorter or longer, 3: a read failed. */
   HASH: 15,
   HASH_ERRNO: 16,
-  COUNT: 17,
+  /** Input: 1 = read the (small) file's content into `data` (not hashed, not cloned). */
+  INLINE: 17,
+  /** Where in `data` the file's content is (a hashed clone's or an INLINE file's), or -1. */
+  DATA_OFF: 18,
+  COUNT: 19,
 } as const;
 
 /** Float64 slots per link job: the fd to name, two fds to close after (-1: none), the name, the result. */
@@ -85,6 +90,12 @@ export interface DiffImportRequest {
   files: number;
   links: number;
   buf: SharedArrayBuffer;
+  /**
+   * Where the thread leaves file contents for the caller (the diff_id hash, inline contents), in
+   * batch order while they fit: a clone takes its size rounded up past the next 4096 boundary, an
+   * INLINE file its size and one byte.
+   */
+  data: SharedArrayBuffer;
 }
 
 export interface DiffImportReply {
@@ -119,7 +130,8 @@ export function diffBatchBytesStart(files: number, links: number): number {
 const K = {
   SYS_OPENAT2,
   OPEN_HOW_SIZE,
-  OPEN_FLAGS: O_RDONLY | O_NOFOLLOW | O_CLOEXEC,
+  // O_NONBLOCK: a FIFO put in diff/ must not block the open (it is refused as not a regular file).
+  OPEN_FLAGS: O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
   RESOLVE: RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
   TMPFILE_FLAGS: O_TMPFILE | O_RDWR | O_CLOEXEC,
   DIR_FLAGS: O_PATH | O_DIRECTORY | O_CLOEXEC,
@@ -165,7 +177,7 @@ function threadMain(
     linkat: { parameters: ["i32", "buffer", "i32", "buffer", "i32"], result: "i32" },
     mkdirat: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   }).symbols;
-  const { errno, hashJob } = hasher(D, req, useLibcrypto);
+  const { errno, hashJob, readFull, addressOf } = hasher(D, req, useLibcrypto);
   const { S, L } = k;
   const how = new Uint8Array(k.OPEN_HOW_SIZE);
   const hv = new DataView(how.buffer);
@@ -258,15 +270,37 @@ function threadMain(
     const f = new Float64Array(m.buf, 0, m.files * S.COUNT);
     const l = new Float64Array(m.buf, m.files * S.COUNT * 8, m.links * L.COUNT);
     const bytes = new Uint8Array(m.buf);
+    const data = new Uint8Array(m.data);
+    const dataAddr = data.length ? addressOf(data) : 0n;
+    let free = 0;
     for (let j = 0; j < m.links; j++) link(l, bytes, j);
     for (let i = 0; i < m.files; i++) prepare(m.diffFd, f, bytes, i);
     for (let i = 0; i < m.files; i++) {
       const o = i * S.COUNT;
-      if (f[o + S.TMP] < 0) continue;
+      const size = f[o + S.SIZE];
+      f[o + S.DATA_OFF] = -1;
       try {
-        // The clone is ours alone: read once, one byte past the end to see that it is not longer.
-        hashJob(m.alg, f[o + S.TMP], 0, f[o + S.SIZE], bytes, f[o + S.LEAVES_OFF], true);
-        f[o + S.HASH] = 1;
+        if (f[o + S.TMP] >= 0) {
+          // The clone is ours alone: read once, one byte past the end to see that it is not longer.
+          const room = Math.ceil((size + 1) / 4096) * 4096;
+          const into = free + room <= data.length ? { bytes: data, addr: dataAddr, off: free } : undefined;
+          hashJob(m.alg, f[o + S.TMP], 0, size, bytes, f[o + S.LEAVES_OFF], true, into);
+          f[o + S.HASH] = 1;
+          if (into) {
+            f[o + S.DATA_OFF] = free;
+            free += room;
+          }
+        } else if (
+          f[o + S.INLINE] && f[o + S.FD] >= 0 && (f[o + S.MODE] & k.S_IFMT) === k.S_IFREG &&
+          size === f[o + S.STAT_SIZE] && free + size + 1 <= data.length
+        ) {
+          const got = readFull(f[o + S.FD], 0, size + 1, true, dataAddr + BigInt(free));
+          if (got !== size) f[o + S.HASH] = 2;
+          else {
+            f[o + S.DATA_OFF] = free;
+            free += size + 1;
+          }
+        }
       } catch (e) {
         // deno-lint-ignore no-explicit-any
         const en = (e as any).errno ?? 0;

@@ -30,6 +30,8 @@ export interface PrefetchItem {
   size: number;
   /** Reflink into objects/ and hash the clone (content over 64 bytes, reflinks not known to fail here). */
   clone: boolean;
+  /** Read the (small, inline) content into the batch's data buffer. */
+  inline?: boolean;
 }
 
 export interface PrefetchResult {
@@ -49,6 +51,11 @@ export interface PrefetchResult {
   leaves?: Uint8Array;
   /** Why the clone could not be hashed: a read's errno, or 0 when it was shorter or longer. */
   hashErrno?: number;
+  /**
+   * The content as the thread read it (a hashed clone's or an inline file's), when it fitted in the
+   * batch's data buffer: valid until the batch is released (see request()).
+   */
+  data?: Uint8Array;
 }
 
 /** A clone to name `name` (relative to objects/) by linking `fd`; then fd and `close` are closed. */
@@ -63,10 +70,19 @@ export type LinkResult = "linked" | "present" | KernelError;
 
 const enc = new TextEncoder();
 
+/** A batch's answer: per file, per link job, and release(), which hands the data buffer back. */
+export interface BatchReply {
+  results: PrefetchResult[];
+  links: LinkResult[];
+  release: () => void;
+}
+
 interface Waiting {
-  resolve: (r: { results: PrefetchResult[]; links: LinkResult[] }) => void;
+  resolve: (r: BatchReply) => void;
   reject: (e: unknown) => void;
   buf: SharedArrayBuffer;
+  data: SharedArrayBuffer;
+  release: () => void;
   files: number;
   links: LinkJob[];
   ds: number;
@@ -97,11 +113,12 @@ class ImportThread {
       return w.reject(new KernelError("open", m.initErrno, errnoName(m.initErrno), undefined, ["objects/"]));
     }
     const v = diffBatchViews(w.buf, w.files, w.links.length);
-    w.resolve({ results: readResults(v, w.files, w.ds), links: readLinks(v, w.links) });
+    const results = readResults(v, w.files, w.ds, new Uint8Array(w.data));
+    w.resolve({ results, links: readLinks(v, w.links), release: w.release });
   }
 }
 
-function readResults(v: DiffBatchViews, files: number, ds: number): PrefetchResult[] {
+function readResults(v: DiffBatchViews, files: number, ds: number, data: Uint8Array): PrefetchResult[] {
   const f = v.files;
   const out: PrefetchResult[] = [];
   for (let i = 0; i < files; i++) {
@@ -121,6 +138,8 @@ function readResults(v: DiffBatchViews, files: number, ds: number): PrefetchResu
     const at = f[o + S.LEAVES_OFF];
     if (hash === 1) r.leaves = v.bytes.subarray(at, at + Math.ceil(f[o + S.SIZE] / 4096) * ds);
     else if (hash > 1) r.hashErrno = f[o + S.HASH_ERRNO];
+    const d = f[o + S.DATA_OFF];
+    if (d >= 0 && hash < 2) r.data = data.subarray(d, d + f[o + S.SIZE]);
     out.push(r);
   }
   return out;
@@ -149,6 +168,7 @@ function buildBatch(alg: HashAlgorithm, items: PrefetchItem[], links: LinkJob[])
     const o = i * S.COUNT;
     v.files[o + S.SIZE] = it.size;
     v.files[o + S.CLONE] = it.clone ? 1 : 0;
+    v.files[o + S.INLINE] = it.inline ? 1 : 0;
     v.files[o + S.PATH_OFF] = at;
     v.files[o + S.PATH_LEN] = it.path.length;
     v.bytes.set(it.path, at);
@@ -169,10 +189,18 @@ function buildBatch(alg: HashAlgorithm, items: PrefetchItem[], links: LinkJob[])
   return buf;
 }
 
+/**
+ * Bytes of a batch's data buffer: a batch of small files fits whole; a larger file that does not
+ * fit is read again by the caller (from the page cache).
+ */
+const DATA_SIZE = 4 << 20;
+
 /** Sends batches of diff/ files (and clones to link) to the import threads. */
 export class ImportWorkers {
   #threads: ImportThread[] = [];
   #seq = 0;
+  /** Data buffers handed back (reused: a fresh one costs a page fault per 4 KiB). */
+  #free: SharedArrayBuffer[] = [];
 
   /** Starts `threads` workers (throws where none can start). */
   constructor(
@@ -192,23 +220,25 @@ export class ImportWorkers {
     diffFd: number,
     items: PrefetchItem[],
     links: LinkJob[] = [],
-  ): Promise<{ results: PrefetchResult[]; links: LinkResult[] }> {
+  ): Promise<BatchReply> {
     let t = this.#threads[0];
     for (const x of this.#threads) if (x.waiting.size < t.waiting.size) t = x;
     if (t.failed) return Promise.reject(t.failed);
     const seq = this.#seq++;
     const buf = buildBatch(this.alg, items, links);
     const ds = DIGEST_BYTES[this.alg];
+    const data = items.length
+      ? this.#free.pop() ?? new SharedArrayBuffer(DATA_SIZE)
+      : new SharedArrayBuffer(0);
+    let released = false;
+    const release = () => {
+      if (released || !data.byteLength) return;
+      released = true;
+      this.#free.push(data);
+    };
     return new Promise((resolve, reject) => {
       if (t.waiting.size === 0) t.worker.ref();
-      t.waiting.set(seq, {
-        resolve,
-        reject,
-        buf,
-        files: items.length,
-        links,
-        ds,
-      });
+      t.waiting.set(seq, { resolve, reject, buf, data, release, files: items.length, links, ds });
       const req: DiffImportRequest = {
         seq,
         diffFd,
@@ -216,6 +246,7 @@ export class ImportWorkers {
         files: items.length,
         links: links.length,
         buf,
+        data,
       };
       t.worker.postMessage(req);
     });

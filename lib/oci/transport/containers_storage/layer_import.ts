@@ -118,6 +118,10 @@ interface QueuedFile {
   tmp: number;
   /** The leaf digests of tmp's blocks, hashed by an import thread. */
   leaves?: Uint8Array;
+  /** The content, as the import thread read it (valid until done()). */
+  data?: Uint8Array;
+  /** Called once the file is stored: the batch's data buffer is reused when all its files are. */
+  done?: () => void;
 }
 
 /** In tar order: raw segments, and files being prepared (opened, reflinked, hashed). */
@@ -147,13 +151,14 @@ const CANNOT = new Set<number>([
 
 /** Checks a prepared file against its record; takes ownership of its fds (closed on error). */
 function toQueued(
-  res: PrefetchResult,
+  res: PrefetchResult & { done?: () => void },
   size: number,
   label: string,
   tarSplitPath: string,
   state: ZeroCopyState,
 ): QueuedFile {
-  const q: QueuedFile = { kind: "file", size, label, fd: res.fd, st: res, tmp: res.tmp, leaves: res.leaves };
+  const { fd, tmp, leaves, data, done } = res;
+  const q: QueuedFile = { kind: "file", size, label, fd, st: res, tmp, leaves, data, done };
   try {
     if (res.openErrno) {
       // Not the data's fault when we may not read it (a rootless store's sub-uid files): say so.
@@ -212,7 +217,8 @@ class LayerImport {
   #records: AsyncIterator<TarSplitRecord>;
   #exhausted = false;
   #batch: PrefetchItem[] = [];
-  #waiters: { resolve: (r: PrefetchResult) => void; reject: (e: unknown) => void }[] = [];
+  #waiters: { resolve: (r: PrefetchResult & { done?: () => void }) => void; reject: (e: unknown) => void }[] =
+    [];
   #links: PendingLink[] = [];
   /** Requests that carry links, until they are done; the first link failure. */
   #linking: Promise<void>[] = [];
@@ -267,10 +273,11 @@ class LayerImport {
       return;
     }
     const done = worker.request(this.#diffFd, items, links.map((l) => l.job));
-    done.then(
-      ({ results }) => results.forEach((res, k) => ws[k].resolve(res)),
-      (e) => ws.forEach((w) => w.reject(e)),
-    );
+    done.then(({ results, release }) => {
+      let left = results.length;
+      const fileDone = () => --left === 0 && release();
+      results.forEach((res, k) => ws[k].resolve({ ...res, done: fileDone }));
+    }, (e) => ws.forEach((w) => w.reject(e)));
     if (links.length) {
       const linked = done.then(({ links: rs }) => this.#linked(links, rs));
       linked.catch((e) => this.#linkError ??= e);
@@ -321,6 +328,7 @@ class LayerImport {
       path: rel.slice(),
       size: rec.size,
       clone: rec.size > INLINE_CONTENT_MAX && state.noReflink.size === 0,
+      inline: rec.size <= INLINE_CONTENT_MAX,
     });
     const size = rec.size;
     // Settled when the batch is sent (at PREFETCH_BATCH, or when run() needs it).
@@ -338,7 +346,7 @@ class LayerImport {
     const { objects, state, opts, sha } = this;
     if (f.size <= INLINE_CONTENT_MAX) {
       try {
-        this.#inline(readExactly(f.fd, f.size, state.buf, f.label).slice());
+        this.#inline((f.data ?? readExactly(f.fd, f.size, state.buf, f.label)).slice());
       } finally {
         closeQueued(f);
       }
@@ -364,7 +372,9 @@ class LayerImport {
   #fileHashed(f: QueuedFile): void {
     let id: ObjectId;
     try {
-      if (this.sha) readAll(f.tmp, f.size, this.state.buf, f.label, (c) => this.sha!.update(c));
+      // The bytes the thread hashed, or (a file too large for its buffer) read again here.
+      if (this.sha && f.data) this.sha.update(f.data);
+      else if (this.sha) readAll(f.tmp, f.size, this.state.buf, f.label, (c) => this.sha!.update(c));
       const h = this.#hasher;
       h.reset();
       h.updateLeafDigests(f.leaves!, f.size);
@@ -414,7 +424,9 @@ class LayerImport {
         this.#aheadFiles--;
         this.#aheadBytes -= q.size;
         if (q.batch === this.#batch) this.#send(); // waited for: send what is there
-        await this.#file(await q.ready);
+        const f = await q.ready;
+        await this.#file(f);
+        f.done?.();
         this.#progress(q.size);
       }
       this.#send(); // the last clones to link

@@ -8,7 +8,16 @@ import type { Hash } from "node:crypto";
 import { FormatError, InvalidArgumentError, KernelError } from "../../../errors.ts";
 import { FsVerityHasher } from "../../../fsverity/hasher.ts";
 import type { ObjectId } from "../../../fsverity/object_id.ts";
-import { closeFd, ficlone, linkTmpfile, O_NOFOLLOW, O_RDONLY, pread, writeAll } from "../../../linux/fs.ts";
+import {
+  closeFd,
+  ficlone,
+  linkTmpfile,
+  O_NOFOLLOW,
+  O_NONBLOCK,
+  O_RDONLY,
+  pread,
+  writeAll,
+} from "../../../linux/fs.ts";
 import { willNeed } from "../../../linux/file_extents.ts";
 import { isRegular, pathSize, statFd, type StatxResult } from "../../../linux/fs_at.ts";
 import { openBeneath } from "../../../linux/openat2.ts";
@@ -104,7 +113,10 @@ export function prefetchHere(diffFd: number, item: PrefetchItem, objects: Object
     cloneErrno: 0,
   };
   try {
-    r.fd = openBeneath(diffFd, item.path, O_RDONLY | O_NOFOLLOW, undefined, { followBeneath: true });
+    // O_NONBLOCK: a FIFO put in diff/ must not block the open (it is refused as not a regular file).
+    r.fd = openBeneath(diffFd, item.path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, undefined, {
+      followBeneath: true,
+    });
     const { mode, size, nlink, uid, dev } = statFd(r.fd);
     Object.assign(r, { mode, size, nlink, uid, dev });
   } catch (e) {
