@@ -84,6 +84,8 @@ export const L = {
 
 export interface DiffImportRequest {
   seq: number;
+  /** The objects/ directory clones are made in and linked into. */
+  objectsDir: string;
   diffFd: number;
   alg: "sha256" | "sha512";
   /** Files, then link jobs (done first). */
@@ -100,7 +102,7 @@ export interface DiffImportRequest {
 
 export interface DiffImportReply {
   seq: number;
-  /** The thread could not start (objects/ would not open): errno. */
+  /** objects/ would not open: errno (nothing was done). */
   initErrno?: number;
 }
 
@@ -160,7 +162,6 @@ function threadMain(
   wt: any,
   // deno-lint-ignore no-explicit-any
   req: any,
-  objectsDir: string,
   useLibcrypto: boolean,
   k: typeof K,
   hasher: typeof fileBlockHasher,
@@ -184,9 +185,19 @@ function threadMain(
   hv.setBigUint64(0, BigInt(k.OPEN_FLAGS), true);
   hv.setBigUint64(16, BigInt(k.RESOLVE), true);
   const enc = new TextEncoder();
-  const dirPath = enc.encode(objectsDir + "\0");
-  const objectsFd = lib.open(dirPath, k.DIR_FLAGS, 0);
-  const initErrno = objectsFd < 0 ? errno() : 0;
+  // objects/: its path (for O_TMPFILE) and an O_PATH fd (for linkat, mkdirat), kept across requests.
+  let dirName = "";
+  let dirPath = new Uint8Array(1);
+  let objectsFd = -1;
+  /** Opens `dir` unless it is the one open; returns an errno, 0 when it is open. */
+  const useDir = (dir: string): number => {
+    if (dir === dirName) return 0;
+    if (objectsFd >= 0) lib.close(objectsFd);
+    dirPath = enc.encode(dir + "\0");
+    objectsFd = lib.open(dirPath, k.DIR_FLAGS, 0);
+    dirName = objectsFd < 0 ? "" : dir;
+    return objectsFd < 0 ? errno() : 0;
+  };
   const empty = new Uint8Array(1);
   const st = new Uint8Array(256);
   const sv = new DataView(st.buffer);
@@ -266,6 +277,7 @@ function threadMain(
   }
 
   wt.parentPort.on("message", (m: DiffImportRequest) => {
+    const initErrno = useDir(m.objectsDir);
     if (initErrno) return wt.parentPort.postMessage({ seq: m.seq, initErrno } satisfies DiffImportReply);
     const f = new Float64Array(m.buf, 0, m.files * S.COUNT);
     const l = new Float64Array(m.buf, m.files * S.COUNT * 8, m.links * L.COUNT);
@@ -286,6 +298,10 @@ function threadMain(
           const into = free + room <= data.length ? { bytes: data, addr: dataAddr, off: free } : undefined;
           hashJob(m.alg, f[o + S.TMP], 0, size, bytes, f[o + S.LEAVES_OFF], true, into);
           f[o + S.HASH] = 1;
+          // The diff/ file is not needed any more (the clone is what gets stored): one fd per file
+          // in flight, not two.
+          lib.close(f[o + S.FD]);
+          f[o + S.FD] = -1;
           if (into) {
             f[o + S.DATA_OFF] = free;
             free += room;
@@ -314,10 +330,10 @@ function threadMain(
 
 /**
  * Source text of a worker that answers DiffImportRequests, reflinking into and linking in
- * `objectsDir`; `useLibcrypto` false forces node:crypto.
+ * the request's objects/ directory; `useLibcrypto` false forces node:crypto.
  */
-export function diffImportThreadSource(objectsDir: string, useLibcrypto: boolean): string {
-  return `const wt = require("node:worker_threads"); (${threadMain.toString()})(wt, require, ${
-    JSON.stringify(objectsDir)
-  }, ${useLibcrypto}, ${JSON.stringify(K)}, ${fileBlockHasher.toString()});`;
+export function diffImportThreadSource(useLibcrypto: boolean): string {
+  return `const wt = require("node:worker_threads"); (${threadMain.toString()})(wt, require, ${useLibcrypto}, ${
+    JSON.stringify(K)
+  }, ${fileBlockHasher.toString()});`;
 }

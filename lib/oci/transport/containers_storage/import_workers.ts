@@ -93,8 +93,8 @@ class ImportThread {
   readonly waiting = new Map<number, Waiting>();
   failed?: Error;
 
-  constructor(objectsDir: string, useLibcrypto: boolean) {
-    this.worker = new Worker(diffImportThreadSource(objectsDir, useLibcrypto), { eval: true });
+  constructor(useLibcrypto: boolean) {
+    this.worker = new Worker(diffImportThreadSource(useLibcrypto), { eval: true });
     this.worker.unref();
     this.worker.on("message", (m: DiffImportReply) => this.#reply(m));
     this.worker.on("error", (e: Error) => {
@@ -202,21 +202,22 @@ export class ImportWorkers {
   /** Data buffers handed back (reused: a fresh one costs a page fault per 4 KiB). */
   #free: SharedArrayBuffer[] = [];
 
-  /** Starts `threads` workers (throws where none can start). */
-  constructor(
-    readonly objectsDir: string,
-    readonly alg: HashAlgorithm,
-    threads: number,
-    useLibcrypto: boolean,
-  ) {
-    for (let i = 0; i < threads; i++) this.#threads.push(new ImportThread(objectsDir, useLibcrypto));
+  /**
+   * Starts `threads` workers (throws where none can start). A thread takes a few hundred
+   * milliseconds to start on a loaded machine: the import starts them as soon as it knows the
+   * store, before it reads the image.
+   */
+  constructor(threads: number, useLibcrypto: boolean) {
+    for (let i = 0; i < threads; i++) this.#threads.push(new ImportThread(useLibcrypto));
   }
 
   /**
-   * Links `links` (first), then prepares (and reflinks, hashes) `items` relative to the directory
-   * open as `diffFd`, on the least busy thread.
+   * Links `links` (first), then prepares (and reflinks into `objectsDir`, hashes with `alg`)
+   * `items` relative to the directory open as `diffFd`, on the least busy thread.
    */
   request(
+    objectsDir: string,
+    alg: HashAlgorithm,
     diffFd: number,
     items: PrefetchItem[],
     links: LinkJob[] = [],
@@ -225,11 +226,9 @@ export class ImportWorkers {
     for (const x of this.#threads) if (x.waiting.size < t.waiting.size) t = x;
     if (t.failed) return Promise.reject(t.failed);
     const seq = this.#seq++;
-    const buf = buildBatch(this.alg, items, links);
-    const ds = DIGEST_BYTES[this.alg];
-    const data = items.length
-      ? this.#free.pop() ?? new SharedArrayBuffer(DATA_SIZE)
-      : new SharedArrayBuffer(0);
+    const buf = buildBatch(alg, items, links);
+    const ds = DIGEST_BYTES[alg];
+    const data = this.#dataBuffer(items);
     let released = false;
     const release = () => {
       if (released || !data.byteLength) return;
@@ -241,8 +240,9 @@ export class ImportWorkers {
       t.waiting.set(seq, { resolve, reject, buf, data, release, files: items.length, links, ds });
       const req: DiffImportRequest = {
         seq,
+        objectsDir,
         diffFd,
-        alg: this.alg,
+        alg,
         files: items.length,
         links: links.length,
         buf,
@@ -250,6 +250,19 @@ export class ImportWorkers {
       };
       t.worker.postMessage(req);
     });
+  }
+
+  /** A data buffer for `items` (see DiffImportRequest.data): a free one large enough, or a new one. */
+  #dataBuffer(items: PrefetchItem[]): SharedArrayBuffer {
+    let need = 0;
+    for (const it of items) {
+      need += it.clone ? Math.ceil((it.size + 1) / 4096) * 4096 : it.inline ? it.size + 1 : 0;
+    }
+    need = Math.min(need, DATA_SIZE);
+    if (need === 0) return new SharedArrayBuffer(0);
+    const k = this.#free.findIndex((b) => b.byteLength >= need);
+    if (k >= 0) return this.#free.splice(k, 1)[0];
+    return new SharedArrayBuffer(Math.min(DATA_SIZE, Math.ceil(need / (1 << 20)) * (1 << 20)));
   }
 
   async terminate(): Promise<void> {

@@ -17,20 +17,13 @@ import { FormatError, IntegrityError, InternalError, KernelError, PermissionErro
 import { parseDigest } from "../../digest.ts";
 import { FsVerityHasher } from "../../../fsverity/hasher.ts";
 import type { ObjectId } from "../../../fsverity/object_id.ts";
-import { hashBackendName } from "../../../fsverity/backend.ts";
 import { closeFd, O_DIRECTORY, O_RDONLY, openPath } from "../../../linux/fs.ts";
 import { isRegular, statFd } from "../../../linux/fs_at.ts";
 import { Errno, errnoName } from "../../../linux/libc.ts";
 import type { ObjectDir } from "../../../objects/object_dir.ts";
 import { INLINE_CONTENT_MAX, type SplitSink } from "../../layer_split.ts";
 import { readTarSplit, type TarSplitRecord } from "./tar_split.ts";
-import {
-  ImportWorkers,
-  type LinkJob,
-  type LinkResult,
-  type PrefetchItem,
-  type PrefetchResult,
-} from "./import_workers.ts";
+import { type LinkJob, type LinkResult, type PrefetchItem, type PrefetchResult } from "./import_workers.ts";
 import {
   type FileStat,
   type LayerImportOptions,
@@ -89,24 +82,6 @@ const LOOKAHEAD_BYTES = 64 << 20;
 const PREFETCH_BATCH = 48;
 /** Clones waiting to be linked, at most, before they go to a thread without files to prepare. */
 const LINK_BATCH = 256;
-/**
- * Import threads: they wait for the disk (cold metadata, extent maps, data) as much as they hash,
- * so one more than the two cores measured keeps more requests in flight
- * (docs/containers-storage.md#performance).
- */
-const IMPORT_THREADS = 3;
-
-/** The state's import threads (started on first use), or null where none can run. */
-function prefetcher(state: ZeroCopyState, objects: ObjectDir): ImportWorkers | null {
-  if (state.prefetch !== undefined) return state.prefetch;
-  try {
-    const libcrypto = hashBackendName() === "libcrypto";
-    state.prefetch = new ImportWorkers(objects.dir, objects.alg, IMPORT_THREADS, libcrypto);
-  } catch {
-    state.prefetch = null;
-  }
-  return state.prefetch;
-}
 
 interface QueuedFile {
   kind: "file";
@@ -214,7 +189,10 @@ class LayerImport {
   #queue: Queued[] = [];
   #aheadBytes = 0;
   #aheadFiles = 0;
-  #records: AsyncIterator<TarSplitRecord>;
+  #records: AsyncIterator<TarSplitRecord[]>;
+  /** Records read and not yet looked at. */
+  #pendingRecords: TarSplitRecord[] = [];
+  #nextRecord = 0;
   #exhausted = false;
   #batch: PrefetchItem[] = [];
   #waiters: { resolve: (r: PrefetchResult & { done?: () => void }) => void; reject: (e: unknown) => void }[] =
@@ -267,12 +245,13 @@ class LayerImport {
     this.#batch = [];
     this.#waiters = [];
     this.#links = [];
-    const worker = prefetcher(this.state, this.objects);
+    const worker = this.state.startThreads();
     if (!worker) {
       items.forEach((it, k) => ws[k].resolve(prefetchHere(this.#diffFd, it, this.objects)));
       return;
     }
-    const done = worker.request(this.#diffFd, items, links.map((l) => l.job));
+    const { dir, alg } = this.objects;
+    const done = worker.request(dir, alg, this.#diffFd, items, links.map((l) => l.job));
     done.then(({ results, release }) => {
       let left = results.length;
       const fileDone = () => --left === 0 && release();
@@ -302,13 +281,17 @@ class LayerImport {
   /** Reads records ahead, up to LOOKAHEAD_FILES / LOOKAHEAD_BYTES (sending each full batch). */
   async #fill(): Promise<void> {
     while (!this.#exhausted && this.#aheadFiles < LOOKAHEAD_FILES && this.#aheadBytes < LOOKAHEAD_BYTES) {
-      const next = await this.#records.next();
-      if (next.done) {
-        this.#exhausted = true;
-        this.#send();
-        return;
+      if (this.#nextRecord === this.#pendingRecords.length) {
+        const next = await this.#records.next();
+        if (next.done) {
+          this.#exhausted = true;
+          this.#send();
+          return;
+        }
+        this.#pendingRecords = next.value;
+        this.#nextRecord = 0;
       }
-      this.#record(next.value);
+      this.#record(this.#pendingRecords[this.#nextRecord++]);
     }
   }
 
@@ -392,7 +375,9 @@ class LayerImport {
       closeQueued(f);
       throw e;
     }
-    this.#links.push({ job: { fd: sealed, close: [f.fd], name: id.objectPath() }, size: f.size });
+    // The thread closed the diff/ file already (it is not needed once the clone is hashed).
+    const close = f.fd >= 0 ? [f.fd] : [];
+    this.#links.push({ job: { fd: sealed, close, name: id.objectPath() }, size: f.size });
     f.fd = -1;
     if (this.#links.length >= LINK_BATCH) this.#send();
     this.#emit(() => this.sink.writeExternal(id, f.size));
@@ -434,7 +419,7 @@ class LayerImport {
       await this.#chain;
       await this.objects.settle();
     } finally {
-      for (const l of this.#links) for (const fd of [l.job.fd, ...l.job.close]) closeFd(fd);
+      for (const l of this.#links) for (const fd of [l.job.fd, ...l.job.close]) if (fd >= 0) closeFd(fd);
       this.#links = [];
       // Files never sent (the import failed before they were needed): nothing to close.
       for (const w of this.#waiters) w.reject(new InternalError("layer import ended"));

@@ -24,7 +24,9 @@ import { openBeneath } from "../../../linux/openat2.ts";
 import { Errno } from "../../../linux/libc.ts";
 import { readXattrsFd } from "../../../linux/xattr.ts";
 import type { ObjectDir } from "../../../objects/object_dir.ts";
-import type { ImportWorkers, PrefetchItem, PrefetchResult } from "./import_workers.ts";
+import { ImportWorkers, type PrefetchItem, type PrefetchResult } from "./import_workers.ts";
+import { hashThreadsRequested } from "../../../fsverity/leaf_pool.ts";
+import { hashBackendName } from "../../../fsverity/backend.ts";
 
 /** `--local-fetch`: disabled = skopeo proxy; auto = reflink, hard link or copy; zerocopy = no copy. */
 export type LocalFetchMode = "disabled" | "auto" | "zerocopy";
@@ -63,6 +65,13 @@ export interface LayerImportOptions {
 /** What the import looks at of a diff/ file's statx. */
 export type FileStat = Pick<StatxResult, "mode" | "size" | "nlink" | "uid" | "dev">;
 
+/**
+ * Import threads by default: they wait for the disk (cold metadata, extent maps, data) as much as
+ * they hash, so one more than the two cores measured keeps more requests in flight
+ * (docs/containers-storage.md#performance).
+ */
+const IMPORT_THREADS = 3;
+
 const BUF_SIZE = 1 << 20;
 const SMALL_COPY_MAX = 1 << 20;
 
@@ -79,8 +88,23 @@ export class ZeroCopyState {
   readonly stats = emptyLocalFetchStats();
   readonly buf = new Uint8Array(BUF_SIZE);
   hasher?: FsVerityHasher;
-  /** Open, reflink, hash and link on worker threads; null where none could start. */
+  /** Open, reflink, hash and link on worker threads; null where none could start (or none wanted). */
   prefetch?: ImportWorkers | null;
+
+  /**
+   * Starts the import threads now (once) unless CFSCTL_HASH_THREADS=0; their number is
+   * CFSCTL_HASH_THREADS, else IMPORT_THREADS. Returns them, or null where none can run.
+   */
+  startThreads(): ImportWorkers | null {
+    if (this.prefetch !== undefined) return this.prefetch;
+    const n = hashThreadsRequested() ?? IMPORT_THREADS;
+    try {
+      this.prefetch = n > 0 ? new ImportWorkers(n, hashBackendName() === "libcrypto") : null;
+    } catch {
+      this.prefetch = null;
+    }
+    return this.prefetch;
+  }
 
   /** Ends the import threads (the import is over). */
   async close(): Promise<void> {

@@ -5,7 +5,7 @@
 // which was written to the overlay driver's diff/ directory and must be read from there.
 // Concatenating the segments with the file contents, in order, gives back the original layer tar
 // (see docs/containers-storage.md).
-import { Buffer } from "node:buffer";
+import type { Buffer } from "node:buffer";
 import { createGunzip } from "node:zlib";
 import { Readable } from "node:stream";
 import { FormatError } from "../../../errors.ts";
@@ -20,13 +20,20 @@ const MAX_LINE = 16 * 1024 * 1024;
 
 const enc = new TextEncoder();
 
+const fromBase64 = (Uint8Array as unknown as {
+  fromBase64(s: string, o: { lastChunkHandling: "strict" }): Uint8Array;
+}).fromBase64;
+
 function base64(s: unknown, where: string): Uint8Array {
   if (s === null || s === undefined || s === "") return new Uint8Array(0);
-  if (typeof s !== "string" || !/^[A-Za-z0-9+/]*={0,2}$/.test(s)) {
-    throw new FormatError(`${where}: payload is not base64`);
+  if (typeof s === "string") {
+    // Strict (padding, no stray bits) and validating: twice as fast as a regex and Buffer.from.
+    // ASCII whitespace is skipped, as Go's decoder skips newlines.
+    try {
+      return fromBase64(s, { lastChunkHandling: "strict" });
+    } catch { /* below */ }
   }
-  const b = Buffer.from(s, "base64");
-  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+  throw new FormatError(`${where}: payload is not base64`);
 }
 
 /** Parses one record line (exported for tests). */
@@ -56,8 +63,11 @@ export function parseTarSplitLine(line: string, where: string): TarSplitRecord |
   throw new FormatError(`${where}: unknown record type ${JSON.stringify(rec.type)}`);
 }
 
-/** The records of a tar-split file, in order. Malformed gzip or JSON: FormatError naming the line. */
-export async function* readTarSplit(path: string): AsyncGenerator<TarSplitRecord> {
+/**
+ * The records of a tar-split file, in order, a decompressed chunk's worth at a time (one await per
+ * chunk rather than per record). Malformed gzip or JSON: FormatError naming the line.
+ */
+export async function* readTarSplit(path: string): AsyncGenerator<TarSplitRecord[]> {
   let file: Deno.FsFile;
   try {
     file = await Deno.open(path, { read: true });
@@ -77,6 +87,7 @@ export async function* readTarSplit(path: string): AsyncGenerator<TarSplitRecord
   try {
     for await (const chunk of gunzip as AsyncIterable<Buffer>) {
       const text = carry + dec.decode(chunk, { stream: true });
+      const out: TarSplitRecord[] = [];
       let start = 0;
       for (;;) {
         const nl = text.indexOf("\n", start);
@@ -86,8 +97,9 @@ export async function* readTarSplit(path: string): AsyncGenerator<TarSplitRecord
         start = nl + 1;
         if (line.length === 0) continue;
         const r = parseTarSplitLine(line, `${path}: line ${lineNo}`);
-        if (r) yield r;
+        if (r) out.push(r);
       }
+      if (out.length) yield out;
       carry = text.slice(start);
       if (carry.length > MAX_LINE) throw new FormatError(`${path}: line ${lineNo + 1} is too long`);
     }
@@ -101,6 +113,6 @@ export async function* readTarSplit(path: string): AsyncGenerator<TarSplitRecord
   carry += dec.decode();
   if (carry.trim().length) {
     const r = parseTarSplitLine(carry, `${path}: line ${lineNo + 1}`);
-    if (r) yield r;
+    if (r) yield [r];
   }
 }
