@@ -67,7 +67,17 @@ export const S = {
   INLINE: 17,
   /** Where in `data` the file's content is (a hashed clone's or an INLINE file's), or -1. */
   DATA_OFF: 18,
-  COUNT: 19,
+  /**
+   * Input: 0 = a diff/ file (the slots above), 1 = a range of a file already open: hash the
+   * blocks of RANGE_FD from RANGE_OFF for SIZE bytes (RANGE_LAST: the file must end there).
+   */
+  KIND: 19,
+  RANGE_FD: 20,
+  RANGE_OFF: 21,
+  RANGE_LAST: 22,
+  /** Input, for a diff/ file: open and clone it but do not hash it (its ranges come later). */
+  NO_HASH: 23,
+  COUNT: 24,
 } as const;
 
 /** Float64 slots per link job: the fd to name, two fds to close after (-1: none), the name, the result. */
@@ -84,7 +94,7 @@ export const L = {
 
 export interface DiffImportRequest {
   seq: number;
-  /** The objects/ directory clones are made in and linked into. */
+  /** The objects/ directory clones are made in and linked into ("" when the request has only ranges). */
   objectsDir: string;
   diffFd: number;
   alg: "sha256" | "sha512";
@@ -276,54 +286,79 @@ function threadMain(
     for (const c of [l[o + L.FD], l[o + L.CLOSE_A], l[o + L.CLOSE_B]]) if (c >= 0) lib.close(c);
   }
 
+  /** Reads and hashes item i (a clone, a range, an inline file); returns where `data` is free now. */
+  function hashItem(
+    m: DiffImportRequest,
+    f: Float64Array,
+    bytes: Uint8Array,
+    data: Uint8Array,
+    i: number,
+    free: number,
+  ) {
+    const o = i * S.COUNT;
+    const size = f[o + S.SIZE];
+    f[o + S.DATA_OFF] = -1;
+    try {
+      if (f[o + S.KIND] === 1) {
+        hashJob(
+          m.alg,
+          f[o + S.RANGE_FD],
+          f[o + S.RANGE_OFF],
+          size,
+          bytes,
+          f[o + S.LEAVES_OFF],
+          !!f[o + S.RANGE_LAST],
+        );
+        f[o + S.HASH] = 1;
+      } else if (f[o + S.TMP] >= 0) {
+        if (!f[o + S.NO_HASH]) {
+          // The clone is ours alone: read once, one byte past the end to see that it is not longer.
+          const room = Math.ceil((size + 1) / 4096) * 4096;
+          const into = free + room <= data.length
+            ? { bytes: data, addr: addressOf(data), off: free }
+            : undefined;
+          hashJob(m.alg, f[o + S.TMP], 0, size, bytes, f[o + S.LEAVES_OFF], true, into);
+          f[o + S.HASH] = 1;
+          if (into) {
+            f[o + S.DATA_OFF] = free;
+            free += room;
+          }
+        }
+        // The diff/ file is not needed any more (the clone is what gets stored): one fd per file
+        // in flight, not two.
+        lib.close(f[o + S.FD]);
+        f[o + S.FD] = -1;
+      } else if (
+        f[o + S.INLINE] && f[o + S.FD] >= 0 && (f[o + S.MODE] & k.S_IFMT) === k.S_IFREG &&
+        size === f[o + S.STAT_SIZE] && free + size + 1 <= data.length
+      ) {
+        const got = readFull(f[o + S.FD], 0, size + 1, true, addressOf(data) + BigInt(free));
+        if (got !== size) f[o + S.HASH] = 2;
+        else {
+          f[o + S.DATA_OFF] = free;
+          free += size + 1;
+        }
+      }
+    } catch (e) {
+      // deno-lint-ignore no-explicit-any
+      const en = (e as any).errno ?? 0;
+      f[o + S.HASH] = en ? 3 : 2;
+      f[o + S.HASH_ERRNO] = en;
+    }
+    return free;
+  }
+
   wt.parentPort.on("message", (m: DiffImportRequest) => {
-    const initErrno = useDir(m.objectsDir);
+    const initErrno = m.objectsDir ? useDir(m.objectsDir) : 0; // "": ranges only
     if (initErrno) return wt.parentPort.postMessage({ seq: m.seq, initErrno } satisfies DiffImportReply);
     const f = new Float64Array(m.buf, 0, m.files * S.COUNT);
     const l = new Float64Array(m.buf, m.files * S.COUNT * 8, m.links * L.COUNT);
     const bytes = new Uint8Array(m.buf);
     const data = new Uint8Array(m.data);
-    const dataAddr = data.length ? addressOf(data) : 0n;
-    let free = 0;
     for (let j = 0; j < m.links; j++) link(l, bytes, j);
-    for (let i = 0; i < m.files; i++) prepare(m.diffFd, f, bytes, i);
-    for (let i = 0; i < m.files; i++) {
-      const o = i * S.COUNT;
-      const size = f[o + S.SIZE];
-      f[o + S.DATA_OFF] = -1;
-      try {
-        if (f[o + S.TMP] >= 0) {
-          // The clone is ours alone: read once, one byte past the end to see that it is not longer.
-          const room = Math.ceil((size + 1) / 4096) * 4096;
-          const into = free + room <= data.length ? { bytes: data, addr: dataAddr, off: free } : undefined;
-          hashJob(m.alg, f[o + S.TMP], 0, size, bytes, f[o + S.LEAVES_OFF], true, into);
-          f[o + S.HASH] = 1;
-          // The diff/ file is not needed any more (the clone is what gets stored): one fd per file
-          // in flight, not two.
-          lib.close(f[o + S.FD]);
-          f[o + S.FD] = -1;
-          if (into) {
-            f[o + S.DATA_OFF] = free;
-            free += room;
-          }
-        } else if (
-          f[o + S.INLINE] && f[o + S.FD] >= 0 && (f[o + S.MODE] & k.S_IFMT) === k.S_IFREG &&
-          size === f[o + S.STAT_SIZE] && free + size + 1 <= data.length
-        ) {
-          const got = readFull(f[o + S.FD], 0, size + 1, true, dataAddr + BigInt(free));
-          if (got !== size) f[o + S.HASH] = 2;
-          else {
-            f[o + S.DATA_OFF] = free;
-            free += size + 1;
-          }
-        }
-      } catch (e) {
-        // deno-lint-ignore no-explicit-any
-        const en = (e as any).errno ?? 0;
-        f[o + S.HASH] = en ? 3 : 2;
-        f[o + S.HASH_ERRNO] = en;
-      }
-    }
+    for (let i = 0; i < m.files; i++) if (f[i * S.COUNT + S.KIND] === 0) prepare(m.diffFd, f, bytes, i);
+    let free = 0;
+    for (let i = 0; i < m.files; i++) free = hashItem(m, f, bytes, data, i, free);
     wt.parentPort.postMessage({ seq: m.seq } satisfies DiffImportReply);
   });
 }

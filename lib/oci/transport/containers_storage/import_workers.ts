@@ -7,7 +7,7 @@
 // the single-file bundle), referenced only while requests are pending. Batches go to the least busy
 // thread; each batch's results come back as one promise.
 import { Worker } from "node:worker_threads";
-import { KernelError } from "../../../errors.ts";
+import { FormatError, KernelError } from "../../../errors.ts";
 import {
   diffBatchBytesStart,
   type DiffBatchViews,
@@ -32,6 +32,8 @@ export interface PrefetchItem {
   clone: boolean;
   /** Read the (small, inline) content into the batch's data buffer. */
   inline?: boolean;
+  /** Open and clone, but do not hash (a large file: its ranges go to several threads, hashRange). */
+  noHash?: boolean;
 }
 
 export interface PrefetchResult {
@@ -77,15 +79,10 @@ export interface BatchReply {
   release: () => void;
 }
 
+/** A request sent: `finish` reads its results (from the shared buffers) once the thread is done. */
 interface Waiting {
-  resolve: (r: BatchReply) => void;
+  finish: () => void;
   reject: (e: unknown) => void;
-  buf: SharedArrayBuffer;
-  data: SharedArrayBuffer;
-  release: () => void;
-  files: number;
-  links: LinkJob[];
-  ds: number;
 }
 
 class ImportThread {
@@ -112,9 +109,15 @@ class ImportThread {
     if (m.initErrno) {
       return w.reject(new KernelError("open", m.initErrno, errnoName(m.initErrno), undefined, ["objects/"]));
     }
-    const v = diffBatchViews(w.buf, w.files, w.links.length);
-    const results = readResults(v, w.files, w.ds, new Uint8Array(w.data));
-    w.resolve({ results, links: readLinks(v, w.links), release: w.release });
+    w.finish();
+  }
+
+  /** Sends `req`; `finish` runs when the thread answers (or the promise rejects). */
+  send(req: DiffImportRequest, finish: () => void, reject: (e: unknown) => void): void {
+    if (this.failed) return reject(this.failed);
+    if (this.waiting.size === 0) this.worker.ref();
+    this.waiting.set(req.seq, { finish, reject });
+    this.worker.postMessage(req);
   }
 }
 
@@ -159,7 +162,9 @@ function buildBatch(alg: HashAlgorithm, items: PrefetchItem[], links: LinkJob[])
   const ds = DIGEST_BYTES[alg];
   const names = links.map((j) => enc.encode(j.name));
   let bytes = diffBatchBytesStart(items.length, links.length);
-  for (const it of items) bytes += it.path.length + (it.clone ? Math.ceil(it.size / 4096) * ds : 0);
+  for (const it of items) {
+    bytes += it.path.length + (it.clone && !it.noHash ? Math.ceil(it.size / 4096) * ds : 0);
+  }
   for (const n of names) bytes += n.length;
   const buf = new SharedArrayBuffer(bytes);
   const v = diffBatchViews(buf, items.length, links.length);
@@ -169,12 +174,13 @@ function buildBatch(alg: HashAlgorithm, items: PrefetchItem[], links: LinkJob[])
     v.files[o + S.SIZE] = it.size;
     v.files[o + S.CLONE] = it.clone ? 1 : 0;
     v.files[o + S.INLINE] = it.inline ? 1 : 0;
+    v.files[o + S.NO_HASH] = it.noHash ? 1 : 0;
     v.files[o + S.PATH_OFF] = at;
     v.files[o + S.PATH_LEN] = it.path.length;
     v.bytes.set(it.path, at);
     at += it.path.length;
     v.files[o + S.LEAVES_OFF] = at;
-    if (it.clone) at += Math.ceil(it.size / 4096) * ds;
+    if (it.clone && !it.noHash) at += Math.ceil(it.size / 4096) * ds;
   });
   links.forEach((job, j) => {
     const o = j * L.COUNT;
@@ -203,12 +209,12 @@ export class ImportWorkers {
   #free: SharedArrayBuffer[] = [];
 
   /**
-   * Starts `threads` workers (throws where none can start). A thread takes a few hundred
-   * milliseconds to start on a loaded machine: the import starts them as soon as it knows the
-   * store, before it reads the image.
+   * Up to `threads` workers, started as they are needed: starting one holds up this thread for tens
+   * of milliseconds (the new isolate is made meanwhile), so the first starts at once (throwing where
+   * none can start) and each further one when all before it are busy, while they work.
    */
-  constructor(threads: number, useLibcrypto: boolean) {
-    for (let i = 0; i < threads; i++) this.#threads.push(new ImportThread(useLibcrypto));
+  constructor(readonly threads: number, readonly useLibcrypto: boolean) {
+    this.#threads.push(new ImportThread(useLibcrypto));
   }
 
   /**
@@ -222,12 +228,7 @@ export class ImportWorkers {
     items: PrefetchItem[],
     links: LinkJob[] = [],
   ): Promise<BatchReply> {
-    let t = this.#threads[0];
-    for (const x of this.#threads) if (x.waiting.size < t.waiting.size) t = x;
-    if (t.failed) return Promise.reject(t.failed);
-    const seq = this.#seq++;
     const buf = buildBatch(alg, items, links);
-    const ds = DIGEST_BYTES[alg];
     const data = this.#dataBuffer(items);
     let released = false;
     const release = () => {
@@ -235,28 +236,85 @@ export class ImportWorkers {
       released = true;
       this.#free.push(data);
     };
+    const req: DiffImportRequest = {
+      seq: this.#seq++,
+      objectsDir,
+      diffFd,
+      alg,
+      files: items.length,
+      links: links.length,
+      buf,
+      data,
+    };
     return new Promise((resolve, reject) => {
-      if (t.waiting.size === 0) t.worker.ref();
-      t.waiting.set(seq, { resolve, reject, buf, data, release, files: items.length, links, ds });
-      const req: DiffImportRequest = {
-        seq,
-        objectsDir,
-        diffFd,
-        alg,
-        files: items.length,
-        links: links.length,
-        buf,
-        data,
-      };
-      t.worker.postMessage(req);
+      this.#leastBusy().send(req, () => {
+        const v = diffBatchViews(buf, items.length, links.length);
+        const results = readResults(v, items.length, DIGEST_BYTES[alg], new Uint8Array(data));
+        resolve({ results, links: readLinks(v, links), release });
+      }, reject);
     });
+  }
+
+  /**
+   * The leaf digests of `length` bytes of the open file `fd` from `offset` (a multiple of 4096),
+   * on the least busy thread: ranges of one large file go to several threads at once. With `last`,
+   * the file must end at offset + length. Rejects with KernelError (a read failed) or FormatError
+   * (the file ended early or goes on).
+   */
+  hashRange(
+    alg: HashAlgorithm,
+    fd: number,
+    offset: number,
+    length: number,
+    last: boolean,
+  ): Promise<Uint8Array> {
+    const start = diffBatchBytesStart(1, 0);
+    const n = Math.ceil(length / 4096) * DIGEST_BYTES[alg];
+    const buf = new SharedArrayBuffer(start + n);
+    const f = diffBatchViews(buf, 1, 0).files;
+    f[S.KIND] = 1;
+    f[S.RANGE_FD] = fd;
+    f[S.RANGE_OFF] = offset;
+    f[S.SIZE] = length;
+    f[S.RANGE_LAST] = last ? 1 : 0;
+    f[S.LEAVES_OFF] = start;
+    const req: DiffImportRequest = {
+      seq: this.#seq++,
+      objectsDir: "",
+      diffFd: -1,
+      alg,
+      files: 1,
+      links: 0,
+      buf,
+      data: new SharedArrayBuffer(0),
+    };
+    return new Promise((resolve, reject) => {
+      this.#leastBusy().send(req, () => {
+        if (f[S.HASH] === 1) return resolve(new Uint8Array(buf, start, n));
+        const e = f[S.HASH_ERRNO];
+        if (e) reject(new KernelError("pread", e, errnoName(e), undefined, [`fd ${fd}`]));
+        else reject(new FormatError(`fd ${fd}: the file is not ${offset + length} bytes long any more`));
+      }, reject);
+    });
+  }
+
+  #leastBusy(): ImportThread {
+    let t = this.#threads[0];
+    for (const x of this.#threads) if (x.waiting.size < t.waiting.size) t = x;
+    if (t.waiting.size > 0 && this.#threads.length < this.threads) {
+      try {
+        t = new ImportThread(this.useLibcrypto);
+        this.#threads.push(t);
+      } catch { /* the ones there are will do */ }
+    }
+    return t;
   }
 
   /** A data buffer for `items` (see DiffImportRequest.data): a free one large enough, or a new one. */
   #dataBuffer(items: PrefetchItem[]): SharedArrayBuffer {
     let need = 0;
     for (const it of items) {
-      need += it.clone ? Math.ceil((it.size + 1) / 4096) * 4096 : it.inline ? it.size + 1 : 0;
+      need += it.clone && !it.noHash ? Math.ceil((it.size + 1) / 4096) * 4096 : it.inline ? it.size + 1 : 0;
     }
     need = Math.min(need, DATA_SIZE);
     if (need === 0) return new SharedArrayBuffer(0);

@@ -80,6 +80,8 @@ const LOOKAHEAD_FILES = 256;
 const LOOKAHEAD_BYTES = 64 << 20;
 /** Files per request to an import thread. */
 const PREFETCH_BATCH = 48;
+/** Files this large have their ranges hashed on all import threads at once (#hashRanges). */
+const SPLIT_MIN = 4 << 20;
 /** Clones waiting to be linked, at most, before they go to a thread without files to prepare. */
 const LINK_BATCH = 256;
 
@@ -215,6 +217,7 @@ class LayerImport {
   ) {
     if (opts.verifyDiffId !== undefined) this.sha = createHash(parseDigest(opts.verifyDiffId, "diff_id").alg);
     this.#hasher = state.hasher ??= new FsVerityHasher(objects.alg);
+    state.startThreads(); // started now: a large first file is split among them (#hashRanges)
     this.#diffFd = openPath(diffDir, O_RDONLY | O_DIRECTORY);
     this.#records = readTarSplit(tarSplitPath)[Symbol.asyncIterator]();
   }
@@ -306,22 +309,52 @@ class LayerImport {
     if (!rel) throw new FormatError(`${this.tarSplitPath}: file record with content but no path`);
     const label = `${this.diffDir}/${dec.decode(rec.name)}`;
     const state = this.state;
-    const batch = this.#batch;
-    batch.push({
-      path: rel.slice(),
-      size: rec.size,
-      clone: rec.size > INLINE_CONTENT_MAX && state.noReflink.size === 0,
-      inline: rec.size <= INLINE_CONTENT_MAX,
-    });
     const size = rec.size;
+    const clone = size > INLINE_CONTENT_MAX && state.noReflink.size === 0;
+    // A large file goes alone, to be opened and cloned; its ranges are then hashed on all threads.
+    const split = clone && size >= SPLIT_MIN && state.prefetch;
+    if (split) this.#send();
+    const batch = this.#batch;
+    batch.push({ path: rel.slice(), size, clone, inline: size <= INLINE_CONTENT_MAX, noHash: !!split });
     // Settled when the batch is sent (at PREFETCH_BATCH, or when run() needs it).
-    const ready = new Promise<PrefetchResult>((resolve, reject) => this.#waiters.push({ resolve, reject }))
-      .then((res) => toQueued(res, size, label, this.tarSplitPath, state));
+    let got = new Promise<PrefetchResult>((resolve, reject) => this.#waiters.push({ resolve, reject }));
+    if (split) got = got.then((res) => this.#hashRanges(res, size, label));
+    const ready = got.then((res) => toQueued(res, size, label, this.tarSplitPath, state));
     ready.catch(() => {}); // observed in order by run()
     this.#queue.push({ kind: "pending", size, batch, ready });
-    if (batch.length >= PREFETCH_BATCH) this.#send();
+    if (split || batch.length >= PREFETCH_BATCH) this.#send();
     this.#aheadFiles++;
     this.#aheadBytes += size;
+  }
+
+  /**
+   * The leaves of a large clone, its ranges hashed on the import threads at once (a single thread
+   * would hold up the import: lookahead is bounded, the next file waits for this one).
+   */
+  async #hashRanges(res: PrefetchResult & { done?: () => void }, size: number, label: string) {
+    const workers = this.state.prefetch;
+    if (res.tmp < 0 || !workers) return res; // not cloned: stored by storeFile, which hashes it
+    const n = workers.threads;
+    const step = Math.ceil(size / n / 4096) * 4096;
+    const ranges: Promise<Uint8Array>[] = [];
+    for (let off = 0; off < size; off += step) {
+      const len = Math.min(step, size - off);
+      ranges.push(workers.hashRange(this.objects.alg, res.tmp, off, len, off + len === size));
+    }
+    try {
+      const parts = await Promise.all(ranges);
+      const leaves = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
+      let at = 0;
+      for (const p of parts) {
+        leaves.set(p, at);
+        at += p.length;
+      }
+      return { ...res, leaves };
+    } catch (e) {
+      await Promise.allSettled(ranges); // they read tmp: close it only after them
+      for (const fd of [res.tmp, res.fd]) if (fd >= 0) closeFd(fd);
+      throw e instanceof FormatError ? new FormatError(`${label}: file changed while being read`) : e;
+    }
   }
 
   /** Stores one prepared file and queues its reference (inline when small). */
