@@ -18,7 +18,7 @@ import type { Directory, Inode, Leaf, LeafContent, Stat } from "../tree/tree.ts"
 import { newLeaf, newStat, NO_XATTRS } from "../tree/tree.ts";
 import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from "../tree/tree.ts";
 import { unescapeField, unescapeOptional } from "./escape.ts";
-import { Buffer } from "node:buffer";
+import { bstrToBytes, latin1ToBstr } from "../util/bytes.ts";
 
 export interface ParseOptions {
   /** C `CFS_PARSE_STRICT`: also reject RDEV ≠ 0 on non-devices, symlink SIZE ≠ target length,
@@ -485,7 +485,7 @@ export class DumpfileParser {
               `inline CONTENT of ${content.length} bytes exceeds the maximum of ${INLINE_CONTENT_MAX}`,
             );
           }
-          return { type: "inline", data: Buffer.from(content, "latin1") };
+          return { type: "inline", data: bstrToBytes(content) };
         }
         if (size === 0) return { type: "inline", data: new Uint8Array(0) };
         if (size > MAX_EXTERNAL_SIZE) {
@@ -553,7 +553,7 @@ export class DumpfileParser {
       budget += 7 + key.length + value.length;
       if (budget > XATTR_BUDGET) throw new FormatError(`xattrs too large (more than ${XATTR_BUDGET} bytes)`);
       into.delete(key);
-      into.set(key, Buffer.from(value, "latin1"));
+      into.set(key, bstrToBytes(value));
     }
   }
 
@@ -714,9 +714,7 @@ class LineFeeder {
   }
 }
 
-function latin1(b: Uint8Array): string {
-  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("latin1");
-}
+const latin1 = latin1ToBstr;
 
 /** Parses a whole dumpfile held in memory. */
 export function parseDumpfileSync(data: Uint8Array | string, opts: ParseOptions = {}): Directory {
