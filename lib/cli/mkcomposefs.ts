@@ -3,9 +3,10 @@
 // file is written to a temporary name beside IMAGE and renamed into place: no output file on any error.
 import { CfsError, UsageError } from "../errors.ts";
 import { writeErofsTo } from "../erofs/writer.ts";
-import { parseDumpfileFrom } from "../dumpfile/parse.ts";
-import { filterXattrs, removeDevices, zeroMtimes } from "../tree/transform.ts";
+import { parseDumpfileFlatFrom } from "../dumpfile/parse.ts";
+import { filterXattrsFlat, removeDevicesFlat, zeroMtimes, zeroMtimesFlat } from "../tree/transform.ts";
 import type { Directory } from "../tree/tree.ts";
+import type { FlatTree } from "../tree/flat.ts";
 import type { HashAlgorithm, ObjectId } from "../fsverity/object_id.ts";
 import { errln, outBytes, outln } from "./output.ts";
 import { reportError } from "./run.ts";
@@ -116,7 +117,8 @@ function chooseFormat(o: MkcomposefsOptions): { version: 0 | 1 | 2; maxVersion: 
   return { version: min as 0 | 1, maxVersion: max as 0 | 1 };
 }
 
-async function readSource(source: string, o: MkcomposefsOptions): Promise<Directory> {
+/** The tree to write: a dumpfile is read into columns (lib/tree/flat.ts), a directory into objects. */
+async function readSource(source: string, o: MkcomposefsOptions): Promise<Directory | FlatTree> {
   if (o.fromFile) {
     if (o.digestStore) errln("mkcomposefs: warning: --digest-store is ignored with --from-file");
     const strict = (() => {
@@ -126,23 +128,23 @@ async function readSource(source: string, o: MkcomposefsOptions): Promise<Direct
         return false;
       }
     })();
-    let root: Directory;
+    let root: FlatTree;
     if (source === "-") {
-      root = await parseDumpfileFrom(Deno.stdin, { strict, alg: "sha256" });
+      root = await parseDumpfileFlatFrom(Deno.stdin, { strict, alg: "sha256" });
     } else {
       using f = await Deno.open(source, { read: true });
       try {
-        root = await parseDumpfileFrom(f, { strict, alg: "sha256" });
+        root = await parseDumpfileFlatFrom(f, { strict, alg: "sha256" });
       } catch (e) {
         if (e instanceof CfsError) e.within(source);
         throw e;
       }
     }
     // The C tool ignores these with --from-file; applying them is what a user asking for them means.
-    if (o.skipXattrs) filterXattrs(root, () => false);
-    else if (o.userXattrs) filterXattrs(root, (n) => n.startsWith("user."));
-    if (o.skipDevices) removeDevices(root);
-    if (o.useEpoch) zeroMtimes(root);
+    if (o.skipXattrs) filterXattrsFlat(root, () => false);
+    else if (o.userXattrs) filterXattrsFlat(root, (n) => n.startsWith("user."));
+    if (o.skipDevices) removeDevicesFlat(root);
+    if (o.useEpoch) zeroMtimesFlat(root);
     return root;
   }
   // The directory scan hashes files and copies them to the digest store: modules using node:*.
