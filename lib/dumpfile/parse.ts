@@ -45,6 +45,8 @@ export const XATTR_VALUE_MAX = 65535;
 const XATTR_BUDGET = 32767;
 const XATTR_SECTION_MAX = 65535;
 const DEFAULT_MAX_LINE = 1 << 20;
+/** Shortest string V8 makes a slice of (pointing into its parent) rather than a copy. */
+const SLICED_MIN = 13;
 const READ_BUFFER = 1 << 20;
 const U32_MAX = 0xffffffff;
 const I64_MAX = (1n << 63n) - 1n;
@@ -210,6 +212,9 @@ export class DumpfileParser {
   #linkOf = new Map<number, PendingLink>();
   /** Names under directories whose entries came out of byte order (duplicates are looked up here). */
   #names = new Map<number, Set<string>>();
+  /** Entries whose name / text (payload, symlink target) is a slice of the text being parsed. */
+  #slicedName: number[] = [];
+  #slicedText: number[] = [];
   #lineNo = 0;
   #entries = 0;
   /** The directory that took the last entry, and its path: dumpfiles list siblings together, so
@@ -408,6 +413,7 @@ export class DumpfileParser {
     if (target.includes("\0")) throw new FormatError("NUL byte in hard link target");
     const parent = this.#parentOf(path, 0, path.length, path.lastIndexOf("/"));
     const entry = this.#addEntry(parent, parts[parts.length - 1], type, path, 0, path.length);
+    if (this.#t.name[entry].length >= SLICED_MIN) this.#slicedName.push(entry);
     const link: PendingLink = { lineNo: this.#lineNo, entry, target };
     this.#links.push(link);
     this.#linkOf.set(entry, link);
@@ -458,6 +464,7 @@ export class DumpfileParser {
     } else {
       const parent = this.#parentOf(s, start, end, cut);
       e = this.#addEntry(parent, s.slice(cut + 1, end), mode, s, start, end);
+      if (end - cut > SLICED_MIN) this.#slicedName.push(e);
       if (type === S_IFDIR) this.#dirs.set(s.slice(start, end), e);
     }
     t.uid[e] = uid;
@@ -504,11 +511,15 @@ export class DumpfileParser {
           const id = parseDigest(digestHex, this.#opts.alg);
           t.kind[e] = REG_EXTERNAL;
           t.id[e] = id;
-          if (backing !== id.objectPath()) t.text[e] = backing;
+          if (backing !== id.objectPath()) {
+            t.text[e] = backing;
+            if (backing.length >= SLICED_MIN) this.#slicedText.push(e);
+          }
           return;
         }
         t.kind[e] = REG_NOVERITY;
         t.text[e] = backing;
+        if (backing !== undefined && backing.length >= SLICED_MIN) this.#slicedText.push(e);
         return;
       }
       case S_IFLNK: {
@@ -524,6 +535,7 @@ export class DumpfileParser {
         }
         t.size[e] = 0;
         t.text[e] = payload;
+        if (payload.length >= SLICED_MIN) this.#slicedText.push(e);
         return;
       }
       case S_IFCHR:
@@ -583,6 +595,25 @@ export class DumpfileParser {
     }
     if (node >= 0) throw new FormatError(`parent of ${JSON.stringify(path)} is not a directory`);
     throw new FormatError(`parent directory of ${JSON.stringify(path)} is missing`);
+  }
+
+  /**
+   * Called after each chunk of text: the names and texts kept from it become slices of one string
+   * holding just them, so that the chunk (1 MiB, mostly numeric fields) is not kept alive by its
+   * slices. V8 copies slices shorter than 13 chars; longer ones point into their parent string.
+   */
+  compact(): void {
+    const t = this.#t, names = this.#slicedName, texts = this.#slicedText;
+    if (names.length + texts.length === 0) return;
+    const parts: string[] = [];
+    for (const e of names) parts.push(t.name[e]);
+    for (const e of texts) parts.push(t.text[e]!);
+    const joined = parts.join("");
+    let off = 0;
+    for (const e of names) t.name[e] = joined.slice(off, off += t.name[e].length);
+    for (const e of texts) t.text[e] = joined.slice(off, off += t.text[e]!.length);
+    names.length = 0;
+    texts.length = 0;
   }
 
   /** Resolves hard links and returns the tree. Call once, after the last line. */
@@ -719,6 +750,7 @@ class LineFeeder {
       if (n - start > max) throw this.#tooLong();
       this.#carry = text.slice(start);
     }
+    p.compact();
   }
 
   /** Ends the input: a last line without newline is parsed too (rejected in strict mode). */
@@ -728,6 +760,7 @@ class LineFeeder {
     if (this.#strict) throw lineError(this.#lineNo + 1, "missing trailing newline");
     this.#carry = "";
     this.#p.addLineAt(line, 0, line.length, ++this.#lineNo);
+    this.#p.compact();
   }
 }
 
