@@ -626,6 +626,7 @@ export class DumpfileParser {
     this.#links = [];
     this.#linkOf.clear();
     this.#names.clear();
+    t.namesChecked = true;
     return t;
   }
 

@@ -259,6 +259,7 @@ function setDirents(
   parent: number,
   names: string[],
   targets: number[],
+  check: boolean,
 ): number {
   const n = names.length;
   const first = table.reserveDirents(me, n + 2);
@@ -268,9 +269,9 @@ function setDirents(
   for (let i = 0; i < n; i++) {
     const name = names[i];
     if (
-      name.length === 0 || name.length > MAX_NAME || name === "." || name === ".." ||
-      name.indexOf("/") >= 0 ||
-      name.indexOf("\0") >= 0
+      check && (name.length === 0 || name.length > MAX_NAME || name === "." || name === ".." ||
+        name.indexOf("/") >= 0 ||
+        name.indexOf("\0") >= 0)
     ) {
       throw new FormatError(`invalid file name ${JSON.stringify(name)} in a directory`);
     }
@@ -365,24 +366,27 @@ interface Epoch1Walk {
   queueIno: number[];
   queueParent: number[];
   stubXattrs: Map<string, Uint8Array>;
+  /** Set when a leaf of the directory being walked is an escaped whiteout. */
+  whiteout: boolean;
 }
 
-/** The inode of leaf entry c (in directory inode `me`), -1 when its owner comes later. */
-function epoch1Leaf(w: Epoch1Walk, c: number): { ino: number; whiteout: boolean } {
+/** The inode of leaf entry c, -1 when its owner comes later; sets w.whiteout for an escaped one. */
+function epoch1Leaf(w: Epoch1Walk, c: number): number {
   const { t, table, pre } = w;
   const owner = t.ino[c];
   const refs = pre.refs[owner];
-  if (refs > 1 && c !== owner) return { ino: w.leafInode[owner], whiteout: false };
+  if (refs > 1 && c !== owner) return w.leafInode[owner];
   const child = table.addFrom(t, owner, t.mode[owner] & S_IFMT, refs);
   if (refs > 1) w.leafInode[owner] = child;
-  if (!isWhiteout(t, owner)) return { ino: child, whiteout: false };
+  if (!isWhiteout(t, owner)) return child;
   checkAddedXattrs(t.xattrs[owner], () => t.path(c), WHITEOUT_ADDED);
   table.type[child] = S_IFREG;
   table.kind[child] = REG_INLINE;
   table.size[child] = 0;
   table.setExtra(child, XATTR_ESCAPED_WHITEOUT, EMPTY);
   table.setExtra(child, XATTR_USER_WHITEOUT, EMPTY);
-  return { ino: child, whiteout: true };
+  w.whiteout = true;
+  return child;
 }
 
 /** One directory of the epoch 1 BFS (queue slot qi): its entries' inodes and its dirents. */
@@ -397,8 +401,8 @@ function epoch1Dir(w: Epoch1Walk, qi: number): boolean {
     names = entries.map((c) => t.name[c]);
   }
   const targets: number[] = new Array(entries.length);
-  let hasWhiteoutChild = false;
   let pending = 0;
+  w.whiteout = false;
   for (let i = 0; i < entries.length; i++) {
     const c = entries[i];
     if (c < 0) {
@@ -411,19 +415,18 @@ function epoch1Dir(w: Epoch1Walk, qi: number): boolean {
       w.queueParent.push(me);
       targets[i] = child;
     } else {
-      const { ino, whiteout } = epoch1Leaf(w, c);
-      if (whiteout) hasWhiteoutChild = true;
+      const ino = epoch1Leaf(w, c);
       if (ino < 0) pending++;
       targets[i] = ino;
     }
   }
-  const first = setDirents(table, me, w.queueParent[qi], names, targets);
+  const first = setDirents(table, me, w.queueParent[qi], names, targets, !t.namesChecked);
   if (pending > 0) {
     for (let i = 0; i < entries.length; i++) {
       if (targets[i] < 0) w.deferred.push(slotOf(first, names, i), t.ino[entries[i]]);
     }
   }
-  return hasWhiteoutChild;
+  return w.whiteout;
 }
 
 /**
@@ -446,6 +449,7 @@ export function collectEpoch1(t: FlatTree, composefsVersion: (hasWhiteout: boole
     queueIno: [rootIno],
     queueParent: [rootIno],
     stubXattrs: selinux === undefined ? NO_XATTRS : new Map([[XATTR_SELINUX, selinux]]),
+    whiteout: false,
   };
   const whiteoutDirs: number[] = [];
   const whiteoutDirPaths: (() => string)[] = [];
@@ -492,7 +496,7 @@ export function collectV2(t: FlatTree): Collected {
       }
       targets[i] = child;
     }
-    setDirents(table, me, parent < 0 ? me : parent, names, targets);
+    setDirents(table, me, parent < 0 ? me : parent, names, targets, !t.namesChecked);
     return me;
   };
   visit(0, -1);

@@ -41,6 +41,9 @@ function grown<T extends Int32Array | Uint32Array | Uint8Array | Float64Array>(a
 
 export class FlatTree {
   count = 0;
+  /** Every name is a valid file name (1..255 bytes, no "/" or NUL, not "." or ".."): the dumpfile
+   *  parser checks them; the EROFS writer checks the others. */
+  namesChecked = false;
   /** Parent entry (-1 for the root). */
   parent = new Int32Array(INITIAL);
   /** Entry name (byte string), "" for the root. */
