@@ -45,6 +45,8 @@ export const XATTR_VALUE_MAX = 65535;
 const XATTR_BUDGET = 32767;
 const XATTR_SECTION_MAX = 65535;
 const DEFAULT_MAX_LINE = 1 << 20;
+/** #knownDir's answer for a path that is no directory met so far. */
+const NOT_KNOWN = -2;
 /** Shortest string V8 makes a slice of (pointing into its parent) rather than a copy. */
 const SLICED_MIN = 13;
 const READ_BUFFER = 1 << 20;
@@ -306,15 +308,14 @@ export class DumpfileParser {
     if (this.#backslash !== -1 && this.#backslash < start) this.#backslash = s.indexOf("\\", start);
     if (this.#backslash !== -1 && this.#backslash < ends[9]) return false;
     const pathEnd = ends[0];
-    let compStart = start + 1, lastSlash = start;
-    for (let k = s.indexOf("/", compStart); k !== -1 && k < pathEnd; k = s.indexOf("/", compStart)) {
-      if (!goodComponent(s, compStart, k)) return false;
-      lastSlash = k;
-      compStart = k + 1;
-    }
+    // Only the last component needs checking: the rest must be the path of a directory met before,
+    // which was checked on its own line (any other path gets the general path's checks and messages).
+    const lastSlash = s.lastIndexOf("/", pathEnd - 1);
     const isRoot = pathEnd === start + 1;
-    if (!isRoot && !goodComponent(s, compStart, pathEnd)) return false;
+    if (!isRoot && !goodComponent(s, lastSlash + 1, pathEnd)) return false;
     if (pathEnd - start > PATH_MAX_BYTES) return false;
+    const parent = isRoot ? -1 : this.#knownDir(s, start, lastSlash);
+    if (parent === NOT_KNOWN) return false;
 
     const n = this.#node;
     const size = decimalAt(s, pathEnd + 1, ends[1]);
@@ -349,7 +350,7 @@ export class DumpfileParser {
     n.digestHex = d1 === d0 || (d1 === d0 + 1 && s.charCodeAt(d0) === 0x2d) ? null : s.slice(d0, d1);
     n.rest = rest;
     this.#checkRoot(isRoot, type, false);
-    this.#addNode(s, start, pathEnd, lastSlash, n);
+    this.#addNode(s, start, pathEnd, lastSlash, n, parent);
     return true;
   }
 
@@ -440,7 +441,8 @@ export class DumpfileParser {
   }
 
   /** Adds a parsed non-hard-link entry at path `s[start, end)`, whose last "/" is at `cut`. */
-  #addNode(s: string, start: number, end: number, cut: number, n: NodeFields): void {
+  /** `knownParent`: the parent's entry when the caller found it (the fast path). */
+  #addNode(s: string, start: number, end: number, cut: number, n: NodeFields, knownParent = NOT_KNOWN): void {
     const { type, mode, uid, gid, rdev, mtimeSec, mtimeNsec, content, digestHex, rest } = n;
     const strict = this.#strict;
     if (type !== S_IFCHR && type !== S_IFBLK && rdev !== 0 && strict) {
@@ -462,7 +464,7 @@ export class DumpfileParser {
       this.#hasRoot = true;
       this.#dirs.set("/", e);
     } else {
-      const parent = this.#parentOf(s, start, end, cut);
+      const parent = knownParent >= 0 ? knownParent : this.#parentOf(s, start, end, cut);
       e = this.#addEntry(parent, s.slice(cut + 1, end), mode, s, start, end);
       if (end - cut > SLICED_MIN) this.#slicedName.push(e);
       if (type === S_IFDIR) this.#dirs.set(s.slice(start, end), e);
@@ -571,6 +573,19 @@ export class DumpfileParser {
       into.delete(key);
       into.set(key, bstrToBytes(value));
     }
+  }
+
+  /** The directory entry at path `s[start, cut)` ("" = the root), or NOT_KNOWN. */
+  #knownDir(s: string, start: number, cut: number): number {
+    if (cut === start) return this.#hasRoot ? 0 : NOT_KNOWN;
+    const last = this.#lastDirPath;
+    if (cut - start === last.length && s.startsWith(last, start)) return this.#lastDir;
+    const parentPath = s.slice(start, cut);
+    const dir = this.#dirs.get(parentPath);
+    if (dir === undefined) return NOT_KNOWN;
+    this.#lastDir = dir;
+    this.#lastDirPath = parentPath;
+    return dir;
   }
 
   /** The directory entry holding the entry at path `s[start, end)`, whose last "/" is at `cut`. */
