@@ -6,13 +6,14 @@
 // user whiteouts escaped; hard-linked leaves get their inode where the canonical occurrence is.
 // V2 reproduces composefs-rs: DFS pre-order, no stubs, whiteouts stay character devices.
 //
-// The input is the columns of lib/tree/flat.ts and so is the table (typed arrays indexed by inode
-// number, each inode's fields copied from its owner entry) so that trees with hundreds of thousands of
-// inodes cost a few arrays, not an object per inode.
+// The input here is the columns of lib/tree/flat.ts (write_collect_tree.ts reads object trees into the
+// same table) and so is the table (typed arrays indexed by inode number, each inode's fields copied from
+// its owner entry) so that trees with hundreds of thousands of inodes cost a few arrays, not an object
+// per inode.
 import { FormatError } from "../errors.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
-import { NO_XATTRS, S_IFCHR, S_IFDIR, S_IFMT, S_IFREG } from "../tree/tree.ts";
-import { type FlatTree, REG_INLINE } from "../tree/flat.ts";
+import { type LeafContent, NO_XATTRS, S_IFCHR, S_IFDIR, S_IFMT, S_IFREG, type Stat } from "../tree/tree.ts";
+import { type FlatTree, REG_EXTERNAL, REG_INLINE, REG_NOVERITY } from "../tree/flat.ts";
 import { bstrToBytes } from "../util/bytes.ts";
 import {
   OPAQUE_ROOT_VALUE,
@@ -104,6 +105,46 @@ export class InodeTable {
     return i;
   }
 
+  /** A new inode of the given type and link count with the fields of an object tree's node. */
+  addFromTree(type: number, stat: Stat, nlink: number, content: LeafContent | null): number {
+    const i = this.count++;
+    this.type[i] = type;
+    this.nlink[i] = nlink;
+    this.mode[i] = stat.mode & 0o7777;
+    this.uid[i] = stat.uid;
+    this.gid[i] = stat.gid;
+    this.mtimeSec[i] = stat.mtimeSec;
+    if (stat.mtimeSecExact !== undefined) this.mtimeExact.set(i, stat.mtimeSecExact);
+    this.mtimeNsec[i] = stat.mtimeNsec;
+    this.xattrs[i] = stat.xattrs;
+    if (content === null) return i;
+    switch (content.type) {
+      case "inline":
+        this.kind[i] = REG_INLINE;
+        this.size[i] = content.data.length;
+        if (content.data.length > 0) this.inline[i] = content.data;
+        break;
+      case "external":
+        this.kind[i] = REG_EXTERNAL;
+        this.size[i] = content.size;
+        this.id[i] = content.id;
+        this.text[i] = content.payload;
+        break;
+      case "external-noverity":
+        this.kind[i] = REG_NOVERITY;
+        this.size[i] = content.size;
+        this.text[i] = content.payload;
+        break;
+      case "symlink":
+        this.text[i] = content.target;
+        break;
+      case "chardev":
+      case "blockdev":
+        this.rdev[i] = content.rdev;
+    }
+    return i;
+  }
+
   /** A whiteout stub (char device 0:0, 0644) with the root's owner, mtime and SELinux label. */
   addStub(xattrs: Map<string, Uint8Array>): number {
     const i = this.count++;
@@ -156,12 +197,12 @@ export interface Collected {
   composefsVersion: number;
 }
 
-const HEX = "0123456789abcdef";
+export const HEX = "0123456789abcdef";
 /** Longest file name (EROFS_NAME_LEN); names never hold "/" or NUL. */
 const MAX_NAME = 255;
 // Synthetic values that may meet equal user values under the same escaped name: always bytes.
-const EMPTY = new Uint8Array(0);
-const OPAQUE_Y = bstrToBytes(OPAQUE_ROOT_VALUE);
+export const EMPTY = new Uint8Array(0);
+export const OPAQUE_Y = bstrToBytes(OPAQUE_ROOT_VALUE);
 const OPAQUE_X = bstrToBytes(OPAQUE_WHITEOUTS_VALUE);
 
 /** A user whiteout: a character device 0:0 (entry e owns the inode). */
@@ -175,7 +216,7 @@ function isWhiteout(t: FlatTree, e: number): boolean {
  * image, the writer's value silently replacing the entry's own (a directory's own opaque "y"
  * becomes "x"); we refuse, so an image never holds other xattrs than its tree (docs/c-compatibility.md).
  */
-function checkAddedXattrs(
+export function checkAddedXattrs(
   xattrs: Map<string, Uint8Array>,
   path: () => string,
   added: readonly string[],
@@ -195,7 +236,7 @@ function checkAddedXattrs(
   }
 }
 
-const WHITEOUT_ADDED = [XATTR_ESCAPED_WHITEOUT, XATTR_USER_WHITEOUT];
+export const WHITEOUT_ADDED = [XATTR_ESCAPED_WHITEOUT, XATTR_USER_WHITEOUT];
 const WHITEOUT_DIR_ADDED = [XATTR_ESCAPED_WHITEOUTS, XATTR_USER_WHITEOUTS];
 const WHITEOUT_DIR_ADDED_V1 = [...WHITEOUT_DIR_ADDED, XATTR_ESCAPED_OPAQUE, XATTR_USER_OPAQUE];
 
@@ -253,7 +294,7 @@ function keptChildren(t: FlatTree, e: number): number[] {
  * first dirent (for deferred targets: slot of names[k] = first + k + (k past "." ?1) + (past ".." ?1),
  * see slotOf).
  */
-function setDirents(
+export function setDirents(
   table: InodeTable,
   me: number,
   parent: number,
@@ -329,7 +370,7 @@ function rootChildren(t: FlatTree, stubs: string[]): { entries: number[]; names:
 }
 
 /** Marks the directories holding escaped whiteouts; opaque=x only from composefs_version 1 on. */
-function markWhiteoutDirs(
+export function markWhiteoutDirs(
   table: InodeTable,
   dirs: number[],
   paths: (() => string)[],
@@ -348,7 +389,7 @@ function markWhiteoutDirs(
 }
 
 /** Dirent slot of names[k] in a directory whose dirents start at `first` ("." and ".." inserted). */
-function slotOf(first: number, names: string[], k: number): number {
+export function slotOf(first: number, names: string[], k: number): number {
   const name = names[k];
   return first + k + (name > "." ? 1 : 0) + (name > ".." ? 1 : 0);
 }

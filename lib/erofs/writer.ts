@@ -6,7 +6,8 @@ import { FormatError } from "../errors.ts";
 import { KERNEL_ALG_ID, type ObjectId } from "../fsverity/object_id.ts";
 import type { Directory } from "../tree/tree.ts";
 import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFREG } from "../tree/tree.ts";
-import { FlatTree, REG_EXTERNAL, REG_INLINE, REG_NOVERITY, treeToFlat } from "../tree/flat.ts";
+import { FlatTree, REG_EXTERNAL, REG_INLINE, REG_NOVERITY } from "../tree/flat.ts";
+import { collectEpoch1Tree, collectV2Tree } from "./write_collect_tree.ts";
 import {
   BLOCK_SIZE,
   BLOCK_SIZE_BITS,
@@ -178,10 +179,10 @@ function builderFor(root: Directory | FlatTree, opts: WriteOptions): ImageBuilde
   // composefs_version: V0 is promoted to 1 by a user whiteout unless maxVersion forbids it.
   const maxVersion = opts.maxVersion ?? 1;
   const epoch1 = version !== 2;
-  const flat = root instanceof FlatTree ? root : treeToFlat(root);
-  const c = epoch1
-    ? collectEpoch1(flat, (hasWhiteout) => version === 0 && maxVersion >= 1 && hasWhiteout ? 1 : version)
-    : collectV2(flat);
+  const cfsVersion = (hasWhiteout: boolean) => version === 0 && maxVersion >= 1 && hasWhiteout ? 1 : version;
+  const c = root instanceof FlatTree
+    ? (epoch1 ? collectEpoch1(root, cfsVersion) : collectV2(root))
+    : (epoch1 ? collectEpoch1Tree(root, cfsVersion) : collectV2Tree(root));
   return new ImageBuilder(c.table, epoch1, c.composefsVersion);
 }
 
