@@ -284,22 +284,48 @@ class ImageBuilder {
     this.blkaddr = new Uint32Array(n);
   }
 
-  /** The image: one buffer, or with `to` handed to to.sink in pieces (then the return value is junk). */
-  // long: the layout pass and the emit pass share their offsets (inodesEnd, dataStart, total)
+  /** The image: one buffer, or with `to` handed to to.sink in pieces (then the return value is junk).
+   *  Each pass is a method of its own: a short run gets its loops optimized one by one instead of
+   *  the whole function being compiled again for each loop (on-stack replacement). */
   build(to?: { sink: (piece: Uint8Array) => void; size: number }): Uint8Array {
+    this.collectAllXattrs();
+    this.xt.buildShared();
+    this.findMinMtime();
+    const { inodesEnd, nDataBlocks } = this.layoutInodes();
+    const dataStart = roundUp(inodesEnd + this.xt.sharedSize, BLOCK_SIZE);
+    const total = dataStart + nDataBlocks * BLOCK_SIZE;
+    if (this.nid[0] > U16_MAX) throw new FormatError("root inode does not fit a 16-bit nid");
+    if (total / BLOCK_SIZE > U32_MAX) throw new FormatError("image too large");
+    this.placeBlocks(dataStart);
+
+    // ---- emit pass (offsets below are the image's; each write goes through the window)
+    const w = new EmitWindow(to ? Math.min(to.size, total) : total, to?.sink);
+    this.emitHeaders(w.dv, inodesEnd, total);
+    this.emitInodes(w, inodesEnd);
+    let off = inodesEnd;
+    w.at(off, this.xt.sharedSize);
+    off -= w.base;
+    for (const e of this.xt.shared) off = this.xt.emit(w.buf, w.dv, off, e);
+    off = this.emitData(w, dataStart);
+    if (off !== total) throw new Error(`erofs writer: layout mismatch (${off} != ${total})`);
+    w.finish(total);
+    return w.buf;
+  }
+
+  collectAllXattrs(): void {
     const n = this.n;
     for (let i = 0; i < n; i++) {
       this.xStart[i] = this.xattrs.length;
       this.collectXattrs(i);
     }
     this.xStart[n] = this.xattrs.length;
-    this.xt.buildShared();
-    this.findMinMtime();
+  }
 
-    // ---- layout pass
+  /** Layout pass: sizes, padding and nid of every inode; returns where the inode table ends. */
+  layoutInodes(): { inodesEnd: number; nDataBlocks: number } {
     let pos = INODE_TABLE_START;
     let nDataBlocks = 0;
-    for (let i = 0; i < n; i++) {
+    for (let i = 0; i < this.n; i++) {
       this.layoutInode(i);
       const start = roundUp(pos, INODE_SLOT_SIZE);
       const headerSize = (this.compact[i] ? INODE_COMPACT_SIZE : INODE_EXTENDED_SIZE) + this.xattrSize[i];
@@ -309,26 +335,25 @@ class ImageBuilder {
       pos = at + headerSize + this.tail[i];
       nDataBlocks += this.nBlocks[i];
     }
-    const inodesEnd = roundUp(pos, INODE_SLOT_SIZE);
-    const dataStart = roundUp(inodesEnd + this.xt.sharedSize, BLOCK_SIZE);
-    const total = dataStart + nDataBlocks * BLOCK_SIZE;
-    if (this.nid[0] > U16_MAX) throw new FormatError("root inode does not fit a 16-bit nid");
-    if (total / BLOCK_SIZE > U32_MAX) throw new FormatError("image too large");
+    return { inodesEnd: roundUp(pos, INODE_SLOT_SIZE), nDataBlocks };
+  }
+
+  /** Block addresses of the inodes' data blocks, in inode order from `dataStart`. */
+  placeBlocks(dataStart: number): void {
     let blk = dataStart / BLOCK_SIZE;
-    for (let i = 0; i < n; i++) {
+    for (let i = 0; i < this.n; i++) {
       if (this.nBlocks[i] > 0) {
         this.blkaddr[i] = blk;
         blk += this.nBlocks[i];
       }
     }
+  }
 
-    // ---- emit pass (offsets below are the image's; each write goes through the window)
-    const w = new EmitWindow(to ? Math.min(to.size, total) : total, to?.sink);
-    this.emitHeaders(w.dv, inodesEnd, total);
+  emitInodes(w: EmitWindow, inodesEnd: number): void {
     // Shared xattr references count 4-byte words from xattr_blkaddr (0 for V2).
     const sharedBase = this.epoch1 ? inodesEnd % BLOCK_SIZE : inodesEnd;
     let off = INODE_TABLE_START;
-    for (let i = 0; i < n; i++) {
+    for (let i = 0; i < this.n; i++) {
       const at = off + this.pad[i];
       w.at(
         at,
@@ -336,19 +361,17 @@ class ImageBuilder {
       );
       off = this.emitInode(w.buf, w.dv, at - w.base, i, sharedBase) + w.base;
     }
-    off = inodesEnd;
-    w.at(off, this.xt.sharedSize);
-    off -= w.base;
-    for (const e of this.xt.shared) off = this.xt.emit(w.buf, w.dv, off, e);
-    off = dataStart;
-    for (let i = 0; i < n; i++) {
+  }
+
+  /** The data blocks from `dataStart`; returns the offset after them. */
+  emitData(w: EmitWindow, dataStart: number): number {
+    let off = dataStart;
+    for (let i = 0; i < this.n; i++) {
       if (this.nBlocks[i] === 0) continue;
       w.at(off, this.nBlocks[i] * BLOCK_SIZE);
       off = this.emitBlocks(w.buf, w.dv, off - w.base, i) + w.base;
     }
-    if (off !== total) throw new Error(`erofs writer: layout mismatch (${off} != ${total})`);
-    w.finish(total);
-    return w.buf;
+    return off;
   }
 
   /**
