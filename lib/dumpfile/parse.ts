@@ -423,21 +423,19 @@ export class DumpfileParser {
   /** A new entry `name` under `parent` (its path s[start, end) for the message of a duplicate). */
   #addEntry(parent: number, name: string, mode: number, s: string, start: number, end: number): number {
     const t = this.#t;
+    const e = t.add(parent, name, mode);
+    // Names in byte order so far (C-written dumpfiles): no duplicate possible.
+    if (t.unsorted[parent] === 0) return e;
     let names = this.#names.get(parent);
-    const last = t.lastChild[parent];
-    if (names === undefined && last >= 0 && !(t.name[last] < name)) {
-      // Out of byte order (C-written dumpfiles never are): from now on a set of the names here.
+    if (names === undefined) {
+      // The first out of order: from now on a set of the names here.
       names = new Set();
-      for (let c = t.firstChild[parent]; c >= 0; c = t.nextSibling[c]) names.add(t.name[c]);
+      for (let c = t.firstChild[parent]; c !== e; c = t.nextSibling[c]) names.add(t.name[c]);
       this.#names.set(parent, names);
     }
-    if (names !== undefined) {
-      if (names.has(name)) {
-        throw new FormatError(`path ${JSON.stringify(s.slice(start, end))} already exists`);
-      }
-      names.add(name);
-    }
-    return t.add(parent, name, mode);
+    if (names.has(name)) throw new FormatError(`path ${JSON.stringify(s.slice(start, end))} already exists`);
+    names.add(name);
+    return e;
   }
 
   /** Adds a parsed non-hard-link entry at path `s[start, end)`, whose last "/" is at `cut`. */
