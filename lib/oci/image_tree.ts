@@ -38,21 +38,37 @@ export async function* layerChunks(
   yield* (await openLayerStream(repo, diffId, verity, contentType)).chunks();
 }
 
+/** Entries of the lowest layer flattened during its import, at most (LiveLayerTree). */
+export const LIVE_MAX_ENTRIES = 16_000;
+
 /**
  * The lowest layer flattened while it is split (docs/oci.md#flatten): its entries come from the
  * splitter (`entry`, passed as splitTarInto's onEntry) instead of being read back from its stream
  * after the pull, which took most of the time between the last byte and the end of a pull.
  */
 export class LiveLayerTree {
-  readonly flattener = new Flattener();
+  /** Null once the layer had more than `maxEntries` (then it is read back like the others). */
+  #flattener: Flattener | null = new Flattener();
   /** Ids still being stored: filled into their leaves when they arrive. */
   #pending: Promise<unknown>[] = [];
+  #entries = 0;
 
-  constructor() {
-    this.flattener.beginLayer();
+  /**
+   * `maxEntries`: a tree built during the import lives beside the import's buffers; past this many
+   * entries (the 100,000-file image) it is dropped, so the peak memory stays what it was
+   * (docs/performance.md#memory).
+   */
+  constructor(readonly maxEntries = LIVE_MAX_ENTRIES) {
+    this.#flattener!.beginLayer();
   }
 
   readonly entry = (e: TarEntry, content?: EntryContent): void => {
+    if (!this.#flattener) return;
+    if (++this.#entries > this.maxEntries) {
+      this.#flattener = null;
+      this.#pending = [];
+      return;
+    }
     const se: SplitTarEntry = e;
     if (e.kind === "file" && content !== undefined) {
       if (content instanceof Uint8Array) se.content = { type: "inline", data: content };
@@ -66,14 +82,14 @@ export class LiveLayerTree {
         se.content = c;
       } else se.content = { type: "external", id: content, size: e.size };
     }
-    this.flattener.apply(se);
+    this.#flattener.apply(se);
   };
 
-  /** The flattener with the layer complete (every id in place). */
-  async done(): Promise<Flattener> {
+  /** The flattener with the layer complete (every id in place); undefined when it was dropped. */
+  async done(): Promise<Flattener | undefined> {
     await Promise.all(this.#pending);
     this.#pending = [];
-    return this.flattener;
+    return this.#flattener ?? undefined;
   }
 }
 
