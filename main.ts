@@ -2,6 +2,7 @@
 // depending on the name it was invoked under (argv[0], or CFSCTL_INVOKED_AS for wrapper scripts) or on
 // a first argument of that name. Everything is loaded lazily so `--version` starts fast.
 import { VERSION_TEXT } from "./lib/cli/version.ts";
+import { personalityOf } from "./lib/cli/personality.ts";
 
 if (import.meta.main) {
   const name = invokedName();
@@ -17,6 +18,12 @@ if (import.meta.main) {
     // On the boot's critical path: load only setup-root, not the command tree.
     const { setupRootMain } = await import("./lib/cli/setup_root.ts");
     Deno.exit(await setupRootMain(args));
+  }
+  const personality = personalityOf(name, args);
+  if (personality?.p === "mkcomposefs") {
+    // Start-up is a large part of a mkcomposefs run: load only it (no command tree, no commander).
+    const { mkcomposefsMain } = await import("./lib/cli/mkcomposefs.ts");
+    Deno.exit(await mkcomposefsMain(personality.args));
   }
   const { cliMain } = await import("./lib/cli/main.ts");
   Deno.exit(await cliMain(name, args));

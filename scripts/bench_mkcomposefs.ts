@@ -2,7 +2,11 @@
 // 64k entries) as one process run, Deno start-up included, the way a user runs it:
 //
 //   zcat VECTOR.dump.gz | deno run -A main.ts mkcomposefs --from-file - OUT
-//   zcat VECTOR.dump.gz | deno run -A --no-config dist/cfsctl.js mkcomposefs --from-file - OUT
+//   zcat VECTOR.dump.gz | dist/mkcomposefs --from-file - OUT
+//
+// dist/mkcomposefs is the wrapper script users run (scripts/build.ts: `deno run -A --no-config
+// --v8-flags=V8_FLAGS dist/cfsctl.js`, the flags `deno compile` bakes in too), run with DENO set to
+// this deno.
 //
 //   deno run -A scripts/bench_mkcomposefs.ts [--runs 7] [--vector NAME.dump.gz] [--build] [--c PATH]
 //                                             [--v8-flags FLAGS]
@@ -14,9 +18,11 @@
 // median of each, and each program's medians as ratios to C mkcomposefs 1.0.8 measured in the same
 // rounds (interleaved): --c PATH, else $CFS_C_MKCOMPOSEFS, else the build of
 // ../shared/tools/build-c-composefs.sh at /var/tmp/perf-composefs-c (skipped with a note if absent).
-// --v8-flags adds a row: the bundle run with `deno run --v8-flags=FLAGS` (e.g. --no-turbofan: in a run
-// this short TurboFan's compile work costs more CPU than its faster code saves).
+// --v8-flags adds a row: the bundle run with `deno run --v8-flags=FLAGS`, FLAGS in place of V8_FLAGS
+// (e.g. --max-semi-space-size=2,--no-turbofan: in a run this short TurboFan's compile work may cost more
+// CPU than its faster code saves).
 import { parseArgs } from "node:util";
+import { V8_FLAGS } from "./build.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const VECTORS = `${ROOT}../shared/vectors/composefs-c/`;
@@ -29,7 +35,13 @@ interface Sample {
 }
 
 async function run(cmd: string): Promise<{ ok: boolean; err: string }> {
-  const o = await new Deno.Command("sh", { args: ["-c", cmd], stdout: "null", stderr: "piped" }).output();
+  // DENO: the deno the wrapper scripts run (dist/mkcomposefs), this one.
+  const o = await new Deno.Command("sh", {
+    args: ["-c", cmd],
+    stdout: "null",
+    stderr: "piped",
+    env: { DENO },
+  }).output();
   return { ok: o.success, err: new TextDecoder().decode(o.stderr) };
 }
 
@@ -62,8 +74,8 @@ async function loadAverage(): Promise<string> {
 }
 
 async function timedPipe(vector: string, program: string, out: string, timeFile: string): Promise<Sample> {
-  // `program` ends where the tool name goes: "deno run … main.ts " + "mkcomposefs", or ".../tools/" +
-  // "mkcomposefs" for C.
+  // `program` ends where the tool name goes: "deno run … main.ts " + "mkcomposefs", or a directory
+  // (".../dist/", ".../tools/") + "mkcomposefs" for the wrapper script and C.
   const sep = program.endsWith("/") ? "" : " ";
   const cmd = `zcat ${vector} | /usr/bin/time -f "TIME %e %U %S %M" -o ${timeFile} ${program}${sep}` +
     `mkcomposefs --from-file - ${out}`;
@@ -118,7 +130,7 @@ async function main(): Promise<void> {
   }
   const programs = [
     { name: "deno run -A main.ts", cmd: `${DENO} run -A ${ROOT}main.ts` },
-    { name: "deno run -A --no-config dist/cfsctl.js", cmd: `${DENO} run -A --no-config ${bundle}` },
+    { name: `dist/mkcomposefs (bundle, --v8-flags=${V8_FLAGS})`, cmd: `${ROOT}dist/` },
   ];
   const flags = values["v8-flags"];
   if (flags) {
@@ -174,7 +186,8 @@ async function main(): Promise<void> {
     }
     for (const p of programs) {
       const sep = p.cmd.endsWith("/") ? "" : " ";
-      console.log(`- ${p.name}: \`zcat ${vector} | ${p.cmd}${sep}mkcomposefs --from-file - OUT\``);
+      const env = p.cmd === `${ROOT}dist/` ? `DENO=${DENO} ` : "";
+      console.log(`- ${p.name}: \`zcat ${vector} | ${env}${p.cmd}${sep}mkcomposefs --from-file - OUT\``);
     }
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -20,37 +20,57 @@ const deno = Deno.execPath();
 export const V8_FLAGS = "--max-semi-space-size=2";
 const NAMES = ["mkcomposefs", "composefs-info", "mount.composefs", "composefs-setup-root"];
 
-/** `import … from "node:x"` (as esbuild writes it) → the same bindings from `await import("node:x")`. */
-export function dynamicNodeImport(clause: string, spec: string): string {
+/** The bindings of an `import CLAUSE from "node:x"` (as esbuild writes it) and the statement that
+ *  assigns them from the module `mod` once it is loaded. */
+export function lazyNodeImport(clause: string, mod: string): { names: string[]; assign: string } {
   const named = /\{([^}]*)\}/.exec(clause)?.[1];
   const star = /\*\s*as\s+([\w$]+)/.exec(clause)?.[1];
   const def = /^\s*([\w$]+)\s*(,|$)/.exec(clause)?.[1];
-  const mod = `__node_${spec.replace(/\W/g, "_")}`;
-  const out = [`const ${mod} = await import("${spec}");`];
-  if (def) out.push(`const ${def} = ${mod}.default;`);
-  if (star) out.push(`const ${star} = ${mod};`);
-  if (named) {
-    const parts = named.split(",").map((p) => p.trim()).filter(Boolean).map((p) =>
-      p.replace(/\s+as\s+/, ": ")
-    );
-    out.push(`const { ${parts.join(", ")} } = ${mod};`);
+  const names: string[] = [];
+  const out: string[] = [];
+  if (def) {
+    names.push(def);
+    out.push(`${def} = ${mod}.default;`);
   }
-  return out.join(" ");
+  if (star) {
+    names.push(star);
+    out.push(`${star} = ${mod};`);
+  }
+  if (named) {
+    const parts = named.split(",").map((p) => p.trim()).filter(Boolean).map((p) => {
+      const [from, as] = p.split(/\s+as\s+/);
+      names.push(as ?? from);
+      return as ? `${from}: ${as}` : from;
+    });
+    out.push(`({ ${parts.join(", ")} } = ${mod});`);
+  }
+  return { names, assign: out.join(" ") };
 }
 
+/** esbuild's CommonJS shim calls this at the bundle's top level, before the Node layer may be loaded:
+ *  it gets a require that loads node:module's createRequire on its first call. */
+const CREATE_REQUIRE = "__deno_internal_createRequire";
+
 /**
- * esbuild hoists every `node:` import to module evaluation, which loads Deno's Node layer (60–80 ms)
- * before main.ts can answer `--version`. The bundle therefore starts with the version fast path and
- * only then loads the node: modules, as dynamic imports placed ahead of all other code.
+ * esbuild hoists every `node:` import to module evaluation, which loads Deno's Node layer (30–80 ms,
+ * ~14 MiB) before main.ts can answer `--version`, and before mkcomposefs, which mostly does without it
+ * (lib/cli/node_layer.ts). The bundle therefore starts with the version fast path; then the node:
+ * bindings become variables that one loader assigns: awaited at once, except for the lean
+ * personalities (mkcomposefs), whose code awaits it (nodeLayerReady) where it needs the layer.
  */
 async function fastStart(file: string): Promise<void> {
   const { VERSION_TEXT } = await import("../lib/cli/version.ts");
-  const imports: string[] = [];
+  const { PERSONALITIES } = await import("../lib/cli/personality.ts");
+  const names: string[] = [];
+  const loads: string[] = [];
   let n = 0;
   const body = (await Deno.readTextFile(file)).replace(
     /import\s*(\{[^}]*\}|\*\s*as\s*[\w$]+|[\w$]+(?:\s*,\s*\{[^}]*\})?)\s*from\s*"(node:[\w/]+)";/g,
     (_m, clause: string, spec: string) => {
-      imports.push(dynamicNodeImport(clause, spec).replaceAll("__node_", `__node${n++}_`));
+      const mod = `__node${n++}`;
+      const lazy = lazyNodeImport(clause.replace(CREATE_REQUIRE, "__cfsctlCreateRequire"), mod);
+      names.push(...lazy.names);
+      loads.push(`  const ${mod} = await import("${spec}"); ${lazy.assign}`);
       return "";
     },
   );
@@ -63,12 +83,28 @@ async function fastStart(file: string): Promise<void> {
     console.log(${JSON.stringify(VERSION_TEXT)});
     Deno.exit(0);
   }
-}`;
-  // The minified bundle's CommonJS shim calls a global `require` (the unminified one makes its own
+}
+// node: imports, loaded by __cfsctlNodeLayer (see scripts/build.ts, lib/cli/node_layer.ts)
+let ${[...new Set([...names, "__cfsctlCreateRequire", "__cfsctlNodeLoading"])].join(", ")};
+const ${CREATE_REQUIRE} = (url) => { let r; return (id) => (r ??= __cfsctlCreateRequire(url))(id); };
+const __cfsctlNodeLayer = () => __cfsctlNodeLoading ??= (async () => {
+  // The minified bundle's CommonJS shim calls a global \`require\` (the unminified one makes its own
   // from node:module); provide it for the bundled CommonJS packages (commander).
-  const requireShim = 'const { createRequire: __cfsctlCreateRequire } = await import("node:module"); ' +
-    "globalThis.require ??= __cfsctlCreateRequire(import.meta.url);";
-  await Deno.writeTextFile(file, [prelude, requireShim, ...imports, body].join("\n"));
+  const { createRequire } = await import("node:module");
+  __cfsctlCreateRequire ??= createRequire;
+  globalThis.require ??= createRequire(import.meta.url);
+${loads.join("\n")}
+})();
+globalThis.__cfsctlNodeLayer = __cfsctlNodeLayer;
+{
+  // The personality (lib/cli/personality.ts): only mkcomposefs waits for its code to ask for the layer.
+  let name = "";
+  try { name = Deno.env.get("CFSCTL_INVOKED_AS") ?? ""; } catch { /* no env permission */ }
+  const lean = name === "mkcomposefs" ||
+    (!${JSON.stringify(PERSONALITIES)}.includes(name) && Deno.args[0] === "mkcomposefs");
+  if (!lean) await __cfsctlNodeLayer();
+}`;
+  await Deno.writeTextFile(file, [prelude, body].join("\n"));
 }
 
 async function run(args: string[], env?: Record<string, string>): Promise<{ code: number; stderr: string }> {

@@ -6,7 +6,7 @@ import { PROJECT_ROOT, runCli } from "./helpers/cli.ts";
 
 const STATIC_IMPORT = /^(?:import|export)\s+(?!type\b)[^;]*?\s+from\s+"([^"]+)";|^import\s+"([^"]+)";/gm;
 
-async function staticGraph(entry: string): Promise<Set<string>> {
+async function staticGraph(entry: string, packages?: Set<string>): Promise<Set<string>> {
   const seen = new Set<string>();
   const visit = async (path: string) => {
     if (seen.has(path)) return;
@@ -14,7 +14,10 @@ async function staticGraph(entry: string): Promise<Set<string>> {
     const src = await Deno.readTextFile(PROJECT_ROOT + path);
     for (const m of src.matchAll(STATIC_IMPORT)) {
       const spec = m[1] ?? m[2];
-      if (!spec.startsWith(".")) continue;
+      if (!spec.startsWith(".")) {
+        packages?.add(`${spec} (from ${path})`);
+        continue;
+      }
       const url = new URL(spec, `file:///${path}`);
       await visit(url.pathname.slice(1));
     }
@@ -57,4 +60,21 @@ Deno.test("startup: the lazily imported modules exist and every command still ru
     assertEquals(r.code, 1, `${args.join(" ")}: ${r.stderr}`);
     assert(r.stderr.startsWith("error: ") && !r.stderr.includes("Module not found"), r.stderr);
   }
+});
+
+Deno.test("startup: mkcomposefs loads no node: module or package (no commander, no Node layer)", async () => {
+  // The bundle defers Deno's Node layer for it (scripts/build.ts, lib/cli/node_layer.ts): a static
+  // node: import here would be an unloaded binding there.
+  const packages = new Set<string>();
+  const graph = await staticGraph("lib/cli/mkcomposefs.ts", packages);
+  assertEquals([...packages], []);
+  for (const heavy of ["lib/cli/program.ts", "lib/tree/scan.ts", "lib/fsverity/hasher.ts"]) {
+    assert(!graph.has(heavy), heavy);
+  }
+  // main.ts reaches it without the command tree
+  assertEquals([...await staticGraph("main.ts")].sort(), [
+    "lib/cli/personality.ts",
+    "lib/cli/version.ts",
+    "main.ts",
+  ]);
 });

@@ -221,6 +221,45 @@ Deno.test("oci pull: whiteouts, opaque directories, type changes and hard links 
   }
 });
 
+Deno.test("oci pull: the lowest layer, flattened while it is split, gives the image its streams give", async () => {
+  // docs/oci.md#flatten: the lowest layer's tree is built from the splitter's entries, the others
+  // from their streams; `oci compute-id` builds every layer from its stream. Enough files that the
+  // store goes through its write worker (ids arriving later), files straddling decoder chunks,
+  // > 1 MiB files, hard links, symlinks, inline and empty files.
+  const dir = await Deno.makeTempDir();
+  try {
+    const [a, b] = await richLayers(dir);
+    const big = `${dir}/big`;
+    await Deno.mkdir(`${big}/usr/lib/many`, { recursive: true });
+    let x = 7;
+    for (let i = 0; i < 700; i++) {
+      const n = [0, 10, 64, 65, 100, 4096, 70_000][i % 7] + (i % 13);
+      const data = new Uint8Array(n).map(() => (x = (x * 1103515245 + 12345) & 0xff));
+      await Deno.writeFile(`${big}/usr/lib/many/f${i}`, data);
+    }
+    const huge = new Uint8Array(3 << 20).map((_, i) => (i * 7) & 0xff);
+    await Deno.writeFile(`${big}/usr/lib/huge`, huge);
+    await Deno.link(`${big}/usr/lib/huge`, `${big}/usr/lib/huge-link`);
+    await Deno.symlink("huge", `${big}/usr/lib/huge-sym`);
+    const lowest = await tarDirectory(big, { rootOwner: true });
+    for (const c of ["gzip", "zstd"] as Compression[]) {
+      await addImage(`${dir}/layout-${c}`, {
+        tag: "t",
+        layers: [lowest, a, b].map((tar) => ({ tar, compression: c })),
+      });
+      const repo = await newRepo(`${dir}/r-${c}`);
+      await cfs(repo, ["oci", "pull", `oci:${dir}/layout-${c}:t`, "img"]);
+      const linked = JSON.parse((await cfs(repo, ["oci", "inspect", "img"])).stdout).composefs_erofs;
+      assertEquals((await cfs(repo, ["oci", "compute-id", "img"])).stdout.trim(), linked);
+      const dump = (await cfs(repo, ["oci", "dump", "img"])).stdout;
+      assert(dump.includes("/usr/lib/many/f699 "), "the lowest layer's files are in the image");
+      assert(!dump.includes("/etc/gone "), "upper layers still apply over the live-flattened one");
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("oci layer: every stored layer reassembles to its diff_id; --json and --dumpfile describe it", async () => {
   const dir = await Deno.makeTempDir();
   try {

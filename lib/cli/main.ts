@@ -9,9 +9,7 @@ import { registerFetchCommand } from "./cmd_fetch.ts";
 import { registerImagesCommand } from "./cmd_images.ts";
 import { registerVarlinkCommand } from "./cmd_varlink.ts";
 import { registerBootCommands } from "./cmd_boot.ts";
-
-const PERSONALITIES = ["mkcomposefs", "composefs-info", "mount.composefs", "composefs-setup-root"] as const;
-type Personality = typeof PERSONALITIES[number];
+import { type Personality, personalityOf } from "./personality.ts";
 
 async function runPersonality(p: Personality, args: string[]): Promise<number> {
   switch (p) {
@@ -39,10 +37,8 @@ export const REGISTRARS: Registrar[] = [
 ];
 
 export async function cliMain(invokedAs: string, args: string[]): Promise<number> {
-  const asP = PERSONALITIES.find((p) => p === invokedAs);
-  if (asP) return await runPersonality(asP, args);
-  const first = PERSONALITIES.find((p) => p === args[0]);
-  if (first) return await runPersonality(first, args.slice(1));
+  const personality = personalityOf(invokedAs, args);
+  if (personality) return await runPersonality(personality.p, personality.args);
 
   // Started without arguments by systemd socket activation: serve varlink (docs/varlink.md).
   if (args.length === 0 && Deno.env.get("LISTEN_FDS") !== undefined) args = ["varlink"];

@@ -1,17 +1,18 @@
 // `mkcomposefs`: the C-compatible image builder (README.md#command-reference). SOURCE is a directory, or a
 // dumpfile with --from-file (`-` = stdin). IMAGE `-` = stdout (never a terminal). Always SHA-256. The image
 // file is written to a temporary name beside IMAGE and renamed into place: no output file on any error.
-import { Command, Option } from "commander";
 import { CfsError, UsageError } from "../errors.ts";
-import { examplesText, exitCodeForThrown, parseErofsVersion } from "./program.ts";
-import { writeErofs } from "../erofs/writer.ts";
-import { fsverityDigest } from "../fsverity/hasher.ts";
-import { parseDumpfileFrom } from "../dumpfile/parse.ts";
-import { scanDirectory } from "../tree/scan.ts";
-import { FlatDigestStore } from "../objects/digest_store.ts";
-import { filterXattrs, removeDevices, zeroMtimes } from "../tree/transform.ts";
+import { writeErofsTo } from "../erofs/writer.ts";
+import { parseDumpfileFlatFrom } from "../dumpfile/parse.ts";
+import { filterXattrsFlat, removeDevicesFlat, zeroMtimes, zeroMtimesFlat } from "../tree/transform.ts";
 import type { Directory } from "../tree/tree.ts";
-import { err, errln, outBytes, outln } from "./output.ts";
+import type { FlatTree } from "../tree/flat.ts";
+import type { HashAlgorithm, ObjectId } from "../fsverity/object_id.ts";
+import { errln, outBytes, outln } from "./output.ts";
+import { reportError } from "./run.ts";
+import { type CommandSpec, examplesText, helpText, parseCommandLine } from "./small_command.ts";
+import { parseErofsVersion } from "./arg_values.ts";
+import { nodeLayerReady } from "./node_layer.ts";
 
 interface MkcomposefsOptions {
   fromFile?: boolean;
@@ -36,55 +37,63 @@ function intArg(name: string, min: number) {
   };
 }
 
-function buildCommand(): Command {
-  return new Command("mkcomposefs")
-    .description("create a composefs EROFS image from a directory or a dumpfile")
-    .argument("<SOURCE>", "directory, or dumpfile with --from-file (- = stdin)")
-    .argument("[IMAGE]", "output image (- = stdout)")
-    .option("--from-file", "SOURCE is a dumpfile")
-    .option("--digest-store <DIR>", "copy regular files over 64 bytes to DIR/XX/<rest>")
-    .option("--print-digest", "print the image's fs-verity digest after writing it")
-    .option("--print-digest-only", "print the digest; do not write an image (no IMAGE)")
-    .option("--use-epoch", "set every mtime to 0")
-    .option("--skip-devices", "leave out block and character devices")
-    .option("--skip-xattrs", "leave out all xattrs")
-    .option("--user-xattrs", "keep only user.* xattrs")
-    .addOption(
-      new Option("--min-version <N>", "lowest format version, 0 or 1 (default 0)").argParser(
-        intArg("min version", 0),
-      ),
-    )
-    .addOption(
-      new Option("--max-version <N>", "highest format version, 0 or 1 (default 1; raised to --min-version)")
-        .argParser(
-          intArg("max version", 0),
-        ),
-    )
-    .addOption(
-      new Option(
-        "--erofs-version <N>",
-        "image format 0, 1 or 2 (overrides --min/--max-version; 2 = composefs-rs V2)",
-      )
-        .argParser(parseErofsVersion),
-    )
-    .addOption(
-      new Option("--threads <N>", "files read at once (default: CPU count)").argParser(
-        intArg("threads count", 1),
-      ),
-    )
-    .option("--hardlinks", "keep hard links found on disk as one inode (default: one inode per path, like C)")
-    .addHelpText(
-      "after",
-      examplesText(
-        "mkcomposefs --digest-store=/composefs/objects ./rootfs rootfs.cfs",
-        "mkcomposefs --from-file rootfs.dump rootfs.cfs",
-        "mkcomposefs --print-digest-only ./rootfs",
-        "mkcomposefs --min-version 1 --from-file - - < rootfs.dump > rootfs.cfs",
-      ),
-    )
-    .configureOutput({ writeOut: (s) => outBytes(new TextEncoder().encode(s)), writeErr: err })
-    .exitOverride()
-    .showHelpAfterError(false);
+/** The command line (lib/cli/small_command.ts: commander-compatible, without loading commander). */
+export const MKCOMPOSEFS_SPEC: CommandSpec = {
+  name: "mkcomposefs",
+  description: "create a composefs EROFS image from a directory or a dumpfile",
+  args: [
+    { name: "SOURCE", required: true, description: "directory, or dumpfile with --from-file (- = stdin)" },
+    { name: "IMAGE", required: false, description: "output image (- = stdout)" },
+  ],
+  options: [
+    { flags: "--from-file", description: "SOURCE is a dumpfile" },
+    { flags: "--digest-store <DIR>", description: "copy regular files over 64 bytes to DIR/XX/<rest>" },
+    { flags: "--print-digest", description: "print the image's fs-verity digest after writing it" },
+    { flags: "--print-digest-only", description: "print the digest; do not write an image (no IMAGE)" },
+    { flags: "--use-epoch", description: "set every mtime to 0" },
+    { flags: "--skip-devices", description: "leave out block and character devices" },
+    { flags: "--skip-xattrs", description: "leave out all xattrs" },
+    { flags: "--user-xattrs", description: "keep only user.* xattrs" },
+    {
+      flags: "--min-version <N>",
+      description: "lowest format version, 0 or 1 (default 0)",
+      parse: intArg("min version", 0),
+    },
+    {
+      flags: "--max-version <N>",
+      description: "highest format version, 0 or 1 (default 1; raised to --min-version)",
+      parse: intArg("max version", 0),
+    },
+    {
+      flags: "--erofs-version <N>",
+      description: "image format 0, 1 or 2 (overrides --min/--max-version; 2 = composefs-rs V2)",
+      parse: parseErofsVersion,
+    },
+    {
+      flags: "--threads <N>",
+      description: "files read at once (default: CPU count)",
+      parse: intArg("threads count", 1),
+    },
+    {
+      flags: "--hardlinks",
+      description: "keep hard links found on disk as one inode (default: one inode per path, like C)",
+    },
+  ],
+  helpAfter: examplesText(
+    "mkcomposefs --digest-store=/composefs/objects ./rootfs rootfs.cfs",
+    "mkcomposefs --from-file rootfs.dump rootfs.cfs",
+    "mkcomposefs --print-digest-only ./rootfs",
+    "mkcomposefs --min-version 1 --from-file - - < rootfs.dump > rootfs.cfs",
+  ),
+};
+
+/** Columns of the help text: the terminal's width on a terminal, else 80 (as commander). */
+function helpWidth(): number {
+  try {
+    return Deno.stdout.isTerminal() ? Deno.consoleSize().columns : 80;
+  } catch {
+    return 80;
+  }
 }
 
 /**
@@ -108,7 +117,8 @@ function chooseFormat(o: MkcomposefsOptions): { version: 0 | 1 | 2; maxVersion: 
   return { version: min as 0 | 1, maxVersion: max as 0 | 1 };
 }
 
-async function readSource(source: string, o: MkcomposefsOptions): Promise<Directory> {
+/** The tree to write: a dumpfile is read into columns (lib/tree/flat.ts), a directory into objects. */
+async function readSource(source: string, o: MkcomposefsOptions): Promise<Directory | FlatTree> {
   if (o.fromFile) {
     if (o.digestStore) errln("mkcomposefs: warning: --digest-store is ignored with --from-file");
     const strict = (() => {
@@ -118,25 +128,29 @@ async function readSource(source: string, o: MkcomposefsOptions): Promise<Direct
         return false;
       }
     })();
-    let root: Directory;
+    let root: FlatTree;
     if (source === "-") {
-      root = await parseDumpfileFrom(Deno.stdin, { strict, alg: "sha256" });
+      root = await parseDumpfileFlatFrom(Deno.stdin, { strict, alg: "sha256" });
     } else {
       using f = await Deno.open(source, { read: true });
       try {
-        root = await parseDumpfileFrom(f, { strict, alg: "sha256" });
+        root = await parseDumpfileFlatFrom(f, { strict, alg: "sha256" });
       } catch (e) {
         if (e instanceof CfsError) e.within(source);
         throw e;
       }
     }
     // The C tool ignores these with --from-file; applying them is what a user asking for them means.
-    if (o.skipXattrs) filterXattrs(root, () => false);
-    else if (o.userXattrs) filterXattrs(root, (n) => n.startsWith("user."));
-    if (o.skipDevices) removeDevices(root);
-    if (o.useEpoch) zeroMtimes(root);
+    if (o.skipXattrs) filterXattrsFlat(root, () => false);
+    else if (o.userXattrs) filterXattrsFlat(root, (n) => n.startsWith("user."));
+    if (o.skipDevices) removeDevicesFlat(root);
+    if (o.useEpoch) zeroMtimesFlat(root);
     return root;
   }
+  // The directory scan hashes files and copies them to the digest store: modules using node:*.
+  await nodeLayerReady();
+  const { scanDirectory } = await import("../tree/scan.ts");
+  const { FlatDigestStore } = await import("../objects/digest_store.ts");
   const root = await scanDirectory(source, {
     alg: "sha256",
     store: o.digestStore ? new FlatDigestStore(o.digestStore, "sha256") : undefined,
@@ -150,41 +164,91 @@ async function readSource(source: string, o: MkcomposefsOptions): Promise<Direct
   return root;
 }
 
+function writeAll(f: { writeSync(p: Uint8Array): number }, data: Uint8Array): void {
+  for (let off = 0; off < data.length;) off += f.writeSync(data.subarray(off));
+}
+
 /**
- * Writes `data` to `path` through a temporary file in the same directory and a rename, so no partial
- * image is ever visible. Two cases write in place instead, as the C tool does: a path that is not a
- * regular file (`/dev/null`, a FIFO, a device: a rename would replace the node with a plain file), and a
- * symlink, whose target is written (atomically, when it is a regular file).
+ * Where the image goes: a file (through a temporary name beside it and a rename, so no partial image is
+ * ever visible), stdout, nowhere. Two cases are written in place instead, as the C tool does: a path that
+ * is not a regular file (`/dev/null`, a FIFO, a device: a rename would replace the node with a plain
+ * file), and a symlink, whose target is written (atomically when it is a regular file).
  */
-async function writeAtomically(path: string, data: Uint8Array): Promise<void> {
-  const target = await Deno.realPath(path).catch(() => path);
-  const st = await Deno.stat(target).catch(() => undefined);
-  if (st !== undefined && !st.isFile) {
-    await Deno.writeFile(target, data, { create: false });
-    return;
+class ImageOutput {
+  #file: Deno.FsFile | undefined;
+  #tmp = "";
+  #path: string | undefined;
+  #stdout: boolean;
+
+  constructor(path: string | undefined) {
+    this.#stdout = path === "-";
+    if (path === undefined || path === "-") return;
+    let target = path;
+    try {
+      target = Deno.realPathSync(path);
+    } catch { /* not there yet: created below */ }
+    let special = false;
+    try {
+      special = !Deno.statSync(target).isFile;
+    } catch { /* not there yet */ }
+    if (special) {
+      this.#file = Deno.openSync(target, { write: true });
+      return;
+    }
+    const slash = target.lastIndexOf("/");
+    const dir = slash < 0 ? "." : slash === 0 ? "/" : target.slice(0, slash);
+    this.#path = target;
+    this.#tmp = `${dir}/.${target.slice(slash + 1)}.tmp-${crypto.randomUUID().slice(0, 8)}`;
+    this.#file = Deno.openSync(this.#tmp, { write: true, createNew: true, mode: 0o644 });
   }
-  const slash = target.lastIndexOf("/");
-  const dir = slash < 0 ? "." : slash === 0 ? "/" : target.slice(0, slash);
-  const tmp = `${dir}/.${target.slice(slash + 1)}.tmp-${crypto.randomUUID().slice(0, 8)}`;
-  try {
-    await Deno.writeFile(tmp, data, { createNew: true, mode: 0o644 });
-    await Deno.rename(tmp, target);
-  } catch (e) {
-    await Deno.remove(tmp).catch(() => {});
-    throw e;
+
+  write(piece: Uint8Array): void {
+    if (this.#file) writeAll(this.#file, piece);
+    else if (this.#stdout) outBytes(piece);
+  }
+
+  async commit(): Promise<void> {
+    if (!this.#file) return;
+    this.#file.close();
+    this.#file = undefined;
+    if (this.#path !== undefined) await Deno.rename(this.#tmp, this.#path);
+  }
+
+  /** Removes the temporary file when the image was not committed. */
+  async abandon(): Promise<void> {
+    if (!this.#file) return;
+    this.#file.close();
+    this.#file = undefined;
+    if (this.#path !== undefined) await Deno.remove(this.#tmp).catch(() => {});
   }
 }
 
+/** A streaming fs-verity hasher of the image's pieces (hasher.ts uses node:crypto without libcrypto). */
+async function imageHasher(alg: HashAlgorithm): Promise<{ update(p: Uint8Array): void; digest(): ObjectId }> {
+  await nodeLayerReady();
+  const { FsVerityHasher } = await import("../fsverity/hasher.ts");
+  return new FsVerityHasher(alg);
+}
+
+/** Usage errors get the `--help` hint and exit code 2, failures exit code 1. */
+function fail(e: unknown): number {
+  return reportError(e, "mkcomposefs");
+}
+
 export async function mkcomposefsMain(args: string[]): Promise<number> {
-  const cmd = buildCommand();
+  let o: MkcomposefsOptions, source: string, image: string | undefined;
   try {
-    cmd.parse(args, { from: "user" });
+    const parsed = parseCommandLine(MKCOMPOSEFS_SPEC, args);
+    if (parsed.help) {
+      outBytes(new TextEncoder().encode(helpText(MKCOMPOSEFS_SPEC, helpWidth())));
+      return 0;
+    }
+    o = parsed.opts as MkcomposefsOptions;
+    [source, image] = parsed.args as [string, string | undefined];
   } catch (e) {
-    return exitCodeForThrown(e, cmd, args);
+    return fail(e);
   }
   try {
-    const o = cmd.opts<MkcomposefsOptions>();
-    const [source, image] = cmd.args as [string, string | undefined];
     if (o.printDigestOnly) o.printDigest = true;
     if (source === "") throw new UsageError("empty source path");
     if (image === undefined && !o.printDigestOnly) throw new UsageError("no destination IMAGE given");
@@ -197,12 +261,20 @@ export async function mkcomposefsMain(args: string[]): Promise<number> {
     const format = chooseFormat(o);
 
     const root = await readSource(source, o);
-    const bytes = writeErofs(root, format);
-    if (image === "-") outBytes(bytes);
-    else if (image !== undefined) await writeAtomically(image, bytes);
-    if (o.printDigest) outln(fsverityDigest(bytes, "sha256").hex());
+    const hasher = o.printDigest ? await imageHasher("sha256") : undefined;
+    const out = new ImageOutput(image);
+    try {
+      writeErofsTo(root, format, (piece) => {
+        out.write(piece);
+        hasher?.update(piece);
+      });
+      await out.commit();
+    } finally {
+      await out.abandon();
+    }
+    if (hasher) outln(hasher.digest().hex());
     return 0;
   } catch (e) {
-    return exitCodeForThrown(e, cmd, args);
+    return fail(e);
   }
 }

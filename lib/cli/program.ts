@@ -1,7 +1,6 @@
 // The cfsctl command tree (commander). Global options are declared here; each group of commands
 // registers itself from its own file.
 import { Command, CommanderError, Option } from "commander";
-import { UsageError } from "../errors.ts";
 import { ExitCode, reportError, setDebug, usageHint } from "./run.ts";
 import { err, errln, out } from "./output.ts";
 
@@ -22,10 +21,8 @@ export interface GlobalOptions {
   debug?: boolean;
 }
 
-export function parseErofsVersion(v: string): 0 | 1 | 2 {
-  if (v === "0" || v === "1" || v === "2") return Number(v) as 0 | 1 | 2;
-  throw new UsageError(`invalid EROFS format version ${JSON.stringify(v)} (expected 0, 1 or 2)`);
-}
+export { parseErofsVersion } from "./arg_values.ts";
+import { parseErofsVersion } from "./arg_values.ts";
 
 /** Commander's `optsWithGlobals()` normalised into GlobalOptions. */
 export function globalsOf(cmd: Command): GlobalOptions {
@@ -46,10 +43,8 @@ export function globalsOf(cmd: Command): GlobalOptions {
 
 export type Registrar = (program: Command) => void;
 
-/** The `Examples:` section of a command's `--help` (one command line per argument). */
-export function examplesText(...lines: string[]): string {
-  return "\nExamples:\n" + lines.map((l) => `  ${l}\n`).join("");
-}
+export { examplesText } from "./small_command.ts";
+import { examplesText } from "./small_command.ts";
 
 /** Adds an `Examples:` section to a command's `--help`. */
 export function examples(cmd: Command, ...lines: string[]): Command {

@@ -11,14 +11,15 @@
 //   symlink SIZE is ignored (must equal the target length in strict mode);
 // - xattrs: key 1..255 bytes, value ≤ 65535 bytes, per-inode budget as C (Σ(7 + key + value) + 12 ≤
 //   32767, counting every occurrence), whole xattr section ≤ 65535 bytes; a repeated key replaces.
-// Errors are FormatError with "line N" in their context.
+// Errors are FormatError with "line N" in their context. The parser builds the columns of lib/tree/flat.ts
+// (no object per entry); parseDumpfile* give the object tree of them.
 import { FormatError } from "../errors.ts";
 import { type HashAlgorithm, ObjectId } from "../fsverity/object_id.ts";
-import type { Directory, Inode, Leaf, LeafContent, Stat } from "../tree/tree.ts";
-import { newLeaf, newStat, NO_XATTRS } from "../tree/tree.ts";
+import type { Directory } from "../tree/tree.ts";
 import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK } from "../tree/tree.ts";
+import { flatToTree, FlatTree, REG_EXTERNAL, REG_INLINE, REG_NOVERITY } from "../tree/flat.ts";
 import { unescapeField, unescapeOptional } from "./escape.ts";
-import { Buffer } from "node:buffer";
+import { bstrToBytes, latin1ToBstr } from "../util/bytes.ts";
 
 export interface ParseOptions {
   /** C `CFS_PARSE_STRICT`: also reject RDEV ≠ 0 on non-devices, symlink SIZE ≠ target length,
@@ -44,6 +45,10 @@ export const XATTR_VALUE_MAX = 65535;
 const XATTR_BUDGET = 32767;
 const XATTR_SECTION_MAX = 65535;
 const DEFAULT_MAX_LINE = 1 << 20;
+/** #knownDir's answer for a path that is no directory met so far. */
+const NOT_KNOWN = -2;
+/** Shortest string V8 makes a slice of (pointing into its parent) rather than a copy. */
+const SLICED_MIN = 13;
 const READ_BUFFER = 1 << 20;
 const U32_MAX = 0xffffffff;
 const I64_MAX = (1n << 63n) - 1n;
@@ -51,11 +56,11 @@ const I64_MIN = -(1n << 63n);
 
 interface PendingLink {
   lineNo: number;
-  parent: Directory;
-  name: string;
+  /** The `@` line's entry. */
+  entry: number;
   target: string;
-  placeholder: Leaf;
-  resolved?: { leaf: Leaf; path: string };
+  /** The entry owning the inode it links to, once resolved. */
+  resolved?: number;
 }
 
 function lineError(lineNo: number, msg: string): FormatError {
@@ -200,15 +205,23 @@ function parseMtime(field: string, n: NodeFields): void {
 export class DumpfileParser {
   #opts: ParseOptions;
   #strict: boolean;
-  #root?: Directory;
-  #dirs = new Map<string, Directory>();
+  #t = new FlatTree();
+  #hasRoot = false;
+  /** Directory path → entry. */
+  #dirs = new Map<string, number>();
   #links: PendingLink[] = [];
-  #placeholders = new Map<Leaf, PendingLink>();
+  /** `@` entries → their link. */
+  #linkOf = new Map<number, PendingLink>();
+  /** Names under directories whose entries came out of byte order (duplicates are looked up here). */
+  #names = new Map<number, Set<string>>();
+  /** Entries whose name / text (payload, symlink target) is a slice of the text being parsed. */
+  #slicedName: number[] = [];
+  #slicedText: number[] = [];
   #lineNo = 0;
   #entries = 0;
   /** The directory that took the last entry, and its path: dumpfiles list siblings together, so
    *  most parent lookups are one string comparison instead of a slice and a hash lookup. */
-  #lastDir?: Directory;
+  #lastDir = 0;
   #lastDirPath = "";
   /** Field boundaries of the line being parsed by the fast path (reused: no per-line array). */
   readonly #ends = new Int32Array(11);
@@ -295,15 +308,14 @@ export class DumpfileParser {
     if (this.#backslash !== -1 && this.#backslash < start) this.#backslash = s.indexOf("\\", start);
     if (this.#backslash !== -1 && this.#backslash < ends[9]) return false;
     const pathEnd = ends[0];
-    let compStart = start + 1, lastSlash = start;
-    for (let k = s.indexOf("/", compStart); k !== -1 && k < pathEnd; k = s.indexOf("/", compStart)) {
-      if (!goodComponent(s, compStart, k)) return false;
-      lastSlash = k;
-      compStart = k + 1;
-    }
+    // Only the last component needs checking: the rest must be the path of a directory met before,
+    // which was checked on its own line (any other path gets the general path's checks and messages).
+    const lastSlash = s.lastIndexOf("/", pathEnd - 1);
     const isRoot = pathEnd === start + 1;
-    if (!isRoot && !goodComponent(s, compStart, pathEnd)) return false;
+    if (!isRoot && !goodComponent(s, lastSlash + 1, pathEnd)) return false;
     if (pathEnd - start > PATH_MAX_BYTES) return false;
+    const parent = isRoot ? -1 : this.#knownDir(s, start, lastSlash);
+    if (parent === NOT_KNOWN) return false;
 
     const n = this.#node;
     const size = decimalAt(s, pathEnd + 1, ends[1]);
@@ -338,15 +350,15 @@ export class DumpfileParser {
     n.digestHex = d1 === d0 || (d1 === d0 + 1 && s.charCodeAt(d0) === 0x2d) ? null : s.slice(d0, d1);
     n.rest = rest;
     this.#checkRoot(isRoot, type, false);
-    this.#addNode(s, start, pathEnd, lastSlash, n);
+    this.#addNode(s, start, pathEnd, lastSlash, n, parent);
     return true;
   }
 
   #checkRoot(isRoot: boolean, type: number, isLink: boolean): void {
     if (isRoot) {
-      if (this.#root) throw new FormatError("more than one root (/) line");
+      if (this.#hasRoot) throw new FormatError("more than one root (/) line");
       if (type !== S_IFDIR || isLink) throw new FormatError("the root must be a directory");
-    } else if (!this.#root) {
+    } else if (!this.#hasRoot) {
       throw new FormatError("the first line must be the root directory /");
     }
   }
@@ -394,25 +406,42 @@ export class DumpfileParser {
     this.#addNode(path, 0, path.length, path.lastIndexOf("/"), n);
   }
 
-  /** A `@` line: a placeholder entry until finish() resolves the target (PAYLOAD field `target`). */
+  /** A `@` line: an entry whose inode finish() resolves from the target (PAYLOAD field `target`). */
   #addHardLink(path: string, parts: string[], type: number, targetField: string): void {
     if (type === S_IFDIR) throw new FormatError("directories can't be hard links");
     const target = unescapeOptional(targetField, "PAYLOAD");
     if (!target) throw new FormatError("hard link without a target path");
     if (target.includes("\0")) throw new FormatError("NUL byte in hard link target");
-    const placeholder = newLeaf(newStat(), { type: "fifo" });
     const parent = this.#parentOf(path, 0, path.length, path.lastIndexOf("/"));
-    const name = parts[parts.length - 1];
-    if (parent.entries.has(name)) throw new FormatError(`path ${JSON.stringify(path)} already exists`);
-    parent.entries.set(name, placeholder);
-    const link: PendingLink = { lineNo: this.#lineNo, parent, name, target, placeholder };
+    const entry = this.#addEntry(parent, parts[parts.length - 1], type, path, 0, path.length);
+    if (this.#t.name[entry].length >= SLICED_MIN) this.#slicedName.push(entry);
+    const link: PendingLink = { lineNo: this.#lineNo, entry, target };
     this.#links.push(link);
-    this.#placeholders.set(placeholder, link);
+    this.#linkOf.set(entry, link);
+  }
+
+  /** A new entry `name` under `parent` (its path s[start, end) for the message of a duplicate). */
+  #addEntry(parent: number, name: string, mode: number, s: string, start: number, end: number): number {
+    const t = this.#t;
+    const e = t.add(parent, name, mode);
+    // Names in byte order so far (C-written dumpfiles): no duplicate possible.
+    if (t.unsorted[parent] === 0) return e;
+    let names = this.#names.get(parent);
+    if (names === undefined) {
+      // The first out of order: from now on a set of the names here.
+      names = new Set();
+      for (let c = t.firstChild[parent]; c !== e; c = t.nextSibling[c]) names.add(t.name[c]);
+      this.#names.set(parent, names);
+    }
+    if (names.has(name)) throw new FormatError(`path ${JSON.stringify(s.slice(start, end))} already exists`);
+    names.add(name);
+    return e;
   }
 
   /** Adds a parsed non-hard-link entry at path `s[start, end)`, whose last "/" is at `cut`. */
-  #addNode(s: string, start: number, end: number, cut: number, n: NodeFields): void {
-    const { type, mode, size, uid, gid, rdev, mtimeSec, mtimeNsec, payload, content, digestHex, rest } = n;
+  /** `knownParent`: the parent's entry when the caller found it (the fast path). */
+  #addNode(s: string, start: number, end: number, cut: number, n: NodeFields, knownParent = NOT_KNOWN): void {
+    const { type, mode, uid, gid, rdev, mtimeSec, mtimeNsec, content, digestHex, rest } = n;
     const strict = this.#strict;
     if (type !== S_IFCHR && type !== S_IFBLK && rdev !== 0 && strict) {
       throw new FormatError("non-zero RDEV on a non-device");
@@ -423,59 +452,41 @@ export class DumpfileParser {
       }
       if (digestHex !== null) throw new FormatError("DIGEST is only allowed for regular files");
     }
-
-    // Most entries have no xattrs: they share one immutable empty map.
-    const xattrs = rest.length > 0 ? new Map<string, Uint8Array>() : NO_XATTRS;
-    const stat: Stat = typeof mtimeSec === "number"
-      ? { mode: mode & 0o7777, uid, gid, mtimeSec, mtimeNsec, xattrs }
-      : {
-        mode: mode & 0o7777,
-        uid,
-        gid,
-        mtimeSec: Number(mtimeSec),
-        mtimeSecExact: mtimeSec,
-        mtimeNsec,
-        xattrs,
-      };
-    if (rest.length > 0) this.#parseXattrs(rest, stat.xattrs);
-
-    let node: Inode;
-    if (type === S_IFDIR) {
-      node = { kind: "dir", stat, entries: new Map() };
-    } else {
-      node = {
-        kind: "leaf",
-        stat,
-        content: this.#leafContent(type, size, rdev, payload, content, digestHex, strict),
-      };
-    }
-
+    // Most entries have no xattrs: they keep the shared empty map.
+    const xattrs = rest.length > 0 ? new Map<string, Uint8Array>() : undefined;
+    if (xattrs !== undefined) this.#parseXattrs(rest, xattrs);
+    const t = this.#t;
+    let e: number;
     if (end - start === 1) {
-      this.#root = node as Directory;
-      this.#dirs.set("/", this.#root);
-      return;
+      e = t.add(-1, "", mode);
+      this.#hasRoot = true;
+      this.#dirs.set("/", e);
+    } else {
+      const parent = knownParent >= 0 ? knownParent : this.#parentOf(s, start, end, cut);
+      e = this.#addEntry(parent, s.slice(cut + 1, end), mode, s, start, end);
+      if (end - cut > SLICED_MIN) this.#slicedName.push(e);
+      if (type === S_IFDIR) this.#dirs.set(s.slice(start, end), e);
     }
-    const parent = this.#parentOf(s, start, end, cut);
-    const entries = parent.entries;
-    const before = entries.size;
-    entries.set(s.slice(cut + 1, end), node);
-    if (entries.size === before) {
-      throw new FormatError(`path ${JSON.stringify(s.slice(start, end))} already exists`);
+    t.uid[e] = uid;
+    t.gid[e] = gid;
+    if (typeof mtimeSec === "number") {
+      t.mtimeSec[e] = mtimeSec;
+    } else {
+      t.mtimeSec[e] = Number(mtimeSec);
+      t.mtimeExact.set(e, mtimeSec);
     }
-    if (node.kind === "dir") this.#dirs.set(s.slice(start, end), node);
+    t.mtimeNsec[e] = mtimeNsec;
+    if (xattrs !== undefined) t.xattrs[e] = xattrs;
+    if (type !== S_IFDIR) this.#leafContent(e, n);
   }
 
-  #leafContent(
-    type: number,
-    size: number,
-    rdev: number,
-    payload: string | null,
-    content: string | null,
-    digestHex: string | null,
-    strict: boolean,
-  ): LeafContent {
+  /** Validates and stores the content of a leaf entry e. */
+  #leafContent(e: number, n: NodeFields): void {
+    const { type, size, rdev, payload, content, digestHex } = n;
+    const t = this.#t;
     switch (type) {
       case S_IFREG: {
+        t.size[e] = size;
         if (content !== null) {
           if (content.length !== size) {
             throw new FormatError(`CONTENT length ${content.length} does not match SIZE ${size}`);
@@ -485,9 +496,11 @@ export class DumpfileParser {
               `inline CONTENT of ${content.length} bytes exceeds the maximum of ${INLINE_CONTENT_MAX}`,
             );
           }
-          return { type: "inline", data: Buffer.from(content, "latin1") };
+          t.kind[e] = REG_INLINE;
+          if (size > 0) t.inline[e] = bstrToBytes(content);
+          return;
         }
-        if (size === 0) return { type: "inline", data: new Uint8Array(0) };
+        if (size === 0) return; // REG_INLINE, empty
         if (size > MAX_EXTERNAL_SIZE) {
           throw new FormatError(`file too big: SIZE exceeds 2^53 bytes (C mkcomposefs limit)`);
         }
@@ -496,13 +509,18 @@ export class DumpfileParser {
         if (digestHex !== null) {
           if (backing === undefined) throw new FormatError("DIGEST without a PAYLOAD (backing path)");
           const id = parseDigest(digestHex, this.#opts.alg);
-          return backing === id.objectPath()
-            ? { type: "external", id, size }
-            : { type: "external", id, size, payload: backing };
+          t.kind[e] = REG_EXTERNAL;
+          t.id[e] = id;
+          if (backing !== id.objectPath()) {
+            t.text[e] = backing;
+            if (backing.length >= SLICED_MIN) this.#slicedText.push(e);
+          }
+          return;
         }
-        return backing === undefined
-          ? { type: "external-noverity", size }
-          : { type: "external-noverity", size, payload: backing };
+        t.kind[e] = REG_NOVERITY;
+        t.text[e] = backing;
+        if (backing !== undefined && backing.length >= SLICED_MIN) this.#slicedText.push(e);
+        return;
       }
       case S_IFLNK: {
         if (payload === null || payload === "") throw new FormatError("symlink without a target (PAYLOAD)");
@@ -512,19 +530,17 @@ export class DumpfileParser {
           );
         }
         if (payload.includes("\0")) throw new FormatError("NUL byte in symlink target");
-        if (strict && size !== payload.length) {
+        if (this.#strict && size !== payload.length) {
           throw new FormatError(`symlink SIZE ${size} does not match the target length ${payload.length}`);
         }
-        return { type: "symlink", target: payload };
+        t.size[e] = 0;
+        t.text[e] = payload;
+        if (payload.length >= SLICED_MIN) this.#slicedText.push(e);
+        return;
       }
       case S_IFCHR:
-        return { type: "chardev", rdev };
       case S_IFBLK:
-        return { type: "blockdev", rdev };
-      case S_IFIFO:
-        return { type: "fifo" };
-      default:
-        return { type: "socket" };
+        t.rdev[e] = rdev;
     }
   }
 
@@ -553,18 +569,31 @@ export class DumpfileParser {
       budget += 7 + key.length + value.length;
       if (budget > XATTR_BUDGET) throw new FormatError(`xattrs too large (more than ${XATTR_BUDGET} bytes)`);
       into.delete(key);
-      into.set(key, Buffer.from(value, "latin1"));
+      into.set(key, bstrToBytes(value));
     }
   }
 
-  /** The directory holding the entry at path `s[start, end)`, whose last "/" is at `cut`. */
-  #parentOf(s: string, start: number, end: number, cut: number): Directory {
-    if (cut === start) return this.#root!;
+  /** The directory entry at path `s[start, cut)` ("" = the root), or NOT_KNOWN. */
+  #knownDir(s: string, start: number, cut: number): number {
+    if (cut === start) return this.#hasRoot ? 0 : NOT_KNOWN;
     const last = this.#lastDirPath;
-    if (cut - start === last.length && s.startsWith(last, start)) return this.#lastDir!;
+    if (cut - start === last.length && s.startsWith(last, start)) return this.#lastDir;
     const parentPath = s.slice(start, cut);
     const dir = this.#dirs.get(parentPath);
-    if (dir) {
+    if (dir === undefined) return NOT_KNOWN;
+    this.#lastDir = dir;
+    this.#lastDirPath = parentPath;
+    return dir;
+  }
+
+  /** The directory entry holding the entry at path `s[start, end)`, whose last "/" is at `cut`. */
+  #parentOf(s: string, start: number, end: number, cut: number): number {
+    if (cut === start) return 0;
+    const last = this.#lastDirPath;
+    if (cut - start === last.length && s.startsWith(last, start)) return this.#lastDir;
+    const parentPath = s.slice(start, cut);
+    const dir = this.#dirs.get(parentPath);
+    if (dir !== undefined) {
       this.#lastDir = dir;
       this.#lastDirPath = parentPath;
       return dir;
@@ -572,53 +601,67 @@ export class DumpfileParser {
     const path = s.slice(start, end);
     // Not a known directory: tell "missing" from "not a directory".
     const parts = path.slice(1).split("/");
-    let node: Inode | undefined = this.#root;
-    for (let i = 0; i < parts.length - 1 && node; i++) {
-      node = node.kind === "dir" ? node.entries.get(parts[i]) : undefined;
+    const t = this.#t;
+    let node = 0;
+    for (let i = 0; i < parts.length - 1 && node >= 0; i++) {
+      node = (t.mode[node] & S_IFMT) === S_IFDIR && !this.#linkOf.has(node) ? t.child(node, parts[i]) : -1;
     }
-    if (node) throw new FormatError(`parent of ${JSON.stringify(path)} is not a directory`);
+    if (node >= 0) throw new FormatError(`parent of ${JSON.stringify(path)} is not a directory`);
     throw new FormatError(`parent directory of ${JSON.stringify(path)} is missing`);
   }
 
-  /** Resolves hard links and returns the root. Call once, after the last line. */
-  finish(): Directory {
-    if (!this.#root) throw new FormatError("dumpfile has no root (/) entry");
-    const root = this.#root;
-    for (const link of this.#links) this.#resolve(link, root);
-    for (const link of this.#links) {
-      const { leaf, path } = link.resolved!;
-      link.parent.entries.set(link.name, leaf);
-      leaf.canonicalPath = path;
-    }
-    this.#links = [];
-    this.#placeholders.clear();
-    return root;
+  /**
+   * Called after each chunk of text: the names and texts kept from it become slices of one string
+   * holding just them, so that the chunk (1 MiB, mostly numeric fields) is not kept alive by its
+   * slices. V8 copies slices shorter than 13 chars; longer ones point into their parent string.
+   */
+  compact(): void {
+    const t = this.#t, names = this.#slicedName, texts = this.#slicedText;
+    if (names.length + texts.length === 0) return;
+    const parts: string[] = [];
+    for (const e of names) parts.push(t.name[e]);
+    for (const e of texts) parts.push(t.text[e]!);
+    const joined = parts.join("");
+    let off = 0;
+    for (const e of names) t.name[e] = joined.slice(off, off += t.name[e].length);
+    for (const e of texts) t.text[e] = joined.slice(off, off += t.text[e]!.length);
+    names.length = 0;
+    texts.length = 0;
   }
 
-  #resolve(link: PendingLink, root: Directory): { leaf: Leaf; path: string } {
-    if (link.resolved) return link.resolved;
+  /** Resolves hard links and returns the tree. Call once, after the last line. */
+  finish(): FlatTree {
+    if (!this.#hasRoot) throw new FormatError("dumpfile has no root (/) entry");
+    const t = this.#t;
+    const lookup = new ChildLookup(t);
+    for (const link of this.#links) this.#resolve(link, lookup);
+    for (const link of this.#links) t.ino[link.entry] = link.resolved!;
+    this.#links = [];
+    this.#linkOf.clear();
+    this.#names.clear();
+    t.namesChecked = true;
+    return t;
+  }
+
+  #resolve(link: PendingLink, lookup: ChildLookup): number {
+    if (link.resolved !== undefined) return link.resolved;
+    const t = this.#t;
     const seen = new Set<PendingLink>([link]);
     let cur = link;
     for (;;) {
-      const comps = cur.target.split("/").filter((c) => c !== "");
-      let node: Inode | undefined = root;
-      for (const c of comps) {
-        node = node.kind === "dir" ? node.entries.get(c) : undefined;
-        if (!node) break;
+      let node = 0;
+      for (const c of cur.target.split("/")) {
+        if (c === "") continue;
+        node = (t.mode[node] & S_IFMT) === S_IFDIR && !this.#linkOf.has(node) ? lookup.child(node, c) : -1;
+        if (node < 0) break;
       }
-      if (!node) throw lineError(link.lineNo, `hard link target ${JSON.stringify(cur.target)} not found`);
-      if (node.kind === "dir") {
+      if (node < 0) throw lineError(link.lineNo, `hard link target ${JSON.stringify(cur.target)} not found`);
+      const next = this.#linkOf.get(node);
+      if (next === undefined && (t.mode[node] & S_IFMT) === S_IFDIR) {
         throw lineError(link.lineNo, `hard link target ${JSON.stringify(cur.target)} is a directory`);
       }
-      const next = this.#placeholders.get(node);
-      if (!next) {
-        link.resolved = { leaf: node, path: "/" + comps.join("/") };
-        return link.resolved;
-      }
-      if (next.resolved) {
-        link.resolved = next.resolved;
-        return link.resolved;
-      }
+      if (next === undefined) return link.resolved = node;
+      if (next.resolved !== undefined) return link.resolved = next.resolved;
       if (seen.has(next)) {
         throw lineError(
           link.lineNo,
@@ -630,6 +673,25 @@ export class DumpfileParser {
       seen.add(next);
       cur = next;
     }
+  }
+}
+
+/** Children by name, indexed per directory on its first lookup (hard-link targets). */
+class ChildLookup {
+  #t: FlatTree;
+  #byDir = new Map<number, Map<string, number>>();
+  constructor(t: FlatTree) {
+    this.#t = t;
+  }
+  child(dir: number, name: string): number {
+    let m = this.#byDir.get(dir);
+    if (m === undefined) {
+      const t = this.#t;
+      m = new Map();
+      for (let c = t.firstChild[dir]; c >= 0; c = t.nextSibling[c]) m.set(t.name[c], c);
+      this.#byDir.set(dir, m);
+    }
+    return m.get(name) ?? -1;
   }
 }
 
@@ -702,6 +764,7 @@ class LineFeeder {
       if (n - start > max) throw this.#tooLong();
       this.#carry = text.slice(start);
     }
+    p.compact();
   }
 
   /** Ends the input: a last line without newline is parsed too (rejected in strict mode). */
@@ -711,20 +774,24 @@ class LineFeeder {
     if (this.#strict) throw lineError(this.#lineNo + 1, "missing trailing newline");
     this.#carry = "";
     this.#p.addLineAt(line, 0, line.length, ++this.#lineNo);
+    this.#p.compact();
   }
 }
 
-function latin1(b: Uint8Array): string {
-  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("latin1");
-}
+const latin1 = latin1ToBstr;
 
-/** Parses a whole dumpfile held in memory. */
-export function parseDumpfileSync(data: Uint8Array | string, opts: ParseOptions = {}): Directory {
+/** Parses a whole dumpfile held in memory into the columns of lib/tree/flat.ts. */
+export function parseDumpfileFlatSync(data: Uint8Array | string, opts: ParseOptions = {}): FlatTree {
   const p = new DumpfileParser(opts);
   const lines = new LineFeeder(p, opts);
   lines.push(typeof data === "string" ? data : latin1(data));
   lines.end();
   return p.finish();
+}
+
+/** Parses a whole dumpfile held in memory. */
+export function parseDumpfileSync(data: Uint8Array | string, opts: ParseOptions = {}): Directory {
+  return flatToTree(parseDumpfileFlatSync(data, opts));
 }
 
 /** Parses a dumpfile from bytes or a stream of chunks (bounded by the line length limit). */
@@ -737,7 +804,7 @@ export async function parseDumpfile(
   const lines = new LineFeeder(p, opts);
   for await (const chunk of input) lines.push(latin1(chunk));
   lines.end();
-  return p.finish();
+  return flatToTree(p.finish());
 }
 
 /** Something to read bytes from, like Deno.FsFile or Deno.stdin. */
@@ -746,11 +813,12 @@ export interface ByteReader {
 }
 
 /**
- * Parses a dumpfile read straight from `reader` through one reused 1 MiB buffer: no stream
- * machinery between the reads and the parser (measured: reading cs9-developer's 8.7 MB from a file
- * took 19–48 ms through `readable`, 3–25 ms this way), and memory stays bounded as with a stream.
+ * Parses a dumpfile read straight from `reader` through one reused 1 MiB buffer into the columns of
+ * lib/tree/flat.ts: no stream machinery between the reads and the parser (measured: reading
+ * cs9-developer's 8.7 MB from a file took 19–48 ms through `readable`, 3–25 ms this way), and memory
+ * stays bounded as with a stream.
  */
-export async function parseDumpfileFrom(reader: ByteReader, opts: ParseOptions = {}): Promise<Directory> {
+export async function parseDumpfileFlatFrom(reader: ByteReader, opts: ParseOptions = {}): Promise<FlatTree> {
   const p = new DumpfileParser(opts);
   const lines = new LineFeeder(p, opts);
   const buf = new Uint8Array(READ_BUFFER);
@@ -761,4 +829,9 @@ export async function parseDumpfileFrom(reader: ByteReader, opts: ParseOptions =
   }
   lines.end();
   return p.finish();
+}
+
+/** parseDumpfileFlatFrom as an object tree. */
+export async function parseDumpfileFrom(reader: ByteReader, opts: ParseOptions = {}): Promise<Directory> {
+  return flatToTree(await parseDumpfileFlatFrom(reader, opts));
 }

@@ -6,11 +6,14 @@
 // user whiteouts escaped; hard-linked leaves get their inode where the canonical occurrence is.
 // V2 reproduces composefs-rs: DFS pre-order, no stubs, whiteouts stay character devices.
 //
-// The table is column-oriented (typed arrays indexed by inode number) so that trees with hundreds
-// of thousands of inodes cost a few arrays, not an object per inode.
+// The input here is the columns of lib/tree/flat.ts (write_collect_tree.ts reads object trees into the
+// same table) and so is the table (typed arrays indexed by inode number, each inode's fields copied from
+// its owner entry) so that trees with hundreds of thousands of inodes cost a few arrays, not an object
+// per inode.
 import { FormatError } from "../errors.ts";
-import type { Directory, Inode, Leaf, LeafContent, Stat } from "../tree/tree.ts";
-import { leafTypeBits, S_IFDIR, S_IFREG } from "../tree/tree.ts";
+import type { ObjectId } from "../fsverity/object_id.ts";
+import { type LeafContent, NO_XATTRS, S_IFCHR, S_IFDIR, S_IFMT, S_IFREG, type Stat } from "../tree/tree.ts";
+import { type FlatTree, REG_EXTERNAL, REG_INLINE, REG_NOVERITY } from "../tree/flat.ts";
 import { bstrToBytes } from "../util/bytes.ts";
 import {
   OPAQUE_ROOT_VALUE,
@@ -33,30 +36,143 @@ export class InodeTable {
   /** S_IF* file-type bits as written (an escaped whiteout is S_IFREG). */
   readonly type: Uint16Array;
   readonly nlink: Uint32Array;
-  /** stat.xattrs are the inode's own xattrs (escaped when written). */
-  readonly stat: Stat[];
-  readonly content: (LeafContent | null)[];
-  /** Synthetic xattrs other than an external file's metacopy/redirect (derived from `content`):
+  // The inode's own fields (FlatTree's, at its owner entry).
+  readonly mode: Uint16Array;
+  readonly uid: Uint32Array;
+  readonly gid: Uint32Array;
+  readonly mtimeSec: Float64Array;
+  readonly mtimeExact = new Map<number, bigint>();
+  readonly mtimeNsec: Uint32Array;
+  /** Regular files: REG_* of lib/tree/flat.ts (an escaped whiteout: REG_INLINE, empty). */
+  readonly kind: Uint8Array;
+  readonly size: Float64Array;
+  readonly rdev: Float64Array;
+  readonly text: (string | undefined)[];
+  readonly id: (ObjectId | undefined)[];
+  readonly inline: (Uint8Array | undefined)[];
+  /** The inode's own xattrs (escaped when written). */
+  readonly xattrs: Map<string, Uint8Array>[];
+  /** Synthetic xattrs other than an external file's metacopy/redirect (derived from the content):
    *  final names; an own xattr of the same escaped name is refused when collecting. */
   readonly extra = new Map<number, [string, Uint8Array][]>();
-  /** Directories: entry names sorted bytewise (with "." and "..") and the inode of each. */
-  readonly dirNames = new Map<number, string[]>();
-  readonly dirTargets = new Map<number, number[]>();
+  /** Directories: entries [dirStart, dirStart + dirCount) of direntName/direntTarget, sorted
+   *  bytewise (with "." and ".."), each with its inode. */
+  readonly dirStart: Uint32Array;
+  readonly dirCount: Uint32Array;
+  readonly direntName: string[] = [];
+  direntTarget = new Int32Array(1024);
 
   constructor(capacity: number) {
     this.type = new Uint16Array(capacity);
     this.nlink = new Uint32Array(capacity);
-    this.stat = new Array(capacity);
-    this.content = new Array(capacity);
+    this.mode = new Uint16Array(capacity);
+    this.uid = new Uint32Array(capacity);
+    this.gid = new Uint32Array(capacity);
+    this.mtimeSec = new Float64Array(capacity);
+    this.mtimeNsec = new Uint32Array(capacity);
+    this.kind = new Uint8Array(capacity);
+    this.size = new Float64Array(capacity);
+    this.rdev = new Float64Array(capacity);
+    this.text = new Array(capacity);
+    this.id = new Array(capacity);
+    this.inline = new Array(capacity);
+    this.xattrs = new Array(capacity);
+    this.dirStart = new Uint32Array(capacity);
+    this.dirCount = new Uint32Array(capacity);
   }
 
-  add(type: number, stat: Stat, nlink: number, content: LeafContent | null): number {
+  /** A new inode of the given type and link count with the fields of the inode owned by entry e. */
+  addFrom(t: FlatTree, e: number, type: number, nlink: number): number {
     const i = this.count++;
     this.type[i] = type;
     this.nlink[i] = nlink;
-    this.stat[i] = stat;
-    this.content[i] = content;
+    this.mode[i] = t.mode[e] & 0o7777;
+    this.uid[i] = t.uid[e];
+    this.gid[i] = t.gid[e];
+    this.mtimeSec[i] = t.mtimeSec[e];
+    if (t.mtimeExact.size > 0) {
+      const exact = t.mtimeExact.get(e);
+      if (exact !== undefined) this.mtimeExact.set(i, exact);
+    }
+    this.mtimeNsec[i] = t.mtimeNsec[e];
+    this.kind[i] = t.kind[e];
+    this.size[i] = t.size[e];
+    this.rdev[i] = t.rdev[e];
+    this.text[i] = t.text[e];
+    this.id[i] = t.id[e];
+    this.inline[i] = t.inline[e];
+    this.xattrs[i] = t.xattrs[e];
     return i;
+  }
+
+  /** A new inode of the given type and link count with the fields of an object tree's node. */
+  addFromTree(type: number, stat: Stat, nlink: number, content: LeafContent | null): number {
+    const i = this.count++;
+    this.type[i] = type;
+    this.nlink[i] = nlink;
+    this.mode[i] = stat.mode & 0o7777;
+    this.uid[i] = stat.uid;
+    this.gid[i] = stat.gid;
+    this.mtimeSec[i] = stat.mtimeSec;
+    if (stat.mtimeSecExact !== undefined) this.mtimeExact.set(i, stat.mtimeSecExact);
+    this.mtimeNsec[i] = stat.mtimeNsec;
+    this.xattrs[i] = stat.xattrs;
+    if (content === null) return i;
+    switch (content.type) {
+      case "inline":
+        this.kind[i] = REG_INLINE;
+        this.size[i] = content.data.length;
+        if (content.data.length > 0) this.inline[i] = content.data;
+        break;
+      case "external":
+        this.kind[i] = REG_EXTERNAL;
+        this.size[i] = content.size;
+        this.id[i] = content.id;
+        this.text[i] = content.payload;
+        break;
+      case "external-noverity":
+        this.kind[i] = REG_NOVERITY;
+        this.size[i] = content.size;
+        this.text[i] = content.payload;
+        break;
+      case "symlink":
+        this.text[i] = content.target;
+        break;
+      case "chardev":
+      case "blockdev":
+        this.rdev[i] = content.rdev;
+    }
+    return i;
+  }
+
+  /** A whiteout stub (char device 0:0, 0644) with the root's owner, mtime and SELinux label. */
+  addStub(xattrs: Map<string, Uint8Array>): number {
+    const i = this.count++;
+    this.type[i] = S_IFCHR;
+    this.nlink[i] = 1;
+    this.mode[i] = 0o644;
+    this.uid[i] = this.uid[0];
+    this.gid[i] = this.gid[0];
+    this.mtimeSec[i] = this.mtimeSec[0];
+    const exact = this.mtimeExact.get(0);
+    if (exact !== undefined) this.mtimeExact.set(i, exact);
+    this.mtimeNsec[i] = this.mtimeNsec[0];
+    this.xattrs[i] = xattrs;
+    return i;
+  }
+
+  /** Room for `n` dirents of directory inode i; returns the index of the first. */
+  reserveDirents(i: number, n: number): number {
+    const start = this.direntName.length;
+    this.dirStart[i] = start;
+    this.dirCount[i] = n;
+    this.direntName.length = start + n;
+    if (start + n > this.direntTarget.length) {
+      const b = new Int32Array(Math.max(start + n, this.direntTarget.length * 2));
+      b.set(this.direntTarget);
+      this.direntTarget = b;
+    }
+    return start;
   }
 
   /** Sets a synthetic xattr, replacing an earlier one of the same name. */
@@ -81,16 +197,17 @@ export interface Collected {
   composefsVersion: number;
 }
 
-const HEX = "0123456789abcdef";
+export const HEX = "0123456789abcdef";
 /** Longest file name (EROFS_NAME_LEN); names never hold "/" or NUL. */
 const MAX_NAME = 255;
 // Synthetic values that may meet equal user values under the same escaped name: always bytes.
-const EMPTY = new Uint8Array(0);
-const OPAQUE_Y = bstrToBytes(OPAQUE_ROOT_VALUE);
+export const EMPTY = new Uint8Array(0);
+export const OPAQUE_Y = bstrToBytes(OPAQUE_ROOT_VALUE);
 const OPAQUE_X = bstrToBytes(OPAQUE_WHITEOUTS_VALUE);
 
-function isWhiteout(c: LeafContent): boolean {
-  return c.type === "chardev" && c.rdev === 0;
+/** A user whiteout: a character device 0:0 (entry e owns the inode). */
+function isWhiteout(t: FlatTree, e: number): boolean {
+  return (t.mode[e] & S_IFMT) === S_IFCHR && t.rdev[e] === 0;
 }
 
 /**
@@ -99,124 +216,103 @@ function isWhiteout(c: LeafContent): boolean {
  * image, the writer's value silently replacing the entry's own (a directory's own opaque "y"
  * becomes "x"); we refuse, so an image never holds other xattrs than its tree (docs/c-compatibility.md).
  */
-function checkAddedXattrs(stat: Stat, path: string, added: readonly string[]): void {
-  if (stat.xattrs.size === 0) return;
-  for (const own of stat.xattrs.keys()) {
+export function checkAddedXattrs(
+  xattrs: Map<string, Uint8Array>,
+  path: () => string,
+  added: readonly string[],
+): void {
+  if (xattrs.size === 0) return;
+  for (const own of xattrs.keys()) {
     const stored = own.startsWith(OVERLAY_XATTR_PREFIX)
       ? OVERLAY_ESCAPED_PREFIX + own.slice(OVERLAY_XATTR_PREFIX.length)
       : own;
     if (added.includes(stored)) {
       const why = stored === own ? "" : ` (stored as ${JSON.stringify(stored)})`;
       throw new FormatError(
-        `${JSON.stringify(path)}: its own xattr ${JSON.stringify(own)}${why} collides with the one ` +
+        `${JSON.stringify(path())}: its own xattr ${JSON.stringify(own)}${why} collides with the one ` +
           `the image format adds there for overlayfs; refusing to write an image that would lose it`,
       );
     }
   }
 }
 
-const WHITEOUT_ADDED = [XATTR_ESCAPED_WHITEOUT, XATTR_USER_WHITEOUT];
+export const WHITEOUT_ADDED = [XATTR_ESCAPED_WHITEOUT, XATTR_USER_WHITEOUT];
 const WHITEOUT_DIR_ADDED = [XATTR_ESCAPED_WHITEOUTS, XATTR_USER_WHITEOUTS];
 const WHITEOUT_DIR_ADDED_V1 = [...WHITEOUT_DIR_ADDED, XATTR_ESCAPED_OPAQUE, XATTR_USER_OPAQUE];
 
-/** Size of an external regular file, or -1 when the content is not external. */
-export function externalSize(c: LeafContent): number {
-  return c.type === "external" || c.type === "external-noverity" ? c.size : -1;
-}
-
-/** Names of a directory in byte order (sorted only when the tree did not already keep them so). */
-function sortedNames(dir: Directory): string[] {
-  const names = [...dir.entries.keys()];
-  for (let i = 1; i < names.length; i++) {
-    if (names[i - 1] > names[i]) return names.sort();
-  }
-  return names;
+/** Size of an external regular file of table inode i, or -1 when its content is not external. */
+export function externalSize(t: InodeTable, i: number): number {
+  return t.type[i] === S_IFREG && t.kind[i] !== REG_INLINE ? t.size[i] : -1;
 }
 
 interface Prepass {
-  /** Number of directory entries referencing each leaf referenced more than once. */
-  refs: Map<Leaf, number>;
+  /** Number of (kept) directory entries referencing each inode, by owner entry. */
+  refs: Uint32Array;
+  /** Some inode is referenced more than once. */
+  hardLinks: boolean;
   /** Inodes the table will hold (without epoch 1 stubs). */
   inodes: number;
   hasWhiteout: boolean;
 }
 
-/** Walk over the tree: inode count, leaves referenced more than once, whiteouts. */
-function prepass(root: Directory): Prepass {
-  const seen = new Set<Leaf>();
-  const refs = new Map<Leaf, number>();
-  let dirs = 0;
-  let hasWhiteout = false;
-  const stack: Directory[] = [root];
-  while (stack.length > 0) {
-    const dir = stack.pop()!;
-    dirs++;
-    for (const node of dir.entries.values()) {
-      if (node.kind === "dir") {
-        stack.push(node);
-      } else if (!seen.has(node)) {
-        seen.add(node);
-        if (isWhiteout(node.content)) hasWhiteout = true;
-      } else {
-        refs.set(node, (refs.get(node) ?? 1) + 1);
-      }
+/** Kept entry e: not removed, nor a link to a removed inode. */
+function kept(t: FlatTree, e: number): boolean {
+  return t.removed[e] === 0 && t.removed[t.ino[e]] === 0;
+}
+
+/** One pass over the entries: inode count, inodes referenced more than once, whiteouts. */
+function prepass(t: FlatTree): Prepass {
+  const refs = new Uint32Array(t.count);
+  for (let e = 0; e < t.count; e++) if (kept(t, e)) refs[t.ino[e]]++;
+  let inodes = 0, hardLinks = false, hasWhiteout = false;
+  for (let e = 0; e < t.count; e++) {
+    const r = refs[e];
+    if (r === 0) continue;
+    inodes++;
+    if (!isWhiteout(t, e)) {
+      if (r > 1) hardLinks = true;
+      continue;
     }
-  }
-  for (const leaf of refs.keys()) {
-    if (isWhiteout(leaf.content)) {
+    hasWhiteout = true;
+    if (r > 1) {
       throw new FormatError("invalid composefs filesystem: a whiteout (char device 0:0) is hard-linked");
     }
   }
-  return { refs, inodes: dirs + seen.size, hasWhiteout };
+  return { refs, hardLinks, inodes, hasWhiteout };
+}
+
+/** The kept children of directory entry e in byte order of names. */
+function keptChildren(t: FlatTree, e: number): number[] {
+  const all = t.children(e);
+  for (const c of all) if (!kept(t, c)) return all.filter((x) => kept(t, x));
+  return all;
 }
 
 /**
- * The canonical entry of each hard-linked leaf: the one at `leaf.canonicalPath` when given, else
- * the first in a name-ordered depth-first walk.
+ * Stores directory `me`'s entries with "." and ".." inserted at their byte-order positions; `names`
+ * and `targets` (inodes; -1 for a hard link placed later) in byte order. Returns the index of the
+ * first dirent (for deferred targets: slot of names[k] = first + k + (k past "." ?1) + (past ".." ?1),
+ * see slotOf).
  */
-function canonicalEntries(
-  root: Directory,
-  refs: Map<Leaf, number>,
-): Map<Leaf, { dir: Directory; name: string }> {
-  const first = new Map<Leaf, { dir: Directory; name: string }>();
-  const byPath = new Map<Leaf, { dir: Directory; name: string }>();
-  const walk = (dir: Directory, path: string): void => {
-    for (const name of sortedNames(dir)) {
-      const node = dir.entries.get(name)!;
-      if (node.kind === "dir") {
-        walk(node, path + "/" + name);
-      } else if (refs.has(node)) {
-        if (!first.has(node)) first.set(node, { dir, name });
-        if (node.canonicalPath !== undefined && node.canonicalPath === path + "/" + name) {
-          byPath.set(node, { dir, name });
-        }
-      }
-    }
-  };
-  walk(root, "");
-  for (const [leaf, loc] of byPath) first.set(leaf, loc);
-  return first;
-}
-
-/** Stores a directory's entries with "." and ".." inserted at their byte-order positions. */
-function setDirents(
+export function setDirents(
   table: InodeTable,
   me: number,
   parent: number,
   names: string[],
   targets: number[],
-): void {
+  check: boolean,
+): number {
   const n = names.length;
-  const allNames: string[] = new Array(n + 2);
-  const all: number[] = new Array(n + 2);
-  let o = 0;
+  const first = table.reserveDirents(me, n + 2);
+  const allNames = table.direntName, all = table.direntTarget;
+  let o = first;
   let dot = false, dotdot = false;
   for (let i = 0; i < n; i++) {
     const name = names[i];
     if (
-      name.length === 0 || name.length > MAX_NAME || name === "." || name === ".." ||
-      name.indexOf("/") >= 0 ||
-      name.indexOf("\0") >= 0
+      check && (name.length === 0 || name.length > MAX_NAME || name === "." || name === ".." ||
+        name.indexOf("/") >= 0 ||
+        name.indexOf("\0") >= 0)
     ) {
       throw new FormatError(`invalid file name ${JSON.stringify(name)} in a directory`);
     }
@@ -241,58 +337,47 @@ function setDirents(
     allNames[o] = "..";
     all[o++] = parent;
   }
-  table.dirNames.set(me, allNames);
-  table.dirTargets.set(me, all);
+  return first;
 }
 
-/** Whiteout stubs 00..ff for the names the root does not already use (never escaped). */
-function whiteoutStubs(root: Directory): Map<string, Leaf> {
-  const stubs = new Map<string, Leaf>();
-  const selinux = root.stat.xattrs.get(XATTR_SELINUX);
+/** The names 00..ff the root does not use: C's whiteout stubs (never escaped). */
+function stubNames(t: FlatTree): string[] {
+  const used = new Set<string>();
+  for (let c = t.firstChild[0]; c >= 0; c = t.nextSibling[c]) if (kept(t, c)) used.add(t.name[c]);
+  const out: string[] = [];
   for (let i = 0; i < 256; i++) {
     const name = HEX[i >> 4] + HEX[i & 15];
-    if (root.entries.has(name)) continue;
-    const s = root.stat;
-    const xattrs = new Map<string, Uint8Array>();
-    if (selinux !== undefined) xattrs.set(XATTR_SELINUX, selinux);
-    const stat: Stat = {
-      mode: 0o644,
-      uid: s.uid,
-      gid: s.gid,
-      mtimeSec: s.mtimeSec,
-      mtimeNsec: s.mtimeNsec,
-      xattrs,
-    };
-    if (s.mtimeSecExact !== undefined) stat.mtimeSecExact = s.mtimeSecExact;
-    stubs.set(name, { kind: "leaf", stat, content: { type: "chardev", rdev: 0 } });
+    if (!used.has(name)) out.push(name);
   }
-  return stubs;
+  return out;
 }
 
-/** Entries met before their canonical occurrence were stored as -1: points them at its inode. */
-function patchDeferred(
-  table: InodeTable,
-  deferred: { dir: number; name: string; leaf: Leaf }[],
-  leafInode: Map<Leaf, number>,
-): void {
-  for (const d of deferred) {
-    const ino = leafInode.get(d.leaf);
-    if (ino === undefined) throw new FormatError("hard link to a file that is not in the tree");
-    const names = table.dirNames.get(d.dir)!;
-    let lo = 0, hi = names.length - 1;
-    while (names[lo + ((hi - lo) >> 1)] !== d.name) {
-      const mid = lo + ((hi - lo) >> 1);
-      if (names[mid] < d.name) lo = mid + 1;
-      else hi = mid - 1;
+/** Children of the root merged with the stub names: entry indexes, -1 for a stub. */
+function rootChildren(t: FlatTree, stubs: string[]): { entries: number[]; names: string[] } {
+  const kids = keptChildren(t, 0);
+  const entries: number[] = [], names: string[] = [];
+  let a = 0, b = 0;
+  while (a < kids.length || b < stubs.length) {
+    if (b >= stubs.length || (a < kids.length && t.name[kids[a]] < stubs[b])) {
+      entries.push(kids[a]);
+      names.push(t.name[kids[a++]]);
+    } else {
+      entries.push(-1);
+      names.push(stubs[b++]);
     }
-    table.dirTargets.get(d.dir)![lo + ((hi - lo) >> 1)] = ino;
   }
+  return { entries, names };
 }
 
 /** Marks the directories holding escaped whiteouts; opaque=x only from composefs_version 1 on. */
-function markWhiteoutDirs(table: InodeTable, dirs: number[], paths: string[], cfsVersion: number): void {
+export function markWhiteoutDirs(
+  table: InodeTable,
+  dirs: number[],
+  paths: (() => string)[],
+  cfsVersion: number,
+): void {
   const dirAdded = cfsVersion >= 1 ? WHITEOUT_DIR_ADDED_V1 : WHITEOUT_DIR_ADDED;
-  for (let w = 0; w < dirs.length; w++) checkAddedXattrs(table.stat[dirs[w]], paths[w], dirAdded);
+  for (let w = 0; w < dirs.length; w++) checkAddedXattrs(table.xattrs[dirs[w]], paths[w], dirAdded);
   for (const me of dirs) {
     table.setExtra(me, XATTR_ESCAPED_WHITEOUTS, EMPTY);
     table.setExtra(me, XATTR_USER_WHITEOUTS, EMPTY);
@@ -303,114 +388,158 @@ function markWhiteoutDirs(table: InodeTable, dirs: number[], paths: string[], cf
   }
 }
 
+/** Dirent slot of names[k] in a directory whose dirents start at `first` ("." and ".." inserted). */
+export function slotOf(first: number, names: string[], k: number): number {
+  const name = names[k];
+  return first + k + (name > "." ? 1 : 0) + (name > ".." ? 1 : 0);
+}
+
+/** State of the epoch 1 walk over one directory's entries. */
+interface Epoch1Walk {
+  t: FlatTree;
+  table: InodeTable;
+  pre: Prepass;
+  /** Inode of each hard-linked owner entry once created (-1 before). */
+  leafInode: Int32Array;
+  /** Hard-link entries met before their owner: dirent slot and owner entry. */
+  deferred: number[];
+  queue: number[];
+  queueIno: number[];
+  queueParent: number[];
+  stubXattrs: Map<string, Uint8Array>;
+  /** Set when a leaf of the directory being walked is an escaped whiteout. */
+  whiteout: boolean;
+}
+
+/** The inode of leaf entry c, -1 when its owner comes later; sets w.whiteout for an escaped one. */
+function epoch1Leaf(w: Epoch1Walk, c: number): number {
+  const { t, table, pre } = w;
+  const owner = t.ino[c];
+  const refs = pre.refs[owner];
+  if (refs > 1 && c !== owner) return w.leafInode[owner];
+  const child = table.addFrom(t, owner, t.mode[owner] & S_IFMT, refs);
+  if (refs > 1) w.leafInode[owner] = child;
+  if (!isWhiteout(t, owner)) return child;
+  checkAddedXattrs(t.xattrs[owner], () => t.path(c), WHITEOUT_ADDED);
+  table.type[child] = S_IFREG;
+  table.kind[child] = REG_INLINE;
+  table.size[child] = 0;
+  table.setExtra(child, XATTR_ESCAPED_WHITEOUT, EMPTY);
+  table.setExtra(child, XATTR_USER_WHITEOUT, EMPTY);
+  w.whiteout = true;
+  return child;
+}
+
+/** One directory of the epoch 1 BFS (queue slot qi): its entries' inodes and its dirents. */
+function epoch1Dir(w: Epoch1Walk, qi: number): boolean {
+  const { t, table } = w;
+  const dir = w.queue[qi], me = w.queueIno[qi];
+  let entries: number[], names: string[];
+  if (dir === 0) {
+    ({ entries, names } = rootChildren(t, stubNames(t)));
+  } else {
+    entries = keptChildren(t, dir);
+    names = entries.map((c) => t.name[c]);
+  }
+  const targets: number[] = new Array(entries.length);
+  let pending = 0;
+  w.whiteout = false;
+  for (let i = 0; i < entries.length; i++) {
+    const c = entries[i];
+    if (c < 0) {
+      targets[i] = table.addStub(w.stubXattrs);
+    } else if ((t.mode[t.ino[c]] & S_IFMT) === S_IFDIR) {
+      const child = table.addFrom(t, c, S_IFDIR, 2);
+      table.nlink[me]++;
+      w.queue.push(c);
+      w.queueIno.push(child);
+      w.queueParent.push(me);
+      targets[i] = child;
+    } else {
+      const ino = epoch1Leaf(w, c);
+      if (ino < 0) pending++;
+      targets[i] = ino;
+    }
+  }
+  const first = setDirents(table, me, w.queueParent[qi], names, targets, !t.namesChecked);
+  if (pending > 0) {
+    for (let i = 0; i < entries.length; i++) {
+      if (targets[i] < 0) w.deferred.push(slotOf(first, names, i), t.ino[entries[i]]);
+    }
+  }
+  return w.whiteout;
+}
+
 /**
  * Epoch 1 collection (C `lcfs_compute_tree` order). `composefsVersion` maps "the tree holds a user
  * whiteout" to the image's composefs_version (C promotes V0 to 1 when allowed).
  */
-export function collectEpoch1(
-  root: Directory,
-  composefsVersion: (hasWhiteout: boolean) => number,
-): Collected {
-  const pre = prepass(root);
-  const canonical = pre.refs.size > 0 ? canonicalEntries(root, pre.refs) : null;
+export function collectEpoch1(t: FlatTree, composefsVersion: (hasWhiteout: boolean) => number): Collected {
+  const pre = prepass(t);
   const table = new InodeTable(pre.inodes + 256);
-  /** Inode of each hard-linked leaf once created; entries met earlier wait in `deferred`. */
-  const leafInode = new Map<Leaf, number>();
-  const deferred: { dir: number; name: string; leaf: Leaf }[] = [];
-  const whiteoutDirs: number[] = [];
-  /** Path (byte string) of each directory holding escaped whiteouts, for error messages. */
-  const whiteoutDirPaths: string[] = [];
-
-  const rootIno = table.add(S_IFDIR, root.stat, 2, null);
+  const rootIno = table.addFrom(t, 0, S_IFDIR, 2);
   table.setExtra(rootIno, XATTR_OPAQUE, OPAQUE_Y);
-
-  const stubs = whiteoutStubs(root);
-
-  const queueDirs: Directory[] = [root];
-  const queueIno: number[] = [rootIno];
-  const queueParent: number[] = [rootIno];
-  const queuePath: string[] = [""]; // "" = the root ("/" in messages)
-  for (let qi = 0; qi < queueDirs.length; qi++) {
-    const dir = queueDirs[qi], me = queueIno[qi];
-    let names = sortedNames(dir);
-    if (dir === root && stubs.size > 0) names = [...names, ...stubs.keys()].sort();
-    const targets: number[] = new Array(names.length);
-    let hasWhiteoutChild = false;
-    for (let i = 0; i < names.length; i++) {
-      const name = names[i];
-      const node: Inode = dir.entries.get(name) ?? stubs.get(name)!;
-      if (node.kind === "dir") {
-        const child = table.add(S_IFDIR, node.stat, 2, null);
-        table.nlink[me]++;
-        queueDirs.push(node);
-        queueIno.push(child);
-        queueParent.push(me);
-        queuePath.push(queuePath[qi] + "/" + name);
-        targets[i] = child;
-        continue;
-      }
-      const refs = pre.refs.get(node);
-      if (refs !== undefined) {
-        const canon = canonical!.get(node)!;
-        if (canon.dir !== dir || canon.name !== name) {
-          const known = leafInode.get(node);
-          if (known === undefined) deferred.push({ dir: me, name, leaf: node });
-          targets[i] = known ?? -1;
-          continue;
-        }
-      }
-      const content = node.content;
-      const child = table.add(leafTypeBits(content), node.stat, refs ?? 1, content);
-      if (isWhiteout(content) && !(dir === root && stubs.get(name) === node)) {
-        checkAddedXattrs(node.stat, queuePath[qi] + "/" + name, WHITEOUT_ADDED);
-        table.type[child] = S_IFREG;
-        table.setExtra(child, XATTR_ESCAPED_WHITEOUT, EMPTY);
-        table.setExtra(child, XATTR_USER_WHITEOUT, EMPTY);
-        hasWhiteoutChild = true;
-      }
-      if (refs !== undefined) leafInode.set(node, child);
-      targets[i] = child;
-    }
-    if (hasWhiteoutChild) {
-      whiteoutDirs.push(me);
-      whiteoutDirPaths.push(queuePath[qi] || "/");
-    }
-    setDirents(table, me, queueParent[qi], names, targets);
+  const selinux = t.xattrs[0].get(XATTR_SELINUX);
+  const w: Epoch1Walk = {
+    t,
+    table,
+    pre,
+    leafInode: new Int32Array(pre.hardLinks ? t.count : 0).fill(-1),
+    deferred: [],
+    queue: [0],
+    queueIno: [rootIno],
+    queueParent: [rootIno],
+    stubXattrs: selinux === undefined ? NO_XATTRS : new Map([[XATTR_SELINUX, selinux]]),
+    whiteout: false,
+  };
+  const whiteoutDirs: number[] = [];
+  const whiteoutDirPaths: (() => string)[] = [];
+  for (let qi = 0; qi < w.queue.length; qi++) {
+    if (!epoch1Dir(w, qi)) continue;
+    const dir = w.queue[qi];
+    whiteoutDirs.push(w.queueIno[qi]);
+    whiteoutDirPaths.push(() => t.path(dir));
   }
-  patchDeferred(table, deferred, leafInode);
+  // Entries met before their canonical occurrence point at its inode now.
+  for (let k = 0; k < w.deferred.length; k += 2) {
+    const ino = w.leafInode[w.deferred[k + 1]];
+    if (ino < 0) throw new FormatError("hard link to a file that is not in the tree");
+    table.direntTarget[w.deferred[k]] = ino;
+  }
   const cfsVersion = composefsVersion(pre.hasWhiteout);
   markWhiteoutDirs(table, whiteoutDirs, whiteoutDirPaths, cfsVersion);
   return { table, hasWhiteout: pre.hasWhiteout, composefsVersion: cfsVersion };
 }
 
 /** V2 collection (composefs-rs): DFS pre-order; a hard-linked leaf's inode comes at first sight. */
-export function collectV2(root: Directory): Collected {
-  const pre = prepass(root);
+export function collectV2(t: FlatTree): Collected {
+  const pre = prepass(t);
   const table = new InodeTable(pre.inodes);
-  const leafInode = new Map<Leaf, number>();
+  const leafInode = new Int32Array(pre.hardLinks ? t.count : 0).fill(-1);
 
-  const visit = (dir: Directory, parent: number): number => {
-    const me = table.add(S_IFDIR, dir.stat, 2, null);
-    const names = sortedNames(dir);
-    const targets: number[] = new Array(names.length);
-    for (let i = 0; i < names.length; i++) {
-      const node = dir.entries.get(names[i])!;
-      if (node.kind === "dir") {
+  const visit = (dir: number, parent: number): number => {
+    const me = table.addFrom(t, dir, S_IFDIR, 2);
+    const entries = keptChildren(t, dir);
+    const names = entries.map((c) => t.name[c]);
+    const targets: number[] = new Array(entries.length);
+    for (let i = 0; i < entries.length; i++) {
+      const c = entries[i], owner = t.ino[c];
+      if ((t.mode[owner] & S_IFMT) === S_IFDIR) {
         table.nlink[me]++;
-        targets[i] = visit(node, me);
+        targets[i] = visit(c, me);
         continue;
       }
-      let child = leafInode.get(node);
-      if (child === undefined) {
-        const refs = pre.refs.get(node) ?? 1;
-        child = table.add(leafTypeBits(node.content), node.stat, refs, node.content);
-        if (refs > 1) leafInode.set(node, child);
+      const refs = pre.refs[owner];
+      let child = refs > 1 ? leafInode[owner] : -1;
+      if (child < 0) {
+        child = table.addFrom(t, owner, t.mode[owner] & S_IFMT, refs);
+        if (refs > 1) leafInode[owner] = child;
       }
       targets[i] = child;
     }
-    setDirents(table, me, parent < 0 ? me : parent, names, targets);
+    setDirents(table, me, parent < 0 ? me : parent, names, targets, !t.namesChecked);
     return me;
   };
-  visit(root, -1);
+  visit(0, -1);
   return { table, hasWhiteout: pre.hasWhiteout, composefsVersion: 2 };
 }

@@ -6,7 +6,6 @@
 // image of 100k files has about as many distinct redirect values, and an object per entry showed
 // in profiles (allocation and GC).
 import {
-  ErofsXattrEntry,
   XATTR_BLOOM_SEED,
   XATTR_ENTRY_ALIGN,
   XATTR_ENTRY_HEADER_SIZE,
@@ -57,9 +56,6 @@ function sameStr(a: string | ObjectId, b: string | ObjectId): boolean {
   return true;
 }
 
-/** Reused for every entry written (no object per entry: see the records in writer.ts). */
-const ENTRY_RECORD = { nameLen: 0, nameIndex: 0, valueSize: 0 };
-
 /** One distinct xattr name. */
 export interface XattrName {
   /** Full name as stored (after overlay escaping), byte string. */
@@ -71,10 +67,8 @@ export interface XattrName {
   filterBit: number;
   /** String values are stored as `lead` + value (a redirect's "/" + path, without concatenating). */
   lead: string;
-  /** byte values: value hash → entry, or entries when hashes collide */
-  byValue: Map<number, number | number[]>;
-  /** string values: sampled-string hash → entry, or entries when hashes collide */
-  byString: Map<number, number | number[]>;
+  /** Number of the name, mixed into the hash of its values. */
+  ordinal: number;
 }
 
 // The hashes are kept to 30 bits: small integers stay unboxed in V8's unoptimized tiers (a short run
@@ -117,14 +111,21 @@ function align4(n: number): number {
   return (n + XATTR_ENTRY_ALIGN - 1) & ~(XATTR_ENTRY_ALIGN - 1);
 }
 
-function grow<T extends Uint32Array | Int32Array>(a: T, n: number): T {
+function grow<T extends Uint32Array | Int32Array | Uint8Array>(a: T, n: number): T {
   if (n < a.length) return a;
   const b = new (a.constructor as { new (n: number): T })(a.length * 2);
   b.set(a);
   return b;
 }
 
-/** Interns xattrs for one image. `epoch1` selects the C prefix table (no `lustre.`). */
+/** Value families (see XattrValue): how an entry's value is held. */
+const BYTES = 0, STRING = 1, ID = 2;
+
+/**
+ * Interns xattrs for one image. `epoch1` selects the C prefix table (no `lustre.`). Distinct (name,
+ * value) pairs are found through one open-addressing hash table of entry numbers (typed arrays: no
+ * Map entry, no object per pair).
+ */
 export class XattrTable {
   #names = new Map<string, XattrName>();
   readonly #epoch1: boolean;
@@ -133,9 +134,14 @@ export class XattrTable {
   // Entry columns (index = entry number).
   #name: XattrName[] = [];
   #value: XattrValue[] = [];
+  #family = new Uint8Array(1024);
+  #hash = new Int32Array(1024);
+  #valueLen = new Uint32Array(1024);
   #size = new Uint32Array(1024);
   #uses = new Uint32Array(1024);
   #shared = new Int32Array(1024);
+  /** Hash slots: entry + 1, 0 = free; at most half full. */
+  #slots = new Int32Array(2048);
   /** Shared entries in on-disk order, and the table's byte size. */
   shared: number[] = [];
   sharedSize = 0;
@@ -156,8 +162,7 @@ export class XattrTable {
         suffix,
         filterBit: xxh32Bstr(suffix, (XATTR_BLOOM_SEED + index) >>> 0) % XATTR_FILTER_BITS,
         lead,
-        byValue: new Map(),
-        byString: new Map(),
+        ordinal: this.#names.size,
       };
       this.#names.set(name, xn);
     } else if (lead !== "") {
@@ -185,7 +190,7 @@ export class XattrTable {
 
   /** Returns the interned entry for (name, value), counting one more user. */
   intern(xn: XattrName, value: Uint8Array): number {
-    return this.#lookup(xn.byValue, hashValue(value), xn, value);
+    return this.#lookup(hashValue(value), xn, value, BYTES);
   }
 
   /**
@@ -194,54 +199,64 @@ export class XattrTable {
    * redirect targets only.
    */
   internString(xn: XattrName, value: string | ObjectId): number {
-    return this.#lookup(xn.byString, hashString(value), xn, value);
+    return this.#lookup(hashString(value), xn, value, typeof value === "string" ? STRING : ID);
   }
 
-  #same(e: number, value: XattrValue): boolean {
+  #same(e: number, value: XattrValue, family: number): boolean {
     const v = this.#value[e];
-    return value instanceof Uint8Array
-      ? equalBytes(v as Uint8Array, value)
-      : sameStr(v as string | ObjectId, value);
+    if (family === BYTES) return equalBytes(v as Uint8Array, value as Uint8Array);
+    if (family === STRING && this.#family[e] === STRING) return v === value;
+    return sameStr(v as string | ObjectId, value as string | ObjectId);
   }
 
-  /** The entry of hash bucket `h` in `map` holding `value`, else a new one; counts one more user. */
-  #lookup(map: Map<number, number | number[]>, h: number, xn: XattrName, value: XattrValue): number {
-    const found = map.get(h);
-    let e: number | undefined;
-    if (found === undefined) {
-      e = this.#newEntry(xn, value);
-      map.set(h, e);
-    } else if (typeof found === "number") {
-      if (this.#same(found, value)) {
-        e = found;
-      } else {
-        e = this.#newEntry(xn, value);
-        map.set(h, [found, e]);
+  /** The entry of (xn, value) of hash `h`, else a new one; counts one more user. */
+  #lookup(h: number, xn: XattrName, value: XattrValue, family: number): number {
+    const key = (h ^ Math.imul(xn.ordinal + 1, 0x9e3779b1)) & HASH_MASK;
+    const slots = this.#slots, mask = slots.length - 1;
+    let i = key & mask;
+    for (let s = slots[i]; s !== 0; s = slots[i]) {
+      const e = s - 1;
+      if (this.#hash[e] === key && this.#name[e] === xn && this.#same(e, value, family)) {
+        this.#uses[e]++;
+        return e;
       }
-    } else {
-      for (const x of found) {
-        if (this.#same(x, value)) {
-          e = x;
-          break;
-        }
-      }
-      if (e === undefined) {
-        e = this.#newEntry(xn, value);
-        found.push(e);
-      }
+      i = (i + 1) & mask;
     }
+    const e = this.#newEntry(xn, value, family, key);
+    slots[i] = e + 1;
+    if (this.count * 2 > slots.length) this.#rehash();
     this.#uses[e]++;
     return e;
   }
 
-  #newEntry(xn: XattrName, value: XattrValue): number {
+  #rehash(): void {
+    const slots = new Int32Array(this.#slots.length * 2), mask = slots.length - 1;
+    for (let e = 0; e < this.count; e++) {
+      let i = this.#hash[e] & mask;
+      while (slots[i] !== 0) i = (i + 1) & mask;
+      slots[i] = e + 1;
+    }
+    this.#slots = slots;
+  }
+
+  #newEntry(xn: XattrName, value: XattrValue, family: number, key: number): number {
     const e = this.count++;
-    this.#size = grow(this.#size, e);
-    this.#uses = grow(this.#uses, e);
-    this.#shared = grow(this.#shared, e);
+    if (e >= this.#size.length) {
+      this.#family = grow(this.#family, e);
+      this.#hash = grow(this.#hash, e);
+      this.#valueLen = grow(this.#valueLen, e);
+      this.#size = grow(this.#size, e);
+      this.#uses = grow(this.#uses, e);
+      this.#shared = grow(this.#shared, e);
+    }
     this.#name.push(xn);
     this.#value.push(value);
-    const len = value instanceof Uint8Array ? value.length : xn.lead.length + strLength(value);
+    this.#family[e] = family;
+    this.#hash[e] = key;
+    const len = family === BYTES
+      ? (value as Uint8Array).length
+      : xn.lead.length + strLength(value as string | ObjectId);
+    this.#valueLen[e] = len;
     this.#size[e] = align4(XATTR_ENTRY_HEADER_SIZE + xn.suffix.length + len);
     this.#shared[e] = -1;
     return e;
@@ -256,22 +271,21 @@ export class XattrTable {
     return 0;
   }
 
-  #valueLength(e: number): number {
-    const v = this.#value[e];
-    return v instanceof Uint8Array ? v.length : this.#name[e].lead.length + strLength(v);
-  }
-
   /** Byte i of an entry's value (lead included). */
   #valueByte(e: number, i: number): number {
     const v = this.#value[e];
-    if (v instanceof Uint8Array) return v[i];
+    if (this.#family[e] === BYTES) return (v as Uint8Array)[i];
     const lead = this.#name[e].lead;
-    return i < lead.length ? lead.charCodeAt(i) : strCode(v, i - lead.length);
+    return i < lead.length ? lead.charCodeAt(i) : strCode(v as string | ObjectId, i - lead.length);
   }
 
-  /** Byte-order comparison of two values (shorter prefix first). */
+  /** Byte-order comparison of two values of one name (shorter prefix first). */
   #compareValues(a: number, b: number): number {
-    const al = this.#valueLength(a), bl = this.#valueLength(b);
+    if (this.#family[a] === STRING && this.#family[b] === STRING) {
+      const va = this.#value[a] as string, vb = this.#value[b] as string; // (same lead)
+      return va < vb ? -1 : va > vb ? 1 : 0;
+    }
+    const al = this.#valueLen[a], bl = this.#valueLen[b];
     const n = Math.min(al, bl);
     for (let i = 0; i < n; i++) {
       const d = this.#valueByte(a, i) - this.#valueByte(b, i);
@@ -288,13 +302,13 @@ export class XattrTable {
   buildShared(): void {
     const shared: number[] = [];
     for (let e = 0; e < this.count; e++) if (this.#uses[e] > 1) shared.push(e);
-    const names = this.#name;
+    const names = this.#name, valueLen = this.#valueLen;
     shared.sort(
       this.#epoch1
         ? (a, b) => {
           const an = names[a].name, bn = names[b].name;
           if (an !== bn) return an < bn ? 1 : -1;
-          const al = this.#valueLength(a), bl = this.#valueLength(b);
+          const al = valueLen[a], bl = valueLen[b];
           if (al !== bl) return bl - al;
           return -this.#compareValues(a, b);
         }
@@ -315,26 +329,36 @@ export class XattrTable {
     this.sharedSize = off;
   }
 
-  /** Writes entry `e` at `off`; returns the offset after its padding. */
+  /** The name filter bits (uninverted) of entries[from, to). */
+  filterBits(entries: readonly number[], from: number, to: number): number {
+    let bits = 0;
+    for (let j = from; j < to; j++) bits |= 1 << this.#name[entries[j]].filterBit;
+    return bits;
+  }
+
+  /** Writes entry `e` at `off` (erofs_xattr_entry, suffix, value); returns the offset after its
+   *  padding (zeros already in `out`). */
   emit(out: Uint8Array, dv: DataView, off: number, e: number): number {
     const xn = this.#name[e];
     const suffix = xn.suffix;
     const v = this.#value[e];
-    const lead = v instanceof Uint8Array ? "" : xn.lead;
-    const len = v instanceof Uint8Array ? v.length : lead.length + strLength(v);
-    const r = ENTRY_RECORD;
-    r.nameLen = suffix.length;
-    r.nameIndex = xn.index;
-    r.valueSize = len;
-    ErofsXattrEntry.write(dv, off, r);
+    out[off] = suffix.length;
+    out[off + 1] = xn.index;
+    dv.setUint16(off + 2, this.#valueLen[e], true);
     let o = off + XATTR_ENTRY_HEADER_SIZE;
     for (let i = 0; i < suffix.length; i++) out[o++] = suffix.charCodeAt(i);
-    if (v instanceof Uint8Array) {
-      out.set(v, o);
+    const family = this.#family[e];
+    if (family === BYTES) {
+      out.set(v as Uint8Array, o);
     } else {
+      const lead = xn.lead;
       for (let i = 0; i < lead.length; i++) out[o++] = lead.charCodeAt(i);
-      if (typeof v === "string") { for (let i = 0; i < v.length; i++) out[o++] = v.charCodeAt(i); }
-      else for (let i = 0, n = pathLength(v); i < n; i++) out[o++] = pathCode(v, i);
+      if (family === STRING) {
+        const str = v as string;
+        for (let i = 0; i < str.length; i++) out[o++] = str.charCodeAt(i);
+      } else {
+        for (let i = 0, n = pathLength(v as ObjectId); i < n; i++) out[o++] = pathCode(v as ObjectId, i);
+      }
     }
     return off + this.#size[e];
   }

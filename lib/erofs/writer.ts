@@ -4,8 +4,10 @@
 // Per-inode results live in typed arrays (see write_collect.ts) to keep big trees cheap.
 import { FormatError, InternalError } from "../errors.ts";
 import { KERNEL_ALG_ID, type ObjectId } from "../fsverity/object_id.ts";
-import type { Directory, LeafContent } from "../tree/tree.ts";
-import { mtimeSeconds, S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFREG } from "../tree/tree.ts";
+import type { Directory } from "../tree/tree.ts";
+import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFREG } from "../tree/tree.ts";
+import { FlatTree, REG_EXTERNAL, REG_INLINE, REG_NOVERITY } from "../tree/flat.ts";
+import { collectEpoch1Tree, collectV2Tree } from "./write_collect_tree.ts";
 import {
   BLOCK_SIZE,
   BLOCK_SIZE_BITS,
@@ -149,8 +151,9 @@ function checkXattr(name: string, value: Uint8Array): void {
   }
 }
 
-/** Writes `root` as a composefs EROFS image. The tree is not modified. */
-export function writeErofs(root: Directory, opts: WriteOptions): Uint8Array {
+/** Writes `root` (an object tree, or its columns: lib/tree/flat.ts) as a composefs EROFS image. The
+ *  tree is not modified. */
+export function writeErofs(root: Directory | FlatTree, opts: WriteOptions): Uint8Array {
   return builderFor(root, opts).build();
 }
 
@@ -160,7 +163,7 @@ export function writeErofs(root: Directory, opts: WriteOptions): Uint8Array {
  * A piece is valid only during the call: its buffer is reused.
  */
 export function writeErofsTo(
-  root: Directory,
+  root: Directory | FlatTree,
   opts: WriteOptions,
   sink: (piece: Uint8Array) => void,
   window = 1 << 20,
@@ -168,7 +171,7 @@ export function writeErofsTo(
   builderFor(root, opts).build({ sink, size: window });
 }
 
-function builderFor(root: Directory, opts: WriteOptions): ImageBuilder {
+function builderFor(root: Directory | FlatTree, opts: WriteOptions): ImageBuilder {
   const version = opts.version;
   if (version !== 0 && version !== 1 && version !== 2) {
     throw new FormatError(`unsupported composefs image format version ${version}`);
@@ -176,9 +179,10 @@ function builderFor(root: Directory, opts: WriteOptions): ImageBuilder {
   // composefs_version: V0 is promoted to 1 by a user whiteout unless maxVersion forbids it.
   const maxVersion = opts.maxVersion ?? 1;
   const epoch1 = version !== 2;
-  const c = epoch1
-    ? collectEpoch1(root, (hasWhiteout) => version === 0 && maxVersion >= 1 && hasWhiteout ? 1 : version)
-    : collectV2(root);
+  const cfsVersion = (hasWhiteout: boolean) => version === 0 && maxVersion >= 1 && hasWhiteout ? 1 : version;
+  const c = root instanceof FlatTree
+    ? (epoch1 ? collectEpoch1(root, cfsVersion) : collectV2(root))
+    : (epoch1 ? collectEpoch1Tree(root, cfsVersion) : collectV2Tree(root));
   return new ImageBuilder(c.table, epoch1, c.composefsVersion);
 }
 
@@ -280,22 +284,48 @@ class ImageBuilder {
     this.blkaddr = new Uint32Array(n);
   }
 
-  /** The image: one buffer, or with `to` handed to to.sink in pieces (then the return value is junk). */
-  // long: the layout pass and the emit pass share their offsets (inodesEnd, dataStart, total)
+  /** The image: one buffer, or with `to` handed to to.sink in pieces (then the return value is junk).
+   *  Each pass is a method of its own: a short run gets its loops optimized one by one instead of
+   *  the whole function being compiled again for each loop (on-stack replacement). */
   build(to?: { sink: (piece: Uint8Array) => void; size: number }): Uint8Array {
+    this.collectAllXattrs();
+    this.xt.buildShared();
+    this.findMinMtime();
+    const { inodesEnd, nDataBlocks } = this.layoutInodes();
+    const dataStart = roundUp(inodesEnd + this.xt.sharedSize, BLOCK_SIZE);
+    const total = dataStart + nDataBlocks * BLOCK_SIZE;
+    if (this.nid[0] > U16_MAX) throw new FormatError("root inode does not fit a 16-bit nid");
+    if (total / BLOCK_SIZE > U32_MAX) throw new FormatError("image too large");
+    this.placeBlocks(dataStart);
+
+    // ---- emit pass (offsets below are the image's; each write goes through the window)
+    const w = new EmitWindow(to ? Math.min(to.size, total) : total, to?.sink);
+    this.emitHeaders(w.dv, inodesEnd, total);
+    this.emitInodes(w, inodesEnd);
+    let off = inodesEnd;
+    w.at(off, this.xt.sharedSize);
+    off -= w.base;
+    for (const e of this.xt.shared) off = this.xt.emit(w.buf, w.dv, off, e);
+    off = this.emitData(w, dataStart);
+    if (off !== total) throw new InternalError(`erofs writer: layout mismatch (${off} != ${total})`);
+    w.finish(total);
+    return w.buf;
+  }
+
+  collectAllXattrs(): void {
     const n = this.n;
     for (let i = 0; i < n; i++) {
       this.xStart[i] = this.xattrs.length;
       this.collectXattrs(i);
     }
     this.xStart[n] = this.xattrs.length;
-    this.xt.buildShared();
-    this.findMinMtime();
+  }
 
-    // ---- layout pass
+  /** Layout pass: sizes, padding and nid of every inode; returns where the inode table ends. */
+  layoutInodes(): { inodesEnd: number; nDataBlocks: number } {
     let pos = INODE_TABLE_START;
     let nDataBlocks = 0;
-    for (let i = 0; i < n; i++) {
+    for (let i = 0; i < this.n; i++) {
       this.layoutInode(i);
       const start = roundUp(pos, INODE_SLOT_SIZE);
       const headerSize = (this.compact[i] ? INODE_COMPACT_SIZE : INODE_EXTENDED_SIZE) + this.xattrSize[i];
@@ -305,26 +335,25 @@ class ImageBuilder {
       pos = at + headerSize + this.tail[i];
       nDataBlocks += this.nBlocks[i];
     }
-    const inodesEnd = roundUp(pos, INODE_SLOT_SIZE);
-    const dataStart = roundUp(inodesEnd + this.xt.sharedSize, BLOCK_SIZE);
-    const total = dataStart + nDataBlocks * BLOCK_SIZE;
-    if (this.nid[0] > U16_MAX) throw new FormatError("root inode does not fit a 16-bit nid");
-    if (total / BLOCK_SIZE > U32_MAX) throw new FormatError("image too large");
+    return { inodesEnd: roundUp(pos, INODE_SLOT_SIZE), nDataBlocks };
+  }
+
+  /** Block addresses of the inodes' data blocks, in inode order from `dataStart`. */
+  placeBlocks(dataStart: number): void {
     let blk = dataStart / BLOCK_SIZE;
-    for (let i = 0; i < n; i++) {
+    for (let i = 0; i < this.n; i++) {
       if (this.nBlocks[i] > 0) {
         this.blkaddr[i] = blk;
         blk += this.nBlocks[i];
       }
     }
+  }
 
-    // ---- emit pass (offsets below are the image's; each write goes through the window)
-    const w = new EmitWindow(to ? Math.min(to.size, total) : total, to?.sink);
-    this.emitHeaders(w.dv, inodesEnd, total);
+  emitInodes(w: EmitWindow, inodesEnd: number): void {
     // Shared xattr references count 4-byte words from xattr_blkaddr (0 for V2).
     const sharedBase = this.epoch1 ? inodesEnd % BLOCK_SIZE : inodesEnd;
     let off = INODE_TABLE_START;
-    for (let i = 0; i < n; i++) {
+    for (let i = 0; i < this.n; i++) {
       const at = off + this.pad[i];
       w.at(
         at,
@@ -332,19 +361,17 @@ class ImageBuilder {
       );
       off = this.emitInode(w.buf, w.dv, at - w.base, i, sharedBase) + w.base;
     }
-    off = inodesEnd;
-    w.at(off, this.xt.sharedSize);
-    off -= w.base;
-    for (const e of this.xt.shared) off = this.xt.emit(w.buf, w.dv, off, e);
-    off = dataStart;
-    for (let i = 0; i < n; i++) {
+  }
+
+  /** The data blocks from `dataStart`; returns the offset after them. */
+  emitData(w: EmitWindow, dataStart: number): number {
+    let off = dataStart;
+    for (let i = 0; i < this.n; i++) {
       if (this.nBlocks[i] === 0) continue;
       w.at(off, this.nBlocks[i] * BLOCK_SIZE);
       off = this.emitBlocks(w.buf, w.dv, off - w.base, i) + w.base;
     }
-    if (off !== total) throw new InternalError(`erofs writer: layout mismatch (${off} != ${total})`);
-    w.finish(total);
-    return w.buf;
+    return off;
   }
 
   /**
@@ -354,14 +381,19 @@ class ImageBuilder {
    */
   collectXattrs(i: number): void {
     const xt = this.xt, list = this.xattrs;
-    const own = this.t.stat[i].xattrs;
-    const extra = this.t.extra.get(i);
-    const c = this.t.content[i];
-    const ext = c === null ? -1 : externalSize(c);
+    const own = this.t.xattrs[i];
+    const extra = this.t.extra.size === 0 ? undefined : this.t.extra.get(i);
+    const ext = externalSize(this.t, i);
+    if (own.size === 0 && extra === undefined) {
+      // The common case: nothing but an external file's metacopy and redirect, in both epochs' order
+      // (synthetic first; by name: metacopy < redirect), never an ACL.
+      if (ext > 0 || (ext === 0 && !this.epoch1)) this.internOverlayData(i);
+      return;
+    }
     const start = list.length;
     if (this.epoch1) {
       // Escaped own names never equal the metacopy/redirect names: no clash to resolve there.
-      if (ext > 0) this.internOverlayData(c!);
+      if (ext > 0) this.internOverlayData(i);
       if (own.size > 0) { // (most inodes have none: no iterator then)
         for (const [k, v] of own) {
           const name = escapeName(k);
@@ -379,7 +411,7 @@ class ImageBuilder {
         }
       }
     } else {
-      if (ext >= 0) this.internOverlayData(c!);
+      if (ext >= 0) this.internOverlayData(i);
       if (extra !== undefined) { for (const [k, v] of extra) list.push(xt.intern(xt.name(k), v)); }
       if (own.size > 0) {
         const keys = [...own.keys()].sort();
@@ -404,23 +436,25 @@ class ImageBuilder {
    * without a digest), then redirect to the backing path ("/" + object path or the dumpfile
    * payload).
    */
-  internOverlayData(c: LeafContent): void {
+  internOverlayData(i: number): void {
     const xt = this.xt;
     let metacopy: Uint8Array = EMPTY;
     let path: string | ObjectId | undefined;
-    if (c.type === "external") {
-      const d = c.id.bytes;
+    const kind = this.t.kind[i];
+    if (kind === REG_EXTERNAL) {
+      const id = this.t.id[i]!;
+      const d = id.bytes;
       metacopy = this.metacopyBytes(METACOPY_HEADER_SIZE + d.length);
       OvlMetacopy.write(this.slabView, this.slabUsed - metacopy.length, {
         version: METACOPY_VERSION,
         len: metacopy.length,
-        digestAlgo: KERNEL_ALG_ID[c.id.alg],
+        digestAlgo: KERNEL_ALG_ID[id.alg],
       });
       metacopy.set(d, METACOPY_HEADER_SIZE);
       // A dumpfile's payload is kept verbatim (C); trees without one name the object.
-      path = c.payload ?? c.id;
-    } else if (c.type === "external-noverity") {
-      path = c.payload;
+      path = this.t.text[i] ?? id;
+    } else if (kind === REG_NOVERITY) {
+      path = this.t.text[i];
     }
     const names = this.overlayNames ??= [xt.name(XATTR_METACOPY), xt.name(XATTR_REDIRECT, "/")];
     if (metacopy === EMPTY) {
@@ -451,48 +485,51 @@ class ImageBuilder {
   /** Smallest mtime, compared as signed numbers (C mkcomposefs); compact inodes inherit it. Seconds
    *  outside ±2^53 (mtimeSecExact) are compared exactly. */
   findMinMtime(): void {
-    const stat = this.t.stat;
-    let min = stat[0];
-    for (let i = 1; i < this.n; i++) {
-      const s = stat[i];
-      if (s.mtimeSecExact === undefined && min.mtimeSecExact === undefined) {
-        if (s.mtimeSec < min.mtimeSec || (s.mtimeSec === min.mtimeSec && s.mtimeNsec < min.mtimeNsec)) {
-          min = s;
+    const { mtimeSec, mtimeNsec, mtimeExact } = this.t;
+    let min = 0;
+    if (mtimeExact.size === 0) {
+      for (let i = 1; i < this.n; i++) {
+        if (mtimeSec[i] < mtimeSec[min] || (mtimeSec[i] === mtimeSec[min] && mtimeNsec[i] < mtimeNsec[min])) {
+          min = i;
         }
-      } else {
-        const a = mtimeSeconds(s), b = mtimeSeconds(min);
-        if (a < b || (a === b && s.mtimeNsec < min.mtimeNsec)) min = s;
+      }
+    } else {
+      const exact = (i: number) => mtimeExact.get(i) ?? BigInt(mtimeSec[i]);
+      for (let i = 1; i < this.n; i++) {
+        const a = exact(i), b = exact(min);
+        if (a < b || (a === b && mtimeNsec[i] < mtimeNsec[min])) min = i;
       }
     }
-    this.minSec = min.mtimeSec;
-    this.minSecExact = min.mtimeSecExact;
-    this.minNsec = min.mtimeNsec;
+    this.minSec = mtimeSec[min];
+    this.minSecExact = mtimeExact.get(min);
+    this.minNsec = mtimeNsec[min];
   }
 
   /** Sizes and data layout of inode i (before padding). */
   layoutInode(i: number): void {
     const xsize = this.layoutXattrs(i);
-    const type = this.t.type[i];
-    const c = this.t.content[i];
+    const t = this.t;
+    const type = t.type[i];
+    const ext = externalSize(t, i);
     let size = 0, nBlocks = 0, tail = 0, chunked = false;
     if (type === S_IFDIR) {
       [nBlocks, tail] = this.layoutDirectory(i);
       size = nBlocks * BLOCK_SIZE + tail;
     } else if (type === S_IFLNK) {
-      const target = (c as { target: string }).target;
+      const target = t.text[i]!;
       if (target.length === 0 || target.length > MAX_SYMLINK) {
         throw new FormatError(`symlink target length ${target.length} out of range 1..${MAX_SYMLINK}`);
       }
       tail = size = target.length;
-    } else if (type === S_IFREG && c!.type === "inline" && c!.data.length > 0) {
-      size = c!.data.length;
+    } else if (type === S_IFREG && t.kind[i] === REG_INLINE && t.size[i] > 0) {
+      size = t.size[i];
       [nBlocks, tail] = this.layoutInline(size, xsize);
-    } else if (type === S_IFREG && externalSize(c!) >= 0 && (externalSize(c!) > 0 || !this.epoch1)) {
-      size = externalSize(c!);
+    } else if (ext >= 0 && (ext > 0 || !this.epoch1)) {
+      size = ext;
       tail = this.layoutChunks(i, size);
       chunked = true;
     } else if (type === S_IFCHR || type === S_IFBLK) {
-      const rdev = (c as { rdev: number }).rdev;
+      const rdev = t.rdev[i];
       if (!(Number.isInteger(rdev) && rdev >= 0 && rdev <= U32_MAX)) {
         throw new FormatError(`device number ${rdev} does not fit the 32-bit EROFS encoding`);
       }
@@ -506,13 +543,11 @@ class ImageBuilder {
       ? DATALAYOUT_FLAT_INLINE
       : DATALAYOUT_FLAT_PLAIN;
     if (this.epoch1) {
-      const s = this.t.stat[i];
-      this.compact[i] =
-        s.mtimeSec === this.minSec && s.mtimeSecExact === this.minSecExact && s.mtimeNsec === this.minNsec &&
-          this.t.nlink[i] <= U16_MAX &&
-          s.uid <= U16_MAX && s.gid <= U16_MAX && size <= U32_MAX
-          ? 1
-          : 0;
+      this.compact[i] = t.mtimeSec[i] === this.minSec && t.mtimeNsec[i] === this.minNsec &&
+          (t.mtimeExact.size === 0 || t.mtimeExact.get(i) === this.minSecExact) &&
+          t.nlink[i] <= U16_MAX && t.uid[i] <= U16_MAX && t.gid[i] <= U16_MAX && size <= U32_MAX
+        ? 1
+        : 0;
     }
   }
 
@@ -545,10 +580,10 @@ class ImageBuilder {
   /** Directory i's entries packed into 4 KiB blocks; a tail over 2 KiB becomes a block too.
    *  Returns [full blocks, inline tail bytes]. */
   layoutDirectory(i: number): [number, number] {
-    const names = this.t.dirNames.get(i)!;
+    const names = this.t.direntName, base = this.t.dirStart[i], count = this.t.dirCount[i];
     let used = 0, nBlocks = 0;
-    for (let j = 0; j < names.length; j++) {
-      const len = DIRENT_SIZE + names[j].length;
+    for (let j = 0; j < count; j++) {
+      const len = DIRENT_SIZE + names[base + j].length;
       if (used + len > BLOCK_SIZE) {
         nBlocks++;
         used = 0;
@@ -664,13 +699,11 @@ class ImageBuilder {
 
   emitInode(out: Uint8Array, dv: DataView, off: number, i: number, sharedBase: number): number {
     const t = this.t;
-    const s = t.stat[i];
     const type = t.type[i];
-    const c = t.content[i];
     const layout = this.layout[i];
     const size = this.size[i];
     let iU = 0;
-    if (type === S_IFCHR || type === S_IFBLK) iU = (c as { rdev: number }).rdev;
+    if (type === S_IFCHR || type === S_IFBLK) iU = t.rdev[i];
     else if (this.nBlocks[i] > 0) iU = this.blkaddr[i];
     // i_u is a union: the chunk format overwrites its low 16 bits only (as C does).
     if (layout === DATALAYOUT_CHUNK_BASED) iU = ((iU & 0xffff0000) | this.chunkFormat[i]) >>> 0;
@@ -678,7 +711,7 @@ class ImageBuilder {
     const format = inodeFormat(!compact, layout);
     const xattrIcount = xattrIcountOf(this.xattrSize[i]);
     if (xattrIcount > U16_MAX) throw new FormatError("too many xattrs on one inode");
-    const mode = type | (s.mode & 0o7777);
+    const mode = type | t.mode[i];
     const nlink = t.nlink[i];
     if (compact) {
       const r = COMPACT;
@@ -689,8 +722,8 @@ class ImageBuilder {
       r.size = size;
       r.iU = iU;
       r.ino = i;
-      r.uid = s.uid;
-      r.gid = s.gid;
+      r.uid = t.uid[i];
+      r.gid = t.gid[i];
       ErofsInodeCompact.write(dv, off, r);
       off += INODE_COMPACT_SIZE;
     } else {
@@ -702,10 +735,10 @@ class ImageBuilder {
       r.iU = iU;
       // Epoch 1: i_ino = table index (C); V2: the nid (composefs-rs).
       r.ino = this.epoch1 ? i : this.nid[i];
-      r.uid = s.uid;
-      r.gid = s.gid;
-      r.mtime = s.mtimeSecExact ?? s.mtimeSec;
-      r.mtimeNsec = this.epoch1 ? s.mtimeNsec : 0;
+      r.uid = t.uid[i];
+      r.gid = t.gid[i];
+      r.mtime = t.mtimeExact.size === 0 ? t.mtimeSec[i] : t.mtimeExact.get(i) ?? t.mtimeSec[i];
+      r.mtimeNsec = this.epoch1 ? t.mtimeNsec[i] : 0;
       r.nlink = nlink;
       ErofsInodeExtended.write(dv, off, r);
       off += INODE_EXTENDED_SIZE;
@@ -716,13 +749,14 @@ class ImageBuilder {
     const tail = this.tail[i];
     if (tail > 0) {
       if (type === S_IFDIR) {
-        this.writeDirents(out, dv, off, i, this.tailFrom[i], t.dirNames.get(i)!.length);
+        this.writeDirents(out, dv, off, i, this.tailFrom[i], t.dirCount[i]);
       } else if (type === S_IFLNK) {
-        writeBstr(out, off, (c as { target: string }).target);
+        writeBstr(out, off, t.text[i]!);
       } else if (layout === DATALAYOUT_CHUNK_BASED) {
         for (let k = off; k < off + tail; k++) out[k] = 0xff; // null chunk entries (a few bytes: no call)
-      } else if (c !== null && c.type === "inline") {
-        out.set(c.data.subarray(c.data.length - tail), off);
+      } else if (t.inline[i] !== undefined) {
+        const data = t.inline[i]!;
+        out.set(data.subarray(data.length - tail), off);
       }
       off += tail;
     }
@@ -735,8 +769,7 @@ class ImageBuilder {
     const xs = this.xStart[i], xe = this.xStart[i + 1];
     const maxShared = this.maxShared;
     const xt = this.xt;
-    let bits = 0;
-    for (let j = xs; j < xe; j++) bits |= 1 << xt.xname(this.xattrs[j]).filterBit;
+    const bits = xt.filterBits(this.xattrs, xs, xe);
     const r = IBODY_RECORD;
     r.nameFilter = ~bits >>> 0;
     r.sharedCount = this.nShared[i];
@@ -763,11 +796,12 @@ class ImageBuilder {
 
   /** Writes entries [from, to) of directory i as one dirent block (headers, then names). */
   writeDirents(out: Uint8Array, dv: DataView, off: number, i: number, from: number, to: number): void {
-    const names = this.t.dirNames.get(i)!;
-    const targets = this.t.dirTargets.get(i)!;
+    const names = this.t.direntName, targets = this.t.direntTarget, base = this.t.dirStart[i];
     const type = this.t.type, nid = this.nid, d = DIRENT_RECORD;
     let nameOff = (to - from) * DIRENT_SIZE;
     let h = off;
+    from += base;
+    to += base;
     for (let j = from; j < to; j++) {
       const target = targets[j];
       d.nid = nid[target];
@@ -782,14 +816,14 @@ class ImageBuilder {
 
   /** Writes inode i's full data blocks at `off` (block-aligned); returns the offset after them. */
   emitBlocks(out: Uint8Array, dv: DataView, off: number, i: number): number {
-    const type = this.t.type[i];
-    const c = this.t.content[i];
+    const t = this.t;
+    const type = t.type[i];
     const nBlocks = this.nBlocks[i];
     if (type === S_IFDIR) {
-      const names = this.t.dirNames.get(i)!;
+      const names = t.direntName, base = t.dirStart[i], count = t.dirCount[i];
       let used = 0, first = 0, written = 0;
-      for (let j = 0; j < names.length; j++) {
-        const len = DIRENT_SIZE + names[j].length;
+      for (let j = 0; j < count; j++) {
+        const len = DIRENT_SIZE + names[base + j].length;
         if (used + len > BLOCK_SIZE) {
           this.writeDirents(out, dv, off + written * BLOCK_SIZE, i, first, j);
           written++;
@@ -798,13 +832,13 @@ class ImageBuilder {
         }
         used += len;
       }
-      if (written < nBlocks) this.writeDirents(out, dv, off + written * BLOCK_SIZE, i, first, names.length);
+      if (written < nBlocks) this.writeDirents(out, dv, off + written * BLOCK_SIZE, i, first, count);
     } else if (type === S_IFLNK) {
-      writeBstr(out, off, (c as { target: string }).target);
+      writeBstr(out, off, t.text[i]!);
     } else if (this.layout[i] === DATALAYOUT_CHUNK_BASED) {
       out.fill(0xff, off, off + BLOCK_SIZE); // C writes a whole block of null chunk entries
-    } else if (c !== null && c.type === "inline") {
-      out.set(c.data.subarray(0, nBlocks * BLOCK_SIZE), off);
+    } else if (t.inline[i] !== undefined) {
+      out.set(t.inline[i]!.subarray(0, nBlocks * BLOCK_SIZE), off);
     }
     return off + nBlocks * BLOCK_SIZE;
   }

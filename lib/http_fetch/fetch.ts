@@ -23,7 +23,7 @@ import { type FetchedBody, HttpRepositorySource, type HttpSourceOptions } from "
 import { Buffer } from "node:buffer";
 import { fsverityDigestFd } from "../fsverity/digest_fd.ts";
 import { leafPool } from "../fsverity/leaf_pool.ts";
-import { closeFd, linkTmpfile, writeAll } from "../linux/fs.ts";
+import { closeFd, linkTmpfileAsync, writeAll } from "../linux/fs.ts";
 import { pathSize } from "../linux/file_extents.ts";
 import { concatBytes } from "../util/bytes.ts";
 
@@ -74,6 +74,8 @@ export interface FetchResult {
 const MAX_STREAM_BYTES = 512 << 20;
 /** Objects up to this size are fetched into memory and checked before anything is written. */
 const SMALL_OBJECT = 64 << 10;
+/** Large objects received and still being hashed and linked, at most (each holds a tmpfile fd). */
+const MAX_FINISHING = 8;
 
 /** Named-ref keys that name EROFS images rather than splitstreams (config streams, docs/oci.md#link). */
 const isImageKey = (k: string) => k.startsWith("composefs.image");
@@ -144,22 +146,48 @@ class Fetcher {
     return got.data;
   }
 
-  /** Downloads one object unless present; its digest must be `id`. */
-  async object(id: ObjectId, progress: ThrottledProgress): Promise<void> {
+  /** Objects received whose digest and link are still being done (#largeOnPool). */
+  #finishing = new Set<Promise<void>>();
+  #failed?: { error: unknown };
+
+  /**
+   * Downloads one object unless present; its digest must be `id`. `stored` is called once it is
+   * in the store under its name: for a large object that may be after this returns (its digest is
+   * computed on a pool thread while the next object is received); settle() waits for those.
+   */
+  async object(id: ObjectId, progress: ThrottledProgress, stored?: (id: ObjectId) => void): Promise<void> {
+    if (this.#failed) throw this.#failed.error;
+    const done = (n: number) => {
+      this.stats.bytesFetched += n;
+      this.stats.objectsFetched++;
+      progress.add(1);
+      stored?.(id);
+    };
     if (await this.repo.hasObject(id)) {
       this.stats.objectsPresent++;
       progress.add(1);
+      stored?.(id);
       return;
     }
     const rel = `objects/${id.objectPath()}`;
     const got = await this.src.get(rel);
     if (!got) throw new NotFoundError(`object ${id.toId()} is not on the server (${this.#where(rel)})`);
-    let n: number;
-    if (got.size !== undefined && got.size <= SMALL_OBJECT) n = await this.#small(id, got, rel);
-    else n = await this.#largeOnPool(id, got, rel) ?? await this.#large(id, got, rel);
-    this.stats.bytesFetched += n;
-    this.stats.objectsFetched++;
-    progress.add(1);
+    if (got.size !== undefined && got.size <= SMALL_OBJECT) return done(await this.#small(id, got, rel));
+    const finishing = await this.#largeOnPool(id, got, rel);
+    if (!finishing) return done(await this.#large(id, got, rel));
+    const p = finishing.finish.then(done, (e) => {
+      this.#failed ??= { error: e };
+    });
+    this.#finishing.add(p);
+    p.finally(() => this.#finishing.delete(p));
+    // Bounded: each holds an open tmpfile and a pool request.
+    while (this.#finishing.size >= MAX_FINISHING) await Promise.race(this.#finishing);
+  }
+
+  /** Waits for every object still being finished; throws the first failure. */
+  async settle(): Promise<void> {
+    while (this.#finishing.size > 0) await Promise.all(this.#finishing);
+    if (this.#failed) throw this.#failed.error;
   }
 
   /** A small object: received into memory, checked, stored. Returns its size. */
@@ -190,25 +218,38 @@ class Fetcher {
    * A large object, where there is a hashing pool and O_TMPFILE: this thread only receives and
    * writes; the digest is computed on a pool thread from the written file (read back from the page
    * cache), so receiving the next objects goes on meanwhile. It gets its name (its digest, checked)
-   * only when complete. Returns its size, or null when this way is not available.
+   * only when complete. Resolves once the body is received, with the promise of the rest (digest
+   * and link; its size), or null when this way is not available.
    */
-  async #largeOnPool(id: ObjectId, got: FetchedBody, rel: string): Promise<number | null> {
+  async #largeOnPool(
+    id: ObjectId,
+    got: FetchedBody,
+    rel: string,
+  ): Promise<{ finish: Promise<number> } | null> {
     const objects = this.repo.objects;
     if (!leafPool()) return null;
     await objects.prepare();
-    const tmp = objects.tmpfile(objects.dir);
+    const tmp = await objects.tmpfileAsync(objects.dir);
     if (tmp === null) return null;
+    let n = 0;
+    try {
+      for await (const c of got.body) {
+        writeAll(tmp, c);
+        n += c.length;
+      }
+    } catch (e) {
+      closeFd(tmp);
+      throw e instanceof CfsError ? e.within(`fetching ${this.#where(rel)}`) : e;
+    }
+    // Boxed: awaiting this method must not wait for the digest.
+    return { finish: this.#sealOnPool(id, tmp, n, rel) };
+  }
+
+  /** Digest (pool thread), check against `id`, link under its name; closes `tmp`. */
+  async #sealOnPool(id: ObjectId, tmp: number, n: number, rel: string): Promise<number> {
+    const objects = this.repo.objects;
     let fd = tmp;
     try {
-      let n = 0;
-      try {
-        for await (const c of got.body) {
-          writeAll(tmp, c);
-          n += c.length;
-        }
-      } catch (e) {
-        throw e instanceof CfsError ? e.within(`fetching ${this.#where(rel)}`) : e;
-      }
       const actual = await fsverityDigestFd(tmp, this.repo.alg, { parallelMin: 0, size: n });
       if (!actual.equals(id)) throw this.#mismatch(actual, id, rel);
       // Same size under the final name = the same object (names are digests).
@@ -219,7 +260,7 @@ class Fetcher {
       fd = -1;
       fd = objects.sealTmpfile(tmp, objects.dir, id);
       await objects.ensureSubdir(id);
-      objects.countFinished(!linkTmpfile(fd, objects.pathOf(id)));
+      objects.countFinished(!(await linkTmpfileAsync(fd, objects.pathOf(id))));
       return n;
     } finally {
       if (fd >= 0) closeFd(fd);
@@ -254,7 +295,7 @@ class Fetcher {
 /**
  * The plain digest of a stream's reassembled content. On a pool thread where there is one: the
  * inline runs (copied into compact arrays) and the object paths go to the thread, which reads the
- * objects itself; two streams are hashed at once (checkContentDigests).
+ * objects itself (ContentChecks starts each stream's as soon as its objects are in).
  */
 async function contentDigest(repo: Repository, reader: SplitStreamReader, alg: string): Promise<string> {
   const pool = leafPool();
@@ -375,8 +416,94 @@ async function walkStreams(f: Fetcher, root: StreamNode): Promise<StreamGraph> {
   return g;
 }
 
-/** Downloads the objects of the graph (here in parallel, or through opts.objectFetcher). */
-async function fetchAllObjects(f: Fetcher, g: StreamGraph, name: string, opts: FetchOptions): Promise<void> {
+/**
+ * The content-digest checks of the streams (docs/fetch.md step 4), each started as soon as every
+ * object its content needs is in: the download goes stream by stream, so the first layers are
+ * hashed (on the pool threads) while the next ones arrive, and little is left after the last byte.
+ */
+class ContentChecks {
+  #waiting = new Map<string, number>();
+  #byObject = new Map<string, StreamNode[]>();
+  #started: Promise<void>[] = [];
+  topDigest = "";
+
+  constructor(
+    private readonly f: Fetcher,
+    private readonly g: StreamGraph,
+    private readonly root: StreamNode,
+    private readonly name: string,
+  ) {
+    for (const node of g.streams.values()) {
+      const objects = node.reader.objectRefs.filter((o) => !g.streams.has(o.hex()));
+      this.#waiting.set(node.id.hex(), objects.length);
+      for (const o of objects) {
+        const list = this.#byObject.get(o.hex());
+        if (list) list.push(node);
+        else this.#byObject.set(o.hex(), [node]);
+      }
+    }
+  }
+
+  /** The objects to download, stream by stream in content order (each once), then the rest. */
+  order(list: ObjectId[]): ObjectId[] {
+    const wanted = new Map(list.map((o) => [o.hex(), o]));
+    const out: ObjectId[] = [];
+    for (const node of this.g.streams.values()) {
+      for (const o of node.reader.objectRefs) {
+        const id = wanted.get(o.hex());
+        if (id) {
+          out.push(id);
+          wanted.delete(o.hex());
+        }
+      }
+    }
+    return [...out, ...wanted.values()];
+  }
+
+  /** Starts the checks of the streams that need no object. */
+  start(): void {
+    for (const [hex, left] of [...this.#waiting]) if (left === 0) this.#check(this.g.streams.get(hex)!);
+  }
+
+  /** `id` is stored: the streams it completes are checked now. */
+  readonly objectDone = (id: ObjectId): void => {
+    for (const node of this.#byObject.get(id.hex()) ?? []) {
+      const left = this.#waiting.get(node.id.hex());
+      if (left === undefined) continue; // started already
+      this.#waiting.set(node.id.hex(), left - 1);
+      if (left === 1) this.#check(node);
+    }
+    this.#byObject.delete(id.hex());
+  };
+
+  #check(node: StreamNode): void {
+    this.#waiting.delete(node.id.hex());
+    const p = checkContentDigest(this.f, node, node === this.root, this.name).then((top) => {
+      if (top !== undefined) this.topDigest = top;
+    });
+    p.catch(() => {}); // reported by all()
+    this.#started.push(p);
+  }
+
+  /** Every check, started now for streams not started yet (objects fetched elsewhere); the top digest. */
+  async all(): Promise<string> {
+    for (const hex of [...this.#waiting.keys()]) this.#check(this.g.streams.get(hex)!);
+    await Promise.all(this.#started);
+    return this.topDigest;
+  }
+}
+
+/**
+ * Downloads the objects of the graph (here in parallel, stream by stream, or through
+ * opts.objectFetcher), telling `checks` as each is stored.
+ */
+async function fetchAllObjects(
+  f: Fetcher,
+  g: StreamGraph,
+  name: string,
+  opts: FetchOptions,
+  checks: ContentChecks,
+): Promise<void> {
   const list = [...g.objects.values()].filter((o) => !g.streams.has(o.hex()));
   f.stats.objects = list.length;
   const pid = `objects:${name}`;
@@ -395,39 +522,42 @@ async function fetchAllObjects(f: Fetcher, g: StreamGraph, name: string, opts: F
     }
   } else {
     const progress = new ThrottledProgress(f.reporter, pid, list.length);
-    await runBounded(list, opts.concurrency ?? 4, (id) => f.object(id, progress));
+    checks.start();
+    await runBounded(
+      checks.order(list),
+      opts.concurrency ?? 4,
+      (id) => f.object(id, progress, checks.objectDone),
+    );
+    await f.settle();
     progress.flush();
   }
   f.reporter.report({ type: "done", id: pid, transferred: f.stats.objectsFetched });
   await f.repo.settle();
 }
 
-/** Checks every promised content digest; returns the root stream's sha256 content digest. */
-async function checkContentDigests(
+/**
+ * Checks one stream's promised content digest; for the root returns its sha256 content digest.
+ * Hashed on a pool thread where there is one (contentDigest).
+ */
+async function checkContentDigest(
   f: Fetcher,
-  g: StreamGraph,
-  root: StreamNode,
+  node: StreamNode,
+  isRoot: boolean,
   name: string,
-): Promise<string> {
-  let topDigest = "";
-  // Two at a time: each is hashed on a pool thread where there is one (contentDigest).
-  await runBounded([...g.streams.values()], 2, async (node) => {
-    const alg = node.expected?.split(":")[0] ?? "sha256";
-    const got = await contentDigest(f.repo, node.reader, alg);
-    if (node.expected !== undefined && got !== node.expected) {
-      throw new IntegrityError(
-        `stream ${node.id.toId()} has content digest ${got}, expected ${node.expected}`,
-        { context: [`fetching ${name} from ${f.src.base}`] },
-      );
-    }
-    if (node === root) {
-      topDigest = alg === "sha256" ? got : await contentDigest(f.repo, node.reader, "sha256");
-    }
-  });
-  return topDigest;
+): Promise<string | undefined> {
+  const alg = node.expected?.split(":")[0] ?? "sha256";
+  const got = await contentDigest(f.repo, node.reader, alg);
+  if (node.expected !== undefined && got !== node.expected) {
+    throw new IntegrityError(
+      `stream ${node.id.toId()} has content digest ${got}, expected ${node.expected}`,
+      { context: [`fetching ${name} from ${f.src.base}`] },
+    );
+  }
+  if (!isRoot) return undefined;
+  return alg === "sha256" ? got : await contentDigest(f.repo, node.reader, "sha256");
 }
 
-/** Syncs, then makes the links: images, layer and config streams, and the name itself. */
+/** Makes the links (after the sync): images, layer and config streams, and the name itself. */
 async function publish(
   f: Fetcher,
   g: StreamGraph,
@@ -436,7 +566,6 @@ async function publish(
   topDigest: string,
 ): Promise<string[]> {
   const repo = f.repo;
-  repo.sync();
   const linked: string[] = [];
   const link = async (rel: string, target: string) => {
     await linkRelative(repo.path, rel, target);
@@ -498,8 +627,16 @@ export async function fetchStream(
     const graph = await walkStreams(f, root);
     f.stats.streams = graph.streams.size;
     reporter.report({ type: "done", id: `streams:${name}`, transferred: f.stats.streamsFetched });
-    await fetchAllObjects(f, graph, name, opts);
-    const topDigest = await checkContentDigests(f, graph, root, name);
+    const checks = new ContentChecks(f, graph, root, name);
+    await fetchAllObjects(f, graph, name, opts, checks);
+    // The sync runs on a thread while the last streams are hashed; the links wait for both.
+    const synced = repo.syncAsync();
+    synced.catch(() => {}); // awaited below
+    const topDigest = await checks.all().catch(async (e) => {
+      await synced.catch(() => {});
+      throw e;
+    });
+    await synced;
     const linked = await publish(f, graph, root, name, topDigest);
     return { contentDigest: topDigest, verity: top.id, linked, stats: f.stats };
   } finally {
@@ -526,6 +663,7 @@ export async function fetchObjects(
     const f = new Fetcher(repo, src, reporter);
     const progress = new ThrottledProgress(reporter, "objects", ids.length);
     await runBounded(ids, opts.concurrency ?? 4, (id) => f.object(id, progress));
+    await f.settle();
     await repo.settle();
     return { fetched: f.stats.objectsFetched, present: f.stats.objectsPresent, bytes: f.stats.bytesFetched };
   } finally {

@@ -67,6 +67,8 @@ const asyncSymbols = {
   flock: { parameters: ["i32", "i32"], result: "i32", nonblocking: true },
   pread64: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize", nonblocking: true },
   syncfs: { parameters: ["i32"], result: "i32", nonblocking: true },
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32", nonblocking: true },
+  linkat: { parameters: ["i32", "buffer", "i32", "buffer", "i32"], result: "i32", nonblocking: true },
 } as const;
 
 function libc() {
@@ -134,6 +136,17 @@ export function openTmpfile(dirPath: PathArg, mode = 0o644): number | null {
   const e = errno();
   if (tmpfileUnsupported(e)) return null;
   fail("open(O_TMPFILE)", pathLabel(dirPath), e);
+}
+
+/**
+ * openTmpfile on a worker thread: on a busy ext4 the orphan-list lock makes O_TMPFILE take a
+ * millisecond or more, during which the calling thread goes on (receiving the next object).
+ */
+export async function openTmpfileAsync(dirPath: PathArg, mode = 0o644): Promise<number | null> {
+  const p = pathBytes(dirPath);
+  const fd = await openLibc(asyncSymbols).open(p, O_TMPFILE | O_RDWR | O_CLOEXEC, mode);
+  // errno belongs to the worker thread: a synchronous retry reports the real error (or succeeds).
+  return fd >= 0 ? fd : openTmpfile(dirPath, mode);
 }
 
 /** Like openTmpfile, in the directory open as `dirFd`. */
@@ -259,6 +272,17 @@ export async function flockAsync(fd: number, mode: "sh" | "ex"): Promise<void> {
  */
 export function linkTmpfile(fd: number, destPath: PathArg): boolean {
   return linkTmpfileAt(fd, AT_FDCWD, destPath);
+}
+
+/** linkTmpfile on a worker thread (linkat of an O_TMPFILE takes the orphan-list lock too). */
+export async function linkTmpfileAsync(fd: number, destPath: PathArg): Promise<boolean> {
+  const src = cstr(`/proc/self/fd/${fd}`);
+  const dst = pathBytes(destPath);
+  if ((await openLibc(asyncSymbols).linkat(AT_FDCWD, src, AT_FDCWD, dst, AT_SYMLINK_FOLLOW)) >= 0) {
+    return true;
+  }
+  // errno belongs to the worker thread: the synchronous call says EEXIST (false) or the real error.
+  return linkTmpfile(fd, destPath);
 }
 
 /** linkTmpfile with `destPath` relative to the directory fd `dirFd`. */

@@ -20,11 +20,12 @@ import { DIGEST_SIZE, type HashAlgorithm, type ObjectId } from "../fsverity/obje
 import { O_DIRECTORY, O_PATH } from "../linux/constants.ts";
 import {
   closeFd,
-  linkTmpfile,
+  linkTmpfileAsync,
   linkTmpfileAt,
   O_RDONLY,
   openPath,
   openTmpfile,
+  openTmpfileAsync,
   renameNoReplace,
   writeAll,
 } from "../linux/fs.ts";
@@ -89,6 +90,11 @@ export class ObjectDir implements ObjectStore {
   /** An O_TMPFILE in `dir`, or null where the filesystem has none (then named temporaries are used). */
   tmpfile(dir: string): number | null {
     return this.#opts.noTmpfile || this.#noTmpfileFs ? null : openTmpfile(dir, 0o644);
+  }
+
+  /** tmpfile() opened on a worker thread (the caller's thread goes on meanwhile). */
+  async tmpfileAsync(dir: string): Promise<number | null> {
+    return this.#opts.noTmpfile || this.#noTmpfileFs ? null : await openTmpfileAsync(dir, 0o644);
   }
 
   pathOf(id: ObjectId): string {
@@ -343,7 +349,7 @@ export class ObjectDir implements ObjectStore {
     await this.semaphore.run(async () => {
       await this.ensureSubdir(id);
       const finalPath = this.pathOf(id);
-      const fd = this.tmpfile(`${this.dir}/${id.hex().slice(0, 2)}`);
+      const fd = await this.tmpfileAsync(`${this.dir}/${id.hex().slice(0, 2)}`);
       if (fd === null) {
         await this.#storeViaRename(finalPath, id, async (f) => {
           await writeFileAll(f, data);
@@ -359,7 +365,7 @@ export class ObjectDir implements ObjectStore {
       const sealed = this.sealTmpfile(fd, `${this.dir}/${id.hex().slice(0, 2)}`, id);
       try {
         // false = someone else stored it first: fine
-        if (linkTmpfile(sealed, finalPath)) this.#written++;
+        if (await linkTmpfileAsync(sealed, finalPath)) this.#written++;
         else this.#present++;
       } finally {
         closeFd(sealed);
@@ -439,7 +445,7 @@ class TmpfileObjectWriter implements ObjectWriter {
       await this.#store.prepare();
       await this.#store.semaphore.acquire();
       try {
-        const fd = this.#store.tmpfile(this.#store.dir);
+        const fd = await this.#store.tmpfileAsync(this.#store.dir);
         if (fd !== null) this.#fd = fd;
         else {
           this.#tmpPath = `${this.#store.dir}/.tmp-${crypto.randomUUID()}`;
@@ -518,7 +524,7 @@ class TmpfileObjectWriter implements ObjectWriter {
       this.#fd = -1; // sealTmpfile owns it now
       this.#fd = store.sealTmpfile(fd, store.dir, id);
       await store.ensureSubdir(id);
-      const linked = linkTmpfile(this.#fd, finalPath);
+      const linked = await linkTmpfileAsync(this.#fd, finalPath);
       return { id, size, alreadyPresent: !linked };
     } finally {
       this.#cleanup();

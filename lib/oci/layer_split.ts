@@ -57,7 +57,16 @@ export interface SplitTarOptions extends TarReaderOptions {
   expectedDiffId?: string;
   /** Called with the number of uncompressed bytes consumed so far (at most about once per MiB). */
   onProgress?: (bytes: number) => void;
+  /**
+   * Called for every entry, in order, as it is split (docs/oci.md#flatten: the first layer is
+   * flattened while it arrives): a regular file's content comes along as its bytes (≤ 64, a copy)
+   * or its object id (a promise while its store is in flight).
+   */
+  onEntry?: (entry: TarEntry, content?: EntryContent) => void;
 }
+
+/** A split entry's content as onEntry sees it: inline bytes, or the object's id. */
+export type EntryContent = Uint8Array | ObjectId | Promise<ObjectId>;
 
 export interface SplitTarStats {
   /** `sha256:<hex>` of the uncompressed tar stream (the expected diff_id's algorithm if one was given). */
@@ -196,7 +205,10 @@ export async function splitTarInto(
       entries++;
       await out.inline(h.header);
       const { entry } = h;
-      if (entry.kind === "file" && entry.size > INLINE_CONTENT_MAX) await files.add(entry);
+      if (entry.kind === "file" && entry.size > INLINE_CONTENT_MAX) {
+        const { id } = await files.add(entry);
+        opts.onEntry?.(entry, id);
+      } else if (opts.onEntry) opts.onEntry(entry, await inlineContent(reader, out, entry));
       else for await (const c of reader.content()) await out.inline(c);
       await out.inline(await reader.padding());
       await out.flush(false);
@@ -222,6 +234,22 @@ export async function splitTarInto(
   return { diffId, size: src.consumed, entries, objects, externalSize, inlineSize: out.inlineSize };
 }
 
+/** An entry's inline content written through, and a copy of it for a regular file (onEntry). */
+async function inlineContent(
+  reader: TarReader,
+  out: OrderedSink,
+  entry: TarEntry,
+): Promise<Uint8Array | undefined> {
+  const data = entry.kind === "file" ? new Uint8Array(entry.size) : undefined;
+  let o = 0;
+  for await (const c of reader.content()) {
+    data?.set(c, o); // copied before the next read: `c` is borrowed
+    o += c.length;
+    await out.inline(c);
+  }
+  return data;
+}
+
 /** Stores the contents of regular files > 64 bytes as objects and writes their references. */
 class FileStorer {
   objects = 0;
@@ -244,8 +272,12 @@ class FileStorer {
       : (d: Uint8Array) => store.ensureObject(d.slice());
   }
 
-  /** Reads the current entry's content (a regular file > 64 bytes) into an object; writes its reference. */
-  async add(entry: TarEntry): Promise<void> {
+  /**
+   * Reads the current entry's content (a regular file > 64 bytes) into an object; writes its
+   * reference. Returns the id (a promise while the store is in flight: boxed, so that awaiting
+   * add() does not wait for it).
+   */
+  async add(entry: TarEntry): Promise<{ id: ObjectId | Promise<ObjectId> }> {
     this.objects++;
     this.externalSize += entry.size;
     if (entry.size <= SMALL_OBJECT_MAX) {
@@ -261,8 +293,9 @@ class FileStorer {
         this.#gather.set(c, o);
         o += c.length;
       }
-      await this.#out.external(this.#storeBorrowed(data ?? this.#gather.subarray(0, o)), entry.size);
-      return;
+      const id = this.#storeBorrowed(data ?? this.#gather.subarray(0, o));
+      await this.#out.external(id, entry.size);
+      return { id };
     }
     await this.#out.flush(true);
     this.#writer = this.#store.createObjectWriter();
@@ -275,6 +308,7 @@ class FileStorer {
       );
     }
     await this.#out.external(done.id, entry.size);
+    return { id: done.id };
   }
 
   /** After a failure: the object being written is abandoned. */

@@ -14,7 +14,7 @@ import { digestCheckingStream, parseDigest, verifyDigest } from "./digest.ts";
 import { tagImage, writeConfigStream, writeManifestStream } from "./image_store.ts";
 import { asImageConfig, asManifest, configDiffIds } from "./json_types.ts";
 import { imageRefKey, OciImage } from "./oci_image.ts";
-import { buildImageTree, commitImages } from "./image_tree.ts";
+import { buildImageTree, commitImages, LiveLayerTree } from "./image_tree.ts";
 import { splitTarInto } from "./layer_split.ts";
 import { completeStream } from "../repository/completeness.ts";
 import { storedImageComplete } from "./stored_complete.ts";
@@ -94,6 +94,7 @@ async function importLayer(
   isTar: boolean,
   reporter: ProgressReporter,
   stats: PullStats,
+  live?: LiveLayerTree,
 ): Promise<ObjectId> {
   parseDigest(desc.digest, "layer digest");
   if (isTar && source.splitLayer) {
@@ -128,7 +129,7 @@ async function importLayer(
   if (isTar) {
     const tar = decompressLayer(raw, desc.mediaType);
     const w = new SplitStreamWriter(repo.alg, CONTENT_TYPE.OCI_LAYER);
-    const r = await splitTarInto(tar, repo, w, { expectedDiffId: key }).catch((e) => {
+    const r = await splitTarInto(tar, repo, w, { expectedDiffId: key, onEntry: live?.entry }).catch((e) => {
       w.discard(); // frees its zstd encoder now
       throw e;
     });
@@ -254,7 +255,10 @@ async function fetchConfig(
   return { bytes, keys };
 }
 
-/** Layer stream verity by key: complete ones kept, missing ones fetched in parallel, largest first. */
+/**
+ * Layer stream verity by key: complete ones kept, missing ones fetched in parallel, largest first.
+ * The lowest layer, when it is fetched, is flattened on the way (`live`).
+ */
 async function importLayers(
   repo: Repository,
   source: ImageSource,
@@ -263,7 +267,7 @@ async function importLayers(
   opts: PullOptions,
   reporter: ProgressReporter,
   stats: PullStats,
-): Promise<Map<string, ObjectId>> {
+): Promise<{ layerVerity: Map<string, ObjectId>; live?: LiveLayerTree }> {
   const { layers } = plan;
   const layerVerity = new Map<string, ObjectId>();
   const todo: number[] = [];
@@ -279,11 +283,16 @@ async function importLayers(
   const seen = new Set<string>();
   const unique = todo.filter((i) => !seen.has(keys[i]) && seen.add(keys[i]));
   const before = repo.objects.counts();
+  // Not for sources that split layers themselves (containers-storage: no tar passes through here).
+  const live = plan.isContainer && !source.splitLayer && unique.some((i) => keys[i] === keys[0])
+    ? new LiveLayerTree()
+    : undefined;
   await runBounded(unique, opts.concurrency ?? navigator.hardwareConcurrency ?? 2, async (i) => {
     try {
+      const onLive = keys[i] === keys[0] ? live : undefined;
       layerVerity.set(
         keys[i],
-        await importLayer(repo, source, layers[i], keys[i], plan.isContainer, reporter, stats),
+        await importLayer(repo, source, layers[i], keys[i], plan.isContainer, reporter, stats, onLive),
       );
     } catch (e) {
       if (e instanceof Error && "within" in e) (e as IntegrityError).within(`layer ${layers[i].digest}`);
@@ -295,7 +304,7 @@ async function importLayers(
   // Each imported layer also stored its splitstream as one object: count file contents only.
   stats.objectsNew = Math.max(0, after.written - before.written - unique.length);
   stats.objectsPresent = after.present - before.present;
-  return layerVerity;
+  return { layerVerity, live };
 }
 
 export async function pullImage(
@@ -326,13 +335,13 @@ export async function pullImage(
     type: "plan",
     components: plan.layers.map((l, i) => ({ id: keys[i], total: l.size, skipped: false })),
   });
-  const layerVerity = await importLayers(repo, source, plan, keys, opts, reporter, stats);
+  const { layerVerity, live } = await importLayers(repo, source, plan, keys, opts, reporter, stats);
 
   // The EROFS images first, then the config and manifest streams that link them (written once).
   const layerRefs: [string, ObjectId][] = keys.map((k) => [k, layerVerity.get(k)!]);
   const images = new Map<string, ObjectId>();
   if (plan.isContainer) {
-    const tree = await buildImageTree(repo, keys, layerVerity);
+    const tree = await buildImageTree(repo, keys, layerVerity, await live?.done());
     for (const [version, id] of await commitImages(repo, tree)) images.set(imageRefKey(version), id);
   }
   const configDigest = plan.configDesc.digest;

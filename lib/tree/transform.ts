@@ -2,7 +2,8 @@
 // (docs/oci.md#flatten), the reading options of create-image and mkcomposefs
 // (README.md#command-reference). All mutate the tree in place.
 import { FormatError } from "../errors.ts";
-import { copyMtime, type Directory, setMtimeSeconds } from "./tree.ts";
+import { copyMtime, type Directory, NO_XATTRS, S_IFBLK, S_IFCHR, S_IFMT, setMtimeSeconds } from "./tree.ts";
+import type { FlatTree } from "./flat.ts";
 import { forEachInode } from "./walk.ts";
 
 /** xattrs kept when reading a container root from disk (composefs-rs FsReadOptions default). */
@@ -97,5 +98,32 @@ export function removeDevices(root: Directory): void {
         dir.entries.delete(name);
       }
     }
+  }
+}
+
+// ---- the same on the columns of flat.ts (mkcomposefs --from-file) ----
+
+/** filterXattrs on a flat tree. */
+export function filterXattrsFlat(t: FlatTree, keep: (name: string) => boolean): void {
+  for (let e = 0; e < t.count; e++) {
+    const x = t.xattrs[e];
+    if (x.size === 0) continue;
+    const kept = [...x].filter(([name]) => keep(name));
+    if (kept.length < x.size) t.xattrs[e] = kept.length === 0 ? NO_XATTRS : new Map(kept);
+  }
+}
+
+/** zeroMtimes on a flat tree. */
+export function zeroMtimesFlat(t: FlatTree): void {
+  t.mtimeSec.fill(0);
+  t.mtimeExact.clear();
+  t.mtimeNsec.fill(0);
+}
+
+/** removeDevices on a flat tree: the entries of character and block devices are marked removed. */
+export function removeDevicesFlat(t: FlatTree): void {
+  for (let e = 0; e < t.count; e++) {
+    const type = t.mode[e] & S_IFMT;
+    if (t.ino[e] === e && (type === S_IFCHR || type === S_IFBLK)) t.removed[e] = 1;
   }
 }

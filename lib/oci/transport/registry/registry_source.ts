@@ -44,6 +44,23 @@ const KNOWN_MANIFEST_TYPES = new Set<string>([
   MT.DOCKER_SCHEMA1_SIGNED,
 ]);
 
+/**
+ * Compressed bytes of one blob read ahead of the decoder (docs/performance.md#shaped-pull): the
+ * socket is drained at link speed while the import catches up after a slow stretch (many small
+ * files), so the TCP window never closes for want of a reader. Per blob being downloaded, so the
+ * most held is this times the layer concurrency.
+ */
+export const BLOB_READ_AHEAD = 8 << 20;
+
+/** `body` read ahead by up to `bytes` (a queue that fills while the consumer is busy). */
+export function readAhead(body: ReadableStream<Uint8Array>, bytes: number): ReadableStream<Uint8Array> {
+  // The writable side's queue is the buffer: pipeThrough keeps reading while it has room; errors and
+  // cancels go through in both directions.
+  return body.pipeThrough(
+    new TransformStream<Uint8Array, Uint8Array>({}, new ByteLengthQueuingStrategy({ highWaterMark: bytes })),
+  );
+}
+
 function digestOf(bytes: Uint8Array, alg: string): string {
   return `${alg}:${createHash(alg).update(bytes).digest("hex")}`;
 }
@@ -222,7 +239,8 @@ export class RegistrySource implements ImageSource {
       return await client.fail(res, path, what);
     };
     const retry = retryPolicy(this.opts.retries, this.opts.retryDelayMs);
-    return Promise.resolve(resumableBody(open, desc.size, retry, what));
+    const body = resumableBody(open, desc.size, retry, what);
+    return Promise.resolve(desc.size > BLOB_READ_AHEAD ? readAhead(body, BLOB_READ_AHEAD) : body);
   }
 
   close(): Promise<void> {
