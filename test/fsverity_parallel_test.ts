@@ -9,7 +9,6 @@ import { fsverityDigest, FsVerityHasher } from "../lib/fsverity/hasher.ts";
 import { fsverityDigestFd } from "../lib/fsverity/digest_fd.ts";
 import { fsverityDigestFile } from "../lib/fsverity/digest_file.ts";
 import { LeafPool, ShortFileError } from "../lib/fsverity/leaf_pool.ts";
-import { VerityBatcher } from "../lib/fsverity/verity_batcher.ts";
 import type { HashAlgorithm } from "../lib/fsverity/object_id.ts";
 import { closeFd, O_RDONLY, openPath } from "../lib/linux/fs.ts";
 
@@ -95,36 +94,4 @@ Deno.test("fsverity pool: leaf digests must start on a block boundary", () => {
     threw = e instanceof InternalError;
   }
   assert(threw, "expected an InternalError");
-});
-
-Deno.test("fsverity pool: VerityBatcher gives each file its own digest, across batch boundaries", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "fsverity-pool-" });
-  const pool = new LeafPool(2, libcryptoAvailable() ? "libcrypto" : "node:crypto");
-  const fds: number[] = [];
-  try {
-    // 150 files over 3 batches of at most 64, one larger than a batch's byte limit (hashed alone).
-    const sizes = Array.from({ length: 150 }, (_, i) => (i === 77 ? (8 << 20) + 5 : 1 + i * 997));
-    const datas = sizes.map(randomBytes);
-    for (let i = 0; i < sizes.length; i++) {
-      await Deno.writeFile(`${dir}/f${i}`, datas[i]);
-      fds.push(openPath(`${dir}/f${i}`, O_RDONLY));
-    }
-    for (const alg of ALGS) {
-      const b = new VerityBatcher(pool, alg);
-      const ids = sizes.map((s, i) => b.digest(fds[i], s));
-      b.flush();
-      const got = await Promise.all(ids);
-      for (let i = 0; i < sizes.length; i++) {
-        assertEquals(
-          got[i].hex(),
-          fsverityDigest(datas[i], alg).hex(),
-          `file ${i} (${sizes[i]} bytes) ${alg}`,
-        );
-      }
-    }
-  } finally {
-    for (const fd of fds) closeFd(fd);
-    await pool.terminate();
-    await Deno.remove(dir, { recursive: true });
-  }
 });

@@ -16,7 +16,6 @@ import {
   type BlockHashReply,
   type BlockHashRequest,
   blockHashThreadSource,
-  type SessionHashRequest,
   type StreamHashRequest,
 } from "../linux/block_hash_thread.ts";
 import { createHash } from "node:crypto";
@@ -77,7 +76,7 @@ class Thread {
 
   /** Sends `req`; resolves with `out` (the request's `out` buffer when not given) once it is done. */
   send(
-    req: BlockHashRequest | StreamHashRequest | SessionHashRequest,
+    req: BlockHashRequest | StreamHashRequest,
     labels: string[],
     out: Uint8Array = new Uint8Array((req as { out: SharedArrayBuffer }).out),
   ): Promise<Uint8Array> {
@@ -143,21 +142,6 @@ export class LeafPool {
     return this.#thread().send({ seq, kind: "stream", alg, parts: ranges, data, out }, labels)
       .then((d) => d.slice(0, createHash(alg).digest().length));
   }
-
-  /**
-   * A plain digest (node:crypto name) fed over many requests, in order, on one thread: a layer's
-   * diff_id hashed beside the fs-verity digests of its files on the other threads.
-   */
-  openSession(alg: string, threads = this.size): HashSession {
-    this.warm(threads);
-    const thread = this.#threads[this.#sessions++ % Math.max(1, Math.min(threads, this.size))];
-    return new HashSession(alg, this.#sessions, (req, labels) => {
-      req.seq = this.#seq++;
-      return thread.send(req, labels);
-    });
-  }
-
-  #sessions = 0;
 
   /** The least busy of the first `limit` threads. */
   #thread(limit = this.size): Thread {
@@ -248,82 +232,4 @@ export function leafPool(): LeafPool | null {
   }
   pool = new LeafPool(n, backend);
   return pool;
-}
-
-type SessionPart = Uint8Array | BlockHashJob;
-
-/**
- * See LeafPool.openSession. add() queues bytes (copied at flush) or an fd range and returns the
- * promise of the request that will carry it: the fd must stay open until that settles. flush()
- * sends what is queued; digest() sends the rest and gives the digest.
- */
-export class HashSession {
-  #parts: SessionPart[] = [];
-  #bytes = 0;
-  #settle?: { promise: Promise<void>; resolve: () => void; reject: (e: unknown) => void };
-  #failed?: unknown;
-
-  constructor(
-    readonly alg: string,
-    readonly id: number,
-    private readonly sendReq: (req: SessionHashRequest, labels: string[]) => Promise<Uint8Array>,
-  ) {}
-
-  add(part: SessionPart): Promise<void> {
-    this.#parts.push(part);
-    if (part instanceof Uint8Array) this.#bytes += part.length;
-    if (!this.#settle) {
-      let resolve!: () => void, reject!: (e: unknown) => void;
-      const promise = new Promise<void>((res, rej) => {
-        resolve = res;
-        reject = rej;
-      });
-      promise.catch(() => {}); // reported by digest() too
-      this.#settle = { promise, resolve, reject };
-    }
-    return this.#settle.promise;
-  }
-
-  #send(final: boolean): Promise<Uint8Array> {
-    const parts = this.#parts;
-    const settle = this.#settle;
-    this.#parts = [];
-    this.#settle = undefined;
-    const head = 24 * parts.length;
-    const data = new SharedArrayBuffer(head + this.#bytes);
-    this.#bytes = 0;
-    const view = new Uint8Array(data);
-    const table = new Float64Array(data, 0, 3 * parts.length);
-    let at = head;
-    parts.forEach((p, k) => {
-      if (!(p instanceof Uint8Array)) return table.set(p, 3 * k);
-      view.set(p, at);
-      table.set([-1, at, at + p.length], 3 * k);
-      at += p.length;
-    });
-    const labels = parts.map((p) => (p instanceof Uint8Array ? "(bytes)" : `fd ${p[0]}`));
-    const out = new SharedArrayBuffer(64);
-    const r = this.sendReq(
-      { seq: 0, kind: "session", session: this.id, alg: this.alg, count: parts.length, data, final, out },
-      labels,
-    );
-    r.then(() => settle?.resolve(), (e) => {
-      this.#failed ??= e;
-      settle?.reject(e);
-    });
-    return r;
-  }
-
-  flush(): void {
-    if (this.#parts.length) void this.#send(false).catch(() => {});
-  }
-
-  /** The digest; rejects with the first failure of any request of the session. */
-  async digest(): Promise<Uint8Array> {
-    const d = await this.#send(true).catch((e) => {
-      throw this.#failed ?? e;
-    });
-    if (this.#failed) throw this.#failed;
-    return d.slice(0, createHash(this.alg).digest().length);
-  }
 }

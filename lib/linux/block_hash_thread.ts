@@ -46,23 +46,6 @@ export interface StreamHashRequest {
   out: SharedArrayBuffer;
 }
 
-/**
- * A part of a digest that spans many requests (a layer's diff_id, fed in tar order): byte ranges of
- * `data` and ranges of open fds [fd, offset, length]; `final` writes the digest into `out` and ends
- * the session. A session's requests go to one thread, which handles them in order.
- */
-export interface SessionHashRequest {
-  seq: number;
-  kind: "session";
-  session: number;
-  alg: string;
-  /** `count` float64 triplets in `data`: (-1, start, end) for bytes of `data`, or (fd, offset, length). */
-  count: number;
-  data: SharedArrayBuffer;
-  final: boolean;
-  out: SharedArrayBuffer;
-}
-
 export interface BlockHashReply {
   seq: number;
   /** When a job failed: its index, the errno (0 for a short file) and a message. */
@@ -239,9 +222,8 @@ export function fileBlockHasher(D: any, req: any, useLibcrypto: boolean): FileBl
   return { buf, CHUNK, errno, addressOf, readFull, hashJob };
 }
 
-// long: the thread runs this function from its source text, so everything it
-// uses must be inside it (or in fileBlockHasher, passed beside it); it is a set of small nested
-// functions (hashStream, hashSession) and the message dispatch.
+// The thread runs this function from its source text, so everything it uses must be inside it (or in
+// fileBlockHasher, passed beside it).
 // deno-lint-ignore no-explicit-any
 function blockHashMain(wt: any, req: any, useLibcrypto: boolean, hasher: typeof fileBlockHasher): void {
   // deno-lint-ignore no-explicit-any
@@ -295,50 +277,8 @@ function blockHashMain(wt: any, req: any, useLibcrypto: boolean, hasher: typeof 
     wt.parentPort.postMessage({ seq: m.seq });
   }
 
-  // deno-lint-ignore no-explicit-any
-  const sessions = new Map<number, any>();
-  function hashSession(m: SessionHashRequest): void {
-    let h = sessions.get(m.session);
-    if (!h) sessions.set(m.session, h = req("node:crypto").createHash(m.alg));
-    const data = new Uint8Array(m.data);
-    const table = new Float64Array(m.data, 0, 3 * m.count);
-    for (let k = 0; k < m.count; k++) {
-      const fd = table[3 * k], offset = table[3 * k + 1], length = table[3 * k + 2];
-      if (fd < 0) {
-        h.update(data.subarray(offset, length));
-        continue;
-      }
-      try {
-        for (let done = 0; done < length;) {
-          const want = Math.min(CHUNK, length - done);
-          const got = readFull(fd, offset + done, want);
-          if (got < want) {
-            throw Object.assign(new Error(`fd ${fd}: file ended at ${offset + done + got}`), { errno: 0 });
-          }
-          h.update(buf.subarray(0, got));
-          done += got;
-        }
-      } catch (e) {
-        sessions.delete(m.session);
-        // deno-lint-ignore no-explicit-any
-        const err = e as any;
-        wt.parentPort.postMessage({
-          seq: m.seq,
-          error: { job: k, errno: err.errno ?? 0, message: String(err.message) },
-        });
-        return;
-      }
-    }
-    if (m.final) {
-      new Uint8Array(m.out).set(h.digest());
-      sessions.delete(m.session);
-    }
-    wt.parentPort.postMessage({ seq: m.seq });
-  }
-
-  wt.parentPort.on("message", (m: BlockHashRequest | StreamHashRequest | SessionHashRequest) => {
+  wt.parentPort.on("message", (m: BlockHashRequest | StreamHashRequest) => {
     if (m.kind === "stream") return hashStream(m);
-    if (m.kind === "session") return hashSession(m);
     const ds = DS[m.alg];
     const jobs = new Float64Array(m.buf, 0, 3 * m.count);
     const digests = new Uint8Array(m.buf, 24 * m.count);
