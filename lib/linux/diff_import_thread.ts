@@ -195,19 +195,11 @@ function threadMain(
   hv.setBigUint64(0, BigInt(k.OPEN_FLAGS), true);
   hv.setBigUint64(16, BigInt(k.RESOLVE), true);
   const enc = new TextEncoder();
-  // objects/: its path (for O_TMPFILE) and an O_PATH fd (for linkat, mkdirat), kept across requests.
+  // objects/ of the request: its path (for O_TMPFILE) and an O_PATH fd (for linkat, mkdirat),
+  // opened for each request and closed at its end (a worker's fds outlive it: nothing may stay open).
   let dirName = "";
   let dirPath = new Uint8Array(1);
   let objectsFd = -1;
-  /** Opens `dir` unless it is the one open; returns an errno, 0 when it is open. */
-  const useDir = (dir: string): number => {
-    if (dir === dirName) return 0;
-    if (objectsFd >= 0) lib.close(objectsFd);
-    dirPath = enc.encode(dir + "\0");
-    objectsFd = lib.open(dirPath, k.DIR_FLAGS, 0);
-    dirName = objectsFd < 0 ? "" : dir;
-    return objectsFd < 0 ? errno() : 0;
-  };
   const empty = new Uint8Array(1);
   const st = new Uint8Array(256);
   const sv = new DataView(st.buffer);
@@ -349,8 +341,12 @@ function threadMain(
   }
 
   wt.parentPort.on("message", (m: DiffImportRequest) => {
-    const initErrno = m.objectsDir ? useDir(m.objectsDir) : 0; // "": ranges only
-    if (initErrno) return wt.parentPort.postMessage({ seq: m.seq, initErrno } satisfies DiffImportReply);
+    if (m.objectsDir !== dirName) dirPath = enc.encode(m.objectsDir + "\0");
+    dirName = m.objectsDir;
+    objectsFd = m.objectsDir ? lib.open(dirPath, k.DIR_FLAGS, 0) : -1; // "": ranges only
+    if (m.objectsDir && objectsFd < 0) {
+      return wt.parentPort.postMessage({ seq: m.seq, initErrno: errno() } satisfies DiffImportReply);
+    }
     const f = new Float64Array(m.buf, 0, m.files * S.COUNT);
     const l = new Float64Array(m.buf, m.files * S.COUNT * 8, m.links * L.COUNT);
     const bytes = new Uint8Array(m.buf);
@@ -359,6 +355,7 @@ function threadMain(
     for (let i = 0; i < m.files; i++) if (f[i * S.COUNT + S.KIND] === 0) prepare(m.diffFd, f, bytes, i);
     let free = 0;
     for (let i = 0; i < m.files; i++) free = hashItem(m, f, bytes, data, i, free);
+    if (objectsFd >= 0) lib.close(objectsFd);
     wt.parentPort.postMessage({ seq: m.seq } satisfies DiffImportReply);
   });
 }
