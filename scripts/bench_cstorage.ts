@@ -13,8 +13,9 @@
 // CPU (user+sys of the process tree) and the ratio to the skopeo path measured in the same run; every
 // variant must give the same image id. Without kernel fs-verity every file must be read and hashed:
 // the same rounds time that physical floor over the layers' diff/ files (cold cache too): one
-// `cat | sha256sum` stream, the same split over two processes, and `fsverity digest` (C) over them
-// on two processes.
+// `cat | sha256sum` stream, the same split over two processes, `fsverity digest` (C) over them on two
+// processes with sha256 and with the repository's sha512, and `cp --reflink` of the diff/ trees (the
+// kernel's share of reflinking every file).
 import { exists, sh } from "./bench_import.ts";
 const args = Deno.args;
 const opt = (name: string, def: string) => {
@@ -78,7 +79,8 @@ function childCpu(): number {
 }
 
 const DIFFS = `find ${STORAGE}/overlay -mindepth 3 -path '*/diff/*' -type f -print0`;
-const FLOORS: { name: string; cmd: string }[] = [
+/** `setup` and `cleanup` run untimed, before the page cache is dropped and after the command. */
+const FLOORS: { name: string; cmd: string; setup?: string; cleanup?: string }[] = [
   { name: "floor: cat diff/* | sha256sum (1 process)", cmd: `${DIFFS} | xargs -0 cat | sha256sum` },
   {
     name: "floor: cat | sha256sum on 2 processes",
@@ -88,15 +90,31 @@ const FLOORS: { name: string; cmd: string }[] = [
     name: "floor: fsverity digest (C) on 2 processes",
     cmd: `${DIFFS} | xargs -0 -P2 -n 400 fsverity digest >/dev/null`,
   },
+  {
+    // The repository's algorithm (sha512 by default): the hashing the import cannot avoid.
+    name: "floor: fsverity digest --hash-alg=sha512 (C) on 2 processes",
+    cmd: `${DIFFS} | xargs -0 -P2 -n 400 fsverity digest --hash-alg=sha512 >/dev/null`,
+  },
+  {
+    // What reflinking every file costs the kernel (create, FICLONE, close), no data read.
+    name: "floor: cp -a --reflink=always of the diff/ trees",
+    setup: `rm -rf ${MNT}/floor-cp && mkdir ${MNT}/floor-cp`,
+    cmd: `for d in ${STORAGE}/overlay/*/diff; do ` +
+      `cp -a --reflink=always "$d" ${MNT}/floor-cp/$(basename $(dirname "$d")); done`,
+    cleanup: `rm -rf ${MNT}/floor-cp`,
+  },
 ];
 
-async function floor(cmd: string): Promise<{ secs: number; cpu: number }> {
+async function floor(f: (typeof FLOORS)[number]): Promise<{ secs: number; cpu: number }> {
+  if (f.setup) await sh(f.setup);
   await sh("sync");
   if (DROP) await sh("echo 3 > /proc/sys/vm/drop_caches");
   const c0 = childCpu();
   const t0 = performance.now();
-  await sh(cmd);
-  return { secs: (performance.now() - t0) / 1000, cpu: childCpu() - c0 };
+  await sh(f.cmd);
+  const r = { secs: (performance.now() - t0) / 1000, cpu: childCpu() - c0 };
+  if (f.cleanup) await sh(f.cleanup);
+  return r;
 }
 
 const BASELINE = opt("--baseline", "");
@@ -172,7 +190,7 @@ async function main() {
       console.error(`round ${r + 1}: ${v.name}: ${res.secs.toFixed(2)} s, cpu ${res.cpu.toFixed(2)} s`);
     }
     for (const f of FLOORS) {
-      const res = await floor(f.cmd);
+      const res = await floor(f);
       times.get(f.name)!.push(res.secs);
       cpus.get(f.name)!.push(res.cpu);
       console.error(`round ${r + 1}: ${f.name}: ${res.secs.toFixed(2)} s, cpu ${res.cpu.toFixed(2)} s`);
