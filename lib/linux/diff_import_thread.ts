@@ -1,5 +1,5 @@
 // The body of the threads that do the per-file work of a containers-storage layer import
-// (docs/containers-storage.md#how). For a batch of diff/ files: open each (openat2 RESOLVE_BENEATH,
+// (docs/containers-storage.md#threads). For a batch of diff/ files: open each (openat2 RESOLVE_BENEATH,
 // as openBeneath in openat2.ts with followBeneath), statx it, reflink it (FICLONE) into an O_TMPFILE
 // under objects/ and POSIX_FADV_WILLNEED the clone — every file of the batch first, so the disk
 // serves them together — then read each clone once and hash its 4096-byte blocks: the leaf level of

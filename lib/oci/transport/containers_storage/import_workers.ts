@@ -1,7 +1,7 @@
 // The per-file half of a containers-storage layer import on worker threads: opening each diff/
 // file, statx, reflinking it into objects/, reading it and hashing the leaf level of its fs-verity
 // tree, and later naming the clone in objects/ (the thread body and why:
-// lib/linux/diff_import_thread.ts; measured: docs/containers-storage.md#performance).
+// lib/linux/diff_import_thread.ts; measured: docs/performance.md#containers-storage).
 //
 // As lib/objects/write_worker.ts: node:worker_threads workers from source text (so they run from
 // the single-file bundle), referenced only while requests are pending. Batches go to the least busy

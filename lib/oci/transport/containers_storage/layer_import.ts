@@ -8,10 +8,11 @@
 // checked against the diff_id unless the caller trusts the store.
 //
 // Reflinks take the fast path: import threads (import_workers.ts) open, clone and hash the leaf
-// level of many files at once, ahead of this thread; here each clone's digest is finished from its
-// leaves, its bytes fed to the diff_id hash in tar order (a second read, from the page cache), and
-// the clone handed back to a thread to be named in objects/. The other paths run here
-// (store_file.ts). Why and how, with measurements: docs/containers-storage.md#performance.
+// level of many files at once, ahead of this thread, and leave each clone's bytes in a shared
+// buffer; here each digest is finished from its leaves, the same bytes fed to the diff_id hash in tar
+// order (only a file too large for the buffer is read again, from the page cache), and the clone
+// handed back to a thread to be named in objects/. The other paths run here (store_file.ts). How:
+// docs/containers-storage.md#threads; measured: docs/performance.md#containers-storage.
 import { createHash, type Hash } from "node:crypto";
 import { FormatError, IntegrityError, InternalError, KernelError, PermissionError } from "../../../errors.ts";
 import { parseDigest } from "../../digest.ts";

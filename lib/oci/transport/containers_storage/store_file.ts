@@ -68,7 +68,7 @@ export type FileStat = Pick<StatxResult, "mode" | "size" | "nlink" | "uid" | "de
 /**
  * Import threads by default: they wait for the disk (cold metadata, extent maps, data) as much as
  * they hash, so one more than the two cores measured keeps more requests in flight
- * (docs/containers-storage.md#performance).
+ * (docs/performance.md#containers-storage).
  */
 const IMPORT_THREADS = 3;
 
