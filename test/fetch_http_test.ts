@@ -360,3 +360,22 @@ Deno.test("fetch: hostile named refs cannot make links outside streams/, and pro
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("fetch: failing right after the hashing threads were started exits cleanly (no crash at exit)", async () => {
+  // fetch warms the hashing threads first; Deno.exit while one was still setting up crashed the
+  // runtime in about 1 run of 12 (exit 139) until the CLI waited for them (lib/util/shutdown.ts).
+  const dir = await Deno.makeTempDir({ prefix: "cfsctl-fetch-exit-" });
+  try {
+    await cfs(dir, ["init", "--insecure"]);
+    const codes: number[] = [];
+    for (let i = 0; i < 30; i++) {
+      const r = await runCli(["--repo", dir, "fetch", "ftp://x/", "a", "--progress", "none"], {
+        env: { CFSCTL_HASH_THREADS: "2" },
+      });
+      codes.push(r.code);
+    }
+    assertEquals(codes.filter((c) => c !== 2), [], "every run is a usage error (2), none a crash");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -10,6 +10,7 @@ import { registerImagesCommand } from "./cmd_images.ts";
 import { registerVarlinkCommand } from "./cmd_varlink.ts";
 import { registerBootCommands } from "./cmd_boot.ts";
 import { type Personality, personalityOf } from "./personality.ts";
+import { runShutdownHooks } from "../util/shutdown.ts";
 
 async function runPersonality(p: Personality, args: string[]): Promise<number> {
   switch (p) {
@@ -48,5 +49,8 @@ export async function cliMain(invokedAs: string, args: string[]): Promise<number
     return 0;
   } catch (e) {
     return exitCodeForThrown(e, program, args);
+  } finally {
+    // Threads started ahead of need (the hashing pool) are stopped before Deno.exit (lib/util/shutdown.ts).
+    await runShutdownHooks();
   }
 }

@@ -11,6 +11,7 @@ import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import { FormatError, KernelError } from "../errors.ts";
 import { errnoName } from "../linux/libc.ts";
+import { addShutdownHook } from "../util/shutdown.ts";
 import {
   type BlockHashJob,
   type BlockHashReply,
@@ -42,11 +43,19 @@ class Thread {
   readonly worker: Worker;
   readonly waiting = new Map<number, Pending>();
   failed?: Error;
+  /** Settles once the thread is set up (or failed to start): exiting before that can crash Deno. */
+  readonly started: Promise<void>;
 
   constructor(libcrypto: boolean) {
     this.worker = new Worker(blockHashThreadSource(libcrypto), { eval: true });
     this.worker.unref();
-    this.worker.on("message", (m: BlockHashReply) => this.#reply(m));
+    let ready = () => {};
+    this.started = new Promise<void>((resolve) => {
+      ready = resolve;
+      this.worker.once("error", () => resolve());
+      this.worker.once("exit", () => resolve());
+    });
+    this.worker.on("message", (m: BlockHashReply) => m.ready ? ready() : this.#reply(m));
     this.worker.on("error", (e: Error) => {
       this.failed = e;
       for (const p of this.waiting.values()) p.reject(e);
@@ -94,6 +103,7 @@ export class LeafPool {
   /** The hash backend the threads use (the one in effect when the pool was made). */
   readonly backend: HashBackendName;
   #threads: Thread[] = [];
+  #unhook: (() => void) | undefined;
   #seq = 0;
 
   constructor(threads: number, backend: HashBackendName) {
@@ -159,6 +169,7 @@ export class LeafPool {
    * they will hash (a fetch, an import) warm the pool before their first network or disk wait.
    */
   warm(threads = this.size): void {
+    if (this.#threads.length === 0 && threads > 0) this.#unhook ??= addShutdownHook(() => this.settle());
     while (this.#threads.length < Math.min(threads, this.size)) {
       this.#threads.push(new Thread(this.backend === "libcrypto"));
     }
@@ -169,10 +180,25 @@ export class LeafPool {
     return this.#threads.length;
   }
 
+  /** Waits until every thread has started (Deno.exit is safe then; see Thread.started). */
+  async settle(): Promise<void> {
+    await Promise.all(this.#threads.map(async (t) => {
+      t.worker.ref(); // an unref'd thread would not keep the process waiting for it
+      await t.started;
+      if (t.waiting.size === 0) t.worker.unref();
+    }));
+  }
+
+  /** Stops every thread, each once it has started (see Thread.started). */
   async terminate(): Promise<void> {
     const ts = this.#threads;
     this.#threads = [];
-    await Promise.all(ts.map((t) => t.worker.terminate()));
+    this.#unhook?.();
+    this.#unhook = undefined;
+    await Promise.all(ts.map(async (t) => {
+      await t.started;
+      await t.worker.terminate();
+    }));
   }
 }
 

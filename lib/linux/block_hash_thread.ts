@@ -47,7 +47,9 @@ export interface StreamHashRequest {
 }
 
 export interface BlockHashReply {
+  /** -1 with `ready`: the thread has finished setting up (sent once, first). */
   seq: number;
+  ready?: boolean;
   /** When a job failed: its index, the errno (0 for a short file) and a message. */
   error?: { job: number; errno: number; message: string };
 }
@@ -300,4 +302,6 @@ function blockHashMain(wt: any, req: any, useLibcrypto: boolean, hasher: typeof 
     }
     wt.parentPort.postMessage({ seq: m.seq });
   });
+  // Set up (libraries loaded): the owner may now stop the process safely (lib/util/shutdown.ts).
+  wt.parentPort.postMessage({ seq: -1, ready: true });
 }
