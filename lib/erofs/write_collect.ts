@@ -13,7 +13,7 @@
 import { FormatError } from "../errors.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
 import { type LeafContent, NO_XATTRS, S_IFCHR, S_IFDIR, S_IFMT, S_IFREG, type Stat } from "../tree/tree.ts";
-import { type FlatTree, REG_EXTERNAL, REG_INLINE, REG_NOVERITY } from "../tree/flat.ts";
+import { type FlatTree, REG_INLINE, setInodeColumns } from "../tree/flat.ts";
 import { bstrToBytes } from "../util/bytes.ts";
 import {
   OPAQUE_ROOT_VALUE,
@@ -111,37 +111,7 @@ export class InodeTable {
     this.type[i] = type;
     this.nlink[i] = nlink;
     this.mode[i] = stat.mode & 0o7777;
-    this.uid[i] = stat.uid;
-    this.gid[i] = stat.gid;
-    this.mtimeSec[i] = stat.mtimeSec;
-    if (stat.mtimeSecExact !== undefined) this.mtimeExact.set(i, stat.mtimeSecExact);
-    this.mtimeNsec[i] = stat.mtimeNsec;
-    this.xattrs[i] = stat.xattrs;
-    if (content === null) return i;
-    switch (content.type) {
-      case "inline":
-        this.kind[i] = REG_INLINE;
-        this.size[i] = content.data.length;
-        if (content.data.length > 0) this.inline[i] = content.data;
-        break;
-      case "external":
-        this.kind[i] = REG_EXTERNAL;
-        this.size[i] = content.size;
-        this.id[i] = content.id;
-        this.text[i] = content.payload;
-        break;
-      case "external-noverity":
-        this.kind[i] = REG_NOVERITY;
-        this.size[i] = content.size;
-        this.text[i] = content.payload;
-        break;
-      case "symlink":
-        this.text[i] = content.target;
-        break;
-      case "chardev":
-      case "blockdev":
-        this.rdev[i] = content.rdev;
-    }
+    setInodeColumns(this, i, stat, content);
     return i;
   }
 

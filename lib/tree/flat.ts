@@ -225,8 +225,24 @@ export function flatToTree(t: FlatTree): Directory {
   return nodes[0] as Directory;
 }
 
-/** Copies a stat and a leaf's content into the inode fields of entry e. */
-function setInode(t: FlatTree, e: number, stat: Stat, content: LeafContent | null): void {
+/** The per-entry inode columns a stat and a leaf's content fill: FlatTree's and the EROFS inode table's. */
+export interface InodeColumns {
+  uid: Uint32Array;
+  gid: Uint32Array;
+  mtimeSec: Float64Array;
+  mtimeExact: Map<number, bigint>;
+  mtimeNsec: Uint32Array;
+  xattrs: Map<string, Uint8Array>[];
+  kind: Uint8Array;
+  size: Float64Array;
+  rdev: Float64Array;
+  text: (string | undefined)[];
+  id: (ObjectId | undefined)[];
+  inline: (Uint8Array | undefined)[];
+}
+
+/** Copies a stat (owner, mtime, xattrs) and a leaf's content into the inode columns of entry e. */
+export function setInodeColumns(t: InodeColumns, e: number, stat: Stat, content: LeafContent | null): void {
   t.uid[e] = stat.uid;
   t.gid[e] = stat.gid;
   t.mtimeSec[e] = stat.mtimeSec;
@@ -292,14 +308,14 @@ export function treeToFlat(root: Directory): FlatTree {
   const shared = new Map<Leaf, number[]>();
   const leafOf = new Map<number, Leaf>();
   t.add(-1, "", S_IFDIR | root.stat.mode);
-  setInode(t, 0, root.stat, null);
+  setInodeColumns(t, 0, root.stat, null);
   const stack: [Directory, number][] = [[root, 0]];
   while (stack.length > 0) {
     const [dir, de] = stack.pop()!;
     for (const [name, node] of dir.entries) {
       if (node.kind === "dir") {
         const e = t.add(de, name, S_IFDIR | node.stat.mode);
-        setInode(t, e, node.stat, null);
+        setInodeColumns(t, e, node.stat, null);
         stack.push([node, e]);
         continue;
       }
@@ -307,7 +323,7 @@ export function treeToFlat(root: Directory): FlatTree {
       const seen = first.get(node);
       if (seen === undefined) {
         first.set(node, e);
-        setInode(t, e, node.stat, node.content);
+        setInodeColumns(t, e, node.stat, node.content);
         continue;
       }
       let list = shared.get(node);
@@ -319,7 +335,7 @@ export function treeToFlat(root: Directory): FlatTree {
   if (shared.size > 0) {
     for (const [leaf, o] of canonicalOwners(t, leafOf, shared)) {
       for (const e of shared.get(leaf)!) t.ino[e] = o;
-      setInode(t, o, leaf.stat, leaf.content);
+      setInodeColumns(t, o, leaf.stat, leaf.content);
     }
   }
   return t;
