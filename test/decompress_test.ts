@@ -1,7 +1,8 @@
 // Layer decompression: every gzip member and every zstd frame (skippable frames skipped), with the
 // compressed data made by the gzip and zstd command-line tools.
-import { FormatError } from "../lib/errors.ts";
-import { inPlaceChunks } from "../lib/compress/decompress.ts";
+import { FormatError, IntegrityError } from "../lib/errors.ts";
+import { inPlaceChunks, inPlaceDecoding, releaseDecoders } from "../lib/compress/decompress.ts";
+import { createHash } from "node:crypto";
 import { decompressLayer, isTarLayerMediaType, layerCompressionOf } from "../lib/oci/media_types.ts";
 import { nativeCodecAvailable, RECYCLE_DISTANCE } from "../lib/linux/native_decompress.ts";
 import { concatBytes } from "../lib/util/bytes.ts";
@@ -188,4 +189,59 @@ Deno.test("in-place chunks: the decoder's own buffers, intact for RECYCLE_DISTAN
   const kept: Uint8Array[] = [];
   for await (const c of decompressLayer(streamOf(zst, 65536), ZST)) kept.push(c);
   assertEquals(sha256Hex(concatBytes(kept)), sha256Hex(whole));
+});
+
+/** ~`mib` MiB of varied text (compresses, but not to nothing). */
+function textOf(mib: number, seed: number): Uint8Array {
+  const lines: string[] = [];
+  for (let i = 0; lines.length * 24 < mib << 20; i++) {
+    lines.push(`line ${i} ${((i + seed) * 2654435761) >>> 0}`);
+  }
+  return new TextEncoder().encode(lines.join("\n"));
+}
+
+Deno.test("decoding thread: streams decoded at once share it; the output digest comes from it", async () => {
+  const a = textOf(6, 1);
+  const b = textOf(3, 2);
+  const gz = await run("gzip", ["-c"], { stdin: a });
+  const zst = await run("zstd", ["-q", "-c"], { stdin: b });
+  const read = async (data: Uint8Array, mt: string) => {
+    const dec = inPlaceDecoding(decompressLayer(streamOf(data, 50_000), mt));
+    assert(dec !== null);
+    dec.hashOutput("sha256");
+    const parts: Uint8Array[] = [];
+    for await (const c of dec.chunks) parts.push(c.slice());
+    return { whole: concatBytes(parts), digest: dec.outputDigest() };
+  };
+  // Interleaved on the one thread: each stream gets its own bytes and digest.
+  const [ra, rb] = await Promise.all([read(gz, GZ), read(zst, ZST)]);
+  assertEquals(sha256Hex(ra.whole), sha256Hex(a));
+  assertEquals(sha256Hex(rb.whole), sha256Hex(b));
+  assertEquals(ra.digest, { hex: sha256Hex(a), size: a.length });
+  assertEquals(rb.digest, { hex: sha256Hex(b), size: b.length });
+  // sha512 is hashed as asked.
+  const dec = inPlaceDecoding(decompressLayer(streamOf(gz), GZ))!;
+  dec.hashOutput("sha512");
+  for await (const _ of dec.chunks);
+  assertEquals(dec.outputDigest()?.hex, createHash("sha512").update(a).digest("hex"));
+});
+
+Deno.test("decoding thread: a consumer that stops early, a failing source, a stopped thread", async () => {
+  const a = textOf(8, 3);
+  const gz = await run("gzip", ["-c"], { stdin: a });
+  // Stop after two chunks: the thread drops the stream and the next one decodes fully.
+  let n = 0;
+  for await (const _ of inPlaceChunks(decompressLayer(streamOf(gz), GZ))!) if (++n === 2) break;
+  assertEquals(sha256Hex(await collect(decompressLayer(streamOf(gz), GZ))), sha256Hex(a));
+  // The source's own error (e.g. a digest check at its end) reaches the consumer as it is, even
+  // though the decoder itself saw a complete stream.
+  const failing = streamOf(gz).pipeThrough(
+    new TransformStream({ flush: () => Promise.reject(new IntegrityError("digest mismatch")) }),
+  );
+  const e = await assertRejects(() => collect(decompressLayer(failing, GZ)), IntegrityError);
+  assertEquals(e.message, "digest mismatch");
+  // Once let go (a pull's image build needs the memory), the next stream starts a new thread.
+  releaseDecoders();
+  assertEquals(sha256Hex(await collect(decompressLayer(streamOf(gz), GZ))), sha256Hex(a));
+  releaseDecoders();
 });

@@ -4,7 +4,12 @@
 import { Duplex } from "node:stream";
 import { createGunzip } from "node:zlib";
 import { CfsError, FormatError } from "../errors.ts";
-import { nativeDecompress } from "../linux/native_decompress.ts";
+import {
+  type NativeDecoding,
+  nativeDecompress,
+  stopDecodeThread,
+  warmDecodeThread,
+} from "../linux/native_decompress.ts";
 import { zstdDecompressStream } from "./zstd.ts";
 
 export type LayerCompression = "none" | "gzip" | "zstd";
@@ -41,7 +46,7 @@ export function decompressDeclared(
 
 /**
  * Decompresses with the given method (errors from the decoder become FormatError): with the system
- * libzstd / zlib on a pool thread where FFI allows it (lib/linux/native_decompress.ts), else node:zlib.
+ * libzstd / zlib on a decoding thread where FFI allows it (lib/linux/native_decompress.ts), else node:zlib.
  */
 export function decompress(
   input: ReadableStream<Uint8Array>,
@@ -134,7 +139,30 @@ function concatStreams(
   });
 }
 
+/**
+ * Starts the native decoders' thread before streams come (a pull, before its layers' downloads), so
+ * the first chunk does not wait for the thread to start.
+ */
+export function warmDecoders(): void {
+  warmDecodeThread();
+}
+
+/** Lets the native decoders' thread go once its streams have ended (frees its memory for what follows). */
+export function releaseDecoders(): void {
+  stopDecodeThread();
+}
+
 const IN_PLACE = Symbol("cfsctl.inPlaceChunks");
+
+/** A decoder's stream read in place: its chunks, and the digest of its output computed beside them. */
+export interface InPlaceDecoding {
+  /** Each chunk stays intact only until RECYCLE_DISTANCE (4) further chunks have been read. */
+  chunks: AsyncIterable<Uint8Array>;
+  /** Asks for the `alg` (node:crypto name) digest of the output; before the first chunk is read. */
+  hashOutput(alg: string): void;
+  /** Once the chunks have ended: the digest asked for (hex) and the output size. */
+  outputDigest(): { hex: string; size: number } | undefined;
+}
 
 /**
  * The chunks of a stream made by decompressLayer/decompress, read in place: no copy, but each chunk
@@ -142,20 +170,25 @@ const IN_PLACE = Symbol("cfsctl.inPlaceChunks");
  * stream, or one already being read. Reading this way and through the stream are exclusive.
  */
 export function inPlaceChunks(s: unknown): AsyncIterable<Uint8Array> | null {
-  const f = (s as { [IN_PLACE]?: () => AsyncIterable<Uint8Array> | null } | null)?.[IN_PLACE];
+  return inPlaceDecoding(s)?.chunks ?? null;
+}
+
+/** Like inPlaceChunks, and the decoding thread can hash the output on the way (a layer's diff_id). */
+export function inPlaceDecoding(s: unknown): InPlaceDecoding | null {
+  const f = (s as { [IN_PLACE]?: () => InPlaceDecoding | null } | null)?.[IN_PLACE];
   return f ? f() : null;
 }
 
 /**
  * A stream over a recycling decoder: read as a stream, every chunk is copied out (the consumer may
- * keep it); inPlaceChunks() gives the decoder's own buffers instead (the layer splitter copies what
+ * keep it); inPlaceDecoding() gives the decoder's own buffers instead (the layer splitter copies what
  * it keeps anyway).
  */
-function recyclingStream(gen: AsyncGenerator<Uint8Array>, codec: string): ReadableStream<Uint8Array> {
+function recyclingStream(dec: NativeDecoding, codec: string): ReadableStream<Uint8Array> {
   let claimed = false;
   async function* mapped(): AsyncGenerator<Uint8Array> {
     try {
-      yield* gen;
+      yield* dec.chunks;
     } catch (e) {
       throw codecError(e, codec);
     }
@@ -173,10 +206,10 @@ function recyclingStream(gen: AsyncGenerator<Uint8Array>, codec: string): Readab
     },
   }, { highWaterMark: 0 });
   Object.defineProperty(stream, IN_PLACE, {
-    value: () => {
+    value: (): InPlaceDecoding | null => {
       if (claimed || stream.locked) return null;
       claimed = true;
-      return it;
+      return { chunks: it, hashOutput: (alg) => dec.hashOutput(alg), outputDigest: () => dec.outputDigest() };
     },
   });
   return stream;

@@ -256,6 +256,9 @@ export class ObjectDir implements ObjectStore {
       this.#bgAdded++;
       return id;
     }
+    // Every batch is with the worker: rather than wait for one, this thread stores the object itself,
+    // so both threads do the kernel's per-file work while the worker is behind.
+    if (this.#storeSync(id, data)) return id;
     const copy = data.slice();
     return (async () => {
       do await bg.whenFree(); while (!bg.tryAdd(rel, copy));

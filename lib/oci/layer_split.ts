@@ -16,7 +16,7 @@ import { ByteSource } from "./tar/byte_source.ts";
 import type { TarEntry } from "./tar/entry.ts";
 import type { LeafContent } from "../tree/tree.ts";
 import { TarReader, type TarReaderOptions } from "./tar/reader.ts";
-import { inPlaceChunks } from "../compress/decompress.ts";
+import { type InPlaceDecoding, inPlaceDecoding } from "../compress/decompress.ts";
 
 /** Regular files up to this size stay inline (composefs-rs INLINE_CONTENT_MAX_V0). */
 export const INLINE_CONTENT_MAX = 64;
@@ -191,8 +191,11 @@ export async function splitTarInto(
 ): Promise<SplitTarStats> {
   const expected = opts.expectedDiffId;
   const alg = expected === undefined ? "sha256" : parseDigest(expected, "diff_id").alg;
-  const sha = createHash(alg);
-  const src = new ByteSource(inPlaceChunks(tar) ?? tar, (c) => sha.update(c));
+  // A native decoder's output is read in place and hashed on the decoding thread; anything else here.
+  const dec = inPlaceDecoding(tar);
+  dec?.hashOutput(alg);
+  const sha = dec ? null : createHash(alg);
+  const src = dec ? new ByteSource(dec.chunks) : new ByteSource(tar, (c) => sha!.update(c));
   const reader = new TarReader(src, opts);
   const out = new OrderedSink(sink);
   const files = new FileStorer(store, reader, out);
@@ -225,7 +228,7 @@ export async function splitTarInto(
     await out.abandon();
     throw e;
   }
-  const diffId = `${alg}:${sha.digest("hex")}`;
+  const diffId = `${alg}:${sha ? sha.digest("hex") : decodedDigest(dec!, src.consumed)}`;
   if (expected !== undefined && diffId !== expected) {
     throw new IntegrityError(`layer diff_id mismatch: expected ${expected}, got ${diffId}`);
   }
@@ -248,6 +251,15 @@ async function inlineContent(
     await out.inline(c);
   }
   return data;
+}
+
+/** The digest the decoding thread computed; it must cover exactly the bytes that were split. */
+function decodedDigest(dec: InPlaceDecoding, consumed: number): string {
+  const d = dec.outputDigest();
+  if (!d || d.size !== consumed) {
+    throw new InternalError(`decoder hashed ${d?.size} bytes, the split read ${consumed}`);
+  }
+  return d.hex;
 }
 
 /** Stores the contents of regular files > 64 bytes as objects and writes their references. */

@@ -10,6 +10,7 @@ import type { Repository } from "../repository/repository.ts";
 import { SplitStreamWriter } from "../splitstream/mod.ts";
 import { CONTENT_TYPE } from "./content_types.ts";
 import { decompressLayer, isTarLayerMediaType } from "./media_types.ts";
+import { releaseDecoders, warmDecoders } from "../compress/decompress.ts";
 import { digestCheckingStream, parseDigest, verifyDigest } from "./digest.ts";
 import { tagImage, writeConfigStream, writeManifestStream } from "./image_store.ts";
 import { asImageConfig, asManifest, configDiffIds } from "./json_types.ts";
@@ -282,23 +283,29 @@ async function importLayers(
   todo.sort((a, b) => (layers[b].size ?? 0) - (layers[a].size ?? 0));
   const seen = new Set<string>();
   const unique = todo.filter((i) => !seen.has(keys[i]) && seen.add(keys[i]));
+  // The layers' decoding thread starts while the first downloads are being requested.
+  if (plan.isContainer && !source.splitLayer && unique.length > 0) warmDecoders();
   const before = repo.objects.counts();
   // Not for sources that split layers themselves (containers-storage: no tar passes through here).
   const live = plan.isContainer && !source.splitLayer && unique.some((i) => keys[i] === keys[0])
     ? new LiveLayerTree()
     : undefined;
-  await runBounded(unique, opts.concurrency ?? navigator.hardwareConcurrency ?? 2, async (i) => {
-    try {
-      const onLive = keys[i] === keys[0] ? live : undefined;
-      layerVerity.set(
-        keys[i],
-        await importLayer(repo, source, layers[i], keys[i], plan.isContainer, reporter, stats, onLive),
-      );
-    } catch (e) {
-      if (e instanceof Error && "within" in e) (e as IntegrityError).within(`layer ${layers[i].digest}`);
-      throw e;
-    }
-  });
+  try {
+    await runBounded(unique, opts.concurrency ?? navigator.hardwareConcurrency ?? 2, async (i) => {
+      try {
+        const onLive = keys[i] === keys[0] ? live : undefined;
+        layerVerity.set(
+          keys[i],
+          await importLayer(repo, source, layers[i], keys[i], plan.isContainer, reporter, stats, onLive),
+        );
+      } catch (e) {
+        if (e instanceof Error && "within" in e) (e as IntegrityError).within(`layer ${layers[i].digest}`);
+        throw e;
+      }
+    });
+  } finally {
+    releaseDecoders(); // its memory is better spent on the image build
+  }
   opts.signal?.throwIfAborted();
   const after = repo.objects.counts();
   // Each imported layer also stored its splitstream as one object: count file contents only.
