@@ -4,7 +4,10 @@
 import { VERSION_TEXT } from "./lib/cli/version.ts";
 import { personalityOf } from "./lib/cli/personality.ts";
 
-if (import.meta.main) {
+if (isNamedWorker("cfsctl-fetch-thread")) {
+  // The bundle runs as a fetch thread's module too (lib/http_fetch/fetch_threads.ts).
+  await import("./lib/http_fetch/fetch_thread.ts");
+} else if (import.meta.main) {
   const name = invokedName();
   const args = [...Deno.args];
   if (
@@ -27,6 +30,13 @@ if (import.meta.main) {
   }
   const { cliMain } = await import("./lib/cli/main.ts");
   Deno.exit(await cliMain(name, args));
+}
+
+/** True inside a Web Worker of that name (import.meta.main is true there as well). */
+function isNamedWorker(name: string): boolean {
+  // deno-lint-ignore no-explicit-any
+  const g = globalThis as any;
+  return typeof g.WorkerGlobalScope === "function" && g instanceof g.WorkerGlobalScope && g.name === name;
 }
 
 function invokedName(): string {

@@ -106,3 +106,52 @@ export function describeError(e: unknown): string {
   if (e instanceof Error) return e.message;
   return String(e);
 }
+
+/** An error as plain data, to cross to another thread (postMessage keeps no class). */
+export interface NamedError {
+  name: string;
+  message: string;
+  context?: string[];
+  errno?: number;
+  code?: string;
+  syscall?: string;
+}
+
+const BY_NAME: Record<string, new (message: string, options?: { context?: string[] }) => CfsError> = {
+  CfsError,
+  InvalidArgumentError,
+  UsageError,
+  FormatError,
+  IntegrityError,
+  NotFoundError,
+  PermissionError,
+  RepositoryError,
+  TransportError,
+  InternalError,
+};
+
+/** `e` as plain data (toNamed ∘ errorFromNamed keeps the class, message and context of a CfsError). */
+export function toNamed(e: unknown): NamedError {
+  if (e instanceof KernelError) {
+    return {
+      name: e.name,
+      message: e.message,
+      context: e.context,
+      errno: e.errno,
+      code: e.code,
+      syscall: e.syscall,
+    };
+  }
+  if (e instanceof CfsError) return { name: e.name, message: e.message, context: e.context };
+  if (e instanceof Error) return { name: "InternalError", message: `${e.name}: ${e.message}` };
+  return { name: "InternalError", message: String(e) };
+}
+
+/** The typed error `n` describes (an unknown name becomes a CfsError). */
+export function errorFromNamed(n: NamedError): CfsError {
+  if (n.name === "KernelError") {
+    return new KernelError(n.syscall ?? "?", n.errno ?? 0, n.code ?? "?", n.message, n.context);
+  }
+  const Class = BY_NAME[n.name] ?? CfsError;
+  return new Class(n.message, { context: n.context ?? [] });
+}

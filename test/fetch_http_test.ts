@@ -165,6 +165,9 @@ Deno.test("fetch: from busybox httpd, a cut download continues with 206 Partial 
       (await cfs(target, ["fetch", proxy.url, "refs/oci/demo", "--json", "--progress", "none"])).stdout,
     );
     assertEquals(out.content, fx.manifestDigest);
+    // 40+ objects: fetch threads did the downloads (docs/fetch.md#threads), the cut one included.
+    assert(out.stats.threads >= 1, `fetch threads: ${out.stats.threads}`);
+    assertEquals(out.stats.objects_fetched, out.stats.objects);
     const reqs = proxy.requests.filter((q) => q.path.endsWith(fx.bigObject));
     assertEquals(reqs.map((q) => q.status), [200, 206, 206], JSON.stringify(reqs));
     const offsets = reqs.map((q) => Number(/^bytes=(\d+)-$/.exec(q.range ?? "bytes=0-")![1]));
@@ -174,6 +177,25 @@ Deno.test("fetch: from busybox httpd, a cut download continues with 206 Partial 
     assertEquals((await Deno.stat(`${target}/objects/${fx.bigObject}`)).size, 3 << 20);
     const fsck = JSON.parse((await cfs(target, ["fsck", "--json"])).stdout);
     assert(fsck.ok === true, JSON.stringify(fsck.errors));
+    // The same fetch on the main thread alone (--threads 0) stores the same objects and stream.
+    const single = `${dir}/single`;
+    await cfs(single, ["init", "--insecure"]);
+    const one = JSON.parse(
+      (await cfs(single, [
+        "fetch",
+        server.url,
+        "refs/oci/demo",
+        "--json",
+        "--progress",
+        "none",
+        "--threads",
+        "0",
+      ]))
+        .stdout,
+    );
+    assertEquals(one.stats.threads, 0);
+    assertEquals(one.verity, out.verity);
+    assertEquals([...(await objectFiles(single))].sort(), [...(await objectFiles(target))].sort());
   } finally {
     await proxy.close();
     await server.close();
@@ -200,7 +222,8 @@ Deno.test("fetch: a flipped object on the server is refused and nothing is linke
         const target = `${dir}/target-${obj.slice(0, 2)}`;
         await cfs(target, ["init", "--insecure"]);
         // The large case shares the objects with a helper process: its refusal must fail the fetch too.
-        const procs = obj === fx.bigObject ? ["--processes", "3"] : [];
+        // The small case runs on two fetch threads: a thread's refusal must fail the fetch as well.
+        const procs = obj === fx.bigObject ? ["--processes", "3"] : ["--threads", "2"];
         const r = await cfs(
           target,
           ["fetch", server.url, "refs/oci/demo", "--progress", "none", ...procs],

@@ -109,6 +109,10 @@ export function registerFetchCommand(program: Command): void {
     .option("--retries <N>", "retries for failed requests and interrupted downloads (default 4)")
     .option("--jobs <N>", "parallel object downloads (default 4)")
     .option(
+      "--threads <N>",
+      "threads downloading, writing and hashing objects (default: the cores, at most 4; 0: the main thread)",
+    )
+    .option(
       "--processes <N>",
       "processes sharing the hashing and writing of objects (default 1: this process only)",
     )
@@ -147,6 +151,7 @@ async function fetchAction(url: string, name: string, opts: FetchFlags, cmd: Com
     creds: opts.creds,
     retries: parseCount(opts.retries, "--retries", 100),
     concurrency: jobs,
+    threads: parseCount(opts.threads, "--threads", 64),
   };
   if (opts.objectList) return await fetchObjectList(repo, url, opts.objectList, fetchOpts);
   const helperArgs: string[] = [];
@@ -207,6 +212,7 @@ function fetchJson(r: FetchResult, seconds: number) {
       objects_present: r.stats.objectsPresent,
       images: r.stats.images,
       processes: r.stats.processes,
+      threads: r.stats.threads,
       bytes_fetched: r.stats.bytesFetched,
       seconds: Math.round(seconds * 1000) / 1000,
     },

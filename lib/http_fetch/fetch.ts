@@ -19,6 +19,7 @@ import { MAGIC } from "../splitstream/format.ts";
 import { reassemble, SplitStreamReader } from "../splitstream/mod.ts";
 import { equalBytes } from "../util/bytes.ts";
 import { runBounded } from "../util/run_bounded.ts";
+import { threadedFetcher } from "./fetch_threads.ts";
 import { type FetchedBody, HttpRepositorySource, type HttpSourceOptions } from "./http_source.ts";
 import { Buffer } from "node:buffer";
 import { fsverityDigestFd } from "../fsverity/digest_fd.ts";
@@ -32,11 +33,22 @@ export interface FetchOptions extends HttpSourceOptions {
   concurrency?: number;
   reporter?: ProgressReporter;
   /**
-   * Downloads the objects instead of this process (the CLI shares them out to helper processes
-   * running fetchObjects); must store each one verified, like fetchObjects. Links are made here after.
+   * Downloads the objects instead of this thread (fetch threads by default: ./fetch_threads.ts; the
+   * CLI's helper processes); must store each one verified, like fetchObjects, and may call `stored`
+   * as each is in (the stream checks start early). Links are made here after.
    */
-  objectFetcher?: (ids: ObjectId[]) => Promise<ObjectFetchStats>;
+  objectFetcher?: ObjectFetcher;
+  /**
+   * Threads that download, write and hash the objects (default: the number of cores, at most 4);
+   * 0 = this thread does it all. Ignored with `objectFetcher`.
+   */
+  threads?: number;
+  /** Large objects hashed as they are written on this thread, not read back on the hashing pool. */
+  hashInline?: boolean;
 }
+
+/** Downloads and stores `ids` (each verified); `stored(id)` as each one is in the store. */
+export type ObjectFetcher = (ids: ObjectId[], stored?: (id: ObjectId) => void) => Promise<ObjectFetchStats>;
 
 export interface ObjectFetchStats {
   fetched: number;
@@ -44,6 +56,8 @@ export interface ObjectFetchStats {
   bytes: number;
   /** Processes that shared the work (1 when not said). */
   processes?: number;
+  /** Fetch threads that did it (./fetch_threads.ts; 0 or absent: the calling thread). */
+  threads?: number;
 }
 
 export interface FetchStats {
@@ -58,6 +72,8 @@ export interface FetchStats {
   images: number;
   /** Processes that downloaded objects (see FetchOptions.objectFetcher). */
   processes: number;
+  /** Fetch threads that downloaded objects (0: the main thread). */
+  threads: number;
 }
 
 export interface FetchResult {
@@ -107,11 +123,13 @@ class Fetcher {
     bytesFetched: 0,
     images: 0,
     processes: 1,
+    threads: 0,
   };
   constructor(
     readonly repo: Repository,
     readonly src: HttpRepositorySource,
     readonly reporter: ProgressReporter,
+    readonly hashInline = false,
   ) {}
 
   #where(rel: string): string {
@@ -173,7 +191,7 @@ class Fetcher {
     const got = await this.src.get(rel);
     if (!got) throw new NotFoundError(`object ${id.toId()} is not on the server (${this.#where(rel)})`);
     if (got.size !== undefined && got.size <= SMALL_OBJECT) return done(await this.#small(id, got, rel));
-    const finishing = await this.#largeOnPool(id, got, rel);
+    const finishing = this.hashInline ? null : await this.#largeOnPool(id, got, rel);
     if (!finishing) return done(await this.#large(id, got, rel));
     const p = finishing.finish.then(done, (e) => {
       this.#failed ??= { error: e };
@@ -508,12 +526,20 @@ async function fetchAllObjects(
   f.stats.objects = list.length;
   const pid = `objects:${name}`;
   f.reporter.report({ type: "started", id: pid, total: list.length, unit: "items" });
-  if (opts.objectFetcher && list.length > 0) {
-    const r = await opts.objectFetcher(list);
+  const fetcher = opts.objectFetcher ?? threadedFetcher(f.repo, f.src.base.href, opts, list.length);
+  if (fetcher && list.length > 0) {
+    const progress = new ThrottledProgress(f.reporter, pid, list.length);
+    checks.start();
+    const r = await fetcher(checks.order(list), (id) => {
+      progress.add(1);
+      checks.objectDone(id);
+    });
+    progress.flush();
     f.stats.objectsFetched += r.fetched;
     f.stats.objectsPresent += r.present;
     f.stats.bytesFetched += r.bytes;
     f.stats.processes = r.processes ?? 1;
+    f.stats.threads = r.threads ?? 0;
     // Whoever stored them, every object must be here now (and was checked when stored).
     for (const id of list) {
       if (!(await f.repo.hasObject(id))) {
@@ -649,21 +675,49 @@ export async function fetchStream(
  * repository served at `url`, without touching streams or links: the share of one helper process
  * of a fetch (see FetchOptions.objectFetcher).
  */
-export async function fetchObjects(
+export function fetchObjects(
   repo: Repository,
   url: string,
   ids: ObjectId[],
   opts: FetchOptions = {},
 ): Promise<ObjectFetchStats> {
+  let i = 0;
+  return fetchObjectsFrom(repo, url, () => Promise.resolve(i < ids.length ? ids[i++] : null), opts);
+}
+
+/**
+ * fetchObjects over ids that arrive while it runs (a fetch thread's share): `next()` gives the next id,
+ * or null once there are no more; `stored(id)` is called as each one is in the store.
+ */
+export async function fetchObjectsFrom(
+  repo: Repository,
+  url: string,
+  next: () => Promise<ObjectId | null>,
+  opts: FetchOptions = {},
+  stored?: (id: ObjectId) => void,
+): Promise<ObjectFetchStats> {
   await repo.ensureWritable();
   const reporter = opts.reporter ?? nullReporter;
-  leafPool()?.warm();
+  if (!opts.hashInline) leafPool()?.warm();
   const src = await HttpRepositorySource.open(url, opts);
   try {
-    const f = new Fetcher(repo, src, reporter);
-    const progress = new ThrottledProgress(reporter, "objects", ids.length);
-    await runBounded(ids, opts.concurrency ?? 4, (id) => f.object(id, progress));
-    await f.settle();
+    const f = new Fetcher(repo, src, reporter, opts.hashInline);
+    const progress = new ThrottledProgress(reporter, "objects", 0);
+    let failed: { error: unknown } | undefined;
+    const runner = async () => {
+      for (let id = await next(); id !== null && !failed; id = failed ? null : await next()) {
+        try {
+          await f.object(id, progress, stored);
+        } catch (e) {
+          failed ??= { error: e };
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.max(1, opts.concurrency ?? 4) }, runner));
+    await f.settle().catch((e) => {
+      failed ??= { error: e };
+    });
+    if (failed) throw failed.error;
     await repo.settle();
     return { fetched: f.stats.objectsFetched, present: f.stats.objectsPresent, bytes: f.stats.bytesFetched };
   } finally {

@@ -163,6 +163,7 @@ export class Repository implements ObjectStore {
   #insecure: boolean;
   #lock: RepoLock;
   #writable?: Promise<void>;
+  #openOptions: OpenOptions;
 
   private constructor(
     path: string,
@@ -178,6 +179,7 @@ export class Repository implements ObjectStore {
     this.alg = alg;
     this.#insecure = insecure;
     this.#lock = lock;
+    this.#openOptions = opts;
     this.readOnlyReasons = readOnlyReasons;
     const formats = effectiveErofsFormats(meta);
     this.erofsFormats = opts.erofsVersion !== undefined ? { default: opts.erofsVersion, extra: [] } : formats;
@@ -284,6 +286,15 @@ export class Repository implements ObjectStore {
 
   get insecure(): boolean {
     return this.#insecure;
+  }
+
+  /**
+   * Options that open this repository again as it is open now (another thread of this process opens
+   * its own instance: lib/http_fetch/fetch_threads.ts). Plain data, so it can be posted to a thread.
+   */
+  reopenOptions(): OpenOptions {
+    const { lenientMeta: _, ...rest } = this.#openOptions;
+    return { ...rest, insecure: this.#insecure };
   }
 
   /** Deprecated `--insecure`: stop requiring verity on this open repository. */
