@@ -145,6 +145,12 @@ async function main(): Promise<void> {
   );
 
   const repo = `${BASE}/repo`;
+  // Runs are moved aside and deleted at the end: on a root ext4 without a journal (this machine's),
+  // every inode allocated within minutes of an rm -rf of thousands of files is checked against them
+  // (ext4 recently_deleted()), which doubled our pull's system time when each round deleted the last
+  // one's 11,000-object repository first (docs/performance.md#ext4-without-a-journal).
+  const trash = `${BASE}/trash`;
+  let moved = 0;
   const dest = `${BASE}/skopeo-oci`;
   const prog = `${BASE}/progress.jsonl`;
   const ours = {
@@ -152,14 +158,14 @@ async function main(): Promise<void> {
     setup: () => sh(`rm -rf ${repo} && ${CFSCTL} --repo ${repo} init --insecure > /dev/null`),
     cmd: `${CFSCTL} --repo ${repo} oci pull --progress json --tls-verify=false docker://${ref} bench ` +
       `> /dev/null 2> ${prog}`,
-    cleanup: () => sh(`rm -rf ${repo}`),
+    cleanup: () => sh(`mkdir -p ${trash} && mv ${repo} ${trash}/repo-${++moved}`),
     samples: [] as Sample[],
   };
   const skopeo = {
     name: "skopeo copy docker:// oci:",
     setup: () => sh(`rm -rf ${dest}`),
     cmd: `skopeo copy -q --src-tls-verify=false docker://${ref} oci:${dest}:bench`,
-    cleanup: () => sh(`rm -rf ${dest}`),
+    cleanup: () => sh(`mkdir -p ${trash} && mv ${dest} ${trash}/oci-${++moved}`),
     samples: [] as Sample[],
   };
   const direct = {
@@ -261,6 +267,7 @@ async function main(): Promise<void> {
     }); ours / link floor ${(median(ours.samples.map((s) => s.secs)) / floor).toFixed(2)}×; ` +
       `load average ${Math.min(...loads).toFixed(2)}–${Math.max(...loads).toFixed(2)}`,
   );
+  await sh(`rm -rf ${trash}`);
 }
 
 if (import.meta.main) await main();

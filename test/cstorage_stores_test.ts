@@ -7,7 +7,7 @@
 // namespace the pull says to use `podman unshare`, inside it the pull works. Which store is used for whom
 // (root, rootless, podman unshare, storage.conf keys, $STORAGE_OPTS) is checked without root.
 import { assert, assertEquals, assertMatch, isRoot } from "./helpers/assert.ts";
-import { DENO, MAIN, runCli, tempDir } from "./helpers/cli.ts";
+import { DENO, initInsecureRepo, MAIN, ociPullJson, tempDir } from "./helpers/cli.ts";
 import { addImage, tarDirectory } from "./helpers/oci_builder.ts";
 import { runTool } from "./helpers/process.ts";
 import { locateStorage } from "../lib/oci/transport/containers_storage/store_config.ts";
@@ -304,30 +304,6 @@ async function makeLayout(dir: string, label: string, owner?: number) {
   return { layout, built, imageId: built.configDigest.slice(7) };
 }
 
-async function pullJson(repo: string, ref: string, flags: string[] = [], env?: Record<string, string>) {
-  const r = await runCli([
-    "--repo",
-    repo,
-    "oci",
-    "pull",
-    "--progress",
-    "none",
-    "--json",
-    ...flags,
-    ref,
-    "img",
-  ], {
-    env,
-  });
-  return { ...r, json: r.code === 0 ? JSON.parse(r.stdout) : undefined };
-}
-
-async function newRepo(path: string): Promise<string> {
-  const r = await runCli(["--repo", path, "init", "--insecure"]);
-  assertEquals(r.code, 0, r.stderr);
-  return path;
-}
-
 /** Runs `podman rmi` (argv) while we hold the store's read locks: it must wait, then finish after release. */
 async function rmiWaitsForUs(store: string, argv: string[], imageId: string): Promise<number> {
   const locks = await StoreReadLocks.acquire([store], "overlay");
@@ -362,8 +338,8 @@ Deno.test({
     const podman = ["--root", store, "--runroot", `${tmp.path}/run`, "--storage-driver", "overlay"];
     try {
       await sh("podman", [...podman, "pull", "-q", `oci:${layout}:v1`]);
-      const ociRepo = await newRepo(`${tmp.path}/repo-oci`);
-      const ref = await pullJson(ociRepo, `oci:${layout}:v1`);
+      const ociRepo = await initInsecureRepo(`${tmp.path}/repo-oci`);
+      const ref = await ociPullJson(ociRepo, `oci:${layout}:v1`);
       assertEquals(ref.code, 0, ref.stderr);
 
       await t.step("an open source holds both locks until close()", async () => {
@@ -384,8 +360,8 @@ Deno.test({
 
       await t.step("the CLI waits while a writer holds images.lock, says so, then imports", async () => {
         const writer = await pyLock(`${store}/overlay-images/images.lock`, "ex", "wait");
-        const repo = await newRepo(`${tmp.path}/repo-wait`);
-        const pull = pullJson(repo, `containers-storage:${imageId}`, ["--storage-root", store]);
+        const repo = await initInsecureRepo(`${tmp.path}/repo-wait`);
+        const pull = ociPullJson(repo, `containers-storage:${imageId}`, ["--storage-root", store]);
         const early = await Promise.race([pull.then(() => "finished"), delay(2000).then(() => "waiting")]);
         await writer.release();
         const r = await pull;
@@ -489,21 +465,26 @@ additionalimagestores = [ "${extra}" ]
       const ids = new TextDecoder().decode(seen.stdout);
       assert(ids.includes(a.imageId) && ids.includes(b.imageId), ids);
 
-      const ociRepo = await newRepo(`${tmp.path}/repo-oci`);
-      const ref = await pullJson(ociRepo, `oci:${b.layout}:v1`);
+      const ociRepo = await initInsecureRepo(`${tmp.path}/repo-oci`);
+      const ref = await ociPullJson(ociRepo, `oci:${b.layout}:v1`);
       assertEquals(ref.code, 0, ref.stderr);
-      const repo = await newRepo(`${tmp.path}/repo-cs`);
-      const r = await pullJson(repo, `containers-storage:${b.imageId}`, ["--local-fetch", "zerocopy"], env);
+      const repo = await initInsecureRepo(`${tmp.path}/repo-cs`);
+      const r = await ociPullJson(
+        repo,
+        `containers-storage:${b.imageId}`,
+        ["--local-fetch", "zerocopy"],
+        env,
+      );
       // zerocopy: the store is on the repository's filesystem here (hard links) or it refuses: either way
       // the image was found natively in the additional store.
-      const r2 = r.code === 0 ? r : await pullJson(repo, `containers-storage:${b.imageId}`, [], env);
+      const r2 = r.code === 0 ? r : await ociPullJson(repo, `containers-storage:${b.imageId}`, [], env);
       assertEquals(r2.code, 0, r2.stderr);
       assertEquals(r2.json.config, b.built.configDigest);
       assertEquals(r2.json.manifest, b.built.manifestDigest);
       assertEquals(r2.json.images, ref.json.images, "same composefs image id as the oci: pull");
       assert(r2.json.stats.local_fetch, "read natively, not through skopeo");
-      const mainRepo = await newRepo(`${tmp.path}/repo-main`);
-      const m = await pullJson(mainRepo, `containers-storage:${a.imageId}`, [], env);
+      const mainRepo = await initInsecureRepo(`${tmp.path}/repo-main`);
+      const m = await ociPullJson(mainRepo, `containers-storage:${a.imageId}`, [], env);
       assertEquals(m.code, 0, m.stderr);
       assert(m.json.stats.local_fetch);
 
@@ -513,8 +494,8 @@ additionalimagestores = [ "${extra}" ]
         conf2,
         `[storage]\ngraphroot = "${tmp.path}/never-made"\n[storage.options]\nadditionalimagestores = ["${extra}"]\n`,
       );
-      const repo2 = await newRepo(`${tmp.path}/repo-cs2`);
-      const r3 = await pullJson(repo2, `containers-storage:${b.imageId}`, [], {
+      const repo2 = await initInsecureRepo(`${tmp.path}/repo-cs2`);
+      const r3 = await ociPullJson(repo2, `containers-storage:${b.imageId}`, [], {
         CONTAINERS_STORAGE_CONF: conf2,
       });
       assertEquals(r3.code, 0, r3.stderr);
@@ -534,7 +515,12 @@ additionalimagestores = [ "${extra}" ]
           `${extra}/overlay-images/images.lock`,
         ]);
         await src.close();
-        const none = await pullJson(repo, "containers-storage:no-such", ["--local-fetch", "zerocopy"], env);
+        const none = await ociPullJson(
+          repo,
+          "containers-storage:no-such",
+          ["--local-fetch", "zerocopy"],
+          env,
+        );
         assertEquals(none.code, 1);
         assertMatch(none.stderr, new RegExp(`not in containers-storage at ${main}, ${extra}`));
       } finally {
@@ -601,8 +587,8 @@ Deno.test({
       // /home/u belongs to uid 1000 with mode 0700: in the store it belongs to a sub-uid.
       const { layout, built, imageId } = await makeLayout(tmp.path, "rl", 1000);
       await sh("chmod", ["-R", "a+rX", layout]);
-      const ociRepo = await newRepo(`${tmp.path}/repo-oci`);
-      const ref = await pullJson(ociRepo, `oci:${layout}:v1`);
+      const ociRepo = await initInsecureRepo(`${tmp.path}/repo-oci`);
+      const ref = await ociPullJson(ociRepo, `oci:${layout}:v1`);
       assertEquals(ref.code, 0, ref.stderr);
 
       const cfsctl = [DENO, "run", "-A", MAIN.endsWith(".js") ? "--no-config" : "--no-check", MAIN].join(" ");

@@ -5,7 +5,7 @@
 // files (FIEMAP, and `filefrag -v` as an independent reader); a diff/ file changed behind the
 // store's back must be refused unless --storage-trust-diff-ids. Root only (loop mounts, podman).
 import { assert, assertEquals, assertMatch, isRoot } from "./helpers/assert.ts";
-import { runCli, tempDir } from "./helpers/cli.ts";
+import { initInsecureRepo, ociPullJson, runCli, tempDir } from "./helpers/cli.ts";
 import { addImage, tarDirectory } from "./helpers/oci_builder.ts";
 import { runTool } from "./helpers/process.ts";
 import { parseTarSplitLine } from "../lib/oci/transport/containers_storage/tar_split.ts";
@@ -121,27 +121,8 @@ Deno.test({
       const imageName: string = stored[0].names[0];
       assertMatch(imageName, /^localhost\//);
 
-      const pull = async (repo: string, ref: string, ...flags: string[]) => {
-        const r = await runCli([
-          "--repo",
-          repo,
-          "oci",
-          "pull",
-          "--progress",
-          "none",
-          "--json",
-          ...flags,
-          ref,
-          "img",
-        ]);
-        return { ...r, json: r.code === 0 ? JSON.parse(r.stdout) : undefined };
-      };
-      const newRepo = async (name: string) => {
-        const repo = `${mnt}/${name}`;
-        const r = await runCli(["--repo", repo, "init", "--insecure"]);
-        assertEquals(r.code, 0, r.stderr);
-        return repo;
-      };
+      const pull = (repo: string, ref: string, ...flags: string[]) => ociPullJson(repo, ref, flags);
+      const newRepo = (name: string) => initInsecureRepo(`${mnt}/${name}`);
 
       const ociRepo = await newRepo("repo-oci");
       const ref = await pull(ociRepo, `oci:${layout}:v1`);

@@ -57,3 +57,27 @@ export async function tempDir(
     },
   };
 }
+
+/** `cfsctl --repo REPO oci pull --progress none --json FLAGS REF NAME`, its JSON output parsed on success. */
+export async function ociPullJson(
+  repo: string,
+  ref: string,
+  flags: string[] = [],
+  env?: Record<string, string>,
+  name = "img",
+): Promise<CliResult & { json?: any }> {
+  const r = await runCli(
+    ["--repo", repo, "oci", "pull", "--progress", "none", "--json", ...flags, ref, name],
+    {
+      env,
+    },
+  );
+  return { ...r, json: r.code === 0 ? JSON.parse(r.stdout) : undefined };
+}
+
+/** `cfsctl --repo PATH init --insecure`; throws with its stderr when it fails. Returns PATH. */
+export async function initInsecureRepo(path: string): Promise<string> {
+  const r = await runCli(["--repo", path, "init", "--insecure"]);
+  if (r.code !== 0) throw new Error(`init ${path} exited ${r.code}: ${r.stderr}`);
+  return path;
+}
