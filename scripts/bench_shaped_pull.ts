@@ -5,7 +5,13 @@
 //
 //   deno run -A scripts/bench_shaped_pull.ts [--rounds 3] [--mbit 200] [--rtt-ms 20]
 //       [--dir /var/tmp/cfsctl-bench-shaped] [--layout /var/tmp/cfsctl-bench-all/oci-rootfs]
-//       [--no-sync-peer] [--unshaped]
+//       [--no-sync-peer] [--unshaped] [--fs root|ext4-journal]
+//
+// --fs ext4-journal writes both peers' output to a fresh loop-mounted ext4 with a journal (mkfs.ext4's
+// default, as on most hosts; needs root) instead of the directory's own filesystem. This machine's root
+// ext4 has no journal, and there inode allocation after a mass deletion anywhere on the disk costs up to
+// half of a pull's CPU (docs/performance.md#ext4-without-a-journal), which no peer that writes 3 files
+// notices.
 //
 // Every round also times `gzip -dc` of the biggest layer blob (a local file) as the decompression
 // floor: if it alone takes over 1.1× skopeo copy, goal 3 cannot be met by any importer that decodes.
@@ -37,6 +43,7 @@ const { values: opt } = parseArgs({
     layout: { type: "string", default: "/var/tmp/cfsctl-bench-all/oci-rootfs" },
     "no-sync-peer": { type: "boolean", default: false },
     unshaped: { type: "boolean", default: false },
+    fs: { type: "string", default: "root" },
   },
 });
 const ROUNDS = Number(opt.rounds);
@@ -144,6 +151,33 @@ async function main(): Promise<void> {
       } MB compressed; the link alone needs ${floor.toFixed(2)} s for them`,
   );
 
+  let out = BASE;
+  if (opt.fs === "ext4-journal") {
+    out = `${BASE}/mnt`;
+    await sh(
+      `truncate -s 16G ${BASE}/fs.img && mkfs.ext4 -q -F ${BASE}/fs.img && mkdir -p ${out} && ` +
+        `mount -o loop ${BASE}/fs.img ${out}`,
+    );
+  } else if (opt.fs !== "root") throw new Error(`--fs root|ext4-journal, not ${opt.fs}`);
+  try {
+    await runAll(out, ref, manifest, floor, blobBytes, reg.host, proxy);
+  } finally {
+    if (out !== BASE) await sh(`umount ${out}; rm -f ${BASE}/fs.img`);
+  }
+}
+
+async function runAll(
+  BASE: string,
+  ref: string,
+  // deno-lint-ignore no-explicit-any
+  manifest: any,
+  floor: number,
+  blobBytes: number,
+  regHost: string,
+  proxy: ReturnType<typeof startThrottleProxy>,
+): Promise<void> {
+  const layout = opt.layout!;
+  console.log(`output on ${opt.fs === "ext4-journal" ? "a fresh loop-mounted ext4 with a journal" : BASE}`);
   const repo = `${BASE}/repo`;
   // Runs are moved aside and deleted at the end: on a root ext4 without a journal (this machine's),
   // every inode allocated within minutes of an rm -rf of thousands of files is checked against them
@@ -172,7 +206,7 @@ async function main(): Promise<void> {
     name: "cfsctl oci pull, unshaped (no proxy)",
     setup: ours.setup,
     cmd: `${CFSCTL} --repo ${repo} oci pull --progress none --tls-verify=false ` +
-      `docker://${reg.host}/bench/rootfs:gz bench > /dev/null`,
+      `docker://${regHost}/bench/rootfs:gz bench > /dev/null`,
     cleanup: ours.cleanup,
     samples: [] as Sample[],
   };
