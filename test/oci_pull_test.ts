@@ -1,6 +1,9 @@
 // End-to-end tests of `cfsctl oci …` over the local transports, through the CLI as users run it.
 import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";
 import { runCli } from "./helpers/cli.ts";
+import { tarMember } from "./helpers/tar_fixtures.ts";
+import { concatBytes } from "../lib/util/bytes.ts";
+import { LIVE_MAX_ENTRIES } from "../lib/oci/image_tree.ts";
 import {
   addImage,
   type Compression,
@@ -255,6 +258,41 @@ Deno.test("oci pull: the lowest layer, flattened while it is split, gives the im
       assert(dump.includes("/usr/lib/many/f699 "), "the lowest layer's files are in the image");
       assert(!dump.includes("/etc/gone "), "upper layers still apply over the live-flattened one");
     }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("oci pull: a lowest layer over the live-flatten cap is read back from its stream, same image", async () => {
+  // docs/oci.md#flatten: past LIVE_MAX_ENTRIES entries the tree built during the import is dropped (memory)
+  // and the layer is flattened from its stored stream like the others; the image must not change.
+  const dir = await Deno.makeTempDir();
+  try {
+    const [a, b] = await richLayers(dir);
+    const enc = new TextEncoder();
+    const members: Uint8Array[] = [tarMember({ name: "usr/", type: "5", mode: 0o755 })];
+    const dirs = 40;
+    for (let d = 0; d < dirs; d++) members.push(tarMember({ name: `usr/d${d}/`, type: "5", mode: 0o755 }));
+    const files = LIVE_MAX_ENTRIES + 500;
+    for (let i = 0; i < files; i++) {
+      // Empty, inline (≤ 64 bytes) and object-backed contents, distinct per file.
+      const body = i % 3 === 0 ? "" : `file ${i} `.repeat(i % 3 === 1 ? 2 : 12);
+      members.push(tarMember({ name: `usr/d${i % dirs}/f${i}`, mode: 0o644 }, enc.encode(body)));
+    }
+    members.push(new Uint8Array(1024));
+    const lowest = concatBytes(members);
+    await addImage(`${dir}/layout`, {
+      tag: "t",
+      layers: [lowest, a, b].map((tar) => ({ tar, compression: "gzip" })),
+    });
+    const repo = await newRepo(`${dir}/r`);
+    await cfs(repo, ["oci", "pull", `oci:${dir}/layout:t`, "img"]);
+    const linked = JSON.parse((await cfs(repo, ["oci", "inspect", "img"])).stdout).composefs_erofs;
+    assertEquals((await cfs(repo, ["oci", "compute-id", "img"])).stdout.trim(), linked);
+    const dump = (await cfs(repo, ["oci", "dump", "img"])).stdout;
+    const last = files - 1;
+    assert(dump.includes(`/usr/d${last % dirs}/f${last} `), "the lowest layer's last file is in the image");
+    assert(!dump.includes("/etc/gone "), "upper layers still apply");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
