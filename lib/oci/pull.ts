@@ -86,6 +86,21 @@ function sha256Only(digest: string, what: string): void {
   }
 }
 
+/**
+ * A layer's stream stored; its sync and `streams/oci-layer-…` link go on in the background (added to
+ * `links`), so the image build overlaps the last layer's sync (docs/performance.md#shaped-pull).
+ */
+async function storeLayerStream(
+  repo: Repository,
+  key: string,
+  w: SplitStreamWriter,
+  links: Promise<void>[],
+): Promise<ObjectId> {
+  const { id, linked } = await repo.storeStream(layerStreamId(key), w);
+  links.push(linked);
+  return id;
+}
+
 /** Imports one layer blob (any tar media type, or a raw artifact blob); returns its stream verity. */
 async function importLayer(
   repo: Repository,
@@ -95,6 +110,7 @@ async function importLayer(
   isTar: boolean,
   reporter: ProgressReporter,
   stats: PullStats,
+  links: Promise<void>[],
   live?: LiveLayerTree,
 ): Promise<ObjectId> {
   parseDigest(desc.digest, "layer digest");
@@ -110,7 +126,7 @@ async function importLayer(
     });
     stats.bytesStored += r.externalSize;
     stats.bytesInlined += r.inlineSize;
-    const verity = await repo.writeStream(layerStreamId(key), w);
+    const verity = await storeLayerStream(repo, key, w, links);
     progress.flush();
     reporter.report({ type: "done", id: key, transferred: progress.done });
     return verity;
@@ -136,7 +152,7 @@ async function importLayer(
     });
     stats.bytesStored += r.externalSize;
     stats.bytesInlined += r.inlineSize;
-    verity = await repo.writeStream(layerStreamId(key), w);
+    verity = await storeLayerStream(repo, key, w, links);
   } else {
     // Artifact layer: the raw blob as one object in an oci_blob splitstream (docs/oci.md#identifiers).
     const ow = repo.createObjectWriter();
@@ -150,7 +166,7 @@ async function importLayer(
     if (!alreadyPresent) stats.bytesStored += size;
     const w = new SplitStreamWriter(repo.alg, CONTENT_TYPE.OCI_BLOB);
     w.writeExternal(id, size);
-    verity = await repo.writeStream(layerStreamId(key), w);
+    verity = await storeLayerStream(repo, key, w, links);
   }
   progress.flush();
   stats.bytesFetched += progress.done;
@@ -268,8 +284,9 @@ async function importLayers(
   opts: PullOptions,
   reporter: ProgressReporter,
   stats: PullStats,
-): Promise<{ layerVerity: Map<string, ObjectId>; live?: LiveLayerTree }> {
+): Promise<{ layerVerity: Map<string, ObjectId>; live?: LiveLayerTree; links: Promise<void>[] }> {
   const { layers } = plan;
+  const links: Promise<void>[] = [];
   const layerVerity = new Map<string, ObjectId>();
   const todo: number[] = [];
   for (let i = 0; i < layers.length; i++) {
@@ -296,7 +313,17 @@ async function importLayers(
         const onLive = keys[i] === keys[0] ? live : undefined;
         layerVerity.set(
           keys[i],
-          await importLayer(repo, source, layers[i], keys[i], plan.isContainer, reporter, stats, onLive),
+          await importLayer(
+            repo,
+            source,
+            layers[i],
+            keys[i],
+            plan.isContainer,
+            reporter,
+            stats,
+            links,
+            onLive,
+          ),
         );
       } catch (e) {
         if (e instanceof Error && "within" in e) (e as IntegrityError).within(`layer ${layers[i].digest}`);
@@ -311,7 +338,7 @@ async function importLayers(
   // Each imported layer also stored its splitstream as one object: count file contents only.
   stats.objectsNew = Math.max(0, after.written - before.written - unique.length);
   stats.objectsPresent = after.present - before.present;
-  return { layerVerity, live };
+  return { layerVerity, live, links };
 }
 
 export async function pullImage(
@@ -342,7 +369,7 @@ export async function pullImage(
     type: "plan",
     components: plan.layers.map((l, i) => ({ id: keys[i], total: l.size, skipped: false })),
   });
-  const { layerVerity, live } = await importLayers(repo, source, plan, keys, opts, reporter, stats);
+  const { layerVerity, live, links } = await importLayers(repo, source, plan, keys, opts, reporter, stats);
 
   // The EROFS images first, then the config and manifest streams that link them (written once).
   const layerRefs: [string, ObjectId][] = keys.map((k) => [k, layerVerity.get(k)!]);
@@ -351,6 +378,8 @@ export async function pullImage(
     const tree = await buildImageTree(repo, keys, layerVerity, await live?.done());
     for (const [version, id] of await commitImages(repo, tree)) images.set(imageRefKey(version), id);
   }
+  // Every layer stream linked before the config and manifest streams that name them.
+  await Promise.all(links);
   const configDigest = plan.configDesc.digest;
   const configVerity = await writeConfigStream(repo, configDigest, config.bytes, layerRefs, [...images]);
   const manifestVerity = await writeManifestStream(

@@ -412,6 +412,14 @@ export class Repository implements ObjectStore {
     return streams.writeStream(this, contentId, writer, refName);
   }
 
+  /** The stream object stored now, its link once synced (streams.storeStream). */
+  storeStream(
+    contentId: string,
+    writer: SplitStreamWriter,
+  ): Promise<{ id: ObjectId; linked: Promise<void> }> {
+    return streams.storeStream(this, contentId, writer);
+  }
+
   nameStream(contentId: string, name: string): Promise<void> {
     return streams.nameStream(this, contentId, name);
   }

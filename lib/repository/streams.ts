@@ -47,14 +47,35 @@ export async function writeStream(
 ): Promise<ObjectId> {
   checkLinkName(contentId, "stream");
   if (refName !== undefined) checkLinkName(refName, "stream ref");
+  const { id, linked } = await storeStream(repo, contentId, writer);
+  await linked;
+  if (refName !== undefined) await nameStream(repo, contentId, refName);
+  return id;
+}
+
+/**
+ * writeStream's two halves: the stream object is stored when this resolves (its id can be used, e.g.
+ * read by verity), and `linked` resolves once every object written so far is synced and
+ * `streams/<contentId>` made (docs/repository.md#streams-images). A pull builds its image while the last
+ * layer's sync runs (docs/performance.md#shaped-pull); `linked` must be awaited (or its failure
+ * handled) before anything is named that relies on the link.
+ */
+export async function storeStream(
+  repo: Repository,
+  contentId: string,
+  writer: SplitStreamWriter,
+): Promise<{ id: ObjectId; linked: Promise<void> }> {
+  checkLinkName(contentId, "stream");
   await repo.ensureWritable();
   const bytes = await writer.finish();
   const id = await repo.ensureObject(bytes);
-  await repo.settle(); // objects still being written in the background
-  await repo.syncAsync();
-  await linkRelative(repo.path, `streams/${contentId}`, `objects/${id.objectPath()}`);
-  if (refName !== undefined) await nameStream(repo, contentId, refName);
-  return id;
+  const linked = (async () => {
+    await repo.settle(); // objects still being written in the background
+    await repo.syncAsync();
+    await linkRelative(repo.path, `streams/${contentId}`, `objects/${id.objectPath()}`);
+  })();
+  linked.catch(() => {}); // the caller awaits it; a failure before that must not be unhandled
+  return { id, linked };
 }
 
 /** Adds `streams/refs/<name>` → `streams/<contentId>`. */
