@@ -152,6 +152,9 @@ function ratio(ours: Sample[], peer: Sample[]): number {
 
 // ---- pull ---------------------------------------------------------------------------------------------
 
+/** Where runs' outputs were moved (deleted at the end of main). */
+const trashDirs: string[] = [];
+
 async function pullGoals(): Promise<AsyncDisposable | null> {
   const sets: [string, Layer[]][] = [];
   const wanted = opt.sets!.split(",");
@@ -165,6 +168,15 @@ async function pullGoals(): Promise<AsyncDisposable | null> {
   const reg = await startRegistry(`${BASE}/registry`);
   const havePodman = await exists(`${CHROOT}/usr/bin/podman`);
   const chrootTmp = `${CHROOT}/tmp/cfsctl-bench`;
+  // Each run's output is moved aside and deleted only at the end: on this machine's root ext4 (no
+  // journal) every inode allocated within minutes of a mass deletion scans the deleted ones, which made
+  // `tar -x` of the 100,000-file set take 42–64 s instead of ~15 s when the previous run's tree had just
+  // been removed (docs/performance.md#ext4-without-a-journal). Same filesystem, so a rename.
+  let asideN = 0;
+  const trash = `${CHROOT}/tmp/cfsctl-bench-trash`;
+  const aside = (path: string) =>
+    sh(`mkdir -p ${trash} && if [ -e ${path} ]; then mv ${path} ${trash}/${++asideN}; fi`).then(() => {});
+  trashDirs.push(trash);
   for (const [name, layers] of sets) {
     const layout = `${BASE}/oci-${name}`;
     await makeLayout(layout, layers, "gz");
@@ -181,7 +193,7 @@ async function pullGoals(): Promise<AsyncDisposable | null> {
         await sh(`rm -rf ${repo} && ${CFSCTL} --repo ${repo} init --insecure > /dev/null`);
       },
       cmd: `${CFSCTL} --repo ${repo} oci pull --progress none --tls-verify=false docker://${ref} bench`,
-      cleanup: () => sh(`rm -rf ${repo}`).then(() => {}),
+      cleanup: () => aside(repo),
       samples: [],
     };
     const podman: Contender = {
@@ -189,11 +201,7 @@ async function pullGoals(): Promise<AsyncDisposable | null> {
       setup: () => sh(`rm -rf ${chrootTmp} && mkdir -p ${chrootTmp}`).then(() => {}),
       cmd: `${PEER} run ${CHROOT} -- podman --root /tmp/cfsctl-bench/root --runroot /tmp/cfsctl-bench/run ` +
         `--storage-driver overlay pull -q --tls-verify=false ${ref} > /dev/null`,
-      cleanup: () =>
-        sh(
-          `${PEER} run ${CHROOT} -- sh -c 'podman --root /tmp/cfsctl-bench/root --runroot /tmp/cfsctl-bench/run ` +
-            `--storage-driver overlay system reset -f >/dev/null 2>&1; rm -rf /tmp/cfsctl-bench'`,
-        ).then(() => {}),
+      cleanup: () => aside(chrootTmp),
       samples: [],
       error: havePodman ? undefined : `no podman in ${CHROOT} (run ../shared/tools/peer-chroot.sh setup)`,
     };
@@ -201,14 +209,14 @@ async function pullGoals(): Promise<AsyncDisposable | null> {
       name: "gzip -dc | tar -x, + syncfs",
       setup: () => sh(`rm -rf ${x} && mkdir -p ${x}`).then(() => {}),
       cmd: `${extract} && sync -f ${x}`,
-      cleanup: () => sh(`rm -rf ${x}`).then(() => {}),
+      cleanup: () => aside(x),
       samples: [],
     };
     const skopeo: Contender = {
       name: "skopeo copy docker:// oci:",
       setup: () => sh(`rm -rf ${skopeoDest}`).then(() => {}),
       cmd: `skopeo copy -q --src-tls-verify=false docker://${ref} oci:${skopeoDest}:bench`,
-      cleanup: () => sh(`rm -rf ${skopeoDest}`).then(() => {}),
+      cleanup: () => aside(skopeoDest),
       samples: [],
     };
     goals.push({
@@ -305,6 +313,7 @@ async function main(): Promise<void> {
     }
   } finally {
     await reg?.[Symbol.asyncDispose]();
+    for (const t of trashDirs) await sh(`rm -rf ${t}`);
   }
   report();
 }

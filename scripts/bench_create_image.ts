@@ -285,22 +285,31 @@ interface Case {
 }
 
 function cases(src: string, out: string, bundle: boolean, containerRoot: boolean): Case[] {
+  // The previous run's output is moved aside, not deleted: on a root ext4 without a journal (this
+  // machine's), inodes allocated within minutes of a mass deletion scan the deleted ones
+  // (docs/performance.md#ext4-without-a-journal); main() deletes the lot at the end.
+  let n = 0;
+  const aside = (...paths: string[]) =>
+    `mkdir -p ${out}/trash && ` +
+    paths.map((p) => `{ [ ! -e ${p} ] || mv ${p} ${out}/trash/${++n}; }`).join(" && ");
   const cli = bundle ? `${DENO} run -A --no-config ${ROOT}dist/cfsctl.js` : `${DENO} run -A ${ROOT}main.ts`;
   return [
     {
       name: "reference: cp -a + fsverity digest",
-      setup: `rm -rf ${out}/dst`,
+      setup: aside(`${out}/dst`),
       cmd:
         `cp -a ${src} ${out}/dst && find ${out}/dst -type f -print0 | xargs -0 fsverity digest > /dev/null`,
     },
     {
       name: "mkcomposefs --digest-store",
-      setup: `rm -rf ${out}/store ${out}/image.cfs`,
+      setup: aside(`${out}/store`, `${out}/image.cfs`),
       cmd: `${cli} mkcomposefs --digest-store ${out}/store ${src} ${out}/image.cfs`,
     },
     {
       name: "cfsctl create-image",
-      setup: `rm -rf ${out}/repo && ${cli} --repo ${out}/repo init --insecure --algorithm fsverity-sha256-12`,
+      setup: `${
+        aside(`${out}/repo`)
+      } && ${cli} --repo ${out}/repo init --insecure --algorithm fsverity-sha256-12`,
       // Not a root filesystem: read it as is (no /usr to give the root its metadata).
       cmd: `${cli} --repo ${out}/repo create-image${
         containerRoot ? "" : " --no-propagate-usr-to-root"
@@ -357,7 +366,7 @@ async function main(): Promise<void> {
     }
     for (const c of table) console.log(`- ${c.name}: \`${c.cmd}\``);
   }
-  for (const d of ["dst", "store", "image.cfs", "repo"]) {
+  for (const d of ["dst", "store", "image.cfs", "repo", "trash"]) {
     await Deno.remove(`${out}/${d}`, { recursive: true }).catch(() => {});
   }
 }
