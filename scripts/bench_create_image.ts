@@ -288,10 +288,9 @@ function cases(src: string, out: string, bundle: boolean, containerRoot: boolean
   // The previous run's output is moved aside, not deleted: on a root ext4 without a journal (this
   // machine's), inodes allocated within minutes of a mass deletion scan the deleted ones
   // (docs/performance.md#ext4-without-a-journal); main() deletes the lot at the end.
-  let n = 0;
   const aside = (...paths: string[]) =>
     `mkdir -p ${out}/trash && ` +
-    paths.map((p) => `{ [ ! -e ${p} ] || mv ${p} ${out}/trash/${++n}; }`).join(" && ");
+    paths.map((p) => `{ [ ! -e ${p} ] || mv ${p} "$(mktemp -d ${out}/trash/run.XXXXXX)/"; }`).join(" && ");
   const cli = bundle ? `${DENO} run -A --no-config ${ROOT}dist/cfsctl.js` : `${DENO} run -A ${ROOT}main.ts`;
   return [
     {
