@@ -72,6 +72,13 @@ async function makeSource(dir: string): Promise<Fixture> {
   return { dir, source, manifestDigest: built.manifestDigest, bigObject, smallObject };
 }
 
+/** `fetch URL refs/oci/demo --json --progress none FLAGS` into `repo`, its JSON output. */
+async function fetchJson(repo: string, url: string, flags: string[] = []): Promise<any> {
+  return JSON.parse(
+    (await cfs(repo, ["fetch", url, "refs/oci/demo", "--json", "--progress", "none", ...flags])).stdout,
+  );
+}
+
 async function inspect(repo: string, name: string): Promise<any> {
   return JSON.parse((await cfs(repo, ["oci", "inspect", name])).stdout);
 }
@@ -180,19 +187,7 @@ Deno.test("fetch: from busybox httpd, a cut download continues with 206 Partial 
     // The same fetch on the main thread alone (--threads 0) stores the same objects and stream.
     const single = `${dir}/single`;
     await cfs(single, ["init", "--insecure"]);
-    const one = JSON.parse(
-      (await cfs(single, [
-        "fetch",
-        server.url,
-        "refs/oci/demo",
-        "--json",
-        "--progress",
-        "none",
-        "--threads",
-        "0",
-      ]))
-        .stdout,
-    );
+    const one = await fetchJson(single, server.url, ["--threads", "0"]);
     assertEquals(one.stats.threads, 0);
     assertEquals(one.verity, out.verity);
     assertEquals([...(await objectFiles(single))].sort(), [...(await objectFiles(target))].sort());

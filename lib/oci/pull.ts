@@ -330,6 +330,10 @@ async function importLayers(
         throw e;
       }
     });
+  } catch (e) {
+    // Layers that did complete stay usable: their links land before the failure is reported.
+    await Promise.allSettled(links);
+    throw e;
   } finally {
     releaseDecoders(); // its memory is better spent on the image build
   }
@@ -375,8 +379,14 @@ export async function pullImage(
   const layerRefs: [string, ObjectId][] = keys.map((k) => [k, layerVerity.get(k)!]);
   const images = new Map<string, ObjectId>();
   if (plan.isContainer) {
-    const tree = await buildImageTree(repo, keys, layerVerity, await live?.done());
-    for (const [version, id] of await commitImages(repo, tree)) images.set(imageRefKey(version), id);
+    try {
+      const tree = await buildImageTree(repo, keys, layerVerity, await live?.done());
+      for (const [version, id] of await commitImages(repo, tree)) images.set(imageRefKey(version), id);
+    } catch (e) {
+      // The layers are stored and good: their links still land, so a retry does not download them again.
+      await Promise.allSettled(links);
+      throw e;
+    }
   }
   // Every layer stream linked before the config and manifest streams that name them.
   await Promise.all(links);
