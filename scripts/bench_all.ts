@@ -30,7 +30,8 @@ import { V8_FLAGS } from "./build.ts";
 import { type Layer, makeLayers, makeLayout, rootfsTree, sh, smallTree } from "./bench_import.ts";
 
 const { values: opt } = parseArgs({
-  args: Deno.args,
+  // `deno task bench -- --only …` hands the task a literal "--" first (Deno 2.9): skip it.
+  args: Deno.args[0] === "--" ? Deno.args.slice(1) : Deno.args,
   options: {
     rounds: { type: "string", default: "3" },
     only: { type: "string", default: "pull,mkcomposefs,fsverity,startup" },
