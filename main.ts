@@ -3,8 +3,9 @@
 // a first argument of that name. Everything is loaded lazily so `--version` starts fast.
 import { VERSION_TEXT } from "./lib/cli/version.ts";
 import { personalityOf } from "./lib/cli/personality.ts";
+import { isFetchThread } from "./lib/http_fetch/fetch_thread_protocol.ts";
 
-if (isNamedWorker("cfsctl-fetch-thread")) {
+if (isFetchThread()) {
   // The bundle runs as a fetch thread's module too (lib/http_fetch/fetch_threads.ts).
   await import("./lib/http_fetch/fetch_thread.ts");
 } else if (import.meta.main) {
@@ -30,13 +31,6 @@ if (isNamedWorker("cfsctl-fetch-thread")) {
   }
   const { cliMain } = await import("./lib/cli/main.ts");
   Deno.exit(await cliMain(name, args));
-}
-
-/** True inside a Web Worker of that name (import.meta.main is true there as well). */
-function isNamedWorker(name: string): boolean {
-  // deno-lint-ignore no-explicit-any
-  const g = globalThis as any;
-  return typeof g.WorkerGlobalScope === "function" && g instanceof g.WorkerGlobalScope && g.name === name;
 }
 
 function invokedName(): string {

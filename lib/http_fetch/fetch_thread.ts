@@ -6,24 +6,11 @@ import { toNamed } from "../errors.ts";
 import type { ObjectId } from "../fsverity/object_id.ts";
 import { Repository } from "../repository/repository.ts";
 import { fetchObjectsFrom } from "./fetch.ts";
-import {
-  FETCH_THREAD_NAME,
-  type FetchThreadReply,
-  type FetchThreadRequest,
-} from "./fetch_thread_protocol.ts";
+import { type FetchThreadReply, type FetchThreadRequest, isFetchThread } from "./fetch_thread_protocol.ts";
 
 interface WorkerScope {
-  name: string;
   onmessage: ((e: MessageEvent<FetchThreadRequest>) => void) | null;
   postMessage(m: FetchThreadReply): void;
-}
-
-/** True inside a Web Worker started as a fetch thread. */
-export function isFetchThread(): boolean {
-  // deno-lint-ignore no-explicit-any
-  const WGS = (globalThis as any).WorkerGlobalScope;
-  return typeof WGS === "function" && globalThis instanceof WGS &&
-    (globalThis as unknown as WorkerScope).name === FETCH_THREAD_NAME;
 }
 
 let started = false;

@@ -7,6 +7,14 @@ import type { HttpSourceOptions } from "./http_source.ts";
 /** The Worker name that marks a fetch thread (main.ts starts the thread's part under it). */
 export const FETCH_THREAD_NAME = "cfsctl-fetch-thread";
 
+/** True inside a Web Worker started as a fetch thread (import.meta.main is true there as well). */
+export function isFetchThread(): boolean {
+  // deno-lint-ignore no-explicit-any
+  const g = globalThis as any;
+  return typeof g.WorkerGlobalScope === "function" && g instanceof g.WorkerGlobalScope &&
+    g.name === FETCH_THREAD_NAME;
+}
+
 /** Main → thread. */
 export type FetchThreadRequest =
   /** First message: the repository to open, the server, `jobs` downloads at once. */
