@@ -28,6 +28,7 @@ import { loadavg } from "node:os";
 import { pushImage, startRegistry } from "../test/helpers/registry_server.ts";
 import { V8_FLAGS } from "./build.ts";
 import { type Layer, makeLayers, makeLayout, rootfsTree, sh, smallTree } from "./bench_import.ts";
+import { Trash } from "./bench_trash.ts";
 
 const { values: opt } = parseArgs({
   // `deno task bench -- --only …` hands the task a literal "--" first (Deno 2.9): skip it.
@@ -153,8 +154,8 @@ function ratio(ours: Sample[], peer: Sample[]): number {
 
 // ---- pull ---------------------------------------------------------------------------------------------
 
-/** Where runs' outputs were moved (deleted at the end of main). */
-const trashDirs: string[] = [];
+/** Where runs' outputs are moved (emptied at the end of main). */
+const trashes: Trash[] = [];
 
 async function pullGoals(): Promise<AsyncDisposable | null> {
   const sets: [string, Layer[]][] = [];
@@ -169,15 +170,12 @@ async function pullGoals(): Promise<AsyncDisposable | null> {
   const reg = await startRegistry(`${BASE}/registry`);
   const havePodman = await exists(`${CHROOT}/usr/bin/podman`);
   const chrootTmp = `${CHROOT}/tmp/cfsctl-bench`;
-  // Each run's output is moved aside and deleted only at the end: on this machine's root ext4 (no
-  // journal) every inode allocated within minutes of a mass deletion scans the deleted ones, which made
-  // `tar -x` of the 100,000-file set take 42–64 s instead of ~15 s when the previous run's tree had just
-  // been removed (docs/performance.md#ext4-without-a-journal). Same filesystem, so a rename.
-  let asideN = 0;
-  const trash = `${CHROOT}/tmp/cfsctl-bench-trash`;
-  const aside = (path: string) =>
-    sh(`mkdir -p ${trash} && if [ -e ${path} ]; then mv ${path} ${trash}/${++asideN}; fi`).then(() => {});
-  trashDirs.push(trash);
+  // Each run's output is moved aside and deleted only at the end (./bench_trash.ts): deleting the
+  // previous run's 100,000-file tree first made `tar -x` of that set take 42–64 s instead of ~15 s.
+  // A rename, so one trash per filesystem: the peer chroot's and the benchmark directory's.
+  const chrootTrash = new Trash(`${CHROOT}/tmp/cfsctl-bench-trash`);
+  const trash = new Trash(`${BASE}/trash`);
+  trashes.push(chrootTrash, trash);
   for (const [name, layers] of sets) {
     const layout = `${BASE}/oci-${name}`;
     await makeLayout(layout, layers, "gz");
@@ -194,7 +192,7 @@ async function pullGoals(): Promise<AsyncDisposable | null> {
         await sh(`rm -rf ${repo} && ${CFSCTL} --repo ${repo} init --insecure > /dev/null`);
       },
       cmd: `${CFSCTL} --repo ${repo} oci pull --progress none --tls-verify=false docker://${ref} bench`,
-      cleanup: () => aside(repo),
+      cleanup: () => trash.moveAside(repo),
       samples: [],
     };
     const podman: Contender = {
@@ -202,7 +200,7 @@ async function pullGoals(): Promise<AsyncDisposable | null> {
       setup: () => sh(`rm -rf ${chrootTmp} && mkdir -p ${chrootTmp}`).then(() => {}),
       cmd: `${PEER} run ${CHROOT} -- podman --root /tmp/cfsctl-bench/root --runroot /tmp/cfsctl-bench/run ` +
         `--storage-driver overlay pull -q --tls-verify=false ${ref} > /dev/null`,
-      cleanup: () => aside(chrootTmp),
+      cleanup: () => chrootTrash.moveAside(chrootTmp),
       samples: [],
       error: havePodman ? undefined : `no podman in ${CHROOT} (run ../shared/tools/peer-chroot.sh setup)`,
     };
@@ -210,14 +208,14 @@ async function pullGoals(): Promise<AsyncDisposable | null> {
       name: "gzip -dc | tar -x, + syncfs",
       setup: () => sh(`rm -rf ${x} && mkdir -p ${x}`).then(() => {}),
       cmd: `${extract} && sync -f ${x}`,
-      cleanup: () => aside(x),
+      cleanup: () => trash.moveAside(x),
       samples: [],
     };
     const skopeo: Contender = {
       name: "skopeo copy docker:// oci:",
       setup: () => sh(`rm -rf ${skopeoDest}`).then(() => {}),
       cmd: `skopeo copy -q --src-tls-verify=false docker://${ref} oci:${skopeoDest}:bench`,
-      cleanup: () => aside(skopeoDest),
+      cleanup: () => trash.moveAside(skopeoDest),
       samples: [],
     };
     goals.push({
@@ -314,7 +312,7 @@ async function main(): Promise<void> {
     }
   } finally {
     await reg?.[Symbol.asyncDispose]();
-    for (const t of trashDirs) await sh(`rm -rf ${t}`);
+    for (const t of trashes) await t.empty();
   }
   report();
 }

@@ -17,6 +17,7 @@
 // - cfsctl --repo REPO create-image SRC NAME (fresh insecure sha256 repository per run).
 // Prints per command: median wall, CPU (user+sys), peak RSS (GNU time), and the exact command line.
 import { parseArgs } from "node:util";
+import { Trash } from "./bench_trash.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const DENO = Deno.execPath();
@@ -279,36 +280,36 @@ function median(xs: number[]): number {
 
 interface Case {
   name: string;
-  /** Not timed: clears the previous outputs and prepares (e.g. a fresh repository). */
-  setup: string;
+  /** Not timed: moves the previous outputs aside and prepares (e.g. a fresh repository). */
+  setup: () => Promise<void>;
   cmd: string;
 }
 
-function cases(src: string, out: string, bundle: boolean, containerRoot: boolean): Case[] {
-  // The previous run's output is moved aside, not deleted: on a root ext4 without a journal (this
-  // machine's), inodes allocated within minutes of a mass deletion scan the deleted ones
-  // (docs/performance.md#ext4-without-a-journal); main() deletes the lot at the end.
-  const aside = (...paths: string[]) =>
-    `mkdir -p ${out}/trash && ` +
-    paths.map((p) => `{ [ ! -e ${p} ] || mv ${p} "$(mktemp -d ${out}/trash/run.XXXXXX)/"; }`).join(" && ");
+function cases(src: string, out: string, trash: Trash, bundle: boolean, containerRoot: boolean): Case[] {
+  // The previous run's output is moved aside, not deleted (./bench_trash.ts); main() deletes the lot at
+  // the end.
+  const aside = async (...paths: string[]) => {
+    for (const p of paths) await trash.moveAside(p);
+  };
   const cli = bundle ? `${DENO} run -A --no-config ${ROOT}dist/cfsctl.js` : `${DENO} run -A ${ROOT}main.ts`;
   return [
     {
       name: "reference: cp -a + fsverity digest",
-      setup: aside(`${out}/dst`),
+      setup: () => aside(`${out}/dst`),
       cmd:
         `cp -a ${src} ${out}/dst && find ${out}/dst -type f -print0 | xargs -0 fsverity digest > /dev/null`,
     },
     {
       name: "mkcomposefs --digest-store",
-      setup: aside(`${out}/store`, `${out}/image.cfs`),
+      setup: () => aside(`${out}/store`, `${out}/image.cfs`),
       cmd: `${cli} mkcomposefs --digest-store ${out}/store ${src} ${out}/image.cfs`,
     },
     {
       name: "cfsctl create-image",
-      setup: `${
-        aside(`${out}/repo`)
-      } && ${cli} --repo ${out}/repo init --insecure --algorithm fsverity-sha256-12`,
+      setup: async () => {
+        await aside(`${out}/repo`);
+        await sh(`${cli} --repo ${out}/repo init --insecure --algorithm fsverity-sha256-12`);
+      },
       // Not a root filesystem: read it as is (no /usr to give the root its metadata).
       cmd: `${cli} --repo ${out}/repo create-image${
         containerRoot ? "" : " --no-propagate-usr-to-root"
@@ -331,18 +332,19 @@ async function main(): Promise<void> {
   const runs = Number(values.runs);
   const out = values.out!;
   await Deno.mkdir(out, { recursive: true });
+  const trash = new Trash(`${out}/trash`);
   if (values.bundle && !exists(`${ROOT}dist/cfsctl.js`)) {
     await sh(`cd ${ROOT} && ${DENO} run -A scripts/build.ts bundle`);
   }
   for (const tree of values.tree!.split(",")) {
     const src = tree === "rootfs" ? await ensureRootfs() : await ensureNodeModules();
-    const table = cases(src, out, values.bundle!, tree === "rootfs").filter((c) =>
+    const table = cases(src, out, trash, values.bundle!, tree === "rootfs").filter((c) =>
       !values.only || c.name.includes(values.only)
     );
     const samples = table.map(() => [] as Sample[]);
     for (let r = 0; r < runs; r++) {
       for (let i = 0; i < table.length; i++) {
-        await sh(table[i].setup);
+        await table[i].setup();
         await sh("sync");
         const files = evict(src);
         const s = await timed(table[i].cmd);
@@ -365,9 +367,8 @@ async function main(): Promise<void> {
     }
     for (const c of table) console.log(`- ${c.name}: \`${c.cmd}\``);
   }
-  for (const d of ["dst", "store", "image.cfs", "repo", "trash"]) {
-    await Deno.remove(`${out}/${d}`, { recursive: true }).catch(() => {});
-  }
+  for (const d of ["dst", "store", "image.cfs", "repo"]) await trash.moveAside(`${out}/${d}`);
+  await trash.empty();
 }
 
 if (import.meta.main) await main();

@@ -8,15 +8,14 @@
 //        [--rounds 1] [--servers python,busybox] [--keep]
 //
 // --threads is passed to `cfsctl fetch` (default: its own, the number of cores; 0 = main thread only).
-// The repositories a round fetched into are moved aside and deleted only at the end: this machine's
-// root ext4 has no journal, and there every new inode is checked against the inodes deleted in the last
-// minutes (ext4 recently_deleted(); up to ~0.5 ms per file after an rm -rf of thousands), which would
-// charge the previous round's cleanup to the next fetch (docs/performance.md#ext4-without-a-journal).
+// The repositories a round fetched into are moved aside and deleted only at the end (./bench_trash.ts):
+// deleting them first would charge the previous round's cleanup to the next fetch.
 //
 // Files are random (incompressible), sizes log-uniform between 4 KiB and 4 MiB, spread over the
 // layers. CFSCTL_BENCH_BIN picks the program (default: dist/cfsctl.js when built, else main.ts).
 import { addImage, tarDirectory } from "../test/helpers/oci_builder.ts";
 import { startBusyboxServer, startStaticServer } from "../test/helpers/static_server.ts";
+import { Trash } from "./bench_trash.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const args = Deno.args;
@@ -131,6 +130,7 @@ async function rawTransfer(urls: string[], jobs: number): Promise<number> {
 }
 
 const work = await Deno.makeTempDir({ prefix: "cfsctl-bench-fetch-", dir: "/var/tmp" });
+const trash = new Trash(`${work}/trash`);
 try {
   console.log(
     `image: ${MB} MB random files in ${LAYERS} layers; ${JOBS} parallel downloads in ${PROCS} process(es); program ${bin}`,
@@ -210,8 +210,7 @@ try {
           .output();
         const digestS = (performance.now() - t) / 1000;
         if (!fv.success) throw new Error("fsverity digest failed");
-        await Deno.mkdir(`${work}/trash`, { recursive: true });
-        await Deno.rename(files, `${work}/trash/curl-files-${kind}-${round}`);
+        await trash.moveAside(files);
         const floorS = curlFilesS + digestS;
         console.log(
           `${kind} round ${round}: curl to files ${curlFilesS.toFixed(2)} s (${
@@ -261,9 +260,8 @@ try {
         const a = JSON.parse(await cfs(source, ["oci", "inspect", "img"]));
         const b = JSON.parse(await cfs(partial, ["oci", "inspect", "img"]));
         if (a.composefs_erofs !== b.composefs_erofs) throw new Error("the second host's image differs");
-        await Deno.mkdir(`${work}/trash`, { recursive: true });
-        await Deno.rename(fresh, `${work}/trash/fresh-${kind}-${round}`);
-        await Deno.rename(partial, `${work}/trash/partial-${kind}-${round}`);
+        await trash.moveAside(fresh);
+        await trash.moveAside(partial);
       }
     } finally {
       await server.close();

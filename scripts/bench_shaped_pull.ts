@@ -32,6 +32,7 @@ import { pushImage, startRegistry } from "../test/helpers/registry_server.ts";
 import { startThrottleProxy } from "../test/helpers/throttle_proxy.ts";
 import { makeLayers, makeLayout, rootfsTree, sh } from "./bench_import.ts";
 import { V8_FLAGS } from "./build.ts";
+import { Trash } from "./bench_trash.ts";
 
 const { values: opt } = parseArgs({
   args: Deno.args,
@@ -179,12 +180,9 @@ async function runAll(
   const layout = opt.layout!;
   console.log(`output on ${opt.fs === "ext4-journal" ? "a fresh loop-mounted ext4 with a journal" : BASE}`);
   const repo = `${BASE}/repo`;
-  // Runs are moved aside and deleted at the end: on a root ext4 without a journal (this machine's),
-  // every inode allocated within minutes of an rm -rf of thousands of files is checked against them
-  // (ext4 recently_deleted()), which doubled our pull's system time when each round deleted the last
-  // one's 11,000-object repository first (docs/performance.md#ext4-without-a-journal).
-  const trash = `${BASE}/trash`;
-  let moved = 0;
+  // Runs are moved aside and deleted at the end (./bench_trash.ts): deleting the last round's
+  // 11,000-object repository first doubled our pull's system time.
+  const trash = new Trash(`${BASE}/trash`);
   const dest = `${BASE}/skopeo-oci`;
   const prog = `${BASE}/progress.jsonl`;
   const ours = {
@@ -192,14 +190,14 @@ async function runAll(
     setup: () => sh(`rm -rf ${repo} && ${CFSCTL} --repo ${repo} init --insecure > /dev/null`),
     cmd: `${CFSCTL} --repo ${repo} oci pull --progress json --tls-verify=false docker://${ref} bench ` +
       `> /dev/null 2> ${prog}`,
-    cleanup: () => sh(`mkdir -p ${trash} && mv ${repo} ${trash}/repo-${++moved}`),
+    cleanup: () => trash.moveAside(repo),
     samples: [] as Sample[],
   };
   const skopeo = {
     name: "skopeo copy docker:// oci:",
     setup: () => sh(`rm -rf ${dest}`),
     cmd: `skopeo copy -q --src-tls-verify=false docker://${ref} oci:${dest}:bench`,
-    cleanup: () => sh(`mkdir -p ${trash} && mv ${dest} ${trash}/oci-${++moved}`),
+    cleanup: () => trash.moveAside(dest),
     samples: [] as Sample[],
   };
   const direct = {
@@ -301,7 +299,7 @@ async function runAll(
     }); ours / link floor ${(median(ours.samples.map((s) => s.secs)) / floor).toFixed(2)}×; ` +
       `load average ${Math.min(...loads).toFixed(2)}–${Math.max(...loads).toFixed(2)}`,
   );
-  await sh(`rm -rf ${trash}`);
+  await trash.empty();
 }
 
 if (import.meta.main) await main();

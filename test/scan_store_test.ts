@@ -58,6 +58,35 @@ Deno.test("scan into a repository: every object is on disk when the scan returns
   await checkStored(root, (id) => `${d.path}/repo/objects/${id.objectPath()}`);
 });
 
+Deno.test("scan into a store: the write thread keeps taking objects though the walk never yields", async () => {
+  // The walk reads page-cached files synchronously and never turns the event loop; the write thread
+  // must still get its batch buffers back (shared state, not reply messages). Its 4 × 1 MiB would
+  // otherwise carry at most 1024 of these 4 KiB files, and this thread would store all the rest.
+  await using d = await tempDir();
+  const files = 6000;
+  for (let dir = 0; dir < 10; dir++) {
+    await Deno.mkdir(`${d.path}/src/d${dir}`, { recursive: true });
+    for (let f = 0; f < files / 10; f++) {
+      const data = new Uint8Array(4096).fill(f & 0xff);
+      new DataView(data.buffer).setUint32(0, dir * 100_000 + f);
+      await Deno.writeFile(`${d.path}/src/d${dir}/f${f}`, data);
+    }
+  }
+  const store = new FlatDigestStore(`${d.path}/store`, "sha256");
+  try {
+    const root = await scanDirectory(`${d.path}/src`, { alg: "sha256", store });
+    const { written, threaded } = store.counts();
+    assertEquals(written, files);
+    assert(threaded > 1024, `the write thread stored ${threaded} of ${files} objects`);
+    assertEquals(externals(root).length, files);
+    for (const { id } of externals(root).slice(-50)) {
+      assertEquals(fsverityDigest(await Deno.readFile(store.pathOf(id)), "sha256").hex(), id.hex());
+    }
+  } finally {
+    store.close();
+  }
+});
+
 Deno.test("scan into the flat digest store: every object is on disk when the scan returns", async () => {
   await using d = await tempDir();
   await smallFiles(`${d.path}/src`);

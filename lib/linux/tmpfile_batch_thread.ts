@@ -15,19 +15,29 @@ import {
   O_TMPFILE,
 } from "./constants.ts";
 
-/** A batch: `names[i]` (relative to the directory, "XX/rest") holds `buf[offs[i], offs[i] + lens[i])`. */
+/** `state[slot]` of a batch buffer the sender may fill. */
+export const SLOT_FREE = 0;
+/** `state[slot]` of a batch buffer handed to the thread. */
+export const SLOT_BUSY = 1;
+
+/**
+ * A batch: `names[i]` (relative to the directory, "XX/rest") holds `buf[offs[i], offs[i] + lens[i])`.
+ * `buf` and `state` are shared: once the batch is stored the thread sets `state[slot]` to SLOT_FREE,
+ * before it replies, so the sender may reuse the buffer without waiting for the reply.
+ */
 export interface FileBatch {
   seq: number;
-  buf: ArrayBuffer;
+  buf: SharedArrayBuffer;
+  state: SharedArrayBuffer;
+  slot: number;
   names: string[];
   offs: number[];
   lens: number[];
 }
 
-/** The reply to a batch: its buffer comes back (transferred) for reuse. */
+/** The reply to a batch (its buffer was freed in `state` just before). */
 export interface FileBatchReply {
   seq: number;
-  buf: ArrayBuffer;
   /** Files found already present (not written). */
   present: number;
   /** The first failure; the rest of the batch was not stored. */
@@ -44,6 +54,7 @@ const K = {
   O_DIRECTORY,
   O_RDWR,
   O_TMPFILE,
+  SLOT_FREE,
 };
 
 // deno-lint-ignore no-explicit-any
@@ -120,8 +131,10 @@ function threadMain(wt: any, dir: string, k: typeof K): void {
         err = e as typeof err;
       }
     }
-    const reply: FileBatchReply = { seq: m.seq, buf: m.buf, present, err };
-    wt.parentPort.postMessage(reply, [m.buf]);
+    // Free first: a sender woken by the reply must find the buffer free.
+    Atomics.store(new Int32Array(m.state), m.slot, k.SLOT_FREE);
+    const reply: FileBatchReply = { seq: m.seq, present, err };
+    wt.parentPort.postMessage(reply);
   });
 }
 

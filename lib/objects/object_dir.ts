@@ -205,10 +205,17 @@ export class ObjectDir implements ObjectStore {
   #present = 0;
   #bgAdded = 0;
 
-  /** Counts of objects stored so far by this process: newly written vs found already present. */
-  counts(): { written: number; present: number } {
+  /**
+   * Counts of objects stored so far by this process: newly written vs found already present, and how
+   * many of them went through the write thread.
+   */
+  counts(): { written: number; present: number; threaded: number } {
     const bgPresent = this.#bg ? this.#bg.present : 0;
-    return { written: this.#written + this.#bgAdded - bgPresent, present: this.#present + bgPresent };
+    return {
+      written: this.#written + this.#bgAdded - bgPresent,
+      present: this.#present + bgPresent,
+      threaded: this.#bgAdded,
+    };
   }
 
   /** Called by the streamed writer when it finishes. */

@@ -1,7 +1,7 @@
 // Object writes on a second thread. Creating a file costs tens of microseconds of kernel time
 // (O_TMPFILE, write, linkat, close); for a layer of many small files that is most of the import, so
 // the digests are computed on the calling thread (the ids are needed at once for the splitstream)
-// and the bytes go, packed into a few reused 1 MiB batch buffers, to a worker thread that stores
+// and the bytes go, packed into a few reused 1 MiB shared batch buffers, to a worker thread that stores
 // them — as `tar -x` runs beside `zstd -dc`. Objects stay atomic (O_TMPFILE, linked when complete);
 // settle() is the barrier before anything that refers to them is published.
 //
@@ -13,6 +13,8 @@ import { errnoName } from "../linux/libc.ts";
 import {
   type FileBatch,
   type FileBatchReply,
+  SLOT_BUSY,
+  SLOT_FREE,
   tmpfileBatchThreadSource,
 } from "../linux/tmpfile_batch_thread.ts";
 
@@ -25,9 +27,21 @@ export const MAX_BATCHED_OBJECT = BATCH_SIZE;
 /** Objects per batch message (bounds the names array). */
 const MAX_ITEMS = 1024;
 
-interface OpenBatch {
-  buf: ArrayBuffer;
+/**
+ * A batch buffer, shared with the worker. Whose it is lives in the shared state array, not in a
+ * message: the worker frees a slot with an atomic store, which the calling thread sees at once. A
+ * caller that never yields to its event loop (a directory walk reading page-cached files) would
+ * otherwise never receive the buffers back and end up storing every object itself
+ * (docs/performance.md#create-image).
+ */
+interface Slot {
+  index: number;
+  buf: SharedArrayBuffer;
   bytes: Uint8Array;
+}
+
+interface OpenBatch {
+  slot: Slot;
   used: number;
   names: string[];
   offs: number[];
@@ -37,8 +51,9 @@ interface OpenBatch {
 /** The calling thread's side: packs objects into batches and hands them to the worker. */
 export class ObjectWriteWorker {
   #worker: Worker;
-  #free: ArrayBuffer[] = [];
-  #allocated = 0;
+  /** SLOT_FREE / SLOT_BUSY per slot index (./tmpfile_batch_thread.ts sets it free when done). */
+  #state = new Int32Array(new SharedArrayBuffer(4 * MAX_BATCHES));
+  #slots: Slot[] = [];
   #cur: OpenBatch | null = null;
   #seq = 0;
   #inFlight = 0;
@@ -62,7 +77,7 @@ export class ObjectWriteWorker {
 
   /**
    * Copies `data` into the current batch and returns true; false when every batch buffer is with
-   * the worker (await whenFree() and try again).
+   * the worker (await whenFree() and try again, or store it another way).
    */
   tryAdd(rel: string, data: Uint8Array): boolean {
     if (this.#error) throw this.#error;
@@ -73,12 +88,11 @@ export class ObjectWriteWorker {
       b = null;
     }
     if (!b) {
-      const buf = this.#free.pop() ??
-        (this.#allocated < MAX_BATCHES ? (this.#allocated++, new ArrayBuffer(BATCH_SIZE)) : null);
-      if (!buf) return false;
-      b = this.#cur = { buf, bytes: new Uint8Array(buf), used: 0, names: [], offs: [], lens: [] };
+      const slot = this.#freeSlot();
+      if (!slot) return false;
+      b = this.#cur = { slot, used: 0, names: [], offs: [], lens: [] };
     }
-    b.bytes.set(data, b.used);
+    b.slot.bytes.set(data, b.used);
     b.names.push(rel);
     b.offs.push(b.used);
     b.lens.push(data.length);
@@ -89,7 +103,9 @@ export class ObjectWriteWorker {
 
   /** Resolves when a batch buffer has come back from the worker. */
   whenFree(): Promise<void> {
-    if (this.#free.length > 0 || this.#allocated < MAX_BATCHES || this.#error) return Promise.resolve();
+    if (this.#error || this.#slots.length < MAX_BATCHES || this.#slots.some((s) => this.#isFree(s))) {
+      return Promise.resolve();
+    }
     return new Promise((resolve) => this.#waiters.push(resolve));
   }
 
@@ -104,14 +120,25 @@ export class ObjectWriteWorker {
       await new Promise<void>((resolve) => this.#waiters.push(resolve));
     }
     if (this.#error) throw this.#error;
-    if (this.#inFlight === 0 && this.#cur === null) {
-      this.#allocated -= this.#free.length;
-      this.#free = [];
-    }
+    if (this.#inFlight === 0 && this.#cur === null) this.#slots = [];
   }
 
   terminate(): Promise<number> {
     return this.#worker.terminate();
+  }
+
+  #isFree(s: Slot): boolean {
+    return Atomics.load(this.#state, s.index) === SLOT_FREE;
+  }
+
+  /** A slot the worker is not holding (the open batch's is never free), or a new one while under the limit. */
+  #freeSlot(): Slot | null {
+    for (const s of this.#slots) if (this.#isFree(s)) return s;
+    if (this.#slots.length >= MAX_BATCHES) return null;
+    const buf = new SharedArrayBuffer(BATCH_SIZE);
+    const slot = { index: this.#slots.length, buf, bytes: new Uint8Array(buf) };
+    this.#slots.push(slot);
+    return slot;
   }
 
   /** A partly filled batch goes out when the thread next waits (e.g. for decompressed data). */
@@ -129,15 +156,22 @@ export class ObjectWriteWorker {
     if (!b || b.names.length === 0) return;
     this.#cur = null;
     if (this.#inFlight++ === 0) this.#worker.ref(); // keeps the process alive while work is pending
-
-    const msg: FileBatch = { seq: this.#seq++, buf: b.buf, names: b.names, offs: b.offs, lens: b.lens };
-    this.#worker.postMessage(msg, [b.buf]);
+    Atomics.store(this.#state, b.slot.index, SLOT_BUSY);
+    const msg: FileBatch = {
+      seq: this.#seq++,
+      buf: b.slot.buf,
+      state: this.#state.buffer as SharedArrayBuffer,
+      slot: b.slot.index,
+      names: b.names,
+      offs: b.offs,
+      lens: b.lens,
+    };
+    this.#worker.postMessage(msg);
   }
 
   #done(r: FileBatchReply): void {
     if (--this.#inFlight === 0) this.#worker.unref();
     this.present += r.present;
-    this.#free.push(r.buf);
     if (r.err && !this.#error) {
       this.#error = new KernelError(r.err.syscall, r.err.errno, errnoName(r.err.errno), undefined, [
         r.err.where,
