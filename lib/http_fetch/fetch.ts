@@ -18,7 +18,7 @@ import { CONTENT_TYPE } from "../oci/content_types.ts";
 import { MAGIC } from "../splitstream/format.ts";
 import { reassemble, SplitStreamReader } from "../splitstream/mod.ts";
 import { equalBytes } from "../util/bytes.ts";
-import { runBounded } from "../util/run_bounded.ts";
+import { DigestSet } from "../objects/digest_set.ts";
 import { threadedFetcher } from "./fetch_threads.ts";
 import { type FetchedBody, HttpRepositorySource, type HttpSourceOptions } from "./http_source.ts";
 import { Buffer } from "node:buffer";
@@ -512,8 +512,9 @@ class ContentChecks {
 }
 
 /**
- * Downloads the objects of the graph (here in parallel, stream by stream, or through
- * opts.objectFetcher), telling `checks` as each is stored.
+ * Downloads the objects of the graph through one ObjectFetcher: opts.objectFetcher (the CLI's helper
+ * processes), fetch threads (./fetch_threads.ts), or this thread (fetchObjects) when there are none;
+ * `checks` hears of each object as it is stored.
  */
 async function fetchAllObjects(
   f: Fetcher,
@@ -526,11 +527,16 @@ async function fetchAllObjects(
   f.stats.objects = list.length;
   const pid = `objects:${name}`;
   f.reporter.report({ type: "started", id: pid, total: list.length, unit: "items" });
-  const fetcher = opts.objectFetcher ?? threadedFetcher(f.repo, f.src.base.href, opts, list.length);
-  if (fetcher && list.length > 0) {
+  if (list.length > 0) {
+    const url = f.src.base.href;
+    const fetcher: ObjectFetcher = opts.objectFetcher ?? threadedFetcher(f.repo, url, opts, list.length) ??
+      // Progress is told here, under this fetch's id.
+      ((ids, stored) => fetchObjects(f.repo, url, ids, { ...opts, reporter: undefined }, stored));
     const progress = new ThrottledProgress(f.reporter, pid, list.length);
+    const reported = new DigestSet(list[0].bytes.length);
     checks.start();
     const r = await fetcher(checks.order(list), (id) => {
+      reported.add(id.bytes);
       progress.add(1);
       checks.objectDone(id);
     });
@@ -540,22 +546,13 @@ async function fetchAllObjects(
     f.stats.bytesFetched += r.bytes;
     f.stats.processes = r.processes ?? 1;
     f.stats.threads = r.threads ?? 0;
-    // Whoever stored them, every object must be here now (and was checked when stored).
+    // Whoever stored them, every object must be here now (and was checked when stored): those the
+    // fetcher did not report are looked up.
     for (const id of list) {
-      if (!(await f.repo.hasObject(id))) {
+      if (!reported.has(id.bytes) && !(await f.repo.hasObject(id))) {
         throw new NotFoundError(`object ${id.toId()} missing after the download`);
       }
     }
-  } else {
-    const progress = new ThrottledProgress(f.reporter, pid, list.length);
-    checks.start();
-    await runBounded(
-      checks.order(list),
-      opts.concurrency ?? 4,
-      (id) => f.object(id, progress, checks.objectDone),
-    );
-    await f.settle();
-    progress.flush();
   }
   f.reporter.report({ type: "done", id: pid, transferred: f.stats.objectsFetched });
   await f.repo.settle();
@@ -680,9 +677,10 @@ export function fetchObjects(
   url: string,
   ids: ObjectId[],
   opts: FetchOptions = {},
+  stored?: (id: ObjectId) => void,
 ): Promise<ObjectFetchStats> {
   let i = 0;
-  return fetchObjectsFrom(repo, url, () => Promise.resolve(i < ids.length ? ids[i++] : null), opts);
+  return fetchObjectsFrom(repo, url, () => Promise.resolve(i < ids.length ? ids[i++] : null), opts, stored);
 }
 
 /**
