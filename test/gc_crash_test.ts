@@ -2,7 +2,7 @@
 // the objects they reach, and pull re-imports whatever a stored image lacks, so after the pull every
 // tag names a complete image and both fsck and oci fsck are clean.
 import { assert, assertEquals } from "./helpers/assert.ts";
-import { DENO, MAIN, runCli, tempDir } from "./helpers/cli.ts";
+import { DENO, killIfRunning, MAIN, runCli, tempDir } from "./helpers/cli.ts";
 import { addImage, tarDirectory } from "./helpers/oci_builder.ts";
 import { Rng } from "./helpers/random_tree.ts";
 
@@ -46,7 +46,7 @@ async function gcKilledAfter(repo: string, delayMs: number): Promise<boolean> {
     return s;
   });
   await new Promise((r) => setTimeout(r, delayMs));
-  if (!done) child.kill("SIGKILL");
+  if (!done) killIfRunning(child, "SIGKILL");
   const s = await status;
   return s.signal === "SIGKILL";
 }

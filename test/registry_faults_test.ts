@@ -4,7 +4,7 @@
 // an HTML page as a blob, an invalid --authfile (not retried), and a plain-HTTP token realm behind an
 // https registry (refused unless insecure). Each pull runs with a deadline: code that hangs fails here.
 import { assert, assertEquals, assertMatch } from "./helpers/assert.ts";
-import { DENO, MAIN, runCli, tempDir } from "./helpers/cli.ts";
+import { DENO, killIfRunning, MAIN, runCli, tempDir } from "./helpers/cli.ts";
 import { startFaultProxy } from "./helpers/fault_proxy.ts";
 import { buildFixtures, imageId, initRepo } from "./helpers/registry_fixtures.ts";
 import { makePki, pushImage, startRegistry } from "./helpers/registry_server.ts";
@@ -41,8 +41,7 @@ async function cliWithin(args: string[], env: Record<string, string>): Promise<T
   }).spawn();
   let killed = false;
   const timer = setTimeout(() => {
-    killed = true;
-    child.kill("SIGKILL");
+    killed = killIfRunning(child, "SIGKILL");
   }, DEADLINE_MS);
   const o = await child.output();
   clearTimeout(timer);

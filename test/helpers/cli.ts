@@ -81,3 +81,19 @@ export async function initInsecureRepo(path: string): Promise<string> {
   if (r.code !== 0) throw new Error(`init ${path} exited ${r.code}: ${r.stderr}`);
   return path;
 }
+
+/**
+ * Sends `signal` to `child` unless it has already exited. A child can exit between a caller's "still
+ * running?" check and the kill (its status promise resolves a turn later), and Deno then throws
+ * "Child process has already terminated"; that race is not a test failure. Returns whether the signal
+ * was sent.
+ */
+export function killIfRunning(child: Deno.ChildProcess, signal: Deno.Signal = "SIGKILL"): boolean {
+  try {
+    child.kill(signal);
+    return true;
+  } catch (e) {
+    if (e instanceof TypeError && /already terminated/.test(e.message)) return false;
+    throw e;
+  }
+}
