@@ -44,6 +44,10 @@ export const RESOLVE_NO_MAGICLINKS = 0x02;
 export const RESOLVE_NO_SYMLINKS = 0x04;
 export const RESOLVE_BENEATH = 0x08;
 export const POSIX_FADV_WILLNEED = 3;
+// getdents64 d_type values (the kernel's DT_*; DT_UNKNOWN: the filesystem does not say, ask statx).
+export const DT_UNKNOWN = 0;
+export const DT_DIR = 4;
+export const DT_REG = 8;
 
 // ---- file type bits of st_mode (also the type bits of tar, dumpfile and EROFS modes) ---------------
 export const S_IFMT = 0o170000;

@@ -1,7 +1,7 @@
-// What the containers-storage import needs from the kernel beyond lib/linux/fs.ts, fs_at.ts and
-// openat2.ts: read-ahead hints (POSIX_FADV_WILLNEED) and FIEMAP (which physical extents a file
-// occupies: tests and docs/containers-storage.md use it to show that a reflinked object shares its
-// blocks with the source). FICLONE itself lives in lib/linux/fs.ts (ficlone), opening below diff/ in
+// What the containers-storage import and the directory walk (lib/tree/walk_ahead.ts) need from the
+// kernel beyond lib/linux/fs.ts, fs_at.ts and openat2.ts: read-ahead hints (POSIX_FADV_WILLNEED) and
+// FIEMAP (which physical extents a file occupies: tests and docs/containers-storage.md use it to show
+// that a reflinked object shares its blocks with the source). FICLONE itself lives in lib/linux/fs.ts (ficlone), opening below diff/ in
 // openat2.ts (openBeneath), statx of an fd in fs_at.ts (statFd).
 import { check, openLibc } from "./libc.ts";
 import { FIEMAP_EXTENT_LAST, FIEMAP_FLAG_SYNC, FS_IOC_FIEMAP, POSIX_FADV_WILLNEED } from "./constants.ts";
@@ -18,11 +18,11 @@ function lib() {
 }
 
 /**
- * Asks the kernel to start reading the whole file into the page cache now (POSIX_FADV_WILLNEED):
- * reads of many files then overlap. Only a hint: failures are ignored.
+ * Asks the kernel to start reading the file's first `length` bytes (0: all of it) into the page cache
+ * now (POSIX_FADV_WILLNEED): reads of many files then overlap. Only a hint: failures are ignored.
  */
-export function willNeed(fd: number): void {
-  lib().posix_fadvise(fd, 0n, 0n, POSIX_FADV_WILLNEED);
+export function willNeed(fd: number, length = 0): void {
+  lib().posix_fadvise(fd, 0n, BigInt(length), POSIX_FADV_WILLNEED);
 }
 
 export interface Extent {

@@ -138,12 +138,24 @@ export function readlinkAt(dirfd: number, name: Uint8Array, what?: string): Uint
 
 /** Names (raw bytes) in the open directory `fd`, without `.` and `..`, in kernel order. */
 export function readDirNames(fd: number, what?: string): Uint8Array[] {
+  return readDirEntries(fd, what).names;
+}
+
+/** A directory's entries: `types[i]` is the getdents64 d_type of `names[i]` (DT_UNKNOWN: not known). */
+export interface DirEntries {
+  names: Uint8Array[];
+  types: Uint8Array;
+}
+
+/** Entries of the open directory `fd` with their d_type, without `.` and `..`, in kernel order. */
+export function readDirEntries(fd: number, what?: string): DirEntries {
   const names: Uint8Array[] = [];
+  const types: number[] = [];
   const buf = new Uint8Array(65536);
   const view = new DataView(buf.buffer);
   for (;;) {
     const n = Number(check("getdents64", lib().getdents64(fd, buf, BigInt(buf.length)), what));
-    if (n === 0) return names;
+    if (n === 0) return { names, types: Uint8Array.from(types) };
     let off = 0;
     while (off < n) {
       const reclen = view.getUint16(off + 16, true);
@@ -153,7 +165,10 @@ export function readDirNames(fd: number, what?: string): Uint8Array[] {
       const len = end - start;
       const dot = len === 1 && buf[start] === 0x2e;
       const dotdot = len === 2 && buf[start] === 0x2e && buf[start + 1] === 0x2e;
-      if (!dot && !dotdot) names.push(buf.slice(start, end));
+      if (!dot && !dotdot) {
+        names.push(buf.slice(start, end));
+        types.push(buf[off + 18]);
+      }
       off += reclen;
     }
   }

@@ -15,7 +15,6 @@ import {
   O_RDONLY,
   openAt,
   preadFd,
-  readDirNames,
   readlinkAt,
   statAt,
   statFd,
@@ -24,6 +23,7 @@ import {
 // O_NONBLOCK: never hang on a file that turned into a FIFO since its statx.
 import { O_NONBLOCK } from "../linux/constants.ts";
 import { readXattrsOrNull } from "../linux/xattr.ts";
+import { type AheadEntry, WalkAhead } from "./walk_ahead.ts";
 import { preadAsync } from "../linux/fs.ts";
 import type { ObjectStore } from "../objects/store.ts";
 import { bytesToBstr, concatBytes, utf8 } from "../util/bytes.ts";
@@ -179,47 +179,48 @@ async function walk(
   const noXattrs = opts.skipXattrs === true;
   const inodes = opts.hardlinks ? new Map<string, Leaf>() : undefined;
   const rootFd = openAt(AT_FDCWD, rootBytes, O_RDONLY | O_DIRECTORY, path);
-  interface Frame {
-    fd: number;
-    dir: Directory;
-    path: Uint8Array;
-    names: Uint8Array[];
-    i: number;
-  }
-  const stack: Frame[] = [];
+  let ahead: WalkAhead;
+  let root: Directory;
   try {
-    const root = newDirectory(
+    root = newDirectory(
       statOf(statFd(rootFd, path), noXattrs ? null : keptXattrs(readXattrsOrNull(rootFd), keep)),
     );
-    stack.push({ fd: rootFd, dir: root, path: rootBytes, names: readDirNames(rootFd, path), i: 0 });
-    while (stack.length > 0) {
-      const top = stack[stack.length - 1];
-      if (top.i >= top.names.length) {
-        stack.pop();
-        closeFd(top.fd);
+    ahead = new WalkAhead(rootFd, SYNC_READ_MAX, path);
+  } catch (e) {
+    closeFd(rootFd);
+    throw e;
+  }
+  // The directories being read, innermost last; the walk's entries come in depth-first order, so the
+  // next one always belongs to the last frame (until that frame's "leave").
+  const frames: { dir: Directory; path: Uint8Array }[] = [{ dir: root, path: rootBytes }];
+  try {
+    for (let e = ahead.next(); e !== null; e = ahead.next()) {
+      if (e.kind === "leave") {
+        frames.pop();
+        ahead.leave(e.fd);
         continue;
       }
-      const name = top.names[top.i++];
+      const top = frames[frames.length - 1];
       try {
-        const child = await entry(top.fd, name, top.path, opts, small, tasks, inodes, keep, noXattrs);
+        const child = await entry(e, top.path, opts, small, tasks, inodes, keep, noXattrs);
         if (child === null) continue;
-        const key = bytesToBstr(name);
+        const key = bytesToBstr(e.name);
         if (child.kind === "leaf") {
           top.dir.entries.set(key, child);
           continue;
         }
         top.dir.entries.set(key, child.dir);
-        stack.push({ fd: child.fd, dir: child.dir, path: child.path, names: [], i: 0 });
-        const frame = stack[stack.length - 1];
-        frame.names = readDirNames(child.fd);
-      } catch (e) {
-        if (e instanceof CfsError && !e.context.length) throw e.within(bytesToBstr(join(top.path, name)));
-        throw e;
+        frames.push({ dir: child.dir, path: child.path });
+      } catch (err) {
+        if (err instanceof CfsError && !err.context.length) {
+          throw err.within(bytesToBstr(join(top.path, e.name)));
+        }
+        throw err;
       }
     }
     return root;
   } finally {
-    for (const f of stack) closeFd(f.fd);
+    ahead.close();
   }
 }
 
@@ -228,12 +229,11 @@ function join(dir: Uint8Array, name: Uint8Array): Uint8Array {
 }
 
 /**
- * One directory entry: a leaf, a directory (opened, its entries not read yet), or null when
- * skipped (devices with skipDevices).
+ * One directory entry: a leaf, a directory (open, its entries follow from the walk), or null when
+ * skipped (devices with skipDevices). A regular file the walk opened ahead is closed here.
  */
 async function entry(
-  dirFd: number,
-  name: Uint8Array,
+  e: AheadEntry,
   dirPath: Uint8Array,
   opts: ScanOptions,
   small: SmallFiles,
@@ -241,34 +241,35 @@ async function entry(
   inodes: Map<string, Leaf> | undefined,
   keep: ((name: string) => boolean) | undefined,
   noXattrs: boolean,
-): Promise<Leaf | { kind: "dir"; dir: Directory; fd: number; path: Uint8Array } | null> {
-  const st = statAt(dirFd, name);
-  const type = st.mode & S_IFMT;
-  if ((type === S_IFCHR || type === S_IFBLK) && opts.skipDevices) return null;
-  const linkKey = type !== S_IFDIR && inodes && st.nlink > 1
-    ? `${st.dev}:${st.inoHi}:${st.inoLo}`
-    : undefined;
-  if (linkKey !== undefined) {
-    const shared = inodes!.get(linkKey);
-    if (shared) return shared;
-  }
-
-  if (type === S_IFDIR) {
-    const fd = openAt(dirFd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
-    try {
+): Promise<Leaf | { kind: "dir"; dir: Directory; path: Uint8Array } | null> {
+  const { dirFd, name } = e;
+  let fd = e.fd;
+  try {
+    if (e.isDir) {
+      if (e.error !== undefined) throw e.error;
+      const st = statFd(fd);
       const xattrs = noXattrs ? null : keptXattrs(readXattrsOrNull(fd), keep);
-      return { kind: "dir", dir: newDirectory(statOf(st, xattrs)), fd, path: join(dirPath, name) };
-    } catch (e) {
-      closeFd(fd);
-      throw e;
+      return { kind: "dir", dir: newDirectory(statOf(st, xattrs)), path: join(dirPath, name) };
     }
-  }
-
-  let leaf: Leaf;
-  if (type === S_IFREG) {
-    // Open it once: xattrs from the fd, and the whole content when small.
-    const fd = openAt(dirFd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
-    try {
+    // A file opened ahead is described by its fd (what it is now, whatever the name says meanwhile).
+    let st = fd >= 0 ? statFd(fd) : statAt(dirFd, name);
+    if (fd >= 0 && (st.mode & S_IFMT) !== S_IFREG) {
+      closeFd(fd);
+      fd = -1;
+      st = statAt(dirFd, name);
+    }
+    const type = st.mode & S_IFMT;
+    if (type === S_IFDIR) throw new CfsError("became a directory during the walk");
+    if ((type === S_IFCHR || type === S_IFBLK) && opts.skipDevices) return null;
+    const linkKey = inodes && st.nlink > 1 ? `${st.dev}:${st.inoHi}:${st.inoLo}` : undefined;
+    if (linkKey !== undefined) {
+      const shared = inodes!.get(linkKey);
+      if (shared) return shared;
+    }
+    let leaf: Leaf;
+    if (type === S_IFREG) {
+      // Open once: xattrs from the fd, and the whole content when small.
+      if (fd < 0) fd = openAt(dirFd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
       const xattrs = noXattrs ? null : keptXattrs(readXattrsOrNull(fd), keep);
       const data = st.size <= SYNC_READ_MAX ? readWhole(fd, st.size) : null;
       if (data === null) {
@@ -282,34 +283,35 @@ async function entry(
         leaf = newLeaf(statOf(st, xattrs), c instanceof Promise ? await c : c);
         opts.onFile?.(bytesToBstr(join(dirPath, name)), data.length);
       }
-    } finally {
-      closeFd(fd);
+    } else {
+      const xattrs = noXattrs ? null : keptXattrs(readXattrsOrNull(-1, join(dirPath, name)), keep);
+      leaf = specialLeaf(statOf(st, xattrs), st, dirFd, name);
     }
-  } else {
-    const xattrs = noXattrs ? null : keptXattrs(readXattrsOrNull(-1, join(dirPath, name)), keep);
-    const stat = statOf(st, xattrs);
-    switch (type) {
-      case S_IFLNK:
-        leaf = newLeaf(stat, { type: "symlink", target: bytesToBstr(readlinkAt(dirFd, name)) });
-        break;
-      case S_IFCHR:
-        leaf = newLeaf(stat, { type: "chardev", rdev: st.rdev });
-        break;
-      case S_IFBLK:
-        leaf = newLeaf(stat, { type: "blockdev", rdev: st.rdev });
-        break;
-      case S_IFIFO:
-        leaf = newLeaf(stat, { type: "fifo" });
-        break;
-      case S_IFSOCK:
-        leaf = newLeaf(stat, { type: "socket" });
-        break;
-      default:
-        throw new CfsError(`unknown file type ${type.toString(8)}`);
-    }
+    if (linkKey !== undefined) inodes!.set(linkKey, leaf);
+    return leaf;
+  } finally {
+    // A directory's fd is the walk's (closed at its "leave"); a file's is this function's.
+    if (!e.isDir && fd >= 0) closeFd(fd);
   }
-  if (linkKey !== undefined) inodes!.set(linkKey, leaf);
-  return leaf;
+}
+
+/** The leaf of a file that is neither regular nor a directory. */
+function specialLeaf(stat: Stat, st: StatxResult, dirFd: number, name: Uint8Array): Leaf {
+  const type = st.mode & S_IFMT;
+  switch (type) {
+    case S_IFLNK:
+      return newLeaf(stat, { type: "symlink", target: bytesToBstr(readlinkAt(dirFd, name)) });
+    case S_IFCHR:
+      return newLeaf(stat, { type: "chardev", rdev: st.rdev });
+    case S_IFBLK:
+      return newLeaf(stat, { type: "blockdev", rdev: st.rdev });
+    case S_IFIFO:
+      return newLeaf(stat, { type: "fifo" });
+    case S_IFSOCK:
+      return newLeaf(stat, { type: "socket" });
+    default:
+      throw new CfsError(`unknown file type ${type.toString(8)}`);
+  }
 }
 
 /** Runs `fn` over `items` with at most `n` in flight; the first failure stops new work and is thrown. */
