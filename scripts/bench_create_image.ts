@@ -15,9 +15,11 @@
 // - reference: cp -a + fsverity digest of every copied regular file;
 // - mkcomposefs --digest-store STORE SRC IMAGE;
 // - cfsctl --repo REPO create-image SRC NAME (fresh insecure sha256 repository per run).
+// Ours run with the V8 flags the launchers give (scripts/build.ts V8_FLAGS), as users run them.
 // Prints per command: median wall, CPU (user+sys), peak RSS (GNU time), and the exact command line.
 import { parseArgs } from "node:util";
 import { Trash } from "./bench_trash.ts";
+import { V8_FLAGS } from "./build.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const DENO = Deno.execPath();
@@ -291,7 +293,11 @@ function cases(src: string, out: string, trash: Trash, bundle: boolean, containe
   const aside = async (...paths: string[]) => {
     for (const p of paths) await trash.moveAside(p);
   };
-  const cli = bundle ? `${DENO} run -A --no-config ${ROOT}dist/cfsctl.js` : `${DENO} run -A ${ROOT}main.ts`;
+  // As the launchers run it (dist/cfsctl, deno compile): with their V8 flags (docs/performance.md#memory).
+  const flags = `--v8-flags=${V8_FLAGS}`;
+  const cli = bundle
+    ? `${DENO} run -A --no-config ${flags} ${ROOT}dist/cfsctl.js`
+    : `${DENO} run -A ${flags} ${ROOT}main.ts`;
   return [
     {
       name: "reference: cp -a + fsverity digest",
