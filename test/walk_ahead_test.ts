@@ -2,7 +2,7 @@
 // open, never more than its window of files open at once, and every descriptor closed — after a
 // complete walk, and after one abandoned midway.
 import { assert, assertEquals } from "./helpers/assert.ts";
-import { tempDir } from "./helpers/cli.ts";
+import { DENO, MAIN, tempDir } from "./helpers/cli.ts";
 import { WalkAhead, WINDOW } from "../lib/tree/walk_ahead.ts";
 import { scanDirectory } from "../lib/tree/scan.ts";
 import { closeFd, O_DIRECTORY, O_RDONLY, openAt, statFd } from "../lib/linux/fs_at.ts";
@@ -127,4 +127,77 @@ Deno.test("WalkAhead: an unreadable directory comes with its error, the walk goe
   }
   w.close();
   assertEquals(seen.sort(), ["a:open", "b:error", "x:open"]);
+});
+
+const LIB = new URL("../lib/", import.meta.url).href;
+
+/** Walks `root` with WalkAhead in a child under `prlimit --nofile=LIMIT`, `hold` fds taken first. */
+async function walkUnderLimit(
+  root: string,
+  limit: number,
+  hold: number,
+): Promise<{ paths: number; out: string }> {
+  const code = `
+    import { WalkAhead } from "${LIB}tree/walk_ahead.ts";
+    import { closeFd, O_DIRECTORY, O_RDONLY, openAt } from "${LIB}linux/fs_at.ts";
+    const held = [];
+    for (let i = 0; i < ${hold}; i++) held.push(Deno.openSync("/dev/null"));
+    const w = new WalkAhead(openAt(-100, new TextEncoder().encode(${
+    JSON.stringify(root)
+  }), O_RDONLY | O_DIRECTORY), 4096);
+    let n = 0;
+    for (let e = w.next(); e !== null; e = w.next()) {
+      if (e.kind === "leave") { w.leave(e.fd); continue; }
+      if (e.error) throw e.error;
+      n++;
+      if (!e.isDir && e.fd >= 0) closeFd(e.fd);
+    }
+    console.log(n);`;
+  const o = await new Deno.Command("prlimit", {
+    args: [`--nofile=${limit}`, Deno.execPath(), "eval", code],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const out = new TextDecoder().decode(o.stdout) + new TextDecoder().decode(o.stderr);
+  assert(o.success, `walk under a limit of ${limit} fds (${hold} held): ${out}`);
+  return { paths: Number(new TextDecoder().decode(o.stdout).trim()), out };
+}
+
+Deno.test("WalkAhead: descriptors running out midway make it go one file at a time, not fail", async () => {
+  await using t = await tempDir();
+  const root = `${t.path}/tree`;
+  await Deno.mkdir(root);
+  await makeTree(root, 30, 12);
+  const all = (await walkUnderLimit(root, 4096, 0)).paths;
+  // 600 allows reading ahead (MIN_OPEN_FILE_LIMIT 512); holding all but a few leaves it short of fds.
+  for (const hold of [560, 575]) {
+    assertEquals((await walkUnderLimit(root, 600, hold)).paths, all, `${hold} of 600 fds held`);
+  }
+});
+
+Deno.test("mkcomposefs --digest-store under ulimit -n 64 reads one file at a time and gives the same image", async () => {
+  await using t = await tempDir();
+  const src = `${t.path}/src`;
+  await Deno.mkdir(src);
+  await makeTree(src, 12, 40); // more files per directory than the read-ahead window
+  const run = async (limit: number) => {
+    const o = await new Deno.Command("prlimit", {
+      args: [
+        `--nofile=${limit}`,
+        DENO,
+        ...(MAIN.endsWith(".js") ? ["run", "-A", "--no-config"] : ["run", "-A", "--no-check"]),
+        MAIN,
+        "mkcomposefs",
+        "--digest-store",
+        `${t.path}/store-${limit}`,
+        src,
+        `${t.path}/img-${limit}`,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert(o.success, `ulimit -n ${limit}: ${new TextDecoder().decode(o.stderr)}`);
+    return await Deno.readFile(`${t.path}/img-${limit}`);
+  };
+  assertEquals(await run(64), await run(4096));
 });

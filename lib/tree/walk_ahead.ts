@@ -14,11 +14,28 @@ import {
   readDirEntries,
   statAt,
 } from "../linux/fs_at.ts";
-import { DT_DIR, DT_REG, DT_UNKNOWN, O_NONBLOCK, S_IFDIR, S_IFMT, S_IFREG } from "../linux/constants.ts";
+import {
+  DT_DIR,
+  DT_REG,
+  DT_UNKNOWN,
+  Errno,
+  O_NONBLOCK,
+  S_IFDIR,
+  S_IFMT,
+  S_IFREG,
+} from "../linux/constants.ts";
+import { KernelError } from "../errors.ts";
 import { willNeed } from "../linux/file_extents.ts";
+import { openFileLimit } from "../linux/open_file_limit.ts";
 
 /** Regular files kept open and read ahead of the walk. */
 export const WINDOW = 32;
+/**
+ * The least RLIMIT_NOFILE for reading ahead: the window's files, the directories holding them and the
+ * rest of the process (threads, the object store, Deno itself) fit well within it. Below it the walk
+ * goes one file at a time, as it did before reading ahead.
+ */
+export const MIN_OPEN_FILE_LIMIT = 512;
 /** Entries queued at most (directories and special files count here, not in WINDOW). */
 const MAX_QUEUED = 4 * WINDOW;
 
@@ -55,6 +72,8 @@ interface Frame {
 /** Depth-first entries of the tree under an open directory, regular files opened and read ahead. */
 export class WalkAhead {
   readonly #readahead: number;
+  /** Files to open ahead: WINDOW, or 0 under a low descriptor limit or once they ran out (then one at a time). */
+  #window = openFileLimit() >= MIN_OPEN_FILE_LIMIT ? WINDOW : 0;
   #stack: Frame[] = [];
   #queue: (AheadEntry | AheadLeave)[] = [];
   #filesQueued = 0;
@@ -73,8 +92,11 @@ export class WalkAhead {
 
   /** The next entry or leave; null after the root's "leave". */
   next(): AheadEntry | AheadLeave | null {
-    while (this.#filesQueued < WINDOW && this.#queue.length < MAX_QUEUED && this.#stack.length > 0) {
-      this.#step();
+    while (
+      this.#stack.length > 0 &&
+      (this.#queue.length === 0 || (this.#filesQueued < this.#window && this.#queue.length < MAX_QUEUED))
+    ) {
+      if (!this.#step()) break;
     }
     const e = this.#queue.shift();
     if (!e) return null;
@@ -97,13 +119,17 @@ export class WalkAhead {
     this.#openDirs.clear();
   }
 
-  #step(): void {
+  /**
+   * Queues the next entry; false when it has to wait: a directory could not be opened for want of
+   * descriptors while queued entries still hold some (it is tried again once the queue is empty).
+   */
+  #step(): boolean {
     const top = this.#stack[this.#stack.length - 1];
     const { names, types } = top.entries;
     if (top.i >= names.length) {
       this.#stack.pop();
       this.#queue.push({ kind: "leave", fd: top.fd });
-      return;
+      return true;
     }
     const i = top.i++;
     const name = names[i];
@@ -118,16 +144,24 @@ export class WalkAhead {
         this.#stack.push({ fd, entries, i: 0 });
       } catch (error) {
         if (fd >= 0) this.leave(fd);
+        if (outOfFds(error)) {
+          this.#window = 0; // a low RLIMIT_NOFILE: stop holding files open ahead of the walk
+          if (this.#queue.length > 0) {
+            top.i--;
+            return false;
+          }
+        }
         this.#queue.push({ kind: "entry", dirFd: top.fd, name, isDir: true, fd: -1, error });
       }
-      return;
+      return true;
     }
     let fd = -1;
-    if (type === DT_REG) {
+    if (type === DT_REG && this.#window > 0) {
       try {
         fd = openAt(top.fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
-      } catch {
+      } catch (error) {
         fd = -1; // the caller opens it again and reports the error with the file's path
+        if (outOfFds(error)) this.#window = 0;
       }
       if (fd >= 0) {
         willNeed(fd, this.#readahead);
@@ -135,7 +169,12 @@ export class WalkAhead {
       }
     }
     this.#queue.push({ kind: "entry", dirFd: top.fd, name, isDir: false, fd });
+    return true;
   }
+}
+
+function outOfFds(e: unknown): boolean {
+  return e instanceof KernelError && (e.errno === Errno.EMFILE || e.errno === Errno.ENFILE);
 }
 
 /** d_type from statx, for filesystems whose getdents64 does not tell (DT_UNKNOWN). */
