@@ -509,6 +509,28 @@ Deno.test("fsck: flipped byte in an object → object-digest-mismatch", async ()
   repo.close();
 });
 
+Deno.test("fsck: objects of every size around its read chunks check clean; one byte longer or shorter does not", async () => {
+  await using t = await tempDir();
+  const repo = await newRepo(t.path, "sha256");
+  // fsck reads objects in 256 KiB chunks, stopping at the size fstat gave.
+  const sizes = [1, 4096, 256 * 1024 - 1, 256 * 1024, 256 * 1024 + 1, 3 * 256 * 1024 + 17, (1 << 20) + 5];
+  const ids = [];
+  for (const [i, n] of sizes.entries()) ids.push(await storeStreamed(repo, bytesOf(40 + i, n)));
+  const clean = await repo.fsck();
+  assertEquals(clean.errors, []);
+  assertEquals(clean.objectsChecked, sizes.length);
+  const longer = repo.objectPath(ids[3]);
+  await Deno.writeFile(longer, new Uint8Array([7]), { append: true });
+  const shorter = repo.objectPath(ids[6]);
+  await Deno.truncate(shorter, sizes[6] - 1);
+  const r = await repo.fsck();
+  assertEquals(r.objectsCorrupted, 2, JSON.stringify(r.errors));
+  for (const id of [ids[3], ids[6]]) {
+    assert(r.errors.some((e) => e.startsWith(`fsck: object-digest-mismatch: objects/${id.objectPath()}:`)));
+  }
+  repo.close();
+});
+
 Deno.test("fsck: missing objects → missing-object-ref, image-missing-object", async () => {
   await using t = await tempDir();
   const { repo, s, ext } = await populated(t.path);
