@@ -169,7 +169,7 @@ function generateNodeModules(dir: string): void {
   }
 }
 
-async function ensureNodeModules(): Promise<string> {
+export async function ensureNodeModules(): Promise<string> {
   const tree = `${NM_DIR}/tree`;
   const marker = `${NM_DIR}/.complete`;
   if (exists(marker)) return tree;
@@ -229,7 +229,7 @@ const libc = Deno.dlopen("libc.so.6", {
 const O_RDONLY_NOFOLLOW = 0o400000;
 const POSIX_FADV_DONTNEED = 4;
 
-function evict(path: string): number {
+export function evict(path: string): number {
   let n = 0;
   const enc = new TextEncoder();
   const walk = (p: string) => {

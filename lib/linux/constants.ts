@@ -48,6 +48,7 @@ export const POSIX_FADV_WILLNEED = 3;
 export const DT_UNKNOWN = 0;
 export const DT_DIR = 4;
 export const DT_REG = 8;
+export const DT_LNK = 10;
 
 // ---- file type bits of st_mode (also the type bits of tar, dumpfile and EROFS modes) ---------------
 export const S_IFMT = 0o170000;

@@ -10,6 +10,7 @@ import { measureVerity } from "../fsverity/measure.ts";
 import { VerityError } from "../linux/fsverity_ioctl.ts";
 import { createHash } from "node:crypto";
 import {
+  LayoutDirCache,
   MAX_METADATA_OBJECT,
   MAX_REF_DEPTH,
   type RepoEntry,
@@ -94,8 +95,12 @@ export async function fsck(repo: Repository, opts: FsckOptions = {}): Promise<Fs
     r.staleMountRefsRemoved = removeStaleMountRefs(repo);
   }
   await checkMetadata(repo, fs, r, err);
-  if (!opts.metadataOnly) await checkObjects(repo, fs, r, err, opts.concurrency ?? OBJECT_CHECKS_IN_FLIGHT);
-  const run: FsckRun = { repo, fs, r, err };
+  // objects/XX opened once for the per-object opens and lookups of every phase.
+  using dirs = new LayoutDirCache(fs);
+  if (!opts.metadataOnly) {
+    await checkObjects(repo, fs, dirs, r, err, opts.concurrency ?? OBJECT_CHECKS_IN_FLIGHT);
+  }
+  const run: FsckRun = { repo, fs, dirs, r, err };
   await checkLinkDir(run, "streams", checkOneStream);
   await checkLinkDir(run, "images", checkOneImage);
   r.ok = r.errors.length === 0;
@@ -171,6 +176,7 @@ function checkMetadata(repo: Repository, fs: RepoFs, r: FsckReport, err: (s: str
 async function checkObjects(
   repo: Repository,
   fs: RepoFs,
+  dirs: LayoutDirCache,
   r: FsckReport,
   err: (s: string) => void,
   concurrency: number,
@@ -204,7 +210,7 @@ async function checkObjects(
   await pool(files, concurrency, async (f, w) => {
     r.objectsChecked++;
     const bufs = buffers[w] ??= [new Uint8Array(CHECK_CHUNK), new Uint8Array(CHECK_CHUNK)];
-    const problem = await checkOneObject(repo, fs, f.rel, f.kind, f.id, f.bad, bufs, verity);
+    const problem = await checkOneObject(repo, dirs, f.rel, f.kind, f.id, f.bad, bufs, verity);
     if (problem) {
       r.objectsCorrupted++;
       err(problem);
@@ -222,7 +228,7 @@ interface VerityState {
 
 async function checkOneObject(
   repo: Repository,
-  fs: RepoFs,
+  dirs: LayoutDirCache,
   rel: string,
   kind: string,
   id: ObjectId | null,
@@ -236,7 +242,7 @@ async function checkOneObject(
   let fd: number;
   let size: number;
   try {
-    ({ fd, size } = fs.openFile(rel));
+    ({ fd, size } = dirs.openFile(rel));
   } catch (e) {
     return pathFinding(e, rel, "object-open-failed");
   }
@@ -341,13 +347,13 @@ function checkRefsTree(fs: RepoFs, relDir: string, r: FsckReport, err: (s: strin
 
 /** Whether an object referenced from a stream or image exists; records the problem otherwise. */
 function objectPresent(
-  fs: RepoFs,
+  dirs: LayoutDirCache,
   id: ObjectId,
   rel: string,
   err: (s: string) => void,
 ): "present" | "missing" | "error" {
   try {
-    const k = fs.kind(`objects/${id.objectPath()}`);
+    const k = dirs.kind(`objects/${id.objectPath()}`);
     if (k === "file") return "present";
     if (k === null) return "missing";
     err(`object-check-failed: ${rel}: ${id.toId()}: not a regular file (${k})`);
@@ -364,6 +370,7 @@ function objectPresent(
 interface FsckRun {
   repo: Repository;
   fs: RepoFs;
+  dirs: LayoutDirCache;
   r: FsckReport;
   err: (s: string) => void;
 }
@@ -405,7 +412,7 @@ async function checkLinkDir(run: FsckRun, kind: "streams" | "images", checkOne: 
 const DIGEST_NAME = /(?:^|-)(sha256|sha512):([0-9a-f]+)$/;
 
 async function checkOneStream(run: FsckRun, id: ObjectId, rel: string): Promise<void> {
-  const { repo, fs, r, err } = run;
+  const { repo, fs, dirs, r, err } = run;
   let reader: SplitStreamReader;
   try {
     reader = await SplitStreamReader.fromBytes(
@@ -420,7 +427,7 @@ async function checkOneStream(run: FsckRun, id: ObjectId, rel: string): Promise<
   }
   let complete = true;
   for (const oid of reader.objectRefs) {
-    const p = objectPresent(fs, oid, rel, err);
+    const p = objectPresent(dirs, oid, rel, err);
     if (p !== "present") complete = false;
     if (p === "missing") {
       r.missingObjects++;
@@ -428,7 +435,7 @@ async function checkOneStream(run: FsckRun, id: ObjectId, rel: string): Promise<
     }
   }
   for (const [name, oid] of reader.namedRefs) {
-    if (objectPresent(fs, oid, rel, err) === "missing") {
+    if (objectPresent(dirs, oid, rel, err) === "missing") {
       r.missingObjects++;
       err(`missing-named-ref: ${rel}: ref ${name}: ${oid.toId()}`);
     }
@@ -473,7 +480,7 @@ async function* objectBytes(fs: RepoFs, id: ObjectId, buf: Uint8Array): AsyncGen
 }
 
 async function checkOneImage(run: FsckRun, id: ObjectId, rel: string): Promise<void> {
-  const { repo, fs, r, err } = run;
+  const { repo, fs, dirs, r, err } = run;
   await Promise.resolve();
   const name = rel.slice("images/".length);
   if (/^[0-9a-f]+$/.test(name) && name !== id.hex()) {
@@ -495,7 +502,7 @@ async function checkOneImage(run: FsckRun, id: ObjectId, rel: string): Promise<v
     return;
   }
   for (const oid of objects) {
-    if (objectPresent(fs, oid, rel, err) === "missing") {
+    if (objectPresent(dirs, oid, rel, err) === "missing") {
       r.missingObjects++;
       err(`image-missing-object: ${rel}: ${oid.toId()}`);
     }
