@@ -252,7 +252,7 @@ export function evict(path: string): number {
 // ---------------------------------------------------------------------------------------------
 // Measurement
 
-interface Sample {
+export interface Sample {
   wall: number;
   cpu: number;
   rssMiB: number;
@@ -263,7 +263,7 @@ async function sh(cmd: string): Promise<void> {
   if (!o.success) throw new Error(`${cmd}: ${new TextDecoder().decode(o.stderr)}`);
 }
 
-async function timed(cmd: string): Promise<Sample> {
+export async function timed(cmd: string): Promise<Sample> {
   const o = await new Deno.Command("/usr/bin/time", {
     args: ["-f", "TIME %e %U %S %M", "sh", "-c", cmd],
     stdout: "null",
@@ -275,7 +275,7 @@ async function timed(cmd: string): Promise<Sample> {
   return { wall: Number(m[1]), cpu: Number(m[2]) + Number(m[3]), rssMiB: Number(m[4]) / 1024 };
 }
 
-function median(xs: number[]): number {
+export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }

@@ -11,28 +11,11 @@
 import { parseArgs } from "node:util";
 import { loadavg } from "node:os";
 import { V8_FLAGS } from "./build.ts";
-import { ensureNodeModules, evict } from "./bench_create_image.ts";
+import { ensureNodeModules, evict, median, timed as sh } from "./bench_create_image.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const DENO = Deno.execPath();
 const CLI = `${DENO} run -A --no-config --v8-flags=${V8_FLAGS} ${ROOT}dist/cfsctl.js`;
-
-async function sh(cmd: string): Promise<{ wall: number; rssMiB: number }> {
-  const o = await new Deno.Command("/usr/bin/time", {
-    args: ["-f", "TIME %e %M", "sh", "-c", cmd],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  const err = new TextDecoder().decode(o.stderr);
-  if (!o.success) throw new Error(`${cmd}: ${err}`);
-  const m = /TIME ([0-9.]+) ([0-9]+)/.exec(err)!;
-  return { wall: Number(m[1]), rssMiB: Number(m[2]) / 1024 };
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-}
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
