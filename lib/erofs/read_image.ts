@@ -253,7 +253,10 @@ function checkInodeType(inode: RawInode, imageSize: number): void {
 
 /**
  * A validated image (header and superblock checked in the constructor) with bounds-checked
- * accessors. Inodes and shared xattrs are decoded once and cached.
+ * accessors. Shared xattrs, and inodes that several directory entries may name (hard-linked files),
+ * are decoded once and cached; the rest are decoded when asked for, since a reader asks once: caching
+ * every inode and its xattrs held ~50 MiB for an image of 100,000 files while gc and fsck read it
+ * (docs/performance.md#fsck).
  */
 export class ErofsImage {
   readonly bytes: Uint8Array;
@@ -262,7 +265,6 @@ export class ErofsImage {
   #budget: number;
   #inodes = new Map<number, RawInode>();
   #shared = new Map<number, RawXattr>();
-  #xattrs = new Map<number, RawXattr[]>();
 
   constructor(bytes: Uint8Array) {
     this.bytes = bytes;
@@ -372,7 +374,9 @@ export class ErofsImage {
     const total = inode.headerSize + inode.xattrSize + inlineSize;
     this.#need(offset, total, "inode", nid);
     this.charge(total, "inode", { nid, offset });
-    this.#inodes.set(nid, inode);
+    // Asked for again only through another hard link (each lookup is charged, so this also keeps a
+    // valid image with many links within the budget).
+    if (inode.type !== S_IFDIR && inode.nlink > 1) this.#inodes.set(nid, inode);
     return inode;
   }
 
@@ -580,8 +584,6 @@ export class ErofsImage {
 
   /** All xattrs of an inode as stored (shared first, then inline), names unique. */
   xattrs(inode: RawInode): RawXattr[] {
-    const cached = this.#xattrs.get(inode.nid);
-    if (cached) return cached;
     const out: RawXattr[] = [];
     if (inode.xattrSize > 0) {
       const nid = inode.nid;
@@ -622,7 +624,6 @@ export class ErofsImage {
         }
       }
     }
-    this.#xattrs.set(inode.nid, out);
     return out;
   }
 

@@ -11,6 +11,7 @@ import { ObjectId as ObjectIdClass } from "../fsverity/object_id.ts";
 import type { Directory, Inode } from "../tree/tree.ts";
 import { ErofsImage, type ImageHeader } from "./read_image.ts";
 import { type ReadOptions, TreeReader } from "./read_tree.ts";
+import { DigestSet } from "../objects/digest_set.ts";
 
 export type { ImageHeader } from "./read_image.ts";
 export type { ReadOptions } from "./read_tree.ts";
@@ -56,12 +57,22 @@ export function collectObjects(image: Uint8Array, alg?: HashAlgorithm): ObjectId
 
 /** The objects referenced by a tree's external files (see collectObjects). */
 export function objectsOfTree(root: Directory, alg?: HashAlgorithm): ObjectId[] {
-  const found = new Map<string, ObjectId>();
+  // The tree's own ids, deduplicated by their bytes: no hex string or map key per object (for an image
+  // of 100,000 files those were most of what gc and fsck held, docs/performance.md#fsck).
+  const seenIds = new Map<number, DigestSet>();
+  const found: ObjectId[] = [];
+  const add = (id: ObjectId) => {
+    let set = seenIds.get(id.bytes.length);
+    if (!set) seenIds.set(id.bytes.length, set = new DigestSet(id.bytes.length));
+    const before = set.size;
+    set.add(id.bytes);
+    if (set.size > before) found.push(id);
+  };
   const addPath = (payload: string | undefined) => {
     if (payload === undefined) return;
     try {
       const id = ObjectIdClass.fromObjectPath(payload.startsWith("/") ? payload.slice(1) : payload, alg);
-      if (!alg || id.alg === alg) found.set(id.toId(), id);
+      if (!alg || id.alg === alg) add(id);
     } catch {
       // a redirect to a backing path that is not an object path: nothing to keep alive
     }
@@ -79,12 +90,21 @@ export function objectsOfTree(root: Directory, alg?: HashAlgorithm): ObjectId[] 
       seen.add(node);
       const c = node.content;
       if (c.type === "external") {
-        found.set(c.id.toId(), c.id);
+        add(c.id);
         addPath(c.payload);
       } else if (c.type === "external-noverity") {
         addPath(c.payload);
       }
     }
   }
-  return [...found.keys()].sort().map((k) => found.get(k)!);
+  // The order of their `alg:hex` forms: algorithm name, then the bytes (hex order is byte order).
+  return found.sort(compareIds);
+}
+
+function compareIds(a: ObjectId, b: ObjectId): number {
+  if (a.alg !== b.alg) return a.alg < b.alg ? -1 : 1;
+  const x = a.bytes;
+  const y = b.bytes;
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return x[i] - y[i];
+  return 0;
 }

@@ -3,7 +3,8 @@
 // planted in the layout becomes a finding instead of a hang or a walk elsewhere. Each problem becomes one
 // stable kebab-case error string (`fsck: <code>: <path>: <detail>`) so scripts can match them.
 import { describeError, FormatError } from "../errors.ts";
-import { fsverityDigestReader } from "../fsverity/digest_file.ts";
+import { type DigestScratch, fsverityDigestReader } from "../fsverity/digest_file.ts";
+import { FsVerityHasher } from "../fsverity/hasher.ts";
 import { ObjectId } from "../fsverity/object_id.ts";
 import { closeFd, preadAsync } from "../linux/fs.ts";
 import { measureVerity } from "../fsverity/measure.ts";
@@ -204,13 +205,16 @@ async function checkObjects(
       files.push({ rel, kind: f.kind, id, bad });
     }
   }
-  // One pair of read buffers per worker, reused for every object it checks.
-  const buffers: [Uint8Array, Uint8Array][] = [];
+  // Read buffers and a hasher per worker, reused for every object it checks.
+  const scratch: DigestScratch[] = [];
   const verity: VerityState = { unsupported: false };
   await pool(files, concurrency, async (f, w) => {
     r.objectsChecked++;
-    const bufs = buffers[w] ??= [new Uint8Array(CHECK_CHUNK), new Uint8Array(CHECK_CHUNK)];
-    const problem = await checkOneObject(repo, dirs, f.rel, f.kind, f.id, f.bad, bufs, verity);
+    const mine = scratch[w] ??= {
+      buffers: [new Uint8Array(CHECK_CHUNK), new Uint8Array(CHECK_CHUNK)],
+      hasher: new FsVerityHasher(repo.alg),
+    };
+    const problem = await checkOneObject(repo, dirs, f.rel, f.kind, f.id, f.bad, mine, verity);
     if (problem) {
       r.objectsCorrupted++;
       err(problem);
@@ -233,7 +237,7 @@ async function checkOneObject(
   kind: string,
   id: ObjectId | null,
   bad: string | undefined,
-  buffers: [Uint8Array, Uint8Array],
+  scratch: DigestScratch,
   verity: VerityState,
 ): Promise<string | null> {
   if (!id) return `object-invalid-name: ${rel}: ${bad}`;
@@ -275,7 +279,7 @@ async function checkOneObject(
             },
           },
           repo.alg,
-          buffers,
+          scratch,
         );
       } catch (e) {
         return `object-open-failed: ${rel}: ${detail(e)}`;
