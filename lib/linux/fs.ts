@@ -49,6 +49,7 @@ const symbols = {
   close: { parameters: ["i32"], result: "i32" },
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   pread64: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
+  preadv2: { parameters: ["i32", "buffer", "i32", "i64", "i32"], result: "isize" },
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   fsync: { parameters: ["i32"], result: "i32" },
   syncfs: { parameters: ["i32"], result: "i32" },
@@ -189,6 +190,30 @@ export function read(fd: number, buf: Uint8Array): number {
   const n = retryIntr(() => libc().read(fd, buf, BigInt(buf.length)));
   if (n < 0n) fail("read", `fd ${fd}`);
   return Number(n);
+}
+
+const RWF_NOWAIT = 0x8;
+let noWaitUnsupported = false;
+const iov = new BigUint64Array(2);
+const iovBytes = new Uint8Array(iov.buffer);
+
+/**
+ * pread of `buf` at `offset` only from the page cache (preadv2 with RWF_NOWAIT): the byte count, or
+ * null when the data is not all cached (EAGAIN), or the kernel or filesystem cannot say. A caller with
+ * many small files reads the cached ones at once and sends only the rest to the I/O threads.
+ * `buf` must live off the V8 heap (≥ 4 KiB), as its address is passed.
+ */
+export function preadCached(fd: number, buf: Uint8Array, offset: number): number | null {
+  if (noWaitUnsupported || buf.length === 0) return null;
+  const p = Deno.UnsafePointer.of(buf);
+  if (p === null) return null;
+  iov[0] = BigInt(Deno.UnsafePointer.value(p));
+  iov[1] = BigInt(buf.length);
+  const n = libc().preadv2(fd, iovBytes, 1, BigInt(offset), RWF_NOWAIT);
+  if (n >= 0n) return Number(n);
+  const e = errno();
+  if (e === Errno.EOPNOTSUPP || e === Errno.EINVAL || e === Errno.ENOSYS) noWaitUnsupported = true;
+  return null;
 }
 
 /** pread(2) into `buf` at `offset` (the fd position is unchanged); returns the byte count. */
