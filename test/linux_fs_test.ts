@@ -3,6 +3,7 @@
 // the ETXTBSY retry/copy procedure through its test seam.
 import { assert, assertEquals, assertRejects, assertThrows, isRoot } from "./helpers/assert.ts";
 import { KernelError } from "../lib/errors.ts";
+import { tempDir } from "./helpers/cli.ts";
 import { Errno } from "../lib/linux/libc.ts";
 import {
   closeFd,
@@ -23,6 +24,7 @@ import {
   openTmpfile,
   openTmpfileAt,
   pread,
+  preadCached,
   read,
   renameNoReplace,
   reopenReadOnly,
@@ -561,4 +563,33 @@ Deno.test({
     }
     await assertRejects(() => measureFileWithFallback("/nonexistent-file-for-test", "sha256"), KernelError);
   },
+});
+
+Deno.test("fs: preadCached reads what the page cache holds and says null for what it does not", async () => {
+  await using t = await tempDir();
+  const path = `${t.path}/f`;
+  const data = new Uint8Array(100_000).map((_, i) => (i * 7) & 0xff);
+  await Deno.writeFile(path, data);
+  const fd = openPath(path, O_RDONLY);
+  try {
+    fsync(fd);
+    const buf = new Uint8Array(256 * 1024);
+    pread(fd, buf.subarray(0, data.length), 0); // now cached
+    buf.fill(0);
+    assertEquals(preadCached(fd, buf.subarray(0, data.length), 0), data.length);
+    assertEquals(buf.subarray(0, data.length), data);
+    assertEquals(preadCached(fd, buf.subarray(0, 10), data.length - 4), 4, "short at the end of the file");
+    // Evicted (clean pages, fsync'd): RWF_NOWAIT refuses to wait for the disk.
+    const libc = Deno.dlopen("libc.so.6", {
+      posix_fadvise: { parameters: ["i32", "i64", "i64", "i32"], result: "i32" },
+    });
+    try {
+      assertEquals(libc.symbols.posix_fadvise(fd, 0n, 0n, 4 /* POSIX_FADV_DONTNEED */), 0);
+    } finally {
+      libc.close();
+    }
+    assertEquals(preadCached(fd, buf.subarray(0, data.length), 0), null);
+  } finally {
+    closeFd(fd);
+  }
 });
