@@ -183,32 +183,10 @@ async function checkObjects(
   concurrency: number,
 ): Promise<void> {
   const hexLen = repo.alg === "sha256" ? 62 : 126;
-  const files: { rel: string; kind: string; id: ObjectId | null; bad?: string }[] = [];
-  for (const sub of listOrFinding(fs, "objects", err) ?? []) {
-    if (sub.kind === "symlink") {
-      err(
-        `symlink-in-layout: objects/${sub.name}: a symlink where the layout has a directory (not followed)`,
-      );
-      continue;
-    }
-    // Temporary files of the no-O_TMPFILE fallback live beside the XX dirs, not in them.
-    if (sub.kind !== "dir") continue;
-    const subOk = /^[0-9a-f]{2}$/.test(sub.name);
-    for (const f of listOrFinding(fs, `objects/${sub.name}`, err) ?? []) {
-      const rel = `objects/${sub.name}/${f.name}`;
-      let id: ObjectId | null = null;
-      let bad: string | undefined;
-      if (!subOk) bad = "directory name is not two hex digits";
-      else if (!/^[0-9a-f]+$/.test(f.name) || f.name.length !== hexLen) {
-        bad = `expected ${hexLen} lowercase hex digits for ${repo.alg}`;
-      } else id = ObjectId.fromHex(sub.name + f.name, repo.alg);
-      files.push({ rel, kind: f.kind, id, bad });
-    }
-  }
   // Read buffers and a hasher per worker, reused for every object it checks.
   const scratch: DigestScratch[] = [];
   const verity: VerityState = { unsupported: false };
-  await pool(files, concurrency, async (f, w) => {
+  const check = async (f: { rel: string; kind: string; id: ObjectId | null; bad?: string }, w: number) => {
     r.objectsChecked++;
     const mine = scratch[w] ??= {
       buffers: [new Uint8Array(CHECK_CHUNK), new Uint8Array(CHECK_CHUNK)],
@@ -219,7 +197,31 @@ async function checkObjects(
       r.objectsCorrupted++;
       err(problem);
     }
-  });
+  };
+  // One objects/XX directory at a time: the list of what is to check never holds the whole store.
+  for (const sub of listOrFinding(fs, "objects", err) ?? []) {
+    if (sub.kind === "symlink") {
+      err(
+        `symlink-in-layout: objects/${sub.name}: a symlink where the layout has a directory (not followed)`,
+      );
+      continue;
+    }
+    // Temporary files of the no-O_TMPFILE fallback live beside the XX dirs, not in them.
+    if (sub.kind !== "dir") continue;
+    const subOk = /^[0-9a-f]{2}$/.test(sub.name);
+    const files: { rel: string; kind: string; id: ObjectId | null; bad?: string }[] = [];
+    for (const f of listOrFinding(fs, `objects/${sub.name}`, err) ?? []) {
+      const rel = `objects/${sub.name}/${f.name}`;
+      let id: ObjectId | null = null;
+      let bad: string | undefined;
+      if (!subOk) bad = "directory name is not two hex digits";
+      else if (!/^[0-9a-f]+$/.test(f.name) || f.name.length !== hexLen) {
+        bad = `expected ${hexLen} lowercase hex digits for ${repo.alg}`;
+      } else id = ObjectId.fromHex(sub.name + f.name, repo.alg);
+      files.push({ rel, kind: f.kind, id, bad });
+    }
+    await pool(files, concurrency, check);
+  }
 }
 
 /**
