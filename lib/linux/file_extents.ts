@@ -1,8 +1,8 @@
 // What the containers-storage import and the directory walk (lib/tree/walk_ahead.ts) need from the
 // kernel beyond lib/linux/fs.ts, fs_at.ts and openat2.ts: read-ahead hints (POSIX_FADV_WILLNEED) and
 // FIEMAP (which physical extents a file occupies: tests and docs/containers-storage.md use it to show
-// that a reflinked object shares its blocks with the source). FICLONE itself lives in lib/linux/fs.ts (ficlone), opening below diff/ in
-// openat2.ts (openBeneath), statx of an fd in fs_at.ts (statFd).
+// that a reflinked object shares its blocks with the source). FICLONE itself lives in lib/linux/fs.ts
+// (ficlone), opening below diff/ in openat2.ts (openBeneath), statx of an fd in fs_at.ts (statFd).
 import { check, openLibc } from "./libc.ts";
 import { FIEMAP_EXTENT_LAST, FIEMAP_FLAG_SYNC, FS_IOC_FIEMAP, POSIX_FADV_WILLNEED } from "./constants.ts";
 export { FIEMAP_EXTENT_SHARED } from "./constants.ts";

@@ -25,6 +25,7 @@ import { algorithmName, checkMeta, META_FILENAME, parseMeta } from "./meta.ts";
 import type { Repository } from "./repository.ts";
 import { removeStaleMountRefs } from "./mount_refs.ts";
 import { reassemble, SplitStreamReader } from "../splitstream/mod.ts";
+import { runBounded } from "../util/run_bounded.ts";
 
 export interface FsckOptions {
   /** Skip phase 1 (object digests). */
@@ -52,15 +53,6 @@ export interface FsckReport {
 
 function detail(e: unknown): string {
   return describeError(e);
-}
-
-/** Runs `fn` over `items` with at most `n` in flight; `worker` (0 … n-1) says which of them runs it. */
-async function pool<T>(items: T[], n: number, fn: (item: T, worker: number) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async (_: unknown, w: number) => {
-    while (next < items.length) await fn(items[next++], w);
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(n, items.length)) }, worker));
 }
 
 /**
@@ -220,7 +212,7 @@ async function checkObjects(
       } else id = ObjectId.fromHex(sub.name + f.name, repo.alg);
       files.push({ rel, kind: f.kind, id, bad });
     }
-    await pool(files, concurrency, check);
+    await runBounded(files, concurrency, check);
   }
 }
 
@@ -266,25 +258,19 @@ async function checkOneObject(
         if (!repo.insecure) return `object-verity-missing: ${rel}`;
       }
     }
-    if (measured === null && size > 0 && size <= CHECK_CHUNK) {
-      // Small and in the page cache: read and hash it here at once instead of through the I/O threads.
-      const buf = scratch.buffers[0];
-      if (preadCached(fd, buf.subarray(0, size), 0) === size) {
-        scratch.hasher.reset();
-        scratch.hasher.update(buf.subarray(0, size));
-        measured = scratch.hasher.digest();
-      }
-    }
     if (measured === null) {
       try {
         // Objects do not change: reading stops at the size fstat gave (no extra read to see EOF); a
-        // file shorter than that ends early and its digest will not match.
+        // file shorter than that ends early and its digest will not match. A small object in the page
+        // cache is read here at once; the rest go through the I/O threads.
         let off = 0;
         measured = await fsverityDigestReader(
           {
             read: async (buf) => {
               if (off >= size) return null;
-              const n = await preadAsync(fd, buf.subarray(0, Math.min(buf.length, size - off)), off);
+              const want = buf.subarray(0, Math.min(buf.length, size - off));
+              const n = (off === 0 && want.length === size ? preadCached(fd, want, 0) : null) ??
+                await preadAsync(fd, want, off);
               off += n;
               return n === 0 ? null : n;
             },

@@ -25,6 +25,7 @@ import { O_NONBLOCK } from "../linux/constants.ts";
 import { readXattrsOrNull } from "../linux/xattr.ts";
 import { type AheadEntry, WalkAhead } from "./walk_ahead.ts";
 import { preadAsync } from "../linux/fs.ts";
+import { runBounded } from "../util/run_bounded.ts";
 import type { ObjectStore } from "../objects/store.ts";
 import { bytesToBstr, concatBytes, utf8 } from "../util/bytes.ts";
 import {
@@ -111,7 +112,7 @@ export async function scanDirectory(path: string, opts: ScanOptions): Promise<Di
   const tasks: FileTask[] = [];
   const root = await walk(path, opts, new SmallFiles(opts), tasks);
   const streamBuffers: [Uint8Array, Uint8Array][] = [];
-  await runPool(
+  await runBounded(
     tasks,
     opts.concurrency ?? navigator.hardwareConcurrency ?? 2,
     (t, w) =>
@@ -312,28 +313,6 @@ function specialLeaf(stat: Stat, st: StatxResult, dirFd: number, name: Uint8Arra
     default:
       throw new CfsError(`unknown file type ${type.toString(8)}`);
   }
-}
-
-/** Runs `fn` over `items` with at most `n` in flight; the first failure stops new work and is thrown. */
-async function runPool<T>(
-  items: T[],
-  n: number,
-  fn: (item: T, worker: number) => Promise<void>,
-): Promise<void> {
-  let next = 0;
-  let failed: { e: unknown } | undefined;
-  const worker = async (_: unknown, w: number) => {
-    while (!failed && next < items.length) {
-      const item = items[next++];
-      try {
-        await fn(item, w);
-      } catch (e) {
-        failed ??= { e };
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(n, items.length)) }, worker));
-  if (failed) throw failed.e;
 }
 
 interface Sink {

@@ -3,7 +3,7 @@
 // into the page cache (POSIX_FADV_WILLNEED), asked for up to WINDOW files earlier. Without it a walk of
 // files that are not cached waits for one disk read per file, one after the other: on this machine's
 // disk 110 µs per small file read in sequence, 64 µs with 32 reads in flight
-// (docs/performance.md#create-image).
+// (docs/performance.md#read-ahead).
 import {
   closeFd,
   type DirEntries,
